@@ -1,0 +1,37 @@
+//! RRQ's Redis schema: every job state change as one atomic step.
+//!
+//! Place in the graph: above `rrq-protocol`, below `rrq-core`, `rrq-producer`
+//! and `rrq-cli`. This is the **only** crate that names a Redis key or the
+//! Redis client; it knows nothing of runners, processes or retry policy (the
+//! caller decides *when* to retry; the store only applies the decision).
+//!
+//! Main types:
+//! * [`Store`]: domain verbs (enqueue, claim, renew, complete, retry,
+//!   dead-letter, release, recover, heartbeat, pause, cancel, DLQ requeue…);
+//! * [`RedisStore`]: the implementation on Redis, each multi-key change one
+//!   Lua script run by SHA (reloaded on `NOSCRIPT`);
+//! * [`MemoryStore`]: the same semantics in memory, for tests and embedding;
+//! * [`Job`] / [`NewJob`]: the job hash, parsed and to be written;
+//! * [`Clock`], [`SystemClock`], [`ManualClock`]: wall time as a seam.
+//!
+//! Invariants: keys and field encodings are those of rrq 0.11.1 (see
+//! `docs/redis-schema.md`); every outcome write is fenced on the lock owner and
+//! the attempt token, so a stale worker can never overwrite a newer outcome;
+//! every script is safe to re-run after a lost reply.
+//!
+//! Tests: unit tests beside the code for parsing; `tests/conformance` runs one
+//! suite against both `MemoryStore` and `RedisStore`.
+
+mod clock;
+mod error;
+mod job;
+pub mod keys;
+mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock, epoch_ms, format_timestamp, parse_timestamp};
+pub use error::{BoxError, StoreError, mask_dsn};
+pub use job::{Job, JobDefaults, JobParseError, JobStatus, NewJob};
+pub use store::{
+    CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, Recovery, Store,
+    WorkerHealth,
+};

@@ -1,0 +1,295 @@
+//! The `Store` trait: the domain verbs every other crate uses to change jobs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rrq_protocol::{DlqName, JobId, QueueName};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::error::StoreError;
+use crate::job::{Job, JobDefaults, JobParseError, JobStatus, NewJob};
+
+/// How an enqueue treats duplicates.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum EnqueueMode {
+    /// Plain enqueue; fails with [`StoreError::JobIdTaken`] if the id exists.
+    Standard,
+    /// Idempotent enqueue: while `rrq:idempotency:{key}` names a live job,
+    /// return that job instead of creating one.
+    Idempotent {
+        /// The caller's key (always prefixed with `rrq:idempotency:`).
+        key: String,
+        /// Key TTL (raised to cover a longer deferral).
+        ttl: Duration,
+    },
+    /// Leading-edge rate limit: at most one job per `window` for `key`.
+    RateLimited {
+        /// Rate-limit key (prefixed with `rrq:rate_limit:` unless already).
+        key: String,
+        /// The window (TTL rounded up to whole seconds).
+        window: Duration,
+    },
+    /// Trailing-edge debounce: later calls within `window` update the pending job.
+    Debounced {
+        /// Debounce key (prefixed with `rrq:debounce:` unless already).
+        key: String,
+        /// The window (TTL rounded up to whole seconds).
+        window: Duration,
+    },
+}
+
+/// What an enqueue did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A new job was created.
+    Created(JobId),
+    /// An existing job now represents the request (idempotency hit or
+    /// debounce update).
+    Existing(JobId),
+    /// The rate limiter dropped the request.
+    RateLimited,
+}
+
+impl Enqueued {
+    /// The id that represents the request, if any.
+    pub fn job_id(&self) -> Option<&JobId> {
+        match self {
+            Enqueued::Created(id) | Enqueued::Existing(id) => Some(id),
+            Enqueued::RateLimited => None,
+        }
+    }
+}
+
+/// Proof that a worker holds a job: the fencing token of one attempt.
+///
+/// Every outcome write checks that the job's lock is still held by
+/// `worker_id` and that the hash still records this attempt's `token`
+/// (its `start_time`); otherwise the write is dropped ([`Fence::Stale`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The job.
+    pub job_id: JobId,
+    /// The worker holding it.
+    pub worker_id: String,
+    /// The attempt's token (the `start_time` string written by the claim).
+    pub token: String,
+    /// The queue the job was claimed from.
+    pub queue: QueueName,
+}
+
+/// Whether a fenced write was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Fence {
+    /// The write was applied.
+    Applied,
+    /// The lease was no longer ours (expired and taken over, or the job was
+    /// changed by someone else); nothing was written.
+    Stale,
+}
+
+/// The state of a lease, as seen when renewing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Still ours; the lock TTL was extended.
+    Held,
+    /// Still ours, and a cancel of the job was requested: stop the attempt.
+    CancelRequested,
+    /// No longer ours: abandon the attempt without writing an outcome.
+    Lost,
+}
+
+/// Parameters of one claim call.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    /// The queue to take ready jobs from.
+    pub queue: QueueName,
+    /// The claiming worker.
+    pub worker_id: String,
+    /// At most this many jobs.
+    pub max: usize,
+    /// Jobs with a score at or before this time are ready.
+    pub now: DateTime<Utc>,
+    /// TTL of the job lock; the worker renews it while the job runs.
+    pub lease_ttl: Duration,
+}
+
+/// One claimed job.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    /// The lease to present with the outcome.
+    pub lease: Lease,
+    /// The parsed job, or why it could not be parsed (quarantine it).
+    pub job: Result<Job, JobParseError>,
+}
+
+/// The result of one claim call.
+#[derive(Clone, Debug, Default)]
+pub struct ClaimBatch {
+    /// Jobs now held by the worker, in claim order.
+    pub jobs: Vec<Claimed>,
+    /// Ids dropped from the queue without running: their hash was gone or
+    /// their status was terminal.
+    pub dropped: Vec<JobId>,
+    /// When the next job of this queue becomes ready, if the queue is not empty.
+    pub next_ready: Option<DateTime<Utc>>,
+    /// Whether the queue is paused (nothing was claimed).
+    pub paused: bool,
+}
+
+/// A worker's health record (`rrq:health:worker:{id}`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WorkerHealth {
+    /// Jobs running in the worker.
+    pub active_jobs: u64,
+    /// Jobs the worker may run at once.
+    pub concurrency_limit: u64,
+    /// Full queue keys polled, sorted.
+    pub queues: Vec<String>,
+    /// Poll-loop state (`running`, `polling`, `idle (no jobs)`, ...).
+    pub status: String,
+    /// When the record was written (RFC 3339).
+    pub timestamp: Value,
+    /// The worker id.
+    pub worker_id: String,
+}
+
+/// What one orphan-recovery pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Jobs put back on their queue.
+    pub requeued: Vec<JobId>,
+    /// Jobs whose lost attempt exhausted their budget: moved to the DLQ.
+    pub dead_lettered: Vec<JobId>,
+}
+
+/// Result of cancelling a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CancelResult {
+    /// A pending job was removed from its queue and marked `CANCELLED`.
+    Cancelled,
+    /// A running job was flagged; the worker running it will stop it.
+    CancelRequested,
+    /// No such job.
+    NotFound,
+    /// The job is in a state that cannot be cancelled.
+    NotCancellable(Option<JobStatus>),
+}
+
+/// Domain verbs over job state. Every verb that changes more than one key is
+/// one atomic step, and every verb may be retried after a connection error
+/// without changing the result.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates a job (or resolves a duplicate as `mode` says).
+    async fn enqueue(&self, job: NewJob, mode: EnqueueMode) -> Result<Enqueued, StoreError>;
+
+    /// Creates many standard jobs in one round trip. Each job gets its own
+    /// result (a taken id fails only that job).
+    async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError>;
+
+    /// Reads and parses a job; `Ok(None)` when it does not exist.
+    async fn job(&self, id: &JobId) -> Result<Option<Result<Job, JobParseError>>, StoreError>;
+
+    /// Raw hash fields of a job, for inspection tools.
+    async fn job_fields(&self, id: &JobId) -> Result<Option<BTreeMap<String, String>>, StoreError>;
+
+    /// Blocks up to `timeout` for a new entry in the job's events stream
+    /// after `after` (`None` = only entries newer than now). Returns the id of
+    /// the entry seen, if any.
+    async fn wait_job_event(
+        &self,
+        id: &JobId,
+        after: Option<String>,
+        timeout: Duration,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Atomically takes up to `max` ready jobs of a queue, skipping (and
+    /// dropping) terminal or vanished ones.
+    async fn claim(&self, req: ClaimRequest) -> Result<ClaimBatch, StoreError>;
+
+    /// Extends the locks of running jobs; returns, per lease, whether it is
+    /// still held and whether someone asked to cancel the job.
+    async fn renew(&self, leases: &[Lease], ttl: Duration) -> Result<Vec<LeaseState>, StoreError>;
+
+    /// Records success: stores `result`, `COMPLETED`, the `completed` event and
+    /// the result TTL; releases the lock and unique lock.
+    async fn complete(
+        &self,
+        lease: &Lease,
+        result: &Value,
+        now: DateTime<Utc>,
+        defaults: &JobDefaults,
+    ) -> Result<Fence, StoreError>;
+
+    /// Counts the failed attempt and schedules the next one at `ready_at` on
+    /// the job's own queue.
+    async fn retry(
+        &self,
+        lease: &Lease,
+        error: &str,
+        ready_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        defaults: &JobDefaults,
+    ) -> Result<Fence, StoreError>;
+
+    /// Moves the job to its DLQ with `reason` as `last_error`. With
+    /// `count_attempt` the failed attempt is counted (`current_retries + 1`);
+    /// quarantine of an unparsable job does not count it.
+    async fn dead_letter(
+        &self,
+        lease: &Lease,
+        reason: &str,
+        count_attempt: bool,
+        now: DateTime<Utc>,
+        defaults: &JobDefaults,
+    ) -> Result<Fence, StoreError>;
+
+    /// Puts a claimed job back on the queue it was claimed from, ready now,
+    /// without counting an attempt (shutdown, lost lock before dispatch).
+    async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError>;
+
+    /// Writes a worker's health record with a TTL.
+    async fn heartbeat(&self, health: &WorkerHealth, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Re-queues (or dead-letters, when the lost attempt used up the budget)
+    /// up to `limit` running jobs whose lock has expired. Finds them through
+    /// the lease index, never by scanning the keyspace.
+    async fn recover(&self, now: DateTime<Utc>, limit: usize, defaults: &JobDefaults) -> Result<Recovery, StoreError>;
+
+    /// A channel that receives a queue name whenever jobs become ready in it
+    /// (best effort: a missed signal only delays pickup to the next poll).
+    async fn subscribe_ready(&self) -> Result<mpsc::Receiver<QueueName>, StoreError>;
+
+    /// Pauses a queue: no worker claims from it until it is resumed.
+    async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError>;
+
+    /// Resumes a paused queue.
+    async fn resume(&self, queue: &QueueName) -> Result<bool, StoreError>;
+
+    /// The paused queues.
+    async fn paused(&self) -> Result<Vec<QueueName>, StoreError>;
+
+    /// Cancels a job: a pending one is removed and marked `CANCELLED`.
+    async fn cancel(&self, id: &JobId, now: DateTime<Utc>) -> Result<CancelResult, StoreError>;
+
+    /// Number of jobs in a queue (ready or scheduled).
+    async fn queue_len(&self, queue: &QueueName) -> Result<u64, StoreError>;
+
+    /// Ids in a DLQ, newest first, `offset..offset+limit`.
+    async fn dlq_ids(&self, dlq: &DlqName, offset: usize, limit: usize) -> Result<Vec<JobId>, StoreError>;
+
+    /// Moves a failed job from a DLQ back to `target` with a fresh attempt
+    /// budget. Returns false when the id was not in that DLQ.
+    async fn dlq_requeue(
+        &self,
+        dlq: &DlqName,
+        id: &JobId,
+        target: &QueueName,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+}

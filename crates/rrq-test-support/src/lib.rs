@@ -1,0 +1,1 @@
+//! rrq-test-support
