@@ -253,6 +253,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// without counting an attempt (shutdown, lost lock before dispatch).
     async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError>;
 
+    /// Ends a running job whose cancel was requested: `CANCELLED`, lock and
+    /// active entry released.
+    async fn finish_cancelled(&self, lease: &Lease, now: DateTime<Utc>) -> Result<Fence, StoreError>;
+
     /// Writes a worker's health record with a TTL.
     async fn heartbeat(&self, health: &WorkerHealth, ttl: Duration) -> Result<(), StoreError>;
 
