@@ -1,1 +1,30 @@
-//! rrq-core
+//! RRQ worker policy: claim, dispatch, retry, dead-letter, renew, heartbeat,
+//! recover and shut down.
+//!
+//! Place in the graph: above `rrq-store` and `rrq-pool`. It never builds a
+//! Redis key and never spawns a process: it talks to the [`rrq_store::Store`]
+//! and [`rrq_pool::Runner`] traits and takes wall time from a
+//! [`rrq_store::Clock`].
+//!
+//! Main types: [`Worker`] (one event loop), [`WorkerConfig`], and the pure
+//! policy in [`policy`] (routing, backoff, outcome classification).
+//!
+//! Invariants: a job is only ever written through its lease (fenced writes);
+//! a worker that cannot renew a lease abandons the attempt before the lease
+//! expires; every claimed job ends recorded, released back to its queue, or
+//! abandoned to orphan recovery — never dropped.
+//!
+//! Tests: policy unit tests beside the code; worker tests against
+//! `MemoryStore` and a scripted runner; end-to-end tests in the workspace's
+//! `tests/` package.
+
+mod config;
+mod error;
+mod job_task;
+pub mod policy;
+mod worker;
+
+pub use config::{WorkerConfig, new_worker_id};
+pub use error::CoreError;
+pub use policy::{Backoff, Routing};
+pub use worker::{Worker, WorkerStats};

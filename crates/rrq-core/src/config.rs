@@ -1,0 +1,75 @@
+//! The worker's typed, validated configuration.
+
+use std::time::Duration;
+
+use rrq_protocol::QueueName;
+use rrq_store::JobDefaults;
+
+use crate::policy::{Backoff, Routing};
+
+/// Everything a [`crate::Worker`] needs to know, already validated.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// This worker's id (`rrq_worker_{pid}_{6 hex}` by default).
+    pub worker_id: String,
+    /// Queues to take jobs from (full keys, sorted, without duplicates).
+    pub queues: Vec<QueueName>,
+    /// Values used where a job hash lacks a field.
+    pub defaults: JobDefaults,
+    /// Delay between attempts when the runner did not ask for one.
+    pub backoff: Backoff,
+    /// Which runner serves which job.
+    pub routing: Routing,
+    /// How often an idle worker looks for work it was not told about (jobs
+    /// enqueued by producers that do not publish a ready signal).
+    pub poll_interval: Duration,
+    /// TTL of a job lock; renewed every `renew_interval` while the job runs.
+    pub lease_ttl: Duration,
+    /// How often running jobs' locks are renewed.
+    pub renew_interval: Duration,
+    /// How often the health record is written.
+    pub heartbeat_interval: Duration,
+    /// TTL of the health record.
+    pub health_ttl: Duration,
+    /// How often expired leases of other (dead) workers are recovered.
+    pub recovery_interval: Duration,
+    /// How long shutdown waits for running jobs before putting them back.
+    pub shutdown_grace: Duration,
+    /// Stop once no job is ready and none is running.
+    pub burst: bool,
+}
+
+impl WorkerConfig {
+    /// A configuration with the reference's defaults for `queues` (the
+    /// default queue when empty) and a fresh worker id.
+    pub fn new(queues: impl IntoIterator<Item = QueueName>) -> Self {
+        let defaults = JobDefaults::default();
+        let mut queues: Vec<QueueName> = queues.into_iter().collect();
+        if queues.is_empty() {
+            queues.push(defaults.queue.clone());
+        }
+        queues.sort();
+        queues.dedup();
+        Self {
+            worker_id: new_worker_id(),
+            queues,
+            defaults,
+            backoff: Backoff::default(),
+            routing: Routing { default_runner: "python".to_owned(), ..Routing::default() },
+            poll_interval: Duration::from_millis(100),
+            lease_ttl: Duration::from_secs(15),
+            renew_interval: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(60),
+            health_ttl: Duration::from_secs(70),
+            recovery_interval: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(10),
+            burst: false,
+        }
+    }
+}
+
+/// A worker id in the reference's shape: `rrq_worker_{pid}_{6 hex chars}`.
+pub fn new_worker_id() -> String {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("rrq_worker_{}_{}", std::process::id(), &suffix[..6])
+}

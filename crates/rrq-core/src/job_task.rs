@@ -1,0 +1,228 @@
+//! One attempt of one job: dispatch to a runner, classify, record.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use rrq_pool::{PoolError, Runner};
+use rrq_protocol::{ExecutionContext, ExecutionRequest, PROTOCOL_VERSION};
+use rrq_store::{Clock, Fence, Job, JobDefaults, Lease, Store, StoreError};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::policy::{Attempt, Backoff, Decision, Routing, decide};
+
+/// What the worker loop asks of a running attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// Keep going.
+    Run,
+    /// Someone cancelled the job: ask the runner to stop, record CANCELLED.
+    Cancel,
+    /// The lock is (about to be) lost: stop without writing anything.
+    Lost,
+    /// The worker is shutting down and the grace period is over: put the job
+    /// back on its queue.
+    Shutdown,
+}
+
+/// How an attempt ended, for the worker's counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Completed,
+    Retried,
+    DeadLettered,
+    Cancelled,
+    Released,
+    /// The lease was lost or the write was fenced off: another owner decides.
+    Abandoned,
+}
+
+/// Shared, read-only context of every attempt.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub runners: BTreeMap<String, Arc<dyn Runner>>,
+    pub defaults: JobDefaults,
+    pub backoff: Backoff,
+    pub routing: Routing,
+    pub worker_id: String,
+    pub lease_ttl: Duration,
+}
+
+const SHUTDOWN_MESSAGE: &str = "Job execution interrupted by worker shutdown. Re-queued.";
+
+/// Runs one claimed job to a recorded outcome.
+pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control: watch::Receiver<Control>) -> Ending {
+    let timeout_secs = job.timeout_seconds(&shared.defaults);
+    let attempt = job.attempt();
+    let max_attempts = job.max_attempts(&shared.defaults);
+
+    if timeout_secs <= 0 {
+        let reason = format!("Invalid job timeout: {timeout_secs}. Must be positive.");
+        return dead_letter(&shared, &lease, &reason, true, &mut control).await;
+    }
+    let route = match shared.routing.route(&job.function_name, &lease.queue) {
+        Ok(r) => r,
+        Err(reason) => return dead_letter(&shared, &lease, &reason, true, &mut control).await,
+    };
+    let Some(runner) = shared.runners.get(route.runner) else {
+        let reason = format!("No runner configured for '{}'.", route.runner);
+        return dead_letter(&shared, &lease, &reason, true, &mut control).await;
+    };
+
+    let timeout = Duration::from_secs(u64::try_from(timeout_secs).unwrap_or(u64::MAX));
+    // The timer starts before the deadline is computed, so the orchestrator's
+    // timeout always fires first (deterministic `last_error`).
+    let started = tokio::time::Instant::now();
+    let deadline = shared.clock.now() + TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let request = ExecutionRequest {
+        protocol_version: PROTOCOL_VERSION.to_owned(),
+        request_id: request_id.clone(),
+        job_id: job.id.as_str().to_owned(),
+        function_name: route.handler.to_owned(),
+        params: job.params,
+        context: ExecutionContext {
+            job_id: job.id.as_str().to_owned(),
+            attempt,
+            enqueue_time: job.enqueue_time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            queue_name: lease.queue.as_str().to_owned(),
+            deadline: Some(deadline.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            trace_context: job.trace_context,
+            correlation_context: job.correlation_context,
+            worker_id: Some(shared.worker_id.clone()),
+        },
+    };
+    debug!(job_id = %lease.job_id, runner = route.runner, handler = route.handler, attempt, "dispatching");
+
+    let mut execution = std::pin::pin!(runner.execute(request, timeout));
+    let mut cancel_sent = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut execution => break r,
+            changed = control.changed() => {
+                let now = if changed.is_ok() { *control.borrow_and_update() } else { Control::Shutdown };
+                match now {
+                    Control::Run => {}
+                    Control::Cancel => {
+                        if !cancel_sent {
+                            cancel_sent = true;
+                            runner.cancel(lease.job_id.as_str(), &request_id).await;
+                        }
+                    }
+                    Control::Lost => {
+                        runner.cancel(lease.job_id.as_str(), &request_id).await;
+                        warn!(job_id = %lease.job_id, "lock lost while running; attempt abandoned");
+                        return Ending::Abandoned;
+                    }
+                    Control::Shutdown => {
+                        runner.cancel(lease.job_id.as_str(), &request_id).await;
+                        return release(&shared, &lease, &mut control).await;
+                    }
+                }
+            }
+        }
+    };
+
+    if cancel_sent {
+        let fence = write(&shared, &mut control, "finish_cancelled", || {
+            shared.store.finish_cancelled(&lease, shared.clock.now())
+        })
+        .await;
+        return ended(fence, Ending::Cancelled, &lease);
+    }
+    if matches!(result, Err(PoolError::ShuttingDown)) {
+        return release(&shared, &lease, &mut control).await;
+    }
+    let deadline_passed = started.elapsed() + Duration::from_millis(50) >= timeout;
+    let attempt_facts = Attempt { number: attempt, max_attempts, timeout_secs, deadline_passed };
+    match decide(attempt_facts, result, &shared.backoff) {
+        Decision::Complete(value) => {
+            let fence = write(&shared, &mut control, "complete", || {
+                shared.store.complete(&lease, &value, shared.clock.now(), &shared.defaults)
+            })
+            .await;
+            ended(fence, Ending::Completed, &lease)
+        }
+        Decision::Retry { error, delay } => {
+            let fence = write(&shared, &mut control, "retry", || {
+                let now = shared.clock.now();
+                let ready_at = now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
+                shared.store.retry(&lease, &error, ready_at, now, &shared.defaults)
+            })
+            .await;
+            debug!(job_id = %lease.job_id, attempt, error = %error, delay_ms = delay.as_millis() as u64, "retry scheduled");
+            ended(fence, Ending::Retried, &lease)
+        }
+        Decision::DeadLetter { reason } => dead_letter(&shared, &lease, &reason, true, &mut control).await,
+    }
+}
+
+/// Moves a claimed job to the DLQ (also used for quarantine).
+pub(crate) async fn dead_letter(
+    shared: &Shared,
+    lease: &Lease,
+    reason: &str,
+    count_attempt: bool,
+    control: &mut watch::Receiver<Control>,
+) -> Ending {
+    info!(job_id = %lease.job_id, queue = %lease.queue, reason, "moving job to the dead letter queue");
+    let fence = write(shared, control, "dead_letter", || {
+        shared.store.dead_letter(lease, reason, count_attempt, shared.clock.now(), &shared.defaults)
+    })
+    .await;
+    ended(fence, Ending::DeadLettered, lease)
+}
+
+async fn release(shared: &Shared, lease: &Lease, control: &mut watch::Receiver<Control>) -> Ending {
+    let fence = write(shared, control, "release", || {
+        shared.store.release(lease, Some(SHUTDOWN_MESSAGE), shared.clock.now())
+    })
+    .await;
+    ended(fence, Ending::Released, lease)
+}
+
+fn ended(fence: Option<Fence>, ending: Ending, lease: &Lease) -> Ending {
+    match fence {
+        Some(Fence::Applied) => ending,
+        Some(Fence::Stale) => {
+            warn!(job_id = %lease.job_id, "outcome dropped: the job is no longer held by this attempt");
+            Ending::Abandoned
+        }
+        None => Ending::Abandoned,
+    }
+}
+
+/// Runs a store write, retrying transient failures with backoff until it is
+/// applied, fenced off, or the lease is given up (then recovery takes over).
+async fn write<F, Fut>(
+    shared: &Shared,
+    control: &mut watch::Receiver<Control>,
+    op: &'static str,
+    mut attempt: F,
+) -> Option<Fence>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Fence, StoreError>>,
+{
+    let give_up = tokio::time::Instant::now() + shared.lease_ttl;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match attempt().await {
+            Ok(fence) => return Some(fence),
+            Err(e) => {
+                if tokio::time::Instant::now() + delay >= give_up || *control.borrow() == Control::Lost {
+                    warn!(op, error = %e, "giving up on recording an outcome; orphan recovery will re-run the job");
+                    return None;
+                }
+                warn!(op, error = %e, retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
