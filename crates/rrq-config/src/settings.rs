@@ -1,0 +1,581 @@
+//! Validated settings.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rrq_protocol::{DlqName, QueueName};
+use serde_json::{Map, Value};
+
+use crate::raw::{RawCron, RawRrq, RawRunner, RawWatch};
+use crate::{Error, Warning};
+
+/// Whether the worker starts runner processes itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunnerMode {
+    /// The worker spawns and supervises the runner processes.
+    Managed,
+    /// Runners are started elsewhere; the worker connects to them.
+    External,
+}
+
+impl RunnerMode {
+    /// Parses `managed` / `external`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "managed" => Some(RunnerMode::Managed),
+            "external" => Some(RunnerMode::External),
+            _ => None,
+        }
+    }
+}
+
+/// One `[rrq.runners.NAME]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunnerSettings {
+    /// Program and arguments (required in managed mode).
+    pub cmd: Vec<String>,
+    /// Processes in the pool (default: the number of CPUs).
+    pub pool_size: NonZeroUsize,
+    /// Concurrent requests per process (default 1).
+    pub max_in_flight: NonZeroUsize,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Host of an external runner (managed mode always uses 127.0.0.1).
+    pub tcp_host: String,
+    /// First port of the pool.
+    pub tcp_port: u16,
+    /// Non-loopback hosts allowed for external runners.
+    pub allowed_hosts: Vec<String>,
+    /// Longest wait for one response.
+    pub response_timeout: Option<Duration>,
+}
+
+/// One cron entry (`[[rrq.cron_jobs]]` or the older `[[rrq.cron]]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CronEntry {
+    /// Where it was written, e.g. `rrq.cron_jobs[0]` (for error messages).
+    pub key: String,
+    /// Handler (may be `runner#handler`).
+    pub function_name: String,
+    /// The cron expression as written (validated by the scheduler).
+    pub schedule: String,
+    /// Job params.
+    pub params: Map<String, Value>,
+    /// Target queue (default queue when absent).
+    pub queue: Option<QueueName>,
+    /// Use the orchestrator unique lock `cron:{function_name}`.
+    pub unique: bool,
+    /// IANA time zone of the schedule (UTC when absent).
+    pub timezone: Option<String>,
+    /// Enqueue one catch-up run for ticks missed while no worker ran.
+    pub catch_up: bool,
+}
+
+/// `[rrq.watch]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WatchSettings {
+    /// Directory watched.
+    pub path: PathBuf,
+    /// Globs a change must match.
+    pub include_patterns: Vec<String>,
+    /// Globs that exclude a change.
+    pub ignore_patterns: Vec<String>,
+    /// Do not apply `.gitignore`.
+    pub no_gitignore: bool,
+    /// Commands run before every (re)start.
+    pub pre_restart_cmds: Vec<Vec<String>>,
+    /// Working directory of those commands (the watch root when absent).
+    pub pre_restart_cwd: Option<PathBuf>,
+    /// Per-command timeout.
+    pub pre_restart_timeout: Option<Duration>,
+}
+
+/// The reference's default include globs.
+pub fn default_include_patterns() -> Vec<String> {
+    ["*.py", "*.toml"].map(String::from).to_vec()
+}
+
+/// The reference's default ignore globs.
+pub fn default_ignore_patterns() -> Vec<String> {
+    [
+        ".git",
+        ".git/**",
+        ".venv",
+        ".venv/**",
+        "target",
+        "target/**",
+        "dist",
+        "dist/**",
+        "build",
+        "build/**",
+        "__pycache__",
+        "**/__pycache__",
+        "**/__pycache__/**",
+        "*.pyc",
+        "**/*.pyc",
+        ".ruff_cache",
+        ".ruff_cache/**",
+        ".pytest_cache",
+        ".pytest_cache/**",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Every setting of `rrq.toml`, validated, with defaults applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Redis URL (after `RRQ_REDIS_DSN`).
+    pub redis_dsn: String,
+    /// Default queue (full key).
+    pub default_queue: QueueName,
+    /// Default DLQ (full key).
+    pub default_dlq: DlqName,
+    /// Default attempts per job.
+    pub default_max_retries: u32,
+    /// Default per-attempt timeout in seconds (> 0).
+    pub default_job_timeout_seconds: i64,
+    /// Added to the job timeout for the reference's lock TTL and unique lock floor.
+    pub lock_timeout_extension_seconds: i64,
+    /// Default result TTL in seconds (0 = forever, < 0 = unchanged).
+    pub default_result_ttl_seconds: i64,
+    /// Base idle poll delay.
+    pub poll_delay: Duration,
+    /// How long to wait for a runner to accept connections.
+    pub runner_connect_timeout: Duration,
+    /// SIGTERM → SIGKILL delay for runner process groups.
+    pub runner_term_grace: Duration,
+    /// Send cancel frames for in-flight requests on timeouts and shutdown.
+    pub runner_cancel_hints: bool,
+    /// Re-emit runner output through the worker's logs.
+    pub capture_runner_output: bool,
+    /// Minimum unique-lock TTL; also the producers' idempotency TTL.
+    pub unique_job_lock_ttl_seconds: i64,
+    /// Runner for jobs without prefix or route.
+    pub default_runner_name: String,
+    /// Managed or external runners.
+    pub runner_mode: RunnerMode,
+    /// Runner definitions by name.
+    pub runners: BTreeMap<String, RunnerSettings>,
+    /// Queue → runner.
+    pub runner_routes: BTreeMap<QueueName, String>,
+    /// Heartbeat period.
+    pub health_check_interval: Duration,
+    /// Added to the interval to form the health TTL.
+    pub health_check_ttl_buffer: Duration,
+    /// Backoff base.
+    pub base_retry_delay: Duration,
+    /// Backoff cap.
+    pub max_retry_delay: Duration,
+    /// How long shutdown waits for running jobs.
+    pub shutdown_grace: Duration,
+    /// Cron entries (`cron_jobs` then `cron`).
+    pub cron: Vec<CronEntry>,
+    /// Watch-mode settings.
+    pub watch: WatchSettings,
+    /// Correlation attribute → params path.
+    pub correlation_mappings: BTreeMap<String, String>,
+    /// Where to serve `/metrics` and `/healthz` (RRQ extension; off when absent).
+    pub metrics_listen: Option<String>,
+    /// Largest accepted job payload in bytes (RRQ extension).
+    pub max_payload_bytes: usize,
+}
+
+fn invalid(key: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Error {
+    Error::Invalid { key: key.into(), value: value.to_string(), reason: reason.into() }
+}
+
+fn seconds(key: &str, v: f64) -> Result<Duration, Error> {
+    if !v.is_finite() || v < 0.0 {
+        return Err(invalid(key, v, "must be a finite number of seconds >= 0"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn cpu_count() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+pub(crate) fn validate(
+    raw: RawRrq,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<Warning>,
+) -> Result<Settings, Error> {
+    let redis_dsn = env("RRQ_REDIS_DSN")
+        .filter(|v| !v.trim().is_empty())
+        .or(raw.redis_dsn)
+        .unwrap_or_else(|| "redis://localhost:6379/0".to_owned());
+    let capture_runner_output = match env("RRQ_CAPTURE_RUNNER_OUTPUT").filter(|v| !v.is_empty()) {
+        Some(v) => matches!(v.as_str(), "1" | "true" | "yes"),
+        None => raw.capture_runner_output.unwrap_or(false),
+    };
+
+    let default_job_timeout_seconds = raw.default_job_timeout_seconds.unwrap_or(300);
+    if default_job_timeout_seconds <= 0 {
+        return Err(invalid(
+            "rrq.default_job_timeout_seconds",
+            default_job_timeout_seconds,
+            "default_job_timeout_seconds must be positive",
+        ));
+    }
+    let ext = raw.default_lock_timeout_extension_seconds.unwrap_or(60);
+    if ext < 0 || default_job_timeout_seconds.checked_add(ext).and_then(|s| s.checked_mul(1000)).is_none() {
+        return Err(invalid("rrq.default_lock_timeout_extension_seconds", ext, "must be >= 0 and small enough"));
+    }
+    let max_retries = raw.default_max_retries.unwrap_or(5);
+    let default_max_retries = u32::try_from(max_retries.max(0)).unwrap_or(u32::MAX);
+    let term = raw.runner_shutdown_term_grace_seconds.unwrap_or(5.0);
+    if !term.is_finite() || term < 0.0 {
+        return Err(invalid(
+            "rrq.runner_shutdown_term_grace_seconds",
+            term,
+            "runner_shutdown_term_grace_seconds must be a finite number >= 0",
+        ));
+    }
+    let runner_mode = match raw.runner_management_mode.as_deref() {
+        None => RunnerMode::Managed,
+        Some(m) => RunnerMode::parse(m).ok_or_else(|| {
+            invalid("rrq.runner_management_mode", format!("{m:?}"), "expected \"managed\" or \"external\"")
+        })?,
+    };
+    let connect_ms = raw.runner_connect_timeout_ms.filter(|v| *v > 0).unwrap_or(15_000);
+
+    let mut runners = BTreeMap::new();
+    for (name, r) in raw.runners {
+        let runner = validate_runner(&name, r, runner_mode, warnings)?;
+        runners.insert(name, runner);
+    }
+
+    let health_interval = match (raw.worker_health_check_interval_seconds, raw.heartbeat_interval_seconds) {
+        (Some(v), _) => v,
+        (None, Some(v)) => {
+            warnings.push(Warning(
+                "`heartbeat_interval_seconds` is an older spelling; use `worker_health_check_interval_seconds`".into(),
+            ));
+            v
+        }
+        (None, None) => 60.0,
+    };
+    if health_interval <= 0.0 {
+        return Err(invalid("rrq.worker_health_check_interval_seconds", health_interval, "must be > 0"));
+    }
+
+    let default_queue = QueueName::parse(raw.default_queue_name.as_deref().unwrap_or("default"))
+        .ok_or_else(|| invalid("rrq.default_queue_name", "\"\"", "queue name cannot be empty"))?;
+    let mut cron = Vec::new();
+    for (list, entries) in [("cron_jobs", raw.cron_jobs), ("cron", raw.cron)] {
+        if list == "cron" && !entries.is_empty() {
+            warnings.push(Warning(
+                "`[[rrq.cron]]` is an older spelling of `[[rrq.cron_jobs]]`; its entries are scheduled".into(),
+            ));
+        }
+        for (i, c) in entries.into_iter().enumerate() {
+            cron.push(validate_cron(format!("rrq.{list}[{i}]"), c)?);
+        }
+    }
+    let max_payload = raw.max_payload_bytes.unwrap_or(10 * 1024 * 1024);
+    let max_payload_bytes = usize::try_from(max_payload)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| invalid("rrq.max_payload_bytes", max_payload, "must be > 0"))?;
+
+    Ok(Settings {
+        redis_dsn,
+        default_queue,
+        default_dlq: DlqName::new(raw.default_dlq_name.as_deref().unwrap_or("default")),
+        default_max_retries,
+        default_job_timeout_seconds,
+        lock_timeout_extension_seconds: ext,
+        default_result_ttl_seconds: raw.default_result_ttl_seconds.unwrap_or(86_400),
+        poll_delay: seconds("rrq.default_poll_delay_seconds", raw.default_poll_delay_seconds.unwrap_or(0.1))?,
+        runner_connect_timeout: Duration::from_millis(connect_ms as u64),
+        runner_term_grace: Duration::from_secs_f64(term),
+        runner_cancel_hints: raw.runner_enable_inflight_cancel_hints.unwrap_or(false),
+        capture_runner_output,
+        unique_job_lock_ttl_seconds: raw.default_unique_job_lock_ttl_seconds.unwrap_or(21_600),
+        default_runner_name: raw.default_runner_name.unwrap_or_else(|| "python".to_owned()),
+        runner_mode,
+        runners,
+        runner_routes: raw.runner_routes.into_iter().map(|(q, r)| (QueueName::new(&q), r)).collect(),
+        health_check_interval: Duration::from_secs_f64(health_interval),
+        health_check_ttl_buffer: seconds(
+            "rrq.worker_health_check_ttl_buffer_seconds",
+            raw.worker_health_check_ttl_buffer_seconds.unwrap_or(10.0),
+        )?,
+        base_retry_delay: seconds("rrq.base_retry_delay_seconds", raw.base_retry_delay_seconds.unwrap_or(5.0))?,
+        max_retry_delay: seconds("rrq.max_retry_delay_seconds", raw.max_retry_delay_seconds.unwrap_or(3600.0))?,
+        shutdown_grace: seconds(
+            "rrq.worker_shutdown_grace_period_seconds",
+            raw.worker_shutdown_grace_period_seconds.unwrap_or(10.0),
+        )?,
+        cron,
+        watch: validate_watch(raw.watch.unwrap_or_default())?,
+        correlation_mappings: raw.correlation_mappings,
+        metrics_listen: raw.metrics_listen,
+        max_payload_bytes,
+    })
+}
+
+fn validate_runner(
+    name: &str,
+    r: RawRunner,
+    mode: RunnerMode,
+    warnings: &mut Vec<Warning>,
+) -> Result<RunnerSettings, Error> {
+    let key = |k: &str| format!("rrq.runners.{name}.{k}");
+    if let Some(kind) = &r.kind
+        && kind != "socket"
+    {
+        return Err(invalid(key("type"), format!("{kind:?}"), "the only runner type is \"socket\""));
+    }
+    let mut tcp_host = r.tcp_host.unwrap_or_else(|| "127.0.0.1".to_owned());
+    let mut tcp_port = r.tcp_port;
+    if let Some(socket) = &r.tcp_socket {
+        warnings.push(Warning(format!(
+            "`{}` is deprecated; write `tcp_host` and `tcp_port` instead (rrq 0.11 producers reject `tcp_socket`)",
+            key("tcp_socket")
+        )));
+        let (host, port) = socket.rsplit_once(':').ok_or_else(|| {
+            invalid(key("tcp_socket"), format!("{socket:?}"), "expected \"host:port\", e.g. \"127.0.0.1:9000\"")
+        })?;
+        let port: u64 =
+            port.parse().map_err(|_| invalid(key("tcp_socket"), format!("{socket:?}"), "the port is not a number"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if !is_loopback(host) {
+            return Err(invalid(key("tcp_socket"), format!("{socket:?}"), "tcp_socket must be a loopback address"));
+        }
+        tcp_host = host.to_owned();
+        tcp_port = tcp_port.or(Some(port));
+    }
+    let tcp_port = tcp_port.ok_or_else(|| {
+        invalid(
+            key("tcp_port"),
+            "(missing)",
+            format!("runner '{name}' is missing required field 'tcp_port' (e.g., 9000)"),
+        )
+    })?;
+    if tcp_port == 0 || tcp_port > 65_535 {
+        return Err(invalid(key("tcp_port"), tcp_port, "must be between 1 and 65535"));
+    }
+    let pool_size = match r.pool_size {
+        Some(0) => {
+            return Err(invalid(
+                key("pool_size"),
+                0,
+                format!("runner '{name}' has invalid pool_size: 0 - must be a positive integer"),
+            ));
+        }
+        Some(n) => NonZeroUsize::new(n as usize).unwrap_or(NonZeroUsize::MIN),
+        None => cpu_count(),
+    };
+    if tcp_port + pool_size.get() as u64 - 1 > 65_535 {
+        return Err(invalid(
+            key("tcp_port"),
+            tcp_port,
+            format!("runner '{name}' tcp_port range insufficient for pool_size {pool_size}"),
+        ));
+    }
+    let max_in_flight = match r.max_in_flight {
+        Some(0) => return Err(invalid(key("max_in_flight"), 0, "must be a positive integer (at most 64)")),
+        Some(n) => NonZeroUsize::new(n as usize).unwrap_or(NonZeroUsize::MIN),
+        None => NonZeroUsize::MIN,
+    };
+    let cmd = r.cmd.unwrap_or_default();
+    if mode == RunnerMode::Managed && cmd.is_empty() {
+        return Err(invalid(
+            key("cmd"),
+            "(missing)",
+            format!(
+                "runner '{name}' is missing required field 'cmd' (e.g., [\"rrq-runner\", \"--settings\", \"myapp.settings\"])"
+            ),
+        ));
+    }
+    let allowed_hosts = r.allowed_hosts.unwrap_or_default();
+    if mode == RunnerMode::External
+        && !is_loopback(&tcp_host)
+        && !allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(&tcp_host))
+    {
+        return Err(invalid(
+            key("tcp_host"),
+            format!("{tcp_host:?}"),
+            format!(
+                "runner '{name}' has invalid endpoint '{tcp_host}:{tcp_port}': a non-loopback host must be listed in allowed_hosts"
+            ),
+        ));
+    }
+    let response_timeout = match r.response_timeout_seconds {
+        None => None,
+        Some(v) if v.is_finite() && v > 0.0 => Some(Duration::from_secs_f64(v)),
+        Some(v) => return Err(invalid(key("response_timeout_seconds"), v, "must be a number of seconds > 0")),
+    };
+    Ok(RunnerSettings {
+        cmd,
+        pool_size,
+        max_in_flight,
+        env: r.env.unwrap_or_default(),
+        cwd: r.cwd.map(PathBuf::from),
+        tcp_host,
+        tcp_port: tcp_port as u16,
+        allowed_hosts,
+        response_timeout,
+    })
+}
+
+fn validate_cron(key: String, c: RawCron) -> Result<CronEntry, Error> {
+    if c.function_name.trim().is_empty() {
+        return Err(invalid(format!("{key}.function_name"), "\"\"", "function_name cannot be empty"));
+    }
+    if c.schedule.trim().is_empty() {
+        return Err(invalid(format!("{key}.schedule"), "\"\"", "schedule cannot be empty, e.g. \"0 */5 * * * *\""));
+    }
+    let queue = match &c.queue_name {
+        None => None,
+        Some(q) => Some(
+            QueueName::parse(q)
+                .ok_or_else(|| invalid(format!("{key}.queue_name"), "\"\"", "queue name cannot be empty"))?,
+        ),
+    };
+    Ok(CronEntry {
+        key,
+        function_name: c.function_name,
+        schedule: c.schedule,
+        params: c.params,
+        queue,
+        unique: c.unique,
+        timezone: c.timezone,
+        catch_up: c.catch_up,
+    })
+}
+
+fn validate_watch(w: RawWatch) -> Result<WatchSettings, Error> {
+    let cmds = w.pre_restart_cmds.unwrap_or_default();
+    if let Some(i) = cmds.iter().position(Vec::is_empty) {
+        return Err(invalid(format!("rrq.watch.pre_restart_cmds[{i}]"), "[]", "a pre-restart command needs a program"));
+    }
+    Ok(WatchSettings {
+        path: PathBuf::from(w.path.unwrap_or_else(|| ".".to_owned())),
+        include_patterns: w.include_patterns.unwrap_or_else(default_include_patterns),
+        ignore_patterns: w.ignore_patterns.unwrap_or_else(default_ignore_patterns),
+        no_gitignore: w.no_gitignore.unwrap_or(false),
+        pre_restart_cmds: cmds,
+        pre_restart_cwd: w.pre_restart_cwd.map(PathBuf::from),
+        pre_restart_timeout: w
+            .pre_restart_timeout_seconds
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .map(Duration::from_secs_f64),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Error, parse, parse_with_env};
+
+    #[test]
+    fn empty_document_gets_reference_defaults() {
+        let (s, w) = parse("").unwrap();
+        assert!(w.is_empty());
+        assert_eq!(s.redis_dsn, "redis://localhost:6379/0");
+        assert_eq!(s.default_queue.as_str(), "rrq:queue:default");
+        assert_eq!(s.default_dlq.as_str(), "rrq:dlq:default");
+        assert_eq!(s.default_max_retries, 5);
+        assert_eq!(s.default_job_timeout_seconds, 300);
+        assert_eq!(s.default_result_ttl_seconds, 86_400);
+        assert_eq!(s.default_runner_name, "python");
+        assert_eq!(s.base_retry_delay.as_secs(), 5);
+        assert_eq!(s.max_retry_delay.as_secs(), 3600);
+        assert_eq!(s.shutdown_grace.as_secs(), 10);
+        assert_eq!(s.health_check_interval.as_secs(), 60);
+    }
+
+    #[test]
+    fn root_level_keys_work_without_an_rrq_table() {
+        let (s, _) = parse("redis_dsn = \"redis://h:1/2\"\ndefault_queue_name = \"jobs\"").unwrap();
+        assert_eq!(s.redis_dsn, "redis://h:1/2");
+        assert_eq!(s.default_queue.as_str(), "rrq:queue:jobs");
+    }
+
+    #[test]
+    fn env_overrides_dsn_and_capture() {
+        let env = |k: &str| match k {
+            "RRQ_REDIS_DSN" => Some("redis://env:7/0".to_owned()),
+            "RRQ_CAPTURE_RUNNER_OUTPUT" => Some("yes".to_owned()),
+            _ => None,
+        };
+        let (s, _) = parse_with_env("[rrq]\nredis_dsn = \"redis://file\"", "t", &env).unwrap();
+        assert_eq!(s.redis_dsn, "redis://env:7/0");
+        assert!(s.capture_runner_output);
+    }
+
+    #[test]
+    fn misspelled_keys_warn_with_a_suggestion() {
+        let (_, w) = parse("[rrq]\ndefualt_queue_name = \"x\"").unwrap();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].0.contains("`rrq.defualt_queue_name`") && w[0].0.contains("`default_queue_name`"), "{}", w[0]);
+    }
+
+    #[test]
+    fn unknown_runner_keys_are_errors() {
+        let err = parse("[rrq.runners.p]\ncmd=[\"x\"]\ntcp_port=9000\nbogus=1").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("rrq.runners.p.bogus"), "{msg}");
+    }
+
+    #[test]
+    fn integer_keys_reject_floats_with_the_line() {
+        let err = parse("[rrq]\n\ndefault_max_retries = 2.5\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Syntax { .. }), "{msg}");
+        assert!(msg.contains("line 3") && msg.contains("default_max_retries"), "{msg}");
+    }
+
+    #[test]
+    fn runner_validation_names_the_key() {
+        let msg = parse("[rrq.runners.p]\ncmd=[\"x\"]\ntcp_port=9000\npool_size=0").unwrap_err().to_string();
+        assert!(msg.contains("invalid pool_size: 0"), "{msg}");
+        let msg = parse("[rrq.runners.p]\ncmd=[\"x\"]").unwrap_err().to_string();
+        assert!(msg.contains("missing required field 'tcp_port'"), "{msg}");
+        let msg = parse("[rrq.runners.p]\ntcp_port=9000").unwrap_err().to_string();
+        assert!(msg.contains("missing required field 'cmd'"), "{msg}");
+        let msg = parse("[rrq.runners.p]\ncmd=[\"x\"]\ntcp_port=65535\npool_size=2").unwrap_err().to_string();
+        assert!(msg.contains("range insufficient"), "{msg}");
+        let msg = parse("[rrq]\nrunner_shutdown_term_grace_seconds = -1").unwrap_err().to_string();
+        assert!(msg.contains("finite number >= 0"), "{msg}");
+    }
+
+    #[test]
+    fn seed_spellings_are_honoured_with_warnings() {
+        let doc = r#"
+[rrq]
+heartbeat_interval_seconds = 15
+[rrq.runners.rust]
+cmd = ["./runner"]
+tcp_socket = "127.0.0.1:9100"
+[[rrq.cron]]
+function_name = "tick"
+schedule = "*/5 * * * *"
+"#;
+        let (s, w) = parse(doc).unwrap();
+        assert_eq!(s.health_check_interval.as_secs(), 15);
+        assert_eq!(s.runners["rust"].tcp_port, 9100);
+        assert_eq!(s.cron.len(), 1);
+        assert_eq!(w.len(), 3, "{w:?}");
+    }
+
+    #[test]
+    fn external_mode_requires_allow_listed_hosts() {
+        let doc = "[rrq]\nrunner_management_mode=\"external\"\n[rrq.runners.p]\ntcp_host=\"10.0.0.5\"\ntcp_port=9000";
+        let msg = parse(doc).unwrap_err().to_string();
+        assert!(msg.contains("invalid endpoint '10.0.0.5:9000'"), "{msg}");
+        let ok = format!("{doc}\nallowed_hosts=[\"10.0.0.5\"]");
+        assert!(parse(&ok).is_ok());
+    }
+}
