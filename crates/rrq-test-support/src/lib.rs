@@ -10,6 +10,5 @@
 //! would build that crate twice.
 
 mod redis;
+pub use redis::TestRedis;
 pub mod python;
-
-

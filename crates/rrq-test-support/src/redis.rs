@@ -1,1 +1,360 @@
-//! placeholder
+//! A Redis server for one test.
+//!
+//! [`TestRedis::start`] hands out the server named by `RRQ_TEST_REDIS_URL`
+//! when that variable is set (CI may share one server, or point at Valkey),
+//! and otherwise starts a private `redis-server` (or `$RRQ_REDIS_SERVER`) on a
+//! free loopback port. [`TestRedis::private`] always starts its own server,
+//! for tests that stop and restart Redis or that need the whole keyspace.
+//!
+//! A private server runs without persistence (`--save ''`, `--appendonly no`)
+//! in a scratch directory, unless [`TestRedis::private_with_aof`] asked for an
+//! append-only file there. Readiness is detected by polling `INFO server`
+//! until the answering process is the child we started (so a foreign server
+//! that grabbed the port in the meantime is never mistaken for ours), with a
+//! deadline. The server is killed and its directory removed on drop.
+//!
+//! Only `std` is used: no Redis client and no async runtime, so this crate
+//! can be used by any test without pulling either in.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a freshly spawned server may take to answer.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a stopping server may take to exit before it is killed.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+/// Pause between two readiness probes.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// How many ports are tried before giving up on a start.
+const PORT_ATTEMPTS: usize = 5;
+
+/// A Redis server for one test: shared (from `RRQ_TEST_REDIS_URL`) or private
+/// (a child process owned by this value).
+#[derive(Debug)]
+pub struct TestRedis {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Shared { url: String, port: u16 },
+    Private(Server),
+}
+
+/// A `redis-server` child process and its scratch directory.
+#[derive(Debug)]
+struct Server {
+    program: String,
+    port: u16,
+    url: String,
+    dir: PathBuf,
+    aof: bool,
+    child: Option<Child>,
+}
+
+impl TestRedis {
+    /// The server named by `RRQ_TEST_REDIS_URL`, or a private one when the
+    /// variable is unset or empty.
+    ///
+    /// A shared server is used by many tests at once: isolate by key (unique
+    /// queue names and job ids), never flush it.
+    ///
+    /// # Panics
+    ///
+    /// When no server can be started (see [`TestRedis::private`]).
+    pub fn start() -> TestRedis {
+        match std::env::var("RRQ_TEST_REDIS_URL") {
+            Ok(url) if !url.trim().is_empty() => {
+                let url = url.trim().to_owned();
+                let port = port_of(&url);
+                TestRedis { kind: Kind::Shared { url, port } }
+            }
+            _ => TestRedis::private(),
+        }
+    }
+
+    /// A private server without persistence, whatever the environment says.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` (or `$RRQ_REDIS_SERVER`) cannot be run, or does not
+    /// answer within a few seconds on any of several free ports.
+    pub fn private() -> TestRedis {
+        TestRedis { kind: Kind::Private(Server::spawn(false)) }
+    }
+
+    /// A private server that keeps an append-only file (`--appendonly yes`,
+    /// fsync on every write) in its scratch directory, so data survives
+    /// [`TestRedis::stop`] / [`TestRedis::start_again`].
+    ///
+    /// # Panics
+    ///
+    /// As [`TestRedis::private`].
+    pub fn private_with_aof() -> TestRedis {
+        TestRedis { kind: Kind::Private(Server::spawn(true)) }
+    }
+
+    /// The server's URL (`redis://127.0.0.1:{port}` for a private server).
+    pub fn url(&self) -> &str {
+        match &self.kind {
+            Kind::Shared { url, .. } => url,
+            Kind::Private(s) => &s.url,
+        }
+    }
+
+    /// The server's TCP port (for a shared server, the URL's port or 6379).
+    pub fn port(&self) -> u16 {
+        match &self.kind {
+            Kind::Shared { port, .. } => *port,
+            Kind::Private(s) => s.port,
+        }
+    }
+
+    /// Whether this value owns its server (and may stop it).
+    pub fn is_private(&self) -> bool {
+        matches!(self.kind, Kind::Private(_))
+    }
+
+    /// Stops a private server gracefully (`SHUTDOWN`, which flushes the
+    /// append-only file if there is one) and waits for it to exit. Does
+    /// nothing if it is already stopped.
+    ///
+    /// # Panics
+    ///
+    /// On a shared server, which is not ours to stop.
+    pub fn stop(&mut self) {
+        self.server("stop").stop(true);
+    }
+
+    /// Kills a private server with SIGKILL, as a crash would. Does nothing if
+    /// it is already stopped.
+    ///
+    /// # Panics
+    ///
+    /// On a shared server.
+    pub fn kill(&mut self) {
+        self.server("kill").stop(false);
+    }
+
+    /// Starts a stopped private server again on the same port and directory
+    /// and waits until it answers.
+    ///
+    /// # Panics
+    ///
+    /// On a shared server, if the server is still running, or if it does not
+    /// come back (for instance because another process took the port).
+    pub fn start_again(&mut self) {
+        let server = self.server("start_again");
+        assert!(server.child.is_none(), "start_again called while the test redis on port {} still runs", server.port);
+        if let Err(why) = server.launch() {
+            panic!("test redis could not be restarted on port {}: {why}", server.port);
+        }
+    }
+
+    fn server(&mut self, what: &str) -> &mut Server {
+        match &mut self.kind {
+            Kind::Private(s) => s,
+            Kind::Shared { url, .. } => {
+                panic!(
+                    "TestRedis::{what} needs a private server, but this one is shared ({url}); use TestRedis::private()"
+                )
+            }
+        }
+    }
+}
+
+impl Server {
+    fn spawn(aof: bool) -> Server {
+        let program = std::env::var("RRQ_REDIS_SERVER")
+            .ok()
+            .filter(|p| !p.trim().is_empty())
+            .unwrap_or_else(|| "redis-server".to_owned());
+        let dir = std::env::temp_dir().join(format!("rrq-test-redis-{}", uuid::Uuid::new_v4().simple()));
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            panic!("cannot create the test redis directory {}: {e}", dir.display());
+        }
+        let mut server = Server { program, port: 0, url: String::new(), dir, aof, child: None };
+        let mut failures = Vec::new();
+        for _ in 0..PORT_ATTEMPTS {
+            server.port = free_port();
+            server.url = format!("redis://127.0.0.1:{}", server.port);
+            match server.launch() {
+                Ok(()) => return server,
+                // Another process may have taken the port between our probe
+                // and the server's bind: try another one.
+                Err(why) => failures.push(format!("port {}: {why}", server.port)),
+            }
+        }
+        panic!("test redis did not start after {PORT_ATTEMPTS} attempts:\n{}", failures.join("\n"));
+    }
+
+    /// Spawns the child on `self.port` and waits until it answers.
+    fn launch(&mut self) -> Result<(), String> {
+        let log = self.dir.join("redis.log");
+        let mut cmd = Command::new(&self.program);
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(&log);
+        if self.aof {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "`{}` was not found: install Redis (`apt-get install redis-server`), set RRQ_REDIS_SERVER to a \
+                 redis-server or valkey-server binary, or set RRQ_TEST_REDIS_URL to a running server",
+                self.program
+            ),
+            Err(e) => panic!("cannot run `{}`: {e}", self.program),
+        };
+        let pid = child.id();
+        self.child = Some(child);
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Err(format!("`{}` exited with {status}; log: {}", self.program, log_tail(&log)));
+            }
+            if server_pid(self.port).is_some_and(|p| p == pid) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.stop(false);
+                return Err(format!("no answer within {STARTUP_DEADLINE:?}; log: {}", log_tail(&log)));
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn stop(&mut self, graceful: bool) {
+        let Some(mut child) = self.child.take() else { return };
+        if graceful {
+            let _ = command(self.port, "SHUTDOWN");
+            let deadline = Instant::now() + SHUTDOWN_DEADLINE;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(POLL_INTERVAL);
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop(false);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+        .unwrap_or_else(|e| panic!("cannot bind a loopback port for the test redis: {e}"));
+    listener.local_addr().expect("a bound listener has an address").port()
+}
+
+/// The `process_id` reported by the server on `port`, if one answers.
+fn server_pid(port: u16) -> Option<u32> {
+    let info = command(port, "INFO server").ok()??;
+    info.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Sends one inline command and returns the reply's text (simple string or
+/// bulk string, `None` for a nil reply); an error reply or a broken
+/// connection is an `Err`.
+fn command(port: u16, line: &str) -> std::io::Result<Option<String>> {
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let mut stream = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(format!("{line}\r\n").as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    let first = first.trim_end();
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    match first.as_bytes().first() {
+        Some(b'+') => Ok(Some(first[1..].to_owned())),
+        Some(b'$') if first == "$-1" => Ok(None),
+        Some(b'$') => {
+            let len: usize = first[1..].parse().map_err(|_| invalid("bad bulk length"))?;
+            let mut body = vec![0; len + 2];
+            reader.read_exact(&mut body)?;
+            body.truncate(len);
+            String::from_utf8(body).map(Some).map_err(|_| invalid("reply is not UTF-8"))
+        }
+        Some(b'-') => Err(invalid(first)),
+        _ => Err(invalid("unexpected reply")),
+    }
+}
+
+/// The port of a `redis://host:port/...` URL, or Redis's default port.
+fn port_of(url: &str) -> u16 {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host = host.split(['/', '?']).next().unwrap_or(host);
+    host.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(6379)
+}
+
+/// The last lines of the server log, for failure messages.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+    if tail.is_empty() { "(empty)".to_owned() } else { tail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_ports_are_found() {
+        assert_eq!(port_of("redis://127.0.0.1:6390"), 6390);
+        assert_eq!(port_of("redis://u:p@h:7000/2"), 7000);
+        assert_eq!(port_of("rediss://h"), 6379);
+        assert_eq!(port_of("valkey://h:1234?x=y"), 1234);
+    }
+
+    #[test]
+    fn a_private_server_answers_survives_a_restart_with_aof_and_dies_on_drop() {
+        let mut redis = TestRedis::private_with_aof();
+        let port = redis.port();
+        assert!(redis.url().ends_with(&format!(":{port}")));
+        assert_eq!(command(port, "SET k v").unwrap().as_deref(), Some("OK"));
+        redis.stop();
+        assert!(command(port, "PING").is_err(), "a stopped server must not answer");
+        redis.start_again();
+        assert_eq!(redis.port(), port);
+        assert_eq!(
+            command(port, "GET k").unwrap().as_deref(),
+            Some("v"),
+            "the append-only file must bring the key back"
+        );
+        drop(redis);
+        assert!(command(port, "PING").is_err(), "a dropped server must be gone");
+    }
+
+    #[test]
+    fn without_aof_a_restart_loses_everything() {
+        let mut redis = TestRedis::private();
+        let port = redis.port();
+        assert_eq!(command(port, "SET k v").unwrap().as_deref(), Some("OK"));
+        redis.kill();
+        redis.start_again();
+        assert_eq!(command(port, "GET k").unwrap(), None, "the key must be gone after a restart without persistence");
+    }
+}
