@@ -85,6 +85,12 @@ pub enum JobParseError {
         /// What was expected.
         reason: &'static str,
     },
+    /// The job key exists but is not a hash (something else wrote it).
+    #[error("job key holds a {found}, not a hash")]
+    WrongType {
+        /// The key's Redis type (`string`, `list`, ...).
+        found: String,
+    },
 }
 
 fn invalid(field: &'static str, value: &str, reason: &'static str) -> JobParseError {
@@ -228,10 +234,7 @@ impl Job {
                 u32::try_from(n).map_err(|_| invalid("current_retries", &n.to_string(), "expected a count >= 0"))?
             }
         };
-        let max_retries = match opt_int(fields, "max_retries")? {
-            None => None,
-            Some(n) => Some(u32::try_from(n.max(0)).unwrap_or(u32::MAX)),
-        };
+        let max_retries = opt_int(fields, "max_retries")?.map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX));
         let result = match opt(fields, "result") {
             None | Some("null") => None,
             Some(v) => Some(serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()))),

@@ -26,11 +26,16 @@ mod clock;
 mod error;
 mod job;
 pub mod keys;
+mod memory;
+mod redis;
+mod shared;
 mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock, epoch_ms, format_timestamp, parse_timestamp};
 pub use error::{BoxError, StoreError, mask_dsn};
 pub use job::{Job, JobDefaults, JobParseError, JobStatus, NewJob};
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
 pub use store::{
     CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, Recovery, Store,
     WorkerHealth,

@@ -1,0 +1,888 @@
+//! [`MemoryStore`]: the [`Store`] semantics in process memory.
+//!
+//! It models the same keys as Redis (job hashes, queue and lease sorted sets,
+//! locks and dedup keys with expiry, DLQ lists, event streams) so that the
+//! conformance suite can hold both stores to one behaviour. Every verb takes
+//! the one state mutex for its whole duration, which makes it as atomic as a
+//! Lua script. Key expiry (locks, dedup keys, finished jobs) follows the
+//! store's [`Clock`], just as Redis expiry follows the server's clock; data
+//! timestamps come from the `now` arguments.
+//!
+//! Expired keys are dropped when next touched, and finished jobs are swept by
+//! [`Store::recover`], so an embedded store does not grow without bound.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use rrq_protocol::{DlqName, JobId, QueueName};
+use serde_json::Value as Json;
+use tokio::sync::{Notify, mpsc};
+
+use crate::clock::{Clock, SystemClock, epoch_ms, format_timestamp};
+use crate::error::StoreError;
+use crate::job::{Job, JobDefaults, JobParseError, JobStatus, NewJob};
+use crate::keys;
+use crate::shared::{self, Plan, messages};
+use crate::store::{
+    CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, Recovery, Store,
+    WorkerHealth,
+};
+
+/// Ready signals buffered per subscriber before new ones are dropped.
+const READY_BUFFER: usize = 256;
+
+/// The [`Store`] in memory, for tests and for embedding RRQ without Redis.
+/// Cheap to clone: clones share the same data.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    clock: Arc<dyn Clock>,
+    /// Woken whenever an event is appended to any job's stream.
+    events: Notify,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").field("clock", &self.inner.clock).finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// An empty store whose keys expire by `clock` (use a
+    /// [`ManualClock`](crate::ManualClock) to expire locks in tests).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        MemoryStore { inner: Arc::new(Inner { state: Mutex::new(State::default()), clock, events: Notify::new() }) }
+    }
+
+    /// Sets the defaults used where a call has none of its own: the queue
+    /// [`Store::cancel`] assumes for a job without `queue_name` (the DLQ is
+    /// there for parity with [`RedisStore`](crate::RedisStore)).
+    #[must_use]
+    pub fn with_defaults(self, defaults: JobDefaults) -> Self {
+        self.lock().defaults = defaults;
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied verb
+        // visible to Redis semantics we care about; keep serving.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state, with the store clock's current time.
+    fn state(&self) -> (MutexGuard<'_, State>, DateTime<Utc>) {
+        let now = self.inner.clock.now();
+        (self.lock(), now)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The data model: the handful of Redis types RRQ uses.
+
+#[derive(Debug, Default)]
+struct State {
+    /// Job hashes by job id.
+    hashes: HashMap<String, Expiring<BTreeMap<String, String>>>,
+    /// String keys (locks, dedup keys, unique locks, health) by full key.
+    strings: HashMap<String, Expiring<String>>,
+    /// Sorted sets (queues, active sets, the lease index) by full key.
+    zsets: HashMap<String, ZSet>,
+    /// Lists (DLQs) by full key.
+    lists: HashMap<String, VecDeque<String>>,
+    /// Event streams by job id.
+    streams: HashMap<String, Expiring<Vec<StreamId>>>,
+    /// The id of the last event appended anywhere (ids only grow).
+    last_event: StreamId,
+    /// Paused full queue keys.
+    paused: BTreeSet<String>,
+    /// Ready-signal subscribers.
+    ready: Vec<mpsc::Sender<QueueName>>,
+    defaults: JobDefaults,
+}
+
+#[derive(Debug)]
+struct Expiring<T> {
+    value: T,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl<T> Expiring<T> {
+    fn forever(value: T) -> Self {
+        Expiring { value, expires_at: None }
+    }
+
+    fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
+/// A stream entry id: milliseconds and a sequence number.
+type StreamId = (i64, u64);
+
+fn parse_stream_id(s: &str) -> Option<StreamId> {
+    let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// A sorted set ordered like Redis: by score, then by member.
+#[derive(Debug, Default)]
+struct ZSet {
+    scores: HashMap<String, i64>,
+    order: BTreeSet<(i64, String)>,
+}
+
+impl ZSet {
+    fn add(&mut self, member: &str, score: i64) {
+        if let Some(old) = self.scores.insert(member.to_owned(), score) {
+            self.order.remove(&(old, member.to_owned()));
+        }
+        self.order.insert((score, member.to_owned()));
+    }
+
+    fn remove(&mut self, member: &str) -> bool {
+        match self.scores.remove(member) {
+            Some(old) => self.order.remove(&(old, member.to_owned())),
+            None => false,
+        }
+    }
+
+    /// Members with a score at or below `max`, lowest first.
+    fn up_to(&self, max: i64, limit: usize) -> Vec<String> {
+        self.order.iter().take_while(|(s, _)| *s <= max).take(limit).map(|(_, m)| m.clone()).collect()
+    }
+
+    fn first(&self) -> Option<i64> {
+        self.order.first().map(|(s, _)| *s)
+    }
+}
+
+fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    now + TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// A stored count, as the scripts read it (`tonumber`, floored).
+fn count(value: Option<&String>, fallback: i64) -> i64 {
+    value.and_then(|v| v.trim().parse::<f64>().ok()).filter(|f| f.is_finite()).map_or(fallback, |f| f.floor() as i64)
+}
+
+/// A stored queue name, normalised; `fallback` when missing or blank.
+fn queue_of(value: Option<&String>, fallback: &QueueName) -> QueueName {
+    value.and_then(|v| QueueName::parse(v)).unwrap_or_else(|| fallback.clone())
+}
+
+impl State {
+    fn hash(&mut self, id: &str, now: DateTime<Utc>) -> Option<&mut BTreeMap<String, String>> {
+        if self.hashes.get(id).is_some_and(|h| !h.is_live(now)) {
+            self.hashes.remove(id);
+            self.streams.remove(id);
+        }
+        self.hashes.get_mut(id).map(|h| &mut h.value)
+    }
+
+    fn has_hash(&mut self, id: &str, now: DateTime<Utc>) -> bool {
+        self.hash(id, now).is_some()
+    }
+
+    fn string(&mut self, key: &str, now: DateTime<Utc>) -> Option<&Expiring<String>> {
+        if self.strings.get(key).is_some_and(|s| !s.is_live(now)) {
+            self.strings.remove(key);
+        }
+        self.strings.get(key)
+    }
+
+    fn string_value(&mut self, key: &str, now: DateTime<Utc>) -> Option<String> {
+        self.string(key, now).map(|s| s.value.clone())
+    }
+
+    fn set_string(&mut self, key: String, value: String, expires_at: Option<DateTime<Utc>>) {
+        self.strings.insert(key, Expiring { value, expires_at });
+    }
+
+    fn zset(&mut self, key: &str) -> &mut ZSet {
+        self.zsets.entry(key.to_owned()).or_default()
+    }
+
+    fn zrem(&mut self, key: &str, member: &str) -> bool {
+        let Some(z) = self.zsets.get_mut(key) else { return false };
+        let removed = z.remove(member);
+        if z.scores.is_empty() {
+            self.zsets.remove(key);
+        }
+        removed
+    }
+
+    fn field(&mut self, id: &str, name: &str, now: DateTime<Utc>) -> Option<String> {
+        self.hash(id, now).and_then(|h| h.get(name).cloned())
+    }
+
+    fn set_fields(&mut self, id: &str, now: DateTime<Utc>, pairs: &[(&str, String)]) {
+        if let Some(h) = self.hash(id, now) {
+            for (k, v) in pairs {
+                h.insert((*k).to_owned(), v.clone());
+            }
+        }
+    }
+
+    fn del_fields(&mut self, id: &str, now: DateTime<Utc>, names: &[&str]) {
+        if let Some(h) = self.hash(id, now) {
+            for n in names {
+                h.remove(*n);
+            }
+        }
+    }
+
+    /// Sets (or clears, with `None`) the expiry of a job hash and its stream.
+    fn expire_job(&mut self, id: &str, expires_at: Option<DateTime<Utc>>) {
+        if let Some(h) = self.hashes.get_mut(id) {
+            h.expires_at = expires_at;
+        }
+        if let Some(s) = self.streams.get_mut(id) {
+            s.expires_at = expires_at;
+        }
+    }
+
+    fn add_event(&mut self, id: &str, clock_now: DateTime<Utc>) {
+        let ms = epoch_ms(clock_now);
+        let (last_ms, last_seq) = self.last_event;
+        self.last_event = if ms > last_ms { (ms, 0) } else { (last_ms, last_seq + 1) };
+        let event = self.last_event;
+        self.streams.entry(id.to_owned()).or_insert_with(|| Expiring::forever(Vec::new())).value.push(event);
+    }
+
+    fn publish(&mut self, queue: &QueueName) {
+        self.ready.retain(|tx| !matches!(tx.try_send(queue.clone()), Err(mpsc::error::TrySendError::Closed(_))));
+    }
+
+    fn write_job(&mut self, job: &NewJob, now: DateTime<Utc>) {
+        let fields = job.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        self.hashes.insert(job.id.as_str().to_owned(), Expiring::forever(fields));
+        self.zset(keys::queue(&job.queue)).add(job.id.as_str(), epoch_ms(job.scheduled_time));
+        if shared::is_due(job.scheduled_time, now) {
+            self.publish(&job.queue);
+        }
+    }
+
+    // --- the fence, as in lua/common.lua -----------------------------------
+
+    fn lock_owner(&mut self, id: &JobId, now: DateTime<Utc>) -> Option<String> {
+        self.string_value(&keys::lock(id), now)
+    }
+
+    fn holds(&mut self, lease: &Lease, now: DateTime<Utc>) -> bool {
+        if self.lock_owner(&lease.job_id, now).as_deref() != Some(lease.worker_id.as_str()) {
+            return false;
+        }
+        match self.hash(lease.job_id.as_str(), now) {
+            Some(h) => h.get("start_time") == Some(&lease.token) && h.get("worker_id") == Some(&lease.worker_id),
+            None => false,
+        }
+    }
+
+    fn already_recorded(&mut self, lease: &Lease, status: JobStatus, now: DateTime<Utc>) -> bool {
+        match self.hash(lease.job_id.as_str(), now) {
+            Some(h) => {
+                h.get("start_time") == Some(&lease.token)
+                    && h.get("worker_id") == Some(&lease.worker_id)
+                    && h.get("status").map(String::as_str) == Some(status.as_str())
+            }
+            None => false,
+        }
+    }
+
+    /// The common head of every fenced write: `Some(fence)` when the write
+    /// must not happen (stale, or already applied by an earlier call).
+    fn check_fence(&mut self, lease: &Lease, recorded: Option<JobStatus>, now: DateTime<Utc>) -> Option<Fence> {
+        if self.holds(lease, now) {
+            return None;
+        }
+        if recorded.is_some_and(|s| self.already_recorded(lease, s, now)) {
+            return Some(Fence::Applied);
+        }
+        if self.lock_owner(&lease.job_id, now).as_deref() != Some(lease.worker_id.as_str()) {
+            self.zrem(&keys::active(&lease.worker_id), lease.job_id.as_str());
+        }
+        Some(Fence::Stale)
+    }
+
+    fn end_attempt(&mut self, lease: &Lease, now: DateTime<Utc>) {
+        if self.lock_owner(&lease.job_id, now).as_deref() == Some(lease.worker_id.as_str()) {
+            self.strings.remove(&keys::lock(&lease.job_id));
+        }
+        self.zrem(&keys::active(&lease.worker_id), lease.job_id.as_str());
+        self.zrem(keys::LEASES, lease.job_id.as_str());
+    }
+
+    fn release_unique(&mut self, id: &str, now: DateTime<Utc>) {
+        if let Some(unique) = self.field(id, "job_unique_key", now).filter(|u| !u.is_empty()) {
+            let key = keys::unique_lock(&unique);
+            if self.string_value(&key, now).as_deref() == Some(id) {
+                self.strings.remove(&key);
+            }
+        }
+    }
+
+    fn move_to_dlq(&mut self, id: &str, dlq: &DlqName, reason: &str, completion: &str, now: DateTime<Utc>) {
+        self.set_fields(
+            id,
+            now,
+            &[("status", "FAILED".into()), ("last_error", reason.into()), ("completion_time", completion.into())],
+        );
+        self.add_event(id, now);
+        self.lists.entry(keys::dlq(dlq).to_owned()).or_default().push_front(id.to_owned());
+        self.expire_job(id, Some(now + TimeDelta::seconds(shared::DLQ_TTL_SECONDS)));
+    }
+
+    /// Drops every expired job hash and stream (the keys Redis would expire).
+    fn sweep(&mut self, now: DateTime<Utc>) {
+        self.hashes.retain(|_, h| h.is_live(now));
+        self.streams.retain(|_, s| s.is_live(now));
+        self.strings.retain(|_, s| s.is_live(now));
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn enqueue(&self, job: NewJob, mode: EnqueueMode) -> Result<Enqueued, StoreError> {
+        let plan = shared::plan(&job, &mode)?;
+        let (mut st, now) = self.state();
+        let id = job.id.as_str().to_owned();
+        match plan {
+            Plan::Standard | Plan::Idempotent { .. } => {
+                if let Plan::Idempotent { key, .. } = &plan
+                    && let Some(existing) = st.string_value(key, now)
+                {
+                    if st.has_hash(&existing, now) {
+                        return Ok(Enqueued::Existing(JobId::new(existing)));
+                    }
+                    st.strings.remove(key);
+                }
+                if st.has_hash(&id, now) {
+                    return Err(StoreError::JobIdTaken(job.id));
+                }
+                if let Plan::Idempotent { key, ttl } = plan {
+                    let expires = (ttl > 0).then(|| after(now, Duration::from_secs(ttl)));
+                    st.set_string(key, id, expires);
+                }
+                st.write_job(&job, now);
+                Ok(Enqueued::Created(job.id))
+            }
+            Plan::RateLimited { key, ttl } => {
+                if st.string(&key, now).is_some() {
+                    return Ok(Enqueued::RateLimited);
+                }
+                if st.has_hash(&id, now) {
+                    return Err(StoreError::JobIdTaken(job.id));
+                }
+                st.set_string(key, id, Some(after(now, Duration::from_secs(ttl))));
+                st.write_job(&job, now);
+                Ok(Enqueued::Created(job.id))
+            }
+            Plan::Debounced { key, ttl } => {
+                let expires = Some(after(now, Duration::from_secs(ttl)));
+                if let Some(holder) = st.string_value(&key, now)
+                    && st.field(&holder, "status", now).as_deref() == Some("PENDING")
+                {
+                    let old_queue = queue_of(st.field(&holder, "queue_name", now).as_ref(), &job.queue);
+                    let new: HashMap<&str, String> = job.to_fields().into_iter().collect();
+                    let mut pairs: Vec<(&str, String)> = [
+                        "function_name",
+                        "job_params",
+                        "next_scheduled_run_time",
+                        "max_retries",
+                        "job_timeout_seconds",
+                        "result_ttl_seconds",
+                        "queue_name",
+                    ]
+                    .into_iter()
+                    .map(|n| (n, new[n].clone()))
+                    .collect();
+                    if let Some(tc) = new.get("trace_context") {
+                        pairs.push(("trace_context", tc.clone()));
+                    }
+                    match new.get("correlation_context") {
+                        Some(cc) => pairs.push(("correlation_context", cc.clone())),
+                        None => st.del_fields(&holder, now, &["correlation_context"]),
+                    }
+                    st.set_fields(&holder, now, &pairs);
+                    if old_queue != job.queue {
+                        st.zrem(keys::queue(&old_queue), &holder);
+                    }
+                    st.zset(keys::queue(&job.queue)).add(&holder, epoch_ms(job.scheduled_time));
+                    if let Some(s) = st.strings.get_mut(&key) {
+                        s.expires_at = expires;
+                    }
+                    if shared::is_due(job.scheduled_time, now) {
+                        st.publish(&job.queue);
+                    }
+                    return Ok(Enqueued::Existing(JobId::new(holder)));
+                }
+                st.strings.remove(&key);
+                if st.has_hash(&id, now) {
+                    return Err(StoreError::JobIdTaken(job.id));
+                }
+                st.set_string(key, id, expires);
+                st.write_job(&job, now);
+                Ok(Enqueued::Created(job.id))
+            }
+        }
+    }
+
+    async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
+        for job in &jobs {
+            shared::plan(job, &EnqueueMode::Standard)?;
+        }
+        let (mut st, now) = self.state();
+        let mut ready = BTreeSet::new();
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if st.has_hash(job.id.as_str(), now) {
+                out.push(Err(StoreError::JobIdTaken(job.id)));
+                continue;
+            }
+            let fields = job.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            st.hashes.insert(job.id.as_str().to_owned(), Expiring::forever(fields));
+            st.zset(keys::queue(&job.queue)).add(job.id.as_str(), epoch_ms(job.scheduled_time));
+            if shared::is_due(job.scheduled_time, now) {
+                ready.insert(job.queue.clone());
+            }
+            out.push(Ok(Enqueued::Created(job.id)));
+        }
+        for queue in &ready {
+            st.publish(queue);
+        }
+        Ok(out)
+    }
+
+    async fn job(&self, id: &JobId) -> Result<Option<Result<Job, JobParseError>>, StoreError> {
+        let (mut st, now) = self.state();
+        Ok(st.hash(id.as_str(), now).map(|h| {
+            let fields: HashMap<String, String> = h.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            Job::from_fields(id.as_str(), &fields)
+        }))
+    }
+
+    async fn job_fields(&self, id: &JobId) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+        let (mut st, now) = self.state();
+        Ok(st.hash(id.as_str(), now).cloned())
+    }
+
+    async fn wait_job_event(
+        &self,
+        id: &JobId,
+        after: Option<String>,
+        timeout: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let after = match after {
+            Some(s) => parse_stream_id(&s)
+                .ok_or_else(|| StoreError::InvalidInput { what: "stream entry id", reason: format!("{s:?}") })?,
+            // `$`: only entries added from now on.
+            None => {
+                let (mut st, now) = self.state();
+                st.hash(id.as_str(), now);
+                st.streams.get(id.as_str()).and_then(|s| s.value.last().copied()).unwrap_or((0, 0))
+            }
+        };
+        loop {
+            let notified = self.inner.events.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let (mut st, now) = self.state();
+                st.hash(id.as_str(), now);
+                if let Some(e) = st.streams.get(id.as_str()).and_then(|s| s.value.iter().find(|e| **e > after).copied())
+                {
+                    return Ok(Some(format!("{}-{}", e.0, e.1)));
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn claim(&self, req: ClaimRequest) -> Result<ClaimBatch, StoreError> {
+        let (mut st, clock_now) = self.state();
+        let queue_key = keys::queue(&req.queue).to_owned();
+        if st.paused.contains(&queue_key) {
+            return Ok(ClaimBatch { paused: true, ..ClaimBatch::default() });
+        }
+        let now_ms = epoch_ms(req.now);
+        let token = format_timestamp(req.now);
+        let ttl_ms = i64::try_from(req.lease_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let mut batch = ClaimBatch::default();
+        let candidates = st.zsets.get(&queue_key).map(|z| z.up_to(now_ms, req.max * 4)).unwrap_or_default();
+        for id in candidates {
+            if batch.jobs.len() >= req.max {
+                break;
+            }
+            let job_id = JobId::new(id.as_str());
+            // None: the hash is gone; Some(None): unknown status (claimable).
+            let status = st.hash(&id, clock_now).map(|h| h.get("status").and_then(|s| JobStatus::parse(s)));
+            match status {
+                None => {
+                    st.zrem(&queue_key, &id);
+                    batch.dropped.push(job_id);
+                }
+                Some(Some(s)) if s.is_terminal() => {
+                    st.zrem(&queue_key, &id);
+                    batch.dropped.push(job_id);
+                }
+                Some(_) => {
+                    if st.string(&keys::lock(&job_id), clock_now).is_some() {
+                        continue;
+                    }
+                    st.set_string(keys::lock(&job_id), req.worker_id.clone(), Some(after(clock_now, req.lease_ttl)));
+                    st.zrem(&queue_key, &id);
+                    st.set_fields(
+                        &id,
+                        clock_now,
+                        &[
+                            ("status", JobStatus::Active.as_str().into()),
+                            ("start_time", token.clone()),
+                            ("worker_id", req.worker_id.clone()),
+                        ],
+                    );
+                    st.zset(&keys::active(&req.worker_id)).add(&id, req.now.timestamp());
+                    st.zset(keys::LEASES).add(&id, now_ms.saturating_add(ttl_ms));
+                    let fields: HashMap<String, String> =
+                        st.hash(&id, clock_now).map(|h| h.clone().into_iter().collect()).unwrap_or_default();
+                    let job = Job::from_fields(&id, &fields);
+                    let lease = Lease {
+                        job_id,
+                        worker_id: req.worker_id.clone(),
+                        token: token.clone(),
+                        queue: req.queue.clone(),
+                    };
+                    batch.jobs.push(Claimed { lease, job });
+                }
+            }
+        }
+        batch.next_ready =
+            st.zsets.get(&queue_key).and_then(ZSet::first).and_then(DateTime::<Utc>::from_timestamp_millis);
+        Ok(batch)
+    }
+
+    async fn renew(&self, leases: &[Lease], ttl: Duration) -> Result<Vec<LeaseState>, StoreError> {
+        let (mut st, now) = self.state();
+        let expiry = after(now, ttl);
+        Ok(leases
+            .iter()
+            .map(|lease| {
+                if !st.holds(lease, now) {
+                    return LeaseState::Lost;
+                }
+                if let Some(lock) = st.strings.get_mut(&keys::lock(&lease.job_id)) {
+                    lock.expires_at = Some(expiry);
+                }
+                st.zset(keys::LEASES).add(lease.job_id.as_str(), epoch_ms(expiry));
+                if st.field(lease.job_id.as_str(), "cancel_requested", now).as_deref() == Some("1") {
+                    LeaseState::CancelRequested
+                } else {
+                    LeaseState::Held
+                }
+            })
+            .collect())
+    }
+
+    async fn complete(
+        &self,
+        lease: &Lease,
+        result: &Json,
+        now: DateTime<Utc>,
+        defaults: &JobDefaults,
+    ) -> Result<Fence, StoreError> {
+        let (mut st, clock_now) = self.state();
+        if let Some(f) = st.check_fence(lease, Some(JobStatus::Completed), clock_now) {
+            return Ok(f);
+        }
+        let id = lease.job_id.as_str();
+        st.set_fields(
+            id,
+            clock_now,
+            &[
+                ("result", shared::result_json(result)),
+                ("completion_time", format_timestamp(now)),
+                ("status", JobStatus::Completed.as_str().into()),
+            ],
+        );
+        st.add_event(id, clock_now);
+        let ttl = count(st.field(id, "result_ttl_seconds", clock_now).as_ref(), defaults.result_ttl_seconds);
+        if ttl > 0 {
+            st.expire_job(id, Some(clock_now + TimeDelta::seconds(ttl)));
+        } else if ttl == 0 {
+            st.expire_job(id, None);
+        }
+        st.release_unique(id, clock_now);
+        st.end_attempt(lease, clock_now);
+        Ok(Fence::Applied)
+    }
+
+    async fn retry(
+        &self,
+        lease: &Lease,
+        error: &str,
+        ready_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        defaults: &JobDefaults,
+    ) -> Result<Fence, StoreError> {
+        let (mut st, clock_now) = self.state();
+        if let Some(f) = st.check_fence(lease, Some(JobStatus::Retrying), clock_now) {
+            return Ok(f);
+        }
+        let id = lease.job_id.as_str();
+        let retries = count(st.field(id, "current_retries", clock_now).as_ref(), 0) + 1;
+        let queue = queue_of(st.field(id, "queue_name", clock_now).as_ref(), &defaults.queue);
+        st.set_fields(
+            id,
+            clock_now,
+            &[
+                ("current_retries", retries.to_string()),
+                ("status", JobStatus::Retrying.as_str().into()),
+                ("last_error", error.into()),
+                ("next_scheduled_run_time", shared::retry_time_text(ready_at)),
+            ],
+        );
+        st.zset(keys::queue(&queue)).add(id, epoch_ms(ready_at));
+        st.end_attempt(lease, clock_now);
+        if shared::is_due(ready_at, now) {
+            st.publish(&queue);
+        }
+        Ok(Fence::Applied)
+    }
+
+    async fn dead_letter(
+        &self,
+        lease: &Lease,
+        reason: &str,
+        count_attempt: bool,
+        now: DateTime<Utc>,
+        defaults: &JobDefaults,
+    ) -> Result<Fence, StoreError> {
+        let (mut st, clock_now) = self.state();
+        if let Some(f) = st.check_fence(lease, Some(JobStatus::Failed), clock_now) {
+            return Ok(f);
+        }
+        let id = lease.job_id.as_str();
+        if count_attempt {
+            let retries = count(st.field(id, "current_retries", clock_now).as_ref(), 0) + 1;
+            st.set_fields(id, clock_now, &[("current_retries", retries.to_string())]);
+        }
+        let dlq = st
+            .field(id, "dlq_name", clock_now)
+            .and_then(|d| DlqName::parse(&d))
+            .unwrap_or_else(|| defaults.dlq.clone());
+        st.move_to_dlq(id, &dlq, reason, &format_timestamp(now), clock_now);
+        st.release_unique(id, clock_now);
+        st.end_attempt(lease, clock_now);
+        Ok(Fence::Applied)
+    }
+
+    async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError> {
+        let (mut st, clock_now) = self.state();
+        if let Some(f) = st.check_fence(lease, None, clock_now) {
+            return Ok(f);
+        }
+        let id = lease.job_id.as_str();
+        st.set_fields(id, clock_now, &[("status", JobStatus::Pending.as_str().into())]);
+        if let Some(reason) = reason {
+            st.set_fields(id, clock_now, &[("last_error", reason.into())]);
+        }
+        st.del_fields(id, clock_now, &["start_time", "worker_id"]);
+        st.zset(keys::queue(&lease.queue)).add(id, epoch_ms(now));
+        st.end_attempt(lease, clock_now);
+        st.publish(&lease.queue);
+        Ok(Fence::Applied)
+    }
+
+    async fn finish_cancelled(&self, lease: &Lease, _now: DateTime<Utc>) -> Result<Fence, StoreError> {
+        let (mut st, clock_now) = self.state();
+        if let Some(f) = st.check_fence(lease, Some(JobStatus::Cancelled), clock_now) {
+            return Ok(f);
+        }
+        let id = lease.job_id.as_str();
+        st.set_fields(id, clock_now, &[("status", JobStatus::Cancelled.as_str().into())]);
+        st.del_fields(id, clock_now, &["cancel_requested"]);
+        st.end_attempt(lease, clock_now);
+        Ok(Fence::Applied)
+    }
+
+    async fn heartbeat(&self, health: &WorkerHealth, ttl: Duration) -> Result<(), StoreError> {
+        let json = shared::health_json(health)?;
+        let (mut st, now) = self.state();
+        let expires = after(now, Duration::from_secs(shared::health_ttl(ttl)));
+        st.set_string(keys::health(&health.worker_id), json, Some(expires));
+        Ok(())
+    }
+
+    async fn recover(&self, now: DateTime<Utc>, limit: usize, defaults: &JobDefaults) -> Result<Recovery, StoreError> {
+        let (mut st, clock_now) = self.state();
+        st.sweep(clock_now);
+        let now_ms = epoch_ms(now);
+        let mut out = Recovery::default();
+        let candidates = st.zsets.get(keys::LEASES).map(|z| z.up_to(now_ms, limit)).unwrap_or_default();
+        for id in candidates {
+            let job_id = JobId::new(id.as_str());
+            if let Some(lock) = st.string(&keys::lock(&job_id), clock_now) {
+                // Still held: fix the index score to the lock's real expiry.
+                let left = lock.expires_at.map_or(60_000, |t| (t - clock_now).num_milliseconds().max(1));
+                st.zset(keys::LEASES).add(&id, now_ms.saturating_add(left));
+                continue;
+            }
+            let Some(h) = st.hash(&id, clock_now) else {
+                st.zrem(keys::LEASES, &id);
+                continue;
+            };
+            let status = h.get("status").and_then(|s| JobStatus::parse(s));
+            let worker = h.get("worker_id").cloned();
+            if status == Some(JobStatus::Active) {
+                let attempt = count(h.get("current_retries"), 0) + 1;
+                let max = count(h.get("max_retries"), i64::from(defaults.max_retries));
+                let queue = queue_of(h.get("queue_name"), &defaults.queue);
+                let dlq = h.get("dlq_name").and_then(|d| DlqName::parse(d)).unwrap_or_else(|| defaults.dlq.clone());
+                h.insert("current_retries".into(), attempt.to_string());
+                if attempt >= max {
+                    let reason = messages::worker_lost(
+                        u32::try_from(attempt).unwrap_or(u32::MAX),
+                        u32::try_from(max.max(0)).unwrap_or(u32::MAX),
+                    );
+                    st.move_to_dlq(&id, &dlq, &reason, &format_timestamp(now), clock_now);
+                    st.release_unique(&id, clock_now);
+                    out.dead_lettered.push(job_id);
+                } else {
+                    st.set_fields(
+                        &id,
+                        clock_now,
+                        &[
+                            ("status", JobStatus::Pending.as_str().into()),
+                            ("last_error", messages::RECOVERED.into()),
+                            ("next_scheduled_run_time", format_timestamp(now)),
+                        ],
+                    );
+                    st.del_fields(&id, clock_now, &["start_time", "worker_id"]);
+                    st.zset(keys::queue(&queue)).add(&id, now_ms);
+                    st.publish(&queue);
+                    out.requeued.push(job_id);
+                }
+            }
+            if let Some(w) = worker.filter(|w| !w.is_empty()) {
+                st.zrem(&keys::active(&w), &id);
+            }
+            st.zrem(keys::LEASES, &id);
+        }
+        Ok(out)
+    }
+
+    async fn subscribe_ready(&self) -> Result<mpsc::Receiver<QueueName>, StoreError> {
+        let (tx, rx) = mpsc::channel(READY_BUFFER);
+        self.lock().ready.push(tx);
+        Ok(rx)
+    }
+
+    async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError> {
+        Ok(self.lock().paused.insert(keys::queue(queue).to_owned()))
+    }
+
+    async fn resume(&self, queue: &QueueName) -> Result<bool, StoreError> {
+        Ok(self.lock().paused.remove(keys::queue(queue)))
+    }
+
+    async fn paused(&self) -> Result<Vec<QueueName>, StoreError> {
+        Ok(self.lock().paused.iter().map(|q| QueueName::new(q)).collect())
+    }
+
+    async fn cancel(&self, id: &JobId, _now: DateTime<Utc>) -> Result<CancelResult, StoreError> {
+        let (mut st, clock_now) = self.state();
+        let default_queue = st.defaults.queue.clone();
+        let Some(h) = st.hash(id.as_str(), clock_now) else { return Ok(CancelResult::NotFound) };
+        let status = h.get("status").and_then(|s| JobStatus::parse(s));
+        match status {
+            Some(JobStatus::Pending | JobStatus::Retrying) => {
+                let queue = queue_of(h.get("queue_name"), &default_queue);
+                h.insert("status".into(), JobStatus::Cancelled.as_str().into());
+                st.zrem(keys::queue(&queue), id.as_str());
+                Ok(CancelResult::Cancelled)
+            }
+            Some(JobStatus::Active) => {
+                h.insert("cancel_requested".into(), "1".into());
+                Ok(CancelResult::CancelRequested)
+            }
+            other => Ok(CancelResult::NotCancellable(other)),
+        }
+    }
+
+    async fn queue_len(&self, queue: &QueueName) -> Result<u64, StoreError> {
+        Ok(self.lock().zsets.get(keys::queue(queue)).map_or(0, |z| z.scores.len() as u64))
+    }
+
+    async fn dlq_ids(&self, dlq: &DlqName, offset: usize, limit: usize) -> Result<Vec<JobId>, StoreError> {
+        Ok(self
+            .lock()
+            .lists
+            .get(keys::dlq(dlq))
+            .map(|l| l.iter().skip(offset).take(limit).map(|i| JobId::new(i.as_str())).collect())
+            .unwrap_or_default())
+    }
+
+    async fn dlq_requeue(
+        &self,
+        dlq: &DlqName,
+        id: &JobId,
+        target: &QueueName,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (mut st, clock_now) = self.state();
+        let exists = st.has_hash(id.as_str(), clock_now);
+        let removed = match st.lists.get_mut(keys::dlq(dlq)) {
+            Some(list) => match list.iter().position(|i| i == id.as_str()) {
+                Some(at) => {
+                    list.remove(at);
+                    if list.is_empty() {
+                        st.lists.remove(keys::dlq(dlq));
+                    }
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        };
+        if !removed || !exists {
+            return Ok(false);
+        }
+        st.set_fields(
+            id.as_str(),
+            clock_now,
+            &[
+                ("status", JobStatus::Pending.as_str().into()),
+                ("queue_name", target.as_str().into()),
+                ("current_retries", "0".into()),
+                ("next_scheduled_run_time", format_timestamp(now)),
+            ],
+        );
+        st.del_fields(id.as_str(), clock_now, &["completion_time"]);
+        if let Some(h) = st.hashes.get_mut(id.as_str()) {
+            h.expires_at = None;
+        }
+        st.zset(keys::queue(target)).add(id.as_str(), epoch_ms(now));
+        st.publish(target);
+        Ok(true)
+    }
+}

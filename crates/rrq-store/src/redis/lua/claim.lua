@@ -1,0 +1,60 @@
+-- Claims up to `max` ready jobs of one queue.
+--
+-- KEYS: 1 queue, 2 the worker's active set, 3 lease index, 4 paused set, 5 default DLQ
+-- ARGV: 1 worker id, 2 now (epoch ms), 3 max, 4 lease TTL (ms), 5 token (start_time),
+--       6 start score (epoch s), 7 lock expiry (epoch ms), 8 job key prefix,
+--       9 lock key prefix, 10 quarantine prefix, 11 events prefix, 12 now (RFC 3339)
+--
+-- Returns {paused (0/1), {id, fields, id, fields, ...}, {dropped ids}, head score or nil}.
+local queue, active, leases, paused, dlq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local worker, now_ms, max = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local ttl_ms, token, start_score, lock_expiry = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local job_prefix, lock_prefix, quarantine_prefix, events_prefix = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local now_text = ARGV[12]
+
+if redis.call('SISMEMBER', paused, queue) == 1 then
+  return {1, {}, {}, false}
+end
+
+local claimed, dropped = {}, {}
+if max > 0 then
+  local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', now_ms, 'LIMIT', 0, max * 4)
+  local taken = 0
+  for _, id in ipairs(ids) do
+    if taken >= max then
+      break
+    end
+    local job_key = job_prefix .. id
+    local t = key_type(job_key)
+    if t == 'none' then
+      redis.call('ZREM', queue, id)
+      dropped[#dropped + 1] = id
+    elseif t ~= 'hash' then
+      -- Keep the foreign value for inspection and fail the job visibly.
+      local kept = quarantine_prefix .. id
+      redis.call('RENAME', job_key, kept)
+      redis.call('HSET', job_key, 'id', id, 'queue_name', queue)
+      redis.call('ZREM', queue, id)
+      move_to_dlq(job_key, events_prefix .. id, dlq, id,
+        'job key had type ' .. t .. '; original preserved at ' .. kept, now_text)
+      dropped[#dropped + 1] = id
+    else
+      local status = string.upper(redis.call('HGET', job_key, 'status') or '')
+      if status == 'COMPLETED' or status == 'FAILED' or status == 'CANCELLED' then
+        redis.call('ZREM', queue, id)
+        dropped[#dropped + 1] = id
+      elseif redis.call('SET', lock_prefix .. id, worker, 'NX', 'PX', ttl_ms) then
+        redis.call('ZREM', queue, id)
+        redis.call('HSET', job_key, 'status', 'ACTIVE', 'start_time', token, 'worker_id', worker)
+        redis.call('ZADD', active, start_score, id)
+        redis.call('ZADD', leases, lock_expiry, id)
+        taken = taken + 1
+        claimed[#claimed + 1] = id
+        claimed[#claimed + 1] = redis.call('HGETALL', job_key)
+      end
+    end
+  end
+end
+
+local head = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
+return {0, claimed, dropped, head[2] or false}

@@ -1,0 +1,114 @@
+-- Helpers shared by RRQ's scripts. This file is prepended to a script's own
+-- text before it is hashed and loaded, so every function here is local to
+-- the script that uses it.
+
+-- The type of a key ('none' when it does not exist).
+local function key_type(key)
+  return redis.call('TYPE', key)['ok']
+end
+
+-- The value of a string key; false when it is absent or of another type.
+local function get_string(key)
+  if key_type(key) ~= 'string' then
+    return false
+  end
+  return redis.call('GET', key)
+end
+
+-- A bare or full name turned into its full key, trimmed; `fallback` when empty.
+local function full_name(name, prefix, fallback)
+  if not name then
+    return fallback
+  end
+  name = string.match(name, '^%s*(.-)%s*$')
+  if name == '' then
+    return fallback
+  end
+  if string.sub(name, 1, #prefix) == prefix then
+    return name
+  end
+  return prefix .. name
+end
+
+-- A stored count, or `fallback` when the field is missing or not a number.
+local function count(value, fallback)
+  local n = tonumber(value)
+  if n == nil then
+    return fallback
+  end
+  return math.floor(n)
+end
+
+-- An integer as Redis expects it in an argument (never in exponent form).
+local function int_arg(n)
+  return string.format('%.0f', n)
+end
+
+-- The fence of every outcome write: the job lock is held by `worker` and the
+-- hash still records this attempt (`start_time` = token, `worker_id` = worker).
+local function holds(job_key, lock_key, worker, token)
+  if get_string(lock_key) ~= worker then
+    return false
+  end
+  if key_type(job_key) ~= 'hash' then
+    return false
+  end
+  local cur = redis.call('HMGET', job_key, 'start_time', 'worker_id')
+  return cur[1] == token and cur[2] == worker
+end
+
+-- Whether this attempt already recorded `status`: the script ran before and
+-- only its reply was lost, so re-running it must report success again.
+local function already_recorded(job_key, worker, token, status)
+  if key_type(job_key) ~= 'hash' then
+    return false
+  end
+  local cur = redis.call('HMGET', job_key, 'start_time', 'worker_id', 'status')
+  return cur[1] == token and cur[2] == worker and cur[3] == status
+end
+
+-- A stale lease: nothing is written to the job; the id only leaves this
+-- worker's active set, unless the lock shows a newer attempt of this worker.
+local function drop_stale(lock_key, active_key, id, worker)
+  if get_string(lock_key) ~= worker then
+    redis.call('ZREM', active_key, id)
+  end
+end
+
+-- The end of an attempt: owner-checked lock release, active-set and lease
+-- index entries removed.
+local function end_attempt(lock_key, active_key, leases_key, id, worker)
+  if get_string(lock_key) == worker then
+    redis.call('DEL', lock_key)
+  end
+  redis.call('ZREM', active_key, id)
+  redis.call('ZREM', leases_key, id)
+end
+
+-- Deletes the job's orchestrator unique lock, only if this job holds it.
+local function release_unique(job_key, id, unique_prefix)
+  local unique = redis.call('HGET', job_key, 'job_unique_key')
+  if unique and unique ~= '' then
+    local key = unique_prefix .. unique
+    if get_string(key) == id then
+      redis.call('DEL', key)
+    end
+  end
+end
+
+-- Appends a terminal event to the job's stream (a stream key of another type
+-- is left alone rather than failing the whole step).
+local function add_event(events_key, id, event, status)
+  redis.pcall('XADD', events_key, '*', 'event', event, 'job_id', id, 'status', status)
+end
+
+-- Moves a job to a dead letter queue: FAILED, reason, completion time, the
+-- `failed` event, LPUSH on the DLQ and the seven-day expiry.
+local function move_to_dlq(job_key, events_key, dlq_key, id, reason, completion_time)
+  redis.call('HSET', job_key, 'status', 'FAILED', 'last_error', reason, 'completion_time', completion_time)
+  add_event(events_key, id, 'failed', 'FAILED')
+  redis.call('LPUSH', dlq_key, id)
+  redis.call('EXPIRE', job_key, 604800)
+  redis.pcall('EXPIRE', events_key, 604800)
+end
+

@@ -1,0 +1,42 @@
+-- Creates a job, optionally deduplicated by an idempotency key.
+--
+-- KEYS: 1 job, 2 queue, 3 idempotency key (only when one is used)
+-- ARGV: 1 job id, 2 score (epoch ms), 3 idempotency TTL (s; <= 0 = no expiry),
+--       4 publish a ready signal (1/0), 5 ready channel, 6 job key prefix,
+--       7.. the hash fields as name/value pairs
+--
+-- Returns {status, id}: 1 created, 0 an existing job represents the request,
+-- -1 the job id is taken.
+local job_key, queue, idem = KEYS[1], KEYS[2], KEYS[3]
+local id = ARGV[1]
+
+if idem then
+  local existing = get_string(idem)
+  if existing then
+    if redis.call('EXISTS', ARGV[6] .. existing) == 1 then
+      return {0, existing}
+    end
+    redis.call('DEL', idem)
+  end
+end
+if redis.call('EXISTS', job_key) == 1 then
+  return {-1, id}
+end
+if idem then
+  local ttl = tonumber(ARGV[3]) or 0
+  local set
+  if ttl > 0 then
+    set = redis.call('SET', idem, id, 'NX', 'EX', ARGV[3])
+  else
+    set = redis.call('SET', idem, id, 'NX')
+  end
+  if not set then
+    return {0, redis.call('GET', idem)}
+  end
+end
+redis.call('HSET', job_key, unpack(ARGV, 7))
+redis.call('ZADD', queue, ARGV[2], id)
+if ARGV[4] == '1' then
+  redis.call('PUBLISH', ARGV[5], queue)
+end
+return {1, id}

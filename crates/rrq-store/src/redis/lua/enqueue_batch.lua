@@ -1,0 +1,31 @@
+-- Creates many standard jobs; a taken id fails only that job.
+--
+-- KEYS: job and queue key of each job, in pairs
+-- ARGV: 1 ready channel, then per job: id, score (epoch ms), ready now (1/0),
+--       number of field values n, then n values (names and values alternating)
+--
+-- Returns one status per job: 1 created, -1 the job id is taken. Each queue
+-- that received a ready job gets one ready signal.
+local statuses, ready, order = {}, {}, {}
+local a = 2
+for k = 1, #KEYS, 2 do
+  local job_key, queue = KEYS[k], KEYS[k + 1]
+  local id, score, now, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local first = a + 4
+  a = first + n
+  if redis.call('EXISTS', job_key) == 1 then
+    statuses[#statuses + 1] = -1
+  else
+    redis.call('HSET', job_key, unpack(ARGV, first, first + n - 1))
+    redis.call('ZADD', queue, score, id)
+    statuses[#statuses + 1] = 1
+    if now == '1' and not ready[queue] then
+      ready[queue] = true
+      order[#order + 1] = queue
+    end
+  end
+end
+for _, queue in ipairs(order) do
+  redis.call('PUBLISH', ARGV[1], queue)
+end
+return statuses

@@ -1,0 +1,23 @@
+-- Creates a job unless the rate limiter dropped the request (leading edge).
+--
+-- KEYS: 1 job, 2 queue, 3 rate-limit key
+-- ARGV: 1 job id, 2 score (epoch ms), 3 window TTL (whole s, > 0),
+--       4 publish a ready signal (1/0), 5 ready channel, 6.. the hash fields
+--
+-- Returns {status, id}: 1 created, 2 dropped by the limiter, -1 the job id is taken.
+local job_key, queue, limiter = KEYS[1], KEYS[2], KEYS[3]
+local id = ARGV[1]
+
+if not redis.call('SET', limiter, id, 'NX', 'EX', ARGV[3]) then
+  return {2, ''}
+end
+if redis.call('EXISTS', job_key) == 1 then
+  redis.call('DEL', limiter)
+  return {-1, id}
+end
+redis.call('HSET', job_key, unpack(ARGV, 6))
+redis.call('ZADD', queue, ARGV[2], id)
+if ARGV[4] == '1' then
+  redis.call('PUBLISH', ARGV[5], queue)
+end
+return {1, id}

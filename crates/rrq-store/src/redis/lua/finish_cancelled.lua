@@ -1,0 +1,21 @@
+-- Ends a running job whose cancel was requested (fenced).
+--
+-- KEYS: 1 job, 2 job lock, 3 the worker's active set, 4 lease index
+-- ARGV: 1 job id, 2 worker id, 3 token
+--
+-- Returns 1 when applied (now or by an earlier run of this same call), 0 when stale.
+local job_key, lock_key, active, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local id, worker, token = ARGV[1], ARGV[2], ARGV[3]
+
+if not holds(job_key, lock_key, worker, token) then
+  if already_recorded(job_key, worker, token, 'CANCELLED') then
+    return 1
+  end
+  drop_stale(lock_key, active, id, worker)
+  return 0
+end
+
+redis.call('HSET', job_key, 'status', 'CANCELLED')
+redis.call('HDEL', job_key, 'cancel_requested')
+end_attempt(lock_key, active, leases, id, worker)
+return 1

@@ -1,0 +1,25 @@
+-- Puts a claimed job back on the queue it was claimed from, ready now,
+-- without counting an attempt (fenced).
+--
+-- KEYS: 1 job, 2 job lock, 3 the worker's active set, 4 lease index, 5 queue
+-- ARGV: 1 job id, 2 worker id, 3 token, 4 has a reason (1/0), 5 reason, 6 now (epoch ms),
+--       7 ready channel
+--
+-- Returns 1 when applied, 0 when stale.
+local job_key, lock_key, active, leases, queue = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, worker, token = ARGV[1], ARGV[2], ARGV[3]
+
+if not holds(job_key, lock_key, worker, token) then
+  drop_stale(lock_key, active, id, worker)
+  return 0
+end
+
+redis.call('HSET', job_key, 'status', 'PENDING')
+if ARGV[4] == '1' then
+  redis.call('HSET', job_key, 'last_error', ARGV[5])
+end
+redis.call('HDEL', job_key, 'start_time', 'worker_id')
+redis.call('ZADD', queue, ARGV[6], id)
+end_attempt(lock_key, active, leases, id, worker)
+redis.call('PUBLISH', ARGV[7], queue)
+return 1

@@ -1,0 +1,802 @@
+//! [`RedisStore`]: the [`Store`] on Redis (or Valkey), in rrq 0.11.1's schema.
+//!
+//! Connections: one multiplexed client runs every command and script; a
+//! small pool of dedicated connections serves blocking reads (`XREAD BLOCK`)
+//! so they never delay other commands; a subscriber connection (opened on
+//! first use) listens on the ready channel. All of them reconnect with an
+//! exponential backoff, and every command has a timeout.
+//!
+//! Writes that touch several keys are single Lua scripts (see `scripts.rs`).
+//! A client never re-sends a command after a lost reply
+//! (`max_command_attempts = 1`), and the scripts are written so that a caller
+//! re-running one after an error cannot apply it twice.
+
+mod scripts;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fred::clients::{ExclusivePool, SubscriberClient};
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use rrq_protocol::{DlqName, JobId, QueueName};
+use serde_json::Value as Json;
+use tokio::sync::{OnceCell, mpsc};
+
+use crate::clock::{Clock, SystemClock, epoch_ms, format_timestamp};
+use crate::error::{BoxError, StoreError, mask_dsn};
+use crate::job::{Job, JobDefaults, JobParseError, JobStatus, NewJob};
+use crate::keys;
+use crate::shared::{self, Plan};
+use crate::store::{
+    CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, Recovery, Store,
+    WorkerHealth,
+};
+
+/// How long [`RedisStore::connect`] waits for the first `PING` answer.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
+/// Timeout of every ordinary command (blocking reads get their own).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Extra time a blocking read may take beyond its block time.
+const BLOCK_MARGIN: Duration = Duration::from_secs(5);
+/// Dedicated connections for blocking reads.
+const BLOCKING_CONNECTIONS: usize = 4;
+/// Jobs per script call in [`Store::enqueue_batch`].
+const BATCH_CHUNK: usize = 500;
+/// Ready signals buffered per subscriber before new ones are dropped.
+const READY_BUFFER: usize = 256;
+
+/// The [`Store`] on Redis. Cheap to clone: clones share the connections.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Commands and scripts.
+    client: Client,
+    /// Settings for the connections opened later.
+    builder: Builder,
+    /// Connections for blocking reads, opened on first use.
+    blocking: OnceCell<ExclusivePool>,
+    /// The ready-channel subscription, opened on first use.
+    subscriber: OnceCell<SubscriberClient>,
+    /// The DSN with its password masked, for errors.
+    dsn: String,
+    /// Where claims quarantine broken jobs, and the queue of jobs without one.
+    defaults: JobDefaults,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("dsn", &self.inner.dsn).finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to the server named by `dsn` and checks that it answers.
+    ///
+    /// Accepted forms: `redis://[user:password@]host[:port][/db]`,
+    /// `rediss://…` (TLS, only with the crate feature `tls`) and the
+    /// `valkey://` / `valkeys://` spellings. Redis Cluster URLs are refused:
+    /// the 0.11.1 key layout cannot span hash slots.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidDsn`] for a DSN that cannot be used, and
+    /// [`StoreError::Unavailable`] when the server does not answer `PING`
+    /// within five seconds (wrong address, refused credentials, ...).
+    pub async fn connect(dsn: &str) -> Result<RedisStore, StoreError> {
+        let masked = mask_dsn(dsn);
+        let config = parse_dsn(dsn, &masked)?;
+        let builder = builder(config);
+        let client = builder
+            .build()
+            .map_err(|e| StoreError::InvalidDsn { dsn: masked.clone(), reason: e.details().to_owned() })?;
+        let ready = async {
+            client.init().await?;
+            client.ping::<String>(None).await
+        };
+        let failure: BoxError = match tokio::time::timeout(CONNECT_DEADLINE, ready).await {
+            Ok(Ok(_)) => {
+                return Ok(RedisStore {
+                    inner: Arc::new(Inner {
+                        client,
+                        builder,
+                        blocking: OnceCell::new(),
+                        subscriber: OnceCell::new(),
+                        dsn: masked,
+                        defaults: JobDefaults::default(),
+                    }),
+                });
+            }
+            Ok(Err(e)) => Box::new(e),
+            Err(_) => format!("no answer to PING within {}s", CONNECT_DEADLINE.as_secs()).into(),
+        };
+        // Stop the reconnect loop of the client we are giving up on.
+        let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
+        Err(StoreError::Unavailable { dsn: masked, source: failure })
+    }
+
+    /// Sets the defaults used where a call has none of its own: the DLQ that
+    /// [`Store::claim`] quarantines broken job keys into and the queue
+    /// [`Store::cancel`] assumes for a job without `queue_name`. Both default
+    /// to the reference's (`rrq:dlq:default`, `rrq:queue:default`).
+    #[must_use]
+    pub fn with_defaults(self, defaults: JobDefaults) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            client: shared.client.clone(),
+            builder: shared.builder.clone(),
+            blocking: OnceCell::new(),
+            subscriber: OnceCell::new(),
+            dsn: shared.dsn.clone(),
+            defaults: shared.defaults.clone(),
+        });
+        RedisStore { inner: Arc::new(Inner { defaults, ..inner }) }
+    }
+
+    /// Closes every connection. Calls made afterwards fail.
+    pub async fn close(&self) {
+        let _ = self.inner.client.quit().await;
+        if let Some(pool) = self.inner.blocking.get() {
+            let _ = pool.quit().await;
+        }
+        if let Some(sub) = self.inner.subscriber.get() {
+            let _ = sub.quit().await;
+        }
+    }
+
+    fn error(&self, op: &'static str, e: Error) -> StoreError {
+        match e.kind() {
+            ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure => {
+                StoreError::Unavailable { dsn: self.inner.dsn.clone(), source: Box::new(e) }
+            }
+            _ => StoreError::Command { op, source: Box::new(e) },
+        }
+    }
+
+    async fn eval(
+        &self,
+        op: &'static str,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Value, StoreError> {
+        script.evalsha_with_reload::<Value, _, _>(&self.inner.client, keys, args).await.map_err(|e| self.error(op, e))
+    }
+
+    async fn blocking(&self) -> Result<&ExclusivePool, StoreError> {
+        self.inner
+            .blocking
+            .get_or_try_init(|| async {
+                let pool = self
+                    .inner
+                    .builder
+                    .build_exclusive_pool(BLOCKING_CONNECTIONS)
+                    .map_err(|e| self.error("connect", e))?;
+                match tokio::time::timeout(CONNECT_DEADLINE, pool.init()).await {
+                    Ok(Ok(_)) => Ok(pool),
+                    Ok(Err(e)) => Err(self.error("connect", e)),
+                    Err(_) => Err(self.unavailable("blocking connections did not open")),
+                }
+            })
+            .await
+    }
+
+    async fn subscriber(&self) -> Result<&SubscriberClient, StoreError> {
+        self.inner
+            .subscriber
+            .get_or_try_init(|| async {
+                let sub = self.inner.builder.build_subscriber_client().map_err(|e| self.error("subscribe_ready", e))?;
+                let opened = async {
+                    sub.init().await?;
+                    // A detached task that re-subscribes after every reconnect.
+                    drop(sub.manage_subscriptions());
+                    sub.subscribe(keys::READY_CHANNEL).await
+                };
+                match tokio::time::timeout(CONNECT_DEADLINE, opened).await {
+                    Ok(Ok(())) => Ok(sub),
+                    Ok(Err(e)) => Err(self.error("subscribe_ready", e)),
+                    Err(_) => Err(self.unavailable("the ready-channel subscription did not open")),
+                }
+            })
+            .await
+    }
+
+    fn unavailable(&self, what: &str) -> StoreError {
+        StoreError::Unavailable { dsn: self.inner.dsn.clone(), source: what.to_owned().into() }
+    }
+}
+
+/// Parses a DSN into a client configuration, refusing what we cannot serve.
+fn parse_dsn(dsn: &str, masked: &str) -> Result<Config, StoreError> {
+    let invalid = |reason: &str| StoreError::InvalidDsn { dsn: masked.to_owned(), reason: reason.to_owned() };
+    let scheme = dsn.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).ok_or_else(|| invalid("missing scheme"))?;
+    match scheme.as_str() {
+        "redis" | "valkey" => {}
+        "rediss" | "valkeys" => {
+            if !cfg!(feature = "tls") {
+                return Err(invalid("TLS needs rrq-store's `tls` feature"));
+            }
+        }
+        s if s.contains("cluster") => {
+            return Err(invalid("Redis Cluster is not supported: the rrq 0.11.1 key layout spans hash slots"));
+        }
+        _ => return Err(invalid("the scheme must be redis:// or rediss://")),
+    }
+    // The client's own messages never contain the URL, so no password leaks.
+    Config::from_url(dsn).map_err(|e| invalid(e.details()))
+}
+
+fn builder(config: Config) -> Builder {
+    let mut builder = Builder::from_config(config);
+    builder
+        // Reconnection is off unless a policy is set; retry forever, 100 ms to 2 s apart.
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .with_connection_config(|c| {
+            c.connection_timeout = CONNECT_DEADLINE;
+            c.internal_command_timeout = CONNECT_DEADLINE;
+            // A reply lost with the connection must surface as an error,
+            // never as a silent second run of a script.
+            c.max_command_attempts = 1;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = COMMAND_TIMEOUT;
+        });
+    builder
+}
+
+// ---------------------------------------------------------------------------
+// Reply decoding.
+
+fn protocol(op: &'static str, detail: impl Into<String>) -> StoreError {
+    StoreError::Protocol { op, detail: detail.into() }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        other => other.as_string(),
+    }
+}
+
+fn int(op: &'static str, v: &Value) -> Result<i64, StoreError> {
+    v.as_i64().ok_or_else(|| protocol(op, format!("expected an integer, got {v:?}")))
+}
+
+fn array(op: &'static str, v: Value) -> Result<Vec<Value>, StoreError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        Value::Null => Ok(Vec::new()),
+        other => Err(protocol(op, format!("expected an array, got {other:?}"))),
+    }
+}
+
+fn ids(op: &'static str, v: Value) -> Result<Vec<JobId>, StoreError> {
+    array(op, v)?.iter().map(|i| text(i).map(JobId::new).ok_or_else(|| protocol(op, "job id is not text"))).collect()
+}
+
+/// Hash fields from an `HGETALL` reply (a flat array, or a map in RESP3).
+fn fields(op: &'static str, v: Value) -> Result<HashMap<String, String>, StoreError> {
+    let pairs: Vec<(Value, Value)> = match v {
+        Value::Map(map) => map.inner().into_iter().map(|(k, v)| (Value::from(k), v)).collect(),
+        other => {
+            let flat = array(op, other)?;
+            if flat.len() % 2 != 0 {
+                return Err(protocol(op, "hash reply has an odd number of items"));
+            }
+            let mut it = flat.into_iter();
+            let mut out = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((k, v));
+            }
+            out
+        }
+    };
+    pairs
+        .into_iter()
+        .map(|(k, v)| match (text(&k), text(&v)) {
+            (Some(k), Some(v)) => Ok((k, v)),
+            _ => Err(protocol(op, "hash field is not text")),
+        })
+        .collect()
+}
+
+fn fence(op: &'static str, v: Value) -> Result<Fence, StoreError> {
+    match int(op, &v)? {
+        1 => Ok(Fence::Applied),
+        0 => Ok(Fence::Stale),
+        n => Err(protocol(op, format!("unknown fence code {n}"))),
+    }
+}
+
+/// `{status, id}` from an enqueue script.
+fn enqueued(op: &'static str, v: Value) -> Result<Result<Enqueued, StoreError>, StoreError> {
+    let reply = array(op, v)?;
+    let (Some(status), Some(id)) = (reply.first(), reply.get(1)) else {
+        return Err(protocol(op, "expected {status, id}"));
+    };
+    let id = JobId::new(text(id).unwrap_or_default());
+    Ok(match int(op, status)? {
+        1 => Ok(Enqueued::Created(id)),
+        0 => Ok(Enqueued::Existing(id)),
+        2 => Ok(Enqueued::RateLimited),
+        -1 => Err(StoreError::JobIdTaken(id)),
+        n => return Err(protocol(op, format!("unknown enqueue status {n}"))),
+    })
+}
+
+/// The fields of a new job, flattened for a script's arguments.
+fn field_args(job: &NewJob, out: &mut Vec<String>) {
+    for (name, value) in job.to_fields() {
+        out.push(name.to_owned());
+        out.push(value);
+    }
+}
+
+fn flag(b: bool) -> String {
+    if b { "1" } else { "0" }.to_owned()
+}
+
+fn ms_to_time(ms: f64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms.floor() as i64)
+}
+
+/// The id of the first entry in an `XREAD` reply.
+fn first_entry_id(v: Value) -> Option<String> {
+    let streams: Vec<Value> = match v {
+        Value::Map(map) => map.inner().into_values().collect(),
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|s| match s {
+                Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
+                _ => None,
+            })
+            .collect(),
+        _ => return None,
+    };
+    streams.into_iter().find_map(|entries| match entries {
+        Value::Array(entries) => entries.into_iter().find_map(|e| match e {
+            Value::Array(parts) => parts.first().and_then(text),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+impl RedisStore {
+    async fn enqueue_one(&self, job: NewJob, plan: Plan) -> Result<Result<Enqueued, StoreError>, StoreError> {
+        let ready_now = shared::is_due(job.scheduled_time, SystemClock.now());
+        let mut keys = vec![keys::job(&job.id), keys::queue(&job.queue).to_owned()];
+        let mut args = vec![job.id.as_str().to_owned(), epoch_ms(job.scheduled_time).to_string()];
+        match plan {
+            Plan::Standard | Plan::Idempotent { .. } => {
+                let ttl = match plan {
+                    Plan::Idempotent { key, ttl } => {
+                        keys.push(key);
+                        ttl
+                    }
+                    _ => 0,
+                };
+                args.extend([
+                    ttl.to_string(),
+                    flag(ready_now),
+                    keys::READY_CHANNEL.to_owned(),
+                    keys::JOB_PREFIX.to_owned(),
+                ]);
+                field_args(&job, &mut args);
+                enqueued("enqueue", self.eval("enqueue", &scripts::ENQUEUE, keys, args).await?)
+            }
+            Plan::RateLimited { key, ttl } => {
+                keys.push(key);
+                args.extend([ttl.to_string(), flag(ready_now), keys::READY_CHANNEL.to_owned()]);
+                field_args(&job, &mut args);
+                enqueued("enqueue", self.eval("enqueue", &scripts::ENQUEUE_RATE_LIMITED, keys, args).await?)
+            }
+            Plan::Debounced { key, ttl } => {
+                keys.push(key);
+                args.extend([
+                    ttl.to_string(),
+                    flag(ready_now),
+                    keys::READY_CHANNEL.to_owned(),
+                    keys::JOB_PREFIX.to_owned(),
+                    QueueName::PREFIX.to_owned(),
+                    flag(!job.trace_context.is_empty()),
+                    flag(!job.correlation_context.is_empty()),
+                ]);
+                field_args(&job, &mut args);
+                enqueued("enqueue", self.eval("enqueue", &scripts::ENQUEUE_DEBOUNCED, keys, args).await?)
+            }
+        }
+    }
+
+    async fn enqueue_chunk(&self, jobs: &[NewJob]) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
+        const OP: &str = "enqueue_batch";
+        let now = SystemClock.now();
+        let mut keys = Vec::with_capacity(jobs.len() * 2);
+        let mut args = vec![keys::READY_CHANNEL.to_owned()];
+        for job in jobs {
+            keys.push(keys::job(&job.id));
+            keys.push(keys::queue(&job.queue).to_owned());
+            let fields = job.to_fields();
+            args.push(job.id.as_str().to_owned());
+            args.push(epoch_ms(job.scheduled_time).to_string());
+            args.push(flag(shared::is_due(job.scheduled_time, now)));
+            args.push((fields.len() * 2).to_string());
+            for (name, value) in fields {
+                args.push(name.to_owned());
+                args.push(value);
+            }
+        }
+        let statuses = array(OP, self.eval(OP, &scripts::ENQUEUE_BATCH, keys, args).await?)?;
+        if statuses.len() != jobs.len() {
+            return Err(protocol(OP, format!("{} statuses for {} jobs", statuses.len(), jobs.len())));
+        }
+        jobs.iter()
+            .zip(statuses)
+            .map(|(job, s)| match int(OP, &s)? {
+                1 => Ok(Ok(Enqueued::Created(job.id.clone()))),
+                -1 => Ok(Err(StoreError::JobIdTaken(job.id.clone()))),
+                n => Err(protocol(OP, format!("unknown enqueue status {n}"))),
+            })
+            .collect()
+    }
+
+    /// Keys and arguments shared by the fenced scripts: job, lock, active
+    /// set, lease index; job id, worker id, token.
+    fn fenced(lease: &Lease) -> (Vec<String>, Vec<String>) {
+        (
+            vec![
+                keys::job(&lease.job_id),
+                keys::lock(&lease.job_id),
+                keys::active(&lease.worker_id),
+                keys::LEASES.to_owned(),
+            ],
+            vec![lease.job_id.as_str().to_owned(), lease.worker_id.clone(), lease.token.clone()],
+        )
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn enqueue(&self, job: NewJob, mode: EnqueueMode) -> Result<Enqueued, StoreError> {
+        let plan = shared::plan(&job, &mode)?;
+        self.enqueue_one(job, plan).await?
+    }
+
+    async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
+        for job in &jobs {
+            shared::plan(job, &EnqueueMode::Standard)?;
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(BATCH_CHUNK) {
+            out.extend(self.enqueue_chunk(chunk).await?);
+        }
+        Ok(out)
+    }
+
+    async fn job(&self, id: &JobId) -> Result<Option<Result<Job, JobParseError>>, StoreError> {
+        let key = keys::job(id);
+        match self.inner.client.hgetall::<Value, _>(&key).await {
+            Ok(v) => {
+                let f = fields("job", v)?;
+                Ok(if f.is_empty() { None } else { Some(Job::from_fields(id.as_str(), &f)) })
+            }
+            Err(e) if e.details().starts_with("WRONGTYPE") => {
+                let found: String = self.inner.client.r#type(&key).await.map_err(|e| self.error("job", e))?;
+                Ok(Some(Err(JobParseError::WrongType { found })))
+            }
+            Err(e) => Err(self.error("job", e)),
+        }
+    }
+
+    async fn job_fields(&self, id: &JobId) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+        let v = self.inner.client.hgetall::<Value, _>(keys::job(id)).await.map_err(|e| self.error("job_fields", e))?;
+        let f = fields("job_fields", v)?;
+        Ok(if f.is_empty() { None } else { Some(f.into_iter().collect()) })
+    }
+
+    async fn wait_job_event(
+        &self,
+        id: &JobId,
+        after: Option<String>,
+        timeout: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let pool = self.blocking().await?;
+        let client = pool.acquire().await;
+        let after = after.unwrap_or_else(|| "$".to_owned());
+        let block_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        // BLOCK 0 would wait forever: a zero timeout is a plain read.
+        let block = (!timeout.is_zero()).then(|| block_ms.max(1));
+        let options = Options { timeout: Some(timeout + BLOCK_MARGIN), max_attempts: Some(1), ..Default::default() };
+        match client.with_options(&options).xread::<Value, _, _>(Some(1), block, keys::events(id), after).await {
+            Ok(v) => Ok(first_entry_id(v)),
+            // A block that ends without data may surface as a timeout.
+            Err(e) if *e.kind() == ErrorKind::Timeout => Ok(None),
+            Err(e) => Err(self.error("wait_job_event", e)),
+        }
+    }
+
+    async fn claim(&self, req: ClaimRequest) -> Result<ClaimBatch, StoreError> {
+        const OP: &str = "claim";
+        let token = format_timestamp(req.now);
+        let now_ms = epoch_ms(req.now);
+        let ttl_ms = i64::try_from(req.lease_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let keys = vec![
+            keys::queue(&req.queue).to_owned(),
+            keys::active(&req.worker_id),
+            keys::LEASES.to_owned(),
+            keys::PAUSED.to_owned(),
+            keys::dlq(&self.inner.defaults.dlq).to_owned(),
+        ];
+        let args = vec![
+            req.worker_id.clone(),
+            now_ms.to_string(),
+            req.max.to_string(),
+            ttl_ms.to_string(),
+            token.clone(),
+            req.now.timestamp().to_string(),
+            now_ms.saturating_add(ttl_ms).to_string(),
+            keys::JOB_PREFIX.to_owned(),
+            keys::LOCK_PREFIX.to_owned(),
+            keys::QUARANTINE_PREFIX.to_owned(),
+            keys::EVENTS_PREFIX.to_owned(),
+            token.clone(),
+        ];
+        let reply = array(OP, self.eval(OP, &scripts::CLAIM, keys, args).await?)?;
+        let mut it = reply.into_iter();
+        let (Some(paused), Some(claimed), Some(dropped), Some(head)) = (it.next(), it.next(), it.next(), it.next())
+        else {
+            return Err(protocol(OP, "expected {paused, claimed, dropped, head}"));
+        };
+        let mut jobs = Vec::new();
+        let mut claimed = array(OP, claimed)?.into_iter();
+        while let (Some(id), Some(hash)) = (claimed.next(), claimed.next()) {
+            let id = JobId::new(text(&id).ok_or_else(|| protocol(OP, "job id is not text"))?);
+            let job = Job::from_fields(id.as_str(), &fields(OP, hash)?);
+            let lease =
+                Lease { job_id: id, worker_id: req.worker_id.clone(), token: token.clone(), queue: req.queue.clone() };
+            jobs.push(Claimed { lease, job });
+        }
+        let next_ready = match &head {
+            Value::Null => None,
+            v => text(v).and_then(|s| s.parse::<f64>().ok()).and_then(ms_to_time),
+        };
+        Ok(ClaimBatch { jobs, dropped: ids(OP, dropped)?, next_ready, paused: int(OP, &paused)? == 1 })
+    }
+
+    async fn renew(&self, leases: &[Lease], ttl: Duration) -> Result<Vec<LeaseState>, StoreError> {
+        const OP: &str = "renew";
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let mut args = vec![ttl_ms.to_string(), keys::JOB_PREFIX.to_owned(), keys::LOCK_PREFIX.to_owned()];
+        for lease in leases {
+            args.extend([lease.job_id.as_str().to_owned(), lease.worker_id.clone(), lease.token.clone()]);
+        }
+        let codes = array(OP, self.eval(OP, &scripts::RENEW, vec![keys::LEASES.to_owned()], args).await?)?;
+        if codes.len() != leases.len() {
+            return Err(protocol(OP, format!("{} states for {} leases", codes.len(), leases.len())));
+        }
+        codes
+            .iter()
+            .map(|c| match int(OP, c)? {
+                1 => Ok(LeaseState::Held),
+                2 => Ok(LeaseState::CancelRequested),
+                0 => Ok(LeaseState::Lost),
+                n => Err(protocol(OP, format!("unknown lease state {n}"))),
+            })
+            .collect()
+    }
+
+    async fn complete(
+        &self,
+        lease: &Lease,
+        result: &Json,
+        now: DateTime<Utc>,
+        defaults: &JobDefaults,
+    ) -> Result<Fence, StoreError> {
+        let (mut keys, mut args) = Self::fenced(lease);
+        keys.push(keys::events(&lease.job_id));
+        args.extend([
+            shared::result_json(result),
+            format_timestamp(now),
+            defaults.result_ttl_seconds.to_string(),
+            keys::UNIQUE_LOCK_PREFIX.to_owned(),
+        ]);
+        fence("complete", self.eval("complete", &scripts::COMPLETE, keys, args).await?)
+    }
+
+    async fn retry(
+        &self,
+        lease: &Lease,
+        error: &str,
+        ready_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        defaults: &JobDefaults,
+    ) -> Result<Fence, StoreError> {
+        let (keys, mut args) = Self::fenced(lease);
+        args.extend([
+            error.to_owned(),
+            epoch_ms(ready_at).to_string(),
+            shared::retry_time_text(ready_at),
+            epoch_ms(now).to_string(),
+            QueueName::PREFIX.to_owned(),
+            keys::queue(&defaults.queue).to_owned(),
+            keys::READY_CHANNEL.to_owned(),
+        ]);
+        fence("retry", self.eval("retry", &scripts::RETRY, keys, args).await?)
+    }
+
+    async fn dead_letter(
+        &self,
+        lease: &Lease,
+        reason: &str,
+        count_attempt: bool,
+        now: DateTime<Utc>,
+        defaults: &JobDefaults,
+    ) -> Result<Fence, StoreError> {
+        let (mut keys, mut args) = Self::fenced(lease);
+        keys.extend([keys::events(&lease.job_id), keys::dlq(&defaults.dlq).to_owned()]);
+        args.extend([
+            reason.to_owned(),
+            flag(count_attempt),
+            format_timestamp(now),
+            DlqName::PREFIX.to_owned(),
+            keys::UNIQUE_LOCK_PREFIX.to_owned(),
+        ]);
+        fence("dead_letter", self.eval("dead_letter", &scripts::DEAD_LETTER, keys, args).await?)
+    }
+
+    async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError> {
+        let (mut keys, mut args) = Self::fenced(lease);
+        keys.push(keys::queue(&lease.queue).to_owned());
+        args.extend([
+            flag(reason.is_some()),
+            reason.unwrap_or_default().to_owned(),
+            epoch_ms(now).to_string(),
+            keys::READY_CHANNEL.to_owned(),
+        ]);
+        fence("release", self.eval("release", &scripts::RELEASE, keys, args).await?)
+    }
+
+    async fn finish_cancelled(&self, lease: &Lease, _now: DateTime<Utc>) -> Result<Fence, StoreError> {
+        let (keys, args) = Self::fenced(lease);
+        fence("finish_cancelled", self.eval("finish_cancelled", &scripts::FINISH_CANCELLED, keys, args).await?)
+    }
+
+    async fn heartbeat(&self, health: &WorkerHealth, ttl: Duration) -> Result<(), StoreError> {
+        let json = shared::health_json(health)?;
+        let ttl = i64::try_from(shared::health_ttl(ttl)).unwrap_or(i64::MAX);
+        self.inner
+            .client
+            .set::<(), _, _>(keys::health(&health.worker_id), json, Some(Expiration::EX(ttl)), None, false)
+            .await
+            .map_err(|e| self.error("heartbeat", e))
+    }
+
+    async fn recover(&self, now: DateTime<Utc>, limit: usize, defaults: &JobDefaults) -> Result<Recovery, StoreError> {
+        const OP: &str = "recover";
+        let keys =
+            vec![keys::LEASES.to_owned(), keys::queue(&defaults.queue).to_owned(), keys::dlq(&defaults.dlq).to_owned()];
+        let args = vec![
+            epoch_ms(now).to_string(),
+            limit.to_string(),
+            format_timestamp(now),
+            defaults.max_retries.to_string(),
+            keys::JOB_PREFIX.to_owned(),
+            keys::LOCK_PREFIX.to_owned(),
+            keys::ACTIVE_PREFIX.to_owned(),
+            keys::EVENTS_PREFIX.to_owned(),
+            QueueName::PREFIX.to_owned(),
+            DlqName::PREFIX.to_owned(),
+            keys::UNIQUE_LOCK_PREFIX.to_owned(),
+            keys::READY_CHANNEL.to_owned(),
+        ];
+        let reply = array(OP, self.eval(OP, &scripts::RECOVER, keys, args).await?)?;
+        let mut it = reply.into_iter();
+        let (Some(requeued), Some(dead)) = (it.next(), it.next()) else {
+            return Err(protocol(OP, "expected {requeued, dead_lettered}"));
+        };
+        Ok(Recovery { requeued: ids(OP, requeued)?, dead_lettered: ids(OP, dead)? })
+    }
+
+    async fn subscribe_ready(&self) -> Result<mpsc::Receiver<QueueName>, StoreError> {
+        let sub = self.subscriber().await?;
+        let mut messages = sub.message_rx();
+        let (tx, rx) = mpsc::channel(READY_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => break,
+                    msg = messages.recv() => match msg {
+                        Ok(msg) if &*msg.channel == keys::READY_CHANNEL => {
+                            if let Some(queue) = text(&msg.value) {
+                                // Best effort: a full buffer drops the signal.
+                                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(QueueName::new(&queue)) {
+                                    break;
+                                }
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError> {
+        let added: i64 =
+            self.inner.client.sadd(keys::PAUSED, keys::queue(queue)).await.map_err(|e| self.error("pause", e))?;
+        Ok(added > 0)
+    }
+
+    async fn resume(&self, queue: &QueueName) -> Result<bool, StoreError> {
+        let removed: i64 =
+            self.inner.client.srem(keys::PAUSED, keys::queue(queue)).await.map_err(|e| self.error("resume", e))?;
+        Ok(removed > 0)
+    }
+
+    async fn paused(&self) -> Result<Vec<QueueName>, StoreError> {
+        let mut names: Vec<String> =
+            self.inner.client.smembers(keys::PAUSED).await.map_err(|e| self.error("paused", e))?;
+        names.sort();
+        Ok(names.iter().map(|n| QueueName::new(n)).collect())
+    }
+
+    async fn cancel(&self, id: &JobId, _now: DateTime<Utc>) -> Result<CancelResult, StoreError> {
+        const OP: &str = "cancel";
+        let keys = vec![keys::job(id), keys::queue(&self.inner.defaults.queue).to_owned()];
+        let args = vec![id.as_str().to_owned(), QueueName::PREFIX.to_owned()];
+        let reply = array(OP, self.eval(OP, &scripts::CANCEL, keys, args).await?)?;
+        let code = int(OP, reply.first().ok_or_else(|| protocol(OP, "empty reply"))?)?;
+        let status = reply.get(1).and_then(text).and_then(|s| JobStatus::parse(&s));
+        match code {
+            1 => Ok(CancelResult::Cancelled),
+            2 => Ok(CancelResult::CancelRequested),
+            0 => Ok(CancelResult::NotFound),
+            3 => Ok(CancelResult::NotCancellable(status)),
+            n => Err(protocol(OP, format!("unknown cancel code {n}"))),
+        }
+    }
+
+    async fn queue_len(&self, queue: &QueueName) -> Result<u64, StoreError> {
+        self.inner.client.zcard(keys::queue(queue)).await.map_err(|e| self.error("queue_len", e))
+    }
+
+    async fn dlq_ids(&self, dlq: &DlqName, offset: usize, limit: usize) -> Result<Vec<JobId>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let start = i64::try_from(offset).unwrap_or(i64::MAX);
+        let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)).saturating_sub(1);
+        let ids: Vec<String> =
+            self.inner.client.lrange(keys::dlq(dlq), start, stop).await.map_err(|e| self.error("dlq_ids", e))?;
+        Ok(ids.into_iter().map(JobId::new).collect())
+    }
+
+    async fn dlq_requeue(
+        &self,
+        dlq: &DlqName,
+        id: &JobId,
+        target: &QueueName,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        const OP: &str = "dlq_requeue";
+        let keys = vec![keys::dlq(dlq).to_owned(), keys::queue(target).to_owned(), keys::job(id)];
+        let args = vec![
+            id.as_str().to_owned(),
+            epoch_ms(now).to_string(),
+            format_timestamp(now),
+            keys::READY_CHANNEL.to_owned(),
+        ];
+        Ok(int(OP, &self.eval(OP, &scripts::DLQ_REQUEUE, keys, args).await?)? == 1)
+    }
+}

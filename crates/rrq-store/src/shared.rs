@@ -1,0 +1,196 @@
+//! Decisions both stores make the same way before touching any data: TTLs of
+//! the dedup keys, validation of enqueue modes, the retry time's encoding.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::{epoch_ms, format_timestamp};
+use crate::error::StoreError;
+use crate::job::NewJob;
+use crate::store::EnqueueMode;
+
+/// Messages written by the store itself (not by the worker's policy).
+pub(crate) mod messages {
+    /// `last_error` of a job re-queued by orphan recovery.
+    pub(crate) const RECOVERED: &str = "Recovered after lock expiry or worker crash.";
+
+    /// `last_error` of a job whose lost attempt used up its budget.
+    pub(crate) fn worker_lost(attempt: u32, max: u32) -> String {
+        format!("Worker lost while running the job (attempt {attempt} of {max}); moved to DLQ.")
+    }
+}
+
+/// Seven days: the expiry of a dead-lettered job and its events stream.
+pub(crate) const DLQ_TTL_SECONDS: i64 = 604_800;
+
+/// A duration rounded up to whole seconds.
+pub(crate) fn ceil_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// The dedup key, its TTL in whole seconds and the enqueue kind, after
+/// validating the mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// No dedup key.
+    Standard,
+    /// `rrq:idempotency:{key}` with this TTL (0 = no expiry).
+    Idempotent { key: String, ttl: u64 },
+    /// `rrq:rate_limit:{key}` with this TTL (at least 1).
+    RateLimited { key: String, ttl: u64 },
+    /// `rrq:debounce:{key}` with this TTL (at least 1).
+    Debounced { key: String, ttl: u64 },
+}
+
+/// Validates a mode and computes its key and TTL for `job`.
+pub(crate) fn plan(job: &NewJob, mode: &EnqueueMode) -> Result<Plan, StoreError> {
+    if job.id.as_str().is_empty() {
+        return Err(StoreError::InvalidInput { what: "job id", reason: "must not be empty".to_owned() });
+    }
+    let key_of = |what: &'static str, key: &str| {
+        if key.trim().is_empty() {
+            Err(StoreError::InvalidInput { what, reason: "must not be blank".to_owned() })
+        } else {
+            Ok(key.to_owned())
+        }
+    };
+    let window = |what: &'static str, window: Duration| {
+        if window.is_zero() {
+            Err(StoreError::InvalidInput { what, reason: "must be positive".to_owned() })
+        } else {
+            Ok(ceil_seconds(window).max(1))
+        }
+    };
+    Ok(match mode {
+        EnqueueMode::Standard => Plan::Standard,
+        EnqueueMode::Idempotent { key, ttl } => {
+            // The key must outlive a deferral, or a duplicate could slip in
+            // before the job even ran.
+            let deferral = (job.scheduled_time - job.enqueue_time).to_std().unwrap_or_default();
+            let ttl = if ttl.is_zero() { 0 } else { ceil_seconds(*ttl).max(ceil_seconds(deferral)) };
+            Plan::Idempotent { key: crate::keys::idempotency(&key_of("idempotency key", key)?), ttl }
+        }
+        EnqueueMode::RateLimited { key, window: w } => Plan::RateLimited {
+            key: crate::keys::rate_limit(&key_of("rate-limit key", key)?),
+            ttl: window("rate-limit window", *w)?,
+        },
+        EnqueueMode::Debounced { key, window: w } => Plan::Debounced {
+            key: crate::keys::debounce(&key_of("debounce key", key)?),
+            ttl: window("debounce window", *w)?,
+        },
+    })
+}
+
+/// Whether a job scheduled at `at` is ready at `now` (queue scores have
+/// millisecond precision).
+pub(crate) fn is_due(at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    epoch_ms(at) <= epoch_ms(now)
+}
+
+/// A time truncated to whole milliseconds.
+pub(crate) fn truncate_ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(epoch_ms(t)).unwrap_or(t)
+}
+
+/// The `next_scheduled_run_time` written by a retry: millisecond precision.
+pub(crate) fn retry_time_text(ready_at: DateTime<Utc>) -> String {
+    format_timestamp(truncate_ms(ready_at))
+}
+
+/// The `result` field for a success: compact JSON.
+pub(crate) fn result_json(result: &serde_json::Value) -> String {
+    result.to_string()
+}
+
+/// A health record as the reference writes it: compact JSON, keys sorted.
+pub(crate) fn health_json(health: &crate::store::WorkerHealth) -> Result<String, StoreError> {
+    let value = serde_json::to_value(health)
+        .map_err(|e| StoreError::InvalidInput { what: "worker health", reason: e.to_string() })?;
+    Ok(sorted(value).to_string())
+}
+
+/// Re-orders every object's keys, whatever map the JSON crate was built with.
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// A health TTL in whole seconds (at least 1).
+pub(crate) fn health_ttl(ttl: Duration) -> u64 {
+    ttl.as_secs().max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::parse_timestamp;
+    use rrq_protocol::{JobId, QueueName};
+
+    fn job(enqueue: &str, scheduled: &str) -> NewJob {
+        NewJob {
+            id: JobId::new("j"),
+            function_name: "f".into(),
+            params: Default::default(),
+            queue: QueueName::new("q"),
+            enqueue_time: parse_timestamp(enqueue).unwrap(),
+            scheduled_time: parse_timestamp(scheduled).unwrap(),
+            max_retries: 5,
+            job_timeout_seconds: 300,
+            result_ttl_seconds: 86_400,
+            trace_context: Default::default(),
+            correlation_context: Default::default(),
+            unique_key: None,
+        }
+    }
+
+    #[test]
+    fn idempotency_ttl_covers_the_deferral() {
+        let j = job("2026-01-01T00:00:00Z", "2026-01-01T00:01:40.5Z");
+        let mode = EnqueueMode::Idempotent { key: "order".into(), ttl: Duration::from_secs(30) };
+        assert_eq!(plan(&j, &mode).unwrap(), Plan::Idempotent { key: "rrq:idempotency:order".into(), ttl: 101 });
+        let mode = EnqueueMode::Idempotent { key: "order".into(), ttl: Duration::from_secs(21_600) };
+        assert_eq!(plan(&j, &mode).unwrap(), Plan::Idempotent { key: "rrq:idempotency:order".into(), ttl: 21_600 });
+    }
+
+    #[test]
+    fn windows_round_up_and_must_be_positive() {
+        let j = job("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z");
+        let mode = EnqueueMode::RateLimited { key: "rrq:rate_limit:u".into(), window: Duration::from_millis(2500) };
+        assert_eq!(plan(&j, &mode).unwrap(), Plan::RateLimited { key: "rrq:rate_limit:u".into(), ttl: 3 });
+        let mode = EnqueueMode::Debounced { key: "d".into(), window: Duration::ZERO };
+        assert!(matches!(plan(&j, &mode), Err(StoreError::InvalidInput { what: "debounce window", .. })));
+        let mode = EnqueueMode::Debounced { key: " ".into(), window: Duration::from_secs(1) };
+        assert!(matches!(plan(&j, &mode), Err(StoreError::InvalidInput { what: "debounce key", .. })));
+    }
+
+    #[test]
+    fn retry_times_have_millisecond_precision() {
+        let t = parse_timestamp("2026-11-28T00:04:24.171999999Z").unwrap();
+        assert_eq!(retry_time_text(t), "2026-11-28T00:04:24.171+00:00");
+    }
+
+    #[test]
+    fn health_json_is_compact_and_sorted() {
+        let h = crate::store::WorkerHealth {
+            active_jobs: 0,
+            concurrency_limit: 2,
+            queues: vec!["rrq:queue:default".into()],
+            status: "polling".into(),
+            timestamp: serde_json::json!("2026-11-28T00:03:30.262169652+00:00"),
+            worker_id: "rrq_worker_9836_3b940c".into(),
+        };
+        assert_eq!(
+            health_json(&h).unwrap(),
+            r#"{"active_jobs":0,"concurrency_limit":2,"queues":["rrq:queue:default"],"status":"polling","timestamp":"2026-11-28T00:03:30.262169652+00:00","worker_id":"rrq_worker_9836_3b940c"}"#
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! One store under test, with what a test needs around it: a fixed `now`,
+//! names unique to the test, and ways to make time pass for the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use fred::prelude::*;
+use rrq_protocol::{DlqName, JobId, QueueName};
+use rrq_store::{
+    ClaimBatch, ClaimRequest, Job, JobDefaults, ManualClock, MemoryStore, NewJob, RedisStore, Store, keys,
+    parse_timestamp,
+};
+use rrq_test_support::TestRedis;
+
+/// The lease TTL used by tests that do not care: long enough never to expire
+/// on its own while a test runs.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// The store under test and its surroundings.
+pub struct Harness {
+    /// The store, as the worker sees it.
+    pub store: Arc<dyn Store>,
+    /// A fixed instant the test starts at (data timestamps derive from it).
+    pub now: DateTime<Utc>,
+    /// Suffix that makes this test's names unique on a shared server.
+    ns: String,
+    backend: Backend,
+}
+
+enum Backend {
+    Memory { clock: ManualClock },
+    Redis { client: Client, _redis: TestRedis },
+}
+
+impl Harness {
+    /// A [`MemoryStore`] on a manual clock.
+    pub async fn memory() -> Harness {
+        let now = parse_timestamp("2030-01-01T00:00:00Z").unwrap();
+        let clock = ManualClock::new(now);
+        let store = MemoryStore::with_clock(Arc::new(clock.clone()));
+        Harness { store: Arc::new(store), now, ns: ns(), backend: Backend::Memory { clock } }
+    }
+
+    /// A [`RedisStore`] on the test Redis (possibly shared: isolate by name).
+    pub async fn redis() -> Harness {
+        Self::on(TestRedis::start()).await
+    }
+
+    /// A [`RedisStore`] on a server of its own, for tests that touch
+    /// keyspace-wide state (the lease index read by recovery).
+    pub async fn redis_private() -> Harness {
+        Self::on(TestRedis::private()).await
+    }
+
+    async fn on(redis: TestRedis) -> Harness {
+        let store = RedisStore::connect(redis.url()).await.expect("connect to the test redis");
+        let client = raw_client(redis.url()).await;
+        // Real wall time (whole milliseconds, like queue scores), so "ready
+        // now" and stream ids line up with `now`.
+        let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+        Harness { store: Arc::new(store), now, ns: ns(), backend: Backend::Redis { client, _redis: redis } }
+    }
+
+    /// A raw client on the test server (Redis only).
+    pub fn raw(&self) -> &Client {
+        match &self.backend {
+            Backend::Redis { client, .. } => client,
+            Backend::Memory { .. } => panic!("raw access exists only for the Redis store"),
+        }
+    }
+
+    /// `now` plus some seconds.
+    pub fn at(&self, seconds: f64) -> DateTime<Utc> {
+        self.now + TimeDelta::microseconds((seconds * 1e6) as i64)
+    }
+
+    /// A queue name unique to this test.
+    pub fn queue(&self, name: &str) -> QueueName {
+        QueueName::new(&format!("{name}-{}", self.ns))
+    }
+
+    /// A DLQ name unique to this test.
+    pub fn dlq(&self, name: &str) -> DlqName {
+        DlqName::new(&format!("{name}-{}", self.ns))
+    }
+
+    /// A job id unique to this test.
+    pub fn id(&self, name: &str) -> JobId {
+        JobId::new(format!("{name}-{}", self.ns))
+    }
+
+    /// A worker id unique to this test.
+    pub fn worker(&self, name: &str) -> String {
+        format!("{name}-{}", self.ns)
+    }
+
+    /// Defaults whose queue and DLQ are unique to this test.
+    pub fn defaults(&self) -> JobDefaults {
+        JobDefaults { queue: self.queue("default"), dlq: self.dlq("default"), ..JobDefaults::default() }
+    }
+
+    /// A new job, ready at `now`, on `queue`.
+    pub fn new_job(&self, id: &str, queue: &QueueName) -> NewJob {
+        NewJob {
+            id: self.id(id),
+            function_name: "echo".into(),
+            params: serde_json::json!({"msg": "hello", "n": 42}).as_object().unwrap().clone(),
+            queue: queue.clone(),
+            enqueue_time: self.now,
+            scheduled_time: self.now,
+            max_retries: 5,
+            job_timeout_seconds: 30,
+            result_ttl_seconds: 86_400,
+            trace_context: [("traceparent".to_owned(), "00-4bf9-01".to_owned())].into(),
+            correlation_context: Default::default(),
+            unique_key: None,
+        }
+    }
+
+    /// Claims up to `max` jobs of `queue` for `worker` at `now`.
+    pub async fn claim(&self, queue: &QueueName, worker: &str, max: usize, now: DateTime<Utc>) -> ClaimBatch {
+        let req = ClaimRequest { queue: queue.clone(), worker_id: worker.to_owned(), max, now, lease_ttl: LEASE };
+        self.store.claim(req).await.expect("claim")
+    }
+
+    /// The parsed job, which must exist and parse.
+    pub async fn job(&self, id: &JobId) -> Job {
+        self.store.job(id).await.expect("read job").expect("job exists").expect("job parses")
+    }
+
+    /// Makes the job's lock lapse, as if its lease had expired: the memory
+    /// store's clock jumps past every lease; on Redis the key goes away (what
+    /// its expiry would do).
+    pub async fn expire_lock(&self, id: &JobId) {
+        match &self.backend {
+            Backend::Memory { clock } => clock.advance(LEASE + Duration::from_secs(1)),
+            Backend::Redis { client, .. } => {
+                let removed: i64 = client.del(keys::lock(id)).await.unwrap();
+                assert_eq!(removed, 1, "the lock of {id} should have existed");
+            }
+        }
+    }
+}
+
+/// A plain client for inspecting and corrupting keys.
+pub async fn raw_client(url: &str) -> Client {
+    let client = Builder::from_config(Config::from_url(url).unwrap()).build().unwrap();
+    client.init().await.expect("raw client connects");
+    client
+}
+
+fn ns() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
