@@ -179,10 +179,9 @@ pub(crate) async fn dead_letter(
 }
 
 async fn release(shared: &Shared, lease: &Lease, control: &mut watch::Receiver<Control>) -> Ending {
-    let fence = write(shared, control, "release", || {
-        shared.store.release(lease, Some(SHUTDOWN_MESSAGE), shared.clock.now())
-    })
-    .await;
+    let fence =
+        write(shared, control, "release", || shared.store.release(lease, Some(SHUTDOWN_MESSAGE), shared.clock.now()))
+            .await;
     ended(fence, Ending::Released, lease)
 }
 

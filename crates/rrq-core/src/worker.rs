@@ -8,7 +8,7 @@ use std::time::Duration;
 use rrq_pool::Runner;
 use rrq_protocol::{JobId, QueueName};
 use rrq_store::{
-    ClaimRequest, Claimed, Clock, LeaseState, Lease, Store, StoreError, SystemClock, WorkerHealth, format_timestamp,
+    ClaimRequest, Claimed, Clock, Lease, LeaseState, Store, StoreError, SystemClock, WorkerHealth, format_timestamp,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -406,7 +406,11 @@ impl LoopState {
                 let n = r.requeued.len() + r.dead_lettered.len();
                 if n > 0 {
                     self.stats.recovered += n as u64;
-                    info!(requeued = r.requeued.len(), dead_lettered = r.dead_lettered.len(), "recovered orphaned jobs");
+                    info!(
+                        requeued = r.requeued.len(),
+                        dead_lettered = r.dead_lettered.len(),
+                        "recovered orphaned jobs"
+                    );
                     self.want_claim = true;
                 }
             }

@@ -1,0 +1,335 @@
+//! The worker against `MemoryStore`, a scripted runner and paused tokio time:
+//! every transition of the job state machine, with no real sleeps.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use rrq_core::{CoreError, Worker, WorkerConfig, WorkerStats};
+use rrq_protocol::{DlqName, JobId, QueueName};
+use rrq_store::{CancelResult, ClaimRequest, Clock, EnqueueMode, Job, JobStatus, MemoryStore, NewJob, Store};
+use serde_json::{Map, Value, json};
+use support::{Behavior, ScriptedRunner, TokioClock, fail, retry_once, success};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+struct Harness {
+    store: Arc<MemoryStore>,
+    clock: Arc<TokioClock>,
+    runner: Arc<ScriptedRunner>,
+    shutdown: CancellationToken,
+}
+
+impl Harness {
+    fn new(runner: Arc<ScriptedRunner>) -> Self {
+        let clock = TokioClock::new();
+        let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+        Self { store, clock, runner, shutdown: CancellationToken::new() }
+    }
+
+    fn config(&self, queues: &[&str]) -> WorkerConfig {
+        let mut c = WorkerConfig::new(queues.iter().map(|q| QueueName::new(q)));
+        c.worker_id = "rrq_worker_test_000001".into();
+        c.routing.default_runner = "rust".into();
+        c.shutdown_grace = Duration::from_secs(1);
+        c
+    }
+
+    fn start(&self, config: WorkerConfig) -> JoinHandle<Result<WorkerStats, CoreError>> {
+        let worker =
+            Worker::new(config, self.store.clone()).clock(self.clock.clone()).runner("rust", self.runner.clone());
+        tokio::spawn(worker.run(self.shutdown.clone()))
+    }
+
+    async fn enqueue(&self, id: &str, function: &str, params: Value, tweak: impl FnOnce(&mut NewJob)) {
+        let now = self.clock.now();
+        let mut job = NewJob {
+            id: JobId::new(id),
+            function_name: function.into(),
+            params: match params {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            },
+            queue: QueueName::new("default"),
+            enqueue_time: now,
+            scheduled_time: now,
+            max_retries: 3,
+            job_timeout_seconds: 30,
+            result_ttl_seconds: 86_400,
+            trace_context: Default::default(),
+            correlation_context: Default::default(),
+            unique_key: None,
+        };
+        tweak(&mut job);
+        self.store.enqueue(job, EnqueueMode::Standard).await.expect("enqueue");
+    }
+
+    async fn job(&self, id: &str) -> Job {
+        self.store.job(&JobId::new(id)).await.unwrap().expect("job exists").expect("job parses")
+    }
+
+    /// Waits (in virtual time) until the job reaches `status`.
+    async fn wait_for(&self, id: &str, status: JobStatus) -> Job {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+        loop {
+            let job = self.job(id).await;
+            if job.status == Some(status) {
+                return job;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "job {id} never reached {status}: {job:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await; // sleep-ok: paused (virtual) time
+        }
+    }
+
+    async fn dlq(&self) -> Vec<String> {
+        self.store
+            .dlq_ids(&DlqName::new("default"), 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(JobId::into_string)
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn success_stores_the_result() {
+    let h = Harness::new(ScriptedRunner::new(4).on("success", Behavior::Reply(success)));
+    h.enqueue("j1", "success", json!({"value": "alpha"}), |_| {}).await;
+    let worker = h.start(h.config(&[]));
+    let job = h.wait_for("j1", JobStatus::Completed).await;
+    assert_eq!(job.result, Some(json!("ok:alpha")));
+    assert_eq!(job.current_retries, 0);
+    let call = &h.runner.calls_for("j1")[0];
+    assert_eq!(call.context.attempt, 1);
+    assert_eq!(call.context.queue_name, "rrq:queue:default");
+    assert_eq!(call.context.worker_id.as_deref(), Some("rrq_worker_test_000001"));
+    assert!(call.context.deadline.is_some());
+    h.shutdown.cancel();
+    let stats = worker.await.unwrap().unwrap();
+    assert_eq!((stats.claimed, stats.completed), (1, 1));
+    assert!(*h.runner.shut_down.lock().unwrap(), "runners are shut down with the worker");
+}
+
+#[tokio::test(start_paused = true)]
+async fn runner_requested_retry_then_success() {
+    let h = Harness::new(ScriptedRunner::new(4).on("retry_once", Behavior::Reply(retry_once)));
+    h.enqueue("j", "retry_once", json!({"value": "beta"}), |_| {}).await;
+    let _w = h.start(h.config(&[]));
+    let job = h.wait_for("j", JobStatus::Completed).await;
+    assert_eq!(job.current_retries, 1);
+    assert_eq!(job.last_error.as_deref(), Some("please retry"), "the old error is kept, as the reference does");
+    assert_eq!(job.result, Some(json!("ok:beta")));
+    let attempts: Vec<u32> = h.runner.calls_for("j").iter().map(|c| c.context.attempt).collect();
+    assert_eq!(attempts, [1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_back_off_until_attempts_run_out() {
+    let h = Harness::new(ScriptedRunner::new(4).on("fail", Behavior::Reply(fail)));
+    h.enqueue("j", "fail", json!({}), |j| j.max_retries = 3).await;
+    let start = tokio::time::Instant::now();
+    let _w = h.start(h.config(&[]));
+    let job = h.wait_for("j", JobStatus::Failed).await;
+    assert_eq!((job.current_retries, job.last_error.as_deref()), (3, Some("boom")));
+    assert_eq!(h.dlq().await, ["j"]);
+    // Default backoff: 5 s then 10 s between the three attempts.
+    assert!(start.elapsed() >= Duration::from_secs(15), "{:?}", start.elapsed());
+    assert!(start.elapsed() < Duration::from_secs(20), "{:?}", start.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_go_to_the_dlq_with_a_deterministic_message() {
+    let h = Harness::new(ScriptedRunner::new(4).on("hang", Behavior::Hang));
+    h.enqueue("j", "hang", json!({}), |j| j.job_timeout_seconds = 1).await;
+    let _w = h.start(h.config(&[]));
+    let job = h.wait_for("j", JobStatus::Failed).await;
+    assert_eq!(job.last_error.as_deref(), Some("Job timed out after 1s."));
+    assert_eq!(job.current_retries, 1);
+    assert_eq!(h.runner.calls_for("j").len(), 1, "timeouts are never retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn fatal_routing_and_validation_errors_skip_retries() {
+    let h = Harness::new(ScriptedRunner::new(4).on("success", Behavior::Reply(success)));
+    h.enqueue("missing", "nope", json!({}), |_| {}).await;
+    h.enqueue("no-runner", "other#success", json!({}), |_| {}).await;
+    h.enqueue("no-handler", "rust#", json!({}), |_| {}).await;
+    h.enqueue("bad-timeout", "success", json!({}), |j| j.job_timeout_seconds = 0).await;
+    let _w = h.start(h.config(&[]));
+    for (id, message) in [
+        ("missing", "No handler registered for function 'nope'"),
+        ("no-runner", "No runner configured for 'other'."),
+        ("no-handler", "Handler name is missing"),
+        ("bad-timeout", "Invalid job timeout: 0. Must be positive."),
+    ] {
+        let job = h.wait_for(id, JobStatus::Failed).await;
+        assert_eq!((job.last_error.as_deref(), job.current_retries), (Some(message), 1), "{id}");
+    }
+    assert_eq!(h.runner.calls.lock().unwrap().len(), 1, "only the unknown handler reached the runner");
+}
+
+#[tokio::test(start_paused = true)]
+async fn transport_errors_are_retried() {
+    let h = Harness::new(ScriptedRunner::new(4).on("flaky", Behavior::Transport("runner connection closed")));
+    h.enqueue("j", "flaky", json!({}), |j| j.max_retries = 2).await;
+    let _w = h.start(h.config(&[]));
+    let job = h.wait_for("j", JobStatus::Failed).await;
+    assert_eq!(job.last_error.as_deref(), Some("Runner transport error: runner connection closed"));
+    assert_eq!(h.runner.calls_for("j").len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handler_name_is_sent_without_its_runner_prefix() {
+    let h = Harness::new(ScriptedRunner::new(4).on("success", Behavior::Reply(success)));
+    h.enqueue("j", "rust#success", json!({"value": "v"}), |_| {}).await;
+    let _w = h.start(h.config(&[]));
+    h.wait_for("j", JobStatus::Completed).await;
+    assert_eq!(h.runner.calls_for("j")[0].function_name, "success");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_running_job_sends_a_cancel_to_the_runner() {
+    let h = Harness::new(ScriptedRunner::new(4).on("hang", Behavior::Hang));
+    h.enqueue("j", "hang", json!({}), |j| j.job_timeout_seconds = 300).await;
+    let _w = h.start(h.config(&[]));
+    h.wait_for("j", JobStatus::Active).await;
+    assert_eq!(h.store.cancel(&JobId::new("j"), h.clock.now()).await.unwrap(), CancelResult::CancelRequested);
+    let job = h.wait_for("j", JobStatus::Cancelled).await;
+    assert_eq!(job.current_retries, 0);
+    let cancels = h.runner.cancels.lock().unwrap().clone();
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0].0, "j");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_puts_unfinished_jobs_back_on_their_queue() {
+    let h = Harness::new(ScriptedRunner::new(4).on("hang", Behavior::Hang));
+    h.enqueue("j", "hang", json!({}), |_| {}).await;
+    let worker = h.start(h.config(&[]));
+    h.wait_for("j", JobStatus::Active).await;
+    h.shutdown.cancel();
+    let stats = worker.await.unwrap().unwrap();
+    assert_eq!(stats.released, 1);
+    let job = h.job("j").await;
+    assert_eq!(job.status, Some(JobStatus::Pending));
+    assert_eq!(job.last_error.as_deref(), Some("Job execution interrupted by worker shutdown. Re-queued."));
+    assert_eq!(job.current_retries, 0, "an interrupted attempt is not counted");
+    assert_eq!(h.store.queue_len(&QueueName::new("default")).await.unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_short_jobs_finish_within_the_grace_period() {
+    let h = Harness::new(ScriptedRunner::new(4).on("slow", Behavior::After(Duration::from_millis(500), success)));
+    h.enqueue("j", "slow", json!({"value": "x"}), |_| {}).await;
+    let worker = h.start(h.config(&[]));
+    h.wait_for("j", JobStatus::Active).await;
+    h.shutdown.cancel();
+    let stats = worker.await.unwrap().unwrap();
+    assert_eq!((stats.completed, stats.released), (1, 0));
+    assert_eq!(h.job("j").await.status, Some(JobStatus::Completed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn burst_mode_stops_when_no_work_is_left() {
+    let h = Harness::new(ScriptedRunner::new(2).on("success", Behavior::Reply(success)));
+    for i in 0..5 {
+        h.enqueue(&format!("j{i}"), "success", json!({}), |_| {}).await;
+    }
+    let mut config = h.config(&[]);
+    config.burst = true;
+    let stats = h.start(config).await.unwrap().unwrap();
+    assert_eq!((stats.claimed, stats.completed), (5, 5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_queues_are_skipped_until_resumed() {
+    let h = Harness::new(ScriptedRunner::new(2).on("success", Behavior::Reply(success)));
+    let paused = QueueName::new("paused");
+    h.store.pause(&paused).await.unwrap();
+    h.enqueue("held", "success", json!({}), |j| j.queue = paused.clone()).await;
+    h.enqueue("free", "success", json!({}), |j| j.queue = QueueName::new("open")).await;
+    let mut config = h.config(&["paused", "open"]);
+    config.burst = true;
+    h.start(config).await.unwrap().unwrap();
+    assert_eq!(h.job("free").await.status, Some(JobStatus::Completed));
+    assert_eq!(h.job("held").await.status, Some(JobStatus::Pending));
+    h.store.resume(&paused).await.unwrap();
+    let mut config = h.config(&["paused", "open"]);
+    config.burst = true;
+    h.start(config).await.unwrap().unwrap();
+    assert_eq!(h.job("held").await.status, Some(JobStatus::Completed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn claims_are_fair_across_queues() {
+    let h = Harness::new(ScriptedRunner::new(2).on("slow", Behavior::After(Duration::from_secs(1), success)));
+    for i in 0..6 {
+        h.enqueue(&format!("a{i}"), "slow", json!({}), |j| j.queue = QueueName::new("a")).await;
+        h.enqueue(&format!("b{i}"), "slow", json!({}), |j| j.queue = QueueName::new("b")).await;
+    }
+    let mut config = h.config(&["a", "b"]);
+    config.burst = true;
+    h.start(config).await.unwrap().unwrap();
+    let calls: Vec<String> = h.runner.calls.lock().unwrap().iter().map(|c| c.job_id.clone()).collect();
+    // Each pair of concurrent slots holds one job of each queue.
+    for pair in calls.chunks(2) {
+        let queues: Vec<char> = pair.iter().map(|id| id.chars().next().unwrap()).collect();
+        assert!(queues.contains(&'a') && queues.contains(&'b'), "unfair claim order: {calls:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_job_is_picked_up_without_waiting_for_a_poll() {
+    let h = Harness::new(ScriptedRunner::new(2).on("success", Behavior::Reply(success)));
+    let mut config = h.config(&[]);
+    config.poll_interval = Duration::from_secs(30);
+    let _w = h.start(config);
+    // Let the worker go idle, then enqueue.
+    tokio::time::sleep(Duration::from_secs(1)).await; // sleep-ok: paused (virtual) time
+    let enqueued = tokio::time::Instant::now();
+    h.enqueue("j", "success", json!({}), |_| {}).await;
+    h.wait_for("j", JobStatus::Completed).await;
+    assert!(enqueued.elapsed() < Duration::from_millis(100), "pickup took {:?}", enqueued.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn deferred_jobs_run_when_due() {
+    let h = Harness::new(ScriptedRunner::new(2).on("success", Behavior::Reply(success)));
+    let due = h.clock.now() + TimeDelta::seconds(7);
+    h.enqueue("later", "success", json!({}), |j| j.scheduled_time = due).await;
+    let mut config = h.config(&[]);
+    config.poll_interval = Duration::from_secs(60);
+    let start = tokio::time::Instant::now();
+    let _w = h.start(config);
+    h.wait_for("later", JobStatus::Completed).await;
+    assert!(start.elapsed() >= Duration::from_secs(7));
+    assert!(start.elapsed() < Duration::from_secs(8), "the worker slept until the job was due: {:?}", start.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn jobs_of_a_dead_worker_are_recovered_within_a_bounded_time() {
+    let h = Harness::new(ScriptedRunner::new(2).on("success", Behavior::Reply(success)));
+    h.enqueue("orphan", "success", json!({}), |j| j.job_timeout_seconds = 3600).await;
+    // A worker claims the job and dies without renewing its lease.
+    let claimed = h
+        .store
+        .claim(ClaimRequest {
+            queue: QueueName::new("default"),
+            worker_id: "rrq_worker_dead_0000".into(),
+            max: 1,
+            now: h.clock.now(),
+            lease_ttl: Duration::from_secs(15),
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.jobs.len(), 1);
+    let start = tokio::time::Instant::now();
+    let _w = h.start(h.config(&[]));
+    let job = h.wait_for("orphan", JobStatus::Completed).await;
+    assert!(start.elapsed() <= Duration::from_secs(35), "recovered after {:?}", start.elapsed());
+    assert_eq!(job.current_retries, 1, "the lost attempt is counted");
+    assert_eq!(h.runner.calls_for("orphan")[0].context.attempt, 2);
+}
