@@ -37,6 +37,6 @@ pub use job::{Job, JobDefaults, JobParseError, JobStatus, NewJob};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 pub use store::{
-    CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, Recovery, Store,
-    WorkerHealth,
+    CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo,
+    Recovery, Store, WorkerHealth, WorkerRecord,
 };

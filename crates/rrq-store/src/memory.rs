@@ -27,8 +27,8 @@ use crate::job::{Job, JobDefaults, JobParseError, JobStatus, NewJob};
 use crate::keys;
 use crate::shared::{self, Plan, messages};
 use crate::store::{
-    CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, Recovery, Store,
-    WorkerHealth,
+    CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo,
+    Recovery, Store, WorkerHealth, WorkerRecord,
 };
 
 /// Ready signals buffered per subscriber before new ones are dropped.
@@ -884,5 +884,73 @@ impl Store for MemoryStore {
         st.zset(keys::queue(target)).add(id.as_str(), epoch_ms(now));
         st.publish(target);
         Ok(true)
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        let st = self.lock();
+        let mut out: Vec<QueueInfo> = st
+            .zsets
+            .iter()
+            .filter(|(key, z)| key.starts_with(QueueName::PREFIX) && !z.scores.is_empty())
+            .map(|(key, z)| QueueInfo {
+                queue: QueueName::new(key),
+                len: z.scores.len() as u64,
+                oldest: z.first().and_then(DateTime::<Utc>::from_timestamp_millis),
+                newest: z.order.last().and_then(|(s, _)| DateTime::<Utc>::from_timestamp_millis(*s)),
+            })
+            .collect();
+        out.sort_by(|a, b| a.queue.cmp(&b.queue));
+        Ok(out)
+    }
+
+    async fn queue_entries(
+        &self,
+        queue: &QueueName,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<(JobId, DateTime<Utc>)>, StoreError> {
+        let st = self.lock();
+        Ok(st
+            .zsets
+            .get(keys::queue(queue))
+            .map(|z| {
+                z.order
+                    .iter()
+                    .skip(offset)
+                    .take(limit)
+                    .filter_map(|(s, m)| Some((JobId::new(m.as_str()), DateTime::<Utc>::from_timestamp_millis(*s)?)))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        let (mut st, now) = self.state();
+        st.sweep(now);
+        let mut out: Vec<WorkerRecord> = st
+            .strings
+            .iter()
+            .filter_map(|(key, value)| {
+                let worker_id = key.strip_prefix(keys::HEALTH_PREFIX)?;
+                Some(WorkerRecord {
+                    worker_id: worker_id.to_owned(),
+                    health: serde_json::from_str(&value.value).ok(),
+                    ttl: value.expires_at.map(|t| (t - now).to_std().unwrap_or_default()),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+        Ok(out)
+    }
+
+    async fn job_ids(&self, limit: usize) -> Result<Vec<JobId>, StoreError> {
+        let (mut st, now) = self.state();
+        st.sweep(now);
+        let ids = st.hashes.keys().map(|k| JobId::new(k.as_str()));
+        Ok(if limit == 0 { ids.collect() } else { ids.take(limit).collect() })
+    }
+
+    async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError> {
+        Ok(self.lock().lists.get(keys::dlq(dlq)).map_or(0, |l| l.len() as u64))
     }
 }

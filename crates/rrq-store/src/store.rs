@@ -180,6 +180,31 @@ pub enum CancelResult {
     NotCancellable(Option<JobStatus>),
 }
 
+/// A queue as inspection tools list it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// The queue.
+    pub queue: QueueName,
+    /// Jobs in it (ready or scheduled).
+    pub len: u64,
+    /// The lowest ready time (queue score), if the queue is not empty.
+    pub oldest: Option<DateTime<Utc>>,
+    /// The highest ready time (queue score), if the queue is not empty.
+    pub newest: Option<DateTime<Utc>>,
+}
+
+/// A worker health record as inspection tools see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerRecord {
+    /// The worker id (the key suffix).
+    pub worker_id: String,
+    /// The record's JSON, or `None` when it is not a JSON value (synthetic or
+    /// foreign records may lack members, so it is not parsed further).
+    pub health: Option<Value>,
+    /// Time left before the record expires; `None` when it has no expiry.
+    pub ttl: Option<Duration>,
+}
+
 /// Domain verbs over job state. Every verb that changes more than one key is
 /// one atomic step, and every verb may be retried after a connection error
 /// without changing the result.
@@ -286,6 +311,30 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Ids in a DLQ, newest first, `offset..offset+limit`.
     async fn dlq_ids(&self, dlq: &DlqName, offset: usize, limit: usize) -> Result<Vec<JobId>, StoreError>;
+
+    /// Every queue that holds jobs, sorted by name. Finds them by scanning
+    /// queue keys: meant for inspection tools, not for the worker's hot path.
+    async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError>;
+
+    /// Entries of a queue in ready order, `offset..offset+limit`: job id and
+    /// ready time.
+    async fn queue_entries(
+        &self,
+        queue: &QueueName,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<(JobId, DateTime<Utc>)>, StoreError>;
+
+    /// The health records of all workers that wrote one recently (scan of
+    /// the health keys), sorted by worker id.
+    async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
+
+    /// Ids of stored jobs, in no particular order; at most `limit` of them
+    /// (`0` = all). A keyspace scan: meant for inspection tools.
+    async fn job_ids(&self, limit: usize) -> Result<Vec<JobId>, StoreError>;
+
+    /// Number of ids in a DLQ (dangling ones included).
+    async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError>;
 
     /// Moves a failed job from a DLQ back to `target` with a fresh attempt
     /// budget. Returns false when the id was not in that DLQ.

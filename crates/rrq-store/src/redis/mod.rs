@@ -32,8 +32,8 @@ use crate::job::{Job, JobDefaults, JobParseError, JobStatus, NewJob};
 use crate::keys;
 use crate::shared::{self, Plan};
 use crate::store::{
-    CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, Recovery, Store,
-    WorkerHealth,
+    CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo,
+    Recovery, Store, WorkerHealth, WorkerRecord,
 };
 
 /// How long [`RedisStore::connect`] waits for the first `PING` answer.
@@ -51,6 +51,8 @@ const BLOCKING_CONNECTIONS: usize = 4;
 const BATCH_CHUNK: usize = 500;
 /// Ready signals buffered per subscriber before new ones are dropped.
 const READY_BUFFER: usize = 256;
+/// Keys asked for per `SCAN` step, and keys per inspection script call.
+const SCAN_COUNT: usize = 500;
 
 /// The [`Store`] on Redis. Cheap to clone: clones share the connections.
 #[derive(Clone)]
@@ -340,6 +342,26 @@ fn field_args(job: &NewJob, out: &mut Vec<String>) {
     }
 }
 
+/// Escapes glob characters so a prefix matches literally in `SCAN MATCH`.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A score reply as a time (scores are epoch milliseconds).
+fn score_time(v: &Value) -> Option<DateTime<Utc>> {
+    match v {
+        Value::Double(f) => ms_to_time(*f),
+        other => text(other).and_then(|s| s.parse::<f64>().ok()).and_then(ms_to_time),
+    }
+}
+
 fn flag(b: bool) -> String {
     if b { "1" } else { "0" }.to_owned()
 }
@@ -446,6 +468,47 @@ impl RedisStore {
                 n => Err(protocol(OP, format!("unknown enqueue status {n}"))),
             })
             .collect()
+    }
+
+    /// Runs one plain command.
+    async fn command(&self, op: &'static str, name: &'static str, args: Vec<String>) -> Result<Value, StoreError> {
+        let cmd = fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::FirstKey, false);
+        self.inner.client.custom(cmd, args).await.map_err(|e| self.error(op, e))
+    }
+
+    /// Keys matching `prefix*` of one Redis type, each once; stops early
+    /// once `limit` keys were found (`0` = no limit).
+    async fn scan(&self, op: &'static str, prefix: &str, kind: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{}*", glob_escape(prefix));
+        let mut cursor = "0".to_owned();
+        let mut found = std::collections::BTreeSet::new();
+        loop {
+            let args = vec![
+                cursor,
+                "MATCH".to_owned(),
+                pattern.clone(),
+                "COUNT".to_owned(),
+                SCAN_COUNT.to_string(),
+                "TYPE".to_owned(),
+                kind.to_owned(),
+            ];
+            let mut reply = array(op, self.command(op, "SCAN", args).await?)?.into_iter();
+            let (Some(next), Some(keys)) = (reply.next(), reply.next()) else {
+                return Err(protocol(op, "expected {cursor, keys}"));
+            };
+            cursor = text(&next).ok_or_else(|| protocol(op, "cursor is not text"))?;
+            for key in array(op, keys)? {
+                found.insert(text(&key).ok_or_else(|| protocol(op, "key is not text"))?);
+            }
+            if cursor == "0" || (limit > 0 && found.len() >= limit) {
+                break;
+            }
+        }
+        let mut keys: Vec<String> = found.into_iter().collect();
+        if limit > 0 {
+            keys.truncate(limit);
+        }
+        Ok(keys)
     }
 
     /// Keys and arguments shared by the fenced scripts: job, lock, active
@@ -564,10 +627,7 @@ impl Store for RedisStore {
                 Lease { job_id: id, worker_id: req.worker_id.clone(), token: token.clone(), queue: req.queue.clone() };
             jobs.push(Claimed { lease, job });
         }
-        let next_ready = match &head {
-            Value::Null => None,
-            v => text(v).and_then(|s| s.parse::<f64>().ok()).and_then(ms_to_time),
-        };
+        let next_ready = score_time(&head);
         Ok(ClaimBatch { jobs, dropped: ids(OP, dropped)?, next_ready, paused: int(OP, &paused)? == 1 })
     }
 
@@ -801,5 +861,93 @@ impl Store for RedisStore {
             keys::READY_CHANNEL.to_owned(),
         ];
         Ok(int(OP, &self.eval(OP, &scripts::DLQ_REQUEUE, keys, args).await?)? == 1)
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        const OP: &str = "queues";
+        let keys = self.scan(OP, QueueName::PREFIX, "zset", 0).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(SCAN_COUNT) {
+            let reply = array(OP, self.eval(OP, &scripts::INSPECT_QUEUES, chunk.to_vec(), Vec::new()).await?)?;
+            for (key, info) in chunk.iter().zip(reply) {
+                let info = array(OP, info)?;
+                let len = u64::try_from(int(OP, info.first().ok_or_else(|| protocol(OP, "empty queue info"))?)?)
+                    .unwrap_or_default();
+                if len > 0 {
+                    out.push(QueueInfo {
+                        queue: QueueName::new(key),
+                        len,
+                        oldest: info.get(1).and_then(score_time),
+                        newest: info.get(2).and_then(score_time),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.queue.cmp(&b.queue));
+        Ok(out)
+    }
+
+    async fn queue_entries(
+        &self,
+        queue: &QueueName,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<(JobId, DateTime<Utc>)>, StoreError> {
+        const OP: &str = "queue_entries";
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let stop = offset.saturating_add(limit) - 1;
+        let args = vec![keys::queue(queue).to_owned(), offset.to_string(), stop.to_string(), "WITHSCORES".to_owned()];
+        let flat = array(OP, self.command(OP, "ZRANGE", args).await?)?;
+        let mut out = Vec::with_capacity(flat.len() / 2);
+        let mut it = flat.into_iter();
+        while let Some(member) = it.next() {
+            // RESP3 answers [member, score] pairs, RESP2 a flat list.
+            let (member, score) = match member {
+                Value::Array(mut pair) if pair.len() == 2 => {
+                    let score = pair.pop().unwrap_or(Value::Null);
+                    (pair.pop().unwrap_or(Value::Null), score)
+                }
+                m => (m, it.next().unwrap_or(Value::Null)),
+            };
+            let id = text(&member).ok_or_else(|| protocol(OP, "member is not text"))?;
+            let at = score_time(&score).ok_or_else(|| protocol(OP, format!("bad score {score:?}")))?;
+            out.push((JobId::new(id), at));
+        }
+        Ok(out)
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        const OP: &str = "workers";
+        let keys = self.scan(OP, keys::HEALTH_PREFIX, "string", 0).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(SCAN_COUNT) {
+            let reply = array(OP, self.eval(OP, &scripts::INSPECT_WORKERS, chunk.to_vec(), Vec::new()).await?)?;
+            for (key, record) in chunk.iter().zip(reply) {
+                let record = array(OP, record)?;
+                let pttl = int(OP, record.get(1).ok_or_else(|| protocol(OP, "missing PTTL"))?)?;
+                if pttl == -2 {
+                    continue; // expired between the scan and the read
+                }
+                let health = record.first().and_then(text).and_then(|s| serde_json::from_str::<Json>(&s).ok());
+                out.push(WorkerRecord {
+                    worker_id: key[keys::HEALTH_PREFIX.len()..].to_owned(),
+                    health,
+                    ttl: u64::try_from(pttl).ok().map(Duration::from_millis),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+        Ok(out)
+    }
+
+    async fn job_ids(&self, limit: usize) -> Result<Vec<JobId>, StoreError> {
+        let keys = self.scan("job_ids", keys::JOB_PREFIX, "hash", limit).await?;
+        Ok(keys.into_iter().map(|k| JobId::new(&k[keys::JOB_PREFIX.len()..])).collect())
+    }
+
+    async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError> {
+        self.inner.client.llen(keys::dlq(dlq)).await.map_err(|e| self.error("dlq_len", e))
     }
 }

@@ -71,3 +71,11 @@ script!(
     /// DLQ requeue with a fresh attempt budget.
     DLQ_REQUEUE = "lua/dlq_requeue.lua"
 );
+script!(
+    /// Sizes and score ranges of queues (read only).
+    INSPECT_QUEUES = "lua/inspect_queues.lua"
+);
+script!(
+    /// Health records and their expiry (read only).
+    INSPECT_WORKERS = "lua/inspect_workers.lua"
+);

@@ -49,6 +49,7 @@ macro_rules! conformance {
 mod claim;
 mod enqueue;
 mod harness;
+mod inspect;
 mod lifecycle;
 mod outcomes;
 mod redis_only;

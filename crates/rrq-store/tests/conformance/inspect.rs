@@ -1,0 +1,95 @@
+//! Inspection verbs used by the CLI.
+
+use std::time::Duration;
+
+use rrq_store::{EnqueueMode, Fence, WorkerHealth};
+use serde_json::json;
+
+use crate::harness::Harness;
+
+conformance!(
+    shared:
+        queues_are_listed_with_their_score_range,
+        queue_entries_page_in_ready_order,
+        workers_are_listed_with_their_record_and_ttl,
+        job_ids_and_dlq_lengths_are_counted;
+    private:
+);
+
+async fn queues_are_listed_with_their_score_range(h: Harness) {
+    let (one, two, gone) = (h.queue("one"), h.queue("two"), h.queue("gone"));
+    for (id, q, at) in [("a", &one, 2.0), ("b", &one, 1.0), ("c", &two, 5.0), ("d", &gone, 0.0)] {
+        let mut job = h.new_job(id, q);
+        job.scheduled_time = h.at(at);
+        h.store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+    }
+    assert_eq!(h.claim(&gone, &h.worker("w"), 1, h.now).await.jobs.len(), 1);
+
+    let ours: Vec<_> =
+        h.store.queues().await.unwrap().into_iter().filter(|i| [&one, &two, &gone].contains(&&i.queue)).collect();
+    assert_eq!(ours.len(), 2, "an emptied queue is not listed: {ours:?}");
+    let (first, second) = if ours[0].queue == one { (&ours[0], &ours[1]) } else { (&ours[1], &ours[0]) };
+    assert_eq!(
+        (first.queue.clone(), first.len, first.oldest, first.newest),
+        (one, 2, Some(h.at(1.0)), Some(h.at(2.0)))
+    );
+    assert_eq!(
+        (second.queue.clone(), second.len, second.oldest, second.newest),
+        (two, 1, Some(h.at(5.0)), Some(h.at(5.0)))
+    );
+}
+
+async fn queue_entries_page_in_ready_order(h: Harness) {
+    let q = h.queue("q");
+    for (id, at) in [("c", 3.0), ("a", 1.0), ("b", 2.0)] {
+        let mut job = h.new_job(id, &q);
+        job.scheduled_time = h.at(at);
+        h.store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+    }
+    let all = h.store.queue_entries(&q, 0, 10).await.unwrap();
+    assert_eq!(all, vec![(h.id("a"), h.at(1.0)), (h.id("b"), h.at(2.0)), (h.id("c"), h.at(3.0))]);
+    assert_eq!(h.store.queue_entries(&q, 1, 1).await.unwrap(), vec![(h.id("b"), h.at(2.0))]);
+    assert!(h.store.queue_entries(&q, 0, 0).await.unwrap().is_empty());
+    assert!(h.store.queue_entries(&q, 5, 10).await.unwrap().is_empty());
+    assert!(h.store.queue_entries(&h.queue("none"), 0, 10).await.unwrap().is_empty());
+}
+
+async fn workers_are_listed_with_their_record_and_ttl(h: Harness) {
+    let names = [h.worker("w1"), h.worker("w2")];
+    for (i, name) in names.iter().enumerate() {
+        let health = WorkerHealth {
+            active_jobs: i as u64,
+            concurrency_limit: 4,
+            queues: vec![h.queue("q").to_string()],
+            status: "polling".into(),
+            timestamp: json!(1_795_824_000),
+            worker_id: name.clone(),
+        };
+        h.store.heartbeat(&health, Duration::from_secs(70)).await.unwrap();
+    }
+    let ours: Vec<_> = h.store.workers().await.unwrap().into_iter().filter(|w| names.contains(&w.worker_id)).collect();
+    assert_eq!(ours.iter().map(|w| w.worker_id.clone()).collect::<Vec<_>>(), names.to_vec(), "sorted by id");
+    for (i, w) in ours.iter().enumerate() {
+        let health = w.health.as_ref().expect("the record is JSON");
+        assert_eq!(health["active_jobs"], i as u64);
+        assert_eq!(health["timestamp"], 1_795_824_000, "a numeric timestamp is kept as is");
+        let ttl = w.ttl.expect("the record expires");
+        assert!(ttl > Duration::from_secs(60) && ttl <= Duration::from_secs(70), "{ttl:?}");
+    }
+}
+
+async fn job_ids_and_dlq_lengths_are_counted(h: Harness) {
+    let q = h.queue("q");
+    for id in ["a", "b"] {
+        h.store.enqueue(h.new_job(id, &q), EnqueueMode::Standard).await.unwrap();
+    }
+    let all = h.store.job_ids(0).await.unwrap();
+    assert!(all.contains(&h.id("a")) && all.contains(&h.id("b")));
+    assert_eq!(h.store.job_ids(1).await.unwrap().len(), 1);
+
+    let d = h.defaults();
+    assert_eq!(h.store.dlq_len(&d.dlq).await.unwrap(), 0);
+    let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
+    assert_eq!(h.store.dead_letter(&lease, "e", true, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dlq_len(&d.dlq).await.unwrap(), 1);
+}
