@@ -17,10 +17,19 @@
 //! Invariants: keys and field encodings are those of rrq 0.11.1 (see
 //! `docs/redis-schema.md`); every outcome write is fenced on the lock owner and
 //! the attempt token, so a stale worker can never overwrite a newer outcome;
-//! every script is safe to re-run after a lost reply.
+//! no step applies twice when re-run after a lost reply (the client never
+//! re-sends by itself; a re-sent outcome write answers `Applied` again, a
+//! re-sent enqueue answers that the id is taken, a re-sent release `Stale`).
 //!
-//! Tests: unit tests beside the code for parsing; `tests/conformance` runs one
-//! suite against both `MemoryStore` and `RedisStore`.
+//! Connections ([`RedisStore::connect`]): `redis://[user:password@]host[:port][/db]`;
+//! `rediss://` needs the crate feature `tls` (rustls with the ring backend,
+//! off by default). Passwords never appear in errors ([`mask_dsn`]).
+//!
+//! Tests: unit tests beside the code for parsing and pure decisions;
+//! `tests/conformance` runs one suite against both `MemoryStore` and
+//! `RedisStore` (a private `redis-server` per test, or the server named by
+//! `RRQ_TEST_REDIS_URL`), plus Redis-only checks of the exact key layout:
+//! `cargo test -p rrq-store`.
 
 mod clock;
 mod error;

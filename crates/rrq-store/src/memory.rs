@@ -39,6 +39,8 @@ const READY_BUFFER: usize = 256;
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
+    /// The queue of jobs without one (see [`MemoryStore::with_defaults`]).
+    defaults: Arc<JobDefaults>,
 }
 
 struct Inner {
@@ -69,7 +71,10 @@ impl MemoryStore {
     /// An empty store whose keys expire by `clock` (use a
     /// [`ManualClock`](crate::ManualClock) to expire locks in tests).
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        MemoryStore { inner: Arc::new(Inner { state: Mutex::new(State::default()), clock, events: Notify::new() }) }
+        MemoryStore {
+            inner: Arc::new(Inner { state: Mutex::new(State::default()), clock, events: Notify::new() }),
+            defaults: Arc::new(JobDefaults::default()),
+        }
     }
 
     /// Sets the defaults used where a call has none of its own: the queue
@@ -77,8 +82,7 @@ impl MemoryStore {
     /// there for parity with [`RedisStore`](crate::RedisStore)).
     #[must_use]
     pub fn with_defaults(self, defaults: JobDefaults) -> Self {
-        self.lock().defaults = defaults;
-        self
+        MemoryStore { defaults: Arc::new(defaults), ..self }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -115,7 +119,6 @@ struct State {
     paused: BTreeSet<String>,
     /// Ready-signal subscribers.
     ready: Vec<mpsc::Sender<QueueName>>,
-    defaults: JobDefaults,
 }
 
 #[derive(Debug)]
@@ -811,7 +814,7 @@ impl Store for MemoryStore {
 
     async fn cancel(&self, id: &JobId, _now: DateTime<Utc>) -> Result<CancelResult, StoreError> {
         let (mut st, clock_now) = self.state();
-        let default_queue = st.defaults.queue.clone();
+        let default_queue = self.defaults.queue.clone();
         let Some(h) = st.hash(id.as_str(), clock_now) else { return Ok(CancelResult::NotFound) };
         let status = h.get("status").and_then(|s| JobStatus::parse(s));
         match status {

@@ -58,6 +58,8 @@ const SCAN_COUNT: usize = 500;
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
+    /// Where claims quarantine broken jobs, and the queue of jobs without one.
+    defaults: Arc<JobDefaults>,
 }
 
 struct Inner {
@@ -71,8 +73,26 @@ struct Inner {
     subscriber: OnceCell<SubscriberClient>,
     /// The DSN with its password masked, for errors.
     dsn: String,
-    /// Where claims quarantine broken jobs, and the queue of jobs without one.
-    defaults: JobDefaults,
+}
+
+impl Drop for Inner {
+    /// Closes the connections once the last handle is gone; otherwise their
+    /// tasks would keep reconnecting for the rest of the process.
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let client = self.client.clone();
+        let blocking = self.blocking.take();
+        let subscriber = self.subscriber.take();
+        runtime.spawn(async move {
+            let _ = client.quit().await;
+            if let Some(pool) = blocking {
+                let _ = pool.quit().await;
+            }
+            if let Some(sub) = subscriber {
+                let _ = sub.quit().await;
+            }
+        });
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -114,8 +134,8 @@ impl RedisStore {
                         blocking: OnceCell::new(),
                         subscriber: OnceCell::new(),
                         dsn: masked,
-                        defaults: JobDefaults::default(),
                     }),
+                    defaults: Arc::new(JobDefaults::default()),
                 });
             }
             Ok(Err(e)) => Box::new(e),
@@ -132,15 +152,7 @@ impl RedisStore {
     /// to the reference's (`rrq:dlq:default`, `rrq:queue:default`).
     #[must_use]
     pub fn with_defaults(self, defaults: JobDefaults) -> Self {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
-            client: shared.client.clone(),
-            builder: shared.builder.clone(),
-            blocking: OnceCell::new(),
-            subscriber: OnceCell::new(),
-            dsn: shared.dsn.clone(),
-            defaults: shared.defaults.clone(),
-        });
-        RedisStore { inner: Arc::new(Inner { defaults, ..inner }) }
+        RedisStore { defaults: Arc::new(defaults), ..self }
     }
 
     /// Closes every connection. Calls made afterwards fail.
@@ -596,7 +608,7 @@ impl Store for RedisStore {
             keys::active(&req.worker_id),
             keys::LEASES.to_owned(),
             keys::PAUSED.to_owned(),
-            keys::dlq(&self.inner.defaults.dlq).to_owned(),
+            keys::dlq(&self.defaults.dlq).to_owned(),
         ];
         let args = vec![
             req.worker_id.clone(),
@@ -816,7 +828,7 @@ impl Store for RedisStore {
 
     async fn cancel(&self, id: &JobId, _now: DateTime<Utc>) -> Result<CancelResult, StoreError> {
         const OP: &str = "cancel";
-        let keys = vec![keys::job(id), keys::queue(&self.inner.defaults.queue).to_owned()];
+        let keys = vec![keys::job(id), keys::queue(&self.defaults.queue).to_owned()];
         let args = vec![id.as_str().to_owned(), QueueName::PREFIX.to_owned()];
         let reply = array(OP, self.eval(OP, &scripts::CANCEL, keys, args).await?)?;
         let code = int(OP, reply.first().ok_or_else(|| protocol(OP, "empty reply"))?)?;
