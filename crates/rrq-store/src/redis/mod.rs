@@ -141,8 +141,11 @@ impl RedisStore {
             Ok(Err(e)) => Box::new(e),
             Err(_) => format!("no answer to PING within {}s", CONNECT_DEADLINE.as_secs()).into(),
         };
-        // Stop the reconnect loop of the client we are giving up on.
-        let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
+        // Stop the reconnect loop of the client we are giving up on, without
+        // making the caller wait for a server that does not answer.
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(CONNECT_DEADLINE, client.quit()).await;
+        });
         Err(StoreError::Unavailable { dsn: masked, source: failure })
     }
 

@@ -378,6 +378,19 @@ async fn connecting_to_nothing_fails_fast_and_clearly() {
 }
 
 #[tokio::test]
+async fn a_server_that_never_answers_is_given_up_on() {
+    // Accepts connections (the kernel's backlog does) but never replies.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let started = Instant::now();
+    let err = RedisStore::connect(&format!("redis://127.0.0.1:{port}")).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(took >= Duration::from_secs(4) && took < Duration::from_secs(9), "gave up after {took:?}");
+    drop(silent);
+}
+
+#[tokio::test]
 async fn acl_users_connect_and_wrong_passwords_stay_secret() {
     let redis = TestRedis::private();
     let raw = raw_client(redis.url()).await;
