@@ -1,1 +1,80 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
+//!
+//! * `cargo xtask test`: formatting, lints (warnings denied), dependency
+//!   invariants, every test (Redis and Python interop included), doc tests.
+//! * `cargo xtask demo`: Redis (from `RRQ_REDIS_DSN` or a throwaway
+//!   `redis-server`), a worker with the example Rust runner, a few hundred jobs,
+//!   progress and a summary.
+
+mod demo;
+mod invariants;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo::run(&args[1..]),
+        Some("invariants") => invariants::check(),
+        _ => {
+            eprintln!("usage: cargo xtask <test|demo|invariants>");
+            eprintln!("  test        fmt check, clippy -D warnings, invariants, all tests");
+            eprintln!("  demo [N]    run N jobs (default 500) through a worker and the example runner");
+            eprintln!("  invariants  check the crate graph rules of ARCHITECTURE.md");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a command, echoing it first; fails if it exits non-zero.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {}", render(cmd));
+    let status = cmd.status().with_context(|| format!("cannot start {}", render(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", render(cmd));
+    }
+    Ok(())
+}
+
+fn render(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|s| s.to_string_lossy()).collect::<Vec<_>>().join(" ")
+}
+
+pub(crate) fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+}
+
+fn has_nextest() -> bool {
+    cargo().args(["nextest", "--version"]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    let redis = std::process::Command::new("redis-server").arg("--version").output();
+    if redis.map(|o| !o.status.success()).unwrap_or(true) && std::env::var_os("RRQ_TEST_REDIS_URL").is_none() {
+        bail!(
+            "redis-server is not installed; install it with `apt-get install redis-server` (or set RRQ_TEST_REDIS_URL)"
+        );
+    }
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    invariants::check()?;
+    if has_nextest() {
+        run(cargo()
+            .args(["nextest", "run", "--workspace", "--no-fail-fast", "--failure-output", "final"])
+            .args(extra))?;
+    } else {
+        run(cargo().args(["test", "--workspace", "--no-fail-fast"]).args(extra))?;
+    }
+    run(cargo().args(["test", "--workspace", "--doc"]))?;
+    Ok(())
+}

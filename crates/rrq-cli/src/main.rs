@@ -1,1 +1,5 @@
-fn main() {}
+//! The `rrq` command.
+
+fn main() -> std::process::ExitCode {
+    rrq_cli::main()
+}

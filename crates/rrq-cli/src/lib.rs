@@ -1,0 +1,77 @@
+//! The `rrq` command line: run workers and operate queues, jobs and the DLQ.
+//!
+//! Place in the graph: the top. This crate alone reads the environment,
+//! installs the log subscriber and picks exit codes; all behaviour lives in
+//! the libraries (`rrq-config`, `rrq-store`, `rrq-pool`, `rrq-core`).
+//!
+//! The library form exists so that tests (and wrappers) can run the exact
+//! command in-process or as their own binary; `main.rs` only calls [`main`].
+
+mod exit;
+mod logging;
+mod runners;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use exit::{CliError, Exit};
+
+/// rrq: a Redis job queue orchestrator.
+#[derive(Debug, Parser)]
+#[command(name = "rrq", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by every command that reads settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// Path of rrq.toml (default: $RRQ_CONFIG, else ./rrq.toml)
+    #[arg(long, global = true, env = "RRQ_CONFIG", hide_env_values = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a worker
+    #[command(subcommand)]
+    Worker(worker::WorkerCommand),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { Exit::Usage } else { Exit::Ok };
+            let _ = e.print();
+            return code.into();
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return Exit::Failure.into();
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Worker(cmd) => worker::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code.into(),
+        Err(e) => {
+            eprintln!("Error: {}", e.error);
+            for cause in e.error.chain().skip(1) {
+                eprintln!("Caused by: {cause}");
+            }
+            e.exit.into()
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! `rrq worker run`: one orchestrator process.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rrq_config::{RunnerMode, Settings};
+use rrq_core::{Backoff, Routing, Worker, WorkerConfig};
+use rrq_pool::Runner;
+use rrq_protocol::QueueName;
+use rrq_store::{JobDefaults, RedisStore, Store};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::exit::{CliError, Exit};
+use crate::{ConfigArgs, logging};
+
+/// Worker commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum WorkerCommand {
+    /// Run a worker until SIGINT/SIGTERM (or, with --burst, until the queues are empty)
+    Run(RunArgs),
+}
+
+/// `rrq worker run` options.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Queue to take jobs from (repeatable; bare or full names). Default: default_queue_name
+    #[arg(long = "queue")]
+    queues: Vec<String>,
+    /// Stop once no job is ready and none is running
+    #[arg(long)]
+    burst: bool,
+    /// Override runner_management_mode
+    #[arg(long, value_parser = ["managed", "external"])]
+    runner_mode: Option<String>,
+}
+
+/// Runs a worker command.
+pub async fn run(cmd: WorkerCommand) -> Result<Exit, CliError> {
+    match cmd {
+        WorkerCommand::Run(args) => run_worker(args).await,
+    }
+}
+
+/// Loads settings, printing where they came from as the reference does.
+pub(crate) fn load_settings(args: &ConfigArgs) -> Result<Settings, CliError> {
+    let loaded = rrq_config::load(args.config.as_deref()).map_err(|e| CliError::new(Exit::Config, e))?;
+    println!("Loading RRQ settings from {}.", loaded.source.describe());
+    for w in &loaded.warnings {
+        warn!("{w}");
+        eprintln!("warning: {w}");
+    }
+    Ok(loaded.settings)
+}
+
+/// The queues a worker polls: `--queue` values, else the default queue;
+/// normalised, sorted, without duplicates.
+pub(crate) fn queues(settings: &Settings, requested: &[String]) -> Result<Vec<QueueName>, CliError> {
+    let mut set = BTreeSet::new();
+    for q in requested {
+        let name = QueueName::parse(q)
+            .ok_or_else(|| CliError::new(Exit::Usage, anyhow::anyhow!("--queue needs a non-empty queue name")))?;
+        set.insert(name);
+    }
+    if set.is_empty() {
+        set.insert(settings.default_queue.clone());
+    }
+    Ok(set.into_iter().collect())
+}
+
+/// The runners the worker must start: the route of each polled queue, and the
+/// default runner if some queue has no route.
+pub(crate) fn needed_runners(settings: &Settings, queues: &[QueueName]) -> Result<BTreeSet<String>, CliError> {
+    let mut needed = BTreeSet::new();
+    for q in queues {
+        match settings.runner_routes.get(q) {
+            Some(r) => {
+                if !settings.runners.contains_key(r) {
+                    return Err(CliError::new(
+                        Exit::Config,
+                        anyhow::anyhow!(
+                            "runner_routes sends queue '{q}' to runner '{r}', which is not configured; add [rrq.runners.{r}] or fix the route"
+                        ),
+                    ));
+                }
+                needed.insert(r.clone());
+            }
+            None => {
+                let d = &settings.default_runner_name;
+                if !settings.runners.contains_key(d) {
+                    return Err(CliError::new(
+                        Exit::Config,
+                        anyhow::anyhow!(
+                            "default runner '{d}' is not configured; add [rrq.runners.{d}] or set default_runner_name"
+                        ),
+                    ));
+                }
+                needed.insert(d.clone());
+            }
+        }
+    }
+    for name in &needed {
+        let r = &settings.runners[name];
+        if r.max_in_flight.get() > 64 {
+            return Err(CliError::new(
+                Exit::Config,
+                anyhow::anyhow!(
+                    "max_in_flight must be <= 64 for runner '{name}' (runners cap in-flight requests per connection at 64)"
+                ),
+            ));
+        }
+    }
+    Ok(needed)
+}
+
+/// The worker configuration the settings describe.
+pub(crate) fn worker_config(settings: &Settings, queues: Vec<QueueName>, burst: bool) -> WorkerConfig {
+    let mut config = WorkerConfig::new(queues);
+    config.defaults = JobDefaults {
+        max_retries: settings.default_max_retries,
+        job_timeout_seconds: settings.default_job_timeout_seconds,
+        result_ttl_seconds: settings.default_result_ttl_seconds,
+        queue: settings.default_queue.clone(),
+        dlq: settings.default_dlq.clone(),
+    };
+    config.backoff = Backoff { base: settings.base_retry_delay, max: settings.max_retry_delay };
+    config.routing =
+        Routing { default_runner: settings.default_runner_name.clone(), queue_routes: settings.runner_routes.clone() };
+    config.poll_interval = settings.poll_delay.max(Duration::from_millis(10));
+    config.heartbeat_interval = settings.health_check_interval;
+    config.health_ttl =
+        Duration::from_secs((settings.health_check_interval + settings.health_check_ttl_buffer).as_secs().max(1));
+    config.shutdown_grace = settings.shutdown_grace;
+    config.burst = burst;
+    config
+}
+
+async fn run_worker(args: RunArgs) -> Result<Exit, CliError> {
+    let mut settings = load_settings(&args.config)?;
+    logging::init("info");
+    if let Some(mode) = &args.runner_mode {
+        settings.runner_mode = RunnerMode::parse(mode).unwrap_or(settings.runner_mode);
+    }
+    let queues = queues(&settings, &args.queues)?;
+    let needed = needed_runners(&settings, &queues)?;
+
+    let config = worker_config(&settings, queues, args.burst);
+    let store: Arc<dyn Store> =
+        Arc::new(RedisStore::connect(&settings.redis_dsn).await?.with_defaults(config.defaults.clone()));
+    let mut worker = Worker::new(config, store);
+    for name in &needed {
+        let runner = crate::runners::start(name, &settings)
+            .await
+            .with_context(|| format!("runner '{name}' could not be started"))?;
+        worker = worker.runner(name.clone(), runner as Arc<dyn Runner>);
+    }
+
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+    let stats = worker.run(shutdown).await?;
+    info!(?stats, "worker stopped");
+    Ok(Exit::Ok)
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+fn spawn_signal_handler(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                token.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("SIGINT received; shutting down"),
+            _ = term.recv() => info!("SIGTERM received; shutting down"),
+        }
+        token.cancel();
+    });
+}
