@@ -1,1 +1,8 @@
+//! End-to-end tests: the real `rrq` binary, real runner processes (the
+//! example Rust runner and the reference Python runner), the reference Python
+//! client, and a real Redis (from `RRQ_TEST_REDIS_URL` or a private
+//! `redis-server`).
 
+mod interop;
+mod support;
+mod worker;

@@ -1,1 +1,2 @@
-//! End-to-end tests live in e2e/.
+//! End-to-end tests of RRQ live in `e2e/`; this package only builds the
+//! binaries they run.

@@ -61,7 +61,7 @@ fn target_dir() -> PathBuf {
 
 fn progress(done: usize, total: usize, completed: usize, failed: usize, started: Instant) {
     let width = 30;
-    let filled = if total == 0 { width } else { done * width / total };
+    let filled = (done * width).checked_div(total).unwrap_or(width);
     print!(
         "\r[{}{}] {done}/{total} finished  ({completed} completed, {failed} dead-lettered)  {:.1}s",
         "#".repeat(filled),
