@@ -319,11 +319,20 @@ impl LoopState {
         let (tx, mut rx) = watch::channel(Control::Run);
         let shared = self.shared.clone();
         let id = lease.job_id.clone();
-        let span = info_span!("job", job_id = %lease.job_id, queue = %lease.queue, attempt = tracing::field::Empty);
+        let span = info_span!(
+            "rrq.job",
+            otel.kind = "consumer",
+            job_id = %lease.job_id,
+            queue = %lease.queue,
+            attempt = tracing::field::Empty,
+            function = tracing::field::Empty,
+        );
         let task_lease = lease.clone();
         match job {
             Ok(job) => {
                 span.record("attempt", job.attempt());
+                span.record("function", job.function_name.as_str());
+                continue_trace(&span, job.trace_context.as_ref());
                 let id2 = id.clone();
                 self.tasks
                     .spawn(async move { (id2, job_task::run(shared, task_lease, job, rx).await) }.instrument(span));
@@ -461,6 +470,16 @@ impl LoopState {
             self.finished(done);
         }
     }
+}
+
+/// Makes the job's span a child of the producer's span, when the job carries
+/// a trace context the installed propagator understands.
+fn continue_trace(span: &tracing::Span, carrier: Option<&std::collections::BTreeMap<String, String>>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let Some(carrier) = carrier else { return };
+    let carrier: HashMap<String, String> = carrier.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let _ = span.set_parent(parent);
 }
 
 async fn recv_ready(rx: &mut Option<mpsc::Receiver<QueueName>>) -> Option<QueueName> {

@@ -321,7 +321,9 @@ impl Producer {
             Some(id) => JobId::new(id),
             None => JobId::new(uuid::Uuid::new_v4().to_string()),
         };
-        let correlation = correlation_context(&self.config.correlation_mappings, &params, &options.trace_context);
+        let mut trace_context = options.trace_context;
+        inject_current_trace(&mut trace_context);
+        let correlation = correlation_context(&self.config.correlation_mappings, &params, &trace_context);
         let job = NewJob {
             id,
             function_name: function_name.to_owned(),
@@ -332,7 +334,7 @@ impl Producer {
             max_retries: options.max_retries.unwrap_or(self.config.max_retries),
             job_timeout_seconds,
             result_ttl_seconds: options.result_ttl_seconds.unwrap_or(self.config.result_ttl_seconds),
-            trace_context: options.trace_context,
+            trace_context,
             correlation_context: correlation,
             unique_key: None,
         };
@@ -398,6 +400,19 @@ impl Producer {
     /// is stopped by its worker.
     pub async fn cancel(&self, id: &JobId) -> Result<CancelResult, ProducerError> {
         Ok(self.store.cancel(id, self.clock.now()).await?)
+    }
+}
+
+/// Adds the current span's OpenTelemetry context to the job's carrier, with
+/// the globally installed propagator (W3C trace context when the application
+/// installed one; nothing otherwise). Keys the caller set win.
+fn inject_current_trace(carrier: &mut BTreeMap<String, String>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let mut injected = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut injected));
+    for (k, v) in injected.into_iter().filter(|(_, v)| !v.is_empty()) {
+        carrier.entry(k).or_insert(v);
     }
 }
 

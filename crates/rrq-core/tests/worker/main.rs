@@ -2,6 +2,7 @@
 //! every transition of the job state machine, with no real sleeps.
 
 mod support;
+mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
