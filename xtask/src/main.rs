@@ -19,11 +19,13 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         Some("invariants") => invariants::check(),
+        Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <test|demo|invariants>");
             eprintln!("  test        fmt check, clippy -D warnings, invariants, all tests");
             eprintln!("  demo [N]    run N jobs (default 500) through a worker and the example runner");
             eprintln!("  invariants  check the crate graph rules of ARCHITECTURE.md");
+            eprintln!("  bench [S]   build the benchmark harness in release mode and run scenario S (default: all)");
             return ExitCode::from(2);
         }
     };
@@ -56,6 +58,15 @@ pub(crate) fn cargo() -> Command {
 
 fn has_nextest() -> bool {
     cargo().args(["nextest", "--version"]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    run(cargo().args(["build", "--release", "--quiet", "-p", "xtask", "--bin", "rrq-bench"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let scenario = args.first().map(String::as_str).unwrap_or("all");
+    run(Command::new(target.join("release/rrq-bench")).arg(scenario))
 }
 
 fn test(extra: &[String]) -> Result<()> {
