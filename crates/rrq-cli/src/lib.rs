@@ -10,6 +10,7 @@
 mod exit;
 mod logging;
 mod runners;
+mod watch;
 mod worker;
 
 use std::path::PathBuf;

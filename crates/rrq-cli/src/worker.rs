@@ -21,6 +21,8 @@ use crate::{ConfigArgs, logging};
 pub enum WorkerCommand {
     /// Run a worker until SIGINT/SIGTERM (or, with --burst, until the queues are empty)
     Run(RunArgs),
+    /// Run a development worker that restarts when watched files change
+    Watch(crate::watch::WatchArgs),
 }
 
 /// `rrq worker run` options.
@@ -43,6 +45,7 @@ pub struct RunArgs {
 pub async fn run(cmd: WorkerCommand) -> Result<Exit, CliError> {
     match cmd {
         WorkerCommand::Run(args) => run_worker(args).await,
+        WorkerCommand::Watch(args) => crate::watch::run(args).await,
     }
 }
 
@@ -142,23 +145,9 @@ pub(crate) fn worker_config(settings: &Settings, queues: Vec<QueueName>, burst: 
 async fn run_worker(args: RunArgs) -> Result<Exit, CliError> {
     let mut settings = load_settings(&args.config)?;
     logging::init("info");
-    if let Some(mode) = &args.runner_mode {
-        settings.runner_mode = RunnerMode::parse(mode).unwrap_or(settings.runner_mode);
-    }
+    apply_runner_mode(&mut settings, args.runner_mode.as_deref());
     let queues = queues(&settings, &args.queues)?;
-    let needed = needed_runners(&settings, &queues)?;
-
-    let config = worker_config(&settings, queues, args.burst);
-    let store: Arc<dyn Store> =
-        Arc::new(RedisStore::connect(&settings.redis_dsn).await?.with_defaults(config.defaults.clone()));
-    let mut worker = Worker::new(config, store);
-    for name in &needed {
-        let runner = crate::runners::start(name, &settings)
-            .await
-            .with_context(|| format!("runner '{name}' could not be started"))?;
-        worker = worker.runner(name.clone(), runner as Arc<dyn Runner>);
-    }
-
+    let worker = build_worker(&settings, queues, args.burst).await?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
     let stats = worker.run(shutdown).await?;
@@ -166,8 +155,32 @@ async fn run_worker(args: RunArgs) -> Result<Exit, CliError> {
     Ok(Exit::Ok)
 }
 
+/// Applies `--runner-mode` over `runner_management_mode`.
+pub(crate) fn apply_runner_mode(settings: &mut Settings, mode: Option<&str>) {
+    if let Some(mode) = mode.and_then(RunnerMode::parse) {
+        settings.runner_mode = mode;
+    }
+}
+
+/// Connects to Redis, starts the runner pools the queues need, and returns
+/// the worker ready to run.
+pub(crate) async fn build_worker(settings: &Settings, queues: Vec<QueueName>, burst: bool) -> Result<Worker, CliError> {
+    let needed = needed_runners(settings, &queues)?;
+    let config = worker_config(settings, queues, burst);
+    let store: Arc<dyn Store> =
+        Arc::new(RedisStore::connect(&settings.redis_dsn).await?.with_defaults(config.defaults.clone()));
+    let mut worker = Worker::new(config, store);
+    for name in &needed {
+        let runner = crate::runners::start(name, settings)
+            .await
+            .with_context(|| format!("runner '{name}' could not be started"))?;
+        worker = worker.runner(name.clone(), runner as Arc<dyn Runner>);
+    }
+    Ok(worker)
+}
+
 /// Cancels `token` on the first SIGINT or SIGTERM.
-fn spawn_signal_handler(token: CancellationToken) {
+pub(crate) fn spawn_signal_handler(token: CancellationToken) {
     tokio::spawn(async move {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
