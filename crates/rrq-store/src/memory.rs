@@ -487,6 +487,11 @@ impl Store for MemoryStore {
         Ok(st.hash(id.as_str(), now).cloned())
     }
 
+    async fn job_fields_batch(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError> {
+        let (mut st, now) = self.state();
+        Ok(ids.iter().map(|id| st.hash(id.as_str(), now).cloned()).collect())
+    }
+
     async fn wait_job_event(
         &self,
         id: &JobId,
@@ -951,6 +956,24 @@ impl Store for MemoryStore {
         st.sweep(now);
         let ids = st.hashes.keys().map(|k| JobId::new(k.as_str()));
         Ok(if limit == 0 { ids.collect() } else { ids.take(limit).collect() })
+    }
+
+    async fn dlq_purge(&self, dlq: &DlqName, max: usize) -> Result<u64, StoreError> {
+        let (mut st, now) = self.state();
+        let mut taken = 0u64;
+        for _ in 0..max {
+            let Some(id) = st.lists.get_mut(keys::dlq(dlq)).and_then(VecDeque::pop_back) else { break };
+            taken += 1;
+            let failed = st.field(&id, "status", now).is_some_and(|s| JobStatus::parse(&s) == Some(JobStatus::Failed));
+            if failed {
+                st.hashes.remove(&id);
+                st.streams.remove(&id);
+            }
+        }
+        if st.lists.get(keys::dlq(dlq)).is_some_and(VecDeque::is_empty) {
+            st.lists.remove(keys::dlq(dlq));
+        }
+        Ok(taken)
     }
 
     async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError> {

@@ -223,6 +223,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Raw hash fields of a job, for inspection tools.
     async fn job_fields(&self, id: &JobId) -> Result<Option<BTreeMap<String, String>>, StoreError>;
 
+    /// Raw hash fields of many jobs, in the order of `ids`; `None` where no
+    /// job hash exists. Reads in chunks (one round trip each), so inspection
+    /// tools can load thousands of jobs without a round trip per job.
+    async fn job_fields_batch(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError>;
+
     /// Blocks up to `timeout` for a new entry in the job's events stream
     /// after `after` (`None` = only entries newer than now). Returns the id of
     /// the entry seen, if any.
@@ -335,6 +340,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Number of ids in a DLQ (dangling ones included).
     async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError>;
+
+    /// Takes up to `max` of the oldest ids off a DLQ and deletes their jobs
+    /// (hash and events stream) when they are still `FAILED`; a job that was
+    /// re-enqueued under the same id meanwhile is left alone. Returns how many
+    /// ids were taken off; `0` once the DLQ is empty. Callers loop to purge a
+    /// large DLQ in steps that never block the server for long.
+    async fn dlq_purge(&self, dlq: &DlqName, max: usize) -> Result<u64, StoreError>;
 
     /// Moves a failed job from a DLQ back to `target` with a fresh attempt
     /// budget. Returns false when the id was not in that DLQ.

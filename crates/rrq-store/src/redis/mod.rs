@@ -580,6 +580,23 @@ impl Store for RedisStore {
         Ok(if f.is_empty() { None } else { Some(f.into_iter().collect()) })
     }
 
+    async fn job_fields_batch(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError> {
+        const OP: &str = "job_fields_batch";
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(SCAN_COUNT) {
+            let keys = chunk.iter().map(keys::job).collect();
+            let reply = array(OP, self.eval(OP, &scripts::INSPECT_JOBS, keys, Vec::new()).await?)?;
+            if reply.len() != chunk.len() {
+                return Err(protocol(OP, format!("{} hashes for {} ids", reply.len(), chunk.len())));
+            }
+            for hash in reply {
+                let f = fields(OP, hash)?;
+                out.push(if f.is_empty() { None } else { Some(f.into_iter().collect()) });
+            }
+        }
+        Ok(out)
+    }
+
     async fn wait_job_event(
         &self,
         id: &JobId,
@@ -960,6 +977,17 @@ impl Store for RedisStore {
     async fn job_ids(&self, limit: usize) -> Result<Vec<JobId>, StoreError> {
         let keys = self.scan("job_ids", keys::JOB_PREFIX, "hash", limit).await?;
         Ok(keys.into_iter().map(|k| JobId::new(&k[keys::JOB_PREFIX.len()..])).collect())
+    }
+
+    async fn dlq_purge(&self, dlq: &DlqName, max: usize) -> Result<u64, StoreError> {
+        const OP: &str = "dlq_purge";
+        if max == 0 {
+            return Ok(0);
+        }
+        let keys = vec![keys::dlq(dlq).to_owned()];
+        let args = vec![max.to_string(), keys::JOB_PREFIX.to_owned(), keys::EVENTS_PREFIX.to_owned()];
+        u64::try_from(int(OP, &self.eval(OP, &scripts::DLQ_PURGE, keys, args).await?)?)
+            .map_err(|_| protocol(OP, "negative count"))
     }
 
     async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError> {

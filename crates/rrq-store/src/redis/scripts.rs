@@ -79,3 +79,11 @@ script!(
     /// Health records and their expiry (read only).
     INSPECT_WORKERS = "lua/inspect_workers.lua"
 );
+script!(
+    /// Fields of many job hashes (read only).
+    INSPECT_JOBS = "lua/inspect_jobs.lua"
+);
+script!(
+    /// Removal of the oldest DLQ entries and their failed jobs.
+    DLQ_PURGE = "lua/dlq_purge.lua"
+);

@@ -12,7 +12,9 @@ conformance!(
         queues_are_listed_with_their_score_range,
         queue_entries_page_in_ready_order,
         workers_are_listed_with_their_record_and_ttl,
-        job_ids_and_dlq_lengths_are_counted;
+        job_ids_and_dlq_lengths_are_counted,
+        job_fields_are_read_in_batches_in_the_order_asked,
+        a_dlq_purge_takes_the_oldest_ids_and_deletes_their_jobs;
     private:
 );
 
@@ -92,4 +94,53 @@ async fn job_ids_and_dlq_lengths_are_counted(h: Harness) {
     let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
     assert_eq!(h.store.dead_letter(&lease, "e", true, h.now, &d).await.unwrap(), Fence::Applied);
     assert_eq!(h.store.dlq_len(&d.dlq).await.unwrap(), 1);
+}
+
+async fn job_fields_are_read_in_batches_in_the_order_asked(h: Harness) {
+    let q = h.queue("q");
+    for id in ["a", "b"] {
+        h.store.enqueue(h.new_job(id, &q), EnqueueMode::Standard).await.unwrap();
+    }
+    let ids = [h.id("b"), h.id("missing"), h.id("a")];
+    let batch = h.store.job_fields_batch(&ids).await.unwrap();
+    assert_eq!(batch.len(), 3);
+    assert_eq!(batch[0], h.store.job_fields(&ids[0]).await.unwrap());
+    assert_eq!(batch[0].as_ref().expect("b exists")["id"], ids[0].as_str());
+    assert_eq!(batch[1], None, "a missing job reads as None");
+    assert_eq!(batch[2].as_ref().expect("a exists")["function_name"], "echo");
+    assert!(h.store.job_fields_batch(&[]).await.unwrap().is_empty());
+
+    // More ids than one chunk still come back one per id, in order.
+    let many: Vec<_> = (0..1200).map(|i| if i % 2 == 0 { h.id("a") } else { h.id("none") }).collect();
+    let batch = h.store.job_fields_batch(&many).await.unwrap();
+    assert_eq!(batch.len(), many.len());
+    assert!(batch.iter().enumerate().all(|(i, f)| f.is_some() == (i % 2 == 0)));
+}
+
+async fn a_dlq_purge_takes_the_oldest_ids_and_deletes_their_jobs(h: Harness) {
+    let q = h.queue("q");
+    let d = h.defaults();
+    for id in ["a", "b", "c"] {
+        h.store.enqueue(h.new_job(id, &q), EnqueueMode::Standard).await.unwrap();
+    }
+    // Dead-letter in order a, b, c: `a` is the oldest DLQ entry.
+    for lease in h.claim(&q, &h.worker("w"), 3, h.now).await.jobs.into_iter().map(|c| c.lease) {
+        assert_eq!(h.store.dead_letter(&lease, "boom", true, h.now, &d).await.unwrap(), Fence::Applied);
+    }
+    assert_eq!(h.store.dlq_len(&d.dlq).await.unwrap(), 3);
+    let oldest_two: Vec<_> = h.store.dlq_ids(&d.dlq, 1, 2).await.unwrap();
+    let newest = h.store.dlq_ids(&d.dlq, 0, 1).await.unwrap().remove(0);
+
+    assert_eq!(h.store.dlq_purge(&d.dlq, 0).await.unwrap(), 0, "max 0 takes nothing");
+    assert_eq!(h.store.dlq_purge(&d.dlq, 2).await.unwrap(), 2);
+    assert_eq!(h.store.dlq_ids(&d.dlq, 0, 10).await.unwrap(), vec![newest.clone()], "the newest entry stays");
+    for id in &oldest_two {
+        assert!(h.store.job_fields(id).await.unwrap().is_none(), "{id} was deleted");
+    }
+    assert!(h.store.job_fields(&newest).await.unwrap().is_some());
+
+    assert_eq!(h.store.dlq_purge(&d.dlq, 10).await.unwrap(), 1);
+    assert!(h.store.job_fields(&newest).await.unwrap().is_none());
+    assert_eq!(h.store.dlq_len(&d.dlq).await.unwrap(), 0);
+    assert_eq!(h.store.dlq_purge(&d.dlq, 10).await.unwrap(), 0, "an empty DLQ purges nothing");
 }

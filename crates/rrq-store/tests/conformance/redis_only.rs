@@ -433,6 +433,22 @@ async fn a_dangling_dlq_entry_is_cleaned_up_on_requeue() {
     assert!(h.store.dlq_ids(&dlq, 0, 10).await.unwrap().is_empty());
 }
 
+#[tokio::test]
+async fn a_dlq_purge_keeps_a_job_that_is_no_longer_failed() {
+    let h = Harness::redis().await;
+    let raw = h.raw();
+    let dlq = h.dlq("d");
+    let q = h.queue("q");
+    // A pending job whose id also sits in the DLQ (re-enqueued under the same
+    // id), and a dangling id whose hash is gone.
+    let job = h.new_job("alive", &q);
+    h.store.enqueue(job.clone(), EnqueueMode::Standard).await.unwrap();
+    cmd(raw, &["LPUSH", dlq.as_str(), job.id.as_str(), h.id("ghost").as_str()]).await;
+    assert_eq!(h.store.dlq_purge(&dlq, 10).await.unwrap(), 2);
+    assert_eq!(int(raw, &["EXISTS", dlq.as_str()]).await, 0);
+    assert_eq!(hash(raw, &keys::job(&job.id)).await["status"], "PENDING", "the pending job is kept");
+}
+
 /// An error and all its sources, for checking what a user would see.
 fn chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
