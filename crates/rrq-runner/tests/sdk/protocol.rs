@@ -1,0 +1,349 @@
+//! Protocol behaviour of the SDK server, in-process.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rrq_protocol::{Envelope, ExecutionOutcome, OutcomeStatus, error_types};
+use rrq_runner::{HandlerError, HandlerResult, JobContext, Registry, ServeOptions, example, messages};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{Running, request, with_deadline};
+
+fn message(outcome: &ExecutionOutcome) -> &str {
+    outcome.error_message().unwrap_or("")
+}
+
+#[tokio::test]
+async fn echo_succeeds_with_context() {
+    let server = Running::start(example::registry()).await;
+    let mut client = server.client().await;
+    let outcome = client.call(request("j1", "echo", json!({"x": 1, "y": {"z": [1, 2]}}))).await;
+    assert_eq!(outcome.status, OutcomeStatus::Success);
+    assert_eq!(outcome.job_id, "j1");
+    assert_eq!(
+        outcome.result,
+        Some(json!({"echo": {"x": 1, "y": {"z": [1, 2]}}, "attempt": 1, "job_id": "j1", "queue": "rrq:queue:default"}))
+    );
+    let noop = client.call(request("j2", "noop", json!({}))).await;
+    // `null` on the wire reads back as an absent result.
+    assert_eq!((noop.status, noop.result), (OutcomeStatus::Success, None));
+    let ok = client.call(request("j3", "success", json!({"value": "v"}))).await;
+    assert_eq!(ok.result, Some(json!("ok:v")));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_handler_is_handler_not_found() {
+    let server = Running::start(example::registry()).await;
+    let mut client = server.client().await;
+    let outcome = client.call(request("j1", "nope", json!({}))).await;
+    assert_eq!(outcome.status, OutcomeStatus::Error);
+    assert_eq!(outcome.error_kind(), Some(error_types::HANDLER_NOT_FOUND));
+    assert_eq!(message(&outcome), "No handler registered for function 'nope'");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn failing_handler_reports_its_message() {
+    let server = Running::start(example::registry()).await;
+    let mut client = server.client().await;
+    let outcome = client.call(request("j1", "fail", json!({"value": "q"}))).await;
+    assert_eq!(outcome.status, OutcomeStatus::Error);
+    assert_eq!(outcome.error_kind(), None);
+    assert_eq!(message(&outcome), "boom: q");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn errors_carry_kind_code_and_details_and_panics_are_errors() {
+    let mut registry = Registry::new();
+    registry.register("typed", |_: Value, _ctx: JobContext| async move {
+        HandlerResult::<()>::Err(
+            HandlerError::failed("nope").with_kind("quota").with_code("E42").with_details(json!([1])),
+        )
+    });
+    registry.register("panics", |_: Value, _ctx: JobContext| async move {
+        if true {
+            panic!("kaput");
+        }
+        HandlerResult::Ok(())
+    });
+    let server = Running::start(registry).await;
+    let mut client = server.client().await;
+    let typed = client.call(request("j1", "typed", json!({}))).await;
+    let error = typed.error.expect("error member");
+    assert_eq!(
+        (error.kind.as_deref(), error.code.as_deref(), error.details),
+        (Some("quota"), Some("E42"), Some(json!([1])))
+    );
+    let panicked = client.call(request("j2", "panics", json!({}))).await;
+    assert_eq!(panicked.status, OutcomeStatus::Error);
+    assert_eq!(message(&panicked), "Handler panicked: kaput");
+    // The connection survives both.
+    let again = client.call(request("j3", "typed", json!({}))).await;
+    assert_eq!(again.status, OutcomeStatus::Error);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn retry_once_asks_for_a_retry_then_succeeds() {
+    let server = Running::start(example::registry()).await;
+    let mut client = server.client().await;
+    let first = client.call(request("j1", "retry_once", json!({"value": 7, "delay": 0.5}))).await;
+    assert_eq!(first.status, OutcomeStatus::Retry);
+    assert_eq!(first.retry_after_seconds, Some(0.5));
+    let mut second = request("j1", "retry_once", json!({"value": 7}));
+    second.context.attempt = 2;
+    second.request_id = "j1-r2".into();
+    let second = client.call(second).await;
+    assert_eq!((second.status, second.result), (OutcomeStatus::Success, Some(json!("ok:7"))));
+    let default_delay = client.call(request("j2", "retry_once", json!({}))).await;
+    assert_eq!(default_delay.retry_after_seconds, Some(0.01));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn deadlines_are_enforced() {
+    let server = Running::start(example::registry()).await;
+    let mut client = server.client().await;
+    let past = client.call(with_deadline(request("j1", "noop", json!({})), -1000)).await;
+    assert_eq!(past.status, OutcomeStatus::Timeout);
+    assert_eq!(message(&past), messages::DEADLINE_EXCEEDED);
+
+    let started = std::time::Instant::now();
+    let cut = client.call(with_deadline(request("j2", "sleep", json!({"seconds": 30.0})), 200)).await;
+    assert_eq!(cut.status, OutcomeStatus::Timeout);
+    assert_eq!(message(&cut), messages::TIMED_OUT);
+    assert!(started.elapsed() < Duration::from_secs(3), "cut at the deadline, not at the end of the sleep");
+
+    let within = client.call(with_deadline(request("j3", "sleep", json!({"seconds": 0.01})), 5000)).await;
+    assert_eq!(within.result, Some(json!("slept")));
+
+    let mut naive = request("j4", "noop", json!({}));
+    naive.context.deadline = Some("2001-01-01T00:00:00".into());
+    let naive = client.call(naive).await;
+    assert_eq!(message(&naive), messages::DEADLINE_EXCEEDED, "an offset-less deadline is UTC");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_by_request_id_from_another_connection() {
+    let server = Running::start(example::registry()).await;
+    let mut worker = server.client().await;
+    worker.send(&Envelope::Request(request("j1", "sleep", json!({"seconds": 30.0})))).await;
+    // A second request of the same job must survive a cancel naming the first.
+    let mut other = request("j1", "sleep", json!({"seconds": 0.2}));
+    other.request_id = "j1-other".into();
+    worker.send(&Envelope::Request(other)).await;
+
+    let mut side = server.client().await;
+    side.cancel("j1", Some("j1-r")).await;
+    let cancelled = worker.outcome().await;
+    assert_eq!(cancelled.request_id.as_deref(), Some("j1-r"));
+    assert_eq!(cancelled.status, OutcomeStatus::Error);
+    assert_eq!(cancelled.error_kind(), Some(error_types::CANCELLED));
+    assert_eq!(message(&cancelled), messages::CANCELLED);
+    let finished = worker.outcome().await;
+    assert_eq!((finished.request_id.as_deref(), finished.result), (Some("j1-other"), Some(json!("slept"))));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_by_job_id_on_the_same_connection_stops_every_request_of_the_job() {
+    let server = Running::start(example::registry()).await;
+    let mut worker = server.client().await;
+    for id in ["a", "b"] {
+        let mut r = request("j1", "sleep", json!({"seconds": 30.0}));
+        r.request_id = id.into();
+        worker.send(&Envelope::Request(r)).await;
+    }
+    worker.send(&Envelope::Request(request("j2", "sleep", json!({"seconds": 0.3})))).await;
+    worker.cancel("j1", None).await;
+    let mut ids = vec![];
+    for _ in 0..2 {
+        let o = worker.outcome().await;
+        assert_eq!(o.error_kind(), Some(error_types::CANCELLED));
+        ids.push(o.request_id.unwrap());
+    }
+    ids.sort();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(worker.outcome().await.result, Some(json!("slept")), "the other job is untouched");
+    // Unknown ids and other protocol versions are ignored silently.
+    worker.cancel("nobody", Some("nothing")).await;
+    let mut old = rrq_protocol::CancelRequest::new("j3", None);
+    old.protocol_version = "1".into();
+    worker.send(&Envelope::Request(request("j3", "sleep", json!({"seconds": 0.1})))).await;
+    worker.send(&Envelope::Cancel(old)).await;
+    assert_eq!(worker.outcome().await.result, Some(json!("slept")));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_65th_request_on_a_connection_is_refused_as_busy() {
+    let gate = CancellationToken::new();
+    let mut registry = Registry::new();
+    let g = gate.clone();
+    registry.register("wait", move |_: Value, _ctx: JobContext| {
+        let g = g.clone();
+        async move {
+            g.cancelled().await;
+            HandlerResult::Ok("released")
+        }
+    });
+    let server = Running::start(registry).await;
+    let mut client = server.client().await;
+    for i in 0..rrq_runner::MAX_IN_FLIGHT_PER_CONNECTION + 1 {
+        let mut r = request("j", "wait", json!({}));
+        r.request_id = format!("r{i}");
+        client.send(&Envelope::Request(r)).await;
+    }
+    let busy = client.outcome().await;
+    assert_eq!(busy.request_id.as_deref(), Some("r64"));
+    assert_eq!(message(&busy), messages::BUSY);
+    // Another connection has its own budget.
+    let mut other = server.client().await;
+    other.send(&Envelope::Request(request("k", "wait", json!({})))).await;
+    gate.cancel();
+    assert_eq!(other.outcome().await.result, Some(json!("released")));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn other_protocol_versions_are_refused() {
+    let server = Running::start(example::registry()).await;
+    let mut client = server.client().await;
+    let mut old = request("j1", "echo", json!({}));
+    old.protocol_version = "1".into();
+    let outcome = client.call(old).await;
+    assert_eq!(outcome.status, OutcomeStatus::Error);
+    assert_eq!((message(&outcome), outcome.error_kind()), (messages::UNSUPPORTED_VERSION, None));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn empty_probe_connections_are_tolerated() {
+    let server = Running::start(example::registry()).await;
+    for _ in 0..3 {
+        drop(tokio::net::TcpStream::connect(server.addr).await.expect("probe"));
+    }
+    let mut client = server.client().await;
+    assert_eq!(client.call(request("j1", "noop", json!({}))).await.status, OutcomeStatus::Success);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn protocol_errors_close_only_that_connection() {
+    let server = Running::start(example::registry()).await;
+    let mut healthy = server.client().await;
+    healthy.send(&Envelope::Request(request("slow", "sleep", json!({"seconds": 0.2})))).await;
+
+    let mut garbage = server.client().await;
+    garbage.send_raw(&[0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o']).await;
+    assert!(garbage.recv().await.is_none(), "a non-JSON frame closes the connection");
+
+    let mut oversize = server.client().await;
+    oversize.send_raw(&(64 * 1024 * 1024_u32).to_be_bytes()).await;
+    assert!(oversize.recv().await.is_none(), "an oversize header closes the connection");
+
+    let mut wrong_way = server.client().await;
+    let response = ExecutionOutcome::success(&request("x", "noop", json!({})), Value::Null);
+    wrong_way.send(&Envelope::Response(response)).await;
+    assert!(wrong_way.recv().await.is_none(), "a response frame closes the connection");
+
+    assert_eq!(healthy.outcome().await.result, Some(json!("slept")));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_as_they_finish() {
+    let server = Running::start(example::registry()).await;
+    let mut client = server.client().await;
+    client.send(&Envelope::Request(request("slow", "sleep", json!({"seconds": 0.3})))).await;
+    client.send(&Envelope::Request(request("fast", "noop", json!({})))).await;
+    assert_eq!(client.outcome().await.job_id, "fast");
+    assert_eq!(client.outcome().await.job_id, "slow");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn closing_the_connection_cancels_its_requests() {
+    struct SetOnDrop(Arc<AtomicBool>, Arc<Notify>);
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+            self.1.notify_one();
+        }
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let signal = Arc::new(Notify::new());
+    let started = Arc::new(Notify::new());
+    let mut registry = Registry::new();
+    let (d, s, st) = (Arc::clone(&dropped), Arc::clone(&signal), Arc::clone(&started));
+    registry.register("hold", move |_: Value, _ctx: JobContext| {
+        let guard = SetOnDrop(Arc::clone(&d), Arc::clone(&s));
+        let st = Arc::clone(&st);
+        async move {
+            let _guard = guard;
+            st.notify_one();
+            std::future::pending::<()>().await;
+            HandlerResult::Ok(())
+        }
+    });
+    let server = Running::start(registry).await;
+    let mut client = server.client().await;
+    client.send(&Envelope::Request(request("j", "hold", json!({})))).await;
+    tokio::time::timeout(crate::support::PATIENCE, started.notified()).await.expect("handler started");
+    drop(client);
+    tokio::time::timeout(crate::support::PATIENCE, signal.notified()).await.expect("handler dropped");
+    assert!(dropped.load(Ordering::SeqCst));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_running_requests_finish_then_cancels_the_rest() {
+    let options = ServeOptions { drain_grace: Duration::from_millis(600), ..ServeOptions::default() };
+    let server = Running::start_with(example::registry(), options).await;
+    let mut client = server.client().await;
+    client.send(&Envelope::Request(request("quick", "sleep", json!({"seconds": 0.2})))).await;
+    client.send(&Envelope::Request(request("stuck", "sleep", json!({"seconds": 60.0})))).await;
+    let addr = server.addr;
+    // Wait until both are surely running: a third request answered proves the
+    // first two were read.
+    assert_eq!(client.call(request("probe", "noop", json!({}))).await.status, OutcomeStatus::Success);
+    let stopping = tokio::spawn(server.stop());
+    let mut seen = vec![];
+    for _ in 0..2 {
+        let o = client.outcome().await;
+        seen.push((o.job_id.clone(), o.status, o.error_message().map(str::to_owned)));
+    }
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(seen[0], ("quick".into(), OutcomeStatus::Success, None));
+    assert_eq!(seen[1], ("stuck".into(), OutcomeStatus::Error, Some(messages::CANCELLED.into())));
+    stopping.await.expect("stopped");
+    assert!(client.recv().await.is_none(), "connections are closed at the end");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener is gone");
+}
+
+#[tokio::test]
+async fn record_appends_one_line_per_run() {
+    let dir = std::env::temp_dir().join(format!("rrq-runner-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("runs.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let server = Running::start(example::registry()).await;
+    let mut client = server.client().await;
+    for job in ["a", "b"] {
+        let params = json!({"path": path.to_str().unwrap(), "seconds": 0.01});
+        assert_eq!(client.call(request(job, "record", params)).await.status, OutcomeStatus::Success);
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["job_id"], "a");
+    assert!(lines[0]["end"].as_f64().unwrap() <= lines[1]["start"].as_f64().unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+    server.stop().await;
+}
