@@ -19,12 +19,14 @@
 //! `tests/` package.
 
 mod config;
+pub mod cron;
 mod error;
 mod job_task;
 pub mod policy;
 mod worker;
 
 pub use config::{WorkerConfig, new_worker_id};
+pub use cron::{CronError, CronJob, CronScheduler};
 pub use error::CoreError;
 pub use policy::{Backoff, Routing};
 pub use worker::{Worker, WorkerStats};

@@ -1,0 +1,635 @@
+//! Cron entries and the scheduler that decides which of their ticks are due.
+//! Pure: no I/O, no clock; every function takes the time it reasons about.
+//!
+//! # Schedule syntax
+//!
+//! Schedules are parsed by [croner](https://docs.rs/croner/4):
+//!
+//! * **5 fields** — `minute hour day-of-month month day-of-week` (classic
+//!   crontab; the second is 0);
+//! * **6 fields** — `second minute hour day-of-month month day-of-week` (the
+//!   reference's format);
+//! * **7 fields** — the 6 above followed by `year`.
+//!
+//! Each field takes `*`, numbers, lists (`1,15`), ranges (`1-5`), steps
+//! (`*/10`, `5-59/5`, and the Quartz spelling `0/10`), and `?` as `*` in the
+//! two day fields. Months and weekdays may be named (`JAN`–`DEC`,
+//! `SUN`–`SAT`, any case). The day fields also take `L` (last day / last
+//! given weekday of the month), `W` (nearest weekday, `15W`) and `#` (nth
+//! weekday, `MON#2`). Shorthands: `@yearly`, `@annually`, `@monthly`,
+//! `@weekly`, `@daily`, `@midnight`, `@hourly`.
+//!
+//! **Weekday numbers are 0–7 with 0 and 7 = Sunday** (crontab's numbering).
+//! The reference's cron parser numbered them 1–7 with 1 = Sunday, so a
+//! reference schedule such as `0 0 9 * * 2` means Tuesday here, not Monday;
+//! names (`MON`) mean the same in both. [`CronJob::has_numeric_weekdays`]
+//! flags 6- and 7-field schedules that use numbers, so the worker can warn.
+//! When both day-of-month and day-of-week are restricted, a day matching
+//! **either** fires (crontab's rule); prefix the weekday field with `+` to
+//! require both.
+//!
+//! Ticks are whole seconds in the entry's time zone (an IANA name, UTC by
+//! default). Around daylight-saving changes: a wall-clock time skipped by a
+//! spring-forward fires at the first instant after the gap (`30 2 * * *` in
+//! New York fires at 03:00 EDT that day), and a fixed time repeated by a
+//! fall-back fires once, at its first occurrence.
+//!
+//! # Which ticks fire
+//!
+//! * **Window rule.** A [`CronScheduler`] remembers the time it last checked.
+//!   At each check at `now`, every entry contributes at most one tick: the
+//!   latest tick `t` with `last_checked < t <= now`. A worker normally wakes
+//!   at each tick, so the window holds exactly one; after a stall (a
+//!   suspended host, a blocked loop) earlier ticks in the window are
+//!   coalesced into the latest one instead of firing in a burst. This holds
+//!   with and without `catch_up`.
+//! * **Start.** A scheduler starts with `last_checked` = the worker's start
+//!   time, so ticks at or before the start never fire through the window
+//!   rule.
+//! * **Catch-up.** For an entry with `catch_up = true`, the worker keeps the
+//!   last tick it handled in the store. At start it reads that record: when
+//!   the entry's latest tick at or before the start is later than the
+//!   record, ticks were missed while no worker ran, and one run is enqueued
+//!   for that latest tick ([`CronJob::catch_up_tick`]). With no record (the
+//!   entry never ran, or its schedule, time zone, queue or params changed,
+//!   which makes it a new entry, see [`CronJob::id`]) nothing is caught up.
+//!
+//! Exactly once across workers: the job of a tick has a deterministic id
+//! ([`CronJob::job_id`]), so when several workers enqueue the same tick the
+//! store creates one job and refuses the others.
+
+use std::fmt::Write as _;
+use std::str::FromStr as _;
+
+use chrono::{DateTime, Timelike as _, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::CronParser;
+use rrq_protocol::{JobId, QueueName};
+use serde_json::{Map, Value};
+
+/// Why a cron entry was refused: the configuration key, its value and what
+/// is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{key}` ({value:?}): {reason}")]
+#[non_exhaustive]
+pub struct CronError {
+    /// The full configuration key, e.g. `rrq.cron_jobs[2].schedule`.
+    pub key: String,
+    /// The value as written.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// One validated cron entry: what to enqueue, where, and when.
+#[derive(Clone, Debug)]
+pub struct CronJob {
+    key: String,
+    function_name: String,
+    schedule: String,
+    cron: Cron,
+    timezone: Tz,
+    params: Map<String, Value>,
+    queue: Option<QueueName>,
+    unique: bool,
+    catch_up: bool,
+    id: String,
+    numeric_weekdays: bool,
+}
+
+impl CronJob {
+    /// Validates one cron entry.
+    ///
+    /// `key` names the entry in the configuration (e.g. `rrq.cron_jobs[2]`);
+    /// errors name the offending field under it. `queue` `None` means the
+    /// worker's default queue; `timezone` `None` means UTC.
+    ///
+    /// # Errors
+    ///
+    /// A [`CronError`] for an empty function name, a schedule that does not
+    /// parse, a schedule that parses but has no tick after now (e.g.
+    /// `0 0 31 2 *`, or a year in the past), or an unknown time zone.
+    #[expect(clippy::too_many_arguments, reason = "mirrors one `[[rrq.cron_jobs]]` entry field by field")]
+    pub fn new(
+        key: &str,
+        function_name: &str,
+        schedule: &str,
+        params: Map<String, Value>,
+        queue: Option<QueueName>,
+        unique: bool,
+        timezone: Option<&str>,
+        catch_up: bool,
+    ) -> Result<CronJob, CronError> {
+        let error = |field: &str, value: &str, reason: String| CronError {
+            key: format!("{key}.{field}"),
+            value: value.to_owned(),
+            reason,
+        };
+        if function_name.trim().is_empty() {
+            return Err(error("function_name", function_name, "must not be empty".to_owned()));
+        }
+        let timezone = match timezone {
+            None => Tz::UTC,
+            Some(name) => Tz::from_str(name.trim()).map_err(|_| {
+                error("timezone", name, "not a known IANA time zone (e.g. \"UTC\" or \"Europe/Paris\")".to_owned())
+            })?,
+        };
+        let cron = CronParser::builder()
+            .sloppy_ranges(true)
+            .build()
+            .parse(schedule)
+            .map_err(|e| error("schedule", schedule, format!("not a cron expression: {e}")))?;
+        let now = Utc::now().with_timezone(&timezone);
+        if let Err(e) = cron.find_next_occurrence(&now, false) {
+            return Err(error("schedule", schedule, format!("the schedule never fires after {now} ({e})")));
+        }
+        let schedule = schedule.split_whitespace().collect::<Vec<_>>().join(" ");
+        let id = entry_id(function_name, &schedule, timezone, queue.as_ref(), &params);
+        let numeric_weekdays = weekday_field_has_numbers(&schedule);
+        Ok(CronJob {
+            key: key.to_owned(),
+            function_name: function_name.to_owned(),
+            schedule,
+            cron,
+            timezone,
+            params,
+            queue,
+            unique,
+            catch_up,
+            id,
+            numeric_weekdays,
+        })
+    }
+
+    /// The configuration key of the entry (e.g. `rrq.cron_jobs[2]`).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The handler to enqueue (may be `runner#handler`).
+    pub fn function_name(&self) -> &str {
+        &self.function_name
+    }
+
+    /// The schedule, with its whitespace normalised to single spaces.
+    pub fn schedule(&self) -> &str {
+        &self.schedule
+    }
+
+    /// The time zone the schedule is read in.
+    pub fn timezone(&self) -> Tz {
+        self.timezone
+    }
+
+    /// The params of every enqueued job.
+    pub fn params(&self) -> &Map<String, Value> {
+        &self.params
+    }
+
+    /// The target queue; `None` means the worker's default queue.
+    pub fn queue(&self) -> Option<&QueueName> {
+        self.queue.as_ref()
+    }
+
+    /// Whether ticks are skipped while an earlier job of this function holds
+    /// the orchestrator unique lock.
+    pub fn is_unique(&self) -> bool {
+        self.unique
+    }
+
+    /// Whether a worker starting after missed ticks enqueues one run for them.
+    pub fn catches_up(&self) -> bool {
+        self.catch_up
+    }
+
+    /// Whether a 6- or 7-field schedule names weekdays by number, whose
+    /// meaning differs from the reference's (see the module docs).
+    pub fn has_numeric_weekdays(&self) -> bool {
+        self.numeric_weekdays
+    }
+
+    /// The entry's identity: `cron:{function_name}:{hash}`, where the hash
+    /// (8 hex digits) covers the schedule, time zone, queue and params, so
+    /// two entries of one function never share ticks, and identical entries
+    /// on different workers always do.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The deterministic id of the job of `tick`: `{id}:{tick epoch seconds}`.
+    pub fn job_id(&self, tick: DateTime<Utc>) -> JobId {
+        JobId::new(format!("{}:{}", self.id, tick.timestamp()))
+    }
+
+    /// The orchestrator unique-lock key of a `unique` entry,
+    /// `cron:{function_name}` (the reference's key), else `None`.
+    pub fn unique_lock_key(&self) -> Option<String> {
+        self.unique.then(|| format!("cron:{}", self.function_name))
+    }
+
+    /// The first tick strictly after `t`; `None` when the schedule has no
+    /// more ticks (a last year has passed).
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = whole_second(t).with_timezone(&self.timezone);
+        self.cron.find_next_occurrence(&local, false).ok().map(|n| n.with_timezone(&Utc))
+    }
+
+    /// The latest tick at or before `t`, if the schedule has one.
+    pub fn latest_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = whole_second(t).with_timezone(&self.timezone);
+        self.cron.find_previous_occurrence(&local, true).ok().map(|p| p.with_timezone(&Utc))
+    }
+
+    /// The tick to fire for a check at `now` after one at `last` (the window
+    /// rule): the latest tick in `(last, now]`, or `None` when there is none.
+    pub fn due_tick(&self, last: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let first = self.next_after(last).filter(|t| *t <= now)?;
+        Some(self.latest_in(first, now))
+    }
+
+    /// The one catch-up run of a worker starting at `start`, given the last
+    /// tick recorded for this entry: the latest tick at or before `start`
+    /// when it is later than `recorded`. `None` without `catch_up`, without a
+    /// record, or when nothing was missed.
+    pub fn catch_up_tick(&self, recorded: Option<DateTime<Utc>>, start: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if !self.catch_up {
+            return None;
+        }
+        let recorded = recorded?;
+        self.latest_at_or_before(start).filter(|t| *t > recorded)
+    }
+
+    /// The latest tick in `[first, now]`, where `first` is a tick known to be
+    /// in that range.
+    fn latest_in(&self, first: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+        // A backward search can disagree with a forward one around a DST
+        // change; never return less than the tick found going forward.
+        self.latest_at_or_before(now).filter(|t| *t >= first && *t <= now).unwrap_or(first)
+    }
+}
+
+/// Decides, for a set of cron entries, when to wake up and which ticks are
+/// due (the window rule of the module docs).
+#[derive(Clone, Debug)]
+pub struct CronScheduler {
+    jobs: Vec<CronJob>,
+    last_checked: DateTime<Utc>,
+    /// Per entry, its first tick after `last_checked` (or after the check
+    /// that last fired it); `None` when it will never fire again.
+    next: Vec<Option<DateTime<Utc>>>,
+}
+
+impl CronScheduler {
+    /// A scheduler whose first window starts at `start` (exclusive).
+    pub fn new(jobs: Vec<CronJob>, start: DateTime<Utc>) -> CronScheduler {
+        let next = jobs.iter().map(|j| j.next_after(start)).collect();
+        CronScheduler { jobs, last_checked: start, next }
+    }
+
+    /// The entries, in configuration order.
+    pub fn jobs(&self) -> &[CronJob] {
+        &self.jobs
+    }
+
+    /// The end of the last checked window.
+    pub fn last_checked(&self) -> DateTime<Utc> {
+        self.last_checked
+    }
+
+    /// When the next tick of any entry falls; `None` when no entry will
+    /// ever fire again (or there are none).
+    pub fn next_wakeup(&self) -> Option<DateTime<Utc>> {
+        self.next.iter().flatten().min().copied()
+    }
+
+    /// The ticks due at `now`: at most one per entry (the latest in the
+    /// window since the previous check), in configuration order. A `now`
+    /// earlier than the previous check (the wall clock went back) yields
+    /// nothing and leaves the window where it was, so no tick fires twice.
+    pub fn due(&mut self, now: DateTime<Utc>) -> Vec<(CronJob, DateTime<Utc>)> {
+        if now < self.last_checked {
+            return Vec::new();
+        }
+        let mut due = Vec::new();
+        for (job, next) in self.jobs.iter().zip(self.next.iter_mut()) {
+            let Some(first) = next.filter(|t| *t <= now) else { continue };
+            due.push((job.clone(), job.latest_in(first, now)));
+            *next = job.next_after(now);
+        }
+        self.last_checked = now;
+        due
+    }
+}
+
+fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(0).unwrap_or(t)
+}
+
+/// `cron:{function}:{8 hex digits}`: a hash that is the same in every
+/// process and Rust version (FNV-1a over a canonical text of the entry).
+fn entry_id(
+    function_name: &str,
+    schedule: &str,
+    timezone: Tz,
+    queue: Option<&QueueName>,
+    params: &Map<String, Value>,
+) -> String {
+    let mut text = String::new();
+    for part in [function_name, schedule, timezone.name(), queue.map_or("", QueueName::as_str)] {
+        text.push_str(part);
+        text.push('\u{1f}');
+    }
+    canonical_json(&Value::Object(params.clone()), &mut text);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let folded = (hash ^ (hash >> 32)) as u32;
+    format!("cron:{function_name}:{folded:08x}")
+}
+
+/// JSON with object keys sorted at every level, whatever map type the JSON
+/// crate was built with.
+fn canonical_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{}:", Value::String(k.clone()));
+                canonical_json(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(v, out);
+            }
+            out.push(']');
+        }
+        scalar => {
+            let _ = write!(out, "{scalar}");
+        }
+    }
+}
+
+/// Whether the weekday field of a 6- or 7-field schedule holds a weekday
+/// number (digits after `#` count the week, not the day, and are ignored).
+fn weekday_field_has_numbers(schedule: &str) -> bool {
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    if fields.len() < 6 {
+        return false;
+    }
+    fields[5].split(',').any(|part| {
+        let day = part.split('#').next().unwrap_or("");
+        let day = day.split('/').next().unwrap_or("");
+        day.chars().any(|c| c.is_ascii_digit())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn job(schedule: &str) -> CronJob {
+        job_in(schedule, None, false)
+    }
+
+    fn job_in(schedule: &str, tz: Option<&str>, catch_up: bool) -> CronJob {
+        CronJob::new("rrq.cron_jobs[0]", "report", schedule, Map::new(), None, false, tz, catch_up).unwrap()
+    }
+
+    fn err(schedule: &str, tz: Option<&str>) -> CronError {
+        CronJob::new("rrq.cron_jobs[2]", "report", schedule, Map::new(), None, false, tz, false).unwrap_err()
+    }
+
+    #[test]
+    fn five_six_and_seven_fields_are_accepted() {
+        let t = at("2026-03-10T10:07:31Z");
+        assert_eq!(job("*/15 * * * *").next_after(t), Some(at("2026-03-10T10:15:00Z")));
+        assert_eq!(job("*/10 * * * * *").next_after(t), Some(at("2026-03-10T10:07:40Z")));
+        assert_eq!(job("0 0 12 * * * 2027").next_after(t), Some(at("2027-01-01T12:00:00Z")));
+        assert_eq!(job("0/20 * * * * *").next_after(t), Some(at("2026-03-10T10:07:40Z")), "Quartz-style step");
+        assert_eq!(job("@hourly").next_after(t), Some(at("2026-03-10T11:00:00Z")));
+        assert_eq!(job("0 9 * * MON").next_after(t), Some(at("2026-03-16T09:00:00Z")));
+        assert_eq!(job("0 0 9 ? * 0").next_after(t), Some(at("2026-03-15T09:00:00Z")), "0 = Sunday");
+        assert_eq!(job("0 0 9 ? * 7").next_after(t), Some(at("2026-03-15T09:00:00Z")), "7 = Sunday");
+    }
+
+    #[test]
+    fn next_after_is_strict_and_ignores_fractions() {
+        let j = job("*/10 * * * * *");
+        assert_eq!(j.next_after(at("2026-01-01T00:00:10Z")), Some(at("2026-01-01T00:00:20Z")));
+        assert_eq!(j.next_after(at("2026-01-01T00:00:09.999Z")), Some(at("2026-01-01T00:00:10Z")));
+        assert_eq!(j.next_after(at("2026-01-01T00:00:10.001Z")), Some(at("2026-01-01T00:00:20Z")));
+        assert_eq!(j.latest_at_or_before(at("2026-01-01T00:00:10Z")), Some(at("2026-01-01T00:00:10Z")));
+        assert_eq!(j.latest_at_or_before(at("2026-01-01T00:00:19.9Z")), Some(at("2026-01-01T00:00:10Z")));
+    }
+
+    #[test]
+    fn errors_name_the_key_the_value_and_the_reason() {
+        let e = err("* * *", None);
+        assert_eq!(e.key, "rrq.cron_jobs[2].schedule");
+        assert_eq!(e.value, "* * *");
+        assert!(e.reason.contains("not a cron expression"), "{e}");
+        assert!(e.to_string().starts_with("invalid `rrq.cron_jobs[2].schedule` (\"* * *\"): "), "{e}");
+        assert_eq!(err("61 * * * *", None).key, "rrq.cron_jobs[2].schedule");
+
+        let never = err("0 0 31 2 *", None);
+        assert_eq!(never.key, "rrq.cron_jobs[2].schedule");
+        assert!(never.reason.contains("never fires"), "{never}");
+        let past = err("0 0 0 1 1 * 2020", None);
+        assert!(past.reason.contains("never fires"), "{past}");
+
+        let tz = err("0 * * * *", Some("Mars/Olympus_Mons"));
+        assert_eq!((tz.key.as_str(), tz.value.as_str()), ("rrq.cron_jobs[2].timezone", "Mars/Olympus_Mons"));
+
+        let f = CronJob::new("rrq.cron[0]", " ", "0 * * * *", Map::new(), None, false, None, false).unwrap_err();
+        assert_eq!(f.key, "rrq.cron[0].function_name");
+    }
+
+    #[test]
+    fn ids_are_stable_and_tell_entries_apart() {
+        let a = job("*/10 * * * * *");
+        assert_eq!(a.id(), job("*/10  *  * * * *").id(), "whitespace does not matter");
+        assert!(a.id().starts_with("cron:report:") && a.id().len() == "cron:report:".len() + 8, "{}", a.id());
+        assert_eq!(a.job_id(at("2026-11-28T00:00:10Z")).as_str(), format!("{}:1795824010", a.id()));
+        assert_eq!(a.id(), job_in("*/10 * * * * *", Some("UTC"), false).id(), "UTC is the default zone");
+        assert_ne!(a.id(), job_in("*/10 * * * * *", Some("Europe/Paris"), false).id());
+        assert_ne!(a.id(), job("*/20 * * * * *").id());
+        let with = |params: Value, queue: Option<QueueName>| {
+            let params = params.as_object().unwrap().clone();
+            CronJob::new("k", "report", "@daily", params, queue, true, None, false).unwrap()
+        };
+        let p1 = with(serde_json::json!({"a": 1, "b": {"y": 2, "x": 1}}), None);
+        let p2 = with(serde_json::json!({"b": {"x": 1, "y": 2}, "a": 1}), None);
+        let p3 = with(serde_json::json!({"a": 2}), None);
+        let q = with(serde_json::json!({}), Some(QueueName::new("low")));
+        assert_eq!(p1.id(), p2.id(), "key order does not matter");
+        assert_ne!(p1.id(), p3.id());
+        assert_ne!(job("@daily").id(), q.id());
+        assert_eq!(q.unique_lock_key().as_deref(), Some("cron:report"));
+        assert_eq!(job("@daily").unique_lock_key(), None);
+    }
+
+    #[test]
+    fn numeric_weekdays_are_flagged_only_where_the_numbering_differs() {
+        assert!(job("0 0 9 * * 1-5").has_numeric_weekdays());
+        assert!(job("0 0 9 ? * 2 2030").has_numeric_weekdays());
+        assert!(!job("0 0 9 * * MON-FRI").has_numeric_weekdays());
+        assert!(!job("0 0 9 * * MON#2").has_numeric_weekdays());
+        assert!(!job("0 9 * * 1-5").has_numeric_weekdays(), "crontab numbering is the classic one");
+        assert!(!job("*/10 * * * * *").has_numeric_weekdays());
+    }
+
+    #[test]
+    fn the_window_fires_only_its_latest_tick() {
+        let j = job("*/10 * * * * *");
+        let t0 = at("2026-01-01T00:00:00Z");
+        assert_eq!(j.due_tick(t0, at("2026-01-01T00:00:09Z")), None);
+        assert_eq!(j.due_tick(t0, at("2026-01-01T00:00:10Z")), Some(at("2026-01-01T00:00:10Z")));
+        // An hour-long stall: one run, for the latest tick, not 360.
+        assert_eq!(j.due_tick(t0, at("2026-01-01T01:00:05Z")), Some(at("2026-01-01T01:00:00Z")));
+        // The window is open at its start.
+        assert_eq!(j.due_tick(at("2026-01-01T00:00:10Z"), at("2026-01-01T00:00:15Z")), None);
+    }
+
+    #[test]
+    fn catch_up_needs_the_flag_a_record_and_a_missed_tick() {
+        let start = at("2026-01-01T10:42:00Z");
+        let hourly = job_in("0 * * * *", None, true);
+        let recorded = Some(at("2026-01-01T07:00:00Z"));
+        assert_eq!(hourly.catch_up_tick(recorded, start), Some(at("2026-01-01T10:00:00Z")), "one run for 08, 09, 10");
+        assert_eq!(hourly.catch_up_tick(Some(at("2026-01-01T10:00:00Z")), start), None, "nothing missed");
+        assert_eq!(hourly.catch_up_tick(None, start), None, "never ran: nothing to catch up");
+        assert_eq!(job("0 * * * *").catch_up_tick(recorded, start), None, "catch_up is off");
+        assert_eq!(hourly.catch_up_tick(recorded, at("2026-01-01T10:00:00Z")), Some(at("2026-01-01T10:00:00Z")));
+    }
+
+    #[test]
+    fn the_scheduler_wakes_at_the_earliest_tick_and_fires_each_entry_once() {
+        let fast = job("*/10 * * * * *");
+        let slow = job("0 * * * * *");
+        let start = at("2026-01-01T00:00:05Z");
+        let mut s = CronScheduler::new(vec![fast.clone(), slow.clone()], start);
+        assert_eq!(s.next_wakeup(), Some(at("2026-01-01T00:00:10Z")));
+        assert!(s.due(at("2026-01-01T00:00:09.5Z")).is_empty());
+        let due = s.due(at("2026-01-01T00:00:10Z"));
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].0.id(), due[0].1), (fast.id(), at("2026-01-01T00:00:10Z")));
+        assert!(s.due(at("2026-01-01T00:00:10Z")).is_empty(), "a tick fires once");
+        assert_eq!(s.next_wakeup(), Some(at("2026-01-01T00:00:20Z")));
+
+        // Woken late (a stall of 75 s): each entry once, for its latest tick.
+        let due: Vec<(String, DateTime<Utc>)> =
+            s.due(at("2026-01-01T00:01:25Z")).into_iter().map(|(j, t)| (j.id().to_owned(), t)).collect();
+        assert_eq!(
+            due,
+            [(fast.id().to_owned(), at("2026-01-01T00:01:20Z")), (slow.id().to_owned(), at("2026-01-01T00:01:00Z"))]
+        );
+        assert_eq!(s.next_wakeup(), Some(at("2026-01-01T00:01:30Z")));
+        assert_eq!(s.last_checked(), at("2026-01-01T00:01:25Z"));
+
+        // The wall clock steps back: nothing fires twice.
+        assert!(s.due(at("2026-01-01T00:00:50Z")).is_empty());
+        assert_eq!(s.last_checked(), at("2026-01-01T00:01:25Z"));
+        assert_eq!(s.due(at("2026-01-01T00:01:30Z")).len(), 1);
+    }
+
+    #[test]
+    fn a_start_on_a_tick_does_not_fire_it() {
+        let mut s = CronScheduler::new(vec![job("*/10 * * * * *")], at("2026-01-01T00:00:10Z"));
+        assert!(s.due(at("2026-01-01T00:00:10Z")).is_empty());
+        assert_eq!(s.next_wakeup(), Some(at("2026-01-01T00:00:20Z")));
+    }
+
+    #[test]
+    fn no_entries_means_no_wakeup() {
+        let mut s = CronScheduler::new(Vec::new(), at("2026-01-01T00:00:00Z"));
+        assert_eq!(s.next_wakeup(), None);
+        assert!(s.due(at("2030-01-01T00:00:00Z")).is_empty());
+    }
+
+    #[test]
+    fn an_entry_with_a_last_year_stops_waking_the_worker() {
+        let j = job(&format!("0 0 0 1 1 * {}", chrono::Datelike::year(&Utc::now()) + 1));
+        let after_it = at("2200-01-01T00:00:00Z");
+        assert_eq!(j.next_after(after_it), None);
+        let s = CronScheduler::new(vec![j], after_it);
+        assert_eq!(s.next_wakeup(), None);
+    }
+
+    #[test]
+    fn time_zones_shift_ticks() {
+        let paris = job_in("0 9 * * *", Some("Europe/Paris"), false);
+        // Winter: UTC+1; summer: UTC+2.
+        assert_eq!(paris.next_after(at("2026-01-15T00:00:00Z")), Some(at("2026-01-15T08:00:00Z")));
+        assert_eq!(paris.next_after(at("2026-07-15T00:00:00Z")), Some(at("2026-07-15T07:00:00Z")));
+    }
+
+    #[test]
+    fn spring_forward_runs_a_skipped_time_once_after_the_gap() {
+        // 2026-03-08 in New York: 02:00 EST jumps to 03:00 EDT (07:00 UTC).
+        let j = job_in("30 2 * * *", Some("America/New_York"), false);
+        let before = at("2026-03-08T06:00:00Z"); // 01:00 EST
+        assert_eq!(j.next_after(before), Some(at("2026-03-08T07:00:00Z")), "03:00 EDT");
+        assert_eq!(j.next_after(at("2026-03-08T07:00:00Z")), Some(at("2026-03-09T06:30:00Z")), "02:30 EDT next day");
+        let mut s = CronScheduler::new(vec![j], before);
+        assert_eq!(s.next_wakeup(), Some(at("2026-03-08T07:00:00Z")));
+        let due = s.due(at("2026-03-08T07:00:00Z"));
+        assert_eq!(due.iter().map(|d| d.1).collect::<Vec<_>>(), [at("2026-03-08T07:00:00Z")]);
+        assert!(s.due(at("2026-03-08T12:00:00Z")).is_empty());
+    }
+
+    #[test]
+    fn fall_back_runs_a_repeated_time_once() {
+        // 2026-11-01 in New York: 02:00 EDT falls back to 01:00 EST, so
+        // 01:30 happens at 05:30 UTC (EDT) and again at 06:30 UTC (EST).
+        let j = job_in("30 1 * * *", Some("America/New_York"), false);
+        let start = at("2026-11-01T04:00:00Z"); // 00:00 EDT
+        let mut s = CronScheduler::new(vec![j.clone()], start);
+        assert_eq!(s.next_wakeup(), Some(at("2026-11-01T05:30:00Z")));
+        assert_eq!(s.due(at("2026-11-01T05:30:00Z")).len(), 1);
+        assert_eq!(s.next_wakeup(), Some(at("2026-11-02T06:30:00Z")), "next day, 01:30 EST");
+        assert!(s.due(at("2026-11-01T06:30:00Z")).is_empty(), "the repeated 01:30 does not fire");
+        // A check spanning the whole night still fires once.
+        assert_eq!(j.due_tick(start, at("2026-11-01T08:00:00Z")), Some(at("2026-11-01T05:30:00Z")));
+    }
+
+    #[test]
+    fn interval_schedules_keep_real_time_spacing_across_fall_back() {
+        // Every 30 minutes: the repeated hour has its own ticks, spaced by
+        // real time, with no tick fired twice.
+        let j = job_in("*/30 * * * *", Some("America/New_York"), false);
+        let mut t = at("2026-11-01T04:45:00Z");
+        let mut ticks = Vec::new();
+        for _ in 0..5 {
+            t = j.next_after(t).unwrap();
+            ticks.push(t);
+        }
+        assert_eq!(
+            ticks,
+            [
+                at("2026-11-01T05:00:00Z"),
+                at("2026-11-01T05:30:00Z"),
+                at("2026-11-01T06:00:00Z"),
+                at("2026-11-01T06:30:00Z"),
+                at("2026-11-01T07:00:00Z"),
+            ]
+        );
+    }
+}
