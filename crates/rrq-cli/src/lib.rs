@@ -7,8 +7,15 @@
 //! The library form exists so that tests (and wrappers) can run the exact
 //! command in-process or as their own binary; `main.rs` only calls [`main`].
 
+mod completions;
+mod dlq;
 mod exit;
+mod health;
+mod job;
 mod logging;
+mod ops;
+mod output;
+mod queue;
 mod runners;
 mod watch;
 mod worker;
@@ -41,6 +48,20 @@ enum Command {
     /// Run a worker
     #[command(subcommand)]
     Worker(worker::WorkerCommand),
+    /// List, inspect, count, pause and resume queues
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
+    /// Show, list, cancel, retry, replay and trace jobs
+    #[command(subcommand)]
+    Job(job::JobCommand),
+    /// List, inspect, requeue and purge dead-lettered jobs
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Check that workers are alive (their health records)
+    #[command(alias = "check")]
+    Health(health::HealthArgs),
+    /// Print a shell completion script
+    Completions(completions::CompletionsArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -63,6 +84,11 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Worker(cmd) => worker::run(cmd).await,
+            Command::Queue(cmd) => queue::run(cmd).await,
+            Command::Job(cmd) => job::run(cmd).await,
+            Command::Dlq(cmd) => dlq::run(cmd).await,
+            Command::Health(args) => health::run(args).await,
+            Command::Completions(args) => completions::run(args),
         }
     });
     match result {

@@ -1,0 +1,455 @@
+//! `rrq job …`: show, list, cancel, retry, replay and trace jobs.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rrq_producer::{EnqueueOptions, Producer, ProducerConfig, ProducerError};
+use rrq_protocol::{DlqName, JobId, QueueName};
+use rrq_store::{CancelResult, JobStatus};
+use serde_json::{Value, json};
+
+use crate::ConfigArgs;
+use crate::exit::{CliError, Exit};
+use crate::ops::{self, Ops};
+use crate::output::{self, OutputArgs};
+use crate::queue::{job_queue, queue_arg};
+
+/// Job commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum JobCommand {
+    /// Show every field of a job
+    #[command(alias = "get")]
+    Show(ShowArgs),
+    /// List stored jobs, newest first
+    List(ListArgs),
+    /// Cancel a waiting job, or ask the worker running it to stop it
+    Cancel(IdArgs),
+    /// Move a FAILED job from its DLQ back to its own queue, with a fresh attempt budget
+    Retry(IdArgs),
+    /// Enqueue a new job with the same function and params
+    Replay(ReplayArgs),
+    /// Show a job's timeline: enqueued, started, finished
+    Trace(IdArgs),
+}
+
+/// `rrq job show` options.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    out: OutputArgs,
+    /// The job id
+    job_id: String,
+    /// Print the stored hash as JSON strings, exactly as Redis holds it
+    #[arg(long)]
+    raw: bool,
+}
+
+/// `rrq job list` options.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    out: OutputArgs,
+    /// Only jobs with this status (pending, active, retrying, completed, failed, cancelled)
+    #[arg(long, value_parser = parse_status)]
+    status: Option<JobStatus>,
+    /// Only jobs of this queue (bare name or full key)
+    #[arg(long)]
+    queue: Option<String>,
+    /// Only jobs of this function (exact name)
+    #[arg(long)]
+    function: Option<String>,
+    /// Show at most this many jobs
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+}
+
+/// Options of the commands that take one job id.
+#[derive(Debug, clap::Args)]
+pub struct IdArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    out: OutputArgs,
+    /// The job id
+    job_id: String,
+}
+
+/// `rrq job replay` options.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    out: OutputArgs,
+    /// The job id
+    job_id: String,
+    /// Queue of the new job (default: the original job's queue)
+    #[arg(long)]
+    queue: Option<String>,
+}
+
+/// Runs a job command.
+pub async fn run(cmd: JobCommand) -> Result<Exit, CliError> {
+    match cmd {
+        JobCommand::Show(args) => show(args).await,
+        JobCommand::List(args) => list(args).await,
+        JobCommand::Cancel(args) => cancel(args).await,
+        JobCommand::Retry(args) => retry(args).await,
+        JobCommand::Replay(args) => replay(args).await,
+        JobCommand::Trace(args) => trace(args).await,
+    }
+}
+
+fn parse_status(s: &str) -> Result<JobStatus, String> {
+    JobStatus::parse(s).ok_or_else(|| {
+        format!("unknown status '{s}'; use one of pending, active, retrying, completed, failed, cancelled")
+    })
+}
+
+/// A job id from the command line; an empty one is a usage error.
+pub(crate) fn id_arg(id: &str) -> Result<JobId, CliError> {
+    if id.trim().is_empty() {
+        return Err(ops::usage("JOB_ID must not be empty".to_owned()));
+    }
+    Ok(JobId::new(id))
+}
+
+/// The error for a job id with no hash.
+pub(crate) fn job_not_found(id: &JobId) -> CliError {
+    ops::not_found(format!(
+        "Job '{id}' not found (finished jobs are removed once their result TTL ends; `rrq job list` shows the stored ones)"
+    ))
+}
+
+/// Prints a job hash as people read it: one line per field, sorted by name,
+/// timestamps followed by how long ago they were.
+pub(crate) fn print_fields(fields: &BTreeMap<String, String>) {
+    let now = Utc::now();
+    for (name, value) in fields {
+        match output::field_time(fields, name).filter(|_| output::TIME_FIELDS.contains(&name.as_str())) {
+            Some(t) => println!("{name:<24} {value} ({})", output::relative(t, now)),
+            None => println!("{name:<24} {value}"),
+        }
+    }
+}
+
+async fn show(args: ShowArgs) -> Result<Exit, CliError> {
+    let id = id_arg(&args.job_id)?;
+    let Ops { store, .. } = ops::connect(&args.config).await?;
+    let fields = store.job_fields(&id).await?.ok_or_else(|| job_not_found(&id))?;
+    if args.raw {
+        output::print_json(&output::raw_json(&fields));
+    } else if args.out.json {
+        output::print_json(&output::job_json(&fields));
+    } else {
+        println!("Job {id}");
+        print_fields(&fields);
+    }
+    Ok(Exit::Ok)
+}
+
+async fn list(args: ListArgs) -> Result<Exit, CliError> {
+    let queue = args.queue.as_deref().map(|q| queue_arg(q, "--queue")).transpose()?;
+    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let ids = store.job_ids(0).await?;
+    let mut jobs: Vec<BTreeMap<String, String>> = store
+        .job_fields_batch(&ids)
+        .await?
+        .into_iter()
+        .flatten()
+        .filter(|f| args.status.is_none_or(|s| JobStatus::parse(output::field(f, "status")) == Some(s)))
+        .filter(|f| queue.is_none() || job_queue(f, &settings.default_queue) == queue)
+        .filter(|f| args.function.as_deref().is_none_or(|name| output::field(f, "function_name") == name))
+        .collect();
+    // Newest first; jobs without a readable enqueue time last.
+    jobs.sort_by_key(|f| std::cmp::Reverse(output::field_time(f, "enqueue_time")));
+    let matched = jobs.len();
+    jobs.truncate(args.limit);
+
+    if args.out.json {
+        output::print_json(&Value::Array(jobs.iter().map(output::job_json).collect()));
+        return Ok(Exit::Ok);
+    }
+    if jobs.is_empty() {
+        println!("No jobs found");
+        return Ok(Exit::Ok);
+    }
+    let now = Utc::now();
+    let mut t = output::table(&["Job ID", "Function", "Queue", "Status", "Enqueued", "Duration"]);
+    output::align_right(&mut t, &[5]);
+    for f in &jobs {
+        let status = output::status(f);
+        let start = output::field_time(f, "start_time");
+        let end = output::field_time(f, "completion_time").or_else(|| (status == "ACTIVE").then_some(now));
+        let duration = match (start, end) {
+            (Some(s), Some(e)) => output::duration(output::seconds_between(s, e)),
+            _ => "N/A".to_owned(),
+        };
+        t.add_row(vec![
+            output::field(f, "id").to_owned(),
+            output::truncate(output::field(f, "function_name"), 30),
+            output::field(f, "queue_name").to_owned(),
+            status,
+            output::relative_opt(output::field_time(f, "enqueue_time"), now),
+            duration,
+        ]);
+    }
+    println!("{}", output::render(&t));
+    if matched > jobs.len() {
+        println!();
+        println!("Showing the {} newest of {matched} matching jobs; use --limit {matched} to see all", jobs.len());
+    }
+    Ok(Exit::Ok)
+}
+
+async fn cancel(args: IdArgs) -> Result<Exit, CliError> {
+    let id = id_arg(&args.job_id)?;
+    let Ops { store, .. } = ops::connect(&args.config).await?;
+    let (result, message) = match store.cancel(&id, Utc::now()).await? {
+        CancelResult::Cancelled => ("cancelled", format!("Job '{id}' cancelled successfully")),
+        CancelResult::CancelRequested => (
+            "cancel_requested",
+            format!("Cancel requested for running job '{id}': its worker stops it and marks it CANCELLED"),
+        ),
+        CancelResult::NotFound => return Err(job_not_found(&id)),
+        CancelResult::NotCancellable(status) => {
+            let status = status.map_or("UNKNOWN", |s| s.as_str());
+            return Err(ops::failure(format!(
+                "Job '{id}' cannot be cancelled: its status is {status}; only PENDING, RETRYING and ACTIVE jobs can be"
+            )));
+        }
+    };
+    if args.out.json {
+        output::print_json(&json!({"job_id": id.as_str(), "result": result}));
+    } else {
+        println!("{message}");
+    }
+    Ok(Exit::Ok)
+}
+
+async fn retry(args: IdArgs) -> Result<Exit, CliError> {
+    let id = id_arg(&args.job_id)?;
+    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let fields = store.job_fields(&id).await?.ok_or_else(|| job_not_found(&id))?;
+    let status = output::status(&fields);
+    if status != JobStatus::Failed.as_str() {
+        return Err(ops::failure(format!(
+            "Job '{id}' is {status}; only FAILED jobs can be retried (`rrq job replay {id}` enqueues a copy of any job)"
+        )));
+    }
+    let dlq = fields.get("dlq_name").and_then(|d| DlqName::parse(d)).unwrap_or_else(|| settings.default_dlq.clone());
+    let target = job_queue(&fields, &settings.default_queue).unwrap_or_else(|| settings.default_queue.clone());
+    if !store.dlq_requeue(&dlq, &id, &target, Utc::now()).await? {
+        return Err(ops::failure(format!(
+            "Job '{id}' is FAILED but not in DLQ '{dlq}'; nothing was requeued (`rrq job replay {id}` enqueues a copy)"
+        )));
+    }
+    if args.out.json {
+        output::print_json(&json!({"job_id": id.as_str(), "dlq": dlq.as_str(), "queue": target.as_str()}));
+    } else {
+        println!("Job '{id}' requeued from {dlq} to {target}");
+    }
+    Ok(Exit::Ok)
+}
+
+async fn replay(args: ReplayArgs) -> Result<Exit, CliError> {
+    let id = id_arg(&args.job_id)?;
+    let queue = args.queue.as_deref().map(|q| queue_arg(q, "--queue")).transpose()?;
+    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let job = match store.job(&id).await? {
+        None => return Err(job_not_found(&id)),
+        Some(Err(e)) => return Err(ops::failure(format!("Job '{id}' cannot be replayed: {e}"))),
+        Some(Ok(job)) => job,
+    };
+    let queue: QueueName = queue.or(job.queue_name).unwrap_or_else(|| settings.default_queue.clone());
+    let producer = Producer::with_store(store, ProducerConfig::from_settings(&settings));
+    let options = EnqueueOptions::queue(queue.as_str());
+    let new_id =
+        producer.enqueue(&job.function_name, Value::Object(job.params), options).await.map_err(|e| match e {
+            ProducerError::Store(e) => CliError::from(e),
+            e => CliError::from(e),
+        })?;
+    if args.out.json {
+        output::print_json(&json!({"job_id": id.as_str(), "new_job_id": new_id.as_str(), "queue": queue.as_str()}));
+    } else {
+        println!("Job replayed with new ID: {new_id}");
+    }
+    Ok(Exit::Ok)
+}
+
+/// One step of a job's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Event {
+    /// What happened.
+    pub name: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who or what, in words.
+    pub details: String,
+}
+
+/// The timeline a job hash records, in time order: enqueue, the reference's
+/// `retry_{i}_at` fields, the (last) start, the next run of a waiting retry
+/// or deferred job, and completion.
+pub(crate) fn timeline(fields: &BTreeMap<String, String>) -> Vec<Event> {
+    let mut events = Vec::new();
+    let status = output::status(fields);
+    let max = fields.get("max_retries").map_or("?", String::as_str);
+    let retries: u32 = output::field(fields, "current_retries").trim().parse().unwrap_or(0);
+    let mut push = |name: String, field: &str, details: String| {
+        if let Some(at) = output::field_time(fields, field) {
+            events.push(Event { name, at, details });
+        }
+    };
+    push("Enqueued".into(), "enqueue_time", format!("Function: {}", output::field(fields, "function_name")));
+    for i in 0..retries {
+        push(format!("Retry {}", i + 1), &format!("retry_{i}_at"), format!("Attempt {} of {max}", i + 1));
+    }
+    let worker = fields.get("worker_id").map_or("unknown", String::as_str);
+    push("Started".into(), "start_time", format!("Worker: {worker}"));
+    let next = format!("Attempt {} of {max}", retries + 1);
+    if status == "RETRYING" {
+        push("Next run".into(), "next_scheduled_run_time", next);
+    } else if status == "PENDING"
+        && output::field_time(fields, "next_scheduled_run_time") > output::field_time(fields, "enqueue_time")
+    {
+        push("Scheduled".into(), "next_scheduled_run_time", next);
+    }
+    let mut finished = format!("Status: {status}");
+    if let Some(e) = fields.get("last_error").filter(|_| status == "FAILED") {
+        finished.push_str(&format!(" ({})", output::truncate(e, 60)));
+    }
+    push("Finished".into(), "completion_time", finished);
+    events.sort_by_key(|e| e.at);
+    events
+}
+
+async fn trace(args: IdArgs) -> Result<Exit, CliError> {
+    let id = id_arg(&args.job_id)?;
+    let Ops { store, .. } = ops::connect(&args.config).await?;
+    let fields = store.job_fields(&id).await?.ok_or_else(|| job_not_found(&id))?;
+    let events = timeline(&fields);
+    let total = match (events.first(), output::field_time(&fields, "completion_time")) {
+        (Some(first), Some(done)) => Some(output::seconds_between(first.at, done)),
+        _ => None,
+    };
+    if args.out.json {
+        let mut previous: Option<DateTime<Utc>> = None;
+        let rows: Vec<Value> = events
+            .iter()
+            .map(|e| {
+                let since = previous.map(|p| output::seconds_between(p, e.at));
+                previous = Some(e.at);
+                json!({
+                    "event": e.name,
+                    "time": output::time_json(Some(e.at)),
+                    "since_previous_seconds": since,
+                    "details": e.details,
+                })
+            })
+            .collect();
+        output::print_json(&json!({
+            "job_id": id.as_str(),
+            "status": output::status(&fields),
+            "events": rows,
+            "total_duration_seconds": total,
+        }));
+        return Ok(Exit::Ok);
+    }
+    if events.is_empty() {
+        println!("No trace data found for job {id}");
+        return Ok(Exit::Ok);
+    }
+    let now = Utc::now();
+    println!("Job trace for {id}");
+    let mut t = output::table(&["Event", "Time", "Since previous", "Details"]);
+    output::align_right(&mut t, &[2]);
+    let mut previous: Option<DateTime<Utc>> = None;
+    for e in &events {
+        let since =
+            previous.map_or_else(String::new, |p| format!("+{}", output::duration(output::seconds_between(p, e.at))));
+        previous = Some(e.at);
+        t.add_row(vec![e.name.clone(), output::relative(e.at, now), since, e.details.clone()]);
+    }
+    println!("{}", output::render(&t));
+    println!();
+    match total {
+        Some(total) => println!("Total Duration: {}", output::duration(total)),
+        None => println!("Status: {} (not finished)", output::status(&fields)),
+    }
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn a_finished_job_has_a_timeline_in_time_order() {
+        let f = fields(&[
+            ("function_name", "retry_once"),
+            ("enqueue_time", "2030-01-01T00:00:00+00:00"),
+            ("start_time", "2030-01-01T00:00:04.5+00:00"),
+            ("completion_time", "2030-01-01T00:00:04.506+00:00"),
+            ("worker_id", "w1"),
+            ("status", "FAILED"),
+            ("last_error", "boom"),
+            ("current_retries", "1"),
+            ("max_retries", "3"),
+            ("retry_0_at", "2030-01-01T00:00:02+00:00"),
+        ]);
+        let names: Vec<_> = timeline(&f).into_iter().map(|e| (e.name, e.details)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("Enqueued".to_owned(), "Function: retry_once".to_owned()),
+                ("Retry 1".to_owned(), "Attempt 1 of 3".to_owned()),
+                ("Started".to_owned(), "Worker: w1".to_owned()),
+                ("Finished".to_owned(), "Status: FAILED (boom)".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_waiting_retry_shows_its_next_run() {
+        let f = fields(&[
+            ("function_name", "f"),
+            ("enqueue_time", "2030-01-01T00:00:00+00:00"),
+            ("start_time", "2030-01-01T00:00:01+00:00"),
+            ("next_scheduled_run_time", "2030-01-01T00:00:05+00:00"),
+            ("status", "RETRYING"),
+            ("current_retries", "1"),
+            ("max_retries", "5"),
+        ]);
+        let last = timeline(&f).pop().unwrap();
+        assert_eq!((last.name.as_str(), last.details.as_str()), ("Next run", "Attempt 2 of 5"));
+    }
+
+    #[test]
+    fn a_pending_job_shows_a_schedule_only_when_deferred() {
+        let mut f = fields(&[
+            ("function_name", "f"),
+            ("enqueue_time", "2030-01-01T00:00:00+00:00"),
+            ("next_scheduled_run_time", "2030-01-01T00:00:00+00:00"),
+            ("status", "PENDING"),
+        ]);
+        assert_eq!(timeline(&f).len(), 1, "ready at once: only the enqueue");
+        f.insert("next_scheduled_run_time".into(), "2030-01-01T00:05:00+00:00".into());
+        let last = timeline(&f).pop().unwrap();
+        assert_eq!((last.name.as_str(), last.details.as_str()), ("Scheduled", "Attempt 1 of ?"));
+    }
+
+    #[test]
+    fn statuses_are_checked_when_parsed() {
+        assert_eq!(parse_status("Failed"), Ok(JobStatus::Failed));
+        assert!(parse_status("done").unwrap_err().contains("completed"));
+    }
+}
