@@ -30,6 +30,9 @@ pub const LEASES: &str = "rrq:leases";
 pub const PAUSED: &str = "rrq:paused_queues";
 /// RRQ extension: pub/sub channel carrying a queue key when jobs become ready.
 pub const READY_CHANNEL: &str = "rrq:ready";
+/// RRQ extension: ZSET of cron entry ids scored by the last tick handled
+/// (epoch seconds), read by workers that start after missed ticks.
+pub const CRON_TICKS: &str = "rrq:cron:ticks";
 /// RRQ extension: prefix under which a job key of the wrong type is preserved
 /// when it is quarantined.
 pub const QUARANTINE_PREFIX: &str = "rrq:quarantine:";

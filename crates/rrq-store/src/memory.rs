@@ -445,6 +445,26 @@ impl Store for MemoryStore {
                 st.write_job(&job, now);
                 Ok(Enqueued::Created(job.id))
             }
+            Plan::UniqueLock { key, unique, ttl } => {
+                if st.has_hash(&id, now) {
+                    return Err(StoreError::JobIdTaken(job.id));
+                }
+                let mut job = job;
+                job.unique_key = Some(unique);
+                // What Redis' PTTL would say: absent, no expiry, or ms left.
+                match st.string(&key, now).map(|lock| lock.expires_at) {
+                    None => st.set_string(key, id, Some(after(now, Duration::from_secs(ttl)))),
+                    Some(None) => {}
+                    Some(Some(expires_at)) => {
+                        let remaining = epoch_ms(expires_at) - epoch_ms(now);
+                        if let Some(at) = shared::unique_deferral(&job, remaining) {
+                            job.scheduled_time = DateTime::from_timestamp_millis(at).unwrap_or(job.scheduled_time);
+                        }
+                    }
+                }
+                st.write_job(&job, now);
+                Ok(Enqueued::Created(job.id))
+            }
         }
     }
 
@@ -974,6 +994,29 @@ impl Store for MemoryStore {
             st.lists.remove(keys::dlq(dlq));
         }
         Ok(taken)
+    }
+
+    async fn unique_lock_ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        let (mut st, now) = self.state();
+        let expires_at = st.string(&keys::unique_lock(key), now).and_then(|lock| lock.expires_at);
+        Ok(expires_at.and_then(|t| (t - now).to_std().ok()).filter(|left| !left.is_zero()))
+    }
+
+    async fn cron_tick(&self, entry: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        shared::cron_entry(entry)?;
+        let st = self.lock();
+        let secs = st.zsets.get(keys::CRON_TICKS).and_then(|z| z.scores.get(entry).copied());
+        Ok(secs.and_then(|s| DateTime::from_timestamp(s, 0)))
+    }
+
+    async fn record_cron_tick(&self, entry: &str, tick: DateTime<Utc>) -> Result<(), StoreError> {
+        shared::cron_entry(entry)?;
+        let mut st = self.lock();
+        let ticks = st.zset(keys::CRON_TICKS);
+        if ticks.scores.get(entry).is_none_or(|recorded| *recorded < tick.timestamp()) {
+            ticks.add(entry, tick.timestamp());
+        }
+        Ok(())
     }
 
     async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError> {

@@ -41,6 +41,9 @@ pub(crate) enum Plan {
     RateLimited { key: String, ttl: u64 },
     /// `rrq:debounce:{key}` with this TTL (at least 1).
     Debounced { key: String, ttl: u64 },
+    /// `rrq:lock:unique:{unique}` (`key`) with this TTL (at least 1); the
+    /// job's `job_unique_key` is `unique`.
+    UniqueLock { key: String, unique: String, ttl: u64 },
 }
 
 /// Validates a mode and computes its key and TTL for `job`.
@@ -79,7 +82,28 @@ pub(crate) fn plan(job: &NewJob, mode: &EnqueueMode) -> Result<Plan, StoreError>
             key: crate::keys::debounce(&key_of("debounce key", key)?),
             ttl: window("debounce window", *w)?,
         },
+        EnqueueMode::UniqueLock { key, ttl } => {
+            let unique = key_of("unique key", key)?;
+            Plan::UniqueLock { key: crate::keys::unique_lock(&unique), unique, ttl: window("unique lock TTL", *ttl)? }
+        }
     })
+}
+
+/// Checks a cron entry id (the member of the cron tick record).
+pub(crate) fn cron_entry(entry: &str) -> Result<(), StoreError> {
+    if entry.trim().is_empty() {
+        return Err(StoreError::InvalidInput { what: "cron entry", reason: "must not be blank".to_owned() });
+    }
+    Ok(())
+}
+
+/// When a job enqueued under a held unique lock becomes ready: its own
+/// scheduled time, pushed to at least its enqueue time plus the lock's
+/// remaining TTL (`remaining_ms` > 0), in queue-score milliseconds. `None`
+/// when the job is not pushed back.
+pub(crate) fn unique_deferral(job: &NewJob, remaining_ms: i64) -> Option<i64> {
+    let at = epoch_ms(job.enqueue_time).saturating_add(remaining_ms);
+    (remaining_ms > 0 && at > epoch_ms(job.scheduled_time)).then_some(at)
 }
 
 /// Whether a job scheduled at `at` is ready at `now` (queue scores have

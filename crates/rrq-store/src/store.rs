@@ -40,6 +40,24 @@ pub enum EnqueueMode {
         /// The window (TTL rounded up to whole seconds).
         window: Duration,
     },
+    /// The orchestrator's unique lock (cron entries with `unique = true`):
+    /// the job is always created, with `job_unique_key` = `key`. When
+    /// `rrq:lock:unique:{key}` is free, the job takes it (value: the job id,
+    /// expiry: `ttl`); while it is held with an expiry, the job is deferred
+    /// to at least its `enqueue_time` plus the lock's remaining TTL and the
+    /// lock is left alone (a lock without expiry defers nothing). The lock is
+    /// released, owner-checked, when its job completes or is dead-lettered.
+    /// A taken job id fails with [`StoreError::JobIdTaken`] without touching
+    /// the lock.
+    UniqueLock {
+        /// The unique key (e.g. `cron:{function_name}`), without the
+        /// `rrq:lock:unique:` prefix.
+        key: String,
+        /// Lock TTL (rounded up to whole seconds). The reference's rule is
+        /// the caller's: max(`default_unique_job_lock_ttl_seconds`, job
+        /// timeout + lock extension + 1 s, deferral + 1 s).
+        ttl: Duration,
+    },
 }
 
 /// What an enqueue did.
@@ -347,6 +365,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// ids were taken off; `0` once the DLQ is empty. Callers loop to purge a
     /// large DLQ in steps that never block the server for long.
     async fn dlq_purge(&self, dlq: &DlqName, max: usize) -> Result<u64, StoreError>;
+
+    /// Time left on the orchestrator unique lock `rrq:lock:unique:{key}`:
+    /// `Some` while it is held with an expiry; `None` when it is free or has
+    /// no expiry (which the reference treats as not held).
+    async fn unique_lock_ttl(&self, key: &str) -> Result<Option<Duration>, StoreError>;
+
+    /// The last tick recorded for a cron entry (by [`Store::record_cron_tick`]
+    /// of any worker); `None` when none was recorded.
+    async fn cron_tick(&self, entry: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Records that a cron entry's `tick` (whole seconds) was handled. The
+    /// record never moves back: an older tick than the recorded one is
+    /// ignored.
+    async fn record_cron_tick(&self, entry: &str, tick: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Moves a failed job from a DLQ back to `target` with a fresh attempt
     /// budget. Returns false when the id was not in that DLQ.

@@ -450,6 +450,19 @@ impl RedisStore {
                 field_args(&job, &mut args);
                 enqueued("enqueue", self.eval("enqueue", &scripts::ENQUEUE_DEBOUNCED, keys, args).await?)
             }
+            Plan::UniqueLock { key, unique, ttl } => {
+                let mut job = job;
+                job.unique_key = Some(unique);
+                keys.push(key);
+                args.extend([
+                    ttl.to_string(),
+                    flag(ready_now),
+                    keys::READY_CHANNEL.to_owned(),
+                    epoch_ms(job.enqueue_time).to_string(),
+                ]);
+                field_args(&job, &mut args);
+                enqueued("enqueue", self.eval("enqueue", &scripts::ENQUEUE_UNIQUE, keys, args).await?)
+            }
         }
     }
 
@@ -992,5 +1005,35 @@ impl Store for RedisStore {
 
     async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError> {
         self.inner.client.llen(keys::dlq(dlq)).await.map_err(|e| self.error("dlq_len", e))
+    }
+
+    async fn unique_lock_ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        const OP: &str = "unique_lock_ttl";
+        let ms = int(OP, &self.command(OP, "PTTL", vec![keys::unique_lock(key)]).await?)?;
+        Ok(u64::try_from(ms).ok().filter(|ms| *ms > 0).map(Duration::from_millis))
+    }
+
+    async fn cron_tick(&self, entry: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        const OP: &str = "cron_tick";
+        shared::cron_entry(entry)?;
+        let score = self.command(OP, "ZSCORE", vec![keys::CRON_TICKS.to_owned(), entry.to_owned()]).await?;
+        let secs = match score {
+            Value::Null => None,
+            Value::Double(f) => Some(f),
+            other => Some(
+                text(&other)
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .ok_or_else(|| protocol(OP, format!("expected a score, got {other:?}")))?,
+            ),
+        };
+        Ok(secs.and_then(|s| DateTime::from_timestamp(s as i64, 0)))
+    }
+
+    async fn record_cron_tick(&self, entry: &str, tick: DateTime<Utc>) -> Result<(), StoreError> {
+        const OP: &str = "record_cron_tick";
+        shared::cron_entry(entry)?;
+        let args = vec![entry.to_owned(), tick.timestamp().to_string()];
+        self.eval(OP, &scripts::CRON_TICK, vec![keys::CRON_TICKS.to_owned()], args).await?;
+        Ok(())
     }
 }

@@ -28,6 +28,10 @@ script!(
     ENQUEUE_DEBOUNCED = "lua/enqueue_debounced.lua"
 );
 script!(
+    /// Enqueue under the orchestrator unique lock.
+    ENQUEUE_UNIQUE = "lua/enqueue_unique.lua"
+);
+script!(
     /// Many standard enqueues in one step.
     ENQUEUE_BATCH = "lua/enqueue_batch.lua"
 );
@@ -86,4 +90,8 @@ script!(
 script!(
     /// Removal of the oldest DLQ entries and their failed jobs.
     DLQ_PURGE = "lua/dlq_purge.lua"
+);
+script!(
+    /// The last handled tick of a cron entry, moved only forward.
+    CRON_TICK = "lua/cron_tick.lua"
 );

@@ -53,3 +53,4 @@ mod inspect;
 mod lifecycle;
 mod outcomes;
 mod redis_only;
+mod unique;
