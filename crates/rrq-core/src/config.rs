@@ -5,6 +5,7 @@ use std::time::Duration;
 use rrq_protocol::QueueName;
 use rrq_store::JobDefaults;
 
+use crate::cron::CronJob;
 use crate::policy::{Backoff, Routing};
 
 /// Everything a [`crate::Worker`] needs to know, already validated.
@@ -37,6 +38,15 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Stop once no job is ready and none is running.
     pub burst: bool,
+    /// Cron entries to schedule. Every worker may carry the same entries:
+    /// each tick is still enqueued once.
+    pub cron: Vec<CronJob>,
+    /// Floor of the unique-lock TTL of `unique` cron jobs
+    /// (`default_unique_job_lock_ttl_seconds`).
+    pub unique_lock_ttl: Duration,
+    /// Added to the job timeout (plus one second) for the unique-lock TTL
+    /// (`default_lock_timeout_extension_seconds`).
+    pub lock_extension: Duration,
 }
 
 impl WorkerConfig {
@@ -64,6 +74,9 @@ impl WorkerConfig {
             recovery_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
             burst: false,
+            cron: Vec::new(),
+            unique_lock_ttl: Duration::from_secs(21_600),
+            lock_extension: Duration::from_secs(60),
         }
     }
 }

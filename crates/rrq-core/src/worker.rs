@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::WorkerConfig;
+use crate::cron_task::CronTask;
 use crate::error::CoreError;
 use crate::job_task::{self, Control, Ending, Shared};
 
@@ -39,6 +40,11 @@ pub struct WorkerStats {
     pub abandoned: u64,
     /// Jobs of dead workers this worker recovered.
     pub recovered: u64,
+    /// Cron ticks whose job this worker created.
+    pub cron_enqueued: u64,
+    /// Cron ticks left alone: another worker had created the job, or an
+    /// earlier job of a `unique` entry still held its lock.
+    pub cron_skipped: u64,
 }
 
 /// A worker: takes jobs from queues in a store and runs them on runners.
@@ -138,10 +144,12 @@ struct LoopState {
     next_poll: Instant,
     status: &'static str,
     store_failures: u32,
+    cron: CronTask,
 }
 
 impl LoopState {
     fn new(config: WorkerConfig, shared: Arc<Shared>, concurrency: usize) -> Self {
+        let cron = CronTask::new(&config, shared.clock.now());
         Self {
             config,
             shared,
@@ -154,6 +162,7 @@ impl LoopState {
             next_poll: Instant::now(),
             status: "polling",
             store_failures: 0,
+            cron,
         }
     }
 
@@ -188,6 +197,7 @@ impl LoopState {
                     break;
                 }
             }
+            let cron_at = self.cron.wakeup(self.shared.clock.now());
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finished(done),
@@ -206,6 +216,9 @@ impl LoopState {
                 _ = renew.tick() => self.renew().await,
                 _ = heartbeat.tick() => self.heartbeat().await,
                 _ = recovery.tick() => self.recover().await,
+                () = sleep_until(cron_at.unwrap_or(self.next_poll)), if cron_at.is_some() => {
+                    self.cron.run(&self.shared, &mut self.stats).await;
+                }
             }
         }
         self.drain().await;

@@ -1,6 +1,7 @@
 //! The worker against `MemoryStore`, a scripted runner and paused tokio time:
 //! every transition of the job state machine, with no real sleeps.
 
+mod cron;
 mod support;
 mod trace;
 
