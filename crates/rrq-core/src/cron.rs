@@ -140,7 +140,7 @@ impl CronJob {
             .build()
             .parse(schedule)
             .map_err(|e| error("schedule", schedule, format!("not a cron expression: {e}")))?;
-        let now = Utc::now().with_timezone(&timezone);
+        let now = whole_second(Utc::now()).with_timezone(&timezone);
         if let Err(e) = cron.find_next_occurrence(&now, false) {
             return Err(error("schedule", schedule, format!("the schedule never fires after {now} ({e})")));
         }
