@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::config::ConfigError;
+
 /// Why a request produced no outcome. Every variant except `Timeout` is a
 /// transport failure: the worker retries the job with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -20,4 +22,30 @@ pub enum PoolError {
     /// The pool is shutting down and takes no new requests.
     #[error("runner pool is shutting down")]
     ShuttingDown,
+    /// The pool configuration is unusable (returned by `ProcessPool::start`).
+    #[error("invalid runner pool configuration")]
+    Config(#[from] ConfigError),
+}
+
+/// Why the requests pending on a connection failed; cloned into one
+/// [`PoolError`] per request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// A transport error with this message.
+    Transport(String),
+    /// The pool is shutting down.
+    ShuttingDown,
+}
+
+impl Failure {
+    pub(crate) fn transport(message: impl Into<String>) -> Self {
+        Failure::Transport(message.into())
+    }
+
+    pub(crate) fn to_error(&self) -> PoolError {
+        match self {
+            Failure::Transport(m) => PoolError::Transport(m.clone()),
+            Failure::ShuttingDown => PoolError::ShuttingDown,
+        }
+    }
 }

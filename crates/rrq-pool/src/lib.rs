@@ -1,13 +1,57 @@
-//! RRQ runner pools: processes that execute requests over the runner protocol.
+//! RRQ runner pools: run job requests in runner processes over the runner
+//! protocol (version `"2"`), and survive whatever those processes do.
 //!
-//! Place in the graph: above `rrq-protocol` only. It knows nothing of queues,
-//! retries or Redis: a request goes in, a typed outcome comes out.
+//! Place in the graph: above `rrq-protocol` only. The pool knows nothing of
+//! queues, retries, Redis or configuration files: a request goes in, a typed
+//! outcome (or a [`PoolError`]) comes out. The worker (`rrq-core`) sees it
+//! through the [`Runner`] trait; the CLI builds a [`PoolConfig`] per
+//! `[rrq.runners.NAME]` table and calls [`ProcessPool::start`].
 //!
-//! Main types: [`Runner`] (the seam the worker uses), [`PoolError`],
-//! [`RunnerHealth`].
+//! Main types:
+//! * [`Runner`] / [`RunnerHealth`]: the seam the worker uses.
+//! * [`ProcessPool`]: the `Runner` of one configured runner. Managed mode
+//!   spawns `pool_size` processes as `cmd… --tcp-socket 127.0.0.1:PORT`, each
+//!   in its own process group with a parent-death signal; external mode
+//!   connects to a runner started elsewhere.
+//! * [`PoolConfig`] / [`PoolMode`] / [`ConfigError`]: the typed configuration,
+//!   validated with errors that name the field.
+//!
+//! Invariants:
+//! * no runner process outlives the pool: shutdown terminates every process
+//!   group (SIGTERM, then SIGKILL after the grace), dropping the pool kills
+//!   them, and on Linux the kernel kills them if the orchestrator dies;
+//! * a process is used only once it is ready *and* verified: still alive, and
+//!   (Linux) the listener on its port belongs to its process group — a foreign
+//!   process on the port is never mistaken for the runner (SEMANTICS D15);
+//! * one persistent connection per process carries up to `max_in_flight`
+//!   requests; responses are matched by `request_id` and checked against the
+//!   `job_id`; a broken connection fails only its own requests, with a
+//!   transport error, and is reopened on next use;
+//! * `execute` never outlives its timeout; a timed-out request is forgotten
+//!   (late answers are dropped), cancelled when the protocol asks for it, and
+//!   its process terminated unless it is shared and the cancel got through;
+//! * a crashing process is respawned with exponential backoff and reported as
+//!   crash-looping after repeated failures instead of being restarted in a
+//!   tight loop.
+//!
+//! Tests: unit tests beside the code for the pure parts (configuration,
+//! backoff and dispatch choice, `/proc` parsing); `tests/pool` drives the pool
+//! against in-process fake runners (protocol faults, multiplexing, timeouts)
+//! in external mode, and against small Python runners written to a temporary
+//! directory in managed mode (spawn contract, crashes, kills, process groups,
+//! a SIGKILLed orchestrator).
 
+mod config;
+mod connection;
 mod error;
+mod identity;
+mod policy;
+mod pool;
+mod process;
 mod runner;
+mod slot;
 
+pub use config::{ConfigError, MAX_IN_FLIGHT_LIMIT, PoolConfig, PoolMode};
 pub use error::PoolError;
+pub use pool::ProcessPool;
 pub use runner::{Runner, RunnerHealth};

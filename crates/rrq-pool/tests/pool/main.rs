@@ -1,0 +1,8 @@
+//! Integration tests of `ProcessPool`: external mode against in-process fake
+//! runners, managed mode against small Python runners, and a pool host
+//! killed with SIGKILL.
+
+mod external;
+mod host;
+mod managed;
+mod support;
