@@ -55,8 +55,10 @@ pub struct PoolConfig {
     /// How long a process may take to accept connections after it was
     /// spawned, and how long to keep retrying an external runner.
     pub connect_timeout: Duration,
-    /// Longest wait for one response once the request was written; `None`
-    /// waits as long as the request's own timeout allows.
+    /// Longest wait for one response, counted from the moment the request is
+    /// handed to the connection's writer; `None` waits as long as the
+    /// request's own timeout allows. Expiry is a transport error
+    /// (`runner response timeout`).
     pub response_timeout: Option<Duration>,
     /// Delay between SIGTERM and SIGKILL when a process group is terminated;
     /// zero kills at once.

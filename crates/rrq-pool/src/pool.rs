@@ -35,6 +35,12 @@ const CANCELLED_MESSAGE: &str = "Job cancelled";
 /// Start it with [`ProcessPool::start`]; use it through [`Runner`]; stop it
 /// with [`Runner::shutdown`]. Dropping it without a shutdown kills every
 /// process group at once.
+///
+/// A process terminated on purpose (a timed-out request, `restart_all`) is
+/// replaced at once; one that crashed is replaced after an exponential
+/// backoff (100 ms doubling to 10 s, reset after 10 s of healthy uptime), and
+/// after three failures in a row it is reported as crash-looping and requests
+/// for it fail fast with [`PoolError::Unavailable`].
 #[derive(Debug)]
 pub struct ProcessPool {
     inner: Arc<Inner>,
@@ -421,7 +427,11 @@ impl Inner {
     /// is shared and the cancel was delivered (SEMANTICS §11).
     fn abandon(&self, track: &mut Tracking<'_>, reason: String) {
         let Some(sent) = track.sent.take() else { return };
-        sent.conn.abandon(&track.request_id);
+        if !sent.conn.abandon(&track.request_id) {
+            // Answered (or failed with its connection) at the last moment:
+            // nothing is left running that needs stopping.
+            return;
+        }
         let shared = sent.conn.in_flight() > 0;
         let hints = self.config.cancel_hints;
         if !shared && !hints {
