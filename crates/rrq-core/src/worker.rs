@@ -191,7 +191,15 @@ impl LoopState {
         loop {
             self.reap_finished();
             if self.want_claim || Instant::now() >= self.next_poll {
-                let claimed = self.claim_cycle().await?;
+                let claimed = match self.claim_cycle().await {
+                    Ok(n) => n,
+                    Err(fatal) => {
+                        // Running jobs still get the grace period and are put
+                        // back rather than left to orphan recovery.
+                        self.drain().await;
+                        return Err(fatal);
+                    }
+                };
                 if self.config.burst && claimed == 0 && self.running.is_empty() {
                     info!("burst mode: no job ready and none running; stopping");
                     break;
