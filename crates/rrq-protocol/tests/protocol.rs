@@ -182,12 +182,7 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let d = FrameDecoder::new(256);
         let mut buf = BytesMut::from(&bytes[..]);
-        loop {
-            match d.decode(&mut buf) {
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => break,
-            }
-        }
+        while let Ok(Some(_)) = d.decode(&mut buf) {}
         let _ = d.decode_eof(&mut buf);
     }
 
