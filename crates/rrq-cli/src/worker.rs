@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rrq_config::{RunnerMode, Settings};
-use rrq_core::{Backoff, Routing, Worker, WorkerConfig};
+use rrq_core::{Backoff, CronJob, Routing, Worker, WorkerConfig};
 use rrq_pool::Runner;
 use rrq_protocol::QueueName;
 use rrq_store::{JobDefaults, RedisStore, Store};
@@ -120,8 +120,13 @@ pub(crate) fn needed_runners(settings: &Settings, queues: &[QueueName]) -> Resul
     Ok(needed)
 }
 
-/// The worker configuration the settings describe.
-pub(crate) fn worker_config(settings: &Settings, queues: Vec<QueueName>, burst: bool) -> WorkerConfig {
+/// The worker configuration the settings describe; invalid cron entries stop
+/// start-up with the entry's key.
+pub(crate) fn worker_config(
+    settings: &Settings,
+    queues: Vec<QueueName>,
+    burst: bool,
+) -> Result<WorkerConfig, CliError> {
     let mut config = WorkerConfig::new(queues);
     config.defaults = JobDefaults {
         max_retries: settings.default_max_retries,
@@ -139,7 +144,23 @@ pub(crate) fn worker_config(settings: &Settings, queues: Vec<QueueName>, burst: 
         Duration::from_secs((settings.health_check_interval + settings.health_check_ttl_buffer).as_secs().max(1));
     config.shutdown_grace = settings.shutdown_grace;
     config.burst = burst;
-    config
+    config.unique_lock_ttl = Duration::from_secs(settings.unique_job_lock_ttl_seconds.max(1) as u64);
+    config.lock_extension = Duration::from_secs(settings.lock_timeout_extension_seconds.max(0) as u64);
+    for entry in &settings.cron {
+        let job = CronJob::new(
+            &entry.key,
+            &entry.function_name,
+            &entry.schedule,
+            entry.params.clone(),
+            entry.queue.clone(),
+            entry.unique,
+            entry.timezone.as_deref(),
+            entry.catch_up,
+        )
+        .map_err(|e| CliError::new(Exit::Config, e))?;
+        config.cron.push(job);
+    }
+    Ok(config)
 }
 
 async fn run_worker(args: RunArgs) -> Result<Exit, CliError> {
@@ -166,7 +187,7 @@ pub(crate) fn apply_runner_mode(settings: &mut Settings, mode: Option<&str>) {
 /// the worker ready to run.
 pub(crate) async fn build_worker(settings: &Settings, queues: Vec<QueueName>, burst: bool) -> Result<Worker, CliError> {
     let needed = needed_runners(settings, &queues)?;
-    let config = worker_config(settings, queues, burst);
+    let config = worker_config(settings, queues, burst)?;
     let store: Arc<dyn Store> =
         Arc::new(RedisStore::connect(&settings.redis_dsn).await?.with_defaults(config.defaults.clone()));
     let mut worker = Worker::new(config, store);
