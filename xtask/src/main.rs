@@ -79,6 +79,8 @@ fn test(extra: &[String]) -> Result<()> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     invariants::check()?;
+    // Doc tests first, so the run ends with the test runner's own summary.
+    run(cargo().args(["test", "--workspace", "--doc"]))?;
     if has_nextest() {
         run(cargo()
             .args(["nextest", "run", "--workspace", "--no-fail-fast", "--failure-output", "final"])
@@ -86,6 +88,5 @@ fn test(extra: &[String]) -> Result<()> {
     } else {
         run(cargo().args(["test", "--workspace", "--no-fail-fast"]).args(extra))?;
     }
-    run(cargo().args(["test", "--workspace", "--doc"]))?;
     Ok(())
 }
