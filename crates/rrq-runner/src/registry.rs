@@ -311,6 +311,76 @@ impl Registry {
     pub(crate) fn call(&self, name: &str, params: Map<String, Value>, ctx: JobContext) -> Option<BoxedOutcome> {
         self.handlers.get(name).map(|h| h(params, ctx))
     }
+
+    /// Runs one request in this process, exactly as the server would run it
+    /// for a connection: handler lookup (`handler_not_found`), the request's
+    /// deadline (`Job deadline exceeded` / `Job execution timed out`),
+    /// cancellation through `cancel` (`cancelled` / `Job cancelled`), and a
+    /// panicking handler reported as an error outcome. `cancel` is cancelled
+    /// when this returns, so work the handler handed off sees the end too.
+    ///
+    /// This is how an orchestrator embeds handlers without a socket.
+    pub async fn execute(&self, request: &ExecutionRequest, cancel: CancellationToken) -> ExecutionOutcome {
+        let outcome = self.execute_inner(request, &cancel).await;
+        cancel.cancel();
+        outcome
+    }
+
+    async fn execute_inner(&self, request: &ExecutionRequest, cancel: &CancellationToken) -> ExecutionOutcome {
+        use crate::server::messages;
+        use futures::FutureExt;
+        use rrq_protocol::error_types;
+
+        let deadline = match request.context.deadline.as_deref() {
+            None => None,
+            Some(text) => match parse_time(text) {
+                Some(t) => Some(t),
+                None => {
+                    return ExecutionOutcome::error(
+                        request,
+                        OutcomeError::message(format!("Invalid deadline: '{text}'")),
+                    );
+                }
+            },
+        };
+        let expiry_at = match deadline {
+            None => None,
+            Some(d) => match (d - Utc::now()).to_std() {
+                Ok(left) if !left.is_zero() => Some(tokio::time::Instant::now() + left),
+                _ => return ExecutionOutcome::timeout(request, messages::DEADLINE_EXCEEDED),
+            },
+        };
+        let ctx = JobContext::new(request, deadline, cancel.clone());
+        let Some(handler) = self.call(&request.function_name, request.params.clone(), ctx) else {
+            let message = format!("No handler registered for function '{}'", request.function_name);
+            return ExecutionOutcome::error(request, OutcomeError::with_kind(message, error_types::HANDLER_NOT_FOUND));
+        };
+        let expiry = async {
+            match expiry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => {
+                ExecutionOutcome::error(request, OutcomeError::with_kind(messages::CANCELLED, error_types::CANCELLED))
+            }
+            () = expiry => ExecutionOutcome::timeout(request, messages::TIMED_OUT),
+            result = std::panic::AssertUnwindSafe(handler).catch_unwind() => match result {
+                Ok(Ok(value)) => ExecutionOutcome::success(request, value),
+                Ok(Err(e)) => e.into_outcome(request),
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".to_owned());
+                    ExecutionOutcome::error(request, OutcomeError::message(format!("Handler panicked: {what}")))
+                }
+            },
+        }
+    }
 }
 
 #[cfg(test)]

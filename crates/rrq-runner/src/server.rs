@@ -4,14 +4,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chrono::Utc;
-use futures::FutureExt;
 use rrq_protocol::{
     CancelRequest, DEFAULT_MAX_FRAME_BYTES, Envelope, ExecutionOutcome, ExecutionRequest, FrameDecoder, OutcomeError,
     PROTOCOL_VERSION, encode_frame, error_types,
@@ -20,12 +17,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::registry::{JobContext, Registry, parse_time};
+use crate::registry::Registry;
 use crate::{ServeError, address};
 
 /// How many requests one connection may have running at once (the reference
@@ -352,27 +348,6 @@ async fn accept(
         let _ = outbox.send(outcome).await;
         return;
     }
-    let deadline = match request.context.deadline.as_deref() {
-        None => None,
-        Some(text) => match parse_time(text) {
-            Some(t) => Some(t),
-            None => {
-                let _ = outbox.send(refuse(&format!("Invalid deadline: '{text}'"))).await;
-                return;
-            }
-        },
-    };
-    let timer = match deadline {
-        None => None,
-        Some(d) => match (d - Utc::now()).to_std() {
-            Ok(left) if !left.is_zero() => Some(Instant::now() + left),
-            _ => {
-                let _ = outbox.send(ExecutionOutcome::timeout(&request, messages::DEADLINE_EXCEEDED)).await;
-                return;
-            }
-        },
-    };
-
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let cancel = state.abort.child_token();
     let running =
@@ -381,48 +356,19 @@ async fn accept(
     busy.fetch_add(1, Ordering::AcqRel);
     let guard = RunningGuard { state: Arc::clone(state), id, busy: Arc::clone(busy) };
 
-    let ctx = JobContext::new(&request, deadline, cancel.clone());
-    let params = request.params.clone();
-    let Some(handler) = state.registry.call(&request.function_name, params, ctx) else {
-        // Checked above and the registry is immutable; answer sensibly anyway.
-        let message = format!("No handler registered for function '{}'", request.function_name);
-        let _ = outbox
-            .send(ExecutionOutcome::error(&request, OutcomeError::with_kind(message, error_types::HANDLER_NOT_FOUND)))
-            .await;
-        return;
-    };
     let outbox = outbox.clone();
     let closed = closed.clone();
+    let registry = state.registry.clone();
     state.requests.spawn(async move {
         let _guard = guard;
-        let expiry = async {
-            match timer {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         let outcome = tokio::select! {
             biased;
-            () = closed.cancelled() => return,
-            () = cancel.cancelled() => {
-                ExecutionOutcome::error(&request, OutcomeError::with_kind(messages::CANCELLED, error_types::CANCELLED))
+            () = closed.cancelled() => {
+                cancel.cancel();
+                return;
             }
-            () = expiry => ExecutionOutcome::timeout(&request, messages::TIMED_OUT),
-            result = AssertUnwindSafe(handler).catch_unwind() => match result {
-                Ok(Ok(value)) => ExecutionOutcome::success(&request, value),
-                Ok(Err(e)) => e.into_outcome(&request),
-                Err(panic) => {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".to_owned());
-                    ExecutionOutcome::error(&request, OutcomeError::message(format!("Handler panicked: {what}")))
-                }
-            },
+            outcome = registry.execute(&request, cancel.clone()) => outcome,
         };
-        // Work the handler handed off (threads, tasks) sees the end too.
-        cancel.cancel();
         let _ = outbox.send(outcome).await;
     });
 }
