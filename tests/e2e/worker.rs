@@ -76,3 +76,67 @@ async fn burst_worker_runs_every_outcome_kind_with_the_rust_runner() {
     dlq.sort();
     assert_eq!(dlq, ["bad", "missing", "no-runner", "slow"]);
 }
+
+fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics listener");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_worker_serves_metrics_and_health() {
+    let redis = TestRedis::private();
+    let dir = TempDir::new("metrics");
+    let port = crate::support::free_ports(1);
+    let config =
+        dir.write("rrq.toml", &rust_runner_config(&redis, &format!("metrics_listen = \"127.0.0.1:{port}\""), 1, 4));
+    let producer = Producer::new(redis.url()).await.expect("connect");
+    producer.enqueue("echo", json!({"x": 1}), with_id("m1")).await.unwrap();
+    producer
+        .enqueue("fail", json!({"value": "v"}), EnqueueOptions { max_retries: Some(1), ..with_id("m2") })
+        .await
+        .unwrap();
+
+    let worker = std::process::Command::new(crate::support::rrq_bin())
+        .args(["worker", "run", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG_FORMAT", "text")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start worker");
+    let done = producer.wait_for_completion(&JobId::new("m2"), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(done.and_then(|r| r.status), Some(JobStatus::Failed));
+    producer.wait_for_completion(&JobId::new("m1"), Duration::from_secs(30)).await.unwrap().expect("m1 done");
+
+    let (status, body) = http_get(port, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        body.contains(r#"rrq_jobs_completed_total{queue="rrq:queue:default",function="echo"} 1"#),
+        "completed counter missing:\n{body}"
+    );
+    assert!(body.contains(r#"rrq_jobs_dead_lettered_total{queue="rrq:queue:default",function="fail"} 1"#), "{body}");
+    assert!(body.contains("rrq_job_duration_seconds_bucket"), "{body}");
+    let (status, body) = http_get(port, "/healthz");
+    assert!(status.contains("200"), "{status} {body}");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("health JSON");
+    assert_eq!(health["redis"], "ok");
+    assert_eq!(health["runners"]["rust"]["up"], true);
+
+    // Redis gone: the worker stays up but reports itself unavailable.
+    drop(redis);
+    let (status, body) = http_get(port, "/healthz");
+    assert!(status.contains("503"), "{status} {body}");
+
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(worker.id().to_string()).status();
+    let out = crate::support::wait_with_deadline(worker, Duration::from_secs(30));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("Serving /metrics and /healthz on http://127.0.0.1:{port}"))
+    );
+}

@@ -17,6 +17,7 @@ mod ops;
 mod output;
 mod queue;
 mod runners;
+mod serve;
 mod watch;
 mod worker;
 

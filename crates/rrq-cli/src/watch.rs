@@ -230,7 +230,7 @@ pub async fn run(args: WatchArgs) -> Result<Exit, CliError> {
         if pre_restart(&current.watch, &root).await {
             let queues = queues(&current, &args.queues)?;
             match build_worker(&current, queues, false).await {
-                Ok(worker) => worker_task = Some(tokio::spawn(worker.run(worker_token.clone()))),
+                Ok(built) => worker_task = Some(tokio::spawn(built.worker.run(worker_token.clone()))),
                 Err(e) => eprintln!("Error: {}; waiting for the next change", e.error),
             }
         }

@@ -39,6 +39,9 @@ pub struct RunArgs {
     /// Override runner_management_mode
     #[arg(long, value_parser = ["managed", "external"])]
     runner_mode: Option<String>,
+    /// Serve /metrics and /healthz on this address (overrides metrics_listen)
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 /// Runs a worker command.
@@ -168,10 +171,23 @@ async fn run_worker(args: RunArgs) -> Result<Exit, CliError> {
     logging::init("info");
     apply_runner_mode(&mut settings, args.runner_mode.as_deref());
     let queues = queues(&settings, &args.queues)?;
-    let worker = build_worker(&settings, queues, args.burst).await?;
+    let probe_queue = queues[0].clone();
+    let recorder = match args.metrics_listen.as_ref().or(settings.metrics_listen.as_ref()) {
+        Some(addr) => Some((addr.clone(), crate::serve::install_recorder()?)),
+        None => None,
+    };
+    let built = build_worker(&settings, queues, args.burst).await?;
     let shutdown = CancellationToken::new();
+    if let Some((addr, handle)) = recorder {
+        let health =
+            crate::serve::HealthSources { store: built.store.clone(), probe_queue, runners: built.runners.clone() };
+        let local = crate::serve::spawn(&addr, handle, health, shutdown.child_token()).await?;
+        println!("Serving /metrics and /healthz on http://{local}");
+    }
     spawn_signal_handler(shutdown.clone());
-    let stats = worker.run(shutdown).await?;
+    let stats = built.worker.run(shutdown.clone()).await;
+    shutdown.cancel();
+    let stats = stats?;
     info!(?stats, "worker stopped");
     Ok(Exit::Ok)
 }
@@ -183,21 +199,33 @@ pub(crate) fn apply_runner_mode(settings: &mut Settings, mode: Option<&str>) {
     }
 }
 
+/// A worker ready to run, with handles on what it runs on.
+pub(crate) struct Built {
+    /// The worker.
+    pub worker: Worker,
+    /// Its store.
+    pub store: Arc<dyn Store>,
+    /// Its runners by name.
+    pub runners: Vec<(String, Arc<dyn Runner>)>,
+}
+
 /// Connects to Redis, starts the runner pools the queues need, and returns
 /// the worker ready to run.
-pub(crate) async fn build_worker(settings: &Settings, queues: Vec<QueueName>, burst: bool) -> Result<Worker, CliError> {
+pub(crate) async fn build_worker(settings: &Settings, queues: Vec<QueueName>, burst: bool) -> Result<Built, CliError> {
     let needed = needed_runners(settings, &queues)?;
     let config = worker_config(settings, queues, burst)?;
     let store: Arc<dyn Store> =
         Arc::new(RedisStore::connect(&settings.redis_dsn).await?.with_defaults(config.defaults.clone()));
-    let mut worker = Worker::new(config, store);
+    let mut worker = Worker::new(config, store.clone());
+    let mut runners = Vec::new();
     for name in &needed {
         let runner = crate::runners::start(name, settings)
             .await
             .with_context(|| format!("runner '{name}' could not be started"))?;
-        worker = worker.runner(name.clone(), runner as Arc<dyn Runner>);
+        worker = worker.runner(name.clone(), runner.clone());
+        runners.push((name.clone(), runner));
     }
-    Ok(worker)
+    Ok(Built { worker, store, runners })
 }
 
 /// Cancels `token` on the first SIGINT or SIGTERM.

@@ -214,7 +214,10 @@ where
         match attempt().await {
             Ok(fence) => return Some(fence),
             Err(e) => {
-                if tokio::time::Instant::now() + delay >= give_up || *control.borrow() == Control::Lost {
+                // At shutdown there is no time to wait out an outage: the
+                // lease expires and orphan recovery re-runs the job.
+                let stop = matches!(*control.borrow(), Control::Lost | Control::Shutdown);
+                if stop || tokio::time::Instant::now() + delay >= give_up {
                     warn!(op, error = %e, "giving up on recording an outcome; orphan recovery will re-run the job");
                     return None;
                 }

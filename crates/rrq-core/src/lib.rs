@@ -28,6 +28,7 @@ mod error;
 mod in_process;
 mod job_task;
 pub mod policy;
+mod telemetry;
 mod worker;
 
 pub use config::{WorkerConfig, new_worker_id};

@@ -20,6 +20,7 @@ use crate::config::WorkerConfig;
 use crate::cron_task::CronTask;
 use crate::error::CoreError;
 use crate::job_task::{self, Control, Ending, Shared};
+use crate::telemetry;
 
 /// Counters of what a worker did, returned when it stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -65,6 +66,9 @@ struct Running {
     control: watch::Sender<Control>,
     last_renewed: Instant,
 }
+
+/// How long shutdown waits for unfinished jobs to be put back on their queue.
+const RELEASE_WINDOW: Duration = Duration::from_secs(5);
 
 /// Consecutive non-outage store failures after which the worker gives up.
 const FATAL_AFTER: u32 = 20;
@@ -191,7 +195,14 @@ impl LoopState {
         loop {
             self.reap_finished();
             if self.want_claim || Instant::now() >= self.next_poll {
-                let claimed = match self.claim_cycle().await {
+                // A store call can hang until its command timeout during an
+                // outage; shutdown must not wait for it.
+                let claimed = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    r = self.claim_cycle() => r,
+                };
+                let claimed = match claimed {
                     Ok(n) => n,
                     Err(fatal) => {
                         // Running jobs still get the grace period and are put
@@ -221,9 +232,21 @@ impl LoopState {
                     }
                 },
                 () = sleep_until(self.next_poll), if !self.want_claim => {}
-                _ = renew.tick() => self.renew().await,
-                _ = heartbeat.tick() => self.heartbeat().await,
-                _ = recovery.tick() => self.recover().await,
+                _ = renew.tick() => tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    () = self.renew() => {}
+                },
+                _ = heartbeat.tick() => tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    () = self.heartbeat() => {}
+                },
+                _ = recovery.tick() => tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    () = self.recover() => {}
+                },
                 () = sleep_until(cron_at.unwrap_or(self.next_poll)), if cron_at.is_some() => {
                     self.cron.run(&self.shared, &mut self.stats).await;
                 }
@@ -248,6 +271,7 @@ impl LoopState {
             }
         };
         self.running.remove(&id);
+        telemetry::in_flight(self.running.len());
         let s = &mut self.stats;
         match ending {
             Ending::Completed => s.completed += 1,
@@ -355,8 +379,16 @@ impl LoopState {
                 span.record("function", job.function_name.as_str());
                 continue_trace(&span, job.trace_context.as_ref());
                 let id2 = id.clone();
-                self.tasks
-                    .spawn(async move { (id2, job_task::run(shared, task_lease, job, rx).await) }.instrument(span));
+                let (queue, function) = (lease.queue.as_str().to_owned(), job.function_name.clone());
+                let started = Instant::now();
+                self.tasks.spawn(
+                    async move {
+                        let ending = job_task::run(shared, task_lease, job, rx).await;
+                        telemetry::ended(&queue, &function, ending, started.elapsed());
+                        (id2, ending)
+                    }
+                    .instrument(span),
+                );
             }
             Err(parse_error) => {
                 let id2 = id.clone();
@@ -370,7 +402,9 @@ impl LoopState {
                 );
             }
         }
+        telemetry::claimed(lease.queue.as_str());
         self.running.insert(id, Running { lease, control: tx, last_renewed: Instant::now() });
+        telemetry::in_flight(self.running.len());
     }
 
     async fn renew(&mut self) {
@@ -428,6 +462,14 @@ impl LoopState {
         if let Err(e) = self.shared.store.heartbeat(&health, self.config.health_ttl).await {
             warn!(error = %e, "could not write the health record");
         }
+        for queue in &self.config.queues {
+            if let Ok(n) = self.shared.store.queue_len(queue).await {
+                telemetry::queue_depth(queue.as_str(), n);
+            }
+        }
+        for (name, runner) in &self.shared.runners {
+            telemetry::runner_restarts(name, runner.health().restarts);
+        }
     }
 
     async fn recover(&mut self) {
@@ -480,15 +522,29 @@ impl LoopState {
         while !self.tasks.is_empty() {
             tokio::select! {
                 Some(done) = self.tasks.join_next() => self.finished(done),
-                _ = renew.tick() => self.renew().await,
+                _ = renew.tick() => {
+                    let _ = tokio::time::timeout_at(deadline, self.renew()).await;
+                }
                 () = sleep_until(deadline) => break,
             }
         }
         for r in self.running.values() {
             let _ = r.control.send(Control::Shutdown);
         }
-        while let Some(done) = self.tasks.join_next().await {
-            self.finished(done);
+        // Putting jobs back is one quick write each; if Redis does not answer
+        // (an outage at shutdown) the leases expire and recovery re-runs them.
+        let hard_stop = Instant::now() + RELEASE_WINDOW;
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                Some(done) = self.tasks.join_next() => self.finished(done),
+                () = sleep_until(hard_stop) => {
+                    warn!(left = self.tasks.len(), "could not put every job back; orphan recovery will re-run them");
+                    self.tasks.abort_all();
+                    while let Some(done) = self.tasks.join_next().await {
+                        self.finished(done);
+                    }
+                }
+            }
         }
     }
 }
