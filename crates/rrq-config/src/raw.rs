@@ -70,7 +70,8 @@ const WATCH_KEYS: &[&str] = &[
     "pre_restart_timeout_seconds",
 ];
 
-const CRON_KEYS: &[&str] = &["function_name", "schedule", "params", "queue_name", "unique", "timezone", "catch_up"];
+const CRON_KEYS: &[&str] =
+    &["function_name", "schedule", "params", "queue_name", "unique", "timezone", "catch_up", "args", "kwargs"];
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawRrq {
@@ -154,6 +155,10 @@ pub(crate) struct RawCron {
     pub timezone: Option<String>,
     #[serde(default)]
     pub catch_up: bool,
+    /// 0.9.9 spelling: positional arguments (become `params.args`).
+    pub args: Option<Vec<serde_json::Value>>,
+    /// 0.9.9 spelling: keyword arguments (become the params).
+    pub kwargs: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 fn unknown_key_warning(path: &str, key: &str, known: &[&str]) -> Warning {

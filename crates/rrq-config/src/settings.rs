@@ -279,7 +279,13 @@ pub(crate) fn validate(
             ));
         }
         for (i, c) in entries.into_iter().enumerate() {
-            cron.push(validate_cron(format!("rrq.{list}[{i}]"), c)?);
+            let key = format!("rrq.{list}[{i}]");
+            if c.args.is_some() || c.kwargs.is_some() {
+                warnings.push(Warning(format!(
+                    "`{key}` uses the older `args`/`kwargs`; write `params` (kwargs become params, args go to params.args)"
+                )));
+            }
+            cron.push(validate_cron(key, c)?);
         }
     }
     let max_payload = raw.max_payload_bytes.unwrap_or(10 * 1024 * 1024);
@@ -430,7 +436,18 @@ fn validate_runner(
     })
 }
 
-fn validate_cron(key: String, c: RawCron) -> Result<CronEntry, Error> {
+fn validate_cron(key: String, mut c: RawCron) -> Result<CronEntry, Error> {
+    if let Some(kwargs) = c.kwargs.take() {
+        for (k, v) in kwargs {
+            c.params.entry(k).or_insert(v);
+        }
+    }
+    if let Some(args) = c.args.take().filter(|a| !a.is_empty()) {
+        if c.params.contains_key("args") {
+            return Err(invalid(format!("{key}.args"), "[…]", "positional args collide with a param named `args`"));
+        }
+        c.params.insert("args".to_owned(), Value::Array(args));
+    }
     if c.function_name.trim().is_empty() {
         return Err(invalid(format!("{key}.function_name"), "\"\"", "function_name cannot be empty"));
     }

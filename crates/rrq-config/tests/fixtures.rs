@@ -37,3 +37,25 @@ fn missing_file_names_the_fixes() {
     let msg = err.unwrap_err().to_string();
     assert_eq!(msg, "RRQ config not found. Provide --config, set RRQ_CONFIG, or add rrq.toml.");
 }
+
+#[test]
+fn a_complete_legacy_configuration_loads_with_warnings() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy_0_9.toml");
+    let loaded = rrq_config::load_with_env(Some(&path), &|_| None).unwrap();
+    let s = loaded.settings;
+    assert_eq!(s.runners["python"].tcp_port, 9000);
+    assert_eq!(s.runners["python"].max_in_flight.get(), 8);
+    assert_eq!(s.health_check_interval.as_secs(), 15);
+    assert_eq!(s.default_dlq.as_str(), "rrq:dlq:failed");
+    assert_eq!(s.cron.len(), 1);
+    assert_eq!(
+        serde_json::Value::Object(s.cron[0].params.clone()),
+        serde_json::json!({"format": "pdf", "args": ["eu"]})
+    );
+    assert_eq!(s.cron[0].queue.as_ref().unwrap().as_str(), "rrq:queue:reports");
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.0.clone()).collect();
+    assert_eq!(warnings.len(), 4, "{warnings:?}");
+    for needle in ["heartbeat_interval_seconds", "tcp_socket", "[[rrq.cron]]", "args`/`kwargs"] {
+        assert!(warnings.iter().any(|w| w.contains(needle)), "no warning about {needle}: {warnings:?}");
+    }
+}
