@@ -208,6 +208,28 @@ impl Producer {
         }
     }
 
+    /// Enqueues with the older positional/keyword call shape (rrq 0.9.9):
+    /// `kwargs` become the params and non-empty `args` go to `params.args` —
+    /// the same mapping the worker applies to jobs written by 0.9.9 producers.
+    pub async fn enqueue_args(
+        &self,
+        function_name: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+        options: EnqueueOptions,
+    ) -> Result<JobId, ProducerError> {
+        let mut params = kwargs;
+        if !args.is_empty() {
+            if params.contains_key("args") {
+                return Err(ProducerError::InvalidOption(
+                    "positional args collide with a keyword argument named `args`".into(),
+                ));
+            }
+            params.insert("args".to_owned(), Value::Array(args));
+        }
+        self.enqueue(function_name, Value::Object(params), options).await
+    }
+
     /// Enqueues and reports exactly what happened (created, an existing job
     /// returned, or dropped by the rate limiter).
     pub async fn try_enqueue(
