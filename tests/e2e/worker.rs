@@ -140,3 +140,86 @@ async fn a_running_worker_serves_metrics_and_health() {
             .contains(&format!("Serving /metrics and /healthz on http://127.0.0.1:{port}"))
     );
 }
+
+/// Reads a child's stdout line by line on a thread, so a test can wait for a
+/// line with a deadline.
+struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn new(stdout: std::process::ChildStdout) -> Self {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { rx, seen: Vec::new() }
+    }
+
+    fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line containing {needle:?} within {limit:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_mode_restarts_the_worker_on_matching_changes() {
+    let redis = TestRedis::private();
+    let dir = TempDir::new("watch");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("app.py"), "x = 1\n").unwrap();
+    let marker = dir.path().join("pre-restart-ran");
+    let extra = format!("[rrq.watch]\npre_restart_cmds = [[\"touch\", \"{}\"]]\n", marker.display());
+    let config = dir.write("rrq.toml", &format!("{}\n{extra}", rust_runner_config(&redis, "", 2, 4)));
+    let producer = Producer::new(redis.url()).await.expect("connect");
+
+    let mut child = std::process::Command::new(crate::support::rrq_bin())
+        .args(["worker", "watch", "--config", config.to_str().unwrap(), "--path", src.to_str().unwrap()])
+        .env("RUST_LOG_FORMAT", "text")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start rrq worker watch");
+    let mut lines = Lines::new(child.stdout.take().unwrap());
+    lines.wait_for("Watching", Duration::from_secs(20));
+    lines.wait_for("Running watch pre-restart command: touch", Duration::from_secs(20));
+
+    producer.enqueue("echo", json!({"n": 1}), with_id("before")).await.unwrap();
+    let before = producer.wait_for_completion(&JobId::new("before"), Duration::from_secs(20)).await.unwrap();
+    assert_eq!(before.and_then(|r| r.status), Some(JobStatus::Completed));
+    assert!(marker.exists(), "the pre-restart command ran before the worker started");
+
+    // A file outside the include globs changes first, then a Python file.
+    std::fs::write(src.join("notes.md"), "ignored\n").unwrap();
+    std::fs::write(src.join("app.py"), "x = 2\n").unwrap();
+    let change = lines.wait_for("Change detected", Duration::from_secs(20));
+    assert!(change.contains("app.py") && !change.contains("notes.md"), "{change}");
+    lines.wait_for("Restarting worker...", Duration::from_secs(20));
+
+    producer.enqueue("echo", json!({"n": 2}), with_id("after")).await.unwrap();
+    let after = producer.wait_for_completion(&JobId::new("after"), Duration::from_secs(20)).await.unwrap();
+    assert_eq!(after.and_then(|r| r.status), Some(JobStatus::Completed));
+
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let status = crate::support::wait_with_deadline(child, Duration::from_secs(20)).status;
+    assert!(status.success(), "watch mode exits cleanly on SIGTERM: {status:?}");
+}
