@@ -115,7 +115,7 @@ impl Runner for ScriptedRunner {
                 None => Ok(not_found(&request)),
                 Some(Behavior::Reply(f)) => Ok(f(&request)),
                 Some(Behavior::After(d, f)) => {
-                    tokio::time::sleep(d).await;
+                    tokio::time::sleep(d).await; // sleep-ok: the simulated handler's run time (paused clock)
                     Ok(f(&request))
                 }
                 Some(Behavior::Hang) => std::future::pending().await,
@@ -125,7 +125,7 @@ impl Runner for ScriptedRunner {
         let result = tokio::select! {
             r = work => r,
             Ok(cancelled) = rx => Ok(cancelled),
-            () = tokio::time::sleep(timeout) => Err(PoolError::Timeout(timeout)),
+            () = tokio::time::sleep(timeout) => Err(PoolError::Timeout(timeout)), // sleep-ok: the request timeout
         };
         self.pending.lock().unwrap().remove(&request.request_id);
         result

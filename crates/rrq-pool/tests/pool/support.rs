@@ -56,7 +56,7 @@ pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> 
             return v;
         }
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(delay).await; // sleep-ok: polling with a deadline
         delay = (delay * 2).min(Duration::from_millis(50));
     }
 }

@@ -26,7 +26,7 @@ async fn wait_listening(addr: SocketAddr) {
             return;
         }
         assert!(Instant::now() < deadline, "runner never listened on {addr}");
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(delay).await; // sleep-ok: polling with a deadline
         delay = (delay * 2).min(Duration::from_millis(100));
     }
 }
@@ -122,6 +122,6 @@ async fn exits_when_its_parent_dies() {
     let deadline = Instant::now() + PATIENCE;
     while !is_dead(runner_pid) {
         assert!(Instant::now() < deadline, "runner {runner_pid} outlived its parent");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await; // sleep-ok: polling with a deadline
     }
 }
