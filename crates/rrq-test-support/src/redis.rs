@@ -8,7 +8,8 @@
 //!
 //! A private server runs without persistence (`--save ''`, `--appendonly no`)
 //! in a scratch directory, unless [`TestRedis::private_with_aof`] asked for an
-//! append-only file there. Readiness is detected by polling `INFO server`
+//! append-only file there; [`TestRedis::private_with_args`] adds arguments of
+//! the caller's (such as enabling `DEBUG`). Readiness is detected by polling `INFO server`
 //! until the answering process is the child we started (so a foreign server
 //! that grabbed the port in the meantime is never mistaken for ours), with a
 //! deadline. The server is killed and its directory removed on drop.
@@ -52,6 +53,8 @@ struct Server {
     url: String,
     dir: PathBuf,
     aof: bool,
+    /// Extra `redis-server` arguments.
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -83,7 +86,7 @@ impl TestRedis {
     /// When `redis-server` (or `$RRQ_REDIS_SERVER`) cannot be run, or does not
     /// answer within a few seconds on any of several free ports.
     pub fn private() -> TestRedis {
-        TestRedis { kind: Kind::Private(Server::spawn(false)) }
+        TestRedis { kind: Kind::Private(Server::spawn(false, &[])) }
     }
 
     /// A private server that keeps an append-only file (`--appendonly yes`,
@@ -94,7 +97,19 @@ impl TestRedis {
     ///
     /// As [`TestRedis::private`].
     pub fn private_with_aof() -> TestRedis {
-        TestRedis { kind: Kind::Private(Server::spawn(true)) }
+        TestRedis { kind: Kind::Private(Server::spawn(true, &[])) }
+    }
+
+    /// A private server without persistence, started with extra
+    /// `redis-server` arguments, e.g. `["--enable-debug-command", "local"]`
+    /// for tests that stall the server with `DEBUG SLEEP`. The arguments are
+    /// passed again by [`TestRedis::start_again`].
+    ///
+    /// # Panics
+    ///
+    /// As [`TestRedis::private`], and when the server refuses an argument.
+    pub fn private_with_args(args: &[&str]) -> TestRedis {
+        TestRedis { kind: Kind::Private(Server::spawn(false, args)) }
     }
 
     /// The server's URL (`redis://127.0.0.1:{port}` for a private server).
@@ -167,7 +182,7 @@ impl TestRedis {
 }
 
 impl Server {
-    fn spawn(aof: bool) -> Server {
+    fn spawn(aof: bool, args: &[&str]) -> Server {
         let program = std::env::var("RRQ_REDIS_SERVER")
             .ok()
             .filter(|p| !p.trim().is_empty())
@@ -176,7 +191,8 @@ impl Server {
         if let Err(e) = std::fs::create_dir_all(&dir) {
             panic!("cannot create the test redis directory {}: {e}", dir.display());
         }
-        let mut server = Server { program, port: 0, url: String::new(), dir, aof, child: None };
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut server = Server { program, port: 0, url: String::new(), dir, aof, args, child: None };
         let mut failures = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
             server.port = free_port();
@@ -207,6 +223,7 @@ impl Server {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
+        cmd.args(&self.args);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         let child = match cmd.spawn() {
             Ok(c) => c,
@@ -346,6 +363,18 @@ mod tests {
         );
         drop(redis);
         assert!(command(port, "PING").is_err(), "a dropped server must be gone");
+    }
+
+    #[test]
+    fn extra_arguments_reach_the_server_and_survive_a_restart() {
+        let mut redis = TestRedis::private_with_args(&["--enable-debug-command", "local"]);
+        let port = redis.port();
+        assert_eq!(command(port, "DEBUG SLEEP 0").unwrap().as_deref(), Some("OK"));
+        redis.kill();
+        redis.start_again();
+        assert_eq!(command(port, "DEBUG SLEEP 0").unwrap().as_deref(), Some("OK"));
+        let plain = TestRedis::private();
+        assert!(command(plain.port(), "DEBUG SLEEP 0").is_err(), "DEBUG is off by default");
     }
 
     #[test]
