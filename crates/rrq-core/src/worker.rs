@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rrq_pool::Runner;
 use rrq_protocol::{JobId, QueueName};
 use rrq_store::{
@@ -327,11 +328,12 @@ impl LoopState {
     }
 
     async fn claim_from(&mut self, queue: &QueueName, want: usize) -> Result<usize, CoreError> {
+        let claimed_at = self.shared.clock.now();
         let req = ClaimRequest {
             queue: queue.clone(),
             worker_id: self.config.worker_id.clone(),
             max: want,
-            now: self.shared.clock.now(),
+            now: claimed_at,
             lease_ttl: self.config.lease_ttl,
         };
         let batch = match self.shared.store.claim(req).await {
@@ -347,8 +349,7 @@ impl LoopState {
         if !batch.dropped.is_empty() {
             debug!(queue = %queue, dropped = batch.dropped.len(), "dropped vanished or finished jobs from the queue");
         }
-        if let Some(next) = batch.next_ready {
-            let wait = (next - self.shared.clock.now()).to_std().unwrap_or(Duration::ZERO);
+        if let Some(wait) = batch.next_ready.and_then(|next| wake_for(next, claimed_at, self.shared.clock.now())) {
             self.next_poll = self.next_poll.min(Instant::now() + wait);
         }
         let got = batch.jobs.len();
@@ -559,9 +560,46 @@ fn continue_trace(span: &tracing::Span, carrier: Option<&std::collections::BTree
     let _ = span.set_parent(parent);
 }
 
+/// How long to wait before claiming from a queue again because of its next
+/// job, ready at `next` (the queue's head after a claim made at
+/// `claimed_at`): until a deferred job is due (at once if it became due
+/// since). `None` for a head already due at the claim but left there: it is
+/// held by another lock owner (or beyond the claim's window), so the
+/// regular poll looks again; claiming again at once would spin.
+fn wake_for(next: DateTime<Utc>, claimed_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<Duration> {
+    (next > claimed_at).then(|| (next - now).to_std().unwrap_or(Duration::ZERO))
+}
+
 async fn recv_ready(rx: &mut Option<mpsc::Receiver<QueueName>>) -> Option<QueueName> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    #[test]
+    fn a_deferred_head_wakes_the_worker_when_it_is_due() {
+        let claimed_at = DateTime::<Utc>::from_timestamp(1_000, 0).unwrap();
+        let now = claimed_at + TimeDelta::milliseconds(2);
+        let next = claimed_at + TimeDelta::milliseconds(500);
+        assert_eq!(wake_for(next, claimed_at, now), Some(Duration::from_millis(498)));
+        // Due between the claim and now: claim again at once.
+        assert_eq!(wake_for(claimed_at + TimeDelta::milliseconds(1), claimed_at, now), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_head_due_at_the_claim_but_not_taken_waits_for_the_regular_poll() {
+        // The claim left a due job in the queue (its lock is held elsewhere):
+        // an immediate retry would find it locked again, in a hot loop.
+        let claimed_at = DateTime::<Utc>::from_timestamp(1_000, 0).unwrap();
+        let now = claimed_at + TimeDelta::milliseconds(2);
+        assert_eq!(wake_for(claimed_at, claimed_at, now), None);
+        assert_eq!(wake_for(claimed_at - TimeDelta::seconds(5), claimed_at, now), None);
     }
 }
