@@ -6,3 +6,4 @@
 mod interop;
 mod support;
 mod worker;
+mod worker_redis;
