@@ -149,6 +149,7 @@ pub(crate) fn worker_config(
     config.burst = burst;
     config.unique_lock_ttl = Duration::from_secs(settings.unique_job_lock_ttl_seconds.max(1) as u64);
     config.lock_extension = Duration::from_secs(settings.lock_timeout_extension_seconds.max(0) as u64);
+    config.max_payload_bytes = settings.max_payload_bytes;
     for entry in &settings.cron {
         let job = CronJob::new(
             &entry.key,

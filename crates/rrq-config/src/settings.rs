@@ -182,7 +182,8 @@ pub struct Settings {
     pub correlation_mappings: BTreeMap<String, String>,
     /// Where to serve `/metrics` and `/healthz` (RRQ extension; off when absent).
     pub metrics_listen: Option<String>,
-    /// Largest accepted job payload in bytes (RRQ extension).
+    /// Largest accepted job payload in bytes (RRQ extension): the worker
+    /// dead-letters a job whose `job_params` JSON is larger, without running it.
     pub max_payload_bytes: usize,
 }
 

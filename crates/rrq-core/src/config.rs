@@ -47,6 +47,9 @@ pub struct WorkerConfig {
     /// Added to the job timeout (plus one second) for the unique-lock TTL
     /// (`default_lock_timeout_extension_seconds`).
     pub lock_extension: Duration,
+    /// Largest job payload (`job_params` as JSON) the worker sends to a
+    /// runner (`max_payload_bytes`); a larger job is dead-lettered unrun.
+    pub max_payload_bytes: usize,
 }
 
 impl WorkerConfig {
@@ -77,6 +80,7 @@ impl WorkerConfig {
             cron: Vec::new(),
             unique_lock_ttl: Duration::from_secs(21_600),
             lock_extension: Duration::from_secs(60),
+            max_payload_bytes: 10 * 1024 * 1024,
         }
     }
 }

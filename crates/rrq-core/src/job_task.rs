@@ -51,6 +51,7 @@ pub(crate) struct Shared {
     pub routing: Routing,
     pub worker_id: String,
     pub lease_ttl: Duration,
+    pub max_payload_bytes: usize,
 }
 
 const SHUTDOWN_MESSAGE: &str = "Job execution interrupted by worker shutdown. Re-queued.";
@@ -64,6 +65,15 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
     if timeout_secs <= 0 {
         let reason = format!("Invalid job timeout: {timeout_secs}. Must be positive.");
         return dead_letter(&shared, &lease, &reason, true, &mut control).await;
+    }
+    let payload = payload_bytes(&job.params);
+    if payload > shared.max_payload_bytes {
+        // Never sent, so no attempt is counted: the job is quarantined.
+        let reason = format!(
+            "Job payload is {payload} bytes, over max_payload_bytes ({}). Moved to DLQ.",
+            shared.max_payload_bytes
+        );
+        return dead_letter(&shared, &lease, &reason, false, &mut control).await;
     }
     let route = match shared.routing.route(&job.function_name, &lease.queue) {
         Ok(r) => r,
@@ -160,6 +170,24 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
         }
         Decision::DeadLetter { reason } => dead_letter(&shared, &lease, &reason, true, &mut control).await,
     }
+}
+
+/// The size of a job's params as the JSON sent to the runner.
+fn payload_bytes(params: &serde_json::Map<String, serde_json::Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, and a map of JSON values always serialises.
+    let _ = serde_json::to_writer(&mut count, params);
+    count.0
 }
 
 /// Moves a claimed job to the DLQ (also used for quarantine).

@@ -121,6 +121,7 @@ impl Worker {
             routing: config.routing.clone(),
             worker_id: config.worker_id.clone(),
             lease_ttl: config.lease_ttl,
+            max_payload_bytes: config.max_payload_bytes,
         });
         let mut state = LoopState::new(config, shared, concurrency);
         let span = info_span!("worker", worker_id = %state.config.worker_id);

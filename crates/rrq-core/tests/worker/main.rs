@@ -174,6 +174,23 @@ async fn fatal_routing_and_validation_errors_skip_retries() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_payload_over_the_limit_is_dead_lettered_without_running() {
+    let h = Harness::new(ScriptedRunner::new(4).on("success", Behavior::Reply(success)));
+    // {"value":"xxxxxxxxxx"} is 22 bytes of JSON.
+    h.enqueue("at-limit", "success", json!({"value": "x".repeat(10)}), |_| {}).await;
+    h.enqueue("over", "success", json!({"value": "x".repeat(11)}), |_| {}).await;
+    let mut config = h.config(&[]);
+    config.max_payload_bytes = 22;
+    let _w = h.start(config);
+    assert_eq!(h.wait_for("at-limit", JobStatus::Completed).await.result, Some(json!("ok:xxxxxxxxxx")));
+    let over = h.wait_for("over", JobStatus::Failed).await;
+    assert_eq!(over.last_error.as_deref(), Some("Job payload is 23 bytes, over max_payload_bytes (22). Moved to DLQ."));
+    assert_eq!(over.current_retries, 0, "a job never sent counts no attempt");
+    assert_eq!(h.dlq().await, ["over"]);
+    assert!(h.runner.calls_for("over").is_empty(), "the runner never sees it");
+}
+
+#[tokio::test(start_paused = true)]
 async fn transport_errors_are_retried() {
     let h = Harness::new(ScriptedRunner::new(4).on("flaky", Behavior::Transport("runner connection closed")));
     h.enqueue("j", "flaky", json!({}), |j| j.max_retries = 2).await;
