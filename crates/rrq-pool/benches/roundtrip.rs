@@ -8,7 +8,13 @@
 //!
 //! Optional: `RRQ_BENCH_POOL_SIZE` (default 2), `RRQ_BENCH_MAX_IN_FLIGHT`
 //! (default 64), `RRQ_BENCH_REQUESTS` (default 20000), `RRQ_BENCH_PORT`
-//! (default 47100). The handler is the example runner's `noop`.
+//! (default 47100), `RRQ_BENCH_HANDLER` (default `noop`, the example
+//! runner's no-op handler).
+//!
+//! Any runner works: `RRQ_BENCH_RUNNER` is split on white space into the
+//! command line, so the reference Python runner is measured with
+//! `RRQ_BENCH_RUNNER="venv/bin/rrq-runner --settings handlers.settings"`
+//! (a module `handlers` on `PYTHONPATH` defining a no-op async `noop`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,7 +35,7 @@ fn request(n: usize) -> ExecutionRequest {
         protocol_version: PROTOCOL_VERSION.to_owned(),
         request_id: id.clone(),
         job_id: id.clone(),
-        function_name: "noop".to_owned(),
+        function_name: std::env::var("RRQ_BENCH_HANDLER").unwrap_or_else(|_| "noop".to_owned()),
         params: serde_json::Map::new(),
         context: ExecutionContext {
             job_id: id,
@@ -55,7 +61,8 @@ async fn bench(runner: String) {
     let total = env_number("RRQ_BENCH_REQUESTS", 20_000);
     let port = u16::try_from(env_number("RRQ_BENCH_PORT", 47_100)).expect("RRQ_BENCH_PORT is a port");
 
-    let mut config = PoolConfig::managed("bench", vec![runner], port);
+    let cmd: Vec<String> = runner.split_whitespace().map(str::to_owned).collect();
+    let mut config = PoolConfig::managed("bench", cmd, port);
     config.pool_size = pool_size.try_into().expect("RRQ_BENCH_POOL_SIZE > 0");
     config.max_in_flight = max_in_flight.try_into().expect("RRQ_BENCH_MAX_IN_FLIGHT > 0");
     let pool = Arc::new(ProcessPool::start(config).await.expect("pool starts"));
