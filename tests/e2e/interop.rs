@@ -445,3 +445,77 @@ asyncio.run(main())
     let debounced = job(out["deb1"].as_str().unwrap().to_owned()).await;
     assert_eq!(Value::Object(debounced.params), json!({"v": 2}));
 }
+
+/// The runner pool drives the reference Python runner and recovers it: a
+/// killed process is replaced, a hung request times out and its process is
+/// replaced, and requests succeed again each time.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pool_recovers_the_reference_python_runner() {
+    use rrq_pool::{PoolConfig, PoolError, ProcessPool, Runner};
+    use rrq_protocol::{ExecutionContext, ExecutionRequest, OutcomeStatus, PROTOCOL_VERSION};
+
+    let venv = python::venv();
+    let dir = TempDir::new("pool-python");
+    dir.write("handlers.py", HANDLERS_PY);
+    let mut config = PoolConfig::managed(
+        "python",
+        vec![venv.runner().display().to_string(), "--settings".into(), "handlers.settings".into()],
+        free_ports(1),
+    );
+    config.env.insert("PYTHONPATH".into(), dir.path().display().to_string());
+    config.term_grace = Duration::from_millis(500);
+    let pool = ProcessPool::start(config).await.expect("the Python runner starts");
+    let request = |n: u32, function: &str| ExecutionRequest {
+        protocol_version: PROTOCOL_VERSION.into(),
+        request_id: format!("req-{n}"),
+        job_id: format!("job-{n}"),
+        function_name: function.into(),
+        params: json!({"value": format!("v{n}")}).as_object().cloned().unwrap(),
+        context: ExecutionContext {
+            job_id: format!("job-{n}"),
+            attempt: 1,
+            enqueue_time: "2026-11-28T00:00:00Z".into(),
+            queue_name: "rrq:queue:default".into(),
+            deadline: None,
+            trace_context: None,
+            correlation_context: None,
+            worker_id: Some("rrq_worker_test_1".into()),
+        },
+    };
+    // Succeeds eventually: right after a kill the first tries may meet the
+    // replacement still starting.
+    async fn until_success(pool: &ProcessPool, mut make: impl FnMut(u32) -> ExecutionRequest) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for n in 0.. {
+            match pool.execute(make(n), Duration::from_secs(10)).await {
+                Ok(o) if o.status == OutcomeStatus::Success => return n,
+                other => assert!(Instant::now() < deadline, "the pool never recovered: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await; // sleep-ok: retrying with a deadline
+        }
+        unreachable!()
+    }
+
+    let first = pool.execute(request(0, "success"), Duration::from_secs(10)).await.expect("round trip");
+    assert_eq!(first.result, Some(json!("ok:v0")));
+
+    let pid = pool.pids()[0].expect("a running process");
+    let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+    until_success(&pool, |n| request(100 + n, "success")).await;
+    let replaced = pool.pids()[0].expect("a running process");
+    assert_ne!(replaced, pid, "the killed process was replaced");
+    println!("injected: SIGKILL of Python runner {pid}; observed: replaced by {replaced}");
+
+    let timed_out = pool.execute(request(1, "timeout"), Duration::from_millis(300)).await;
+    assert!(matches!(timed_out, Err(PoolError::Timeout(_))), "{timed_out:?}");
+    until_success(&pool, |n| request(200 + n, "success")).await;
+    println!("injected: a hung request; observed: timeout, then successful requests");
+
+    pool.shutdown(Duration::from_secs(1)).await;
+    assert!(
+        !std::path::Path::new(&format!("/proc/{replaced}")).exists() || {
+            let stat = std::fs::read_to_string(format!("/proc/{replaced}/stat")).unwrap_or_default();
+            stat.contains(") Z ")
+        }
+    );
+}
