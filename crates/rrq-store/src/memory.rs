@@ -191,6 +191,63 @@ fn queue_of(value: Option<&String>, fallback: &QueueName) -> QueueName {
     value.and_then(|v| QueueName::parse(v)).unwrap_or_else(|| fallback.clone())
 }
 
+/// Whether `s` matches the Redis glob `p`: `*`, `?`, `[abc]`, `[^a-z]` and
+/// `\x` escapes, byte-wise like Redis' `stringmatchlen`.
+fn glob_match(p: &[u8], s: &[u8]) -> bool {
+    match p.first() {
+        None => s.is_empty(),
+        Some(b'*') => {
+            let rest = p.iter().position(|&b| b != b'*').map_or(&p[p.len()..], |i| &p[i..]);
+            (0..=s.len()).any(|i| glob_match(rest, &s[i..]))
+        }
+        Some(b'?') => !s.is_empty() && glob_match(&p[1..], &s[1..]),
+        Some(b'[') => {
+            let Some((&c, s_rest)) = s.split_first() else { return false };
+            let mut i = 1;
+            let negate = p.get(i) == Some(&b'^');
+            if negate {
+                i += 1;
+            }
+            let mut matched = false;
+            while i < p.len() && p[i] != b']' {
+                if p[i] == b'\\' && i + 1 < p.len() {
+                    matched |= p[i + 1] == c;
+                    i += 2;
+                } else if i + 2 < p.len() && p[i + 1] == b'-' && p[i + 2] != b']' {
+                    let (lo, hi) = if p[i] <= p[i + 2] { (p[i], p[i + 2]) } else { (p[i + 2], p[i]) };
+                    matched |= (lo..=hi).contains(&c);
+                    i += 3;
+                } else {
+                    matched |= p[i] == c;
+                    i += 1;
+                }
+            }
+            // An unclosed class ends with the pattern, as in Redis.
+            let p_rest = if i < p.len() { &p[i + 1..] } else { &p[i..] };
+            matched != negate && glob_match(p_rest, s_rest)
+        }
+        Some(b'\\') if p.len() > 1 => s.first() == Some(&p[1]) && glob_match(&p[2..], &s[1..]),
+        Some(&c) => s.first() == Some(&c) && glob_match(&p[1..], &s[1..]),
+    }
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs_match_like_redis() {
+        let m = |p: &str, s: &str| glob_match(p.as_bytes(), s.as_bytes());
+        assert!(m("test_*", "test_job") && m("test_*", "test_") && !m("test_*", "rrq:test_job"));
+        assert!(m("*", "") && m("*", "anything") && m("a*b*c", "axxbyyc") && !m("a*b*c", "axxbyy"));
+        assert!(m("rrq:job:?", "rrq:job:1") && !m("rrq:job:?", "rrq:job:12"));
+        assert!(m("[ab]x", "bx") && !m("[ab]x", "cx") && m("[^ab]x", "cx") && m("[a-c]x", "bx"));
+        assert!(m("[c-a]x", "bx"), "a reversed range still matches");
+        assert!(m(r"a\*b", "a*b") && !m(r"a\*b", "axb") && m(r"[\]]", "]"));
+        assert!(!m("", "x") && m("", ""));
+    }
+}
+
 impl State {
     fn hash(&mut self, id: &str, now: DateTime<Utc>) -> Option<&mut BTreeMap<String, String>> {
         if self.hashes.get(id).is_some_and(|h| !h.is_live(now)) {
@@ -1021,5 +1078,55 @@ impl Store for MemoryStore {
 
     async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError> {
         Ok(self.lock().lists.get(keys::dlq(dlq)).map_or(0, |l| l.len() as u64))
+    }
+
+    async fn put_job_fields(&self, id: &JobId, fields: &BTreeMap<String, String>) -> Result<(), StoreError> {
+        let (mut st, now) = self.state();
+        if !st.has_hash(id.as_str(), now) {
+            st.hashes.insert(id.as_str().to_owned(), Expiring::forever(BTreeMap::new()));
+        }
+        if let Some(h) = st.hash(id.as_str(), now) {
+            h.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        Ok(())
+    }
+
+    async fn delete_matching(&self, pattern: &str, dry_run: bool) -> Result<u64, StoreError> {
+        let (mut st, now) = self.state();
+        st.sweep(now);
+        let pattern = pattern.as_bytes();
+        let hit = |key: &str| glob_match(pattern, key.as_bytes());
+        let hashes: Vec<String> =
+            st.hashes.keys().filter(|id| hit(&keys::job(&JobId::new(id.as_str())))).cloned().collect();
+        let streams: Vec<String> =
+            st.streams.keys().filter(|id| hit(&keys::events(&JobId::new(id.as_str())))).cloned().collect();
+        let strings: Vec<String> = st.strings.keys().filter(|k| hit(k)).cloned().collect();
+        let zsets: Vec<String> =
+            st.zsets.iter().filter(|(k, z)| !z.scores.is_empty() && hit(k)).map(|(k, _)| k.clone()).collect();
+        let lists: Vec<String> =
+            st.lists.iter().filter(|(k, l)| !l.is_empty() && hit(k)).map(|(k, _)| k.clone()).collect();
+        let paused = !st.paused.is_empty() && hit(keys::PAUSED);
+        let total = hashes.len() + streams.len() + strings.len() + zsets.len() + lists.len() + usize::from(paused);
+        if !dry_run {
+            for id in &hashes {
+                st.hashes.remove(id);
+            }
+            for id in &streams {
+                st.streams.remove(id);
+            }
+            for k in &strings {
+                st.strings.remove(k);
+            }
+            for k in &zsets {
+                st.zsets.remove(k);
+            }
+            for k in &lists {
+                st.lists.remove(k);
+            }
+            if paused {
+                st.paused.clear();
+            }
+        }
+        Ok(total as u64)
     }
 }

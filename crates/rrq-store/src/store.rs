@@ -389,4 +389,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         target: &QueueName,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+
+    /// **Admin/test verb** (`rrq debug generate-jobs`): sets the given fields
+    /// of a job hash as they are (other fields are kept), without queueing
+    /// the job, recording an event, checking the values or setting an
+    /// expiry. Workers never call it; use [`Store::enqueue`] to create jobs.
+    async fn put_job_fields(&self, id: &JobId, fields: &BTreeMap<String, String>) -> Result<(), StoreError>;
+
+    /// **Admin/test verb** (`rrq debug clear`): counts the keys matching the
+    /// Redis glob `pattern` (applied to full key names as given, not limited
+    /// to RRQ's namespace) and, unless `dry_run`, deletes them. A keyspace
+    /// scan, deleted in chunks: not atomic, so keys created meanwhile may
+    /// survive. Returns how many keys matched (`dry_run`) or were deleted.
+    async fn delete_matching(&self, pattern: &str, dry_run: bool) -> Result<u64, StoreError>;
 }

@@ -1036,4 +1036,47 @@ impl Store for RedisStore {
         self.eval(OP, &scripts::CRON_TICK, vec![keys::CRON_TICKS.to_owned()], args).await?;
         Ok(())
     }
+
+    async fn put_job_fields(&self, id: &JobId, fields: &BTreeMap<String, String>) -> Result<(), StoreError> {
+        const OP: &str = "put_job_fields";
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec![keys::job(id)];
+        for (k, v) in fields {
+            args.extend([k.clone(), v.clone()]);
+        }
+        self.command(OP, "HSET", args).await?;
+        Ok(())
+    }
+
+    async fn delete_matching(&self, pattern: &str, dry_run: bool) -> Result<u64, StoreError> {
+        const OP: &str = "delete_matching";
+        let mut cursor = "0".to_owned();
+        let mut found = std::collections::BTreeSet::new();
+        loop {
+            let args = vec![cursor, "MATCH".to_owned(), pattern.to_owned(), "COUNT".to_owned(), SCAN_COUNT.to_string()];
+            let mut reply = array(OP, self.command(OP, "SCAN", args).await?)?.into_iter();
+            let (Some(next), Some(keys)) = (reply.next(), reply.next()) else {
+                return Err(protocol(OP, "expected {cursor, keys}"));
+            };
+            cursor = text(&next).ok_or_else(|| protocol(OP, "cursor is not text"))?;
+            for key in array(OP, keys)? {
+                found.insert(text(&key).ok_or_else(|| protocol(OP, "key is not text"))?);
+            }
+            if cursor == "0" {
+                break;
+            }
+        }
+        if dry_run {
+            return Ok(found.len() as u64);
+        }
+        let keys: Vec<String> = found.into_iter().collect();
+        let mut deleted = 0u64;
+        for chunk in keys.chunks(SCAN_COUNT) {
+            let n = int(OP, &self.command(OP, "DEL", chunk.to_vec()).await?)?;
+            deleted += u64::try_from(n).map_err(|_| protocol(OP, "negative count"))?;
+        }
+        Ok(deleted)
+    }
 }

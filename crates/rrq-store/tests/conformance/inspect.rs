@@ -14,7 +14,9 @@ conformance!(
         workers_are_listed_with_their_record_and_ttl,
         job_ids_and_dlq_lengths_are_counted,
         job_fields_are_read_in_batches_in_the_order_asked,
-        a_dlq_purge_takes_the_oldest_ids_and_deletes_their_jobs;
+        a_dlq_purge_takes_the_oldest_ids_and_deletes_their_jobs,
+        put_job_fields_writes_a_hash_without_queueing_it,
+        delete_matching_counts_then_deletes_the_matching_keys;
     private:
 );
 
@@ -143,4 +145,49 @@ async fn a_dlq_purge_takes_the_oldest_ids_and_deletes_their_jobs(h: Harness) {
     assert!(h.store.job_fields(&newest).await.unwrap().is_none());
     assert_eq!(h.store.dlq_len(&d.dlq).await.unwrap(), 0);
     assert_eq!(h.store.dlq_purge(&d.dlq, 10).await.unwrap(), 0, "an empty DLQ purges nothing");
+}
+
+async fn put_job_fields_writes_a_hash_without_queueing_it(h: Harness) {
+    let (id, queue) = (h.id("synthetic"), h.queue("q"));
+    let fields: std::collections::BTreeMap<String, String> = [
+        ("id", id.as_str()),
+        ("function_name", "echo"),
+        ("job_params", "{}"),
+        ("enqueue_time", "2030-01-01T00:00:00+00:00"),
+        ("status", "COMPLETED"),
+        ("queue_name", queue.as_str()),
+        ("current_retries", "2"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    h.store.put_job_fields(&id, &fields).await.unwrap();
+    assert_eq!(h.store.job_fields(&id).await.unwrap(), Some(fields.clone()));
+    assert_eq!(h.store.queue_len(&queue).await.unwrap(), 0, "nothing was queued");
+    assert_eq!(h.job(&id).await.status, Some(rrq_store::JobStatus::Completed));
+
+    // Later fields are merged into the hash; the others stay.
+    let more = [("current_retries".to_owned(), "3".to_owned())].into();
+    h.store.put_job_fields(&id, &more).await.unwrap();
+    let stored = h.store.job_fields(&id).await.unwrap().unwrap();
+    assert_eq!((stored["current_retries"].as_str(), stored["status"].as_str()), ("3", "COMPLETED"));
+}
+
+async fn delete_matching_counts_then_deletes_the_matching_keys(h: Harness) {
+    let queue = h.queue("q");
+    for id in ["a", "b"] {
+        h.store.enqueue(h.new_job(id, &queue), EnqueueMode::Standard).await.unwrap();
+    }
+    let pattern = format!("rrq:job:*{}", h.id(""));
+    assert_eq!(h.store.delete_matching(&pattern, true).await.unwrap(), 2, "both job hashes match");
+    assert!(h.store.job_fields(&h.id("a")).await.unwrap().is_some(), "a dry run deletes nothing");
+    assert_eq!(h.store.delete_matching(&format!("rrq:job:[a]{}", h.id("")), false).await.unwrap(), 1);
+    assert!(h.store.job_fields(&h.id("a")).await.unwrap().is_none());
+    assert!(h.store.job_fields(&h.id("b")).await.unwrap().is_some(), "b did not match [a]");
+    assert_eq!(h.store.delete_matching(&pattern, false).await.unwrap(), 1);
+    assert!(h.store.job_fields(&h.id("b")).await.unwrap().is_none());
+    assert_eq!(h.store.queue_len(&queue).await.unwrap(), 2, "the queue key did not match the pattern");
+    assert_eq!(h.store.delete_matching(queue.as_str(), false).await.unwrap(), 1, "a pattern may be a plain key");
+    assert_eq!(h.store.queue_len(&queue).await.unwrap(), 0);
+    assert_eq!(h.store.delete_matching(&pattern, false).await.unwrap(), 0, "nothing left to match");
 }
