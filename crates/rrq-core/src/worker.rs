@@ -277,7 +277,13 @@ impl LoopState {
         let s = &mut self.stats;
         match ending {
             Ending::Completed => s.completed += 1,
-            Ending::Retried => s.retried += 1,
+            Ending::Retried => {
+                s.retried += 1;
+                // A deferred retry publishes no ready signal, and the last
+                // claim predates it: claim again now, so that the queue's
+                // head tells the worker when the retry is due.
+                self.want_claim = true;
+            }
             Ending::DeadLettered => s.dead_lettered += 1,
             Ending::Cancelled => s.cancelled += 1,
             Ending::Released => s.released += 1,

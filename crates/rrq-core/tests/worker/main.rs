@@ -143,6 +143,24 @@ async fn errors_back_off_until_attempts_run_out() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_runs_when_due_not_at_the_next_poll() {
+    // A deferred retry publishes no ready signal; the worker that wrote it
+    // must still wake when it is due, however long its poll interval.
+    let h = Harness::new(ScriptedRunner::new(4).on("fail", Behavior::Reply(fail)));
+    h.enqueue("j", "fail", json!({}), |j| j.max_retries = 3).await;
+    let mut config = h.config(&[]);
+    config.poll_interval = Duration::from_secs(600);
+    config.backoff = rrq_core::Backoff { base: Duration::from_secs(1), max: Duration::from_secs(1) };
+    let start = tokio::time::Instant::now();
+    let _w = h.start(config);
+    let job = h.wait_for("j", JobStatus::Failed).await;
+    assert_eq!(job.current_retries, 3);
+    // Two retries of 1 s each, not two 600 s polls.
+    assert!(start.elapsed() >= Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
 async fn timeouts_go_to_the_dlq_with_a_deterministic_message() {
     let h = Harness::new(ScriptedRunner::new(4).on("hang", Behavior::Hang));
     h.enqueue("j", "hang", json!({}), |j| j.job_timeout_seconds = 1).await;
