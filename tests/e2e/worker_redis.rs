@@ -304,8 +304,10 @@ fn epoch_now() -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_back_off_then_succeed_or_end_in_the_dlq() {
     let env = Env::new("retries").await;
-    // Backoff: 0.2 s after the first failure, then 0.4 s capped to 0.3 s.
-    let rrq = "worker_shutdown_grace_period_seconds = 1\nbase_retry_delay_seconds = 0.2\nmax_retry_delay_seconds = 0.3";
+    // Backoff: 0.2 s after the first failure, then 0.4 s capped to 0.3 s. A
+    // slow fallback poll: the worker must wake for its retries by itself.
+    let rrq = "worker_shutdown_grace_period_seconds = 1\nbase_retry_delay_seconds = 0.2\nmax_retry_delay_seconds = 0.3\n\
+               default_poll_delay_seconds = 5";
     let cfg = config(&env.dir, "rrq.toml", &env.redis, rrq, "", 1);
     env.enqueue("flaky", "retry_once", json!({"value": "r", "delay": 0.3}), retries(3)).await;
     env.enqueue("doomed", "fail", json!({"value": "f"}), retries(3)).await;
@@ -322,6 +324,8 @@ async fn retries_back_off_then_succeed_or_end_in_the_dlq() {
     assert!(asked >= 0.3, "the runner's delay is used verbatim: retry {asked:.3} s after enqueue");
     let second_start = flaky.start_time.expect("start time of the last attempt");
     assert!(second_start >= retry_at, "attempt 2 ran before its retry time: {second_start} < {retry_at}");
+    let late = secs_between!(second_start, retry_at);
+    assert!(late < 1.0, "attempt 2 ran {late:.3} s after its retry time");
 
     // fail always fails: three attempts (max_retries counts attempts), then the DLQ.
     let doomed = env.finished("doomed", Duration::from_secs(20)).await;
@@ -331,8 +335,9 @@ async fn retries_back_off_then_succeed_or_end_in_the_dlq() {
     assert!(env.in_dlq("doomed").await, "doomed is in rrq:dlq:default");
     assert!(!env.in_queue("default", "doomed").await, "a dead-lettered job leaves its queue");
     let took = secs_between!(doomed.completion_time.expect("completion time"), doomed.enqueue_time);
-    // 0.2 s + 0.3 s of backoff; the default backoff (5 s, 10 s) would take 15 s.
-    assert!((0.5..5.0).contains(&took), "three attempts with 0.2 s and 0.3 s backoff took {took:.3} s");
+    // 0.2 s + 0.3 s of backoff; the default backoff (5 s, 10 s) would take
+    // 15 s, and retries found by the 5 s poll 10 s.
+    assert!((0.5..3.0).contains(&took), "three attempts with 0.2 s and 0.3 s backoff took {took:.3} s");
     let last_retry = doomed.next_scheduled_run_time.expect("next run time of the last retry");
     let last_start = doomed.start_time.expect("start time of the last attempt");
     assert!(last_start >= last_retry, "attempt 3 ran before its retry time");
@@ -679,7 +684,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_worker_picks_up_new_jobs_within_milliseconds() {
     let env = Env::new("latency").await;
-    let cfg = config(&env.dir, "rrq.toml", &env.redis, QUICK, "", 1);
+    // A slow fallback poll: pickup must come from the ready signal.
+    let rrq = format!("{QUICK}\ndefault_poll_delay_seconds = 5");
+    let cfg = config(&env.dir, "rrq.toml", &env.redis, &rrq, "", 1);
     let worker = Worker::start("latency", &cfg, &[]);
     env.ready(&worker).await;
 
