@@ -110,7 +110,8 @@ pub struct Job {
     pub params: Map<String, Value>,
     /// `enqueue_time`.
     pub enqueue_time: DateTime<Utc>,
-    /// `status`; `None` when missing or unknown (claims overwrite it anyway).
+    /// `status`; `None` when missing or unknown (a claim quarantines a queued
+    /// job whose status is unknown, and overwrites any other).
     pub status: Option<JobStatus>,
     /// `current_retries` (missing = 0).
     pub current_retries: u32,

@@ -25,7 +25,7 @@ use crate::clock::{Clock, SystemClock, epoch_ms, format_timestamp};
 use crate::error::StoreError;
 use crate::job::{Job, JobDefaults, JobParseError, JobStatus, NewJob};
 use crate::keys;
-use crate::shared::{self, Plan, messages};
+use crate::shared::{self, ClaimAs, Plan, messages};
 use crate::store::{
     CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo,
     Recovery, Store, WorkerHealth, WorkerRecord,
@@ -620,45 +620,57 @@ impl Store for MemoryStore {
                 break;
             }
             let job_id = JobId::new(id.as_str());
-            // None: the hash is gone; Some(None): unknown status (claimable).
-            let status = st.hash(&id, clock_now).map(|h| h.get("status").and_then(|s| JobStatus::parse(s)));
+            // None: the hash is gone.
+            let status = st.hash(&id, clock_now).map(|h| h.get("status").cloned());
             match status {
                 None => {
                     st.zrem(&queue_key, &id);
                     batch.dropped.push(job_id);
                 }
-                Some(Some(s)) if s.is_terminal() => {
-                    st.zrem(&queue_key, &id);
-                    batch.dropped.push(job_id);
-                }
-                Some(_) => {
-                    if st.string(&keys::lock(&job_id), clock_now).is_some() {
-                        continue;
+                Some(raw) => match shared::claim_as(raw.as_deref()) {
+                    ClaimAs::Finished => {
+                        st.zrem(&queue_key, &id);
+                        batch.dropped.push(job_id);
                     }
-                    st.set_string(keys::lock(&job_id), req.worker_id.clone(), Some(after(clock_now, req.lease_ttl)));
-                    st.zrem(&queue_key, &id);
-                    st.set_fields(
-                        &id,
-                        clock_now,
-                        &[
-                            ("status", JobStatus::Active.as_str().into()),
-                            ("start_time", token.clone()),
-                            ("worker_id", req.worker_id.clone()),
-                        ],
-                    );
-                    st.zset(&keys::active(&req.worker_id)).add(&id, req.now.timestamp());
-                    st.zset(keys::LEASES).add(&id, now_ms.saturating_add(ttl_ms));
-                    let fields: HashMap<String, String> =
-                        st.hash(&id, clock_now).map(|h| h.clone().into_iter().collect()).unwrap_or_default();
-                    let job = Job::from_fields(&id, &fields);
-                    let lease = Lease {
-                        job_id,
-                        worker_id: req.worker_id.clone(),
-                        token: token.clone(),
-                        queue: req.queue.clone(),
-                    };
-                    batch.jobs.push(Claimed { lease, job });
-                }
+                    ClaimAs::Unknown => {
+                        st.zrem(&queue_key, &id);
+                        let reason = messages::unknown_status(raw.as_deref().unwrap_or_default());
+                        st.move_to_dlq(&id, &self.defaults.dlq, &reason, &token, clock_now);
+                        batch.dropped.push(job_id);
+                    }
+                    ClaimAs::Runnable => {
+                        if st.string(&keys::lock(&job_id), clock_now).is_some() {
+                            continue;
+                        }
+                        st.set_string(
+                            keys::lock(&job_id),
+                            req.worker_id.clone(),
+                            Some(after(clock_now, req.lease_ttl)),
+                        );
+                        st.zrem(&queue_key, &id);
+                        st.set_fields(
+                            &id,
+                            clock_now,
+                            &[
+                                ("status", JobStatus::Active.as_str().into()),
+                                ("start_time", token.clone()),
+                                ("worker_id", req.worker_id.clone()),
+                            ],
+                        );
+                        st.zset(&keys::active(&req.worker_id)).add(&id, req.now.timestamp());
+                        st.zset(keys::LEASES).add(&id, now_ms.saturating_add(ttl_ms));
+                        let fields: HashMap<String, String> =
+                            st.hash(&id, clock_now).map(|h| h.clone().into_iter().collect()).unwrap_or_default();
+                        let job = Job::from_fields(&id, &fields);
+                        let lease = Lease {
+                            job_id,
+                            worker_id: req.worker_id.clone(),
+                            token: token.clone(),
+                            queue: req.queue.clone(),
+                        };
+                        batch.jobs.push(Claimed { lease, job });
+                    }
+                },
             }
         }
         batch.next_ready =
@@ -1128,5 +1140,51 @@ impl Store for MemoryStore {
             }
         }
         Ok(total as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ClaimRequest;
+
+    #[tokio::test]
+    async fn a_status_nobody_writes_is_quarantined_at_claim_unrun() {
+        let store = MemoryStore::new();
+        let now = SystemClock.now();
+        let queue = QueueName::new("q");
+        for id in ["odd", "fine"] {
+            let job = NewJob {
+                id: JobId::new(id),
+                function_name: "f".into(),
+                params: Default::default(),
+                queue: queue.clone(),
+                enqueue_time: now,
+                scheduled_time: now,
+                max_retries: 3,
+                job_timeout_seconds: 30,
+                result_ttl_seconds: 60,
+                trace_context: Default::default(),
+                correlation_context: Default::default(),
+                unique_key: None,
+            };
+            store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+        }
+        {
+            let (mut st, clock_now) = store.state();
+            st.set_fields("odd", clock_now, &[("status", "BANANA".into())]);
+        }
+        let req = ClaimRequest { queue, worker_id: "w".into(), max: 5, now, lease_ttl: Duration::from_secs(30) };
+        let batch = store.claim(req).await.unwrap();
+        assert_eq!(batch.jobs.iter().map(|c| c.lease.job_id.as_str()).collect::<Vec<_>>(), ["fine"]);
+        assert_eq!(batch.dropped, [JobId::new("odd")]);
+        let odd = store.job(&JobId::new("odd")).await.unwrap().unwrap().unwrap();
+        assert_eq!(odd.status, Some(JobStatus::Failed));
+        assert_eq!(
+            odd.last_error.as_deref(),
+            Some("job field `status` is invalid (\"BANANA\"): not a known job status")
+        );
+        assert_eq!((odd.current_retries, odd.start_time), (0, None), "no attempt was made");
+        assert_eq!(store.dlq_ids(&DlqName::new("default"), 0, 10).await.unwrap(), [JobId::new("odd")]);
     }
 }

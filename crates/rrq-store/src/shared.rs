@@ -15,9 +15,40 @@ pub(crate) mod messages {
     /// `last_error` of a job re-queued by orphan recovery.
     pub(crate) const RECOVERED: &str = "Recovered after lock expiry or worker crash.";
 
+    /// `last_error` of a queued job whose stored `status` is none RRQ or the
+    /// reference writes (a value over 100 bytes is not quoted).
+    pub(crate) fn unknown_status(raw: &str) -> String {
+        let shown = if raw.len() > 100 { format!("a {}-byte value", raw.len()) } else { format!("\"{raw}\"") };
+        format!("job field `status` is invalid ({shown}): not a known job status")
+    }
+
     /// `last_error` of a job whose lost attempt used up its budget.
     pub(crate) fn worker_lost(attempt: u32, max: u32) -> String {
         format!("Worker lost while running the job (attempt {attempt} of {max}); moved to DLQ.")
+    }
+}
+
+/// What a claim does with a queued job, by its stored `status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClaimAs {
+    /// Waiting or orphaned (`PENDING`, `RETRYING`, `ACTIVE`, or no status).
+    Runnable,
+    /// Finished (`COMPLETED`, `FAILED`, `CANCELLED`): dropped from the queue.
+    Finished,
+    /// A value nobody writes: quarantined to the DLQ, unrun.
+    Unknown,
+}
+
+/// Classifies a stored `status` (trimmed, case-insensitive).
+pub(crate) fn claim_as(status: Option<&str>) -> ClaimAs {
+    let status = status.map(str::trim).unwrap_or_default();
+    if status.is_empty() {
+        return ClaimAs::Runnable;
+    }
+    match crate::job::JobStatus::parse(status) {
+        Some(s) if s.is_terminal() => ClaimAs::Finished,
+        Some(_) => ClaimAs::Runnable,
+        None => ClaimAs::Unknown,
     }
 }
 
@@ -194,6 +225,22 @@ mod tests {
         assert!(matches!(plan(&j, &mode), Err(StoreError::InvalidInput { what: "debounce window", .. })));
         let mode = EnqueueMode::Debounced { key: " ".into(), window: Duration::from_secs(1) };
         assert!(matches!(plan(&j, &mode), Err(StoreError::InvalidInput { what: "debounce key", .. })));
+    }
+
+    #[test]
+    fn statuses_nobody_writes_are_not_runnable() {
+        assert_eq!(claim_as(None), ClaimAs::Runnable);
+        assert_eq!(claim_as(Some(" pending ")), ClaimAs::Runnable);
+        assert_eq!(claim_as(Some("ACTIVE")), ClaimAs::Runnable);
+        assert_eq!(claim_as(Some("retrying")), ClaimAs::Runnable);
+        assert_eq!(claim_as(Some("Completed")), ClaimAs::Finished);
+        assert_eq!(claim_as(Some("BANANA")), ClaimAs::Unknown);
+        assert_eq!(claim_as(Some("UNKNOWN")), ClaimAs::Unknown, "a reporting value, never a stored one");
+        assert_eq!(
+            messages::unknown_status("BANANA"),
+            "job field `status` is invalid (\"BANANA\"): not a known job status"
+        );
+        assert!(messages::unknown_status(&"x".repeat(101)).contains("(a 101-byte value)"));
     }
 
     #[test]

@@ -150,8 +150,9 @@ pub struct Claimed {
 pub struct ClaimBatch {
     /// Jobs now held by the worker, in claim order.
     pub jobs: Vec<Claimed>,
-    /// Ids dropped from the queue without running: their hash was gone or
-    /// their status was terminal.
+    /// Ids dropped from the queue without running: their hash was gone,
+    /// their status was terminal, or they were quarantined to the default
+    /// DLQ (a key of another type, a status nobody writes).
     pub dropped: Vec<JobId>,
     /// When the next job of this queue becomes ready, if the queue is not empty.
     pub next_ready: Option<DateTime<Utc>>,

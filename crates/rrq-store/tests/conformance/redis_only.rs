@@ -209,12 +209,52 @@ async fn a_job_key_of_the_wrong_type_is_quarantined() {
 }
 
 #[tokio::test]
+async fn a_status_nobody_writes_is_quarantined_unrun() {
+    let redis = TestRedis::start();
+    let h = Harness::redis().await;
+    let store = RedisStore::connect(redis.url()).await.unwrap().with_defaults(h.defaults());
+    let raw = &raw_client(redis.url()).await;
+    let q = h.queue("q");
+    let (odd, long, fine) = (h.id("odd"), h.id("long"), h.id("fine"));
+    let long_status = "Z".repeat(150);
+    for (id, status) in [(&odd, " banana "), (&long, long_status.as_str()), (&fine, "retrying")] {
+        cmd(
+            raw,
+            &["HSET", &keys::job(id), "function_name", "f", "enqueue_time", "2030-01-01T00:00:00Z", "status", status],
+        )
+        .await;
+        cmd(raw, &["ZADD", q.as_str(), &h.now.timestamp_millis().to_string(), id.as_str()]).await;
+    }
+    let req = ClaimRequest { queue: q.clone(), worker_id: h.worker("w"), max: 5, now: h.now, lease_ttl: LEASE };
+    let batch = store.claim(req).await.unwrap();
+    assert_eq!(batch.jobs.iter().map(|c| c.lease.job_id.clone()).collect::<Vec<_>>(), vec![fine.clone()]);
+    let mut dropped = batch.dropped.clone();
+    dropped.sort();
+    let mut expected = vec![odd.clone(), long.clone()];
+    expected.sort();
+    assert_eq!(dropped, expected);
+    let fields = hash(raw, &keys::job(&odd)).await;
+    assert_eq!(fields["status"], "FAILED");
+    assert_eq!(fields["last_error"], "job field `status` is invalid (\" banana \"): not a known job status");
+    assert!(!fields.contains_key("start_time") && !fields.contains_key("worker_id"), "never claimed: {fields:?}");
+    assert_eq!(
+        hash(raw, &keys::job(&long)).await["last_error"],
+        "job field `status` is invalid (a 150-byte value): not a known job status"
+    );
+    let mut dlq = strings(raw, &["LRANGE", h.defaults().dlq.as_str(), "0", "-1"]).await;
+    dlq.sort();
+    assert_eq!(dlq, expected.iter().map(|i| i.as_str().to_owned()).collect::<Vec<_>>());
+    assert!(cmd(raw, &["GET", &keys::lock(&odd)]).await.is_null(), "no lock taken");
+    assert_eq!(int(raw, &["ZCARD", q.as_str()]).await, 0);
+}
+
+#[tokio::test]
 async fn an_unparsable_job_is_claimed_as_an_error() {
     let h = Harness::redis().await;
     let raw = h.raw();
     let q = h.queue("q");
     let id = h.id("bad");
-    cmd(raw, &["HSET", &keys::job(&id), "function_name", "f", "enqueue_time", "yesterday", "status", "WEIRD"]).await;
+    cmd(raw, &["HSET", &keys::job(&id), "function_name", "f", "enqueue_time", "yesterday", "status", "PENDING"]).await;
     cmd(raw, &["ZADD", q.as_str(), &h.now.timestamp_millis().to_string(), id.as_str()]).await;
     let batch = h.claim(&q, &h.worker("w"), 5, h.now).await;
     assert_eq!(batch.jobs.len(), 1);

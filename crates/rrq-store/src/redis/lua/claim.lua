@@ -6,11 +6,22 @@
 --       9 lock key prefix, 10 quarantine prefix, 11 events prefix, 12 now (RFC 3339)
 --
 -- Returns {paused (0/1), {id, fields, id, fields, ...}, {dropped ids}, head score or nil}.
+-- Dropped: ids whose hash is gone or finished, and ids quarantined to the
+-- default DLQ (a key of another type, a status nobody writes).
 local queue, active, leases, paused, dlq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local worker, now_ms, max = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ttl_ms, token, start_score, lock_expiry = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local job_prefix, lock_prefix, quarantine_prefix, events_prefix = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local now_text = ARGV[12]
+
+-- `last_error` of a job whose stored status is unknown (long values are not quoted).
+local function unknown_status(raw)
+  local shown = '"' .. raw .. '"'
+  if #raw > 100 then
+    shown = 'a ' .. #raw .. '-byte value'
+  end
+  return 'job field `status` is invalid (' .. shown .. '): not a known job status'
+end
 
 if redis.call('SISMEMBER', paused, queue) == 1 then
   return {1, {}, {}, false}
@@ -39,9 +50,15 @@ if max > 0 then
         'job key had type ' .. t .. '; original preserved at ' .. kept, now_text)
       dropped[#dropped + 1] = id
     else
-      local status = string.upper(redis.call('HGET', job_key, 'status') or '')
+      local raw = redis.call('HGET', job_key, 'status') or ''
+      local status = string.upper(string.match(raw, '^%s*(.-)%s*$'))
       if status == 'COMPLETED' or status == 'FAILED' or status == 'CANCELLED' then
         redis.call('ZREM', queue, id)
+        dropped[#dropped + 1] = id
+      elseif status ~= '' and status ~= 'PENDING' and status ~= 'RETRYING' and status ~= 'ACTIVE' then
+        -- A status no producer or worker writes: fail the job visibly, unrun.
+        redis.call('ZREM', queue, id)
+        move_to_dlq(job_key, events_prefix .. id, dlq, id, unknown_status(raw), now_text)
         dropped[#dropped + 1] = id
       elseif redis.call('SET', lock_prefix .. id, worker, 'NX', 'PX', ttl_ms) then
         redis.call('ZREM', queue, id)
