@@ -38,6 +38,15 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// TLS could not be set up for a `rediss://` DSN (an unreadable CA file,
+    /// no trusted roots), or the server's certificate was not trusted.
+    #[error("TLS to redis failed ({dsn}): {reason}")]
+    Tls {
+        /// The DSN with any password masked.
+        dsn: String,
+        /// What went wrong, and what to do about it.
+        reason: String,
+    },
     /// An enqueue named a job id that already exists.
     #[error("job_id already exists: {0}")]
     JobIdTaken(JobId),

@@ -23,7 +23,9 @@
 //!
 //! Connections ([`RedisStore::connect`]): `redis://[user:password@]host[:port][/db]`;
 //! `rediss://` needs the crate feature `tls` (rustls with the ring backend,
-//! off by default). Passwords never appear in errors ([`mask_dsn`]).
+//! on by default), which trusts the system's roots plus the CA file named by
+//! `RRQ_REDIS_CA_FILE` or [`ConnectOptions`]. Passwords never appear in
+//! errors ([`mask_dsn`]).
 //!
 //! Tests: unit tests beside the code for parsing and pure decisions;
 //! `tests/conformance` runs one suite against both `MemoryStore` and
@@ -44,7 +46,7 @@ pub use clock::{Clock, ManualClock, SystemClock, epoch_ms, format_timestamp, par
 pub use error::{BoxError, StoreError, mask_dsn};
 pub use job::{Job, JobDefaults, JobParseError, JobStatus, NewJob};
 pub use memory::MemoryStore;
-pub use redis::RedisStore;
+pub use redis::{CA_FILE_ENV, ConnectOptions, RedisStore};
 pub use store::{
     CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo,
     Recovery, Store, WorkerHealth, WorkerRecord,

@@ -9,7 +9,9 @@
 //! A private server runs without persistence (`--save ''`, `--appendonly no`)
 //! in a scratch directory, unless [`TestRedis::private_with_aof`] asked for an
 //! append-only file there; [`TestRedis::private_with_args`] adds arguments of
-//! the caller's (such as enabling `DEBUG`). Readiness is detected by polling `INFO server`
+//! the caller's (such as enabling `DEBUG`). [`TestRedis::private_tls`] also
+//! listens for TLS, with a throwaway CA and server certificate made by the
+//! `openssl` command. Readiness is detected by polling `INFO server`
 //! until the answering process is the child we started (so a foreign server
 //! that grabbed the port in the meantime is never mistaken for ours), with a
 //! deadline. The server is killed and its directory removed on drop.
@@ -55,7 +57,20 @@ struct Server {
     aof: bool,
     /// Extra `redis-server` arguments.
     args: Vec<String>,
+    /// Boxed, so servers without TLS (most of them) stay small.
+    tls: Option<Box<Tls>>,
     child: Option<Child>,
+}
+
+/// The TLS side of a [`TestRedis::private_tls`] server.
+#[derive(Debug)]
+struct Tls {
+    port: u16,
+    url: String,
+    /// The throwaway CA that signed the server certificate (PEM).
+    ca_file: PathBuf,
+    cert_file: PathBuf,
+    key_file: PathBuf,
 }
 
 impl TestRedis {
@@ -86,7 +101,25 @@ impl TestRedis {
     /// When `redis-server` (or `$RRQ_REDIS_SERVER`) cannot be run, or does not
     /// answer within a few seconds on any of several free ports.
     pub fn private() -> TestRedis {
-        TestRedis { kind: Kind::Private(Server::spawn(false, &[])) }
+        TestRedis { kind: Kind::Private(Server::spawn(false, &[], false)) }
+    }
+
+    /// A private server without persistence that also accepts TLS on a second
+    /// loopback port ([`TestRedis::tls_url`]), with a certificate for
+    /// `127.0.0.1` and `localhost` signed by a CA made for this server alone
+    /// ([`TestRedis::ca_file`]), so no client trusts it unless told to.
+    /// Clients need no certificate of their own (`--tls-auth-clients no`).
+    ///
+    /// The plain port ([`TestRedis::url`]) stays open: it is how readiness is
+    /// detected and how the server is stopped, and a test may use it to look
+    /// at the data behind the store's back.
+    ///
+    /// # Panics
+    ///
+    /// As [`TestRedis::private`]; also when the `openssl` command is missing or
+    /// fails, or when the server was built without TLS support.
+    pub fn private_tls() -> TestRedis {
+        TestRedis { kind: Kind::Private(Server::spawn(false, &[], true)) }
     }
 
     /// A private server that keeps an append-only file (`--appendonly yes`,
@@ -97,7 +130,7 @@ impl TestRedis {
     ///
     /// As [`TestRedis::private`].
     pub fn private_with_aof() -> TestRedis {
-        TestRedis { kind: Kind::Private(Server::spawn(true, &[])) }
+        TestRedis { kind: Kind::Private(Server::spawn(true, &[], false)) }
     }
 
     /// A private server without persistence, started with extra
@@ -109,7 +142,7 @@ impl TestRedis {
     ///
     /// As [`TestRedis::private`], and when the server refuses an argument.
     pub fn private_with_args(args: &[&str]) -> TestRedis {
-        TestRedis { kind: Kind::Private(Server::spawn(false, args)) }
+        TestRedis { kind: Kind::Private(Server::spawn(false, args, false)) }
     }
 
     /// The server's URL (`redis://127.0.0.1:{port}` for a private server).
@@ -125,6 +158,42 @@ impl TestRedis {
         match &self.kind {
             Kind::Shared { port, .. } => *port,
             Kind::Private(s) => s.port,
+        }
+    }
+
+    /// The TLS URL of a [`TestRedis::private_tls`] server
+    /// (`rediss://127.0.0.1:{tls_port}`).
+    ///
+    /// # Panics
+    ///
+    /// When the server was not started with [`TestRedis::private_tls`].
+    pub fn tls_url(&self) -> &str {
+        &self.tls("tls_url").url
+    }
+
+    /// The TLS port of a [`TestRedis::private_tls`] server.
+    ///
+    /// # Panics
+    ///
+    /// As [`TestRedis::tls_url`].
+    pub fn tls_port(&self) -> u16 {
+        self.tls("tls_port").port
+    }
+
+    /// The PEM file of the throwaway CA that signed the certificate of a
+    /// [`TestRedis::private_tls`] server: the one root a client must trust.
+    ///
+    /// # Panics
+    ///
+    /// As [`TestRedis::tls_url`].
+    pub fn ca_file(&self) -> &Path {
+        &self.tls("ca_file").ca_file
+    }
+
+    fn tls(&self, what: &str) -> &Tls {
+        match &self.kind {
+            Kind::Private(Server { tls: Some(tls), .. }) => tls,
+            _ => panic!("TestRedis::{what} needs a server started with TestRedis::private_tls()"),
         }
     }
 
@@ -182,7 +251,7 @@ impl TestRedis {
 }
 
 impl Server {
-    fn spawn(aof: bool, args: &[&str]) -> Server {
+    fn spawn(aof: bool, args: &[&str], tls: bool) -> Server {
         let program = std::env::var("RRQ_REDIS_SERVER")
             .ok()
             .filter(|p| !p.trim().is_empty())
@@ -192,11 +261,24 @@ impl Server {
             panic!("cannot create the test redis directory {}: {e}", dir.display());
         }
         let args = args.iter().map(|a| (*a).to_owned()).collect();
-        let mut server = Server { program, port: 0, url: String::new(), dir, aof, args, child: None };
+        let mut server = Server { program, port: 0, url: String::new(), dir, aof, args, tls: None, child: None };
+        if tls {
+            // After `server` exists, so a failure still removes the directory.
+            server.tls = Some(Box::new(Tls::generate(&server.dir)));
+        }
         let mut failures = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
             server.port = free_port();
             server.url = format!("redis://127.0.0.1:{}", server.port);
+            if let Some(tls) = &mut server.tls {
+                tls.port = loop {
+                    let port = free_port();
+                    if port != server.port {
+                        break port;
+                    }
+                };
+                tls.url = format!("rediss://127.0.0.1:{}", tls.port);
+            }
             match server.launch() {
                 Ok(()) => return server,
                 // Another process may have taken the port between our probe
@@ -223,8 +305,23 @@ impl Server {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
+        if let Some(tls) = &self.tls {
+            cmd.arg("--tls-port")
+                .arg(tls.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&tls.cert_file)
+                .arg("--tls-key-file")
+                .arg(&tls.key_file)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca_file)
+                .args(["--tls-auth-clients", "no"]);
+        }
         cmd.args(&self.args);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        // Errors found before the log file is opened (an unknown option, say
+        // `--tls-port` on a server built without TLS) go to stderr.
+        let stderr = self.dir.join("redis.stderr");
+        let stderr = std::fs::File::create(&stderr).map(Stdio::from).unwrap_or_else(|_| Stdio::null());
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
@@ -240,7 +337,12 @@ impl Server {
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 self.child = None;
-                return Err(format!("`{}` exited with {status}; log: {}", self.program, log_tail(&log)));
+                let stderr = log_tail(&self.dir.join("redis.stderr"));
+                return Err(format!(
+                    "`{}` exited with {status}; log: {}; stderr: {stderr}",
+                    self.program,
+                    log_tail(&log)
+                ));
             }
             if server_pid(self.port).is_some_and(|p| p == pid) {
                 return Ok(());
@@ -267,6 +369,84 @@ impl Server {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+impl Tls {
+    /// Makes a CA and a server certificate for `127.0.0.1` / `localhost`
+    /// signed by it, in `dir/tls`. Ports are filled in later.
+    fn generate(dir: &Path) -> Tls {
+        let tls_dir = dir.join("tls");
+        if let Err(e) = std::fs::create_dir_all(&tls_dir) {
+            panic!("cannot create {}: {e}", tls_dir.display());
+        }
+        let ca_key = tls_dir.join("ca.key");
+        let ca_file = tls_dir.join("ca.crt");
+        let key_file = tls_dir.join("server.key");
+        let csr = tls_dir.join("server.csr");
+        let cert_file = tls_dir.join("server.crt");
+        let extensions = tls_dir.join("server.ext");
+        let ec_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        openssl(
+            Command::new("openssl")
+                .args(["req", "-x509", "-days", "2", "-subj", "/CN=rrq throwaway test CA"])
+                .args(ec_key)
+                .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+                .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+                .arg("-keyout")
+                .arg(&ca_key)
+                .arg("-out")
+                .arg(&ca_file),
+        );
+        openssl(
+            Command::new("openssl")
+                .args(["req", "-subj", "/CN=localhost"])
+                .args(ec_key)
+                .arg("-keyout")
+                .arg(&key_file)
+                .arg("-out")
+                .arg(&csr),
+        );
+        let ext = "basicConstraints=critical,CA:FALSE\n\
+                   keyUsage=critical,digitalSignature\n\
+                   extendedKeyUsage=serverAuth\n\
+                   subjectAltName=IP:127.0.0.1,DNS:localhost\n";
+        if let Err(e) = std::fs::write(&extensions, ext) {
+            panic!("cannot write {}: {e}", extensions.display());
+        }
+        openssl(
+            Command::new("openssl")
+                .args(["x509", "-req", "-days", "2", "-set_serial", "2"])
+                .arg("-in")
+                .arg(&csr)
+                .arg("-CA")
+                .arg(&ca_file)
+                .arg("-CAkey")
+                .arg(&ca_key)
+                .arg("-extfile")
+                .arg(&extensions)
+                .arg("-out")
+                .arg(&cert_file),
+        );
+        Tls { port: 0, url: String::new(), ca_file, cert_file, key_file }
+    }
+}
+
+/// Runs one `openssl` command, panicking with its output if it fails.
+fn openssl(cmd: &mut Command) {
+    let output = match cmd.stdin(Stdio::null()).output() {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("`openssl` was not found: install it (`apt-get install openssl`) to run the TLS tests")
+        }
+        Err(e) => panic!("cannot run `openssl`: {e}"),
+    };
+    if !output.status.success() {
+        panic!(
+            "`openssl` failed ({}): {}\ncommand: {cmd:?}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
 }
 
@@ -375,6 +555,21 @@ mod tests {
         assert_eq!(command(port, "DEBUG SLEEP 0").unwrap().as_deref(), Some("OK"));
         let plain = TestRedis::private();
         assert!(command(plain.port(), "DEBUG SLEEP 0").is_err(), "DEBUG is off by default");
+    }
+
+    #[test]
+    fn a_tls_server_answers_on_both_ports_with_its_own_ca() {
+        let mut redis = TestRedis::private_tls();
+        assert_ne!(redis.tls_port(), redis.port());
+        assert_eq!(redis.tls_url(), format!("rediss://127.0.0.1:{}", redis.tls_port()));
+        let ca = std::fs::read_to_string(redis.ca_file()).unwrap();
+        assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+        assert_eq!(command(redis.port(), "PING").unwrap().as_deref(), Some("PONG"));
+        // Plain text on the TLS port gets no Redis reply.
+        assert!(command(redis.tls_port(), "PING").is_err(), "the TLS port must not speak plain RESP");
+        redis.kill();
+        redis.start_again();
+        assert!(TcpStream::connect(("127.0.0.1", redis.tls_port())).is_ok(), "TLS port open after a restart");
     }
 
     #[test]

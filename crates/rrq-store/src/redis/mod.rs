@@ -11,7 +11,10 @@
 //! (`max_command_attempts = 1`), and the scripts are written so that a caller
 //! re-running one after an error cannot apply it twice.
 
+mod options;
 mod scripts;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,8 +29,9 @@ use rrq_protocol::{DlqName, JobId, QueueName};
 use serde_json::Value as Json;
 use tokio::sync::{OnceCell, mpsc};
 
+pub use self::options::{CA_FILE_ENV, ConnectOptions};
 use crate::clock::{Clock, SystemClock, epoch_ms, format_timestamp};
-use crate::error::{BoxError, StoreError, mask_dsn};
+use crate::error::{StoreError, mask_dsn};
 use crate::job::{Job, JobDefaults, JobParseError, JobStatus, NewJob};
 use crate::keys;
 use crate::shared::{self, Plan};
@@ -109,14 +113,30 @@ impl RedisStore {
     /// `valkey://` / `valkeys://` spellings. Redis Cluster URLs are refused:
     /// the 0.11.1 key layout cannot span hash slots.
     ///
+    /// TLS trusts the system's root certificates plus those in the PEM file
+    /// named by `RRQ_REDIS_CA_FILE` ([`ConnectOptions::from_env`]); use
+    /// [`RedisStore::connect_with`] to pass that file without the environment.
+    ///
     /// # Errors
     ///
-    /// [`StoreError::InvalidDsn`] for a DSN that cannot be used, and
-    /// [`StoreError::Unavailable`] when the server does not answer `PING`
-    /// within five seconds (wrong address, refused credentials, ...).
+    /// [`StoreError::InvalidDsn`] for a DSN that cannot be used,
+    /// [`StoreError::Tls`] when TLS cannot be set up or the server's
+    /// certificate is not trusted, and [`StoreError::Unavailable`] when the
+    /// server does not answer `PING` within five seconds (wrong address,
+    /// refused credentials, ...).
     pub async fn connect(dsn: &str) -> Result<RedisStore, StoreError> {
+        RedisStore::connect_with(dsn, ConnectOptions::from_env()).await
+    }
+
+    /// [`RedisStore::connect`] with explicit [`ConnectOptions`] instead of
+    /// those of the environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisStore::connect`].
+    pub async fn connect_with(dsn: &str, options: ConnectOptions) -> Result<RedisStore, StoreError> {
         let masked = mask_dsn(dsn);
-        let config = parse_dsn(dsn, &masked)?;
+        let config = parse_dsn(dsn, &masked, &options)?;
         let builder = builder(config);
         let client = builder
             .build()
@@ -125,7 +145,7 @@ impl RedisStore {
             client.init().await?;
             client.ping::<String>(None).await
         };
-        let failure: BoxError = match tokio::time::timeout(CONNECT_DEADLINE, ready).await {
+        let failure = match tokio::time::timeout(CONNECT_DEADLINE, ready).await {
             Ok(Ok(_)) => {
                 return Ok(RedisStore {
                     inner: Arc::new(Inner {
@@ -138,15 +158,18 @@ impl RedisStore {
                     defaults: Arc::new(JobDefaults::default()),
                 });
             }
-            Ok(Err(e)) => Box::new(e),
-            Err(_) => format!("no answer to PING within {}s", CONNECT_DEADLINE.as_secs()).into(),
+            Ok(Err(e)) => connect_error(e, masked),
+            Err(_) => StoreError::Unavailable {
+                dsn: masked,
+                source: format!("no answer to PING within {}s", CONNECT_DEADLINE.as_secs()).into(),
+            },
         };
         // Stop the reconnect loop of the client we are giving up on, without
         // making the caller wait for a server that does not answer.
         tokio::spawn(async move {
             let _ = tokio::time::timeout(CONNECT_DEADLINE, client.quit()).await;
         });
-        Err(StoreError::Unavailable { dsn: masked, source: failure })
+        Err(failure)
     }
 
     /// Sets the defaults used where a call has none of its own: the DLQ that
@@ -232,23 +255,46 @@ impl RedisStore {
 }
 
 /// Parses a DSN into a client configuration, refusing what we cannot serve.
-fn parse_dsn(dsn: &str, masked: &str) -> Result<Config, StoreError> {
+fn parse_dsn(dsn: &str, masked: &str, options: &ConnectOptions) -> Result<Config, StoreError> {
     let invalid = |reason: &str| StoreError::InvalidDsn { dsn: masked.to_owned(), reason: reason.to_owned() };
-    let scheme = dsn.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).ok_or_else(|| invalid("missing scheme"))?;
-    match scheme.as_str() {
-        "redis" | "valkey" => {}
+    let (scheme, rest) = dsn.split_once("://").ok_or_else(|| invalid("missing scheme"))?;
+    let tls = match scheme.to_ascii_lowercase().as_str() {
+        "redis" | "valkey" => false,
         "rediss" | "valkeys" => {
             if !cfg!(feature = "tls") {
                 return Err(invalid("TLS needs rrq-store's `tls` feature"));
             }
+            true
         }
         s if s.contains("cluster") => {
             return Err(invalid("Redis Cluster is not supported: the rrq 0.11.1 key layout spans hash slots"));
         }
         _ => return Err(invalid("the scheme must be redis:// or rediss://")),
+    };
+    // The client parses the plain form: TLS is set up below, not with the
+    // client's default (system roots only, and an error on any unreadable
+    // one). Its messages never contain the URL, so no password leaks.
+    #[cfg_attr(not(feature = "tls"), expect(unused_mut))]
+    let mut config = Config::from_url(&format!("redis://{rest}")).map_err(|e| invalid(e.details()))?;
+    #[cfg(feature = "tls")]
+    if tls {
+        let tls =
+            tls::config(options.ca_file()).map_err(|reason| StoreError::Tls { dsn: masked.to_owned(), reason })?;
+        config.tls = Some(tls);
     }
-    // The client's own messages never contain the URL, so no password leaks.
-    Config::from_url(dsn).map_err(|e| invalid(e.details()))
+    #[cfg(not(feature = "tls"))]
+    let _ = (tls, options);
+    Ok(config)
+}
+
+/// Why the first connection failed: a TLS handshake the client refused, or
+/// an unreachable server.
+fn connect_error(e: Error, dsn: String) -> StoreError {
+    #[cfg(feature = "tls")]
+    if let Some(reason) = tls::handshake_failure(&e) {
+        return StoreError::Tls { dsn, reason };
+    }
+    StoreError::Unavailable { dsn, source: Box::new(e) }
 }
 
 fn builder(config: Config) -> Builder {

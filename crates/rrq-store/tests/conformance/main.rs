@@ -53,4 +53,5 @@ mod inspect;
 mod lifecycle;
 mod outcomes;
 mod redis_only;
+mod tls;
 mod unique;
