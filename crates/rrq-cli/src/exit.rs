@@ -11,7 +11,7 @@ pub enum Exit {
     Failure = 1,
     /// Bad command line (clap's own code).
     Usage = 2,
-    /// The configuration is missing or invalid.
+    /// The configuration is missing or invalid (including TLS trust for Redis).
     Config = 3,
     /// Redis could not be reached.
     Unavailable = 4,
@@ -48,7 +48,10 @@ impl<E: Into<anyhow::Error>> From<E> for CliError {
             matches!(c.downcast_ref::<rrq_store::StoreError>(), Some(rrq_store::StoreError::Unavailable { .. }))
         }) {
             Exit::Unavailable
-        } else if error.chain().any(|c| c.downcast_ref::<rrq_config::Error>().is_some()) {
+        } else if error.chain().any(|c| {
+            c.downcast_ref::<rrq_config::Error>().is_some()
+                || matches!(c.downcast_ref::<rrq_store::StoreError>(), Some(rrq_store::StoreError::Tls { .. }))
+        }) {
             Exit::Config
         } else {
             Exit::Failure

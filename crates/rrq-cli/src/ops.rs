@@ -39,6 +39,11 @@ pub(crate) async fn connect(args: &ConfigArgs) -> Result<Ops, CliError> {
             let hint = format!("fix redis_dsn in {path} (or RRQ_REDIS_DSN); it must look like redis://host:6379/0");
             return Err(CliError::new(Exit::Config, anyhow::Error::new(e).context(hint)));
         }
+        Err(e @ StoreError::Tls { .. }) => {
+            let hint =
+                format!("cannot talk TLS to Redis at {dsn}: check the server's certificate and RRQ_REDIS_CA_FILE");
+            return Err(CliError::new(Exit::Config, anyhow::Error::new(e).context(hint)));
+        }
         Err(e) => {
             let exit = if matches!(e, StoreError::Unavailable { .. }) { Exit::Unavailable } else { Exit::Failure };
             let hint = format!(

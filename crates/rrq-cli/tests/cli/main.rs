@@ -12,6 +12,7 @@ mod health;
 mod interop;
 mod job;
 mod queue;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -143,6 +144,7 @@ pub fn rrq_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         .current_dir(cwd)
         .env_remove("RRQ_CONFIG")
         .env_remove("RRQ_REDIS_DSN")
+        .env_remove("RRQ_REDIS_CA_FILE")
         .env_remove("RUST_LOG")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
