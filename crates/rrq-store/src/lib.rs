@@ -19,7 +19,9 @@
 //! the attempt token, so a stale worker can never overwrite a newer outcome;
 //! no step applies twice when re-run after a lost reply (the client never
 //! re-sends by itself; a re-sent outcome write answers `Applied` again, a
-//! re-sent enqueue answers that the id is taken, a re-sent release `Stale`).
+//! re-sent enqueue answers that the id is taken, a re-sent release `Stale`;
+//! `RedisStore` re-sends a failed claim once with the same token, and the
+//! repeat hands out the jobs a lost run took instead of orphaning them).
 //!
 //! Connections ([`RedisStore::connect`]): `redis://[user:password@]host[:port][/db]`;
 //! `rediss://` needs the crate feature `tls` (rustls with the ring backend,

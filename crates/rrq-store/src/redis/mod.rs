@@ -9,7 +9,9 @@
 //! Writes that touch several keys are single Lua scripts (see `scripts.rs`).
 //! A client never re-sends a command after a lost reply
 //! (`max_command_attempts = 1`), and the scripts are written so that a caller
-//! re-running one after an error cannot apply it twice.
+//! re-running one after an error cannot apply it twice. A claim that fails on
+//! the connection is asked once more with the same token; the repeat returns
+//! the jobs a lost run took, so a dropped reply does not orphan them.
 
 mod options;
 mod scripts;
@@ -702,8 +704,27 @@ impl Store for RedisStore {
             keys::QUARANTINE_PREFIX.to_owned(),
             keys::EVENTS_PREFIX.to_owned(),
             token.clone(),
+            flag(false),
+            QueueName::PREFIX.to_owned(),
         ];
-        let reply = array(OP, self.eval(OP, &scripts::CLAIM, keys, args).await?)?;
+        let first = scripts::CLAIM.evalsha_with_reload::<Value, _, _>(&self.inner.client, keys.clone(), args.clone());
+        let reply = match first.await {
+            Ok(reply) => reply,
+            // The connection broke with the script sent: it may have run and
+            // only its reply been lost. Asking again with the same token
+            // returns what that run took; otherwise its jobs would sit locked
+            // until their lease expired and recovery re-queued them with an
+            // attempt counted. (A timeout is not repeated: during an outage
+            // that would only double the wait.)
+            Err(e) if matches!(e.kind(), ErrorKind::IO | ErrorKind::Canceled) => {
+                tracing::debug!(error = %e, "claim reply lost with the connection; asking again with the same token");
+                let mut args = args;
+                args[12] = flag(true);
+                self.eval(OP, &scripts::CLAIM, keys, args).await?
+            }
+            Err(e) => return Err(self.error(OP, e)),
+        };
+        let reply = array(OP, reply)?;
         let mut it = reply.into_iter();
         let (Some(paused), Some(claimed), Some(dropped), Some(head)) = (it.next(), it.next(), it.next(), it.next())
         else {

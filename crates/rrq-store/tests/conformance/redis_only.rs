@@ -208,6 +208,102 @@ async fn a_job_key_of_the_wrong_type_is_quarantined() {
     assert_eq!(int(&raw, &["ZCARD", q.as_str()]).await, 0);
 }
 
+/// A TCP proxy to Redis that, once armed, swallows the next bytes Redis sends
+/// and closes that connection: a network cut just after the server ran a
+/// command, before its reply arrived.
+struct LossyProxy {
+    port: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LossyProxy {
+    fn start(target: u16) -> LossyProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let trigger = armed.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", target)) else { return };
+                let (mut client_in, mut server_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client_in, &mut server_out);
+                });
+                let trigger = trigger.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = server.read(&mut buf) {
+                        if trigger.swap(false, Ordering::SeqCst) {
+                            break;
+                        }
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        LossyProxy { port, armed }
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn fired(&self) -> bool {
+        !self.armed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn a_claim_whose_reply_is_lost_hands_out_the_same_jobs_on_its_repeat() {
+    let redis = TestRedis::start();
+    let h = Harness::redis().await;
+    let proxy = LossyProxy::start(redis.port());
+    let store = RedisStore::connect(&format!("redis://127.0.0.1:{}", proxy.port)).await.unwrap();
+    let store = store.with_defaults(h.defaults());
+    let raw = &raw_client(redis.url()).await;
+    let (q, empty) = (h.queue("q"), h.queue("empty"));
+    for id in ["a", "b", "c"] {
+        store.enqueue(h.new_job(id, &q), EnqueueMode::Standard).await.unwrap();
+    }
+    let worker = h.worker("w");
+    let claim = |queue: &rrq_protocol::QueueName, max| ClaimRequest {
+        queue: queue.clone(),
+        worker_id: worker.clone(),
+        max,
+        now: h.now,
+        lease_ttl: LEASE,
+    };
+    // Load the script first, so the reply lost is the claim's own.
+    assert!(store.claim(claim(&empty, 1)).await.unwrap().jobs.is_empty());
+
+    proxy.arm();
+    let batch = store.claim(claim(&q, 2)).await.expect("the repeat answers");
+    assert!(proxy.fired(), "a reply was dropped");
+    let taken: Vec<_> = batch.jobs.iter().map(|c| c.lease.job_id.clone()).collect();
+    assert_eq!(taken, vec![h.id("a"), h.id("b")], "the jobs the lost run took, and no more than max");
+    for c in &batch.jobs {
+        let fields = hash(raw, &keys::job(&c.lease.job_id)).await;
+        assert_eq!((fields["status"].as_str(), fields["start_time"].as_str()), ("ACTIVE", c.lease.token.as_str()));
+        assert_eq!(text(raw, &["GET", &keys::lock(&c.lease.job_id)]).await.as_deref(), Some(worker.as_str()));
+        assert_eq!(c.job.as_ref().unwrap().status, Some(rrq_store::JobStatus::Active));
+    }
+    assert_eq!(int(raw, &["ZCARD", q.as_str()]).await, 1, "c is still queued");
+    // The leases handed out are the real ones.
+    let done = store.complete(&batch.jobs[0].lease, &json!(1), h.now, &h.defaults()).await.unwrap();
+    assert_eq!(done, Fence::Applied);
+
+    // The next claim (a new token) takes the rest, never a or b again.
+    let rest = store.claim(ClaimRequest { now: h.at(1.0), ..claim(&q, 5) }).await.unwrap();
+    assert_eq!(rest.jobs.iter().map(|c| c.lease.job_id.clone()).collect::<Vec<_>>(), vec![h.id("c")]);
+}
+
 #[tokio::test]
 async fn a_status_nobody_writes_is_quarantined_unrun() {
     let redis = TestRedis::start();

@@ -3,7 +3,8 @@
 -- KEYS: 1 queue, 2 the worker's active set, 3 lease index, 4 paused set, 5 default DLQ
 -- ARGV: 1 worker id, 2 now (epoch ms), 3 max, 4 lease TTL (ms), 5 token (start_time),
 --       6 start score (epoch s), 7 lock expiry (epoch ms), 8 job key prefix,
---       9 lock key prefix, 10 quarantine prefix, 11 events prefix, 12 now (RFC 3339)
+--       9 lock key prefix, 10 quarantine prefix, 11 events prefix, 12 now (RFC 3339),
+--       13 replay (1 when this call repeats one whose reply was lost), 14 queue prefix
 --
 -- Returns {paused (0/1), {id, fields, id, fields, ...}, {dropped ids}, head score or nil}.
 -- Dropped: ids whose hash is gone or finished, and ids quarantined to the
@@ -12,7 +13,7 @@ local queue, active, leases, paused, dlq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], K
 local worker, now_ms, max = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ttl_ms, token, start_score, lock_expiry = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local job_prefix, lock_prefix, quarantine_prefix, events_prefix = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
-local now_text = ARGV[12]
+local now_text, replay, queue_prefix = ARGV[12], ARGV[13] == '1', ARGV[14]
 
 -- `last_error` of a job whose stored status is unknown (long values are not quoted).
 local function unknown_status(raw)
@@ -28,9 +29,26 @@ if redis.call('SISMEMBER', paused, queue) == 1 then
 end
 
 local claimed, dropped = {}, {}
-if max > 0 then
+local taken = 0
+if replay and max > 0 then
+  -- The same claim again after its reply was lost: the jobs the lost run took
+  -- carry this claim's token (and its start score in the active set). Hand
+  -- them out again rather than leave them to orphan recovery.
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', active, start_score, start_score)) do
+    if taken >= max then
+      break
+    end
+    local job_key = job_prefix .. id
+    if holds(job_key, lock_prefix .. id, worker, token)
+        and full_name(redis.call('HGET', job_key, 'queue_name'), queue_prefix, queue) == queue then
+      taken = taken + 1
+      claimed[#claimed + 1] = id
+      claimed[#claimed + 1] = redis.call('HGETALL', job_key)
+    end
+  end
+end
+if max > taken then
   local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', now_ms, 'LIMIT', 0, max * 4)
-  local taken = 0
   for _, id in ipairs(ids) do
     if taken >= max then
       break
