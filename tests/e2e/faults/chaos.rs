@@ -1,0 +1,96 @@
+//! Several orchestrators on one Redis, SIGKILLed and restarted at random
+//! while they share a burst: every job ends COMPLETED exactly once and no
+//! two executions of a job overlap.
+
+use std::time::{Duration, Instant};
+
+use rrq_producer::Producer;
+use rrq_protocol::JobId;
+use rrq_store::keys;
+use rrq_test_support::TestRedis;
+use serde_json::json;
+
+use super::harness::{
+    Config, Orchestrator, Records, Reply, Rng, count_runs, enqueue_many, poll_until, redis_pipeline, soak, statuses,
+    store, tally, wait_all_completed, wait_all_dead,
+};
+use crate::report;
+use crate::support::TempDir;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orchestrators_killed_at_random_lose_and_duplicate_nothing() {
+    const T: &str = "chaos";
+    let redis = TestRedis::private();
+    let dir = TempDir::new("fault-chaos");
+    let record = dir.path().join("record.jsonl");
+    let n = soak(10_000, 50_000);
+    let workers = 3;
+    let kills = soak(4, 12);
+    let mut rng = Rng::from_env();
+    let producer = Producer::new(redis.url()).await.unwrap();
+    let store = store(redis.url()).await;
+    let ids = enqueue_many(&producer, "chaos", n, "record", json!({"path": record, "seconds": 0.005})).await;
+
+    let configs: Vec<_> =
+        (0..workers).map(|i| Config::rust(redis.url(), 2, 16).write(&dir, &format!("w{i}.toml"))).collect();
+    let mut running: Vec<Orchestrator> =
+        configs.iter().enumerate().map(|(i, c)| Orchestrator::start(&dir, c, &format!("w{i}-0"))).collect();
+    let started = Instant::now();
+    report!(T, "injected: {n} jobs, {workers} orchestrators, {kills} random SIGKILLs + restarts (seed {})", rng.seed());
+
+    let mut last_kill = Instant::now();
+    for k in 0..kills {
+        // Somewhere in the k-th of `kills + 2` equal slices of the burst.
+        let slice = n / (kills + 2);
+        let at = (k + 1) * slice + rng.below(slice / 2);
+        poll_until(Duration::from_secs(120), &format!("{at} executions"), async || {
+            (count_runs(&record) >= at).then_some(())
+        })
+        .await;
+        let victim = rng.below(workers);
+        let runners = running[victim].runner_pids();
+        running[victim].kill();
+        last_kill = Instant::now();
+        let gone = wait_all_dead(&runners, Duration::from_secs(5)).await;
+        running[victim] = Orchestrator::start(&dir, &configs[victim], &format!("w{victim}-{}", k + 1));
+        report!(
+            T,
+            "injected: SIGKILL of worker w{victim} after {at} executions; its runners {runners:?} gone in {:.2}s; restarted",
+            gone.as_secs_f64()
+        );
+    }
+
+    let states = wait_all_completed(&store, &ids, Duration::from_secs(90)).await;
+    let since_kill = last_kill.elapsed();
+    let total = started.elapsed();
+    let xlen: Vec<Vec<String>> = ids.iter().map(|id| vec!["XLEN".to_owned(), keys::events(id)]).collect();
+    let completions = redis_pipeline(redis.port(), &xlen);
+    let not_once: Vec<(&JobId, &Reply)> = ids.iter().zip(&completions).filter(|(_, r)| **r != Reply::Int(1)).collect();
+    let runs = Records::load(&record);
+    let never_ran: Vec<&JobId> = ids.iter().filter(|id| !runs.runs.contains_key(id.as_str())).collect();
+    let overlapping = runs.overlapping();
+    let final_states = tally(&statuses(&store, &ids).await.unwrap());
+    report!(
+        T,
+        "observed: {final_states:?} {:.1}s after the start ({:.1}s after the last kill, {:.1}s to drain the rest); \
+         lost {}, completed more than once {}, re-runs {}, overlapping {}",
+        total.as_secs_f64(),
+        since_kill.as_secs_f64(),
+        states.as_secs_f64(),
+        never_ran.len(),
+        not_once.len(),
+        runs.reruns(),
+        overlapping.len()
+    );
+    assert!(never_ran.is_empty(), "jobs never ran: {:?}", &never_ran[..never_ran.len().min(10)]);
+    assert!(not_once.is_empty(), "jobs not completed exactly once: {:?}", &not_once[..not_once.len().min(10)]);
+    assert!(overlapping.is_empty(), "executions overlapped: {overlapping:?}");
+    assert!(runs.uncounted().is_empty(), "a re-run carries a higher attempt: {:?}", runs.uncounted());
+    for w in &mut running {
+        assert!(w.is_running());
+        w.signal("TERM");
+    }
+    for w in &mut running {
+        assert!(w.wait_exit(Duration::from_secs(15)).await.success());
+    }
+}
