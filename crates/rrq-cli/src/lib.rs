@@ -8,6 +8,7 @@
 //! command in-process or as their own binary; `main.rs` only calls [`main`].
 
 mod completions;
+mod debug;
 mod dlq;
 mod exit;
 mod health;
@@ -16,6 +17,7 @@ mod logging;
 mod ops;
 mod output;
 mod queue;
+mod runner_helper;
 mod runners;
 mod serve;
 mod watch;
@@ -61,6 +63,12 @@ enum Command {
     /// Check that workers are alive (their health records)
     #[command(alias = "check")]
     Health(health::HealthArgs),
+    /// Synthetic jobs, workers and load; one-off submits; pattern deletes
+    #[command(subcommand)]
+    Debug(debug::DebugCommand),
+    /// Run a language runner in the foreground
+    #[command(subcommand)]
+    Runner(runner_helper::RunnerCommand),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
 }
@@ -89,6 +97,8 @@ pub fn main() -> ExitCode {
             Command::Job(cmd) => job::run(cmd).await,
             Command::Dlq(cmd) => dlq::run(cmd).await,
             Command::Health(args) => health::run(args).await,
+            Command::Debug(cmd) => debug::run(cmd).await,
+            Command::Runner(cmd) => runner_helper::run(cmd).await,
             Command::Completions(args) => completions::run(args),
         }
     });

@@ -82,13 +82,18 @@ pub(crate) fn failure(message: String) -> CliError {
 /// not pass `--yes` is refused rather than left waiting. Returns whether the
 /// user agreed.
 pub(crate) fn confirm(question: &str, yes: bool) -> Result<bool, CliError> {
+    confirm_with(question, yes, "--yes")
+}
+
+/// [`confirm`] for a command whose answering flag is `flag`.
+pub(crate) fn confirm_with(question: &str, yes: bool, flag: &str) -> Result<bool, CliError> {
     if yes {
         return Ok(true);
     }
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(usage(format!(
-            "{question} needs confirmation, but stdin is not a terminal; pass --yes to confirm"
+            "{question} needs confirmation, but stdin is not a terminal; pass {flag} to confirm"
         )));
     }
     eprint!("{question} [y/N] ");
