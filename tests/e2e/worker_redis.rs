@@ -2,10 +2,11 @@
 //! worker run` (the e2e build of the CLI) running the example Rust runner,
 //! jobs written by our producer, state read back through `RedisStore`.
 //!
-//! Covered: retries with backoff and the DLQ, timeouts (runner replaced),
-//! cron ticks enqueued exactly once by two workers, orphan recovery after a
-//! SIGKILL, queue pause/resume across processes, cancelling a running job,
-//! graceful shutdown, and pickup latency.
+//! Covered: retries with backoff and the DLQ, timeouts (a shared runner
+//! process kept, a frozen one replaced), cron ticks enqueued exactly once by
+//! two workers, orphan recovery after a SIGKILL, queue pause/resume across
+//! processes, cancelling a running job, graceful shutdown, and pickup
+//! latency.
 //!
 //! Every wait polls Redis (or a process) against a deadline; when a test
 //! fails, each worker it started prints its output (see [`Worker`]'s `Drop`).
@@ -392,19 +393,34 @@ async fn a_timed_out_job_is_dead_lettered_once_and_its_runner_replaced() {
     assert_eq!(neighbour.current_retries, 0, "the neighbour's attempt was not disturbed");
     assert_eq!(worker.runner_pids(), shared, "a process serving other requests is kept");
 
-    // A timeout alone on the process: the process is terminated...
+    // A timeout alone on the process. The example runner enforces the
+    // deadline too, so either side may notice first; the job is recorded the
+    // same way, and the runner (kept or replaced) runs the next job.
     env.enqueue("slow", "sleep", json!({"seconds": 10}), slow()).await;
     running(&env, &worker, &["slow"]).await;
-    let old = shared[0];
     assert_timed_out(&env, "slow").await;
-    eventually("the timed-out runner to exit", Duration::from_secs(10), &[&worker], async || {
+    env.enqueue("next", "success", json!({"value": "next"}), EnqueueOptions::default()).await;
+    let next = env.finished("next", Duration::from_secs(15)).await;
+    assert_eq!((next.status, next.result), (Some(JobStatus::Completed), Some(json!("ok:next"))));
+
+    // A runner that does not answer at all (frozen): the orchestrator's
+    // timeout terminates the process...
+    env.enqueue("frozen", "sleep", json!({"seconds": 10}), slow()).await;
+    running(&env, &worker, &["frozen"]).await;
+    let frozen = worker.runner_pids();
+    assert_eq!(frozen.len(), 1, "{frozen:?}");
+    let old = frozen[0];
+    let status = Command::new("kill").args(["-s", "STOP", &old.to_string()]).status().expect("run kill(1)");
+    assert!(status.success(), "SIGSTOP the runner {old}");
+    assert_timed_out(&env, "frozen").await;
+    eventually("the frozen runner to be terminated", Duration::from_secs(10), &[&worker], async || {
         (!is_alive(old)).then_some(())
     })
     .await;
-    // ...and replaced: the next job runs on a new process.
-    env.enqueue("next", "success", json!({"value": "after"}), EnqueueOptions::default()).await;
-    let next = env.finished("next", Duration::from_secs(15)).await;
-    assert_eq!((next.status, next.result), (Some(JobStatus::Completed), Some(json!("ok:after"))));
+    // ...and replaces it: the next job runs on a new process.
+    env.enqueue("after", "success", json!({"value": "after"}), EnqueueOptions::default()).await;
+    let after = env.finished("after", Duration::from_secs(15)).await;
+    assert_eq!((after.status, after.result), (Some(JobStatus::Completed), Some(json!("ok:after"))));
     let now = worker.runner_pids();
     assert_eq!(now.len(), 1, "{now:?}");
     assert_ne!(now[0], old, "the runner process was replaced");
