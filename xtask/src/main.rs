@@ -5,6 +5,8 @@
 //! * `cargo xtask demo`: Redis (from `RRQ_REDIS_DSN` or a throwaway
 //!   `redis-server`), a worker with the example Rust runner, a few hundred jobs,
 //!   progress and a summary.
+//! * `cargo xtask bench [--quick] [SCENARIO...]`: RRQ against the reference
+//!   orchestrator (`rrq==0.11.1`), side by side; see `src/bench/mod.rs`.
 
 mod demo;
 mod invariants;
@@ -21,11 +23,14 @@ fn main() -> ExitCode {
         Some("invariants") => invariants::check(),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|invariants>");
+            eprintln!("usage: cargo xtask <test|demo|invariants|bench>");
             eprintln!("  test        fmt check, clippy -D warnings, invariants, all tests");
             eprintln!("  demo [N]    run N jobs (default 500) through a worker and the example runner");
             eprintln!("  invariants  check the crate graph rules of ARCHITECTURE.md");
-            eprintln!("  bench [S]   build the benchmark harness in release mode and run scenario S (default: all)");
+            eprintln!("  bench [--quick] [--reps N] [--check] [SCENARIO...]");
+            eprintln!(
+                "              RRQ vs the reference rrq 0.11.1 (release builds); table + target/bench-results.json"
+            );
             return ExitCode::from(2);
         }
     };
@@ -61,12 +66,12 @@ fn has_nextest() -> bool {
 }
 
 fn bench(args: &[String]) -> Result<()> {
-    run(cargo().args(["build", "--release", "--quiet", "-p", "xtask", "--bin", "rrq-bench"]))?;
+    // The harness, the `rrq` CLI and the example runner, all in release mode.
+    run(cargo().args(["build", "--release", "--quiet", "-p", "xtask", "-p", "rrq-cli", "-p", "rrq-runner", "--bins"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let scenario = args.first().map(String::as_str).unwrap_or("all");
-    run(Command::new(target.join("release/rrq-bench")).arg(scenario))
+    run(Command::new(target.join("release/rrq-bench")).args(args))
 }
 
 fn test(extra: &[String]) -> Result<()> {

@@ -1,0 +1,423 @@
+//! The measurements. Each function runs one side once and returns raw
+//! numbers; `mod.rs` repeats, alternates and aggregates them.
+//!
+//! Jobs get ids `{tag}-{index:08}`: jobs enqueued in one batch share a score
+//! (their enqueue millisecond) and Redis orders equal scores by member, so
+//! these ids make claim order equal enqueue order. The last index is then
+//! the last job claimed, a cheap probe for "everything finished".
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use rrq_producer::{EnqueueOptions, JobId, Producer};
+use rrq_protocol::QueueName;
+use rrq_store::{Store, parse_timestamp};
+use serde_json::json;
+
+use super::env::Setup;
+use super::orchestrator::{Orchestrator, Pool, ProcSample, RunnerKind, Side};
+use super::progress;
+
+/// Ids per `job_fields_batch` script call (the store's chunk).
+const READ_CHUNK: usize = 500;
+
+pub(crate) struct Ctx {
+    pub setup: Setup,
+    pub producer: Producer,
+    pub store: Arc<dyn Store>,
+    pub queue: QueueName,
+}
+
+impl Ctx {
+    pub(crate) async fn new(setup: Setup) -> Result<Ctx> {
+        let producer = Producer::new(&setup.redis.dsn).await?;
+        let store = producer.store().clone();
+        let queue = QueueName::parse("default").expect("a valid queue name");
+        Ok(Ctx { setup, producer, store, queue })
+    }
+}
+
+/// Redis commands the harness itself sends while an orchestrator runs, so
+/// they can be taken out of `INFO commandstats`.
+#[derive(Default)]
+struct OwnCalls {
+    scripts: u64,
+    commands: u64,
+}
+
+impl OwnCalls {
+    fn read(&mut self, ids: usize) {
+        let scripts = ids.div_ceil(READ_CHUNK) as u64;
+        self.scripts += scripts;
+        // Each script runs TYPE and HGETALL per key.
+        self.commands += scripts + 2 * ids as u64;
+    }
+}
+
+/// What the hash of a job says about its run (epoch seconds).
+#[derive(Clone, Debug, Default)]
+struct Times {
+    status: String,
+    enqueue: Option<f64>,
+    start: Option<f64>,
+    completion: Option<f64>,
+}
+
+fn epoch(v: Option<&String>) -> Option<f64> {
+    v.and_then(|s| parse_timestamp(s)).map(|t| t.timestamp_micros() as f64 / 1e6)
+}
+
+fn is_terminal(status: &str) -> bool {
+    matches!(status, "COMPLETED" | "FAILED" | "CANCELLED")
+}
+
+async fn read_times(store: &Arc<dyn Store>, ids: &[JobId], own: &mut OwnCalls) -> Result<Vec<Times>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(20 * READ_CHUNK) {
+        own.read(chunk.len());
+        for fields in store.job_fields_batch(chunk).await? {
+            let Some(f) = fields else {
+                out.push(Times::default());
+                continue;
+            };
+            out.push(Times {
+                status: f.get("status").cloned().unwrap_or_default().to_ascii_uppercase(),
+                enqueue: epoch(f.get("enqueue_time")),
+                start: epoch(f.get("start_time")),
+                completion: epoch(f.get("completion_time")),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn job_id(tag: &str, i: usize) -> String {
+    format!("{tag}-{i:08}")
+}
+
+/// Enqueues `n` no-op jobs in batches; returns their ids in order.
+async fn enqueue_noops(producer: &Producer, tag: &str, n: usize, batch: usize) -> Result<Vec<JobId>> {
+    let mut ids = Vec::with_capacity(n);
+    let started = Instant::now();
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        let jobs = (start..end).map(|i| {
+            let options = EnqueueOptions { job_id: Some(job_id(tag, i)), ..EnqueueOptions::default() };
+            ("noop".to_owned(), json!({}), options)
+        });
+        for r in producer.enqueue_batch(jobs).await? {
+            ids.push(r?);
+        }
+        if n >= 200_000 && end.is_multiple_of(100_000) {
+            progress(&format!("  enqueued {end} of {n} ({:.0} jobs/s)", end as f64 / started.elapsed().as_secs_f64()));
+        }
+    }
+    Ok(ids)
+}
+
+/// Waits until the job with the highest index in `ids` (claimed last) is
+/// finished, polling its hash.
+async fn wait_last(
+    store: &Arc<dyn Store>,
+    ids: &[JobId],
+    orch: &mut Orchestrator,
+    limit: Duration,
+    own: &mut OwnCalls,
+) -> Result<()> {
+    let Some(last) = ids.last() else { return Ok(()) };
+    let deadline = Instant::now() + limit;
+    loop {
+        let t = read_times(store, std::slice::from_ref(last), own).await?;
+        if t.first().is_some_and(|t| is_terminal(&t.status)) {
+            return Ok(());
+        }
+        orch.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("job {last} did not finish within {}s", limit.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until every job of `ids` is finished; returns whether some had to
+/// be waited for (the caller's samples were then taken too early).
+async fn wait_all(
+    store: &Arc<dyn Store>,
+    ids: &[JobId],
+    orch: &mut Orchestrator,
+    limit: Duration,
+    own: &mut OwnCalls,
+) -> Result<bool> {
+    let deadline = Instant::now() + limit;
+    let mut pending: Vec<JobId> = ids.to_vec();
+    let mut waited = false;
+    loop {
+        let times = read_times(store, &pending, own).await?;
+        pending = pending.into_iter().zip(times).filter(|(_, t)| !is_terminal(&t.status)).map(|(id, _)| id).collect();
+        if pending.is_empty() {
+            return Ok(waited);
+        }
+        waited = true;
+        orch.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("{} jobs did not finish within {}s (first: {})", pending.len(), limit.as_secs(), pending[0]);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Checks every job completed; returns the first start and last completion.
+fn span(times: &[Times], ids: &[JobId]) -> Result<(f64, f64)> {
+    let mut first = f64::INFINITY;
+    let mut last = f64::NEG_INFINITY;
+    for (t, id) in times.iter().zip(ids) {
+        if t.status != "COMPLETED" {
+            bail!("job {id} ended as {:?}, not COMPLETED", t.status);
+        }
+        let (Some(s), Some(c)) = (t.start, t.completion) else {
+            bail!("job {id} has no start_time or completion_time");
+        };
+        first = first.min(s);
+        last = last.max(c);
+    }
+    Ok((first, last))
+}
+
+/// One drain run.
+#[derive(Clone, Debug)]
+pub(crate) struct Drain {
+    pub jobs: usize,
+    /// Jobs over (last completion − first start), from the job hashes.
+    pub rate: f64,
+    /// Jobs over the harness's own wall clock (first claim seen → last job seen finished).
+    pub wall_rate: f64,
+    pub cpu_per_1000: f64,
+    pub peak_rss_mb: f64,
+    pub commands_per_job: f64,
+    pub scripts_per_job: f64,
+    pub commands: Vec<(String, u64)>,
+}
+
+/// Drains `jobs` pre-enqueued no-op jobs.
+pub(crate) async fn drain(
+    ctx: &Ctx,
+    side: Side,
+    runner: RunnerKind,
+    pool: Pool,
+    jobs: usize,
+    tag: &str,
+) -> Result<Drain> {
+    ctx.setup.redis.flush()?;
+    let ids = enqueue_noops(&ctx.producer, tag, jobs, 1000).await?;
+    let mut own = OwnCalls::default();
+    ctx.setup.redis.reset_stats()?;
+    let mut orch = Orchestrator::start(&ctx.setup, side, runner, pool, tag)?;
+
+    // The first claim: the CPU spent before it (start-up) is not counted.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut before = orch.sample()?;
+    loop {
+        let len = ctx.store.queue_len(&ctx.queue).await?;
+        own.commands += 1;
+        if len < jobs as u64 {
+            break;
+        }
+        orch.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("{}: no job claimed within 120 s", side.label());
+        }
+        before = orch.sample()?;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let first_seen = Instant::now();
+    let limit = Duration::from_secs(1800);
+    wait_last(&ctx.store, &ids, &mut orch, limit, &mut own).await?;
+    let mut wall = first_seen.elapsed();
+    let mut after = orch.sample()?;
+    let stats = ctx.setup.redis.command_stats()?;
+    let own_at_stats = (own.scripts, own.commands);
+    if wait_all(&ctx.store, &ids, &mut orch, limit, &mut own).await? {
+        wall = first_seen.elapsed();
+        after = orch.sample()?;
+    }
+    orch.stop()?;
+
+    let times = read_times(&ctx.store, &ids, &mut own).await?;
+    let (first, last) = span(&times, &ids)?;
+    let total: u64 = stats.iter().filter(|(c, _)| c != "info" && c != "config").map(|(_, n)| n).sum();
+    let scripts: u64 =
+        stats.iter().filter(|(c, _)| c.starts_with("eval") || c.starts_with("fcall")).map(|(_, n)| n).sum();
+    let n = jobs as f64;
+    Ok(Drain {
+        jobs,
+        rate: n / (last - first).max(1e-6),
+        wall_rate: n / wall.as_secs_f64().max(1e-6),
+        cpu_per_1000: (after.cpu_s - before.cpu_s) / n * 1000.0,
+        peak_rss_mb: mb(after),
+        commands_per_job: total.saturating_sub(own_at_stats.1) as f64 / n,
+        scripts_per_job: scripts.saturating_sub(own_at_stats.0) as f64 / n,
+        commands: stats,
+    })
+}
+
+fn mb(s: ProcSample) -> f64 {
+    s.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Idle pickup: enqueue → completion of a trickle of single jobs, in ms.
+pub(crate) async fn pickup(ctx: &Ctx, side: Side, jobs: usize, per_second: f64, tag: &str) -> Result<Vec<f64>> {
+    ctx.setup.redis.flush()?;
+    let mut own = OwnCalls::default();
+    let pool = Pool { size: 4, in_flight: 50 };
+    let mut orch = Orchestrator::start(&ctx.setup, side, RunnerKind::Rust, pool, tag)?;
+    // Warm-up: the orchestrator is up and its runners answer.
+    for i in 0..5 {
+        let options = EnqueueOptions { job_id: Some(format!("{tag}-warm-{i}")), ..EnqueueOptions::default() };
+        let id = ctx.producer.enqueue("noop", json!({}), options).await?;
+        let done = ctx.producer.wait_for_completion(&id, Duration::from_secs(60)).await?;
+        orch.check_alive()?;
+        if done.is_none() {
+            bail!("{}: warm-up job {id} did not finish within 60 s", side.label());
+        }
+    }
+    let mut ids = Vec::with_capacity(jobs);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for i in 0..jobs {
+        tick.tick().await;
+        let options = EnqueueOptions { job_id: Some(job_id(tag, i)), ..EnqueueOptions::default() };
+        ids.push(ctx.producer.enqueue("noop", json!({}), options).await?);
+    }
+    wait_all(&ctx.store, &ids, &mut orch, Duration::from_secs(120), &mut own).await?;
+    orch.stop()?;
+    let times = read_times(&ctx.store, &ids, &mut own).await?;
+    let mut latencies = Vec::with_capacity(jobs);
+    for (t, id) in times.iter().zip(&ids) {
+        let (Some(e), Some(c)) = (t.enqueue, t.completion) else {
+            bail!("job {id} has no enqueue_time or completion_time");
+        };
+        latencies.push((c - e) * 1000.0);
+    }
+    Ok(latencies)
+}
+
+/// Enqueue rates of RRQ's producer (jobs/s): sequential single calls, 64
+/// single calls in flight, batches of 1,000.
+pub(crate) async fn enqueue_rrq(ctx: &Ctx, single: usize, parallel: usize, batch: usize) -> Result<[f64; 3]> {
+    ctx.setup.redis.flush()?;
+    let producer = &ctx.producer;
+    let t = Instant::now();
+    for _ in 0..single {
+        producer.enqueue("noop", json!({"n": 1}), EnqueueOptions::queue("bench-seq")).await?;
+    }
+    let seq = single as f64 / t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..64 {
+        let p = producer.clone();
+        tasks.spawn(async move {
+            for _ in (w..parallel).step_by(64) {
+                p.enqueue("noop", json!({"n": 1}), EnqueueOptions::queue("bench-par")).await?;
+            }
+            Ok::<_, rrq_producer::ProducerError>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let par = parallel as f64 / t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    for _ in 0..batch / 1000 {
+        let jobs = (0..1000).map(|_| ("noop".to_owned(), json!({"n": 1}), EnqueueOptions::queue("bench-batch")));
+        for r in producer.enqueue_batch(jobs).await? {
+            r?;
+        }
+    }
+    let batched = batch as f64 / t.elapsed().as_secs_f64();
+    ctx.setup.redis.flush()?;
+    Ok([seq, par, batched])
+}
+
+/// The reference's Python client (`RRQClient.enqueue`, which calls the
+/// producer library shipped in the wheel): sequential, and 64 in flight. It
+/// has no batch call.
+const CLIENT_BENCH_PY: &str = r#"
+import asyncio, json, os, time
+from rrq.client import RRQClient
+
+async def main():
+    client = RRQClient(config={"redis_dsn": os.environ["BENCH_DSN"]})
+    single, parallel = int(os.environ["BENCH_SINGLE"]), int(os.environ["BENCH_PARALLEL"])
+    t = time.perf_counter()
+    for _ in range(single):
+        await client.enqueue("noop", {"queue_name": "bench-seq", "params": {"n": 1}})
+    seq = single / (time.perf_counter() - t)
+
+    async def lane(k):
+        for _ in range(k, parallel, 64):
+            await client.enqueue("noop", {"queue_name": "bench-par", "params": {"n": 1}})
+
+    t = time.perf_counter()
+    await asyncio.gather(*(lane(k) for k in range(64)))
+    par = parallel / (time.perf_counter() - t)
+    await client.close()
+    print(json.dumps({"seq": seq, "par": par}))
+
+asyncio.run(main())
+"#;
+
+pub(crate) fn enqueue_reference(ctx: &Ctx, single: usize, parallel: usize) -> Result<[f64; 2]> {
+    ctx.setup.redis.flush()?;
+    let out = std::process::Command::new(&ctx.setup.python)
+        .arg("-c")
+        .arg(CLIENT_BENCH_PY)
+        .env("BENCH_DSN", &ctx.setup.redis.dsn)
+        .env("BENCH_SINGLE", single.to_string())
+        .env("BENCH_PARALLEL", parallel.to_string())
+        .output()?;
+    if !out.status.success() {
+        bail!("reference client benchmark failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    ctx.setup.redis.flush()?;
+    let rate = |k: &str| v[k].as_f64().ok_or_else(|| anyhow::anyhow!("no {k} in {v}"));
+    Ok([rate("seq")?, rate("par")?])
+}
+
+/// One backlog run.
+#[derive(Clone, Debug)]
+pub(crate) struct Backlog {
+    /// Seconds from the first claim to the completion of the first 1,000 jobs.
+    pub head_s: f64,
+    /// Peak RSS of the orchestrator after the first 10,000 jobs (or all).
+    pub peak_rss_mb: f64,
+    /// Rate at which the backlog was enqueued (batches of 10,000).
+    pub enqueue_rate: f64,
+}
+
+/// `jobs` queued, then the time the first 1,000 take to complete.
+pub(crate) async fn backlog(ctx: &Ctx, side: Side, jobs: usize, tag: &str) -> Result<Backlog> {
+    ctx.setup.redis.flush()?;
+    let t = Instant::now();
+    let ids = enqueue_noops(&ctx.producer, tag, jobs, 10_000).await?;
+    let enqueue_rate = jobs as f64 / t.elapsed().as_secs_f64();
+    let mut own = OwnCalls::default();
+    let pool = Pool { size: 4, in_flight: 50 };
+    let mut orch = Orchestrator::start(&ctx.setup, side, RunnerKind::Rust, pool, tag)?;
+    let head = &ids[..jobs.min(1000)];
+    let limit = Duration::from_secs(600);
+    wait_last(&ctx.store, head, &mut orch, limit, &mut own).await?;
+    wait_all(&ctx.store, head, &mut orch, limit, &mut own).await?;
+    let more = &ids[..jobs.min(10_000)];
+    wait_last(&ctx.store, more, &mut orch, limit, &mut own).await?;
+    let sample = orch.sample()?;
+    orch.stop()?;
+    let times = read_times(&ctx.store, head, &mut own).await?;
+    let (first, last) = span(&times, head)?;
+    // Free the backlog now rather than at the next run's start.
+    ctx.setup.redis.flush()?;
+    Ok(Backlog { head_s: last - first, peak_rss_mb: mb(sample), enqueue_rate })
+}
