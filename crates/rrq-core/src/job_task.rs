@@ -86,7 +86,9 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
 
     let timeout = Duration::from_secs(u64::try_from(timeout_secs).unwrap_or(u64::MAX));
     // The timer starts before the deadline is computed, so the orchestrator's
-    // timeout always fires first (deterministic `last_error`).
+    // timer is never later than the runner's; when the runner still answers
+    // `timeout` first, `decide` records the orchestrator's message anyway, so
+    // `last_error` is the same either way.
     let started = tokio::time::Instant::now();
     let deadline = shared.clock.now() + TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
     let request_id = uuid::Uuid::new_v4().to_string();
