@@ -21,8 +21,9 @@ use super::harness::{
 use crate::report;
 use crate::support::TempDir;
 
-/// What the worker logs when it cannot renew the leases of running jobs.
-const RENEW_FAILED_LOG: &str = "could not renew job locks";
+/// What the worker logs when a renewal or a claim reached the command
+/// timeout: Redis has been gone for at least 10 s.
+const LONG_OUTAGE_LOGS: [&str; 2] = ["could not renew job locks", "redis unavailable; will retry"];
 
 /// What the worker logs when a store call finds Redis unreachable (at once
 /// for a command in flight; after the 10 s command timeout for one sent while
@@ -106,9 +107,13 @@ async fn a_redis_restart_with_aof_mid_burst_loses_no_acknowledged_job() {
     redis.stop();
     let down = Instant::now();
     let ran = count_runs(&burst.record);
-    // Down long enough for the running jobs' lease renewal to fail (it gives
-    // up after the 10 s command timeout): their leases lapse during the outage.
-    burst.worker.wait_log(RENEW_FAILED_LOG, Duration::from_secs(30)).await;
+    // Down until a renewal (or a claim) gives up after the 10 s command
+    // timeout: the running jobs' leases lapse during the outage.
+    let seen = poll_until(Duration::from_secs(30), "the worker to give up on a command", async || {
+        let log = burst.worker.log();
+        LONG_OUTAGE_LOGS.into_iter().find(|m| log.contains(m))
+    })
+    .await;
     redis.start_again();
     let outage = down.elapsed();
     report!(
@@ -119,7 +124,7 @@ async fn a_redis_restart_with_aof_mid_burst_loses_no_acknowledged_job() {
     let resumed = wait_progress(&burst.record, count_runs(&burst.record), Duration::from_secs(40)).await;
     report!(
         T,
-        "observed: renewals failed during the outage; jobs ran again {:.2}s after Redis returned",
+        "observed: the worker logged {seen:?} during the outage; jobs ran again {:.2}s after Redis returned",
         resumed.as_secs_f64()
     );
     let runs = burst.finish(T, Duration::from_secs(60)).await;
