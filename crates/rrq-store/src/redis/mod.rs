@@ -602,6 +602,10 @@ impl RedisStore {
     }
 }
 
+/// How many times a claim whose reply was lost is asked for again (with
+/// backoff from 50 ms, about 2.5 s in all: far inside the lease).
+const CLAIM_REPLAYS: usize = 6;
+
 #[async_trait]
 impl Store for RedisStore {
     async fn enqueue(&self, job: NewJob, mode: EnqueueMode) -> Result<Enqueued, StoreError> {
@@ -716,11 +720,33 @@ impl Store for RedisStore {
             // until their lease expired and recovery re-queued them with an
             // attempt counted. (A timeout is not repeated: during an outage
             // that would only double the wait.)
+            // The repeat is tried a few times, with backoff, while the
+            // connection is still coming back.
             Err(e) if matches!(e.kind(), ErrorKind::IO | ErrorKind::Canceled) => {
-                tracing::debug!(error = %e, "claim reply lost with the connection; asking again with the same token");
                 let mut args = args;
                 args[12] = flag(true);
-                self.eval(OP, &scripts::CLAIM, keys, args).await?
+                let (mut last, mut delay, mut replayed) = (e, std::time::Duration::from_millis(50), None);
+                for _ in 0..CLAIM_REPLAYS {
+                    tracing::debug!(error = %last, "claim reply lost with the connection; asking again with the same token");
+                    tokio::time::sleep(delay).await;
+                    let again =
+                        scripts::CLAIM.evalsha_with_reload::<Value, _, _>(&self.inner.client, keys.clone(), args.clone());
+                    match again.await {
+                        Ok(reply) => {
+                            replayed = Some(reply);
+                            break;
+                        }
+                        Err(e) if matches!(e.kind(), ErrorKind::IO | ErrorKind::Canceled) => {
+                            last = e;
+                            delay = (delay * 2).min(std::time::Duration::from_secs(1));
+                        }
+                        Err(e) => return Err(self.error(OP, e)),
+                    }
+                }
+                match replayed {
+                    Some(reply) => reply,
+                    None => return Err(self.error(OP, last)),
+                }
             }
             Err(e) => return Err(self.error(OP, e)),
         };
