@@ -815,8 +815,11 @@ impl Store for RedisStore {
                 for _ in 0..CLAIM_REPLAYS {
                     tracing::debug!(error = %last, "claim reply lost with the connection; asking again with the same token");
                     tokio::time::sleep(delay).await;
-                    let again =
-                        scripts::CLAIM.evalsha_with_reload::<Value, _, _>(&self.inner.client, keys.clone(), args.clone());
+                    let again = scripts::CLAIM.evalsha_with_reload::<Value, _, _>(
+                        &self.inner.client,
+                        keys.clone(),
+                        args.clone(),
+                    );
                     match again.await {
                         Ok(reply) => {
                             replayed = Some(reply);
