@@ -153,7 +153,10 @@ async fn a_frozen_lock_holder_cannot_overwrite_the_outcome_of_the_worker_that_to
     assert_eq!(after.worker_id, by_b.worker_id, "A's stale outcome was not written");
     assert_eq!(after.result, by_b.result);
     assert_eq!(after.completion_time, by_b.completion_time);
-    assert_eq!(runs.runs["frozen"].len(), 2, "A's runner finished its run while A was frozen; B ran it again");
+    // A's runner ran the job too unless the freeze caught A before it dispatched
+    // the attempt: one or two executions, never overlapping, B's outcome kept.
+    let executions = runs.runs["frozen"].len();
+    assert!((1..=2).contains(&executions), "B ran the job, A's runner at most once more: {executions} runs");
     assert!(runs.overlapping().is_empty(), "the lease expired long after A's run ended");
     assert!(a.is_running() && b.is_running(), "both workers survive");
     for w in [&mut a, &mut b] {
