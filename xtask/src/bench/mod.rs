@@ -3,7 +3,7 @@
 //! and memory, a large backlog. See `docs/performance.md`.
 //!
 //! Usage: `rrq-bench [--quick] [--reps N] [--check] [--no-wait]
-//! [--drain-jobs N] [--backlog-jobs N] [SCENARIO...]` with scenarios `drain-rust`,
+//! [--only rrq|reference] [--drain-jobs N] [--backlog-jobs N] [SCENARIO...]` with scenarios `drain-rust`,
 //! `drain-python`, `drain-1x1`, `pickup`, `enqueue`, `backlog` (default: all).
 //!
 //! Every run starts from an empty database (`FLUSHDB`), both orchestrators
@@ -44,6 +44,8 @@ struct Options {
     reps: usize,
     /// Skip the wait for a quiet machine (trial runs, not measurements).
     no_wait: bool,
+    /// Run one side only (profiling, trials).
+    only: Option<Side>,
     check: bool,
     drain_jobs: usize,
     backlog_jobs: usize,
@@ -54,6 +56,7 @@ fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
         reps: 3,
         no_wait: false,
+        only: None,
         check: false,
         drain_jobs: 20_000,
         backlog_jobs: 1_000_000,
@@ -68,6 +71,13 @@ fn parse(args: &[String]) -> Result<Options> {
             "--quick" => o.reps = 1,
             "--check" => o.check = true,
             "--no-wait" => o.no_wait = true,
+            "--only" => {
+                o.only = Some(match it.next().map(String::as_str) {
+                    Some("rrq") => Side::Rrq,
+                    Some("reference") => Side::Reference,
+                    _ => bail!("--only takes rrq or reference"),
+                })
+            }
             "--reps" => o.reps = number(it.next(), "--reps")?.max(1),
             "--drain-jobs" => o.drain_jobs = number(it.next(), "--drain-jobs")?.max(1),
             "--backlog-jobs" => o.backlog_jobs = number(it.next(), "--backlog-jobs")?.max(1000),
@@ -212,6 +222,9 @@ async fn run_scenario(
     let n = o.drain_jobs;
     for rep in 0..o.reps {
         for side in Side::order(rep) {
+            if o.only.is_some_and(|only| only != side) {
+                continue;
+            }
             let load = loadavg()[0];
             let tag = format!("{scenario}-{}-{rep}", side.label().to_ascii_lowercase());
             let mut record = json!({"scenario": scenario, "side": side.label(), "rep": rep, "load_1m": load});

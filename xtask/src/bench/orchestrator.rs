@@ -107,6 +107,10 @@ impl Orchestrator {
         Ok(Orchestrator { child, side, log, tick_s: clock_tick_seconds() })
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Fails with the end of the log if the process has exited.
     pub(crate) fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {

@@ -231,8 +231,10 @@ pub(crate) async fn drain(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let first_seen = Instant::now();
+    let profiler = Profiler::start(orch.pid())?;
     let limit = Duration::from_secs(1800);
     wait_last(&ctx.store, &ids, &mut orch, limit, &mut own).await?;
+    drop(profiler);
     let mut wall = first_seen.elapsed();
     let mut after = orch.sample()?;
     let stats = ctx.setup.redis.command_stats()?;
@@ -259,6 +261,33 @@ pub(crate) async fn drain(
         scripts_per_job: scripts.saturating_sub(own_at_stats.0) as f64 / n,
         commands: stats,
     })
+}
+
+/// `RRQ_BENCH_PROFILE`: a shell command started (with `ORCHESTRATOR_PID`
+/// set) when a drain's first claim is seen, and interrupted with SIGINT when
+/// the last job finishes; e.g. `perf record -g -p $ORCHESTRATOR_PID -o rrq.data`.
+struct Profiler(Option<std::process::Child>);
+
+impl Profiler {
+    fn start(pid: u32) -> Result<Profiler> {
+        let Some(cmd) = std::env::var("RRQ_BENCH_PROFILE").ok().filter(|c| !c.trim().is_empty()) else {
+            return Ok(Profiler(None));
+        };
+        let child = std::process::Command::new("sh")
+            .args(["-c", &format!("exec {cmd}")])
+            .env("ORCHESTRATOR_PID", pid.to_string())
+            .spawn()?;
+        Ok(Profiler(Some(child)))
+    }
+}
+
+impl Drop for Profiler {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
 }
 
 fn mb(s: ProcSample) -> f64 {

@@ -7,6 +7,11 @@
 //! exponential backoff, and every command has a timeout.
 //!
 //! Writes that touch several keys are single Lua scripts (see `scripts.rs`).
+//! Successes are recorded in batches: [`Store::complete`] hands its attempt
+//! to a task that sends everything waiting as one script call (each attempt
+//! still fenced on its own lease, with its own reply), so a busy worker
+//! makes one call per batch of completions rather than one per job, and an
+//! idle one waits for no one.
 //! A client never re-sends a command after a lost reply
 //! (`max_command_attempts = 1`), and the scripts are written so that a caller
 //! re-running one after an error cannot apply it twice. A claim that fails on
@@ -29,11 +34,11 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use rrq_protocol::{DlqName, JobId, QueueName};
 use serde_json::Value as Json;
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::{OnceCell, mpsc, oneshot};
 
 pub use self::options::{CA_FILE_ENV, ConnectOptions};
 use crate::clock::{Clock, SystemClock, epoch_ms, format_timestamp};
-use crate::error::{StoreError, mask_dsn};
+use crate::error::{BoxError, StoreError, mask_dsn};
 use crate::job::{Job, JobDefaults, JobParseError, JobStatus, NewJob};
 use crate::keys;
 use crate::shared::{self, Plan};
@@ -55,6 +60,9 @@ const BLOCKING_CONNECTIONS: usize = 4;
 /// (2000 jobs: ~115 ms against ~150 ms); chunks keep each script short, so
 /// Redis is never blocked for long.
 const BATCH_CHUNK: usize = 500;
+/// Most attempts recorded by one completion script call: bounds the time
+/// one call keeps Redis busy (about 10 commands per attempt).
+const COMPLETE_BATCH: usize = 256;
 /// Ready signals buffered per subscriber before new ones are dropped.
 const READY_BUFFER: usize = 256;
 /// Keys asked for per `SCAN` step, and keys per inspection script call.
@@ -79,6 +87,16 @@ struct Inner {
     subscriber: OnceCell<SubscriberClient>,
     /// The DSN with its password masked, for errors.
     dsn: String,
+    /// Successes waiting for the batching task (see [`complete_batches`]).
+    completions: mpsc::UnboundedSender<Completion>,
+}
+
+/// One success for the batching task: the script's keys and arguments for
+/// this attempt, and where its fence goes.
+struct Completion {
+    keys: [String; 4],
+    args: [String; 6],
+    reply: oneshot::Sender<Result<Fence, StoreError>>,
 }
 
 impl Drop for Inner {
@@ -149,6 +167,9 @@ impl RedisStore {
         };
         let failure = match tokio::time::timeout(CONNECT_DEADLINE, ready).await {
             Ok(Ok(_)) => {
+                let (completions, pending) = mpsc::unbounded_channel();
+                // Ends when the last handle is dropped (the sender goes with `Inner`).
+                tokio::spawn(complete_batches(client.clone(), masked.clone(), pending));
                 return Ok(RedisStore {
                     inner: Arc::new(Inner {
                         client,
@@ -156,6 +177,7 @@ impl RedisStore {
                         blocking: OnceCell::new(),
                         subscriber: OnceCell::new(),
                         dsn: masked,
+                        completions,
                     }),
                     defaults: Arc::new(JobDefaults::default()),
                 });
@@ -195,12 +217,7 @@ impl RedisStore {
     }
 
     fn error(&self, op: &'static str, e: Error) -> StoreError {
-        match e.kind() {
-            ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure => {
-                StoreError::Unavailable { dsn: self.inner.dsn.clone(), source: Box::new(e) }
-            }
-            _ => StoreError::Command { op, source: Box::new(e) },
-        }
+        classify(&self.inner.dsn, op, e)
     }
 
     async fn eval(
@@ -253,6 +270,75 @@ impl RedisStore {
 
     fn unavailable(&self, what: &str) -> StoreError {
         StoreError::Unavailable { dsn: self.inner.dsn.clone(), source: what.to_owned().into() }
+    }
+}
+
+/// A client error as a [`StoreError`]: connection trouble is `Unavailable`.
+fn classify(dsn: &str, op: &'static str, e: Error) -> StoreError {
+    match e.kind() {
+        ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure => {
+            StoreError::Unavailable { dsn: dsn.to_owned(), source: Box::new(e) }
+        }
+        _ => StoreError::Command { op, source: Box::new(e) },
+    }
+}
+
+/// Records successes in batches: waits for one, takes every other one
+/// already waiting (up to [`COMPLETE_BATCH`]), runs one script call for all
+/// of them and answers each. While a call is in flight new successes queue
+/// up, so the batch grows with the load and a lone success goes at once.
+async fn complete_batches(client: Client, dsn: String, mut pending: mpsc::UnboundedReceiver<Completion>) {
+    const OP: &str = "complete";
+    let mut batch: Vec<Completion> = Vec::with_capacity(COMPLETE_BATCH);
+    while let Some(first) = pending.recv().await {
+        batch.push(first);
+        while batch.len() < COMPLETE_BATCH {
+            match pending.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut keys = Vec::with_capacity(1 + 4 * batch.len());
+        let mut args = Vec::with_capacity(1 + 6 * batch.len());
+        keys.push(keys::LEASES.to_owned());
+        args.push(keys::UNIQUE_LOCK_PREFIX.to_owned());
+        for c in &mut batch {
+            keys.extend(c.keys.iter_mut().map(std::mem::take));
+            args.extend(c.args.iter_mut().map(std::mem::take));
+        }
+        let reply = scripts::COMPLETE.evalsha_with_reload::<Value, _, _>(&client, keys, args).await;
+        let codes = match reply {
+            Ok(v) => array(OP, v).and_then(|codes| {
+                if codes.len() == batch.len() {
+                    Ok(codes)
+                } else {
+                    Err(protocol(OP, format!("{} codes for {} attempts", codes.len(), batch.len())))
+                }
+            }),
+            Err(e) => Err(classify(&dsn, OP, e)),
+        };
+        match codes {
+            Ok(codes) => {
+                for (c, code) in batch.drain(..).zip(codes) {
+                    let _ = c.reply.send(fence(OP, code));
+                }
+            }
+            Err(e) => {
+                // Every attempt of the batch gets the error (the call may or
+                // may not have run; a retry of each is safe either way).
+                let text = e.to_string();
+                let unavailable = matches!(e, StoreError::Unavailable { .. });
+                for c in batch.drain(..) {
+                    let source: BoxError = text.clone().into();
+                    let err = if unavailable {
+                        StoreError::Unavailable { dsn: dsn.clone(), source }
+                    } else {
+                        StoreError::Command { op: OP, source }
+                    };
+                    let _ = c.reply.send(Err(err));
+                }
+            }
+        }
     }
 }
 
@@ -804,15 +890,27 @@ impl Store for RedisStore {
         now: DateTime<Utc>,
         defaults: &JobDefaults,
     ) -> Result<Fence, StoreError> {
-        let (mut keys, mut args) = Self::fenced(lease);
-        keys.push(keys::events(&lease.job_id));
-        args.extend([
-            shared::result_json(result),
-            format_timestamp(now),
-            defaults.result_ttl_seconds.to_string(),
-            keys::UNIQUE_LOCK_PREFIX.to_owned(),
-        ]);
-        fence("complete", self.eval("complete", &scripts::COMPLETE, keys, args).await?)
+        let (reply, fenced) = oneshot::channel();
+        let completion = Completion {
+            keys: [
+                keys::job(&lease.job_id),
+                keys::lock(&lease.job_id),
+                keys::active(&lease.worker_id),
+                keys::events(&lease.job_id),
+            ],
+            args: [
+                lease.job_id.as_str().to_owned(),
+                lease.worker_id.clone(),
+                lease.token.clone(),
+                shared::result_json(result),
+                format_timestamp(now),
+                defaults.result_ttl_seconds.to_string(),
+            ],
+            reply,
+        };
+        let closed = || self.unavailable("the completion task has stopped");
+        self.inner.completions.send(completion).map_err(|_| closed())?;
+        fenced.await.map_err(|_| closed())?
     }
 
     async fn retry(

@@ -12,6 +12,7 @@ conformance!(
     shared:
         a_success_is_recorded_once_and_ends_the_lease,
         a_stale_lease_writes_nothing,
+        concurrent_successes_keep_their_own_fences,
         a_retry_counts_the_attempt_and_reschedules_on_the_jobs_queue,
         a_dead_letter_moves_the_job_to_its_dlq,
         a_quarantine_does_not_count_the_attempt,
@@ -49,6 +50,42 @@ async fn a_success_is_recorded_once_and_ends_the_lease(h: Harness) {
     // Other outcomes for the finished attempt are stale.
     assert_eq!(h.store.retry(&lease, "e", h.now, h.now, &h.defaults()).await.unwrap(), Fence::Stale);
     assert_eq!(h.job(&lease.job_id).await.status, Some(JobStatus::Completed));
+}
+
+/// Many successes at once (the Redis store records them in batches): each
+/// is fenced on its own lease and gets its own answer.
+async fn concurrent_successes_keep_their_own_fences(h: Harness) {
+    let q = h.queue("q");
+    for i in 0..40 {
+        h.store.enqueue(h.new_job(&format!("j{i:02}"), &q), EnqueueMode::Standard).await.unwrap();
+    }
+    let batch = h.claim(&q, &h.worker("w"), 40, h.now).await;
+    assert_eq!(batch.jobs.len(), 40);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, claimed) in batch.jobs.into_iter().enumerate() {
+        let mut lease = claimed.lease;
+        let stale = i % 5 == 0;
+        if stale {
+            lease.token = format_timestamp(h.at(-1.0));
+        }
+        let (store, done, defaults) = (h.store.clone(), h.at(1.0), h.defaults());
+        tasks.spawn(async move {
+            let fence = store.complete(&lease, &json!(i), done, &defaults).await.unwrap();
+            (lease.job_id, stale, i, fence)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (id, stale, i, fence) = joined.unwrap();
+        let job = h.job(&id).await;
+        if stale {
+            assert_eq!(fence, Fence::Stale, "{id}");
+            assert_eq!(job.status, Some(JobStatus::Active), "{id}: a stale success writes nothing");
+        } else {
+            assert_eq!(fence, Fence::Applied, "{id}");
+            assert_eq!(job.status, Some(JobStatus::Completed), "{id}");
+            assert_eq!(job.result, Some(json!(i)), "{id}: its own result");
+        }
+    }
 }
 
 async fn a_stale_lease_writes_nothing(h: Harness) {

@@ -47,48 +47,85 @@ if replay and max > 0 then
     end
   end
 end
+-- The position of `name`'s value in a flat HGETALL reply, or nil.
+local function field_at(fields, name)
+  for i = 1, #fields, 2 do
+    if fields[i] == name then
+      return i + 1
+    end
+  end
+  return nil
+end
+
+-- Runs `cmd key` over `args` in steps that stay far below Lua's unpack limit.
+local function each_chunk(cmd, key, args)
+  for i = 1, #args, 512 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 511, #args)))
+  end
+end
+
 if max > taken then
   local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', now_ms, 'LIMIT', 0, max * 4)
+  -- Queue removals and active/lease entries are written once per claim, not per job.
+  local removed, in_active, in_leases = {}, {}, {}
   for _, id in ipairs(ids) do
     if taken >= max then
       break
     end
     local job_key = job_prefix .. id
-    local t = key_type(job_key)
-    if t == 'none' then
-      redis.call('ZREM', queue, id)
-      dropped[#dropped + 1] = id
-    elseif t ~= 'hash' then
+    -- One read gives existence, type (an error for a non-hash) and status.
+    local fields = redis.pcall('HGETALL', job_key)
+    if fields.err then
       -- Keep the foreign value for inspection and fail the job visibly.
+      local t = key_type(job_key)
       local kept = quarantine_prefix .. id
       redis.call('RENAME', job_key, kept)
       redis.call('HSET', job_key, 'id', id, 'queue_name', queue)
-      redis.call('ZREM', queue, id)
+      removed[#removed + 1] = id
       move_to_dlq(job_key, events_prefix .. id, dlq, id,
         'job key had type ' .. t .. '; original preserved at ' .. kept, now_text)
       dropped[#dropped + 1] = id
+    elseif #fields == 0 then
+      removed[#removed + 1] = id
+      dropped[#dropped + 1] = id
     else
-      local raw = redis.call('HGET', job_key, 'status') or ''
+      local at = field_at(fields, 'status')
+      local raw = at and fields[at] or ''
       local status = string.upper(string.match(raw, '^%s*(.-)%s*$'))
       if status == 'COMPLETED' or status == 'FAILED' or status == 'CANCELLED' then
-        redis.call('ZREM', queue, id)
+        removed[#removed + 1] = id
         dropped[#dropped + 1] = id
       elseif status ~= '' and status ~= 'PENDING' and status ~= 'RETRYING' and status ~= 'ACTIVE' then
         -- A status no producer or worker writes: fail the job visibly, unrun.
-        redis.call('ZREM', queue, id)
+        removed[#removed + 1] = id
         move_to_dlq(job_key, events_prefix .. id, dlq, id, unknown_status(raw), now_text)
         dropped[#dropped + 1] = id
       elseif redis.call('SET', lock_prefix .. id, worker, 'NX', 'PX', ttl_ms) then
-        redis.call('ZREM', queue, id)
+        removed[#removed + 1] = id
         redis.call('HSET', job_key, 'status', 'ACTIVE', 'start_time', token, 'worker_id', worker)
-        redis.call('ZADD', active, start_score, id)
-        redis.call('ZADD', leases, lock_expiry, id)
+        -- The reply shows the hash as it is now, as an HGETALL after the HSET would.
+        for _, kv in ipairs({{'status', 'ACTIVE'}, {'start_time', token}, {'worker_id', worker}}) do
+          local i = field_at(fields, kv[1])
+          if i then
+            fields[i] = kv[2]
+          else
+            fields[#fields + 1] = kv[1]
+            fields[#fields + 1] = kv[2]
+          end
+        end
+        in_active[#in_active + 1] = start_score
+        in_active[#in_active + 1] = id
+        in_leases[#in_leases + 1] = lock_expiry
+        in_leases[#in_leases + 1] = id
         taken = taken + 1
         claimed[#claimed + 1] = id
-        claimed[#claimed + 1] = redis.call('HGETALL', job_key)
+        claimed[#claimed + 1] = fields
       end
     end
   end
+  each_chunk('ZREM', queue, removed)
+  each_chunk('ZADD', active, in_active)
+  each_chunk('ZADD', leases, in_leases)
 end
 
 local head = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')

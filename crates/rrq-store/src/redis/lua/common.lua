@@ -8,11 +8,22 @@ local function key_type(key)
 end
 
 -- The value of a string key; false when it is absent or of another type.
+-- (`pcall` turns the WRONGTYPE error into a table: one command, no TYPE.)
 local function get_string(key)
-  if key_type(key) ~= 'string' then
+  local v = redis.pcall('GET', key)
+  if type(v) ~= 'string' then
     return false
   end
-  return redis.call('GET', key)
+  return v
+end
+
+-- HMGET of a hash; every field false when the key is absent or of another type.
+local function hash_fields(key, ...)
+  local v = redis.pcall('HMGET', key, ...)
+  if v.err then
+    return {}
+  end
+  return v
 end
 
 -- A bare or full name turned into its full key, trimmed; `fallback` when empty.
@@ -50,20 +61,14 @@ local function holds(job_key, lock_key, worker, token)
   if get_string(lock_key) ~= worker then
     return false
   end
-  if key_type(job_key) ~= 'hash' then
-    return false
-  end
-  local cur = redis.call('HMGET', job_key, 'start_time', 'worker_id')
+  local cur = hash_fields(job_key, 'start_time', 'worker_id')
   return cur[1] == token and cur[2] == worker
 end
 
 -- Whether this attempt already recorded `status`: the script ran before and
 -- only its reply was lost, so re-running it must report success again.
 local function already_recorded(job_key, worker, token, status)
-  if key_type(job_key) ~= 'hash' then
-    return false
-  end
-  local cur = redis.call('HMGET', job_key, 'start_time', 'worker_id', 'status')
+  local cur = hash_fields(job_key, 'start_time', 'worker_id', 'status')
   return cur[1] == token and cur[2] == worker and cur[3] == status
 end
 

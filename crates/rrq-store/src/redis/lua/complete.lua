@@ -1,31 +1,77 @@
--- Records the success of one attempt (fenced).
+-- Records the success of one or more attempts, each fenced on its own lease.
 --
--- KEYS: 1 job, 2 job lock, 3 the worker's active set, 4 lease index, 5 events stream
--- ARGV: 1 job id, 2 worker id, 3 token, 4 result JSON, 5 completion time,
---       6 default result TTL (s), 7 unique-lock prefix
+-- KEYS: 1 lease index, then per attempt: job, job lock, the worker's active set, events stream
+-- ARGV: 1 unique-lock prefix, then per attempt: job id, worker id, token,
+--       result JSON, completion time, default result TTL (s)
 --
--- Returns 1 when applied (now or by an earlier run of this same call), 0 when stale.
-local job_key, lock_key, active, leases, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local id, worker, token = ARGV[1], ARGV[2], ARGV[3]
+-- Returns one code per attempt: 1 applied (now or by an earlier run of this
+-- same call), 0 stale.
+local leases = KEYS[1]
+local unique_prefix = ARGV[1]
 
-if not holds(job_key, lock_key, worker, token) then
-  if already_recorded(job_key, worker, token, 'COMPLETED') then
-    return 1
+local codes = {}
+-- Active-set and lease-index removals, written once per call.
+local from_active, from_leases, active_keys = {}, {}, {}
+local function leave_active(active, id)
+  if not from_active[active] then
+    from_active[active] = {}
+    active_keys[#active_keys + 1] = active
   end
-  drop_stale(lock_key, active, id, worker)
-  return 0
+  local ids = from_active[active]
+  ids[#ids + 1] = id
 end
 
-redis.call('HSET', job_key, 'result', ARGV[4], 'completion_time', ARGV[5], 'status', 'COMPLETED')
-add_event(events, id, 'completed', 'COMPLETED')
-local ttl = count(redis.call('HGET', job_key, 'result_ttl_seconds'), count(ARGV[6], 86400))
-if ttl > 0 then
-  redis.call('EXPIRE', job_key, int_arg(ttl))
-  redis.pcall('EXPIRE', events, int_arg(ttl))
-elseif ttl == 0 then
-  redis.call('PERSIST', job_key)
-  redis.pcall('PERSIST', events)
+for j = 0, (#KEYS - 1) / 4 - 1 do
+  local k, a = 2 + 4 * j, 2 + 6 * j
+  local job_key, lock_key, active, events = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local id, worker, token = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local lock = get_string(lock_key)
+  -- The fence (start_time, worker_id), the replay check (status) and what
+  -- success needs (TTL, unique key) in one read.
+  local cur = hash_fields(job_key, 'start_time', 'worker_id', 'status', 'result_ttl_seconds', 'job_unique_key')
+  local mine = cur[1] == token and cur[2] == worker
+  if lock == worker and mine then
+    redis.call('HSET', job_key, 'result', ARGV[a + 3], 'completion_time', ARGV[a + 4], 'status', 'COMPLETED')
+    add_event(events, id, 'completed', 'COMPLETED')
+    local ttl = count(cur[4], count(ARGV[a + 5], 86400))
+    if ttl > 0 then
+      redis.call('EXPIRE', job_key, int_arg(ttl))
+      redis.pcall('EXPIRE', events, int_arg(ttl))
+    elseif ttl == 0 then
+      redis.call('PERSIST', job_key)
+      redis.pcall('PERSIST', events)
+    end
+    local unique = cur[5]
+    if unique and unique ~= '' then
+      local key = unique_prefix .. unique
+      if get_string(key) == id then
+        redis.call('DEL', key)
+      end
+    end
+    -- The lock was read above: it is this worker's.
+    redis.call('DEL', lock_key)
+    leave_active(active, id)
+    from_leases[#from_leases + 1] = id
+    codes[#codes + 1] = 1
+  elseif mine and cur[3] == 'COMPLETED' then
+    codes[#codes + 1] = 1
+  else
+    -- Stale: nothing is written to the job; the id only leaves this worker's
+    -- active set, unless the lock shows a newer attempt of this worker.
+    if lock ~= worker then
+      leave_active(active, id)
+    end
+    codes[#codes + 1] = 0
+  end
 end
-release_unique(job_key, id, ARGV[7])
-end_attempt(lock_key, active, leases, id, worker)
-return 1
+
+local function remove(key, ids)
+  for i = 1, #ids, 512 do
+    redis.call('ZREM', key, unpack(ids, i, math.min(i + 511, #ids)))
+  end
+end
+for _, active in ipairs(active_keys) do
+  remove(active, from_active[active])
+end
+remove(leases, from_leases)
+return codes
