@@ -307,6 +307,12 @@ async fn write_loop(conn: Arc<Connection>, mut writer: OwnedWriteHalf, mut rx: m
                 None => break,
             },
         };
+        if rx.is_empty() {
+            // Frames usually come in bursts (a claim starts many jobs at
+            // once): let the tasks that are ready run first, so the burst
+            // goes out in one write instead of one syscall per frame.
+            tokio::task::yield_now().await;
+        }
         let result = if rx.is_empty() {
             writer.write_all(&first).await
         } else {
