@@ -91,7 +91,7 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
     // `last_error` is the same either way.
     let started = tokio::time::Instant::now();
     let deadline = shared.clock.now() + TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = next_request_id();
     let request = ExecutionRequest {
         protocol_version: PROTOCOL_VERSION.to_owned(),
         request_id: request_id.clone(),
@@ -192,6 +192,18 @@ fn payload_bytes(params: &serde_json::Map<String, serde_json::Value>) -> usize {
     count.0
 }
 
+/// A fresh request id: a random per-process base plus a counter, formatted
+/// as a UUID. Unique within the process by construction and across
+/// processes by the random base, without a `getrandom` call per job.
+fn next_request_id() -> String {
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static BASE: LazyLock<u128> = LazyLock::new(|| uuid::Uuid::new_v4().as_u128());
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    uuid::Uuid::from_u128(BASE.wrapping_add(u128::from(n))).to_string()
+}
+
 /// Moves a claimed job to the DLQ (also used for quarantine).
 pub(crate) async fn dead_letter(
     shared: &Shared,
@@ -256,5 +268,17 @@ where
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_uuids() {
+        let (a, b) = (next_request_id(), next_request_id());
+        assert_ne!(a, b);
+        assert!(uuid::Uuid::parse_str(&a).is_ok(), "{a}");
     }
 }
