@@ -390,6 +390,11 @@ async fn write_loop(
             () = closed.cancelled() => break,
         };
         encode_outcome(first, &mut buf, max_frame_bytes);
+        if outbox.is_empty() {
+            // Handlers started together finish together: let the ones that
+            // are ready run first, so their outcomes share this write.
+            tokio::task::yield_now().await;
+        }
         // Batch whatever else is ready into one write.
         while buf.len() < 64 * 1024 {
             match outbox.try_recv() {
