@@ -62,6 +62,11 @@ impl Redis {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// CPU seconds of the throwaway server so far (`None` for an external one).
+    pub(crate) fn cpu_s(&self) -> Option<f64> {
+        self.child.as_ref().map(|c| super::orchestrator::cpu_seconds(c.id()))
+    }
+
     /// Empties the benchmark's database (synchronously, so its memory is
     /// freed before the next run starts).
     pub(crate) fn flush(&self) -> Result<()> {

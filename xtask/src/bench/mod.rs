@@ -106,6 +106,8 @@ fn figures() -> Vec<Figure> {
         Figure::new("pickup_p50", "idle pickup, enqueue → completion, p50", "ms", 2).target(Target::AtMost(2.0)),
         Figure::new("pickup_p99", "idle pickup, enqueue → completion, p99", "ms", 2).target(Target::AtMost(10.0)),
         Figure::new("cpu_rust", "orchestrator CPU per 1,000 jobs (Rust drain)", "s", 3).target(Target::AtMost(0.05)),
+        Figure::new("runner_cpu_rust", "runner processes' CPU per 1,000 jobs (Rust drain)", "s", 3),
+        Figure::new("redis_cpu_rust", "Redis server CPU per 1,000 jobs (Rust drain)", "s", 3),
         Figure::new("cpu_python", "orchestrator CPU per 1,000 jobs (Python drain)", "s", 3),
         Figure::new("cpu_1x1", "orchestrator CPU per 1,000 jobs (1×1 drain)", "s", 3),
         Figure::new("rss_rust", "orchestrator peak RSS (Rust drain)", "MB", 1),
@@ -246,12 +248,21 @@ async fn run_scenario(
                     progress(&format!("{scenario} #{}: {} draining {jobs} jobs", rep + 1, side.label()));
                     let d = scenarios::drain(ctx, side, runner, pool, jobs, &tag).await?;
                     progress(&format!(
-                        "  {:.0} jobs/s, CPU {:.3} s/1000 jobs, peak RSS {:.1} MB, {:.1} Redis commands/job",
-                        d.rate, d.cpu_per_1000, d.peak_rss_mb, d.commands_per_job
+                        "  {:.0} jobs/s, CPU {:.3} s/1000 jobs (runners {:.3}, Redis {:.3}), peak RSS {:.1} MB, {:.1} Redis commands/job",
+                        d.rate,
+                        d.cpu_per_1000,
+                        d.runner_cpu_per_1000,
+                        d.redis_cpu_per_1000.unwrap_or(f64::NAN),
+                        d.peak_rss_mb,
+                        d.commands_per_job
                     ));
                     push(figures, key, side, d.rate);
                     push(figures, cpu_key, side, d.cpu_per_1000);
                     if scenario == "drain-rust" {
+                        push(figures, "runner_cpu_rust", side, d.runner_cpu_per_1000);
+                        if let Some(redis) = d.redis_cpu_per_1000 {
+                            push(figures, "redis_cpu_rust", side, redis);
+                        }
                         push(figures, "rss_rust", side, d.peak_rss_mb);
                         push(figures, "commands_rust", side, d.commands_per_job);
                         push(figures, "scripts_rust", side, d.scripts_per_job);
@@ -260,6 +271,8 @@ async fn run_scenario(
                     record["rate"] = json!(d.rate);
                     record["wall_rate"] = json!(d.wall_rate);
                     record["cpu_per_1000"] = json!(d.cpu_per_1000);
+                    record["runner_cpu_per_1000"] = json!(d.runner_cpu_per_1000);
+                    record["redis_cpu_per_1000"] = json!(d.redis_cpu_per_1000);
                     record["peak_rss_mb"] = json!(d.peak_rss_mb);
                     record["commands_per_job"] = json!(d.commands_per_job);
                     record["scripts_per_job"] = json!(d.scripts_per_job);
@@ -350,7 +363,8 @@ async fn run_scenario(
 /// The scenario that measures a figure.
 fn scenario_of(key: &str) -> &'static str {
     match key {
-        "drain_rust" | "cpu_rust" | "rss_rust" | "commands_rust" | "scripts_rust" => "drain-rust",
+        "drain_rust" | "cpu_rust" | "runner_cpu_rust" | "redis_cpu_rust" | "rss_rust" | "commands_rust"
+        | "scripts_rust" => "drain-rust",
         "drain_python" | "cpu_python" => "drain-python",
         "drain_1x1" | "cpu_1x1" => "drain-1x1",
         "pickup_p50" | "pickup_p99" => "pickup",

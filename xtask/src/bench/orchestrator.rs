@@ -53,6 +53,8 @@ pub(crate) struct ProcSample {
     pub cpu_s: f64,
     /// Peak resident set size (VmHWM).
     pub peak_rss_bytes: u64,
+    /// CPU time of the live descendants (the runner processes).
+    pub children_cpu_s: f64,
 }
 
 pub(crate) struct Orchestrator {
@@ -127,6 +129,7 @@ impl Orchestrator {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         let cpu_s = (ticks(11) + ticks(12)) as f64 * self.tick_s;
+        let children_cpu_s = descendants(pid).iter().map(|p| cpu_seconds(*p)).sum();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("read /proc/<pid>/status")?;
         let kb = |key: &str| {
             status
@@ -135,7 +138,7 @@ impl Orchestrator {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        Ok(ProcSample { cpu_s, peak_rss_bytes: kb("VmHWM:") * 1024 })
+        Ok(ProcSample { cpu_s, peak_rss_bytes: kb("VmHWM:") * 1024, children_cpu_s })
     }
 
     /// SIGTERM, then SIGKILL if it is still running after 20 s.
@@ -179,6 +182,34 @@ impl Drop for Orchestrator {
             let _ = self.child.wait();
         }
     }
+}
+
+/// CPU seconds (user + system) of one process; 0 when it is gone.
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
+    static TICK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let tick_s = *TICK.get_or_init(clock_tick_seconds);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 * tick_s
+}
+
+/// Every live descendant of `pid` (through `/proc/<pid>/task/*/children`).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        for task in tasks.flatten() {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for c in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// Seconds per clock tick of `/proc/<pid>/stat` (`getconf CLK_TCK`, 100 Hz

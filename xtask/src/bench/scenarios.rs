@@ -193,6 +193,10 @@ pub(crate) struct Drain {
     /// Jobs over the harness's own wall clock (first claim seen → last job seen finished).
     pub wall_rate: f64,
     pub cpu_per_1000: f64,
+    /// CPU of the runner processes per 1,000 jobs.
+    pub runner_cpu_per_1000: f64,
+    /// CPU of the Redis server per 1,000 jobs (throwaway server only).
+    pub redis_cpu_per_1000: Option<f64>,
     pub peak_rss_mb: f64,
     pub commands_per_job: f64,
     pub scripts_per_job: f64,
@@ -230,6 +234,7 @@ pub(crate) async fn drain(
         before = orch.sample()?;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    let redis_before = ctx.setup.redis.cpu_s();
     let first_seen = Instant::now();
     let profiler = Profiler::start(orch.pid())?;
     let limit = Duration::from_secs(1800);
@@ -237,6 +242,7 @@ pub(crate) async fn drain(
     drop(profiler);
     let mut wall = first_seen.elapsed();
     let mut after = orch.sample()?;
+    let redis_after = ctx.setup.redis.cpu_s();
     let stats = ctx.setup.redis.command_stats()?;
     let own_at_stats = (own.scripts, own.commands);
     if wait_all(&ctx.store, &ids, &mut orch, limit, &mut own).await? {
@@ -256,6 +262,8 @@ pub(crate) async fn drain(
         rate: n / (last - first).max(1e-6),
         wall_rate: n / wall.as_secs_f64().max(1e-6),
         cpu_per_1000: (after.cpu_s - before.cpu_s) / n * 1000.0,
+        runner_cpu_per_1000: (after.children_cpu_s - before.children_cpu_s) / n * 1000.0,
+        redis_cpu_per_1000: redis_before.zip(redis_after).map(|(b, a)| (a - b) / n * 1000.0),
         peak_rss_mb: mb(after),
         commands_per_job: total.saturating_sub(own_at_stats.1) as f64 / n,
         scripts_per_job: scripts.saturating_sub(own_at_stats.0) as f64 / n,
