@@ -60,6 +60,11 @@ const BLOCKING_CONNECTIONS: usize = 4;
 /// (2000 jobs: ~115 ms against ~150 ms); chunks keep each script short, so
 /// Redis is never blocked for long.
 const BATCH_CHUNK: usize = 500;
+/// Chunks of one [`Store::enqueue_batch`] call sent before the first answer
+/// is awaited. After an error, chunks other than the failed one may have
+/// been applied (as the failed one may have): the call's `Err` says nothing
+/// about which jobs exist.
+const BATCH_IN_FLIGHT: usize = 4;
 /// Most attempts recorded by one completion script call: bounds the time
 /// one call keeps Redis busy (about 10 commands per attempt).
 const COMPLETE_BATCH: usize = 256;
@@ -703,9 +708,18 @@ impl Store for RedisStore {
         for job in &jobs {
             shared::plan(job, &EnqueueMode::Standard)?;
         }
+        // A few chunks in flight: the client encodes the next while Redis
+        // runs the previous (the connection pipelines them in order).
+        let chunks: Vec<&[NewJob]> = jobs.chunks(BATCH_CHUNK).collect();
         let mut out = Vec::with_capacity(jobs.len());
-        for chunk in jobs.chunks(BATCH_CHUNK) {
-            out.extend(self.enqueue_chunk(chunk).await?);
+        for group in chunks.chunks(BATCH_IN_FLIGHT) {
+            let mut calls = Vec::with_capacity(group.len());
+            for chunk in group {
+                calls.push(self.enqueue_chunk(chunk));
+            }
+            for reply in futures::future::join_all(calls).await {
+                out.extend(reply?);
+            }
         }
         Ok(out)
     }

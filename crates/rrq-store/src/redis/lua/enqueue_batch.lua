@@ -7,6 +7,8 @@
 -- Returns one status per job: 1 created, -1 the job id is taken. Each queue
 -- that received a ready job gets one ready signal.
 local statuses, ready, order = {}, {}, {}
+-- Queue entries, written with one ZADD per queue after the loop.
+local members, queues = {}, {}
 local a = 2
 for k = 1, #KEYS, 2 do
   local job_key, queue = KEYS[k], KEYS[k + 1]
@@ -17,12 +19,24 @@ for k = 1, #KEYS, 2 do
     statuses[#statuses + 1] = -1
   else
     redis.call('HSET', job_key, unpack(ARGV, first, first + n - 1))
-    redis.call('ZADD', queue, score, id)
+    if not members[queue] then
+      members[queue] = {}
+      queues[#queues + 1] = queue
+    end
+    local m = members[queue]
+    m[#m + 1] = score
+    m[#m + 1] = id
     statuses[#statuses + 1] = 1
     if now == '1' and not ready[queue] then
       ready[queue] = true
       order[#order + 1] = queue
     end
+  end
+end
+for _, queue in ipairs(queues) do
+  local m = members[queue]
+  for i = 1, #m, 512 do
+    redis.call('ZADD', queue, unpack(m, i, math.min(i + 511, #m)))
   end
 end
 for _, queue in ipairs(order) do
