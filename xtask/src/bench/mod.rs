@@ -295,12 +295,14 @@ async fn run_scenario(
                             "enqueue #{}: RRQ producer (5k sequential, 20k 64 in flight, 100k in batches)",
                             rep + 1
                         ));
-                        let [seq, par, batch] = scenarios::enqueue_rrq(ctx, 5_000, 20_000, 100_000).await?;
+                        let [seq, par, batch, producer_us, redis_us] =
+                            scenarios::enqueue_rrq(ctx, 5_000, 20_000, 100_000).await?;
                         progress(&format!("  {seq:.0}/s sequential, {par:.0}/s 64 in flight, {batch:.0}/s batched"));
                         push(figures, "enqueue_seq", side, seq);
                         push(figures, "enqueue_par", side, par);
                         push(figures, "enqueue_batch", side, batch);
                         record["rates"] = json!({"seq": seq, "par": par, "batch": batch});
+                        record["batch_cpu_us_per_job"] = json!({"producer": producer_us, "redis": redis_us});
                     }
                     Side::Reference => {
                         progress(&format!(

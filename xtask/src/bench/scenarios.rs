@@ -341,7 +341,7 @@ pub(crate) async fn pickup(ctx: &Ctx, side: Side, jobs: usize, per_second: f64, 
 
 /// Enqueue rates of RRQ's producer (jobs/s): sequential single calls, 64
 /// single calls in flight, batches of 1,000.
-pub(crate) async fn enqueue_rrq(ctx: &Ctx, single: usize, parallel: usize, batch: usize) -> Result<[f64; 3]> {
+pub(crate) async fn enqueue_rrq(ctx: &Ctx, single: usize, parallel: usize, batch: usize) -> Result<[f64; 5]> {
     ctx.setup.redis.flush()?;
     let producer = &ctx.producer;
     let t = Instant::now();
@@ -367,6 +367,7 @@ pub(crate) async fn enqueue_rrq(ctx: &Ctx, single: usize, parallel: usize, batch
     let par = parallel as f64 / t.elapsed().as_secs_f64();
 
     let t = Instant::now();
+    let (redis_before, own_before) = (ctx.setup.redis.cpu_s(), super::orchestrator::cpu_seconds(std::process::id()));
     for _ in 0..batch / 1000 {
         let jobs = (0..1000).map(|_| ("noop".to_owned(), json!({"n": 1}), EnqueueOptions::queue("bench-batch")));
         for r in producer.enqueue_batch(jobs).await? {
@@ -374,8 +375,15 @@ pub(crate) async fn enqueue_rrq(ctx: &Ctx, single: usize, parallel: usize, batch
         }
     }
     let batched = batch as f64 / t.elapsed().as_secs_f64();
+    let own = super::orchestrator::cpu_seconds(std::process::id()) - own_before;
+    let redis = ctx.setup.redis.cpu_s().zip(redis_before).map_or(f64::NAN, |(a, b)| a - b);
+    progress(&format!(
+        "  batches: producer CPU {:.1} µs/job, Redis CPU {:.1} µs/job",
+        own / batch as f64 * 1e6,
+        redis / batch as f64 * 1e6
+    ));
     ctx.setup.redis.flush()?;
-    Ok([seq, par, batched])
+    Ok([seq, par, batched, own / batch as f64 * 1e6, redis / batch as f64 * 1e6])
 }
 
 /// The reference's Python client (`RRQClient.enqueue`, which calls the
