@@ -114,13 +114,24 @@ async fn a_running_worker_serves_metrics_and_health() {
     assert_eq!(done.and_then(|r| r.status), Some(JobStatus::Failed));
     producer.wait_for_completion(&JobId::new("m1"), Duration::from_secs(30)).await.unwrap().expect("m1 done");
 
-    let (status, body) = http_get(port, "/metrics");
+    // Redis shows an outcome as soon as its write applies; the worker counts
+    // it once the reply reaches the job's task: poll the counters briefly.
+    let counted = [
+        r#"rrq_jobs_completed_total{queue="rrq:queue:default",function="echo"} 1"#,
+        r#"rrq_jobs_dead_lettered_total{queue="rrq:queue:default",function="fail"} 1"#,
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (status, body) = loop {
+        let (status, body) = http_get(port, "/metrics");
+        if counted.iter().all(|c| body.contains(c)) || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(status.contains("200"), "{status}");
-    assert!(
-        body.contains(r#"rrq_jobs_completed_total{queue="rrq:queue:default",function="echo"} 1"#),
-        "completed counter missing:\n{body}"
-    );
-    assert!(body.contains(r#"rrq_jobs_dead_lettered_total{queue="rrq:queue:default",function="fail"} 1"#), "{body}");
+    for c in counted {
+        assert!(body.contains(c), "{c} missing:\n{body}");
+    }
     assert!(body.contains("rrq_job_duration_seconds_bucket"), "{body}");
     let (status, body) = http_get(port, "/healthz");
     assert!(status.contains("200"), "{status} {body}");
