@@ -344,7 +344,9 @@ impl Server {
                     log_tail(&log)
                 ));
             }
-            if server_pid(self.port).is_some_and(|p| p == pid) {
+            // Ours, and done loading its append-only file: INFO answers
+            // during the load, other commands get `-LOADING` until it ends.
+            if server_pid(self.port).is_some_and(|p| p == pid) && !loading(self.port) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -468,6 +470,15 @@ fn free_port() -> u16 {
 fn server_pid(port: u16) -> Option<u32> {
     let info = command(port, "INFO server").ok()??;
     info.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether the server on `port` is still loading its data set (or does not
+/// answer).
+fn loading(port: u16) -> bool {
+    match command(port, "INFO persistence") {
+        Ok(Some(info)) => info.lines().any(|l| l.trim() == "loading:1"),
+        _ => true,
+    }
 }
 
 /// Sends one inline command and returns the reply's text (simple string or
