@@ -56,10 +56,11 @@ const BLOCK_MARGIN: Duration = Duration::from_secs(5);
 /// Dedicated connections for blocking reads.
 const BLOCKING_CONNECTIONS: usize = 4;
 /// Jobs per script call in [`Store::enqueue_batch`]. One script over many
-/// jobs measured 25-30 % faster than a pipeline of one script call per job
-/// (2000 jobs: ~115 ms against ~150 ms); chunks keep each script short, so
-/// Redis is never blocked for long.
-const BATCH_CHUNK: usize = 500;
+/// jobs measured 25-30 % faster than a pipeline of one script call per job;
+/// small chunks with [`BATCH_IN_FLIGHT`] always in flight let the client
+/// encode while Redis runs (batches of 1,000: 500-job chunks 77,000 jobs/s,
+/// 200 about 88,000, 100 about 110,000), and keep each script short.
+const BATCH_CHUNK: usize = 100;
 /// Chunks of one [`Store::enqueue_batch`] call sent before the first answer
 /// is awaited. After an error, chunks other than the failed one may have
 /// been applied (as the failed one may have): the call's `Err` says nothing
@@ -609,21 +610,28 @@ impl RedisStore {
         const OP: &str = "enqueue_batch";
         let now = SystemClock.now();
         let mut keys = Vec::with_capacity(jobs.len() * 2);
-        let mut args = vec![keys::READY_CHANNEL.to_owned()];
+        // Values rather than strings: the field names go out without an
+        // allocation each.
+        let mut args: Vec<Value> = Vec::with_capacity(1 + jobs.len() * 30);
+        args.push(Value::from_static_str(keys::READY_CHANNEL));
         for job in jobs {
             keys.push(keys::job(&job.id));
             keys.push(keys::queue(&job.queue).to_owned());
             let fields = job.to_fields();
-            args.push(job.id.as_str().to_owned());
-            args.push(epoch_ms(job.scheduled_time).to_string());
-            args.push(flag(shared::is_due(job.scheduled_time, now)));
-            args.push((fields.len() * 2).to_string());
+            args.push(job.id.as_str().into());
+            args.push(epoch_ms(job.scheduled_time).into());
+            args.push(Value::from_static_str(if shared::is_due(job.scheduled_time, now) { "1" } else { "0" }));
+            args.push((fields.len() as i64 * 2).into());
             for (name, value) in fields {
-                args.push(name.to_owned());
-                args.push(value);
+                args.push(Value::from_static_str(name));
+                args.push(value.into());
             }
         }
-        let statuses = array(OP, self.eval(OP, &scripts::ENQUEUE_BATCH, keys, args).await?)?;
+        let reply = scripts::ENQUEUE_BATCH
+            .evalsha_with_reload::<Value, _, _>(&self.inner.client, keys, args)
+            .await
+            .map_err(|e| self.error(OP, e))?;
+        let statuses = array(OP, reply)?;
         if statuses.len() != jobs.len() {
             return Err(protocol(OP, format!("{} statuses for {} jobs", statuses.len(), jobs.len())));
         }
@@ -708,18 +716,19 @@ impl Store for RedisStore {
         for job in &jobs {
             shared::plan(job, &EnqueueMode::Standard)?;
         }
-        // A few chunks in flight: the client encodes the next while Redis
-        // runs the previous (the connection pipelines them in order).
-        let chunks: Vec<&[NewJob]> = jobs.chunks(BATCH_CHUNK).collect();
+        // A few chunks always in flight: the client encodes the next while
+        // Redis runs the previous (the connection pipelines them in order).
+        use futures::StreamExt as _;
+        let mut chunks = jobs.chunks(BATCH_CHUNK);
+        let mut in_flight = futures::stream::FuturesOrdered::new();
         let mut out = Vec::with_capacity(jobs.len());
-        for group in chunks.chunks(BATCH_IN_FLIGHT) {
-            let mut calls = Vec::with_capacity(group.len());
-            for chunk in group {
-                calls.push(self.enqueue_chunk(chunk));
+        loop {
+            while in_flight.len() < BATCH_IN_FLIGHT {
+                let Some(chunk) = chunks.next() else { break };
+                in_flight.push_back(self.enqueue_chunk(chunk));
             }
-            for reply in futures::future::join_all(calls).await {
-                out.extend(reply?);
-            }
+            let Some(reply) = in_flight.next().await else { break };
+            out.extend(reply?);
         }
         Ok(out)
     }

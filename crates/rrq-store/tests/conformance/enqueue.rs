@@ -20,6 +20,7 @@ conformance!(
         a_debounce_after_the_holder_started_creates_a_new_job,
         invalid_modes_are_refused,
         a_batch_reports_each_job_and_signals_each_queue_once,
+        a_large_batch_answers_in_order_across_chunks,
         only_ready_jobs_signal_their_queue;
     private:
 );
@@ -167,6 +168,29 @@ async fn a_batch_reports_each_job_and_signals_each_queue_once(h: Harness) {
     let seen = signals_until(&mut ready, &sentinel, &[&q1, &q2]).await;
     assert_eq!(seen.iter().filter(|q| **q == q1).count(), 1, "one signal per queue: {seen:?}");
     assert_eq!(seen.iter().filter(|q| **q == q2).count(), 1, "one signal per queue: {seen:?}");
+}
+
+/// Big enough to span several script calls in flight at once: every
+/// answer still lines up with its job, and a taken id fails only its job.
+async fn a_large_batch_answers_in_order_across_chunks(h: Harness) {
+    let q = h.queue("large");
+    let taken = [0usize, 99, 100, 501, 1_049];
+    for i in taken {
+        h.store.enqueue(h.new_job(&format!("j{i}"), &q), EnqueueMode::Standard).await.unwrap();
+    }
+    let jobs = (0..1_050).map(|i| h.new_job(&format!("j{i}"), &q)).collect();
+    let results = h.store.enqueue_batch(jobs).await.unwrap();
+    assert_eq!(results.len(), 1_050);
+    for (i, r) in results.iter().enumerate() {
+        let id = h.id(&format!("j{i}"));
+        if taken.contains(&i) {
+            assert!(matches!(r, Err(StoreError::JobIdTaken(t)) if *t == id), "job {i}: {r:?}");
+        } else {
+            assert!(matches!(r, Ok(Enqueued::Created(c)) if *c == id), "job {i}: {r:?}");
+        }
+    }
+    assert_eq!(h.store.queue_len(&q).await.unwrap(), 1_050);
+    assert_eq!(h.job(&h.id("j777")).await.status, Some(JobStatus::Pending));
 }
 
 async fn only_ready_jobs_signal_their_queue(h: Harness) {
