@@ -126,7 +126,7 @@ async fn a_running_worker_serves_metrics_and_health() {
         if counted.iter().all(|c| body.contains(c)) || std::time::Instant::now() > deadline {
             break (status, body);
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20)); // sleep-ok: deadline poll of /metrics
     };
     assert!(status.contains("200"), "{status}");
     for c in counted {

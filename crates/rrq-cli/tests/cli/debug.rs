@@ -263,7 +263,7 @@ fn runner_python_starts_the_reference_runner_and_stops_it_on_sigterm() {
             panic!("rrq runner python exited before listening: {status}");
         }
         assert!(Instant::now() < deadline, "the runner did not listen on {socket} within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100)); // sleep-ok: deadline poll
     }
 
     let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
@@ -277,12 +277,12 @@ fn runner_python_starts_the_reference_runner_and_stops_it_on_sigterm() {
             let _ = child.kill();
             panic!("rrq runner python did not stop within 20 s of SIGTERM");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50)); // sleep-ok: deadline poll
     };
     assert!(status.success(), "a forwarded SIGTERM is a clean stop: {status}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(&socket).is_ok() {
         assert!(Instant::now() < deadline, "the Python runner outlived rrq (still listening on {socket})");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100)); // sleep-ok: deadline poll
     }
 }

@@ -460,7 +460,7 @@ async fn a_lock_that_really_expires_is_recovered() {
         }
         assert!(rec.requeued.is_empty() && rec.dead_lettered.is_empty(), "{rec:?}");
         assert!(Instant::now() < deadline, "the lock never expired");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await; // sleep-ok: deadline poll until the lock expires
     }
     assert_eq!(h.store.queue_len(&q).await.unwrap(), 1);
 }
@@ -491,7 +491,7 @@ async fn the_store_recovers_after_a_server_restart() {
         match store.queue_len(&q).await {
             Ok(n) => break n,
             Err(StoreError::Unavailable { .. }) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await; // sleep-ok: deadline poll for the reconnect
             }
             Err(e) => panic!("the store did not come back: {e}"),
         }
