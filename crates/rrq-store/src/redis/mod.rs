@@ -226,13 +226,13 @@ impl RedisStore {
         classify(&self.inner.dsn, op, e)
     }
 
-    async fn eval(
-        &self,
-        op: &'static str,
-        script: &Script,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> Result<Value, StoreError> {
+    /// Runs a script; `args` as fred takes them (strings, or [`Value`]s
+    /// where static ones save an allocation each).
+    async fn eval<V>(&self, op: &'static str, script: &Script, keys: Vec<String>, args: V) -> Result<Value, StoreError>
+    where
+        V: TryInto<fred::types::MultipleValues> + Send,
+        V::Error: Into<fred::error::Error> + Send,
+    {
         script.evalsha_with_reload::<Value, _, _>(&self.inner.client, keys, args).await.map_err(|e| self.error(op, e))
     }
 
@@ -627,11 +627,7 @@ impl RedisStore {
                 args.push(value.into());
             }
         }
-        let reply = scripts::ENQUEUE_BATCH
-            .evalsha_with_reload::<Value, _, _>(&self.inner.client, keys, args)
-            .await
-            .map_err(|e| self.error(OP, e))?;
-        let statuses = array(OP, reply)?;
+        let statuses = array(OP, self.eval(OP, &scripts::ENQUEUE_BATCH, keys, args).await?)?;
         if statuses.len() != jobs.len() {
             return Err(protocol(OP, format!("{} statuses for {} jobs", statuses.len(), jobs.len())));
         }
@@ -759,7 +755,7 @@ impl Store for RedisStore {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(SCAN_COUNT) {
             let keys = chunk.iter().map(keys::job).collect();
-            let reply = array(OP, self.eval(OP, &scripts::INSPECT_JOBS, keys, Vec::new()).await?)?;
+            let reply = array(OP, self.eval(OP, &scripts::INSPECT_JOBS, keys, Vec::<String>::new()).await?)?;
             if reply.len() != chunk.len() {
                 return Err(protocol(OP, format!("{} hashes for {} ids", reply.len(), chunk.len())));
             }
@@ -1130,7 +1126,8 @@ impl Store for RedisStore {
         let keys = self.scan(OP, QueueName::PREFIX, "zset", 0).await?;
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(SCAN_COUNT) {
-            let reply = array(OP, self.eval(OP, &scripts::INSPECT_QUEUES, chunk.to_vec(), Vec::new()).await?)?;
+            let reply =
+                array(OP, self.eval(OP, &scripts::INSPECT_QUEUES, chunk.to_vec(), Vec::<String>::new()).await?)?;
             for (key, info) in chunk.iter().zip(reply) {
                 let info = array(OP, info)?;
                 let len = u64::try_from(int(OP, info.first().ok_or_else(|| protocol(OP, "empty queue info"))?)?)
@@ -1185,7 +1182,8 @@ impl Store for RedisStore {
         let keys = self.scan(OP, keys::HEALTH_PREFIX, "string", 0).await?;
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(SCAN_COUNT) {
-            let reply = array(OP, self.eval(OP, &scripts::INSPECT_WORKERS, chunk.to_vec(), Vec::new()).await?)?;
+            let reply =
+                array(OP, self.eval(OP, &scripts::INSPECT_WORKERS, chunk.to_vec(), Vec::<String>::new()).await?)?;
             for (key, record) in chunk.iter().zip(reply) {
                 let record = array(OP, record)?;
                 let pttl = int(OP, record.get(1).ok_or_else(|| protocol(OP, "missing PTTL"))?)?;
