@@ -191,9 +191,32 @@ fn invalid(key: impl Into<String>, value: impl std::fmt::Display, reason: impl I
     Error::Invalid { key: key.into(), value: value.to_string(), reason: reason.into() }
 }
 
+/// The longest duration any key accepts: 100 years. Longer values (and
+/// `inf`/`nan`, which TOML allows) cannot mean anything useful, and would
+/// overflow the arithmetic done on them.
+pub const MAX_SECONDS: f64 = 100.0 * 365.25 * 86_400.0;
+
+/// A duration key `>= 0` seconds.
 fn seconds(key: &str, v: f64) -> Result<Duration, Error> {
-    if !v.is_finite() || v < 0.0 {
-        return Err(invalid(key, v, "must be a finite number of seconds >= 0"));
+    if !v.is_finite() || !(0.0..=MAX_SECONDS).contains(&v) {
+        return Err(invalid(key, v, "must be a finite number >= 0 (seconds, at most 100 years)"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// A whole-seconds key, refused past 100 years: Redis rejects an expiry whose
+/// milliseconds overflow, and sums of such values would overflow.
+fn at_most_100_years(key: &str, v: i64) -> Result<i64, Error> {
+    if v > MAX_SECONDS as i64 {
+        return Err(invalid(key, v, "must be at most 100 years (3155760000 seconds)"));
+    }
+    Ok(v)
+}
+
+/// A duration key `> 0` seconds.
+fn positive_seconds(key: &str, v: f64) -> Result<Duration, Error> {
+    if !v.is_finite() || v <= 0.0 || v > MAX_SECONDS {
+        return Err(invalid(key, v, "must be a finite number > 0 (seconds, at most 100 years)"));
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -220,7 +243,8 @@ pub(crate) fn validate(
         None => raw.capture_runner_output.unwrap_or(false),
     };
 
-    let default_job_timeout_seconds = raw.default_job_timeout_seconds.unwrap_or(300);
+    let default_job_timeout_seconds =
+        at_most_100_years("rrq.default_job_timeout_seconds", raw.default_job_timeout_seconds.unwrap_or(300))?;
     if default_job_timeout_seconds <= 0 {
         return Err(invalid(
             "rrq.default_job_timeout_seconds",
@@ -234,14 +258,8 @@ pub(crate) fn validate(
     }
     let max_retries = raw.default_max_retries.unwrap_or(5);
     let default_max_retries = u32::try_from(max_retries.max(0)).unwrap_or(u32::MAX);
-    let term = raw.runner_shutdown_term_grace_seconds.unwrap_or(5.0);
-    if !term.is_finite() || term < 0.0 {
-        return Err(invalid(
-            "rrq.runner_shutdown_term_grace_seconds",
-            term,
-            "runner_shutdown_term_grace_seconds must be a finite number >= 0",
-        ));
-    }
+    let term =
+        seconds("rrq.runner_shutdown_term_grace_seconds", raw.runner_shutdown_term_grace_seconds.unwrap_or(5.0))?;
     let runner_mode = match raw.runner_management_mode.as_deref() {
         None => RunnerMode::Managed,
         Some(m) => RunnerMode::parse(m).ok_or_else(|| {
@@ -266,9 +284,7 @@ pub(crate) fn validate(
         }
         (None, None) => 60.0,
     };
-    if health_interval <= 0.0 {
-        return Err(invalid("rrq.worker_health_check_interval_seconds", health_interval, "must be > 0"));
-    }
+    let health_interval = positive_seconds("rrq.worker_health_check_interval_seconds", health_interval)?;
 
     let default_queue = QueueName::parse(raw.default_queue_name.as_deref().unwrap_or("default"))
         .ok_or_else(|| invalid("rrq.default_queue_name", "\"\"", "queue name cannot be empty"))?;
@@ -302,18 +318,24 @@ pub(crate) fn validate(
         default_max_retries,
         default_job_timeout_seconds,
         lock_timeout_extension_seconds: ext,
-        default_result_ttl_seconds: raw.default_result_ttl_seconds.unwrap_or(86_400),
+        default_result_ttl_seconds: at_most_100_years(
+            "rrq.default_result_ttl_seconds",
+            raw.default_result_ttl_seconds.unwrap_or(86_400),
+        )?,
         poll_delay: seconds("rrq.default_poll_delay_seconds", raw.default_poll_delay_seconds.unwrap_or(0.1))?,
         runner_connect_timeout: Duration::from_millis(connect_ms as u64),
-        runner_term_grace: Duration::from_secs_f64(term),
+        runner_term_grace: term,
         runner_cancel_hints: raw.runner_enable_inflight_cancel_hints.unwrap_or(false),
         capture_runner_output,
-        unique_job_lock_ttl_seconds: raw.default_unique_job_lock_ttl_seconds.unwrap_or(21_600),
+        unique_job_lock_ttl_seconds: at_most_100_years(
+            "rrq.default_unique_job_lock_ttl_seconds",
+            raw.default_unique_job_lock_ttl_seconds.unwrap_or(21_600),
+        )?,
         default_runner_name: raw.default_runner_name.unwrap_or_else(|| "python".to_owned()),
         runner_mode,
         runners,
         runner_routes: raw.runner_routes.into_iter().map(|(q, r)| (QueueName::new(&q), r)).collect(),
-        health_check_interval: Duration::from_secs_f64(health_interval),
+        health_check_interval: health_interval,
         health_check_ttl_buffer: seconds(
             "rrq.worker_health_check_ttl_buffer_seconds",
             raw.worker_health_check_ttl_buffer_seconds.unwrap_or(10.0),
@@ -419,11 +441,8 @@ fn validate_runner(
             ),
         ));
     }
-    let response_timeout = match r.response_timeout_seconds {
-        None => None,
-        Some(v) if v.is_finite() && v > 0.0 => Some(Duration::from_secs_f64(v)),
-        Some(v) => return Err(invalid(key("response_timeout_seconds"), v, "must be a number of seconds > 0")),
-    };
+    let response_timeout =
+        r.response_timeout_seconds.map(|v| positive_seconds(&key("response_timeout_seconds"), v)).transpose()?;
     Ok(RunnerSettings {
         cmd,
         pool_size,
@@ -488,7 +507,9 @@ fn validate_watch(w: RawWatch) -> Result<WatchSettings, Error> {
         pre_restart_cwd: w.pre_restart_cwd.map(PathBuf::from),
         pre_restart_timeout: w
             .pre_restart_timeout_seconds
-            .filter(|v| v.is_finite() && *v > 0.0)
+            // As the reference: values <= 0 or non-finite mean no timeout;
+            // past 100 years is no timeout either (and would not convert).
+            .filter(|v| v.is_finite() && *v > 0.0 && *v <= MAX_SECONDS)
             .map(Duration::from_secs_f64),
     })
 }
@@ -595,5 +616,48 @@ schedule = "*/5 * * * *"
         assert!(msg.contains("invalid endpoint '10.0.0.5:9000'"), "{msg}");
         let ok = format!("{doc}\nallowed_hosts=[\"10.0.0.5\"]");
         assert!(parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn absurd_durations_are_errors_naming_the_key_never_panics() {
+        let rrq_keys = [
+            "default_poll_delay_seconds",
+            "runner_shutdown_term_grace_seconds",
+            "worker_health_check_interval_seconds",
+            "worker_health_check_ttl_buffer_seconds",
+            "base_retry_delay_seconds",
+            "max_retry_delay_seconds",
+            "worker_shutdown_grace_period_seconds",
+        ];
+        for key in rrq_keys {
+            for value in ["nan", "inf", "-inf", "1e30", "-1"] {
+                let doc = format!("[rrq]\n{key} = {value}");
+                let outcome = std::panic::catch_unwind(|| parse(&doc).map(|_| ()));
+                let result = outcome.unwrap_or_else(|_| panic!("`{key} = {value}` panicked the loader"));
+                let msg = result.expect_err(&format!("`{key} = {value}` was accepted")).to_string();
+                assert!(msg.contains(key), "`{key} = {value}`: {msg}");
+            }
+        }
+        let runner = "[rrq.runners.p]\ncmd=[\"x\"]\ntcp_port=9000";
+        for (key, value) in [("response_timeout_seconds", "1e30"), ("response_timeout_seconds", "nan")] {
+            let doc = format!("{runner}\n{key} = {value}");
+            let outcome = std::panic::catch_unwind(|| parse(&doc).map(|_| ()));
+            let result = outcome.unwrap_or_else(|_| panic!("`{key} = {value}` panicked the loader"));
+            let msg = result.expect_err(&format!("`{key} = {value}` was accepted")).to_string();
+            assert!(msg.contains(key), "`{key} = {value}`: {msg}");
+        }
+        for key in ["default_result_ttl_seconds", "default_unique_job_lock_ttl_seconds", "default_job_timeout_seconds"]
+        {
+            let msg = parse(&format!("[rrq]\n{key} = 9223372036854775807")).unwrap_err().to_string();
+            assert!(msg.contains(key), "{msg}");
+        }
+        // The reference reads a non-finite or non-positive pre-restart
+        // timeout as "none"; an absurdly large one means none too.
+        for value in ["nan", "inf", "1e30", "-1"] {
+            let doc = format!("[rrq.watch]\npre_restart_timeout_seconds = {value}");
+            let outcome = std::panic::catch_unwind(|| parse(&doc).map(|(s, _)| s.watch.pre_restart_timeout));
+            let result = outcome.unwrap_or_else(|_| panic!("`pre_restart_timeout_seconds = {value}` panicked"));
+            assert_eq!(result.expect("accepted as no timeout"), None, "pre_restart_timeout_seconds = {value}");
+        }
     }
 }

@@ -86,3 +86,14 @@ fn usage_errors_exit_2() {
     rrq_in(dir.root(), &["job", "show"], &[]).code(2);
     rrq_in(dir.root(), &["queue", "inspect", "q", "--limit", "many"], &[]).code(2);
 }
+
+#[test]
+fn an_absurd_duration_exits_3_naming_the_key_instead_of_panicking() {
+    let dir = Scratch::create();
+    for (key, value) in [("default_poll_delay_seconds", "inf"), ("worker_health_check_interval_seconds", "nan")] {
+        dir.write("rrq.toml", &format!("[rrq]\nredis_dsn = \"redis://127.0.0.1:1/0\"\n{key} = {value}\n"));
+        let run = rrq_in(dir.root(), &["worker", "run", "--burst"], &[]).code(3);
+        assert!(run.stderr.contains(&format!("rrq.{key}")), "{}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+}
