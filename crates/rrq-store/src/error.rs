@@ -69,14 +69,48 @@ pub enum StoreError {
     },
 }
 
-/// Masks the password of a `redis://user:password@host` DSN.
+/// Masks the secrets of a DSN: the password of `scheme://user:password@host`
+/// (also when the scheme is missing), and the value of any query parameter
+/// whose name ends in `password` (`?password=`, `?sentinelPassword=`).
 pub fn mask_dsn(dsn: &str) -> String {
-    let Some((scheme, rest)) = dsn.split_once("://") else { return dsn.to_owned() };
-    let Some((auth, host)) = rest.rsplit_once('@') else { return dsn.to_owned() };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => format!("{scheme}://***@{host}"),
+    let (scheme, rest) = match dsn.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, dsn),
+    };
+    let (body, query) = match rest.split_once('?') {
+        Some((body, query)) => (body, Some(query)),
+        None => (rest, None),
+    };
+    let mut out = String::with_capacity(dsn.len());
+    if let Some(scheme) = scheme {
+        out.push_str(scheme);
+        out.push_str("://");
     }
+    match body.rsplit_once('@') {
+        Some((auth, host)) => {
+            match auth.split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":***@");
+                }
+                None => out.push_str("***@"),
+            }
+            out.push_str(host);
+        }
+        None => out.push_str(body),
+    }
+    if let Some(query) = query {
+        out.push('?');
+        let parts: Vec<String> = query
+            .split('&')
+            .map(|part| match part.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().ends_with("password") => format!("{name}=***"),
+                _ => part.to_owned(),
+            })
+            .collect();
+        out.push_str(&parts.join("&"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -87,5 +121,17 @@ mod tests {
         assert_eq!(super::mask_dsn("rediss://:p@h"), "rediss://:***@h");
         assert_eq!(super::mask_dsn("redis://s3cret@h"), "redis://***@h");
         assert_eq!(super::mask_dsn("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn passwords_are_masked_without_a_scheme_and_in_query_parameters() {
+        assert_eq!(super::mask_dsn("user:pw@host:6379/0"), "user:***@host:6379/0");
+        assert_eq!(super::mask_dsn("pw@host"), "***@host");
+        assert_eq!(super::mask_dsn("host:6379"), "host:6379");
+        assert_eq!(
+            super::mask_dsn("redis-sentinel://h:26379/0?sentinelServiceName=m&password=s3cret&x=1"),
+            "redis-sentinel://h:26379/0?sentinelServiceName=m&password=***&x=1"
+        );
+        assert_eq!(super::mask_dsn("redis://u:p@h/0?sentinelPassword=q"), "redis://u:***@h/0?sentinelPassword=***");
     }
 }
