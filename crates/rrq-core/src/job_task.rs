@@ -61,6 +61,9 @@ pub(crate) struct Shared {
     pub terminate_budget: Duration,
 }
 
+/// The longest timeout handed to a runner: 100 years.
+const MAX_RUNNER_TIMEOUT_SECS: u64 = 100 * 365 * 24 * 3600;
+
 const SHUTDOWN_MESSAGE: &str = "Job execution interrupted by worker shutdown. Re-queued.";
 
 /// Runs one claimed job to a recorded outcome.
@@ -91,7 +94,9 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
         return dead_letter(&shared, &lease, &reason, true, &mut control).await;
     };
 
-    let timeout = Duration::from_secs(u64::try_from(timeout_secs).unwrap_or(u64::MAX));
+    // Capped so that no runner's `Instant + timeout` can overflow, whatever
+    // the job says (a century is "never" for any real job).
+    let timeout = Duration::from_secs(u64::try_from(timeout_secs).unwrap_or(u64::MAX).min(MAX_RUNNER_TIMEOUT_SECS));
     // The timer starts before the deadline is computed, so the orchestrator's
     // timer is never later than the runner's; when the runner still answers
     // `timeout` first, `decide` records the orchestrator's message anyway, so

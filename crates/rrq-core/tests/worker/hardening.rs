@@ -65,6 +65,8 @@ async fn a_job_with_an_absurd_timeout_does_not_pin_the_worker() {
     }
     let poison = h.job("poison").await;
     assert!(matches!(poison.status, Some(JobStatus::Completed | JobStatus::Failed)), "{poison:?}");
+    let sent = h.runner.calls_for("poison")[0].context.deadline.clone().unwrap_or_default();
+    assert!(sent.starts_with("2126-"), "the runner gets a bounded timeout and deadline: {sent}");
 }
 
 #[tokio::test(start_paused = true)]
