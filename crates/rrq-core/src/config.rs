@@ -36,6 +36,12 @@ pub struct WorkerConfig {
     pub recovery_interval: Duration,
     /// How long shutdown waits for running jobs before putting them back.
     pub shutdown_grace: Duration,
+    /// How long an attempt being stopped (shutdown, lost lock) waits for the
+    /// runner to answer its cancel before the runner is terminated.
+    pub cancel_grace: Duration,
+    /// Longest wait for a runner to confirm a terminated request's process
+    /// has exited (the pool's `term_grace` plus a little).
+    pub terminate_budget: Duration,
     /// Stop once no job is ready and none is running.
     pub burst: bool,
     /// Cron entries to schedule. Every worker may carry the same entries:
@@ -76,6 +82,8 @@ impl WorkerConfig {
             health_ttl: Duration::from_secs(70),
             recovery_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            cancel_grace: Duration::from_secs(1),
+            terminate_budget: Duration::from_secs(6),
             burst: false,
             cron: Vec::new(),
             unique_lock_ttl: Duration::from_secs(21_600),

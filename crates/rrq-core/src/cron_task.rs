@@ -41,7 +41,9 @@ impl CronTask {
         let timeout = Duration::from_secs(u64::try_from(config.defaults.job_timeout_seconds).unwrap_or(0));
         // The reference's rule; a cron job is never deferred, so the
         // deferral term is one second.
-        let lock_ttl = config.unique_lock_ttl.max(timeout + config.lock_extension + Duration::from_secs(1));
+        let lock_ttl = config
+            .unique_lock_ttl
+            .max(timeout.saturating_add(config.lock_extension).saturating_add(Duration::from_secs(1)));
         let scheduler = CronScheduler::new(config.cron.clone(), start);
         for job in scheduler.jobs() {
             let next = job.next_after(start);
@@ -108,13 +110,25 @@ impl CronTask {
         }
     }
 
-    /// Enqueues the job of one tick, unless another worker did or the
-    /// entry's unique lock is held; records the tick for catch-up entries.
+    /// Enqueues the job of one tick, unless another worker did (or a tick
+    /// at or after it was recorded) or the entry's unique lock is held;
+    /// records every tick it handled (for the check above and catch-up).
     async fn fire(&self, shared: &Shared, job: &CronJob, tick: DateTime<Utc>) -> Fired {
         let id = job.job_id(tick);
         let tick_text = format_timestamp(tick);
         let span = info_span!("rrq.cron", otel.kind = "producer", job_id = %id, function = job.function_name());
         let fired = async {
+            // The job id alone stops a second enqueue only while the job hash
+            // lives; the recorded tick stops it after the hash expired (a
+            // worker whose clock lags, a restart inside the window).
+            match shared.store.cron_tick(job.id()).await {
+                Ok(Some(recorded)) if recorded >= tick => {
+                    debug!(job_id = %id, tick = %tick_text, "cron tick already handled");
+                    return Fired::Skipped;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(entry = job.key(), error = %e, "could not read the last cron tick; relying on the job id"),
+            }
             let lock = job.unique_lock_key();
             if let Some(key) = &lock {
                 match shared.store.unique_lock_ttl(key).await {
@@ -172,8 +186,7 @@ impl CronTask {
         }
         .instrument(span)
         .await;
-        if job.catches_up()
-            && !matches!(fired, Fired::Failed)
+        if !matches!(fired, Fired::Failed)
             && let Err(e) = shared.store.record_cron_tick(job.id(), tick).await
         {
             warn!(entry = job.key(), tick = %tick_text, error = %e, "could not record the cron tick");

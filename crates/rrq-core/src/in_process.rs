@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rrq_pool::{PoolError, Runner, RunnerHealth};
-use rrq_protocol::{ExecutionOutcome, ExecutionRequest};
+use rrq_protocol::{ExecutionOutcome, ExecutionRequest, OutcomeError, error_types};
 use rrq_runner::Registry;
 use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Runs requests with handlers registered in this process: no socket, no
@@ -20,11 +21,22 @@ pub struct InProcessRunner {
     registry: Arc<Registry>,
     slots: Arc<Semaphore>,
     capacity: usize,
-    running: Mutex<HashMap<String, CancellationToken>>,
+    running: Mutex<HashMap<String, InFlight>>,
     /// Set when shutdown begins: no new requests.
     closing: CancellationToken,
     /// Set when the grace period is over: running handlers are cancelled.
     stopping: CancellationToken,
+}
+
+/// A request `execute` is working on.
+#[derive(Debug)]
+struct InFlight {
+    /// Asks the handler to stop (or the request, before it starts, not to run).
+    cancel: CancellationToken,
+    /// The handler's task, once it has a slot.
+    task: Option<AbortHandle>,
+    /// Cancelled when the handler's task has ended (returned or aborted).
+    ended: CancellationToken,
 }
 
 impl InProcessRunner {
@@ -41,12 +53,13 @@ impl InProcessRunner {
         }
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, InFlight>> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Removes a request from the running set however its future ends.
+/// Removes a request from the running set however its future ends; a
+/// handler whose `execute` was dropped (timed out) is aborted.
 struct Registered<'a> {
     runner: &'a InProcessRunner,
     request_id: String,
@@ -54,9 +67,21 @@ struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        if let Some(token) = self.runner.running().remove(&self.request_id) {
-            token.cancel();
+        if let Some(entry) = self.runner.running().remove(&self.request_id) {
+            entry.cancel.cancel();
+            if let Some(task) = entry.task {
+                task.abort();
+            }
         }
+    }
+}
+
+/// Marks a handler task as ended when it is dropped (it returned or was aborted).
+struct Ended(CancellationToken);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }
 
@@ -66,12 +91,38 @@ impl Runner for InProcessRunner {
         if self.closing.is_cancelled() {
             return Err(PoolError::ShuttingDown);
         }
+        let request_id = request.request_id.clone();
+        let cancel = self.stopping.child_token();
+        let ended = CancellationToken::new();
+        self.running()
+            .insert(request_id.clone(), InFlight { cancel: cancel.clone(), task: None, ended: ended.clone() });
+        let _registered = Registered { runner: self, request_id: request_id.clone() };
         let work = async {
-            let _permit = self.slots.acquire().await.map_err(|_| PoolError::ShuttingDown)?;
-            let token = self.stopping.child_token();
-            self.running().insert(request.request_id.clone(), token.clone());
-            let _registered = Registered { runner: self, request_id: request.request_id.clone() };
-            Ok(self.registry.execute(&request, token).await)
+            let permit = tokio::select! {
+                p = self.slots.clone().acquire_owned() => p.map_err(|_| PoolError::ShuttingDown)?,
+                () = cancel.cancelled() => {
+                    return Ok(ExecutionOutcome::error(
+                        &request,
+                        OutcomeError::with_kind("Job cancelled", error_types::CANCELLED),
+                    ));
+                }
+            };
+            let registry = self.registry.clone();
+            let token = cancel.clone();
+            let done = Ended(ended);
+            let handle = tokio::spawn(async move {
+                let _permit = permit;
+                let _done = done;
+                registry.execute(&request, token).await
+            });
+            if let Some(entry) = self.running().get_mut(&request_id) {
+                entry.task = Some(handle.abort_handle());
+            }
+            match handle.await {
+                Ok(outcome) => Ok(outcome),
+                Err(e) if e.is_cancelled() => Err(PoolError::Transport("in-process handler was terminated".to_owned())),
+                Err(e) => Err(PoolError::Transport(format!("in-process handler task failed: {e}"))),
+            }
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(result) => result,
@@ -80,9 +131,26 @@ impl Runner for InProcessRunner {
     }
 
     async fn cancel(&self, _job_id: &str, request_id: &str) {
-        if let Some(token) = self.running().get(request_id) {
-            token.cancel();
+        if let Some(entry) = self.running().get(request_id) {
+            entry.cancel.cancel();
         }
+    }
+
+    async fn terminate(&self, _job_id: &str, request_id: &str) {
+        let ended = {
+            let running = self.running();
+            let Some(entry) = running.get(request_id) else { return };
+            entry.cancel.cancel();
+            match &entry.task {
+                Some(task) => {
+                    task.abort();
+                    entry.ended.clone()
+                }
+                // Not started: the cancel above keeps it from ever running.
+                None => return,
+            }
+        };
+        ended.cancelled().await;
     }
 
     fn capacity(&self) -> usize {
@@ -137,6 +205,10 @@ mod tests {
         r.register("greet", |p: Value, _ctx: JobContext| async move {
             HandlerResult::Ok(format!("hello {}", p["name"].as_str().unwrap_or("?")))
         });
+        r.register("deaf", |_p: Value, _ctx: JobContext| async move {
+            std::future::pending::<()>().await;
+            HandlerResult::Ok("never")
+        });
         r.register("wait", |_p: Value, ctx: JobContext| async move {
             ctx.cancelled().await;
             HandlerResult::Ok("never")
@@ -168,5 +240,24 @@ mod tests {
         let err = runner.execute(request("wait", "t"), Duration::from_secs(1)).await.unwrap_err();
         assert!(matches!(err, PoolError::Timeout(_)));
         assert_eq!(runner.health().in_flight, 0, "a timed-out request is forgotten");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn terminate_aborts_the_handler_task_and_frees_its_slot() {
+        let runner = Arc::new(InProcessRunner::new(registry(), 1));
+        let r = runner.clone();
+        let pending = tokio::spawn(async move { r.execute(request("deaf", "d"), Duration::from_secs(600)).await });
+        while runner.health().in_flight == 0 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await; // sleep-ok: paused time; the handler is running
+        assert!(!pending.is_finished());
+        runner.terminate("job-d", "d").await;
+        let err = pending.await.unwrap().unwrap_err();
+        assert!(matches!(err, PoolError::Transport(_)), "{err:?}");
+        // Its slot is free again: the next request runs at once.
+        let out = runner.execute(request("greet", "g"), Duration::from_secs(1)).await.unwrap();
+        assert_eq!(out.status, OutcomeStatus::Success);
+        runner.terminate("job-d", "d").await; // idempotent
     }
 }

@@ -2,15 +2,16 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use rrq_pool::{PoolError, Runner};
-use rrq_protocol::{ExecutionContext, ExecutionRequest, PROTOCOL_VERSION};
+use rrq_protocol::{ExecutionContext, ExecutionOutcome, ExecutionRequest, OutcomeStatus, PROTOCOL_VERSION};
 use rrq_store::{Clock, Fence, Job, JobDefaults, Lease, Store, StoreError};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::policy::{Attempt, Backoff, Decision, Routing, decide};
 
@@ -21,10 +22,12 @@ pub(crate) enum Control {
     Run,
     /// Someone cancelled the job: ask the runner to stop, record CANCELLED.
     Cancel,
-    /// The lock is (about to be) lost: stop without writing anything.
+    /// The lock is (about to be) lost: stop the runner (cancel, then
+    /// terminate) and give the attempt up without writing anything (a
+    /// success that arrives while stopping is still recorded, fenced).
     Lost,
-    /// The worker is shutting down and the grace period is over: put the job
-    /// back on its queue.
+    /// The worker is shutting down and the grace period is over: stop the
+    /// runner likewise, then put the job back on its queue.
     Shutdown,
 }
 
@@ -52,7 +55,14 @@ pub(crate) struct Shared {
     pub worker_id: String,
     pub lease_ttl: Duration,
     pub max_payload_bytes: usize,
+    /// How long a stopping attempt waits for the runner to answer its cancel.
+    pub cancel_grace: Duration,
+    /// Longest wait for `Runner::terminate` to confirm the process is gone.
+    pub terminate_budget: Duration,
 }
+
+/// The longest timeout handed to a runner: 100 years.
+const MAX_RUNNER_TIMEOUT_SECS: u64 = 100 * 365 * 24 * 3600;
 
 const SHUTDOWN_MESSAGE: &str = "Job execution interrupted by worker shutdown. Re-queued.";
 
@@ -84,13 +94,15 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
         return dead_letter(&shared, &lease, &reason, true, &mut control).await;
     };
 
-    let timeout = Duration::from_secs(u64::try_from(timeout_secs).unwrap_or(u64::MAX));
+    // Capped so that no runner's `Instant + timeout` can overflow, whatever
+    // the job says (a century is "never" for any real job).
+    let timeout = Duration::from_secs(u64::try_from(timeout_secs).unwrap_or(u64::MAX).min(MAX_RUNNER_TIMEOUT_SECS));
     // The timer starts before the deadline is computed, so the orchestrator's
     // timer is never later than the runner's; when the runner still answers
     // `timeout` first, `decide` records the orchestrator's message anyway, so
     // `last_error` is the same either way.
     let started = tokio::time::Instant::now();
-    let deadline = shared.clock.now() + TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
+    let deadline = later(shared.clock.now(), timeout);
     let request_id = next_request_id();
     let request = ExecutionRequest {
         protocol_version: PROTOCOL_VERSION.to_owned(),
@@ -115,6 +127,8 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
     let mut cancel_sent = false;
     let result = loop {
         tokio::select! {
+            // A reply that is there wins over any control message.
+            biased;
             r = &mut execution => break r,
             changed = control.changed() => {
                 let now = if changed.is_ok() { *control.borrow_and_update() } else { Control::Shutdown };
@@ -126,13 +140,20 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
                             runner.cancel(lease.job_id.as_str(), &request_id).await;
                         }
                     }
-                    Control::Lost => {
-                        runner.cancel(lease.job_id.as_str(), &request_id).await;
-                        warn!(job_id = %lease.job_id, "lock lost while running; attempt abandoned");
-                        return Ending::Abandoned;
-                    }
-                    Control::Shutdown => {
-                        runner.cancel(lease.job_id.as_str(), &request_id).await;
+                    Control::Lost | Control::Shutdown => {
+                        let reply = stop_runner(&shared, runner.as_ref(), &lease, &request_id, execution.as_mut()).await;
+                        // A success that arrives while stopping is recorded
+                        // (through the fence, so only while still held).
+                        if let Some(Ok(outcome)) = reply
+                            && outcome.status == OutcomeStatus::Success
+                            && !cancel_sent
+                        {
+                            break Ok(outcome);
+                        }
+                        if now == Control::Lost {
+                            warn!(job_id = %lease.job_id, "lock lost while running; runner stopped, attempt abandoned");
+                            return Ending::Abandoned;
+                        }
                         return release(&shared, &lease, &mut control).await;
                     }
                 }
@@ -150,7 +171,7 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
     if matches!(result, Err(PoolError::ShuttingDown)) {
         return release(&shared, &lease, &mut control).await;
     }
-    let deadline_passed = started.elapsed() + Duration::from_millis(50) >= timeout;
+    let deadline_passed = started.elapsed().saturating_add(Duration::from_millis(50)) >= timeout;
     let attempt_facts = Attempt { number: attempt, max_attempts, timeout_secs, deadline_passed };
     match decide(attempt_facts, result, &shared.backoff) {
         Decision::Complete(value) => {
@@ -163,7 +184,7 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
         Decision::Retry { error, delay } => {
             let fence = write(&shared, &mut control, "retry", || {
                 let now = shared.clock.now();
-                let ready_at = now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
+                let ready_at = later(now, delay);
                 shared.store.retry(&lease, &error, ready_at, now, &shared.defaults)
             })
             .await;
@@ -172,6 +193,46 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
         }
         Decision::DeadLetter { reason } => dead_letter(&shared, &lease, &reason, true, &mut control).await,
     }
+}
+
+/// `now + delay`, saturating at the largest representable time: job-supplied
+/// durations must never overflow.
+pub(crate) fn later(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(delay).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Stops the runner's work on a request before the job is handed back:
+/// sends a cancel and waits up to the cancel grace for the execution to
+/// resolve (its reply is returned), else terminates the request's process
+/// and returns once that is confirmed (or the terminate budget is spent).
+async fn stop_runner(
+    shared: &Shared,
+    runner: &dyn Runner,
+    lease: &Lease,
+    request_id: &str,
+    mut execution: Pin<&mut (impl Future<Output = Result<ExecutionOutcome, PoolError>> + ?Sized)>,
+) -> Option<Result<ExecutionOutcome, PoolError>> {
+    let job_id = lease.job_id.as_str();
+    let grace_over = tokio::time::Instant::now() + shared.cancel_grace;
+    let mut cancel = std::pin::pin!(runner.cancel(job_id, request_id));
+    let mut cancel_sent = false;
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut execution => return Some(r),
+            () = &mut cancel, if !cancel_sent => cancel_sent = true,
+            () = tokio::time::sleep_until(grace_over) => break,
+        }
+    }
+    warn!(job_id, grace_ms = shared.cancel_grace.as_millis() as u64, "runner did not stop on cancel; terminating it");
+    if tokio::time::timeout(shared.terminate_budget, runner.terminate(job_id, request_id)).await.is_err() {
+        error!(
+            job_id,
+            budget_ms = shared.terminate_budget.as_millis() as u64,
+            "runner did not confirm termination in time; handing the job back anyway"
+        );
+    }
+    None
 }
 
 /// The size of a job's params as the JSON sent to the runner.
@@ -220,10 +281,15 @@ pub(crate) async fn dead_letter(
     ended(fence, Ending::DeadLettered, lease)
 }
 
-async fn release(shared: &Shared, lease: &Lease, control: &mut watch::Receiver<Control>) -> Ending {
-    let fence =
-        write(shared, control, "release", || shared.store.release(lease, Some(SHUTDOWN_MESSAGE), shared.clock.now()))
-            .await;
+/// How long putting a job back may take: one quick write; if Redis does not
+/// answer (an outage at shutdown) the lease expires and recovery re-runs it.
+pub(crate) const RELEASE_WINDOW: Duration = Duration::from_secs(5);
+
+/// Puts the job back on its queue without counting an attempt.
+pub(crate) async fn release(shared: &Shared, lease: &Lease, control: &mut watch::Receiver<Control>) -> Ending {
+    let put_back =
+        write(shared, control, "release", || shared.store.release(lease, Some(SHUTDOWN_MESSAGE), shared.clock.now()));
+    let fence = tokio::time::timeout(RELEASE_WINDOW, put_back).await.ok().flatten();
     ended(fence, Ending::Released, lease)
 }
 
@@ -274,6 +340,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_saturate_instead_of_overflowing() {
+        let now = DateTime::<Utc>::from_timestamp(1_000, 0).unwrap();
+        assert_eq!(later(now, Duration::from_secs(1 << 62)), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(later(now, Duration::MAX), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(later(DateTime::<Utc>::MAX_UTC, Duration::from_secs(1)), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(later(now, Duration::from_secs(5)), now + TimeDelta::seconds(5));
+    }
 
     #[test]
     fn request_ids_are_distinct_uuids() {

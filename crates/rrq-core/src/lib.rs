@@ -27,6 +27,7 @@ mod cron_task;
 mod error;
 mod in_process;
 mod job_task;
+mod lease_watch;
 pub mod policy;
 mod telemetry;
 mod worker;

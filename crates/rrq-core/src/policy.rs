@@ -29,7 +29,8 @@ impl Backoff {
     pub fn delay(&self, n: u32) -> Duration {
         let exp = n.max(1).saturating_sub(1).min(30);
         let secs = self.base.as_secs_f64() * f64::from(1u32 << exp);
-        Duration::from_secs_f64(secs.min(self.max.as_secs_f64()))
+        // Saturates rather than panics whatever the configured values.
+        Duration::try_from_secs_f64(secs.min(self.max.as_secs_f64())).unwrap_or(self.max)
     }
 }
 
@@ -128,7 +129,8 @@ pub fn decide(attempt: Attempt, result: Result<ExecutionOutcome, PoolError>, bac
     match outcome.status {
         OutcomeStatus::Success => Decision::Complete(outcome.result.clone().unwrap_or(Value::Null)),
         OutcomeStatus::Retry => {
-            let delay = outcome.retry_after_seconds.map(|s| Duration::from_secs_f64(s.clamp(0.0, 1e9)));
+            // `try_` so that a NaN from a runner falls back to the backoff.
+            let delay = outcome.retry_after_seconds.and_then(|s| Duration::try_from_secs_f64(s.clamp(0.0, 1e9)).ok());
             retry_or_dlq(message("Job requested retry"), delay)
         }
         OutcomeStatus::Timeout if attempt.deadline_passed => {

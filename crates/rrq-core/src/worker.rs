@@ -1,26 +1,26 @@
 //! The worker: one event loop that claims, dispatches, renews, heartbeats,
 //! recovers and shuts down.
 
+mod claim;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use rrq_pool::Runner;
-use rrq_protocol::{JobId, QueueName};
-use rrq_store::{
-    ClaimRequest, Claimed, Clock, Lease, LeaseState, Store, StoreError, SystemClock, WorkerHealth, format_timestamp,
-};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use rrq_protocol::QueueName;
+use rrq_store::{Clock, Store, StoreError, SystemClock, WorkerHealth, format_timestamp};
+use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::WorkerConfig;
 use crate::cron_task::CronTask;
 use crate::error::CoreError;
-use crate::job_task::{self, Control, Ending, Shared};
+use crate::job_task::{self, Control, Ending, RELEASE_WINDOW, Shared};
+use crate::lease_watch::{self, AttemptId, Attempts, Timing};
 use crate::telemetry;
 
 /// Counters of what a worker did, returned when it stops.
@@ -62,14 +62,14 @@ pub struct Worker {
     runners: BTreeMap<String, Arc<dyn Runner>>,
 }
 
-struct Running {
-    lease: Lease,
-    control: watch::Sender<Control>,
-    last_renewed: Instant,
-}
+/// Orphan recovery takes this many leases per pass, and keeps going while a
+/// pass comes back full, up to `MAX_RECOVERY_PASSES` passes per round.
+const RECOVERY_BATCH: usize = 100;
+const MAX_RECOVERY_PASSES: usize = 20;
 
-/// How long shutdown waits for unfinished jobs to be put back on their queue.
-const RELEASE_WINDOW: Duration = Duration::from_secs(5);
+/// Extra time, on top of stopping the runner, that the watchdog keeps
+/// between abandoning an attempt and the earliest moment its lock can lapse.
+const SAFETY_MARGIN: Duration = Duration::from_secs(1);
 
 /// Consecutive non-outage store failures after which the worker gives up.
 const FATAL_AFTER: u32 = 20;
@@ -122,6 +122,8 @@ impl Worker {
             worker_id: config.worker_id.clone(),
             lease_ttl: config.lease_ttl,
             max_payload_bytes: config.max_payload_bytes,
+            cancel_grace: config.cancel_grace,
+            terminate_budget: config.terminate_budget,
         });
         let mut state = LoopState::new(config, shared, concurrency);
         let span = info_span!("worker", worker_id = %state.config.worker_id);
@@ -138,8 +140,11 @@ struct LoopState {
     config: WorkerConfig,
     shared: Arc<Shared>,
     concurrency: usize,
-    running: HashMap<JobId, Running>,
-    tasks: JoinSet<(JobId, Ending)>,
+    /// Running attempts by lease, shared with the renewal watchdog.
+    attempts: Attempts,
+    tasks: JoinSet<(AttemptId, Ending)>,
+    /// Which attempt each task works for, so a panicked task maps back to it.
+    task_ids: HashMap<tokio::task::Id, AttemptId>,
     stats: WorkerStats,
     /// Rotating start index for fair polling.
     rotation: usize,
@@ -160,8 +165,9 @@ impl LoopState {
             config,
             shared,
             concurrency,
-            running: HashMap::new(),
+            attempts: Attempts::default(),
             tasks: JoinSet::new(),
+            task_ids: HashMap::new(),
             stats: WorkerStats::default(),
             rotation: 0,
             want_claim: true,
@@ -172,7 +178,39 @@ impl LoopState {
         }
     }
 
+    /// The watchdog's timings: attempts are abandoned `margin` before their
+    /// lock could lapse, enough to stop the runner first.
+    fn timing(&self) -> Timing {
+        let c = &self.config;
+        let wanted = c.cancel_grace.saturating_add(c.terminate_budget).saturating_add(SAFETY_MARGIN);
+        // Leave every attempt at least one renewal, with a second to answer,
+        // before it can be abandoned.
+        let room = c.lease_ttl.saturating_sub(c.renew_interval).saturating_sub(Duration::from_secs(1));
+        let margin = wanted.min(room);
+        if margin < wanted {
+            warn!(
+                lease_ttl_s = c.lease_ttl.as_secs_f64(),
+                wanted_s = wanted.as_secs_f64(),
+                "lease TTL too short to stop a runner before the lock lapses; raise the lease TTL"
+            );
+        }
+        Timing { ttl: c.lease_ttl, renew_interval: c.renew_interval, margin }
+    }
+
     async fn run(&mut self, shutdown: CancellationToken) -> Result<(), CoreError> {
+        let stop_watchdog = CancellationToken::new();
+        let watchdog = tokio::spawn(
+            lease_watch::watch(self.attempts.clone(), self.shared.store.clone(), self.timing(), stop_watchdog.clone())
+                .in_current_span(),
+        );
+        let result = self.event_loop(&shutdown).await;
+        self.drain().await;
+        stop_watchdog.cancel();
+        let _ = watchdog.await;
+        result
+    }
+
+    async fn event_loop(&mut self, shutdown: &CancellationToken) -> Result<(), CoreError> {
         info!(
             queues = ?self.config.queues.iter().map(QueueName::as_str).collect::<Vec<_>>(),
             concurrency = self.concurrency,
@@ -187,8 +225,6 @@ impl LoopState {
             }
         };
         let start = Instant::now();
-        let mut renew = interval_at(start + self.config.renew_interval, self.config.renew_interval);
-        renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut heartbeat = interval_at(start, self.config.heartbeat_interval.min(Duration::from_secs(60)));
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut recovery = interval_at(start, self.config.recovery_interval);
@@ -197,31 +233,25 @@ impl LoopState {
         loop {
             self.reap_finished();
             if self.want_claim || Instant::now() >= self.next_poll {
-                // A store call can hang until its command timeout during an
-                // outage; shutdown must not wait for it.
-                let claimed = tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break,
-                    r = self.claim_cycle() => r,
-                };
-                let claimed = match claimed {
-                    Ok(n) => n,
-                    Err(fatal) => {
-                        // Running jobs still get the grace period and are put
-                        // back rather than left to orphan recovery.
-                        self.drain().await;
-                        return Err(fatal);
-                    }
-                };
-                if self.config.burst && claimed == 0 && self.running.is_empty() {
+                // A claim in flight when shutdown comes is allowed to finish
+                // (bounded): its script may have run, and what it took is
+                // put back at once (see `claim_from`).
+                let claimed = self.claim_cycle(shutdown).await;
+                if shutdown.is_cancelled() {
+                    return claimed.map(|_| ());
+                }
+                let claimed = claimed?;
+                if self.config.burst && claimed == 0 && self.attempts.is_empty() {
                     info!("burst mode: no job ready and none running; stopping");
-                    break;
+                    return Ok(());
                 }
             }
             let cron_at = self.cron.wakeup(self.shared.clock.now());
+            // Every store call below can hang until its command timeout
+            // during an outage; shutdown never waits for one.
             tokio::select! {
-                () = shutdown.cancelled() => break,
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finished(done),
+                () = shutdown.cancelled() => return Ok(()),
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(done),
                 signal = recv_ready(&mut ready) => match signal {
                     Some(queue) => {
                         if self.config.queues.contains(&queue) {
@@ -234,46 +264,48 @@ impl LoopState {
                     }
                 },
                 () = sleep_until(self.next_poll), if !self.want_claim => {}
-                _ = renew.tick() => tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break,
-                    () = self.renew() => {}
-                },
                 _ = heartbeat.tick() => tokio::select! {
                     biased;
-                    () = shutdown.cancelled() => break,
+                    () = shutdown.cancelled() => return Ok(()),
                     () = self.heartbeat() => {}
                 },
                 _ = recovery.tick() => tokio::select! {
                     biased;
-                    () = shutdown.cancelled() => break,
+                    () = shutdown.cancelled() => return Ok(()),
                     () = self.recover() => {}
                 },
-                () = sleep_until(cron_at.unwrap_or(self.next_poll)), if cron_at.is_some() => {
-                    self.cron.run(&self.shared, &mut self.stats).await;
-                }
+                () = sleep_until(cron_at.unwrap_or(self.next_poll)), if cron_at.is_some() => tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = self.cron.run(&self.shared, &mut self.stats) => {}
+                },
             }
         }
-        self.drain().await;
-        Ok(())
     }
 
     fn reap_finished(&mut self) {
-        while let Some(done) = self.tasks.try_join_next() {
+        while let Some(done) = self.tasks.try_join_next_with_id() {
             self.finished(done);
         }
     }
 
-    fn finished(&mut self, done: Result<(JobId, Ending), tokio::task::JoinError>) {
+    /// Spawns `task` for the attempt `id` (already tracked, or tracked next).
+    fn spawn_for(&mut self, id: AttemptId, task: impl Future<Output = Ending> + Send + 'static) {
+        let key = id.clone();
+        let handle = self.tasks.spawn(async move { (key, task.await) }.in_current_span());
+        self.task_ids.insert(handle.id(), id);
+    }
+
+    fn finished(&mut self, done: Result<(tokio::task::Id, (AttemptId, Ending)), JoinError>) {
         let (id, ending) = match done {
-            Ok(v) => v,
-            Err(e) => {
-                error!(error = %e, "job task panicked; its job will be recovered when its lease expires");
-                return;
+            Ok((task, (id, ending))) => {
+                self.task_ids.remove(&task);
+                (id, ending)
             }
+            Err(e) => return self.task_failed(e),
         };
-        self.running.remove(&id);
-        telemetry::in_flight(self.running.len());
+        self.attempts.lock().remove(&id);
+        telemetry::in_flight(self.attempts.len());
         let s = &mut self.stats;
         match ending {
             Ending::Completed => s.completed += 1,
@@ -291,176 +323,40 @@ impl LoopState {
         }
     }
 
-    /// One fair polling cycle; returns how many jobs were claimed.
-    async fn claim_cycle(&mut self) -> Result<usize, CoreError> {
-        self.want_claim = false;
-        let free = self.concurrency.saturating_sub(self.running.len());
-        let n = self.config.queues.len();
-        self.next_poll = Instant::now() + self.config.poll_interval;
-        if free == 0 {
-            // Claim again as soon as a running job finishes.
-            self.want_claim = true;
-            self.status = "idle (concurrency limit)";
-            return Ok(0);
-        }
-        self.status = "polling";
-        let fair_share = free.div_ceil(n).max(1);
-        let start = self.rotation % n;
-        self.rotation = self.rotation.wrapping_add(1);
-        let mut remaining = free;
-        let mut claimed = 0;
-        let mut has_more = vec![false; n];
-        for pass in 0..2 {
-            for i in 0..n {
-                let idx = (start + i) % n;
-                if remaining == 0 || (pass == 1 && !has_more[idx]) {
-                    continue;
-                }
-                let want = if pass == 0 { remaining.min(fair_share) } else { remaining };
-                let queue = self.config.queues[idx].clone();
-                let got = self.claim_from(&queue, want).await?;
-                has_more[idx] = got == want;
-                remaining -= got;
-                claimed += got;
-            }
-            if remaining == 0 || !has_more.iter().any(|m| *m) {
-                break;
-            }
-        }
-        // Every slot filled: more work is probably waiting; claim again as
-        // soon as slots free up.
-        self.want_claim = remaining == 0;
-        self.status = if claimed > 0 { "running" } else { "idle (no jobs)" };
-        Ok(claimed)
-    }
-
-    async fn claim_from(&mut self, queue: &QueueName, want: usize) -> Result<usize, CoreError> {
-        let claimed_at = self.shared.clock.now();
-        let req = ClaimRequest {
-            queue: queue.clone(),
-            worker_id: self.config.worker_id.clone(),
-            max: want,
-            now: claimed_at,
-            lease_ttl: self.config.lease_ttl,
+    /// A job task panicked (or was aborted at the hard stop): its attempt is
+    /// dead-lettered, counting the attempt so that a job that always panics
+    /// cannot loop, and its slot is freed once that is written.
+    fn task_failed(&mut self, e: JoinError) {
+        let Some(id) = self.task_ids.remove(&e.id()) else {
+            error!(error = %e, "a worker task failed");
+            return;
         };
-        let batch = match self.shared.store.claim(req).await {
-            Ok(b) => {
-                self.store_failures = 0;
-                b
+        let mut attempts = self.attempts.lock();
+        let Some(running) = attempts.get_mut(&id) else { return };
+        if e.is_cancelled() || running.poisoned {
+            attempts.remove(&id);
+            drop(attempts);
+            telemetry::in_flight(self.attempts.len());
+            if e.is_panic() {
+                error!(job_id = %id.job_id, error = %e, "dead-lettering a panicked attempt panicked too; orphan recovery will handle the job");
             }
-            Err(e) => {
-                self.store_failure("claim", e)?;
-                return Ok(0);
-            }
-        };
-        if !batch.dropped.is_empty() {
-            debug!(queue = %queue, dropped = batch.dropped.len(), "dropped vanished or finished jobs from the queue");
-        }
-        if let Some(wait) = batch.next_ready.and_then(|next| wake_for(next, claimed_at, self.shared.clock.now())) {
-            self.next_poll = self.next_poll.min(Instant::now() + wait);
-        }
-        let got = batch.jobs.len();
-        for claimed in batch.jobs {
-            self.start(claimed);
-        }
-        Ok(got)
-    }
-
-    fn start(&mut self, claimed: Claimed) {
-        self.stats.claimed += 1;
-        let Claimed { lease, job } = claimed;
-        let (tx, mut rx) = watch::channel(Control::Run);
-        let shared = self.shared.clone();
-        let id = lease.job_id.clone();
-        let span = info_span!(
-            "rrq.job",
-            otel.kind = "consumer",
-            job_id = %lease.job_id,
-            queue = %lease.queue,
-            attempt = tracing::field::Empty,
-            function = tracing::field::Empty,
-        );
-        let task_lease = lease.clone();
-        match job {
-            Ok(job) => {
-                span.record("attempt", job.attempt());
-                span.record("function", job.function_name.as_str());
-                continue_trace(&span, job.trace_context.as_ref());
-                let id2 = id.clone();
-                let (queue, function) = (lease.queue.as_str().to_owned(), job.function_name.clone());
-                let started = Instant::now();
-                self.tasks.spawn(
-                    async move {
-                        let ending = job_task::run(shared, task_lease, job, rx).await;
-                        telemetry::ended(&queue, &function, ending, started.elapsed());
-                        (id2, ending)
-                    }
-                    .instrument(span),
-                );
-            }
-            Err(parse_error) => {
-                let id2 = id.clone();
-                self.tasks.spawn(
-                    async move {
-                        let reason = format!("Failed to parse claimed job definition ({parse_error}). Moved to DLQ.");
-                        let ending = job_task::dead_letter(&shared, &task_lease, &reason, false, &mut rx).await;
-                        (id2, ending)
-                    }
-                    .instrument(span),
-                );
-            }
-        }
-        telemetry::claimed(lease.queue.as_str());
-        self.running.insert(id, Running { lease, control: tx, last_renewed: Instant::now() });
-        telemetry::in_flight(self.running.len());
-    }
-
-    async fn renew(&mut self) {
-        if self.running.is_empty() {
+            self.stats.abandoned += 1;
             return;
         }
-        let (ids, leases): (Vec<JobId>, Vec<Lease>) =
-            self.running.iter().map(|(id, r)| (id.clone(), r.lease.clone())).unzip();
-        match self.shared.store.renew(&leases, self.config.lease_ttl).await {
-            Ok(states) => {
-                let now = Instant::now();
-                for (id, state) in ids.iter().zip(states) {
-                    let Some(r) = self.running.get_mut(id) else { continue };
-                    match state {
-                        LeaseState::Held => r.last_renewed = now,
-                        LeaseState::CancelRequested => {
-                            r.last_renewed = now;
-                            r.control.send_if_modified(|c| {
-                                let changed = *c == Control::Run;
-                                if changed {
-                                    *c = Control::Cancel;
-                                }
-                                changed
-                            });
-                        }
-                        LeaseState::Lost => {
-                            let _ = r.control.send(Control::Lost);
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "could not renew job locks");
-                // Abandon attempts whose lock may expire before the next
-                // renewal, before another worker may take the job over.
-                let limit = self.config.lease_ttl.saturating_sub(self.config.renew_interval);
-                for r in self.running.values() {
-                    if r.last_renewed.elapsed() >= limit {
-                        let _ = r.control.send(Control::Lost);
-                    }
-                }
-            }
-        }
+        running.poisoned = true;
+        let lease = running.lease.clone();
+        let mut control = running.control.subscribe();
+        drop(attempts);
+        let message = panic_message(e);
+        error!(job_id = %id.job_id, panic = %message, "job task panicked; moving the job to the dead letter queue");
+        let reason = format!("Job task panicked: {message}. Moved to DLQ.");
+        let shared = self.shared.clone();
+        self.spawn_for(id, async move { job_task::dead_letter(&shared, &lease, &reason, true, &mut control).await });
     }
 
     async fn heartbeat(&mut self) {
         let health = WorkerHealth {
-            active_jobs: self.running.len() as u64,
+            active_jobs: self.attempts.len() as u64,
             concurrency_limit: self.concurrency as u64,
             queues: self.config.queues.iter().map(|q| q.as_str().to_owned()).collect(),
             status: self.status.to_owned(),
@@ -480,21 +376,32 @@ impl LoopState {
         }
     }
 
+    /// Recovers expired leases of dead workers: passes of `RECOVERY_BATCH`
+    /// while a pass comes back full, so a crash with many jobs in flight is
+    /// still recovered within one recovery interval.
     async fn recover(&mut self) {
-        match self.shared.store.recover(self.shared.clock.now(), 100, &self.config.defaults).await {
-            Ok(r) => {
-                let n = r.requeued.len() + r.dead_lettered.len();
-                if n > 0 {
-                    self.stats.recovered += n as u64;
-                    info!(
-                        requeued = r.requeued.len(),
-                        dead_lettered = r.dead_lettered.len(),
-                        "recovered orphaned jobs"
-                    );
-                    self.want_claim = true;
+        for _ in 0..MAX_RECOVERY_PASSES {
+            match self.shared.store.recover(self.shared.clock.now(), RECOVERY_BATCH, &self.config.defaults).await {
+                Ok(r) => {
+                    let n = r.requeued.len() + r.dead_lettered.len();
+                    if n > 0 {
+                        self.stats.recovered += n as u64;
+                        info!(
+                            requeued = r.requeued.len(),
+                            dead_lettered = r.dead_lettered.len(),
+                            "recovered orphaned jobs"
+                        );
+                        self.want_claim = true;
+                    }
+                    if n < RECOVERY_BATCH {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "orphan recovery failed");
+                    return;
                 }
             }
-            Err(e) => warn!(error = %e, "orphan recovery failed"),
         }
     }
 
@@ -518,42 +425,50 @@ impl LoopState {
     }
 
     /// Graceful stop: no more claims; running jobs get the grace period
-    /// (locks keep being renewed), then the rest go back to their queues.
+    /// (the watchdog keeps renewing their locks), then each is stopped —
+    /// cancel, a short wait for its reply, else its runner is terminated —
+    /// and only then put back on its queue.
     async fn drain(&mut self) {
         self.reap_finished();
-        if self.running.is_empty() {
+        if self.tasks.is_empty() {
             return;
         }
-        info!(running = self.running.len(), grace_s = self.config.shutdown_grace.as_secs_f64(), "draining");
+        info!(running = self.attempts.len(), grace_s = self.config.shutdown_grace.as_secs_f64(), "draining");
         let deadline = Instant::now() + self.config.shutdown_grace;
-        let mut renew = interval_at(Instant::now() + self.config.renew_interval, self.config.renew_interval);
         while !self.tasks.is_empty() {
             tokio::select! {
-                Some(done) = self.tasks.join_next() => self.finished(done),
-                _ = renew.tick() => {
-                    let _ = tokio::time::timeout_at(deadline, self.renew()).await;
-                }
+                Some(done) = self.tasks.join_next_with_id() => self.finished(done),
                 () = sleep_until(deadline) => break,
             }
         }
-        for r in self.running.values() {
-            let _ = r.control.send(Control::Shutdown);
-        }
-        // Putting jobs back is one quick write each; if Redis does not answer
-        // (an outage at shutdown) the leases expire and recovery re-runs them.
-        let hard_stop = Instant::now() + RELEASE_WINDOW;
+        self.attempts.stop_all(Control::Shutdown);
+        // Each task stops its runner, then puts its job back within
+        // `RELEASE_WINDOW`; this is only a backstop.
+        let hard_stop = Instant::now() + self.shared.cancel_grace + self.shared.terminate_budget + RELEASE_WINDOW;
         while !self.tasks.is_empty() {
             tokio::select! {
-                Some(done) = self.tasks.join_next() => self.finished(done),
+                Some(done) = self.tasks.join_next_with_id() => self.finished(done),
                 () = sleep_until(hard_stop) => {
                     warn!(left = self.tasks.len(), "could not put every job back; orphan recovery will re-run them");
                     self.tasks.abort_all();
-                    while let Some(done) = self.tasks.join_next().await {
+                    while let Some(done) = self.tasks.join_next_with_id().await {
                         self.finished(done);
                     }
                 }
             }
         }
+    }
+}
+
+/// The message a task panicked with, when it is text.
+fn panic_message(e: JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-text panic payload".to_owned()),
+        Err(e) => e.to_string(),
     }
 }
 
@@ -567,46 +482,9 @@ fn continue_trace(span: &tracing::Span, carrier: Option<&std::collections::BTree
     let _ = span.set_parent(parent);
 }
 
-/// How long to wait before claiming from a queue again because of its next
-/// job, ready at `next` (the queue's head after a claim made at
-/// `claimed_at`): until a deferred job is due (at once if it became due
-/// since). `None` for a head already due at the claim but left there: it is
-/// held by another lock owner (or beyond the claim's window), so the
-/// regular poll looks again; claiming again at once would spin.
-fn wake_for(next: DateTime<Utc>, claimed_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<Duration> {
-    (next > claimed_at).then(|| (next - now).to_std().unwrap_or(Duration::ZERO))
-}
-
 async fn recv_ready(rx: &mut Option<mpsc::Receiver<QueueName>>) -> Option<QueueName> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use chrono::TimeDelta;
-
-    use super::*;
-
-    #[test]
-    fn a_deferred_head_wakes_the_worker_when_it_is_due() {
-        let claimed_at = DateTime::<Utc>::from_timestamp(1_000, 0).unwrap();
-        let now = claimed_at + TimeDelta::milliseconds(2);
-        let next = claimed_at + TimeDelta::milliseconds(500);
-        assert_eq!(wake_for(next, claimed_at, now), Some(Duration::from_millis(498)));
-        // Due between the claim and now: claim again at once.
-        assert_eq!(wake_for(claimed_at + TimeDelta::milliseconds(1), claimed_at, now), Some(Duration::ZERO));
-    }
-
-    #[test]
-    fn a_head_due_at_the_claim_but_not_taken_waits_for_the_regular_poll() {
-        // The claim left a due job in the queue (its lock is held elsewhere):
-        // an immediate retry would find it locked again, in a hot loop.
-        let claimed_at = DateTime::<Utc>::from_timestamp(1_000, 0).unwrap();
-        let now = claimed_at + TimeDelta::milliseconds(2);
-        assert_eq!(wake_for(claimed_at, claimed_at, now), None);
-        assert_eq!(wake_for(claimed_at - TimeDelta::seconds(5), claimed_at, now), None);
     }
 }

@@ -527,6 +527,11 @@ impl Runner for ProcessPool {
         send_cancel_fresh(&fresh, job_id, Some(request_id), inner.config.max_frame_bytes, CANCEL_DELIVERY).await;
     }
 
+    // placeholder: rrq-pool owns this
+    async fn terminate(&self, job_id: &str, request_id: &str) {
+        self.cancel(job_id, request_id).await;
+    }
+
     fn capacity(&self) -> usize {
         self.inner.capacity
     }

@@ -212,3 +212,41 @@ async fn a_unique_entry_skips_ticks_while_its_job_holds_the_lock() {
     let stats = worker.stop().await;
     assert_eq!((stats.cron_enqueued, stats.cron_skipped), (2, 2));
 }
+
+/// The harness clock, `lag` behind.
+#[derive(Debug)]
+struct LaggingClock {
+    inner: std::sync::Arc<crate::support::TokioClock>,
+    lag: chrono::TimeDelta,
+}
+
+impl rrq_store::Clock for LaggingClock {
+    fn now(&self) -> DateTime<Utc> {
+        rrq_store::Clock::now(self.inner.as_ref()) - self.lag
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tick_fires_once_even_after_its_job_hash_expired() {
+    let h = Harness::new(ScriptedRunner::new(4).on("tick", Behavior::Reply(success)));
+    let cron = entry("*/10 * * * * *", "tick", false, false);
+    let mut config = h.cron_config("rrq_worker_test_000001", vec![cron.clone()]);
+    // Results live one second: the job of a tick is gone soon after it ran.
+    config.defaults.result_ttl_seconds = 1;
+    let start = Instant::now();
+    let first = h.spawn(config.clone());
+    // A second worker whose clock is 5 s behind sees each tick 5 s later,
+    // after the first worker's job for it has expired.
+    config.worker_id = "rrq_worker_test_000002".into();
+    let stop = CancellationToken::new();
+    let clock = std::sync::Arc::new(LaggingClock { inner: h.clock.clone(), lag: chrono::TimeDelta::seconds(5) });
+    let worker = Worker::new(config, h.store.clone()).clock(clock).runner("rust", h.runner.clone());
+    let second = Running { handle: tokio::spawn(worker.run(stop.clone())), stop };
+
+    sleep_until(start + Duration::from_secs(27)).await;
+    let tick_10 = cron.job_id(at("00:00:10"));
+    let runs = h.runner_calls().iter().filter(|id| id.as_str() == tick_10.as_str()).count();
+    assert_eq!(runs, 1, "the tick of 00:00:10 ran {runs} times: {:?}", h.runner_calls());
+    first.stop().await;
+    second.stop().await;
+}

@@ -2,6 +2,8 @@
 //! every transition of the job state machine, with no real sleeps.
 
 mod cron;
+mod hardening;
+mod hooked;
 mod support;
 mod trace;
 
@@ -40,8 +42,12 @@ impl Harness {
     }
 
     fn start(&self, config: WorkerConfig) -> JoinHandle<Result<WorkerStats, CoreError>> {
-        let worker =
-            Worker::new(config, self.store.clone()).clock(self.clock.clone()).runner("rust", self.runner.clone());
+        self.start_on(config, self.store.clone())
+    }
+
+    /// Starts a worker on another view of the store (a wrapper of `self.store`).
+    fn start_on(&self, config: WorkerConfig, store: Arc<dyn Store>) -> JoinHandle<Result<WorkerStats, CoreError>> {
+        let worker = Worker::new(config, store).clock(self.clock.clone()).runner("rust", self.runner.clone());
         tokio::spawn(worker.run(self.shutdown.clone()))
     }
 

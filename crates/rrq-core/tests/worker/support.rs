@@ -41,9 +41,18 @@ pub enum Behavior {
     After(Duration, fn(&ExecutionRequest) -> ExecutionOutcome),
     /// Never answer (until cancelled or timed out).
     Hang,
+    /// Never answer and ignore cancels: only `terminate` (or the timeout) ends it.
+    Stubborn,
+    /// Answer with this outcome once cancelled (after the cancel was logged).
+    OnCancel(fn(&ExecutionRequest) -> ExecutionOutcome),
     /// Fail the transport.
     Transport(&'static str),
+    /// Panic inside `execute` (a bug in a runner or in the worker).
+    Panic,
 }
+
+/// Events of a test in order, shared by the runner and a store wrapper.
+pub type EventLog = Arc<Mutex<Vec<String>>>;
 
 /// A runner whose behaviour per handler is scripted, recording every request.
 #[derive(Debug)]
@@ -51,9 +60,20 @@ pub struct ScriptedRunner {
     script: Mutex<HashMap<String, Behavior>>,
     pub calls: Mutex<Vec<ExecutionRequest>>,
     pub cancels: Mutex<Vec<(String, String)>>,
-    pending: Mutex<HashMap<String, oneshot::Sender<ExecutionOutcome>>>,
+    pending: Mutex<HashMap<String, Pending>>,
     capacity: usize,
     pub shut_down: Mutex<bool>,
+    /// `execute:{job}`, `cancel:{job}`, `terminate:{job}`, `ended:{job}`.
+    pub log: EventLog,
+    /// How long a `cancel` call takes (a pool may spend a while delivering one).
+    pub cancel_delay: Mutex<Duration>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    answer: oneshot::Sender<Result<ExecutionOutcome, PoolError>>,
+    behavior: Option<Behavior>,
+    request: ExecutionRequest,
 }
 
 impl ScriptedRunner {
@@ -65,7 +85,13 @@ impl ScriptedRunner {
             pending: Mutex::new(HashMap::new()),
             capacity,
             shut_down: Mutex::new(false),
+            log: Arc::new(Mutex::new(Vec::new())),
+            cancel_delay: Mutex::new(Duration::ZERO),
         })
+    }
+
+    fn event(&self, what: &str, job_id: &str) {
+        self.log.lock().unwrap().push(format!("{what}:{job_id}"));
     }
 
     pub fn on(self: &Arc<Self>, handler: &str, b: Behavior) -> Arc<Self> {
@@ -107,9 +133,11 @@ fn not_found(r: &ExecutionRequest) -> ExecutionOutcome {
 impl Runner for ScriptedRunner {
     async fn execute(&self, request: ExecutionRequest, timeout: Duration) -> Result<ExecutionOutcome, PoolError> {
         self.calls.lock().unwrap().push(request.clone());
+        self.event("execute", &request.job_id);
         let behavior = self.script.lock().unwrap().get(&request.function_name).cloned();
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap().insert(request.request_id.clone(), tx);
+        let pending = Pending { answer: tx, behavior: behavior.clone(), request: request.clone() };
+        self.pending.lock().unwrap().insert(request.request_id.clone(), pending);
         let work = async {
             match behavior {
                 None => Ok(not_found(&request)),
@@ -118,31 +146,46 @@ impl Runner for ScriptedRunner {
                     tokio::time::sleep(d).await; // sleep-ok: the simulated handler's run time (paused clock)
                     Ok(f(&request))
                 }
-                Some(Behavior::Hang) => std::future::pending().await,
+                Some(Behavior::Hang | Behavior::Stubborn | Behavior::OnCancel(_)) => std::future::pending().await,
                 Some(Behavior::Transport(m)) => Err(PoolError::Transport(m.to_owned())),
+                Some(Behavior::Panic) => panic!("scripted runner bug"),
             }
         };
         let result = tokio::select! {
             r = work => r,
-            Ok(cancelled) = rx => Ok(cancelled),
+            Ok(stopped) = rx => stopped,
             () = tokio::time::sleep(timeout) => Err(PoolError::Timeout(timeout)), // sleep-ok: the request timeout
         };
         self.pending.lock().unwrap().remove(&request.request_id);
+        self.event("ended", &request.job_id);
         result
     }
 
     async fn cancel(&self, job_id: &str, request_id: &str) {
         self.cancels.lock().unwrap().push((job_id.to_owned(), request_id.to_owned()));
-        if let Some(tx) = self.pending.lock().unwrap().remove(request_id) {
-            let outcome = ExecutionOutcome {
-                job_id: job_id.to_owned(),
-                request_id: Some(request_id.to_owned()),
-                status: rrq_protocol::OutcomeStatus::Error,
-                result: None,
-                error: Some(OutcomeError::with_kind("Job cancelled", error_types::CANCELLED)),
-                retry_after_seconds: None,
-            };
-            let _ = tx.send(outcome);
+        self.event("cancel", job_id);
+        let delay = *self.cancel_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await; // sleep-ok: the simulated cancel delivery (paused clock)
+        }
+        let mut pending = self.pending.lock().unwrap();
+        if matches!(pending.get(request_id).map(|p| &p.behavior), None | Some(Some(Behavior::Stubborn))) {
+            return;
+        }
+        let p = pending.remove(request_id).unwrap();
+        let reply = match p.behavior {
+            Some(Behavior::OnCancel(f)) => f(&p.request),
+            _ => ExecutionOutcome::error(&p.request, OutcomeError::with_kind("Job cancelled", error_types::CANCELLED)),
+        };
+        let _ = p.answer.send(Ok(reply));
+    }
+
+    /// Ends the request at once with a transport error, as a pool does once
+    /// it has killed the request's process.
+    async fn terminate(&self, job_id: &str, request_id: &str) {
+        self.event("terminate", job_id);
+        if let Some(p) = self.pending.lock().unwrap().remove(request_id) {
+            let _ = p.answer.send(Err(PoolError::Transport("runner process terminated".to_owned())));
         }
     }
 
