@@ -119,3 +119,14 @@ fn runner_check_without_a_runner_is_a_usage_error() {
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+#[test]
+fn runner_check_passes_on_the_typescript_runner() {
+    let cmd = rrq_test_support::node::typescript_runner();
+    let dir = Scratch::create();
+    let mut args = vec!["runner", "check", "--json", "--"];
+    args.extend(cmd.iter().map(String::as_str));
+    let run = rrq_in(dir.root(), &args, &[]);
+    assert_eq!(failed(&run), Vec::<String>::new(), "stderr:\n{}", run.stderr);
+    run.ok();
+}
