@@ -1,14 +1,16 @@
 //! The TypeScript runner SDK (`sdks/typescript`), built for tests.
 //!
 //! [`typescript_runner`] runs `npm ci` (when `node_modules` is missing) and
-//! `npm run build` once per test process, under a file lock so concurrent
-//! test binaries do not build over each other, and returns the command that
-//! starts the example TypeScript runner.
+//! `npm run build` (when a source is newer than the build), under a file lock
+//! so concurrent test processes neither build over each other nor rewrite
+//! `dist/` while another one runs it, and returns the command that starts
+//! the example TypeScript runner.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::SystemTime;
 
 /// The SDK's directory in the workspace.
 pub fn sdk_dir() -> PathBuf {
@@ -27,12 +29,28 @@ pub fn typescript_runner() -> Vec<String> {
         if !dir.join("node_modules/.package-lock.json").exists() {
             npm(&dir, &["ci", "--no-audit", "--no-fund"]);
         }
-        npm(&dir, &["run", "build"]);
+        let main = dir.join("dist/examples/main.js");
+        let built = fs::metadata(&main).and_then(|m| m.modified()).ok();
+        let newest = ["src", "examples", "test", "package.json", "tsconfig.json"]
+            .iter()
+            .filter_map(|p| newest_mtime(&dir.join(p)))
+            .max();
+        if built.is_none() || newest > built {
+            npm(&dir, &["run", "build"]);
+        }
         drop(lock);
-        let _ = fs::remove_file(dir.join(".build.lock"));
-        dir.join("dist/examples/main.js")
+        main
     });
     vec!["node".to_owned(), main.display().to_string()]
+}
+
+/// The latest modification time of a file, or of any file under a directory.
+fn newest_mtime(path: &Path) -> Option<SystemTime> {
+    let meta = fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    fs::read_dir(path).ok()?.filter_map(|e| e.ok()).filter_map(|e| newest_mtime(&e.path())).max()
 }
 
 fn npm(dir: &Path, args: &[&str]) {
