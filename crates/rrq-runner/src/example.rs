@@ -32,6 +32,11 @@ use serde_json::{Map, Value, json};
 use crate::{HandlerError, HandlerResult, JobContext, Registry, run_from_args};
 
 /// The example handlers (see the module documentation).
+///
+/// ```
+/// let registry = rrq_runner::example::registry();
+/// assert!(registry.contains("echo") && registry.contains("rrq_check.sleep"));
+/// ```
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register("echo", |params: Map<String, Value>, ctx: JobContext| async move {
@@ -111,6 +116,11 @@ async fn crash(_: Value, _ctx: JobContext) -> HandlerResult<()> {
 
 /// Entry point of the example runner binaries: serves [`registry`] on the
 /// address from `--tcp-socket` and exits with status 1 on error.
+///
+/// ```no_run
+/// // The whole of src/bin/rrq-example-runner.rs's `main`:
+/// rrq_runner::example::main();
+/// ```
 pub fn main() {
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
