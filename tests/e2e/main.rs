@@ -5,6 +5,8 @@
 
 mod faults;
 mod interop;
+mod mixed_runners;
+mod runner_check;
 mod support;
 mod worker;
 mod worker_redis;

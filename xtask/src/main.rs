@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
 //!
 //! * `cargo xtask test`: formatting, lints (warnings denied), dependency
-//!   invariants, every test (Redis and Python interop included), doc tests.
+//!   invariants, the TypeScript SDK's `npm ci && npm test`, every test (Redis,
+//!   Python and Node interop included), doc tests.
 //! * `cargo xtask demo`: Redis (from `RRQ_REDIS_DSN` or a throwaway
 //!   `redis-server`), a worker with the example Rust runner, a few hundred jobs,
 //!   progress and a summary.
@@ -81,7 +82,18 @@ fn test(extra: &[String]) -> Result<()> {
             "redis-server is not installed; install it with `apt-get install redis-server` (or set RRQ_TEST_REDIS_URL)"
         );
     }
+    let node = ["node", "npm"]
+        .iter()
+        .all(|tool| Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false));
+    if !node {
+        bail!("node and npm are needed for sdks/typescript; install them with `apt-get install nodejs npm` (Node 20)");
+    }
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    // The TypeScript runner SDK: a clean install from package-lock.json, its
+    // build and its own tests (node --test).
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdks/typescript");
+    run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&sdk))?;
+    run(Command::new("npm").arg("test").current_dir(&sdk))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     invariants::check()?;
     // Doc tests first, so the run ends with the test runner's own summary.

@@ -17,6 +17,7 @@ mod logging;
 mod ops;
 mod output;
 mod queue;
+mod runner_check;
 mod runner_helper;
 mod runners;
 mod serve;

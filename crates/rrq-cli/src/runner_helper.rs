@@ -19,6 +19,8 @@ const PYTHON_RUNNER: &str = "rrq-runner";
 pub enum RunnerCommand {
     /// Run the Python runner (`rrq-runner` from `pip install rrq`) in the foreground
     Python(PythonArgs),
+    /// Check that a runner follows the runner protocol (docs/RUNNER_PROTOCOL.md)
+    Check(crate::runner_check::CheckArgs),
 }
 
 /// `rrq runner python` options.
@@ -36,6 +38,7 @@ pub struct PythonArgs {
 pub(crate) async fn run(cmd: RunnerCommand) -> Result<Exit, CliError> {
     match cmd {
         RunnerCommand::Python(args) => python(args).await,
+        RunnerCommand::Check(args) => crate::runner_check::run(args).await,
     }
 }
 

@@ -5,15 +5,30 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use crate::ServeError;
 
 /// The command-line option carrying the listen address.
+///
+/// ```
+/// assert_eq!(rrq_runner::TCP_SOCKET_FLAG, "--tcp-socket");
+/// ```
 pub const TCP_SOCKET_FLAG: &str = "--tcp-socket";
 
 /// The environment variable read when the option is absent (0.9.9 contract).
+///
+/// ```
+/// assert_eq!(rrq_runner::TCP_SOCKET_ENV, "RRQ_RUNNER_TCP_SOCKET");
+/// ```
 pub const TCP_SOCKET_ENV: &str = "RRQ_RUNNER_TCP_SOCKET";
 
 /// Picks the listen address from the arguments (`--tcp-socket V` or
 /// `--tcp-socket=V`, the last one wins), else from `env_value`, and checks it.
 ///
 /// `args` excludes the program name.
+///
+/// ```
+/// use rrq_runner::socket_from_args;
+/// let addr = socket_from_args(["--tcp-socket", "127.0.0.1:9100"], Some("127.0.0.1:1")).unwrap();
+/// assert_eq!(addr.port(), 9100, "the option wins over the environment");
+/// assert_eq!(socket_from_args(Vec::<String>::new(), Some("[::1]:7")).unwrap().port(), 7);
+/// ```
 pub fn socket_from_args<I, S>(args: I, env_value: Option<&str>) -> Result<SocketAddr, ServeError>
 where
     I: IntoIterator<Item = S>,
@@ -41,6 +56,12 @@ where
 
 /// Parses `host:port` (IPv6 in brackets), mapping `localhost` to `127.0.0.1`,
 /// and refuses anything that is not a loopback address.
+///
+/// ```
+/// use rrq_runner::parse_socket;
+/// assert_eq!(parse_socket("localhost:9000").unwrap().to_string(), "127.0.0.1:9000");
+/// assert!(parse_socket("10.0.0.1:9000").is_err(), "not loopback");
+/// ```
 pub fn parse_socket(value: &str) -> Result<SocketAddr, ServeError> {
     let invalid = |reason: &str| ServeError::InvalidAddress { value: value.to_owned(), reason: reason.to_owned() };
     let trimmed = value.trim();

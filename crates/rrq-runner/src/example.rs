@@ -12,6 +12,13 @@
 //! | `timeout` | any | sleeps 2 s, then `"late"` |
 //! | `record` | `path`, `seconds` (default 0.05) | appends `{job_id, attempt, start, end}` (epoch seconds) as one JSON line to `path`, sleeping `seconds` in between |
 //! | `crash` | any | exits the process with status 1 mid-request |
+//! | `rrq_check.echo` | any | `{"params", "job_id", "attempt", "trace_context"}` of the request |
+//! | `rrq_check.sleep` | `seconds` | sleeps, then `"slept"` (stops when cancelled or at the deadline) |
+//! | `rrq_check.fail` | `message` | fails with exactly `message` |
+//! | `rrq_check.retry` | `delay` | asks for a retry after `delay` seconds |
+//!
+//! The `rrq_check.*` handlers are the ones `rrq runner check` calls (see
+//! docs/RUNNER_PROTOCOL.md, "Conformance kit").
 //!
 //! In `{value}`, a string is inserted as is, an absent value as `None` and
 //! anything else as JSON.
@@ -25,6 +32,11 @@ use serde_json::{Map, Value, json};
 use crate::{HandlerError, HandlerResult, JobContext, Registry, run_from_args};
 
 /// The example handlers (see the module documentation).
+///
+/// ```
+/// let registry = rrq_runner::example::registry();
+/// assert!(registry.contains("echo") && registry.contains("rrq_check.sleep"));
+/// ```
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register("echo", |params: Map<String, Value>, ctx: JobContext| async move {
@@ -64,7 +76,37 @@ pub fn registry() -> Registry {
         HandlerResult::Ok(line)
     });
     r.register("crash", crash);
+    register_check_handlers(&mut r);
     r
+}
+
+/// Registers the handlers `rrq runner check` exercises: `rrq_check.echo`,
+/// `rrq_check.sleep`, `rrq_check.fail` and `rrq_check.retry`.
+///
+/// ```
+/// let mut registry = rrq_runner::Registry::new();
+/// rrq_runner::example::register_check_handlers(&mut registry);
+/// assert!(registry.contains("rrq_check.echo"));
+/// ```
+pub fn register_check_handlers(r: &mut Registry) {
+    r.register("rrq_check.echo", |params: Map<String, Value>, ctx: JobContext| async move {
+        HandlerResult::Ok(json!({
+            "params": params,
+            "job_id": ctx.job_id,
+            "attempt": ctx.attempt,
+            "trace_context": ctx.trace_context,
+        }))
+    });
+    r.register("rrq_check.sleep", |p: SleepParams, _ctx: JobContext| async move {
+        tokio::time::sleep(seconds(p.seconds)).await;
+        HandlerResult::Ok("slept")
+    });
+    r.register("rrq_check.fail", |p: MessageParams, _ctx: JobContext| async move {
+        HandlerResult::<()>::Err(HandlerError::failed(p.message))
+    });
+    r.register("rrq_check.retry", |p: DelayParams, _ctx: JobContext| async move {
+        HandlerResult::<()>::Err(HandlerError::retry_after("retry requested", seconds(p.delay)))
+    });
 }
 
 /// Leaves without answering, as a runner hit by a fatal bug would.
@@ -74,6 +116,11 @@ async fn crash(_: Value, _ctx: JobContext) -> HandlerResult<()> {
 
 /// Entry point of the example runner binaries: serves [`registry`] on the
 /// address from `--tcp-socket` and exits with status 1 on error.
+///
+/// ```no_run
+/// // The whole of src/bin/rrq-example-runner.rs's `main`:
+/// rrq_runner::example::main();
+/// ```
 pub fn main() {
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
@@ -98,6 +145,16 @@ pub fn main() {
 struct SleepParams {
     #[serde(default)]
     seconds: f64,
+}
+
+#[derive(Deserialize)]
+struct MessageParams {
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct DelayParams {
+    delay: f64,
 }
 
 #[derive(Deserialize)]
@@ -143,7 +200,10 @@ mod tests {
         for name in ["echo", "noop", "sleep", "fail", "retry_once", "success", "timeout", "record", "crash"] {
             assert!(r.contains(name), "{name}");
         }
-        assert_eq!(r.len(), 9);
+        for name in ["rrq_check.echo", "rrq_check.sleep", "rrq_check.fail", "rrq_check.retry"] {
+            assert!(r.contains(name), "{name}");
+        }
+        assert_eq!(r.len(), 13);
     }
 
     #[test]

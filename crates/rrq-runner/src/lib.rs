@@ -30,6 +30,34 @@
 //! * the process listens on loopback only and stops on SIGTERM, SIGINT or when
 //!   its parent process goes away.
 //!
+//! A complete runner:
+//!
+//! ```no_run
+//! use rrq_runner::{HandlerError, HandlerResult, JobContext, Registry};
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize)]
+//! struct Resize {
+//!     url: String,
+//!     width: u32,
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), rrq_runner::ServeError> {
+//!     let mut registry = Registry::new();
+//!     registry.register("resize", |p: Resize, ctx: JobContext| async move {
+//!         if p.width == 0 {
+//!             return Err(HandlerError::failed("width must be positive"));
+//!         }
+//!         HandlerResult::Ok(serde_json::json!({"url": p.url, "width": p.width, "attempt": ctx.attempt}))
+//!     });
+//!     rrq_runner::run_from_args(registry).await
+//! }
+//! ```
+//!
+//! The protocol itself, for runners in other languages:
+//! `docs/RUNNER_PROTOCOL.md`; `rrq runner check` checks a runner against it.
+//!
 //! Tests: unit tests beside the code (parameter and outcome mapping, address
 //! parsing); `tests/sdk` serves the example registry in-process on an ephemeral
 //! port and talks to it with the protocol codec.
@@ -47,6 +75,12 @@ pub use server::{MAX_IN_FLIGHT_PER_CONNECTION, ServeOptions, Server, messages, r
 use std::net::SocketAddr;
 
 /// Why a runner could not serve.
+///
+/// ```
+/// let e = rrq_runner::socket_from_args(Vec::<String>::new(), None).unwrap_err();
+/// assert!(matches!(e, rrq_runner::ServeError::MissingAddress));
+/// assert!(e.to_string().starts_with("no listen address"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {

@@ -22,6 +22,17 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 ///
 /// Any `std::error::Error` converts into `Failed` with its display text, so
 /// handlers can use `?` on I/O or parsing errors.
+///
+/// ```
+/// use rrq_runner::{HandlerError, HandlerResult};
+///
+/// fn parse(text: &str) -> HandlerResult<u32> {
+///     // `?` turns any std error into `HandlerError::Failed` with its message.
+///     Ok(text.parse::<u32>()?)
+/// }
+/// assert_eq!(parse("7"), Ok(7));
+/// assert!(matches!(parse("x"), Err(HandlerError::Failed { .. })));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum HandlerError {
@@ -54,27 +65,54 @@ pub enum HandlerError {
 
 impl HandlerError {
     /// An ordinary failure with a message.
+    ///
+    /// ```
+    /// let e = rrq_runner::HandlerError::failed("smtp refused");
+    /// assert_eq!(e.message(), "smtp refused");
+    /// ```
     pub fn failed(message: impl Into<String>) -> Self {
         HandlerError::Failed { message: message.into(), kind: None, code: None, details: None }
     }
 
     /// A request to be retried, with the orchestrator's backoff.
+    ///
+    /// ```
+    /// let e = rrq_runner::HandlerError::retry("not yet");
+    /// assert!(matches!(e, rrq_runner::HandlerError::Retry { after: None, .. }));
+    /// ```
     pub fn retry(message: impl Into<String>) -> Self {
         HandlerError::Retry { message: message.into(), after: None }
     }
 
     /// A request to be retried after `delay`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let e = rrq_runner::HandlerError::retry_after("rate limited", Duration::from_secs(30));
+    /// assert!(matches!(e, rrq_runner::HandlerError::Retry { after: Some(d), .. } if d.as_secs() == 30));
+    /// ```
     pub fn retry_after(message: impl Into<String>, delay: Duration) -> Self {
         HandlerError::Retry { message: message.into(), after: Some(delay) }
     }
 
     /// A handler-side timeout.
+    ///
+    /// ```
+    /// let e = rrq_runner::HandlerError::timeout("upstream too slow");
+    /// assert_eq!(e.to_string(), "upstream too slow");
+    /// ```
     pub fn timeout(message: impl Into<String>) -> Self {
         HandlerError::Timeout { message: message.into() }
     }
 
     /// Sets `error.type` of a [`HandlerError::Failed`]; other variants are
     /// returned unchanged.
+    ///
+    /// ```
+    /// use rrq_runner::HandlerError;
+    /// let e = HandlerError::failed("bad address").with_kind("validation");
+    /// assert!(matches!(e, HandlerError::Failed { kind: Some(k), .. } if k == "validation"));
+    /// ```
     pub fn with_kind(mut self, new_kind: impl Into<String>) -> Self {
         if let HandlerError::Failed { kind, .. } = &mut self {
             *kind = Some(new_kind.into());
@@ -84,6 +122,12 @@ impl HandlerError {
 
     /// Sets `error.code` of a [`HandlerError::Failed`]; other variants are
     /// returned unchanged.
+    ///
+    /// ```
+    /// use rrq_runner::HandlerError;
+    /// let e = HandlerError::failed("bad address").with_code("E_ADDR");
+    /// assert!(matches!(e, HandlerError::Failed { code: Some(c), .. } if c == "E_ADDR"));
+    /// ```
     pub fn with_code(mut self, new_code: impl Into<String>) -> Self {
         if let HandlerError::Failed { code, .. } = &mut self {
             *code = Some(new_code.into());
@@ -93,6 +137,12 @@ impl HandlerError {
 
     /// Sets `error.details` of a [`HandlerError::Failed`]; other variants are
     /// returned unchanged.
+    ///
+    /// ```
+    /// use rrq_runner::HandlerError;
+    /// let e = HandlerError::failed("bad address").with_details(serde_json::json!({"field": "to"}));
+    /// assert!(matches!(e, HandlerError::Failed { details: Some(_), .. }));
+    /// ```
     pub fn with_details(mut self, new_details: Value) -> Self {
         if let HandlerError::Failed { details, .. } = &mut self {
             *details = Some(new_details);
@@ -101,6 +151,10 @@ impl HandlerError {
     }
 
     /// The human-readable message.
+    ///
+    /// ```
+    /// assert_eq!(rrq_runner::HandlerError::retry("later").message(), "later");
+    /// ```
     pub fn message(&self) -> &str {
         match self {
             HandlerError::Failed { message, .. }
@@ -139,12 +193,41 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
 }
 
 /// What a handler returns.
+///
+/// ```
+/// use rrq_runner::HandlerResult;
+/// async fn handler() -> HandlerResult<&'static str> {
+///     Ok("done")
+/// }
+/// # let _ = handler();
+/// ```
 pub type HandlerResult<T> = Result<T, HandlerError>;
 
 /// Everything a handler may want to know about the attempt it runs.
 ///
 /// Cloning is cheap enough for a per-request value; the cancellation token is
 /// shared between clones.
+///
+/// ```
+/// use rrq_runner::{HandlerResult, JobContext, Registry};
+/// use serde_json::Value;
+/// # fn request(function: &str, params: serde_json::Value) -> rrq_protocol::ExecutionRequest {
+/// #     serde_json::from_value(serde_json::json!({
+/// #         "request_id": "r1", "job_id": "j1", "function_name": function, "params": params,
+/// #         "context": {"job_id": "j1", "attempt": 1, "enqueue_time": "2026-01-01T00:00:00Z",
+/// #                     "queue_name": "rrq:queue:default"}
+/// #     })).unwrap()
+/// # }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut registry = Registry::new();
+/// registry.register("whoami", |_: Value, ctx: JobContext| async move {
+///     HandlerResult::Ok(format!("{} attempt {} from {}", ctx.job_id, ctx.attempt, ctx.queue))
+/// });
+/// let cancel = tokio_util::sync::CancellationToken::new();
+/// let outcome = registry.execute(&request("whoami", serde_json::json!({})), cancel).await;
+/// assert_eq!(outcome.result, Some(serde_json::json!("j1 attempt 1 from rrq:queue:default")));
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct JobContext {
@@ -195,21 +278,73 @@ impl JobContext {
     ///
     /// The SDK stops polling a cancelled handler's future by itself; this is
     /// for handlers that hand work to threads or want to clean up.
+    ///
+    /// ```
+    /// use rrq_runner::{HandlerResult, JobContext, Registry};
+    /// let mut registry = Registry::new();
+    /// registry.register("batch", |items: Vec<u32>, ctx: JobContext| async move {
+    ///     let mut done = 0;
+    ///     for _ in items {
+    ///         if ctx.is_cancelled() {
+    ///             break;
+    ///         }
+    ///         done += 1;
+    ///     }
+    ///     HandlerResult::Ok(done)
+    /// });
+    /// ```
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }
 
     /// Resolves when the attempt is cancelled.
+    ///
+    /// ```
+    /// use rrq_runner::{HandlerResult, JobContext, Registry};
+    /// use serde_json::Value;
+    /// let mut registry = Registry::new();
+    /// registry.register("wait", |_: Value, ctx: JobContext| async move {
+    ///     tokio::select! {
+    ///         () = ctx.cancelled() => HandlerResult::Ok("stopped early"),
+    ///         () = tokio::time::sleep(std::time::Duration::from_secs(60)) => Ok("waited"),
+    ///     }
+    /// });
+    /// ```
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
         self.cancel.cancelled()
     }
 
     /// The attempt's cancellation token, to pass to spawned work.
+    ///
+    /// ```
+    /// use rrq_runner::{HandlerResult, JobContext, Registry};
+    /// use serde_json::Value;
+    /// let mut registry = Registry::new();
+    /// registry.register("offload", |_: Value, ctx: JobContext| async move {
+    ///     let token = ctx.cancellation_token().clone();
+    ///     let work = std::thread::spawn(move || {
+    ///         while !token.is_cancelled() { /* a chunk of blocking work */ break; }
+    ///         42
+    ///     });
+    ///     HandlerResult::Ok(work.join().unwrap_or(0))
+    /// });
+    /// ```
     pub fn cancellation_token(&self) -> &CancellationToken {
         &self.cancel
     }
 
     /// Time left until the deadline (zero once it has passed), if there is one.
+    ///
+    /// ```
+    /// use rrq_runner::{HandlerResult, JobContext, Registry};
+    /// use serde_json::Value;
+    /// let mut registry = Registry::new();
+    /// registry.register("budget", |_: Value, ctx: JobContext| async move {
+    ///     // Give a downstream call the time this attempt has left.
+    ///     let budget = ctx.remaining().unwrap_or(std::time::Duration::from_secs(30));
+    ///     HandlerResult::Ok(budget.as_secs())
+    /// });
+    /// ```
     pub fn remaining(&self) -> Option<Duration> {
         self.deadline.map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO))
     }
@@ -232,6 +367,25 @@ type ErasedHandler = dyn Fn(Map<String, Value>, JobContext) -> BoxedOutcome + Se
 /// A handler is an async function taking its typed parameters (deserialised
 /// from the request's `params` object) and a [`JobContext`], and returning a
 /// [`HandlerResult`] of anything serialisable.
+///
+/// ```
+/// use rrq_runner::{HandlerError, HandlerResult, JobContext, Registry};
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Email {
+///     to: String,
+/// }
+///
+/// let mut registry = Registry::new();
+/// registry.register("send_email", |p: Email, _ctx: JobContext| async move {
+///     if !p.to.contains('@') {
+///         return Err(HandlerError::failed(format!("bad address {}", p.to)));
+///     }
+///     HandlerResult::Ok(serde_json::json!({"sent_to": p.to}))
+/// });
+/// assert!(registry.contains("send_email"));
+/// ```
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: HashMap<String, Arc<ErasedHandler>>,
@@ -247,6 +401,10 @@ impl fmt::Debug for Registry {
 
 impl Registry {
     /// An empty registry.
+    ///
+    /// ```
+    /// assert!(rrq_runner::Registry::new().is_empty());
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -255,6 +413,16 @@ impl Registry {
     ///
     /// Parameters that do not deserialise into `P` produce an `error` outcome
     /// naming the handler; so does a result that does not serialise.
+    ///
+    /// ```
+    /// use rrq_runner::{HandlerResult, JobContext, Registry};
+    /// use serde_json::Value;
+    /// let mut registry = Registry::new();
+    /// registry
+    ///     .register("ping", |_: Value, _ctx: JobContext| async move { HandlerResult::Ok("pong") })
+    ///     .register("add", |(a, b): (i64, i64), _ctx: JobContext| async move { HandlerResult::Ok(a + b) });
+    /// assert_eq!(registry.len(), 2);
+    /// ```
     pub fn register<P, R, F, Fut>(&mut self, name: impl Into<String>, handler: F) -> &mut Self
     where
         P: DeserializeOwned + Send + 'static,
@@ -288,21 +456,39 @@ impl Registry {
     }
 
     /// Whether a handler of that name exists.
+    ///
+    /// ```
+    /// let registry = rrq_runner::example::registry();
+    /// assert!(registry.contains("echo") && !registry.contains("nope"));
+    /// ```
     pub fn contains(&self, name: &str) -> bool {
         self.handlers.contains_key(name)
     }
 
     /// The registered names, in no particular order.
+    ///
+    /// ```
+    /// let registry = rrq_runner::example::registry();
+    /// assert!(registry.names().any(|n| n == "rrq_check.echo"));
+    /// ```
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.handlers.keys().map(String::as_str)
     }
 
     /// How many handlers are registered.
+    ///
+    /// ```
+    /// assert_eq!(rrq_runner::Registry::new().len(), 0);
+    /// ```
     pub fn len(&self) -> usize {
         self.handlers.len()
     }
 
     /// Whether no handler is registered.
+    ///
+    /// ```
+    /// assert!(!rrq_runner::example::registry().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.handlers.is_empty()
     }
@@ -320,6 +506,24 @@ impl Registry {
     /// when this returns, so work the handler handed off sees the end too.
     ///
     /// This is how an orchestrator embeds handlers without a socket.
+    ///
+    /// ```
+    /// # fn request(function: &str, params: serde_json::Value) -> rrq_protocol::ExecutionRequest {
+    /// #     serde_json::from_value(serde_json::json!({
+    /// #         "request_id": "r1", "job_id": "j1", "function_name": function, "params": params,
+    /// #         "context": {"job_id": "j1", "attempt": 1, "enqueue_time": "2026-01-01T00:00:00Z",
+    /// #                     "queue_name": "rrq:queue:default"}
+    /// #     })).unwrap()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use rrq_protocol::OutcomeStatus;
+    /// let registry = rrq_runner::example::registry();
+    /// let cancel = tokio_util::sync::CancellationToken::new();
+    /// let outcome = registry.execute(&request("nope", serde_json::json!({})), cancel).await;
+    /// assert_eq!(outcome.status, OutcomeStatus::Error);
+    /// assert_eq!(outcome.error_kind(), Some("handler_not_found"));
+    /// # }
+    /// ```
     pub async fn execute(&self, request: &ExecutionRequest, cancel: CancellationToken) -> ExecutionOutcome {
         let outcome = self.execute_inner(request, &cancel).await;
         cancel.cancel();

@@ -26,10 +26,18 @@ use crate::{ServeError, address};
 
 /// How many requests one connection may have running at once (the reference
 /// runners' limit, which orchestrators rely on).
+///
+/// ```
+/// assert_eq!(rrq_runner::MAX_IN_FLIGHT_PER_CONNECTION, rrq_runner::ServeOptions::default().max_in_flight_per_connection);
+/// ```
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
 
 /// Outcome messages the SDK produces itself (the handler never ran, or was
 /// stopped).
+///
+/// ```
+/// assert_eq!(rrq_runner::messages::CANCELLED, "Job cancelled");
+/// ```
 pub mod messages {
     /// `protocol_version` other than `"2"`.
     pub const UNSUPPORTED_VERSION: &str = "Unsupported protocol version";
@@ -46,6 +54,12 @@ pub mod messages {
 }
 
 /// Tunables of a [`Server`]. The defaults are the protocol's limits.
+///
+/// ```
+/// use std::time::Duration;
+/// let options = rrq_runner::ServeOptions { drain_grace: Duration::from_secs(3), ..Default::default() };
+/// assert_eq!(options.max_in_flight_per_connection, 64);
+/// ```
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
     /// Requests one connection may have running; more are answered with
@@ -69,6 +83,16 @@ impl Default for ServeOptions {
 }
 
 /// A bound listener and the handlers it serves.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), rrq_runner::ServeError> {
+/// let server = rrq_runner::Server::bind(rrq_runner::example::registry(), "127.0.0.1:0".parse().unwrap()).await?;
+/// let addr = server.local_addr();
+/// // Serve until the future resolves; here: at once.
+/// server.run_until(async {}).await?;
+/// assert!(addr.ip().is_loopback());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
@@ -78,6 +102,14 @@ pub struct Server {
 
 impl Server {
     /// Binds `addr`, which must be a loopback address (port 0 picks a free one).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use rrq_runner::{Registry, ServeError, Server};
+    /// let refused = Server::bind(Registry::new(), "0.0.0.0:0".parse().unwrap()).await;
+    /// assert!(matches!(refused, Err(ServeError::NotLoopback(_))));
+    /// # }
+    /// ```
     pub async fn bind(registry: Registry, addr: SocketAddr) -> Result<Self, ServeError> {
         if !addr.ip().is_loopback() {
             return Err(ServeError::NotLoopback(addr));
@@ -87,12 +119,27 @@ impl Server {
     }
 
     /// Replaces the options.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), rrq_runner::ServeError> {
+    /// use rrq_runner::{Registry, ServeOptions, Server};
+    /// let options = ServeOptions { max_in_flight_per_connection: 8, ..Default::default() };
+    /// let server = Server::bind(Registry::new(), "127.0.0.1:0".parse().unwrap()).await?.with_options(options);
+    /// # drop(server); Ok(()) }
+    /// ```
     pub fn with_options(mut self, options: ServeOptions) -> Self {
         self.options = options;
         self
     }
 
     /// The address actually bound.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), rrq_runner::ServeError> {
+    /// let server = rrq_runner::Server::bind(rrq_runner::Registry::new(), "127.0.0.1:0".parse().unwrap()).await?;
+    /// assert_ne!(server.local_addr().port(), 0, "port 0 picks a free port");
+    /// # Ok(()) }
+    /// ```
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound TCP listener has a local address")
     }
@@ -100,6 +147,16 @@ impl Server {
     /// Serves until `shutdown` resolves, then stops accepting, lets running
     /// requests finish for the drain grace, cancels the rest, flushes their
     /// outcomes and closes every connection.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), rrq_runner::ServeError> {
+    /// let server = rrq_runner::Server::bind(rrq_runner::example::registry(), "127.0.0.1:0".parse().unwrap()).await?;
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let serving = tokio::spawn(server.run_until(async { let _ = stopped.await; }));
+    /// stop.send(()).unwrap();
+    /// serving.await.unwrap()?;
+    /// # Ok(()) }
+    /// ```
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let state = Arc::new(State {
             registry: self.registry,
@@ -145,6 +202,12 @@ impl Server {
 
 /// Serves `registry` on `addr` until SIGTERM, SIGINT or the death of the
 /// parent process.
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), rrq_runner::ServeError> {
+/// rrq_runner::serve(rrq_runner::example::registry(), "127.0.0.1:9100".parse().unwrap()).await
+/// # }
+/// ```
 pub async fn serve(registry: Registry, addr: SocketAddr) -> Result<(), ServeError> {
     let stop = StopSignals::install()?;
     let server = Server::bind(registry, addr).await?;
@@ -154,6 +217,19 @@ pub async fn serve(registry: Registry, addr: SocketAddr) -> Result<(), ServeErro
 
 /// Serves `registry` on the address given by `--tcp-socket host:port` (or
 /// `RRQ_RUNNER_TCP_SOCKET`), as an orchestrator starts a runner.
+///
+/// ```no_run
+/// use rrq_runner::{HandlerResult, JobContext, Registry};
+/// use serde_json::Value;
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), rrq_runner::ServeError> {
+///     let mut registry = Registry::new();
+///     registry.register("hello", |_: Value, _ctx: JobContext| async move { HandlerResult::Ok("hi") });
+///     // Started by the orchestrator as `my-runner --tcp-socket 127.0.0.1:PORT`.
+///     rrq_runner::run_from_args(registry).await
+/// }
+/// ```
 pub async fn run_from_args(registry: Registry) -> Result<(), ServeError> {
     let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     let env = std::env::var(address::TCP_SOCKET_ENV).ok();

@@ -13,6 +13,7 @@ mod health;
 mod interop;
 mod job;
 mod queue;
+mod runner;
 mod tls;
 
 use std::path::{Path, PathBuf};

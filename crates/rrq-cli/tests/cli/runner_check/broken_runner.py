@@ -1,0 +1,99 @@
+"""A minimal runner in plain Python (standard library only) that follows the
+runner protocol except for the one rule named by `--break RULE`:
+
+* `cancel`: ignores cancel frames;
+* `deadline`: ignores `context.deadline`;
+* `not_found`: answers unknown handlers without `error.type`;
+* `none`: breaks nothing.
+
+`rrq runner check` must fail exactly the check covering the broken rule.
+"""
+
+import argparse
+import asyncio
+import datetime
+import json
+import signal
+import struct
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--break", dest="broken", default="none")
+parser.add_argument("--tcp-socket", required=True)
+args = parser.parse_args()
+running = {}
+
+
+def outcome(req, status, result=None, message=None, kind=None, after=None):
+    error = None if message is None else {"message": message, "type": kind, "code": None, "details": None}
+    return {"job_id": req["job_id"], "request_id": req["request_id"], "status": status,
+            "result": result, "error": error, "retry_after_seconds": after}
+
+
+async def handle(req):
+    ctx, params, name = req["context"], req.get("params") or {}, req["function_name"]
+    if req.get("protocol_version", "2") != "2":
+        return outcome(req, "error", message="Unsupported protocol version")
+    deadline = None
+    if ctx.get("deadline") and args.broken != "deadline":
+        deadline = datetime.datetime.fromisoformat(ctx["deadline"].replace("Z", "+00:00"))
+        left = (deadline - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+        if left <= 0:
+            return outcome(req, "timeout", message="Job deadline exceeded", kind="timeout")
+    if name == "rrq_check.echo":
+        body = {"params": params, "job_id": ctx["job_id"], "attempt": ctx["attempt"],
+                "trace_context": ctx.get("trace_context")}
+        work = asyncio.sleep(0, body)
+    elif name == "rrq_check.sleep":
+        work = asyncio.sleep(float(params.get("seconds", 0)), "slept")
+    elif name == "rrq_check.fail":
+        return outcome(req, "error", message=params["message"])
+    elif name == "rrq_check.retry":
+        return outcome(req, "retry", message="retry requested", after=float(params["delay"]))
+    else:
+        kind = None if args.broken == "not_found" else "handler_not_found"
+        return outcome(req, "error", message=f"No handler registered for function '{name}'", kind=kind)
+    try:
+        timeout = None if deadline is None else (deadline - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+        return outcome(req, "success", result=await asyncio.wait_for(work, timeout))
+    except asyncio.TimeoutError:
+        return outcome(req, "timeout", message="Job execution timed out", kind="timeout")
+    except asyncio.CancelledError:
+        return outcome(req, "error", message="Job cancelled", kind="cancelled")
+
+
+async def serve(reader, writer):
+    lock = asyncio.Lock()
+
+    async def run(req):
+        reply = await handle(req)
+        running.pop(req["request_id"], None)
+        data = json.dumps({"type": "response", "payload": reply}).encode()
+        async with lock:
+            writer.write(struct.pack(">I", len(data)) + data)
+            await writer.drain()
+
+    try:
+        while True:
+            (length,) = struct.unpack(">I", await reader.readexactly(4))
+            message = json.loads(await reader.readexactly(length))
+            if message["type"] == "request":
+                req = message["payload"]
+                running[req["request_id"]] = asyncio.ensure_future(run(req))
+            elif message["type"] == "cancel" and args.broken != "cancel":
+                task = running.get(message["payload"].get("request_id"))
+                if task is not None:
+                    task.cancel()
+    except (asyncio.IncompleteReadError, ValueError, KeyError, ConnectionError):
+        writer.close()
+
+
+async def main():
+    host, port = args.tcp_socket.rsplit(":", 1)
+    server = await asyncio.start_server(serve, host, int(port))
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with server:
+        await stop.wait()
+
+
+asyncio.run(main())
