@@ -184,6 +184,9 @@ pub struct Recovery {
     pub requeued: Vec<JobId>,
     /// Jobs whose lost attempt exhausted their budget: moved to the DLQ.
     pub dead_lettered: Vec<JobId>,
+    /// Jobs whose cancel was requested while they ran: ended `CANCELLED`
+    /// instead of running again.
+    pub cancelled: Vec<JobId>,
 }
 
 /// Result of cancelling a job.

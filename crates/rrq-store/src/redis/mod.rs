@@ -792,7 +792,7 @@ impl Store for RedisStore {
         const OP: &str = "claim";
         let token = format_timestamp(req.now);
         let now_ms = epoch_ms(req.now);
-        let ttl_ms = i64::try_from(req.lease_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let ttl_ms = shared::lease_ms(req.lease_ttl);
         let keys = vec![
             keys::queue(&req.queue).to_owned(),
             keys::active(&req.worker_id),
@@ -815,6 +815,7 @@ impl Store for RedisStore {
             token.clone(),
             flag(false),
             QueueName::PREFIX.to_owned(),
+            keys::UNIQUE_LOCK_PREFIX.to_owned(),
         ];
         let first = scripts::CLAIM.evalsha_with_reload::<Value, _, _>(&self.inner.client, keys.clone(), args.clone());
         let reply = match first.await {
@@ -882,7 +883,7 @@ impl Store for RedisStore {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let ttl_ms = shared::lease_ms(ttl);
         let mut args = vec![ttl_ms.to_string(), keys::JOB_PREFIX.to_owned(), keys::LOCK_PREFIX.to_owned()];
         for lease in leases {
             args.extend([lease.job_id.as_str().to_owned(), lease.worker_id.clone(), lease.token.clone()]);
@@ -940,7 +941,8 @@ impl Store for RedisStore {
         now: DateTime<Utc>,
         defaults: &JobDefaults,
     ) -> Result<Fence, StoreError> {
-        let (keys, mut args) = Self::fenced(lease);
+        let (mut keys, mut args) = Self::fenced(lease);
+        keys.push(keys::events(&lease.job_id));
         args.extend([
             error.to_owned(),
             epoch_ms(ready_at).to_string(),
@@ -949,6 +951,7 @@ impl Store for RedisStore {
             QueueName::PREFIX.to_owned(),
             keys::queue(&defaults.queue).to_owned(),
             keys::READY_CHANNEL.to_owned(),
+            keys::UNIQUE_LOCK_PREFIX.to_owned(),
         ]);
         fence("retry", self.eval("retry", &scripts::RETRY, keys, args).await?)
     }
@@ -975,18 +978,21 @@ impl Store for RedisStore {
 
     async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError> {
         let (mut keys, mut args) = Self::fenced(lease);
-        keys.push(keys::queue(&lease.queue).to_owned());
+        keys.extend([keys::queue(&lease.queue).to_owned(), keys::events(&lease.job_id)]);
         args.extend([
             flag(reason.is_some()),
             reason.unwrap_or_default().to_owned(),
             epoch_ms(now).to_string(),
             keys::READY_CHANNEL.to_owned(),
+            keys::UNIQUE_LOCK_PREFIX.to_owned(),
         ]);
         fence("release", self.eval("release", &scripts::RELEASE, keys, args).await?)
     }
 
     async fn finish_cancelled(&self, lease: &Lease, _now: DateTime<Utc>) -> Result<Fence, StoreError> {
-        let (keys, args) = Self::fenced(lease);
+        let (mut keys, mut args) = Self::fenced(lease);
+        keys.push(keys::events(&lease.job_id));
+        args.push(keys::UNIQUE_LOCK_PREFIX.to_owned());
         fence("finish_cancelled", self.eval("finish_cancelled", &scripts::FINISH_CANCELLED, keys, args).await?)
     }
 
@@ -1020,10 +1026,10 @@ impl Store for RedisStore {
         ];
         let reply = array(OP, self.eval(OP, &scripts::RECOVER, keys, args).await?)?;
         let mut it = reply.into_iter();
-        let (Some(requeued), Some(dead)) = (it.next(), it.next()) else {
-            return Err(protocol(OP, "expected {requeued, dead_lettered}"));
+        let (Some(requeued), Some(dead), Some(cancelled)) = (it.next(), it.next(), it.next()) else {
+            return Err(protocol(OP, "expected {requeued, dead_lettered, cancelled}"));
         };
-        Ok(Recovery { requeued: ids(OP, requeued)?, dead_lettered: ids(OP, dead)? })
+        Ok(Recovery { requeued: ids(OP, requeued)?, dead_lettered: ids(OP, dead)?, cancelled: ids(OP, cancelled)? })
     }
 
     async fn subscribe_ready(&self) -> Result<mpsc::Receiver<QueueName>, StoreError> {
@@ -1074,8 +1080,8 @@ impl Store for RedisStore {
 
     async fn cancel(&self, id: &JobId, _now: DateTime<Utc>) -> Result<CancelResult, StoreError> {
         const OP: &str = "cancel";
-        let keys = vec![keys::job(id), keys::queue(&self.defaults.queue).to_owned()];
-        let args = vec![id.as_str().to_owned(), QueueName::PREFIX.to_owned()];
+        let keys = vec![keys::job(id), keys::queue(&self.defaults.queue).to_owned(), keys::events(id)];
+        let args = vec![id.as_str().to_owned(), QueueName::PREFIX.to_owned(), keys::UNIQUE_LOCK_PREFIX.to_owned()];
         let reply = array(OP, self.eval(OP, &scripts::CANCEL, keys, args).await?)?;
         let code = int(OP, reply.first().ok_or_else(|| protocol(OP, "empty reply"))?)?;
         let status = reply.get(1).and_then(text).and_then(|s| JobStatus::parse(&s));

@@ -4,16 +4,18 @@
 -- ARGV: 1 worker id, 2 now (epoch ms), 3 max, 4 lease TTL (ms), 5 token (start_time),
 --       6 start score (epoch s), 7 lock expiry (epoch ms), 8 job key prefix,
 --       9 lock key prefix, 10 quarantine prefix, 11 events prefix, 12 now (RFC 3339),
---       13 replay (1 when this call repeats one whose reply was lost), 14 queue prefix
+--       13 replay (1 when this call repeats one whose reply was lost), 14 queue prefix,
+--       15 unique-lock prefix
 --
 -- Returns {paused (0/1), {id, fields, id, fields, ...}, {dropped ids}, head score or nil}.
--- Dropped: ids whose hash is gone or finished, and ids quarantined to the
--- default DLQ (a key of another type, a status nobody writes).
+-- Dropped: ids whose hash is gone or finished, ids quarantined to the
+-- default DLQ (a key of another type, a status nobody writes), and jobs
+-- whose cancel was requested (ended CANCELLED, never started).
 local queue, active, leases, paused, dlq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local worker, now_ms, max = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ttl_ms, token, start_score, lock_expiry = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local job_prefix, lock_prefix, quarantine_prefix, events_prefix = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
-local now_text, replay, queue_prefix = ARGV[12], ARGV[13] == '1', ARGV[14]
+local now_text, replay, queue_prefix, unique_prefix = ARGV[12], ARGV[13] == '1', ARGV[14], ARGV[15]
 
 -- `last_error` of a job whose stored status is unknown (long values are not quoted).
 local function unknown_status(raw)
@@ -99,6 +101,11 @@ if max > taken then
         -- A status no producer or worker writes: fail the job visibly, unrun.
         removed[#removed + 1] = id
         move_to_dlq(job_key, events_prefix .. id, dlq, id, unknown_status(raw), now_text)
+        dropped[#dropped + 1] = id
+      elseif fields[field_at(fields, 'cancel_requested') or 0] == '1' then
+        -- A requested cancel is never overridden by a new start.
+        removed[#removed + 1] = id
+        end_cancelled(job_key, events_prefix .. id, id, unique_prefix)
         dropped[#dropped + 1] = id
       elseif redis.call('SET', lock_prefix .. id, worker, 'NX', 'PX', ttl_ms) then
         removed[#removed + 1] = id

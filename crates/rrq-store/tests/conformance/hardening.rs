@@ -1,0 +1,281 @@
+//! Reliability II: job-supplied values never fail a script half-way, and a
+//! requested cancel is honoured on every path out of ACTIVE.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rrq_protocol::QueueName;
+use rrq_store::{CancelResult, EnqueueMode, Fence, Lease, LeaseState, StoreError};
+use serde_json::json;
+
+use crate::harness::{Harness, LEASE};
+
+conformance!(
+    shared:
+        absurd_result_ttls_never_fail_a_completion,
+        absurd_numbers_in_a_job_never_fail_an_outcome,
+        enqueue_refuses_absurd_durations,
+        recovery_ends_a_cancel_requested_job_cancelled,
+        a_retry_of_a_cancel_requested_job_ends_it_cancelled,
+        a_release_of_a_cancel_requested_job_ends_it_cancelled,
+        a_claim_never_starts_a_cancel_requested_job,
+        a_requeued_job_loses_a_stale_cancel_request,
+        every_cancel_releases_the_unique_lock_and_wakes_waiters;
+    private:
+);
+
+/// Enqueues jobs on a fresh queue, applies `fields` to each, and claims them.
+async fn claimed_with(h: &Harness, ids: &[&str], fields: &[(&str, &str)]) -> (QueueName, Vec<Lease>) {
+    let q = h.queue("q");
+    for id in ids {
+        h.store.enqueue(h.new_job(id, &q), EnqueueMode::Standard).await.unwrap();
+        let f: BTreeMap<String, String> = fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        h.store.put_job_fields(&h.id(id), &f).await.unwrap();
+    }
+    let batch = h.claim(&q, &h.worker("w"), ids.len(), h.now).await;
+    assert_eq!(batch.jobs.len(), ids.len(), "every job is claimed");
+    (q, batch.jobs.into_iter().map(|c| c.lease).collect())
+}
+
+/// How many events the job's stream holds (counted by waiting from the start).
+async fn events(h: &Harness, lease: &Lease) -> usize {
+    let mut n = 0;
+    let mut after = "0-0".to_owned();
+    while let Some(next) = h.store.wait_job_event(&lease.job_id, Some(after.clone()), Duration::ZERO).await.unwrap() {
+        n += 1;
+        after = next;
+    }
+    n
+}
+
+/// A result TTL whose milliseconds overflow (what Python's sys.maxsize or a
+/// typo writes) must not fail the completion half-way, nor the other
+/// completions sent in the same batch.
+async fn absurd_result_ttls_never_fail_a_completion(h: Harness) {
+    for ttl in ["9223372036854775807", "4611686018427387904", "1e300", "inf", "nan", "-inf", "12abc"] {
+        let (_, leases) = claimed_with(&h, &[&format!("big-{ttl}"), &format!("ok-{ttl}")], &[]).await;
+        let f = BTreeMap::from([("result_ttl_seconds".to_owned(), ttl.to_owned())]);
+        h.store.put_job_fields(&leases[0].job_id, &f).await.unwrap();
+        let d = h.defaults();
+        let (one, two) = (json!(1), json!(2));
+        let (a, b) =
+            tokio::join!(h.store.complete(&leases[0], &one, h.now, &d), h.store.complete(&leases[1], &two, h.now, &d));
+        assert_eq!((a.unwrap(), b.unwrap()), (Fence::Applied, Fence::Applied), "ttl {ttl}");
+        for lease in &leases {
+            let fields = h.store.job_fields(&lease.job_id).await.unwrap().expect("kept");
+            assert_eq!(fields["status"], "COMPLETED", "ttl {ttl}");
+            assert_eq!(h.store.renew(std::slice::from_ref(lease), LEASE).await.unwrap(), [LeaseState::Lost]);
+            // A re-sent completion is told it applied and appends nothing.
+            assert_eq!(h.store.complete(lease, &json!(3), h.now, &d).await.unwrap(), Fence::Applied);
+            assert_eq!(events(&h, lease).await, 1, "one completed event (ttl {ttl})");
+        }
+    }
+}
+
+/// Counters and limits of a job are job-supplied too: no outcome or
+/// recovery step fails on them.
+async fn absurd_numbers_in_a_job_never_fail_an_outcome(h: Harness) {
+    let absurd = [
+        ("current_retries", "9223372036854775807"),
+        ("max_retries", "nan"),
+        ("result_ttl_seconds", "inf"),
+        ("job_timeout_seconds", "1e309"),
+    ];
+    let d = h.defaults();
+    let (q, leases) = claimed_with(&h, &["r", "dl", "rel", "rec"], &absurd).await;
+    assert_eq!(h.store.retry(&leases[0], "e", h.now, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&leases[1], "e", true, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.release(&leases[2], None, h.now).await.unwrap(), Fence::Applied);
+    h.expire_lock(&leases[3].job_id).await;
+    h.store.recover(h.at(LEASE.as_secs_f64() + 2.0), 100, &d).await.unwrap();
+    let fields = h.store.job_fields(&leases[1].job_id).await.unwrap().unwrap();
+    assert_eq!(fields["status"], "FAILED");
+    let fields = h.store.job_fields(&leases[0].job_id).await.unwrap().unwrap();
+    assert_eq!((fields["status"].as_str(), fields["current_retries"].as_str()), ("RETRYING", "4294967295"));
+    // Everything still claimable runs again without a script error.
+    let again = h.claim(&q, &h.worker("w2"), 10, h.at(LEASE.as_secs_f64() + 3.0)).await;
+    assert!(!again.jobs.is_empty());
+}
+
+async fn enqueue_refuses_absurd_durations(h: Harness) {
+    let q = h.queue("q");
+    type Bend = fn(&mut rrq_store::NewJob);
+    let cases: [(&str, Bend); 4] = [
+        ("job_timeout_seconds", |j| j.job_timeout_seconds = -1),
+        ("job_timeout_seconds", |j| j.job_timeout_seconds = 1 << 62),
+        ("result_ttl_seconds", |j| j.result_ttl_seconds = i64::MAX),
+        ("result_ttl_seconds", |j| j.result_ttl_seconds = i64::MIN),
+    ];
+    for (field, bend) in cases {
+        let mut job = h.new_job("absurd", &q);
+        bend(&mut job);
+        let err = h.store.enqueue(job.clone(), EnqueueMode::Standard).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidInput { what, .. } if what == field), "{field}: {err}");
+        assert!(err.to_string().contains(field), "{err}");
+        let err = h.store.enqueue_batch(vec![job]).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidInput { what, .. } if what == field), "{field}: {err}");
+    }
+    assert_eq!(h.store.queue_len(&q).await.unwrap(), 0, "nothing was written");
+    let mut at_max = h.new_job("max", &q);
+    at_max.result_ttl_seconds = rrq_store::MAX_DURATION_SECONDS;
+    at_max.job_timeout_seconds = rrq_store::MAX_DURATION_SECONDS;
+    h.store.enqueue(at_max, EnqueueMode::Standard).await.unwrap();
+}
+
+/// A job flagged for cancel while it ran, whose worker then died: recovery
+/// ends it CANCELLED instead of running it again.
+async fn recovery_ends_a_cancel_requested_job_cancelled(h: Harness) {
+    let d = h.defaults();
+    let (q, leases) = claimed_with(&h, &["a"], &[]).await;
+    let id = &leases[0].job_id;
+    assert_eq!(h.store.cancel(id, h.now).await.unwrap(), CancelResult::CancelRequested);
+    h.expire_lock(id).await;
+    let rec = h.store.recover(h.at(LEASE.as_secs_f64() + 2.0), 100, &d).await.unwrap();
+    assert!(rec.requeued.is_empty() && rec.dead_lettered.is_empty(), "{rec:?}");
+    assert_eq!(rec.cancelled, vec![id.clone()]);
+    assert_cancelled(&h, id, &q).await;
+    assert!(h.claim(&q, &h.worker("w2"), 5, h.at(LEASE.as_secs_f64() + 3.0)).await.jobs.is_empty());
+}
+
+async fn a_retry_of_a_cancel_requested_job_ends_it_cancelled(h: Harness) {
+    let (q, leases) = claimed_with(&h, &["a"], &[]).await;
+    let id = &leases[0].job_id;
+    assert_eq!(h.store.cancel(id, h.now).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.retry(&leases[0], "boom", h.now, h.now, &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_cancelled(&h, id, &q).await;
+    // A re-sent retry after a lost reply is told it applied.
+    assert_eq!(h.store.retry(&leases[0], "boom", h.now, h.now, &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_eq!(events(&h, &leases[0]).await, 1);
+}
+
+async fn a_release_of_a_cancel_requested_job_ends_it_cancelled(h: Harness) {
+    let (q, leases) = claimed_with(&h, &["a"], &[]).await;
+    let id = &leases[0].job_id;
+    assert_eq!(h.store.cancel(id, h.now).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.release(&leases[0], Some("shutdown"), h.now).await.unwrap(), Fence::Applied);
+    assert_cancelled(&h, id, &q).await;
+}
+
+/// A queued job that carries a cancel request (set while it ran, by a
+/// store that did not honour it) is ended CANCELLED by the claim, unrun.
+async fn a_claim_never_starts_a_cancel_requested_job(h: Harness) {
+    let q = h.queue("q");
+    for id in ["flagged", "fine"] {
+        h.store.enqueue(h.new_job(id, &q), EnqueueMode::Standard).await.unwrap();
+    }
+    let flag = BTreeMap::from([("cancel_requested".to_owned(), "1".to_owned())]);
+    h.store.put_job_fields(&h.id("flagged"), &flag).await.unwrap();
+    let batch = h.claim(&q, &h.worker("w"), 5, h.now).await;
+    let ran: Vec<_> = batch.jobs.iter().map(|c| c.lease.job_id.clone()).collect();
+    assert_eq!(ran, vec![h.id("fine")]);
+    assert_eq!(batch.dropped, vec![h.id("flagged")]);
+    assert_cancelled(&h, &h.id("flagged"), &q).await;
+    assert_eq!(h.job(&h.id("flagged")).await.start_time, None, "never started");
+}
+
+async fn a_requeued_job_loses_a_stale_cancel_request(h: Harness) {
+    let d = h.defaults();
+    let (q, leases) = claimed_with(&h, &["a"], &[]).await;
+    let id = &leases[0].job_id;
+    assert_eq!(h.store.cancel(id, h.now).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.dead_letter(&leases[0], "boom", true, h.now, &d).await.unwrap(), Fence::Applied);
+    assert!(h.store.dlq_requeue(&d.dlq, id, &q, h.at(1.0)).await.unwrap());
+    assert!(!h.store.job_fields(id).await.unwrap().unwrap().contains_key("cancel_requested"));
+    let mut batch = h.claim(&q, &h.worker("w2"), 5, h.at(1.0)).await;
+    assert_eq!(batch.jobs.len(), 1, "the requeued job runs");
+    let lease = batch.jobs.remove(0).lease;
+    assert_eq!(h.store.renew(&[lease], LEASE).await.unwrap(), [LeaseState::Held]);
+}
+
+/// Every path that ends a job CANCELLED releases its unique lock (only if
+/// the job holds it) and appends a terminal event a waiter wakes on.
+async fn every_cancel_releases_the_unique_lock_and_wakes_waiters(h: Harness) {
+    let q = h.queue("q");
+    let key = format!("cron:f-{}", h.worker("k"));
+    let unique = EnqueueMode::UniqueLock { key: key.clone(), ttl: Duration::from_secs(600) };
+    // Pending cancel.
+    h.store.enqueue(h.new_job("pending", &q), unique.clone()).await.unwrap();
+    assert!(h.store.unique_lock_ttl(&key).await.unwrap().is_some());
+    assert_eq!(h.store.cancel(&h.id("pending"), h.now).await.unwrap(), CancelResult::Cancelled);
+    assert_eq!(h.store.unique_lock_ttl(&key).await.unwrap(), None, "a pending cancel frees the lock");
+    let waited = h.store.wait_job_event(&h.id("pending"), Some("0-0".into()), Duration::ZERO).await.unwrap();
+    assert!(waited.is_some(), "the cancel appended an event");
+    // Running cancel.
+    h.store.enqueue(h.new_job("running", &q), unique.clone()).await.unwrap();
+    let mut batch = h.claim(&q, &h.worker("w"), 1, h.now).await;
+    let lease = batch.jobs.remove(0).lease;
+    assert_eq!(h.store.cancel(&lease.job_id, h.now).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.finish_cancelled(&lease, h.now).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.unique_lock_ttl(&key).await.unwrap(), None, "a finished cancel frees the lock");
+    assert_cancelled(&h, &lease.job_id, &q).await;
+    // A lock held by another job is left alone.
+    h.store.enqueue(h.new_job("holder", &q), unique.clone()).await.unwrap();
+    h.store.enqueue(h.new_job("deferred", &q), unique).await.unwrap();
+    assert_eq!(h.store.cancel(&h.id("deferred"), h.now).await.unwrap(), CancelResult::Cancelled);
+    assert!(h.store.unique_lock_ttl(&key).await.unwrap().is_some(), "the holder keeps its lock");
+}
+
+/// CANCELLED, out of its queue, flag cleared, lock and lease gone, one
+/// terminal event.
+async fn assert_cancelled(h: &Harness, id: &rrq_protocol::JobId, q: &QueueName) {
+    let fields = h.store.job_fields(id).await.unwrap().expect("the job is kept");
+    assert_eq!(fields["status"], "CANCELLED", "{fields:?}");
+    assert!(!fields.contains_key("cancel_requested"), "the flag is cleared: {fields:?}");
+    assert!(h.store.queue_entries(q, 0, 100).await.unwrap().iter().all(|(i, _)| i != id), "not queued");
+    let waited = h.store.wait_job_event(id, Some("0-0".into()), Duration::ZERO).await.unwrap();
+    assert!(waited.is_some(), "a terminal event was appended");
+}
+
+/// Runs one raw command on the test Redis.
+async fn raw(h: &Harness, args: &[&str]) -> fred::types::Value {
+    use fred::interfaces::ClientLike as _;
+    let command = fred::types::CustomCommand::new(args[0].to_owned(), fred::types::ClusterHash::FirstKey, false);
+    let rest: Vec<String> = args[1..].iter().map(|a| (*a).to_owned()).collect();
+    h.raw().custom(command, rest).await.unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+#[tokio::test]
+async fn an_absurd_result_ttl_is_clamped_to_the_documented_maximum() {
+    let h = Harness::redis().await;
+    let (_, leases) = claimed_with(&h, &["big"], &[("result_ttl_seconds", "9223372036854775807")]).await;
+    assert_eq!(h.store.complete(&leases[0], &json!(1), h.now, &h.defaults()).await.unwrap(), Fence::Applied);
+    let key = rrq_store::keys::job(&leases[0].job_id);
+    let ttl = raw(&h, &["TTL", &key]).await.as_i64().unwrap();
+    assert!((rrq_store::MAX_DURATION_SECONDS - 5..=rrq_store::MAX_DURATION_SECONDS).contains(&ttl), "{ttl}");
+}
+
+/// A job's `dlq_name` or `queue_name` may name a key that holds something
+/// else: the step goes to the default DLQ / queue instead of failing after
+/// its first write, and enqueues into such a queue are refused unwritten.
+#[tokio::test]
+async fn targets_of_another_type_never_fail_a_step_half_way() {
+    let h = Harness::redis().await;
+    let d = h.defaults();
+    let odd_dlq = h.dlq("odd");
+    let odd_queue = h.queue("odd");
+    raw(&h, &["SET", odd_dlq.as_str(), "x"]).await;
+    raw(&h, &["SET", odd_queue.as_str(), "x"]).await;
+    let (_, leases) = claimed_with(&h, &["dl", "r", "rec"], &[]).await;
+    let f = BTreeMap::from([("dlq_name".to_owned(), odd_dlq.as_str().to_owned())]);
+    h.store.put_job_fields(&leases[0].job_id, &f).await.unwrap();
+    let f = BTreeMap::from([("queue_name".to_owned(), odd_queue.as_str().to_owned())]);
+    h.store.put_job_fields(&leases[1].job_id, &f).await.unwrap();
+    h.store.put_job_fields(&leases[2].job_id, &f).await.unwrap();
+
+    assert_eq!(h.store.dead_letter(&leases[0], "boom", true, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dlq_ids(&d.dlq, 0, 10).await.unwrap(), vec![leases[0].job_id.clone()]);
+    assert_eq!(h.store.retry(&leases[1], "e", h.now, h.now, &d).await.unwrap(), Fence::Applied);
+    h.expire_lock(&leases[2].job_id).await;
+    let rec = h.store.recover(h.at(LEASE.as_secs_f64() + 2.0), 1000, &d).await.unwrap();
+    assert!(rec.requeued.contains(&leases[2].job_id), "{rec:?}");
+    let queued: Vec<_> = h.store.queue_entries(&d.queue, 0, 10).await.unwrap().into_iter().map(|(i, _)| i).collect();
+    assert_eq!(queued.len(), 2, "both went to the default queue: {queued:?}");
+    assert_eq!(raw(&h, &["GET", odd_queue.as_str()]).await.as_string().as_deref(), Some("x"), "left alone");
+
+    let err = h.store.enqueue(h.new_job("into-odd", &odd_queue), EnqueueMode::Standard).await.unwrap_err();
+    assert!(matches!(err, StoreError::Command { .. }), "{err}");
+    assert!(h.store.job_fields(&h.id("into-odd")).await.unwrap().is_none(), "nothing was written");
+    let err = h.store.enqueue_batch(vec![h.new_job("b1", &h.queue("fine")), h.new_job("b2", &odd_queue)]).await;
+    assert!(err.is_err());
+    assert!(h.store.job_fields(&h.id("b1")).await.unwrap().is_none(), "nothing of the batch was written");
+}
