@@ -342,6 +342,7 @@ impl LoopState {
             max: want,
             now: claimed_at,
             lease_ttl: self.config.lease_ttl,
+            max_payload_bytes: self.shared.max_payload_bytes,
         };
         let batch = match self.shared.store.claim(req).await {
             Ok(b) => {

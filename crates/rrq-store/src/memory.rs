@@ -408,6 +408,17 @@ impl State {
         self.add_event(id, now);
     }
 
+    /// The stored payload's length: `job_params`, or a 0.9.9 job's
+    /// `job_args` + `job_kwargs` (`HSTRLEN` in lua/claim.lua).
+    fn payload_len(&mut self, id: &str, now: DateTime<Utc>) -> usize {
+        let Some(h) = self.hash(id, now) else { return 0 };
+        let len = |name: &str| h.get(name).map_or(0, String::len);
+        match len("job_params") {
+            0 => len("job_args") + len("job_kwargs"),
+            n => n,
+        }
+    }
+
     fn cancel_requested(&mut self, id: &str, now: DateTime<Utc>) -> bool {
         self.field(id, "cancel_requested", now).as_deref() == Some("1")
     }
@@ -655,6 +666,17 @@ impl Store for MemoryStore {
                     ClaimAs::Runnable if st.cancel_requested(&id, clock_now) => {
                         st.zrem(&queue_key, &id);
                         st.end_cancelled(&id, clock_now);
+                        batch.dropped.push(job_id);
+                    }
+                    ClaimAs::Runnable if st.payload_len(&id, clock_now) > req.max_payload_bytes => {
+                        st.zrem(&queue_key, &id);
+                        let size = st.payload_len(&id, clock_now);
+                        let reason = messages::payload_too_large(size, req.max_payload_bytes);
+                        let dlq = st
+                            .field(&id, "dlq_name", clock_now)
+                            .and_then(|d| DlqName::parse(&d))
+                            .unwrap_or_else(|| self.defaults.dlq.clone());
+                        st.move_to_dlq(&id, &dlq, &reason, &token, clock_now);
                         batch.dropped.push(job_id);
                     }
                     ClaimAs::Runnable => {
@@ -1206,7 +1228,14 @@ mod tests {
             let (mut st, clock_now) = store.state();
             st.set_fields("odd", clock_now, &[("status", "BANANA".into())]);
         }
-        let req = ClaimRequest { queue, worker_id: "w".into(), max: 5, now, lease_ttl: Duration::from_secs(30) };
+        let req = ClaimRequest {
+            queue,
+            worker_id: "w".into(),
+            max: 5,
+            now,
+            lease_ttl: Duration::from_secs(30),
+            max_payload_bytes: usize::MAX,
+        };
         let batch = store.claim(req).await.unwrap();
         assert_eq!(batch.jobs.iter().map(|c| c.lease.job_id.as_str()).collect::<Vec<_>>(), ["fine"]);
         assert_eq!(batch.dropped, [JobId::new("odd")]);

@@ -22,6 +22,12 @@ pub(crate) mod messages {
         format!("job field `status` is invalid ({shown}): not a known job status")
     }
 
+    /// `last_error` of a job whose payload is over the claim's limit (the
+    /// worker's own wording for the same check).
+    pub(crate) fn payload_too_large(size: usize, max: usize) -> String {
+        format!("Job payload is {size} bytes, over max_payload_bytes ({max}). Moved to DLQ.")
+    }
+
     /// `last_error` of a job whose lost attempt used up its budget.
     pub(crate) fn worker_lost(attempt: u32, max: u32) -> String {
         format!("Worker lost while running the job (attempt {attempt} of {max}); moved to DLQ.")

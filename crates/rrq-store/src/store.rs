@@ -134,6 +134,11 @@ pub struct ClaimRequest {
     pub now: DateTime<Utc>,
     /// TTL of the job lock; the worker renews it while the job runs.
     pub lease_ttl: Duration,
+    /// A job whose stored payload (`job_params`, or a 0.9.9 job's
+    /// `job_args` + `job_kwargs`) is longer than this many bytes is moved to
+    /// its DLQ unrun (no attempt counted) and listed in
+    /// [`ClaimBatch::dropped`]; its hash is never read whole.
+    pub max_payload_bytes: usize,
 }
 
 /// One claimed job.

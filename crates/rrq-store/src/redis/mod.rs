@@ -816,6 +816,8 @@ impl Store for RedisStore {
             flag(false),
             QueueName::PREFIX.to_owned(),
             keys::UNIQUE_LOCK_PREFIX.to_owned(),
+            req.max_payload_bytes.to_string(),
+            DlqName::PREFIX.to_owned(),
         ];
         let first = scripts::CLAIM.evalsha_with_reload::<Value, _, _>(&self.inner.client, keys.clone(), args.clone());
         let reply = match first.await {

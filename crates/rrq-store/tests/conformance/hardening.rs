@@ -20,7 +20,8 @@ conformance!(
         a_release_of_a_cancel_requested_job_ends_it_cancelled,
         a_claim_never_starts_a_cancel_requested_job,
         a_requeued_job_loses_a_stale_cancel_request,
-        every_cancel_releases_the_unique_lock_and_wakes_waiters;
+        every_cancel_releases_the_unique_lock_and_wakes_waiters,
+        an_oversized_payload_is_dead_lettered_at_claim_unrun;
     private:
 );
 
@@ -278,4 +279,41 @@ async fn targets_of_another_type_never_fail_a_step_half_way() {
     let err = h.store.enqueue_batch(vec![h.new_job("b1", &h.queue("fine")), h.new_job("b2", &odd_queue)]).await;
     assert!(err.is_err());
     assert!(h.store.job_fields(&h.id("b1")).await.unwrap().is_none(), "nothing of the batch was written");
+}
+
+/// The payload limit is checked by the claim itself, before the hash is
+/// read whole: an oversized job goes to its DLQ unrun, as the worker would
+/// have moved it, and is listed as dropped.
+async fn an_oversized_payload_is_dead_lettered_at_claim_unrun(h: Harness) {
+    let q = h.queue("q");
+    let dlq = h.dlq("big");
+    let mut big = h.new_job("big", &q);
+    big.params = json!({"blob": "x".repeat(2000)}).as_object().unwrap().clone();
+    let stored = serde_json::Value::Object(big.params.clone()).to_string().len();
+    h.store.enqueue(big, EnqueueMode::Standard).await.unwrap();
+    h.store.enqueue(h.new_job("fine", &q), EnqueueMode::Standard).await.unwrap();
+    let f = BTreeMap::from([("dlq_name".to_owned(), dlq.as_str().to_owned())]);
+    h.store.put_job_fields(&h.id("big"), &f).await.unwrap();
+    let req = rrq_store::ClaimRequest {
+        queue: q.clone(),
+        worker_id: h.worker("w"),
+        max: 5,
+        now: h.now,
+        lease_ttl: LEASE,
+        max_payload_bytes: 1000,
+    };
+    let batch = h.store.claim(req).await.unwrap();
+    let ran: Vec<_> = batch.jobs.iter().map(|c| c.lease.job_id.clone()).collect();
+    assert_eq!(ran, vec![h.id("fine")]);
+    assert_eq!(batch.dropped, vec![h.id("big")]);
+    let fields = h.store.job_fields(&h.id("big")).await.unwrap().unwrap();
+    assert_eq!(fields["status"], "FAILED");
+    assert_eq!(
+        fields["last_error"],
+        format!("Job payload is {stored} bytes, over max_payload_bytes (1000). Moved to DLQ.")
+    );
+    assert_eq!(fields["current_retries"], "0", "not an attempt");
+    assert!(!fields.contains_key("start_time") && !fields.contains_key("worker_id"), "never started");
+    assert_eq!(h.store.dlq_ids(&dlq, 0, 10).await.unwrap(), vec![h.id("big")], "in its own DLQ");
+    assert!(h.store.wait_job_event(&h.id("big"), Some("0-0".into()), Duration::ZERO).await.unwrap().is_some());
 }

@@ -194,7 +194,14 @@ async fn a_job_key_of_the_wrong_type_is_quarantined() {
         matches!(store.job(&id).await.unwrap(), Some(Err(JobParseError::WrongType { found })) if found == "string")
     );
 
-    let req = ClaimRequest { queue: q.clone(), worker_id: h.worker("w"), max: 5, now: h.now, lease_ttl: LEASE };
+    let req = ClaimRequest {
+        queue: q.clone(),
+        worker_id: h.worker("w"),
+        max: 5,
+        now: h.now,
+        lease_ttl: LEASE,
+        max_payload_bytes: usize::MAX,
+    };
     let batch = store.claim(req).await.unwrap();
     assert!(batch.jobs.is_empty());
     assert_eq!(batch.dropped, vec![id.clone()]);
@@ -279,6 +286,7 @@ async fn a_claim_whose_reply_is_lost_hands_out_the_same_jobs_on_its_repeat() {
         max,
         now: h.now,
         lease_ttl: LEASE,
+        max_payload_bytes: usize::MAX,
     };
     // Load the script first, so the reply lost is the claim's own.
     assert!(store.claim(claim(&empty, 1)).await.unwrap().jobs.is_empty());
@@ -321,7 +329,14 @@ async fn a_status_nobody_writes_is_quarantined_unrun() {
         .await;
         cmd(raw, &["ZADD", q.as_str(), &h.now.timestamp_millis().to_string(), id.as_str()]).await;
     }
-    let req = ClaimRequest { queue: q.clone(), worker_id: h.worker("w"), max: 5, now: h.now, lease_ttl: LEASE };
+    let req = ClaimRequest {
+        queue: q.clone(),
+        worker_id: h.worker("w"),
+        max: 5,
+        now: h.now,
+        lease_ttl: LEASE,
+        max_payload_bytes: usize::MAX,
+    };
     let batch = store.claim(req).await.unwrap();
     assert_eq!(batch.jobs.iter().map(|c| c.lease.job_id.clone()).collect::<Vec<_>>(), vec![fine.clone()]);
     let mut dropped = batch.dropped.clone();
@@ -450,6 +465,7 @@ async fn a_lock_that_really_expires_is_recovered() {
         max: 1,
         now: Utc::now(),
         lease_ttl: Duration::from_millis(50),
+        max_payload_bytes: usize::MAX,
     };
     let lease = h.store.claim(req).await.unwrap().jobs.remove(0).lease;
     let deadline = Instant::now() + Duration::from_secs(10);
