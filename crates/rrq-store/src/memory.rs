@@ -1101,11 +1101,16 @@ impl Store for MemoryStore {
         Ok(if limit == 0 { ids.collect() } else { ids.take(limit).collect() })
     }
 
-    async fn dlq_purge(&self, dlq: &DlqName, max: usize) -> Result<u64, StoreError> {
+    async fn dlq_purge(&self, dlq: &DlqName, ids: &[JobId]) -> Result<u64, StoreError> {
         let (mut st, now) = self.state();
         let mut taken = 0u64;
-        for _ in 0..max {
-            let Some(id) = st.lists.get_mut(keys::dlq(dlq)).and_then(VecDeque::pop_back) else { break };
+        for id in ids {
+            let id = id.as_str();
+            // LREM 1: the first entry from the newest end.
+            let Some(list) = st.lists.get_mut(keys::dlq(dlq)) else { break };
+            let Some(at) = list.iter().position(|i| i == id) else { continue };
+            list.remove(at);
+            let id = id.to_owned();
             taken += 1;
             let failed = st.field(&id, "status", now).is_some_and(|s| JobStatus::parse(&s) == Some(JobStatus::Failed));
             if failed {

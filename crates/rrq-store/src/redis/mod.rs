@@ -69,6 +69,9 @@ const BATCH_IN_FLIGHT: usize = 4;
 /// Most attempts recorded by one completion script call: bounds the time
 /// one call keeps Redis busy (about 10 commands per attempt).
 const COMPLETE_BATCH: usize = 256;
+/// Ids per script call in [`Store::dlq_purge`]: each is one `LREM` that
+/// stops at its entry, so one call stays short even on a long DLQ.
+const PURGE_CHUNK: usize = 100;
 /// Ready signals buffered per subscriber before new ones are dropped.
 const READY_BUFFER: usize = 256;
 /// Keys asked for per `SCAN` step, and keys per inspection script call.
@@ -1215,15 +1218,18 @@ impl Store for RedisStore {
         Ok(keys.into_iter().map(|k| JobId::new(&k[keys::JOB_PREFIX.len()..])).collect())
     }
 
-    async fn dlq_purge(&self, dlq: &DlqName, max: usize) -> Result<u64, StoreError> {
+    async fn dlq_purge(&self, dlq: &DlqName, ids: &[JobId]) -> Result<u64, StoreError> {
         const OP: &str = "dlq_purge";
-        if max == 0 {
-            return Ok(0);
+        let mut taken = 0u64;
+        for chunk in ids.chunks(PURGE_CHUNK) {
+            let keys = vec![keys::dlq(dlq).to_owned()];
+            let mut args = Vec::with_capacity(2 + chunk.len());
+            args.extend([keys::JOB_PREFIX.to_owned(), keys::EVENTS_PREFIX.to_owned()]);
+            args.extend(chunk.iter().map(|id| id.as_str().to_owned()));
+            let n = int(OP, &self.eval(OP, &scripts::DLQ_PURGE, keys, args).await?)?;
+            taken += u64::try_from(n).map_err(|_| protocol(OP, "negative count"))?;
         }
-        let keys = vec![keys::dlq(dlq).to_owned()];
-        let args = vec![max.to_string(), keys::JOB_PREFIX.to_owned(), keys::EVENTS_PREFIX.to_owned()];
-        u64::try_from(int(OP, &self.eval(OP, &scripts::DLQ_PURGE, keys, args).await?)?)
-            .map_err(|_| protocol(OP, "negative count"))
+        Ok(taken)
     }
 
     async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError> {

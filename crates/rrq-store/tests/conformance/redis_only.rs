@@ -596,9 +596,31 @@ async fn a_dlq_purge_keeps_a_job_that_is_no_longer_failed() {
     let job = h.new_job("alive", &q);
     h.store.enqueue(job.clone(), EnqueueMode::Standard).await.unwrap();
     cmd(raw, &["LPUSH", dlq.as_str(), job.id.as_str(), h.id("ghost").as_str()]).await;
-    assert_eq!(h.store.dlq_purge(&dlq, 10).await.unwrap(), 2);
+    let ids = h.store.dlq_ids(&dlq, 0, 10).await.unwrap();
+    assert_eq!(h.store.dlq_purge(&dlq, &ids).await.unwrap(), 2);
     assert_eq!(int(raw, &["EXISTS", dlq.as_str()]).await, 0);
     assert_eq!(hash(raw, &keys::job(&job.id)).await["status"], "PENDING", "the pending job is kept");
+}
+
+/// A purge of more ids than one script call removes them all, and a DLQ key
+/// of another type is refused before anything is written.
+#[tokio::test]
+async fn a_large_dlq_purge_goes_in_chunks() {
+    let h = Harness::redis().await;
+    let raw = h.raw();
+    let dlq = h.dlq("many");
+    let ids: Vec<_> = (0..250).map(|i| h.id(&format!("m{i}"))).collect();
+    for id in &ids {
+        cmd(raw, &["HSET", &keys::job(id), "status", "FAILED"]).await;
+        cmd(raw, &["LPUSH", dlq.as_str(), id.as_str()]).await;
+    }
+    let listed = h.store.dlq_ids(&dlq, 0, 1000).await.unwrap();
+    assert_eq!(h.store.dlq_purge(&dlq, &listed).await.unwrap(), 250);
+    assert_eq!(int(raw, &["EXISTS", dlq.as_str()]).await, 0);
+    assert!(h.store.job_fields(&ids[0]).await.unwrap().is_none());
+    let odd = h.dlq("odd");
+    cmd(raw, &["SET", odd.as_str(), "x"]).await;
+    assert!(h.store.dlq_purge(&odd, &listed[..1]).await.is_err());
 }
 
 /// An error and all its sources, for checking what a user would see.
