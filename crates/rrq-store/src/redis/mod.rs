@@ -438,8 +438,23 @@ fn array(op: &'static str, v: Value) -> Result<Vec<Value>, StoreError> {
     }
 }
 
+/// Text that must round-trip exactly (job ids, key names): an error when
+/// it is not UTF-8, never a lossy decoding that names something else.
+fn strict_text(op: &'static str, v: &Value, what: &str) -> Result<String, StoreError> {
+    match v {
+        Value::Bytes(b) => String::from_utf8(b.to_vec())
+            .map_err(|_| protocol(op, format!("{what} is not valid UTF-8 ({:?})", String::from_utf8_lossy(b)))),
+        other => other.as_string().ok_or_else(|| protocol(op, format!("{what} is not text: {other:?}"))),
+    }
+}
+
+/// A job id from a reply (see [`strict_text`]).
+fn job_id(op: &'static str, v: &Value) -> Result<JobId, StoreError> {
+    strict_text(op, v, "job id").map(JobId::new)
+}
+
 fn ids(op: &'static str, v: Value) -> Result<Vec<JobId>, StoreError> {
-    array(op, v)?.iter().map(|i| text(i).map(JobId::new).ok_or_else(|| protocol(op, "job id is not text"))).collect()
+    array(op, v)?.iter().map(|i| job_id(op, i)).collect()
 }
 
 /// Hash fields from an `HGETALL` reply (a flat array, or a map in RESP3).
@@ -482,7 +497,7 @@ fn enqueued(op: &'static str, v: Value) -> Result<Result<Enqueued, StoreError>, 
     let (Some(status), Some(id)) = (reply.first(), reply.get(1)) else {
         return Err(protocol(op, "expected {status, id}"));
     };
-    let id = JobId::new(text(id).unwrap_or_default());
+    let id = job_id(op, id)?;
     Ok(match int(op, status)? {
         1 => Ok(Enqueued::Created(id)),
         0 => Ok(Enqueued::Existing(id)),
@@ -672,7 +687,7 @@ impl RedisStore {
             };
             cursor = text(&next).ok_or_else(|| protocol(op, "cursor is not text"))?;
             for key in array(op, keys)? {
-                found.insert(text(&key).ok_or_else(|| protocol(op, "key is not text"))?);
+                found.insert(strict_text(op, &key, "key")?);
             }
             if cursor == "0" || (limit > 0 && found.len() >= limit) {
                 break;
@@ -873,7 +888,7 @@ impl Store for RedisStore {
         let mut jobs = Vec::new();
         let mut claimed = array(OP, claimed)?.into_iter();
         while let (Some(id), Some(hash)) = (claimed.next(), claimed.next()) {
-            let id = JobId::new(text(&id).ok_or_else(|| protocol(OP, "job id is not text"))?);
+            let id = job_id(OP, &id)?;
             let job = Job::from_fields(id.as_str(), &fields(OP, hash)?);
             let lease =
                 Lease { job_id: id, worker_id: req.worker_id.clone(), token: token.clone(), queue: req.queue.clone() };
@@ -1109,9 +1124,9 @@ impl Store for RedisStore {
         }
         let start = i64::try_from(offset).unwrap_or(i64::MAX);
         let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)).saturating_sub(1);
-        let ids: Vec<String> =
+        let listed: Value =
             self.inner.client.lrange(keys::dlq(dlq), start, stop).await.map_err(|e| self.error("dlq_ids", e))?;
-        Ok(ids.into_iter().map(JobId::new).collect())
+        ids("dlq_ids", listed)
     }
 
     async fn dlq_requeue(
@@ -1181,9 +1196,9 @@ impl Store for RedisStore {
                 }
                 m => (m, it.next().unwrap_or(Value::Null)),
             };
-            let id = text(&member).ok_or_else(|| protocol(OP, "member is not text"))?;
+            let id = job_id(OP, &member)?;
             let at = score_time(&score).ok_or_else(|| protocol(OP, format!("bad score {score:?}")))?;
-            out.push((JobId::new(id), at));
+            out.push((id, at));
         }
         Ok(out)
     }

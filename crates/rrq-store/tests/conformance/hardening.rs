@@ -317,3 +317,62 @@ async fn an_oversized_payload_is_dead_lettered_at_claim_unrun(h: Harness) {
     assert_eq!(h.store.dlq_ids(&dlq, 0, 10).await.unwrap(), vec![h.id("big")], "in its own DLQ");
     assert!(h.store.wait_job_event(&h.id("big"), Some("0-0".into()), Duration::ZERO).await.unwrap().is_some());
 }
+
+/// Runs one raw command whose arguments are bytes.
+async fn raw_bytes(h: &Harness, name: &str, args: Vec<Vec<u8>>) -> fred::types::Value {
+    use fred::interfaces::ClientLike as _;
+    let command = fred::types::CustomCommand::new(name.to_owned(), fred::types::ClusterHash::FirstKey, false);
+    let args: Vec<fred::types::Value> = args.into_iter().map(|a| fred::types::Value::Bytes(a.into())).collect();
+    h.raw().custom(command, args).await.unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// A job id that is not UTF-8 (written by a foreign producer) cannot be
+/// named by a `JobId`: the claim takes it off the queue and keeps its hash
+/// under the quarantine prefix with the reason, instead of handing out a
+/// lossy id whose lease would point at another key.
+#[tokio::test]
+async fn a_job_id_that_is_not_utf8_is_quarantined_not_decoded_lossily() {
+    let h = Harness::redis().await;
+    let q = h.queue("q");
+    h.store.enqueue(h.new_job("good", &q), EnqueueMode::Standard).await.unwrap();
+    h.store.enqueue(h.new_job("ünï-日本-😀", &q), EnqueueMode::Standard).await.unwrap();
+    // An overlong encoding of '/', also not UTF-8.
+    let mut overlong = h.id("overlong").as_str().as_bytes().to_vec();
+    overlong.extend([0xC0, 0xAF]);
+    raw_bytes(&h, "ZADD", vec![q.as_str().as_bytes().to_vec(), b"0".to_vec(), overlong]).await;
+    let mut bad = h.id("bad").as_str().as_bytes().to_vec();
+    bad.push(0xFF);
+    let job_key = [rrq_store::keys::JOB_PREFIX.as_bytes(), &bad].concat();
+    let fields: Vec<&[u8]> =
+        vec![b"function_name", b"echo", b"job_params", b"{}", b"status", b"PENDING", b"enqueue_time"];
+    let mut args = vec![job_key.clone()];
+    args.extend(fields.into_iter().map(<[u8]>::to_vec));
+    args.push(rrq_store::format_timestamp(h.now).into_bytes());
+    raw_bytes(&h, "HSET", args).await;
+    let score = (h.now.timestamp_millis() - 1).to_string().into_bytes();
+    raw_bytes(&h, "ZADD", vec![q.as_str().as_bytes().to_vec(), score, bad.clone()]).await;
+
+    let batch = h.claim(&q, &h.worker("w"), 5, h.now).await;
+    let ran: Vec<_> = batch.jobs.iter().map(|c| c.lease.job_id.clone()).collect();
+    assert_eq!(ran, vec![h.id("good"), h.id("ünï-日本-😀")], "only the good jobs run");
+    assert!(batch.dropped.iter().all(|id| !id.as_str().contains('\u{FFFD}')), "{:?}", batch.dropped);
+    assert_eq!(h.store.queue_len(&q).await.unwrap(), 0, "the bad id left the queue");
+    let exists = raw_bytes(&h, "EXISTS", vec![job_key]).await;
+    assert_eq!(exists.as_i64(), Some(0), "the job key moved");
+    let kept = [rrq_store::keys::QUARANTINE_PREFIX.as_bytes(), &bad].concat();
+    let reason = raw_bytes(&h, "HGET", vec![kept.clone(), b"quarantine_reason".to_vec()]).await;
+    let reason = reason.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+    assert!(reason.contains("not valid UTF-8"), "{reason:?}");
+    let params = raw_bytes(&h, "HGET", vec![kept, b"job_params".to_vec()]).await;
+    assert_eq!(params.as_bytes(), Some(&b"{}"[..]), "the hash is preserved");
+
+    // Readers that turn stored ids into JobIds refuse such an id rather
+    // than decode it lossily.
+    let dlq = h.dlq("d");
+    raw_bytes(&h, "LPUSH", vec![dlq.as_str().as_bytes().to_vec(), bad.clone()]).await;
+    let err = h.store.dlq_ids(&dlq, 0, 10).await.unwrap_err();
+    assert!(err.to_string().contains("dlq_ids"), "{err}");
+    let q2 = h.queue("q2");
+    raw_bytes(&h, "ZADD", vec![q2.as_str().as_bytes().to_vec(), b"1".to_vec(), bad]).await;
+    assert!(h.store.queue_entries(&q2, 0, 10).await.is_err());
+}

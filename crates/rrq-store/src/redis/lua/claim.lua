@@ -80,16 +80,33 @@ if max > taken then
     local job_key = job_prefix .. id
     -- The payload's length first: an error for a non-hash, and no whole
     -- read of a job too large to run.
-    local size = redis.pcall('HSTRLEN', job_key, 'job_params')
-    local small = {}
-    if type(size) ~= 'table' then
+    local size, small = 0, {}
+    if not valid_utf8(id) then
+      size = false
+    else
+      size = redis.pcall('HSTRLEN', job_key, 'job_params')
+    end
+    if not size then
+      -- No JobId can name this id: keep whatever it has for inspection,
+      -- with the reason, and take it off the queue (it cannot be listed as
+      -- dropped, nor go to a DLQ, without naming it).
+      local kept = quarantine_prefix .. id
+      if redis.call('EXISTS', job_key) == 1 then
+        redis.call('RENAME', job_key, kept)
+      end
+      redis.pcall('HSET', kept, 'quarantine_reason', 'job id is not valid UTF-8; taken off ' .. queue .. ' at '
+        .. now_text)
+      removed[#removed + 1] = id
+    elseif type(size) ~= 'table' then
       small = redis.call('HMGET', job_key, 'status', 'cancel_requested', 'dlq_name')
       if size == 0 then
         -- A 0.9.9 job carries its payload in job_args / job_kwargs.
         size = redis.call('HSTRLEN', job_key, 'job_args') + redis.call('HSTRLEN', job_key, 'job_kwargs')
       end
     end
-    if type(size) == 'table' then
+    if not size then
+      -- Quarantined above.
+    elseif type(size) == 'table' then
       -- Keep the foreign value for inspection and fail the job visibly.
       local t = key_type(job_key)
       local kept = quarantine_prefix .. id

@@ -96,6 +96,49 @@ local function require_type(key, want)
   end
 end
 
+-- Whether `s` is valid UTF-8 (Lua 5.1 has no utf8 library): no stray or
+-- overlong sequence, no surrogate, nothing past U+10FFFF. A job id must be,
+-- or no `JobId` can name it.
+local function valid_utf8(s)
+  if not string.find(s, '[\128-\255]') then
+    return true
+  end
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    if c < 0x80 then
+      i = i + 1
+    else
+      local len, min
+      if c >= 0xC2 and c <= 0xDF then
+        len, min = 2, 0x80
+      elseif c >= 0xE0 and c <= 0xEF then
+        len, min = 3, 0x800
+      elseif c >= 0xF0 and c <= 0xF4 then
+        len, min = 4, 0x10000
+      else
+        return false
+      end
+      if i + len - 1 > n then
+        return false
+      end
+      local cp = c % (2 ^ (7 - len))
+      for j = i + 1, i + len - 1 do
+        local b = string.byte(s, j)
+        if b < 0x80 or b > 0xBF then
+          return false
+        end
+        cp = cp * 64 + (b - 0x80)
+      end
+      if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then
+        return false
+      end
+      i = i + len
+    end
+  end
+  return true
+end
+
 -- An integer as Redis expects it in an argument (never in exponent form).
 local function int_arg(n)
   return string.format('%.0f', n)
