@@ -46,8 +46,9 @@ pub struct MemoryStore {
 struct Inner {
     state: Mutex<State>,
     clock: Arc<dyn Clock>,
-    /// Woken whenever an event is appended to any job's stream.
-    events: Notify,
+    /// Woken whenever an event is appended to any job's stream (the same
+    /// one as [`State::appended`]).
+    events: Arc<Notify>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -72,7 +73,11 @@ impl MemoryStore {
     /// [`ManualClock`](crate::ManualClock) to expire locks in tests).
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         MemoryStore {
-            inner: Arc::new(Inner { state: Mutex::new(State::default()), clock, events: Notify::new() }),
+            inner: {
+                let events = Arc::new(Notify::new());
+                let state = State { appended: events.clone(), ..State::default() };
+                Arc::new(Inner { state: Mutex::new(state), clock, events })
+            },
             defaults: Arc::new(JobDefaults::default()),
         }
     }
@@ -119,6 +124,8 @@ struct State {
     paused: BTreeSet<String>,
     /// Ready-signal subscribers.
     ready: Vec<mpsc::Sender<QueueName>>,
+    /// Woken by every appended event ([`Store::wait_job_event`] waits on it).
+    appended: Arc<Notify>,
 }
 
 #[derive(Debug)]
@@ -325,6 +332,7 @@ impl State {
         self.last_event = if ms > last_ms { (ms, 0) } else { (last_ms, last_seq + 1) };
         let event = self.last_event;
         self.streams.entry(id.to_owned()).or_insert_with(|| Expiring::forever(Vec::new())).value.push(event);
+        self.appended.notify_waiters();
     }
 
     fn publish(&mut self, queue: &QueueName) {

@@ -21,7 +21,8 @@ conformance!(
         a_claim_never_starts_a_cancel_requested_job,
         a_requeued_job_loses_a_stale_cancel_request,
         every_cancel_releases_the_unique_lock_and_wakes_waiters,
-        an_oversized_payload_is_dead_lettered_at_claim_unrun;
+        an_oversized_payload_is_dead_lettered_at_claim_unrun,
+        a_blocked_waiter_wakes_when_the_event_is_appended;
     private:
 );
 
@@ -375,4 +376,25 @@ async fn a_job_id_that_is_not_utf8_is_quarantined_not_decoded_lossily() {
     let q2 = h.queue("q2");
     raw_bytes(&h, "ZADD", vec![q2.as_str().as_bytes().to_vec(), b"1".to_vec(), bad]).await;
     assert!(h.store.queue_entries(&q2, 0, 10).await.is_err());
+}
+
+/// A waiter already blocked when the terminal event is appended wakes at
+/// once, on either store (not at its timeout).
+async fn a_blocked_waiter_wakes_when_the_event_is_appended(h: Harness) {
+    let (_, leases) = claimed_with(&h, &["a"], &[]).await;
+    let lease = leases[0].clone();
+    let store = h.store.clone();
+    let id = lease.job_id.clone();
+    let started = std::time::Instant::now();
+    let waiter = tokio::spawn(async move { store.wait_job_event(&id, None, Duration::from_secs(10)).await });
+    // Let the waiter block first (one turn of this runtime is enough on the
+    // memory store's single thread; Redis blocks server-side).
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(h.store.cancel(&lease.job_id, h.now).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.finish_cancelled(&lease, h.now).await.unwrap(), Fence::Applied);
+    let seen = waiter.await.unwrap().unwrap();
+    assert!(seen.is_some(), "the waiter saw the event");
+    assert!(started.elapsed() < Duration::from_secs(5), "woken, not timed out: {:?}", started.elapsed());
 }
