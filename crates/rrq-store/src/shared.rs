@@ -65,7 +65,7 @@ pub(crate) const DLQ_TTL_SECONDS: i64 = 604_800;
 /// (a TTL Redis always accepts).
 pub(crate) fn ceil_seconds(d: Duration) -> u64 {
     let max = MAX_DURATION_SECONDS.unsigned_abs();
-    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).min(max)
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0)).min(max)
 }
 
 /// A lease TTL in milliseconds: at least 1, at most [`MAX_DURATION_SECONDS`].
@@ -244,9 +244,9 @@ fn sorted(value: serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// A health TTL in whole seconds (at least 1).
+/// A health TTL in whole seconds (at least 1, at most [`MAX_DURATION_SECONDS`]).
 pub(crate) fn health_ttl(ttl: Duration) -> u64 {
-    ttl.as_secs().max(1)
+    ttl.as_secs().clamp(1, MAX_DURATION_SECONDS.unsigned_abs())
 }
 
 #[cfg(test)]

@@ -398,3 +398,108 @@ async fn a_blocked_waiter_wakes_when_the_event_is_appended(h: Harness) {
     assert!(seen.is_some(), "the waiter saw the event");
     assert!(started.elapsed() < Duration::from_secs(5), "woken, not timed out: {:?}", started.elapsed());
 }
+
+/// Every script in src/redis/lua runs over a job whose fields are absurd
+/// (huge, NaN or infinite numbers as text, a DLQ name holding a string)
+/// without a script error. The list below must name every script file, so
+/// a new script cannot skip this test.
+#[tokio::test]
+async fn every_script_survives_absurd_job_fields() {
+    let h = Harness::redis().await;
+    let d = h.defaults();
+    let odd = h.dlq("odd");
+    raw(&h, &["SET", odd.as_str(), "a string"]).await;
+    let absurd = [
+        ("current_retries", "9223372036854775807"),
+        ("max_retries", "nan"),
+        ("job_timeout_seconds", "-inf"),
+        ("result_ttl_seconds", "1e309"),
+        ("dlq_name", odd.as_str()),
+        ("job_unique_key", "k\u{0}\u{7f}"),
+        ("cancel_requested", "maybe"),
+    ];
+    let mut ran = std::collections::BTreeSet::new();
+    let ids = ["c", "r", "dl", "rel", "fc", "rec"];
+    let (q, leases) = claimed_with(&h, &ids, &absurd).await;
+    ran.insert("claim");
+    let lease = |id: &str| leases.iter().find(|l| l.job_id == h.id(id)).unwrap().clone();
+    h.store.renew(&leases, LEASE).await.unwrap();
+    ran.insert("renew");
+    assert_eq!(h.store.complete(&lease("c"), &json!(1), h.now, &d).await.unwrap(), Fence::Applied);
+    ran.insert("complete");
+    assert_eq!(h.store.retry(&lease("r"), "e", h.now, h.now, &d).await.unwrap(), Fence::Applied);
+    ran.insert("retry");
+    assert_eq!(h.store.dead_letter(&lease("dl"), "e", true, h.now, &d).await.unwrap(), Fence::Applied);
+    ran.insert("dead_letter");
+    assert_eq!(h.store.release(&lease("rel"), Some("shutdown"), h.now).await.unwrap(), Fence::Applied);
+    ran.insert("release");
+    h.store.cancel(&h.id("fc"), h.now).await.unwrap();
+    ran.insert("cancel");
+    assert_eq!(h.store.finish_cancelled(&lease("fc"), h.now).await.unwrap(), Fence::Applied);
+    ran.insert("finish_cancelled");
+    h.expire_lock(&h.id("rec")).await;
+    h.store.recover(h.at(LEASE.as_secs_f64() + 2.0), 1000, &d).await.unwrap();
+    ran.insert("recover");
+    assert!(h.store.dlq_requeue(&d.dlq, &h.id("dl"), &q, h.now).await.unwrap(), "dl went to the default DLQ");
+    ran.insert("dlq_requeue");
+    let again = h.claim(&q, &h.worker("w2"), 10, h.at(LEASE.as_secs_f64() + 3.0)).await;
+    for c in &again.jobs {
+        assert_eq!(h.store.dead_letter(&c.lease, "again", false, h.now, &d).await.unwrap(), Fence::Applied);
+    }
+    let listed = h.store.dlq_ids(&d.dlq, 0, 100).await.unwrap();
+    h.store.dlq_purge(&d.dlq, &listed).await.unwrap();
+    ran.insert("dlq_purge");
+
+    // Enqueues whose dedup keys name jobs with absurd fields.
+    let absurd_map: BTreeMap<String, String> = absurd.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let q2 = h.queue("q2");
+    let idem = EnqueueMode::Idempotent { key: h.worker("idem"), ttl: Duration::MAX };
+    h.store.enqueue(h.new_job("i1", &q2), idem.clone()).await.unwrap();
+    h.store.put_job_fields(&h.id("i1"), &absurd_map).await.unwrap();
+    h.store.enqueue(h.new_job("i2", &q2), idem).await.unwrap();
+    ran.insert("enqueue");
+    h.store.enqueue_batch(vec![h.new_job("b1", &q2), h.new_job("b2", &q2)]).await.unwrap();
+    ran.insert("enqueue_batch");
+    let limited = EnqueueMode::RateLimited { key: h.worker("rl"), window: Duration::MAX };
+    h.store.enqueue(h.new_job("rl", &q2), limited).await.unwrap();
+    ran.insert("enqueue_rate_limited");
+    let debounced = EnqueueMode::Debounced { key: h.worker("db"), window: Duration::MAX };
+    h.store.enqueue(h.new_job("db1", &q2), debounced.clone()).await.unwrap();
+    h.store.put_job_fields(&h.id("db1"), &absurd_map).await.unwrap();
+    h.store.enqueue(h.new_job("db2", &q2), debounced).await.unwrap();
+    ran.insert("enqueue_debounced");
+    let unique = EnqueueMode::UniqueLock { key: h.worker("u"), ttl: Duration::MAX };
+    h.store.enqueue(h.new_job("u1", &q2), unique.clone()).await.unwrap();
+    h.store.enqueue(h.new_job("u2", &q2), unique).await.unwrap();
+    ran.insert("enqueue_unique");
+
+    // Readers and the cron record.
+    let all: Vec<_> = ids.iter().chain(&["i1", "db1", "u1"]).map(|i| h.id(i)).collect();
+    h.store.job_fields_batch(&all).await.unwrap();
+    ran.insert("inspect_jobs");
+    h.store.queues().await.unwrap();
+    ran.insert("inspect_queues");
+    let health = rrq_store::WorkerHealth {
+        active_jobs: u64::MAX,
+        concurrency_limit: 0,
+        queues: vec![],
+        status: "\u{0}".into(),
+        timestamp: json!(f64::MAX),
+        worker_id: h.worker("w"),
+    };
+    h.store.heartbeat(&health, Duration::MAX).await.unwrap();
+    h.store.workers().await.unwrap();
+    ran.insert("inspect_workers");
+    h.store.record_cron_tick(&h.worker("cron"), h.now).await.unwrap();
+    h.store.record_cron_tick(&h.worker("cron"), chrono::DateTime::<chrono::Utc>::MIN_UTC).await.unwrap();
+    ran.insert("cron_tick");
+
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/redis/lua");
+    let scripts: std::collections::BTreeSet<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".lua").to_owned())
+        .filter(|name| name != "common")
+        .collect();
+    let ran: std::collections::BTreeSet<String> = ran.into_iter().map(str::to_owned).collect();
+    assert_eq!(ran, scripts, "every script is exercised here");
+}
