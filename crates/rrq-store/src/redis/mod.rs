@@ -1297,7 +1297,8 @@ impl Store for RedisStore {
     async fn delete_matching(&self, pattern: &str, dry_run: bool) -> Result<u64, StoreError> {
         const OP: &str = "delete_matching";
         let mut cursor = "0".to_owned();
-        let mut found = std::collections::BTreeSet::new();
+        // Key names as bytes: a name that is not UTF-8 is deleted as it is.
+        let mut found = std::collections::BTreeSet::<Vec<u8>>::new();
         loop {
             let args = vec![cursor, "MATCH".to_owned(), pattern.to_owned(), "COUNT".to_owned(), SCAN_COUNT.to_string()];
             let mut reply = array(OP, self.command(OP, "SCAN", args).await?)?.into_iter();
@@ -1306,7 +1307,11 @@ impl Store for RedisStore {
             };
             cursor = text(&next).ok_or_else(|| protocol(OP, "cursor is not text"))?;
             for key in array(OP, keys)? {
-                found.insert(text(&key).ok_or_else(|| protocol(OP, "key is not text"))?);
+                let name = match key {
+                    Value::Bytes(b) => b.to_vec(),
+                    other => other.as_string().ok_or_else(|| protocol(OP, "key is not text"))?.into_bytes(),
+                };
+                found.insert(name);
             }
             if cursor == "0" {
                 break;
@@ -1315,11 +1320,13 @@ impl Store for RedisStore {
         if dry_run {
             return Ok(found.len() as u64);
         }
-        let keys: Vec<String> = found.into_iter().collect();
+        let keys: Vec<Vec<u8>> = found.into_iter().collect();
         let mut deleted = 0u64;
+        let del = fred::types::CustomCommand::new_static("DEL", fred::types::ClusterHash::FirstKey, false);
         for chunk in keys.chunks(SCAN_COUNT) {
-            let n = int(OP, &self.command(OP, "DEL", chunk.to_vec()).await?)?;
-            deleted += u64::try_from(n).map_err(|_| protocol(OP, "negative count"))?;
+            let args: Vec<Value> = chunk.iter().map(|k| Value::Bytes(k.clone().into())).collect();
+            let reply: Value = self.inner.client.custom(del.clone(), args).await.map_err(|e| self.error(OP, e))?;
+            deleted += u64::try_from(int(OP, &reply)?).map_err(|_| protocol(OP, "negative count"))?;
         }
         Ok(deleted)
     }

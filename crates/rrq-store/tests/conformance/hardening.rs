@@ -503,3 +503,19 @@ async fn every_script_survives_absurd_job_fields() {
     let ran: std::collections::BTreeSet<String> = ran.into_iter().map(str::to_owned).collect();
     assert_eq!(ran, scripts, "every script is exercised here");
 }
+
+/// `delete_matching` (`rrq debug clear`) deletes a key whose name is not
+/// UTF-8 by its exact bytes, rather than a lossily decoded name.
+#[tokio::test]
+async fn delete_matching_deletes_keys_that_are_not_utf8() {
+    let h = Harness::redis().await;
+    let prefix = format!("clear-{}:", h.worker("k"));
+    let mut odd = prefix.as_bytes().to_vec();
+    odd.push(0xFF);
+    raw_bytes(&h, "SET", vec![odd.clone(), b"v".to_vec()]).await;
+    raw(&h, &["SET", &format!("{prefix}plain"), "v"]).await;
+    let pattern = format!("{prefix}*");
+    assert_eq!(h.store.delete_matching(&pattern, true).await.unwrap(), 2);
+    assert_eq!(h.store.delete_matching(&pattern, false).await.unwrap(), 2);
+    assert_eq!(raw_bytes(&h, "EXISTS", vec![odd]).await.as_i64(), Some(0), "the odd key is gone");
+}
