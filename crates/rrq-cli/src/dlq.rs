@@ -14,7 +14,7 @@ use crate::ops::{self, Ops};
 use crate::output::{self, OutputArgs};
 use crate::queue::{job_queue, queue_arg};
 
-/// Ids taken off a DLQ per purge step.
+/// Ids read, and purged, per step of `rrq dlq purge`.
 const PURGE_STEP: usize = 500;
 
 /// DLQ commands.
@@ -30,7 +30,7 @@ pub enum DlqCommand {
     Requeue(RequeueArgs),
     /// Move every job of a DLQ back to its queue (requeue --all)
     RetryAll(RetryAllArgs),
-    /// Delete every job of a DLQ
+    /// Delete every job of a DLQ (those it held when asked; later arrivals stay)
     Purge(PurgeArgs),
 }
 
@@ -456,8 +456,18 @@ async fn requeue(args: RequeueArgs) -> Result<Exit, CliError> {
 async fn purge(args: PurgeArgs) -> Result<Exit, CliError> {
     let Ops { settings, store } = ops::connect(&args.config).await?;
     let dlq = args.dlq.resolve(&settings.default_dlq)?;
+    // The ids asked about are the ids purged: entries that arrive (or
+    // leave) while the user reads the question are not touched.
     let len = store.dlq_len(&dlq).await?;
-    if len == 0 {
+    let mut ids = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    while (ids.len() as u64) < len {
+        let page = store.dlq_ids(&dlq, ids.len(), PURGE_STEP).await?;
+        if page.is_empty() {
+            break;
+        }
+        ids.extend(page);
+    }
+    if ids.is_empty() {
         if args.out.json {
             output::print_json(&json!({"dlq": dlq.as_str(), "purged": 0}));
         } else {
@@ -465,21 +475,15 @@ async fn purge(args: PurgeArgs) -> Result<Exit, CliError> {
         }
         return Ok(Exit::Ok);
     }
-    if !ops::confirm(&format!("Delete all {len} job(s) of {dlq}? This cannot be undone."), args.yes)? {
+    if !ops::confirm(&format!("Delete all {} job(s) of {dlq}? This cannot be undone.", ids.len()), args.yes)? {
         println!("Cancelled; nothing was deleted");
         return Ok(Exit::Ok);
     }
-    let bar = ops::progress(len, "purging");
+    let bar = ops::progress(ids.len() as u64, "purging");
     let mut purged = 0u64;
-    // Only the entries present when asked: jobs dead-lettered meanwhile stay.
-    while purged < len {
-        let step = usize::try_from(len - purged).unwrap_or(PURGE_STEP).min(PURGE_STEP);
-        let taken = store.dlq_purge(&dlq, step).await?;
-        if taken == 0 {
-            break;
-        }
-        purged += taken;
-        bar.inc(taken);
+    for chunk in ids.chunks(PURGE_STEP) {
+        purged += store.dlq_purge(&dlq, chunk).await?;
+        bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
     if args.out.json {

@@ -383,12 +383,13 @@ impl LoopState {
         for _ in 0..MAX_RECOVERY_PASSES {
             match self.shared.store.recover(self.shared.clock.now(), RECOVERY_BATCH, &self.config.defaults).await {
                 Ok(r) => {
-                    let n = r.requeued.len() + r.dead_lettered.len();
+                    let n = r.requeued.len() + r.dead_lettered.len() + r.cancelled.len();
                     if n > 0 {
                         self.stats.recovered += n as u64;
                         info!(
                             requeued = r.requeued.len(),
                             dead_lettered = r.dead_lettered.len(),
+                            cancelled = r.cancelled.len(),
                             "recovered orphaned jobs"
                         );
                         self.want_claim = true;

@@ -9,6 +9,13 @@ use serde_json::{Map, Value};
 
 use crate::clock::{format_timestamp, parse_timestamp};
 
+/// The longest duration, in seconds, a job may carry (`job_timeout_seconds`,
+/// `result_ttl_seconds`): 100 years. Larger stored values are clamped to it
+/// wherever they are used (the scripts clamp with the same figure), and an
+/// enqueue from Rust refuses them. Redis `EXPIRE` rejects a TTL whose
+/// milliseconds overflow; this bound stays far below that.
+pub const MAX_DURATION_SECONDS: i64 = 100 * 365 * 86_400;
+
 /// A job's status, stored verbatim (upper case) in the `status` field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -274,9 +281,22 @@ impl Job {
         self.max_retries.unwrap_or(defaults.max_retries)
     }
 
-    /// `job_timeout_seconds` or the default (may be non-positive: invalid).
+    /// `job_timeout_seconds` or the default, at most [`MAX_DURATION_SECONDS`]
+    /// (so arithmetic on it cannot overflow). It may be non-positive: the
+    /// worker refuses such a job.
     pub fn timeout_seconds(&self, defaults: &JobDefaults) -> i64 {
-        self.job_timeout_seconds.unwrap_or(defaults.job_timeout_seconds)
+        self.job_timeout_seconds
+            .unwrap_or(defaults.job_timeout_seconds)
+            .clamp(-MAX_DURATION_SECONDS, MAX_DURATION_SECONDS)
+    }
+
+    /// `result_ttl_seconds` or the default, within +-[`MAX_DURATION_SECONDS`]
+    /// (0 = keep forever, negative = leave the expiry unchanged), as the
+    /// completion applies it.
+    pub fn result_ttl_seconds(&self, defaults: &JobDefaults) -> i64 {
+        self.result_ttl_seconds
+            .unwrap_or(defaults.result_ttl_seconds)
+            .clamp(-MAX_DURATION_SECONDS, MAX_DURATION_SECONDS)
     }
 
     /// The job's own queue, or the default queue.
@@ -326,9 +346,11 @@ pub struct NewJob {
     pub scheduled_time: DateTime<Utc>,
     /// Total attempts allowed.
     pub max_retries: u32,
-    /// Per-attempt timeout (must be positive).
+    /// Per-attempt timeout (an enqueue refuses a negative value or one over
+    /// [`MAX_DURATION_SECONDS`]).
     pub job_timeout_seconds: i64,
-    /// TTL after success (0 = keep forever).
+    /// TTL after success (0 = keep forever; an enqueue refuses a negative
+    /// value or one over [`MAX_DURATION_SECONDS`]).
     pub result_ttl_seconds: i64,
     /// Trace propagation carrier (stored only when non-empty).
     pub trace_context: BTreeMap<String, String>,
@@ -431,5 +453,37 @@ mod tests {
         f.insert("job_timeout_seconds".into(), "soon".into());
         assert!(Job::from_fields("x", &f).unwrap_err().to_string().contains("`job_timeout_seconds`"));
         assert_eq!(Job::from_fields("x", &HashMap::new()).unwrap_err(), JobParseError::Missing("function_name"));
+    }
+
+    #[test]
+    fn stored_durations_are_clamped_to_the_documented_maximum() {
+        let mut f = fields(&[("function_name", "f"), ("enqueue_time", "2026-11-28T00:00:00Z")]);
+        // Python's sys.maxsize, and i64::MAX / MIN.
+        for (v, want) in [
+            ("4611686018427387904", MAX_DURATION_SECONDS),
+            ("9223372036854775807", MAX_DURATION_SECONDS),
+            ("-9223372036854775808", -MAX_DURATION_SECONDS),
+        ] {
+            f.insert("job_timeout_seconds".into(), v.into());
+            f.insert("result_ttl_seconds".into(), v.into());
+            let job = Job::from_fields("x", &f).unwrap();
+            let d = JobDefaults::default();
+            assert_eq!(job.timeout_seconds(&d), want);
+            assert_eq!(job.result_ttl_seconds(&d), want);
+            // What a worker does with it: a deadline that does not overflow.
+            let secs = u64::try_from(job.timeout_seconds(&d)).unwrap_or(0);
+            assert!(std::time::Instant::now().checked_add(std::time::Duration::from_secs(secs)).is_some());
+            assert!(
+                chrono::Utc::now().checked_add_signed(chrono::TimeDelta::seconds(job.timeout_seconds(&d))).is_some()
+            );
+        }
+        let huge =
+            JobDefaults { job_timeout_seconds: i64::MAX, result_ttl_seconds: i64::MIN, ..JobDefaults::default() };
+        let job = Job::from_fields("x", &fields(&[("function_name", "f"), ("enqueue_time", "2026-11-28T00:00:00Z")]));
+        let job = job.unwrap();
+        assert_eq!(
+            (job.timeout_seconds(&huge), job.result_ttl_seconds(&huge)),
+            (MAX_DURATION_SECONDS, -MAX_DURATION_SECONDS)
+        );
     }
 }

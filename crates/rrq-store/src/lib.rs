@@ -46,7 +46,7 @@ mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock, epoch_ms, format_timestamp, parse_timestamp};
 pub use error::{BoxError, StoreError, mask_dsn};
-pub use job::{Job, JobDefaults, JobParseError, JobStatus, NewJob};
+pub use job::{Job, JobDefaults, JobParseError, JobStatus, MAX_DURATION_SECONDS, NewJob};
 pub use memory::MemoryStore;
 pub use redis::{CA_FILE_ENV, ConnectOptions, RedisStore};
 pub use store::{

@@ -46,8 +46,9 @@ pub struct MemoryStore {
 struct Inner {
     state: Mutex<State>,
     clock: Arc<dyn Clock>,
-    /// Woken whenever an event is appended to any job's stream.
-    events: Notify,
+    /// Woken whenever an event is appended to any job's stream (the same
+    /// one as [`State::appended`]).
+    events: Arc<Notify>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -72,7 +73,11 @@ impl MemoryStore {
     /// [`ManualClock`](crate::ManualClock) to expire locks in tests).
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         MemoryStore {
-            inner: Arc::new(Inner { state: Mutex::new(State::default()), clock, events: Notify::new() }),
+            inner: {
+                let events = Arc::new(Notify::new());
+                let state = State { appended: events.clone(), ..State::default() };
+                Arc::new(Inner { state: Mutex::new(state), clock, events })
+            },
             defaults: Arc::new(JobDefaults::default()),
         }
     }
@@ -119,6 +124,8 @@ struct State {
     paused: BTreeSet<String>,
     /// Ready-signal subscribers.
     ready: Vec<mpsc::Sender<QueueName>>,
+    /// Woken by every appended event ([`Store::wait_job_event`] waits on it).
+    appended: Arc<Notify>,
 }
 
 #[derive(Debug)]
@@ -178,12 +185,12 @@ impl ZSet {
 }
 
 fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    now + TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+    TimeDelta::from_std(d).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// A stored count, as the scripts read it (`tonumber`, floored).
+/// A stored count, as the scripts read it (`count` in lua/common.lua).
 fn count(value: Option<&String>, fallback: i64) -> i64 {
-    value.and_then(|v| v.trim().parse::<f64>().ok()).filter(|f| f.is_finite()).map_or(fallback, |f| f.floor() as i64)
+    shared::count(value.map(String::as_str), fallback)
 }
 
 /// A stored queue name, normalised; `fallback` when missing or blank.
@@ -325,6 +332,7 @@ impl State {
         self.last_event = if ms > last_ms { (ms, 0) } else { (last_ms, last_seq + 1) };
         let event = self.last_event;
         self.streams.entry(id.to_owned()).or_insert_with(|| Expiring::forever(Vec::new())).value.push(event);
+        self.appended.notify_waiters();
     }
 
     fn publish(&mut self, queue: &QueueName) {
@@ -397,6 +405,30 @@ impl State {
                 self.strings.remove(&key);
             }
         }
+    }
+
+    /// Ends a job CANCELLED, as `end_cancelled` in lua/common.lua: flag
+    /// cleared, unique lock released if held by the job, `cancelled` event.
+    fn end_cancelled(&mut self, id: &str, now: DateTime<Utc>) {
+        self.set_fields(id, now, &[("status", JobStatus::Cancelled.as_str().into())]);
+        self.del_fields(id, now, &["cancel_requested"]);
+        self.release_unique(id, now);
+        self.add_event(id, now);
+    }
+
+    /// The stored payload's length: `job_params`, or a 0.9.9 job's
+    /// `job_args` + `job_kwargs` (`HSTRLEN` in lua/claim.lua).
+    fn payload_len(&mut self, id: &str, now: DateTime<Utc>) -> usize {
+        let Some(h) = self.hash(id, now) else { return 0 };
+        let len = |name: &str| h.get(name).map_or(0, String::len);
+        match len("job_params") {
+            0 => len("job_args") + len("job_kwargs"),
+            n => n,
+        }
+    }
+
+    fn cancel_requested(&mut self, id: &str, now: DateTime<Utc>) -> bool {
+        self.field(id, "cancel_requested", now).as_deref() == Some("1")
     }
 
     fn move_to_dlq(&mut self, id: &str, dlq: &DlqName, reason: &str, completion: &str, now: DateTime<Utc>) {
@@ -612,7 +644,8 @@ impl Store for MemoryStore {
         }
         let now_ms = epoch_ms(req.now);
         let token = format_timestamp(req.now);
-        let ttl_ms = i64::try_from(req.lease_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let ttl_ms = shared::lease_ms(req.lease_ttl);
+        let lease_ttl = Duration::from_millis(ttl_ms.unsigned_abs());
         let mut batch = ClaimBatch::default();
         let candidates = st.zsets.get(&queue_key).map(|z| z.up_to(now_ms, req.max * 4)).unwrap_or_default();
         for id in candidates {
@@ -638,15 +671,27 @@ impl Store for MemoryStore {
                         st.move_to_dlq(&id, &self.defaults.dlq, &reason, &token, clock_now);
                         batch.dropped.push(job_id);
                     }
+                    ClaimAs::Runnable if st.cancel_requested(&id, clock_now) => {
+                        st.zrem(&queue_key, &id);
+                        st.end_cancelled(&id, clock_now);
+                        batch.dropped.push(job_id);
+                    }
+                    ClaimAs::Runnable if st.payload_len(&id, clock_now) > req.max_payload_bytes => {
+                        st.zrem(&queue_key, &id);
+                        let size = st.payload_len(&id, clock_now);
+                        let reason = messages::payload_too_large(size, req.max_payload_bytes);
+                        let dlq = st
+                            .field(&id, "dlq_name", clock_now)
+                            .and_then(|d| DlqName::parse(&d))
+                            .unwrap_or_else(|| self.defaults.dlq.clone());
+                        st.move_to_dlq(&id, &dlq, &reason, &token, clock_now);
+                        batch.dropped.push(job_id);
+                    }
                     ClaimAs::Runnable => {
                         if st.string(&keys::lock(&job_id), clock_now).is_some() {
                             continue;
                         }
-                        st.set_string(
-                            keys::lock(&job_id),
-                            req.worker_id.clone(),
-                            Some(after(clock_now, req.lease_ttl)),
-                        );
+                        st.set_string(keys::lock(&job_id), req.worker_id.clone(), Some(after(clock_now, lease_ttl)));
                         st.zrem(&queue_key, &id);
                         st.set_fields(
                             &id,
@@ -680,7 +725,7 @@ impl Store for MemoryStore {
 
     async fn renew(&self, leases: &[Lease], ttl: Duration) -> Result<Vec<LeaseState>, StoreError> {
         let (mut st, now) = self.state();
-        let expiry = after(now, ttl);
+        let expiry = after(now, Duration::from_millis(shared::lease_ms(ttl).unsigned_abs()));
         Ok(leases
             .iter()
             .map(|lease| {
@@ -722,7 +767,8 @@ impl Store for MemoryStore {
             ],
         );
         st.add_event(id, clock_now);
-        let ttl = count(st.field(id, "result_ttl_seconds", clock_now).as_ref(), defaults.result_ttl_seconds);
+        let ttl =
+            shared::seconds(st.field(id, "result_ttl_seconds", clock_now).as_deref(), defaults.result_ttl_seconds);
         if ttl > 0 {
             st.expire_job(id, Some(clock_now + TimeDelta::seconds(ttl)));
         } else if ttl == 0 {
@@ -743,10 +789,19 @@ impl Store for MemoryStore {
     ) -> Result<Fence, StoreError> {
         let (mut st, clock_now) = self.state();
         if let Some(f) = st.check_fence(lease, Some(JobStatus::Retrying), clock_now) {
+            if f == Fence::Stale && st.already_recorded(lease, JobStatus::Cancelled, clock_now) {
+                return Ok(Fence::Applied);
+            }
             return Ok(f);
         }
         let id = lease.job_id.as_str();
-        let retries = count(st.field(id, "current_retries", clock_now).as_ref(), 0) + 1;
+        let retries = shared::next_count(st.field(id, "current_retries", clock_now).as_deref());
+        if st.cancel_requested(id, clock_now) {
+            st.set_fields(id, clock_now, &[("current_retries", retries.to_string()), ("last_error", error.into())]);
+            st.end_cancelled(id, clock_now);
+            st.end_attempt(lease, clock_now);
+            return Ok(Fence::Applied);
+        }
         let queue = queue_of(st.field(id, "queue_name", clock_now).as_ref(), &defaults.queue);
         st.set_fields(
             id,
@@ -780,7 +835,7 @@ impl Store for MemoryStore {
         }
         let id = lease.job_id.as_str();
         if count_attempt {
-            let retries = count(st.field(id, "current_retries", clock_now).as_ref(), 0) + 1;
+            let retries = shared::next_count(st.field(id, "current_retries", clock_now).as_deref());
             st.set_fields(id, clock_now, &[("current_retries", retries.to_string())]);
         }
         let dlq = st
@@ -799,6 +854,11 @@ impl Store for MemoryStore {
             return Ok(f);
         }
         let id = lease.job_id.as_str();
+        if st.cancel_requested(id, clock_now) {
+            st.end_cancelled(id, clock_now);
+            st.end_attempt(lease, clock_now);
+            return Ok(Fence::Applied);
+        }
         st.set_fields(id, clock_now, &[("status", JobStatus::Pending.as_str().into())]);
         if let Some(reason) = reason {
             st.set_fields(id, clock_now, &[("last_error", reason.into())]);
@@ -815,9 +875,7 @@ impl Store for MemoryStore {
         if let Some(f) = st.check_fence(lease, Some(JobStatus::Cancelled), clock_now) {
             return Ok(f);
         }
-        let id = lease.job_id.as_str();
-        st.set_fields(id, clock_now, &[("status", JobStatus::Cancelled.as_str().into())]);
-        st.del_fields(id, clock_now, &["cancel_requested"]);
+        st.end_cancelled(lease.job_id.as_str(), clock_now);
         st.end_attempt(lease, clock_now);
         Ok(Fence::Applied)
     }
@@ -850,8 +908,12 @@ impl Store for MemoryStore {
             };
             let status = h.get("status").and_then(|s| JobStatus::parse(s));
             let worker = h.get("worker_id").cloned();
-            if status == Some(JobStatus::Active) {
-                let attempt = count(h.get("current_retries"), 0) + 1;
+            let cancel = h.get("cancel_requested").map(String::as_str) == Some("1");
+            if status == Some(JobStatus::Active) && cancel {
+                st.end_cancelled(&id, clock_now);
+                out.cancelled.push(job_id);
+            } else if status == Some(JobStatus::Active) {
+                let attempt = shared::next_count(h.get("current_retries").map(String::as_str));
                 let max = count(h.get("max_retries"), i64::from(defaults.max_retries));
                 let queue = queue_of(h.get("queue_name"), &defaults.queue);
                 let dlq = h.get("dlq_name").and_then(|d| DlqName::parse(d)).unwrap_or_else(|| defaults.dlq.clone());
@@ -914,8 +976,8 @@ impl Store for MemoryStore {
         match status {
             Some(JobStatus::Pending | JobStatus::Retrying) => {
                 let queue = queue_of(h.get("queue_name"), &default_queue);
-                h.insert("status".into(), JobStatus::Cancelled.as_str().into());
                 st.zrem(keys::queue(&queue), id.as_str());
+                st.end_cancelled(id.as_str(), clock_now);
                 Ok(CancelResult::Cancelled)
             }
             Some(JobStatus::Active) => {
@@ -974,7 +1036,7 @@ impl Store for MemoryStore {
                 ("next_scheduled_run_time", format_timestamp(now)),
             ],
         );
-        st.del_fields(id.as_str(), clock_now, &["completion_time"]);
+        st.del_fields(id.as_str(), clock_now, &["completion_time", "cancel_requested"]);
         if let Some(h) = st.hashes.get_mut(id.as_str()) {
             h.expires_at = None;
         }
@@ -1047,11 +1109,16 @@ impl Store for MemoryStore {
         Ok(if limit == 0 { ids.collect() } else { ids.take(limit).collect() })
     }
 
-    async fn dlq_purge(&self, dlq: &DlqName, max: usize) -> Result<u64, StoreError> {
+    async fn dlq_purge(&self, dlq: &DlqName, ids: &[JobId]) -> Result<u64, StoreError> {
         let (mut st, now) = self.state();
         let mut taken = 0u64;
-        for _ in 0..max {
-            let Some(id) = st.lists.get_mut(keys::dlq(dlq)).and_then(VecDeque::pop_back) else { break };
+        for id in ids {
+            let id = id.as_str();
+            // LREM 1: the first entry from the newest end.
+            let Some(list) = st.lists.get_mut(keys::dlq(dlq)) else { break };
+            let Some(at) = list.iter().position(|i| i == id) else { continue };
+            list.remove(at);
+            let id = id.to_owned();
             taken += 1;
             let failed = st.field(&id, "status", now).is_some_and(|s| JobStatus::parse(&s) == Some(JobStatus::Failed));
             if failed {
@@ -1174,7 +1241,14 @@ mod tests {
             let (mut st, clock_now) = store.state();
             st.set_fields("odd", clock_now, &[("status", "BANANA".into())]);
         }
-        let req = ClaimRequest { queue, worker_id: "w".into(), max: 5, now, lease_ttl: Duration::from_secs(30) };
+        let req = ClaimRequest {
+            queue,
+            worker_id: "w".into(),
+            max: 5,
+            now,
+            lease_ttl: Duration::from_secs(30),
+            max_payload_bytes: usize::MAX,
+        };
         let batch = store.claim(req).await.unwrap();
         assert_eq!(batch.jobs.iter().map(|c| c.lease.job_id.as_str()).collect::<Vec<_>>(), ["fine"]);
         assert_eq!(batch.dropped, [JobId::new("odd")]);

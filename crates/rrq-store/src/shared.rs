@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::{epoch_ms, format_timestamp};
 use crate::error::StoreError;
-use crate::job::NewJob;
+use crate::job::{MAX_DURATION_SECONDS, NewJob};
 use crate::store::EnqueueMode;
 
 /// Messages written by the store itself (not by the worker's policy).
@@ -20,6 +20,12 @@ pub(crate) mod messages {
     pub(crate) fn unknown_status(raw: &str) -> String {
         let shown = if raw.len() > 100 { format!("a {}-byte value", raw.len()) } else { format!("\"{raw}\"") };
         format!("job field `status` is invalid ({shown}): not a known job status")
+    }
+
+    /// `last_error` of a job whose payload is over the claim's limit (the
+    /// worker's own wording for the same check).
+    pub(crate) fn payload_too_large(size: usize, max: usize) -> String {
+        format!("Job payload is {size} bytes, over max_payload_bytes ({max}). Moved to DLQ.")
     }
 
     /// `last_error` of a job whose lost attempt used up its budget.
@@ -55,9 +61,67 @@ pub(crate) fn claim_as(status: Option<&str>) -> ClaimAs {
 /// Seven days: the expiry of a dead-lettered job and its events stream.
 pub(crate) const DLQ_TTL_SECONDS: i64 = 604_800;
 
-/// A duration rounded up to whole seconds.
+/// A duration rounded up to whole seconds, at most [`MAX_DURATION_SECONDS`]
+/// (a TTL Redis always accepts).
 pub(crate) fn ceil_seconds(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    let max = MAX_DURATION_SECONDS.unsigned_abs();
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0)).min(max)
+}
+
+/// A lease TTL in milliseconds: at least 1, at most [`MAX_DURATION_SECONDS`].
+pub(crate) fn lease_ms(d: Duration) -> i64 {
+    let max = MAX_DURATION_SECONDS * 1000;
+    i64::try_from(d.as_millis()).unwrap_or(max).clamp(1, max)
+}
+
+/// The most attempts a stored counter or limit may mean (`count` in
+/// lua/common.lua).
+const MAX_COUNT: i64 = u32::MAX as i64;
+
+/// A stored count as the scripts read it (`count` in lua/common.lua):
+/// floored, within `0..=u32::MAX`; `fallback` when missing, not a number or
+/// NaN.
+pub(crate) fn count(value: Option<&str>, fallback: i64) -> i64 {
+    match value.and_then(|v| v.trim().parse::<f64>().ok()).filter(|f| !f.is_nan()) {
+        None => fallback,
+        Some(f) => (f.floor().clamp(0.0, MAX_COUNT as f64)) as i64,
+    }
+}
+
+/// The attempt counter after one more attempt (`next_count` in
+/// lua/common.lua): never past `u32::MAX`.
+pub(crate) fn next_count(value: Option<&str>) -> i64 {
+    (count(value, 0) + 1).min(MAX_COUNT)
+}
+
+/// A stored number of seconds as the scripts read it (`seconds` in
+/// lua/common.lua): floored, within +-[`MAX_DURATION_SECONDS`]; `fallback`
+/// (bounded the same way) when missing, not a number or NaN.
+pub(crate) fn seconds(value: Option<&str>, fallback: i64) -> i64 {
+    let max = MAX_DURATION_SECONDS as f64;
+    match value.and_then(|v| v.trim().parse::<f64>().ok()).filter(|f| !f.is_nan()) {
+        None => fallback.clamp(-MAX_DURATION_SECONDS, MAX_DURATION_SECONDS),
+        Some(f) => f.floor().clamp(-max, max) as i64,
+    }
+}
+
+/// Refuses a new job whose durations no store can honour: a negative
+/// timeout, and a timeout or result TTL over [`MAX_DURATION_SECONDS`]. A
+/// negative result TTL keeps its reference meaning (leave the expiry
+/// unchanged) down to `-MAX_DURATION_SECONDS`.
+pub(crate) fn check_job(job: &NewJob) -> Result<(), StoreError> {
+    let max = MAX_DURATION_SECONDS;
+    let checks =
+        [("job_timeout_seconds", job.job_timeout_seconds, 0), ("result_ttl_seconds", job.result_ttl_seconds, -max)];
+    for (what, value, min) in checks {
+        if !(min..=max).contains(&value) {
+            return Err(StoreError::InvalidInput {
+                what,
+                reason: format!("{value} is outside {min}..={max} seconds (the maximum is 100 years)"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The dedup key, its TTL in whole seconds and the enqueue kind, after
@@ -82,6 +146,7 @@ pub(crate) fn plan(job: &NewJob, mode: &EnqueueMode) -> Result<Plan, StoreError>
     if job.id.as_str().is_empty() {
         return Err(StoreError::InvalidInput { what: "job id", reason: "must not be empty".to_owned() });
     }
+    check_job(job)?;
     let key_of = |what: &'static str, key: &str| {
         if key.trim().is_empty() {
             Err(StoreError::InvalidInput { what, reason: "must not be blank".to_owned() })
@@ -179,9 +244,9 @@ fn sorted(value: serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// A health TTL in whole seconds (at least 1).
+/// A health TTL in whole seconds (at least 1, at most [`MAX_DURATION_SECONDS`]).
 pub(crate) fn health_ttl(ttl: Duration) -> u64 {
-    ttl.as_secs().max(1)
+    ttl.as_secs().clamp(1, MAX_DURATION_SECONDS.unsigned_abs())
 }
 
 #[cfg(test)]

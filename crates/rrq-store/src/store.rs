@@ -134,6 +134,11 @@ pub struct ClaimRequest {
     pub now: DateTime<Utc>,
     /// TTL of the job lock; the worker renews it while the job runs.
     pub lease_ttl: Duration,
+    /// A job whose stored payload (`job_params`, or a 0.9.9 job's
+    /// `job_args` + `job_kwargs`) is longer than this many bytes is moved to
+    /// its DLQ unrun (no attempt counted) and listed in
+    /// [`ClaimBatch::dropped`]; its hash is never read whole.
+    pub max_payload_bytes: usize,
 }
 
 /// One claimed job.
@@ -184,6 +189,9 @@ pub struct Recovery {
     pub requeued: Vec<JobId>,
     /// Jobs whose lost attempt exhausted their budget: moved to the DLQ.
     pub dead_lettered: Vec<JobId>,
+    /// Jobs whose cancel was requested while they ran: ended `CANCELLED`
+    /// instead of running again.
+    pub cancelled: Vec<JobId>,
 }
 
 /// Result of cancelling a job.
@@ -360,12 +368,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Number of ids in a DLQ (dangling ones included).
     async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError>;
 
-    /// Takes up to `max` of the oldest ids off a DLQ and deletes their jobs
-    /// (hash and events stream) when they are still `FAILED`; a job that was
-    /// re-enqueued under the same id meanwhile is left alone. Returns how many
-    /// ids were taken off; `0` once the DLQ is empty. Callers loop to purge a
-    /// large DLQ in steps that never block the server for long.
-    async fn dlq_purge(&self, dlq: &DlqName, max: usize) -> Result<u64, StoreError>;
+    /// Removes exactly `ids` from a DLQ (one entry per id given, searched
+    /// from the newest end) and deletes each removed id's job (hash and
+    /// events stream) while it is still `FAILED`. An id no longer in the DLQ
+    /// is skipped and its job left alone; entries that arrived after the ids
+    /// were read are never touched. Returns how many entries were removed.
+    /// Pass the ids newest first, as [`Store::dlq_ids`] lists them, so each
+    /// search stops early; `RedisStore` sends them in chunks of 100 per
+    /// script call, so a large purge never blocks the server for long.
+    async fn dlq_purge(&self, dlq: &DlqName, ids: &[JobId]) -> Result<u64, StoreError>;
 
     /// Time left on the orchestrator unique lock `rrq:lock:unique:{key}`:
     /// `Some` while it is held with an expiry; `None` when it is free or has

@@ -147,3 +147,70 @@ async fn dlq_retry_all_and_purge_are_confirmed() {
     let json = env.rrq(&["dlq", "purge", "--yes", "--json", "--dlq-name", "other"]).ok().json();
     assert_eq!(json, json!({"dlq": "rrq:dlq:other", "purged": 0}));
 }
+
+/// The purge deletes exactly the jobs it asked about: while the user reads
+/// the question, one of them is requeued by someone else and a new job is
+/// dead-lettered; the new one survives (popping "the oldest N" would take it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_purge_deletes_only_the_jobs_it_confirmed() {
+    use std::io::{Read as _, Write as _};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let env = Env::new().await;
+    let first = env.failed("send", "default", "smtp refused").await;
+    let second = env.failed("send", "default", "smtp refused").await;
+
+    // `script` gives the binary a terminal on stdin, so it asks and waits.
+    let config = env.dir.path("rrq.toml");
+    let cmdline = format!("{} dlq purge --config {}", env!("CARGO_BIN_EXE_rrq"), config.display());
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &cmdline, "/dev/null"])
+        .current_dir(env.dir.root())
+        .env_remove("RRQ_CONFIG")
+        .env_remove("RRQ_REDIS_DSN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run rrq under script(1)");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&seen).contains("[y/N]") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => seen.extend(chunk),
+            Err(_) => panic!("no confirmation question: {}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    assert!(String::from_utf8_lossy(&seen).contains("Delete all 2 job(s) of rrq:dlq:default?"));
+
+    // Meanwhile: `first` is requeued elsewhere, a new job fails.
+    let now = chrono::Utc::now();
+    assert!(env.store.dlq_requeue(&dlq(), &first, &QueueName::new("default"), now).await.unwrap());
+    let late = env.failed("late", "other", "late failure").await;
+
+    child.stdin.as_mut().unwrap().write_all(b"y\n").unwrap();
+    let status = child.wait().unwrap();
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(5)) {
+        seen.extend(chunk);
+    }
+    let out = String::from_utf8_lossy(&seen).into_owned();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("Purged 1 job(s) from rrq:dlq:default"), "{out}");
+    assert_eq!(env.store.dlq_ids(&dlq(), 0, 10).await.unwrap(), vec![late.clone()], "the late job stays in the DLQ");
+    assert_eq!(env.field(&late, "status").await.as_deref(), Some("FAILED"), "and is not deleted");
+    assert_eq!(env.field(&first, "status").await.as_deref(), Some("PENDING"), "the requeued job is untouched");
+    assert!(env.store.job_fields(&second).await.unwrap().is_none(), "the confirmed job is deleted");
+}

@@ -70,6 +70,7 @@ impl Env {
             max,
             now: Utc::now(),
             lease_ttl: Duration::from_secs(60),
+            max_payload_bytes: usize::MAX,
         };
         let batch = self.store.claim(req).await.expect("claim");
         batch.jobs.into_iter().map(|c| c.lease).collect()

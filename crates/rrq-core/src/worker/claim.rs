@@ -78,6 +78,7 @@ impl LoopState {
             max: want,
             now: claimed_at,
             lease_ttl: self.config.lease_ttl,
+            max_payload_bytes: self.shared.max_payload_bytes,
         };
         // The locks last at least the TTL from when the claim was sent.
         let sent = Instant::now();

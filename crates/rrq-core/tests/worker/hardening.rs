@@ -205,6 +205,7 @@ async fn recovery_keeps_going_while_passes_come_back_full() {
             max: 600,
             now: h.clock.now(),
             lease_ttl: Duration::from_secs(15),
+            max_payload_bytes: usize::MAX,
         })
         .await
         .unwrap();

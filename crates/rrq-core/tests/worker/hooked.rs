@@ -250,9 +250,9 @@ impl Store for HookedStore {
         self.inner.dlq_len(dlq).await
     }
 
-    async fn dlq_purge(&self, dlq: &DlqName, max: usize) -> Result<u64, StoreError> {
+    async fn dlq_purge(&self, dlq: &DlqName, ids: &[JobId]) -> Result<u64, StoreError> {
         self.enter("dlq_purge", "").await;
-        self.inner.dlq_purge(dlq, max).await
+        self.inner.dlq_purge(dlq, ids).await
     }
 
     async fn unique_lock_ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {

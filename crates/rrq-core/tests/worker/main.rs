@@ -365,6 +365,7 @@ async fn jobs_of_a_dead_worker_are_recovered_within_a_bounded_time() {
             max: 1,
             now: h.clock.now(),
             lease_ttl: Duration::from_secs(15),
+            max_payload_bytes: usize::MAX,
         })
         .await
         .unwrap();

@@ -69,6 +69,9 @@ const BATCH_IN_FLIGHT: usize = 4;
 /// Most attempts recorded by one completion script call: bounds the time
 /// one call keeps Redis busy (about 10 commands per attempt).
 const COMPLETE_BATCH: usize = 256;
+/// Ids per script call in [`Store::dlq_purge`]: each is one `LREM` that
+/// stops at its entry, so one call stays short even on a long DLQ.
+const PURGE_CHUNK: usize = 100;
 /// Ready signals buffered per subscriber before new ones are dropped.
 const READY_BUFFER: usize = 256;
 /// Keys asked for per `SCAN` step, and keys per inspection script call.
@@ -435,8 +438,23 @@ fn array(op: &'static str, v: Value) -> Result<Vec<Value>, StoreError> {
     }
 }
 
+/// Text that must round-trip exactly (job ids, key names): an error when
+/// it is not UTF-8, never a lossy decoding that names something else.
+fn strict_text(op: &'static str, v: &Value, what: &str) -> Result<String, StoreError> {
+    match v {
+        Value::Bytes(b) => String::from_utf8(b.to_vec())
+            .map_err(|_| protocol(op, format!("{what} is not valid UTF-8 ({:?})", String::from_utf8_lossy(b)))),
+        other => other.as_string().ok_or_else(|| protocol(op, format!("{what} is not text: {other:?}"))),
+    }
+}
+
+/// A job id from a reply (see [`strict_text`]).
+fn job_id(op: &'static str, v: &Value) -> Result<JobId, StoreError> {
+    strict_text(op, v, "job id").map(JobId::new)
+}
+
 fn ids(op: &'static str, v: Value) -> Result<Vec<JobId>, StoreError> {
-    array(op, v)?.iter().map(|i| text(i).map(JobId::new).ok_or_else(|| protocol(op, "job id is not text"))).collect()
+    array(op, v)?.iter().map(|i| job_id(op, i)).collect()
 }
 
 /// Hash fields from an `HGETALL` reply (a flat array, or a map in RESP3).
@@ -479,7 +497,7 @@ fn enqueued(op: &'static str, v: Value) -> Result<Result<Enqueued, StoreError>, 
     let (Some(status), Some(id)) = (reply.first(), reply.get(1)) else {
         return Err(protocol(op, "expected {status, id}"));
     };
-    let id = JobId::new(text(id).unwrap_or_default());
+    let id = job_id(op, id)?;
     Ok(match int(op, status)? {
         1 => Ok(Enqueued::Created(id)),
         0 => Ok(Enqueued::Existing(id)),
@@ -669,7 +687,7 @@ impl RedisStore {
             };
             cursor = text(&next).ok_or_else(|| protocol(op, "cursor is not text"))?;
             for key in array(op, keys)? {
-                found.insert(text(&key).ok_or_else(|| protocol(op, "key is not text"))?);
+                found.insert(strict_text(op, &key, "key")?);
             }
             if cursor == "0" || (limit > 0 && found.len() >= limit) {
                 break;
@@ -792,7 +810,7 @@ impl Store for RedisStore {
         const OP: &str = "claim";
         let token = format_timestamp(req.now);
         let now_ms = epoch_ms(req.now);
-        let ttl_ms = i64::try_from(req.lease_ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let ttl_ms = shared::lease_ms(req.lease_ttl);
         let keys = vec![
             keys::queue(&req.queue).to_owned(),
             keys::active(&req.worker_id),
@@ -815,6 +833,9 @@ impl Store for RedisStore {
             token.clone(),
             flag(false),
             QueueName::PREFIX.to_owned(),
+            keys::UNIQUE_LOCK_PREFIX.to_owned(),
+            req.max_payload_bytes.to_string(),
+            DlqName::PREFIX.to_owned(),
         ];
         let first = scripts::CLAIM.evalsha_with_reload::<Value, _, _>(&self.inner.client, keys.clone(), args.clone());
         let reply = match first.await {
@@ -867,7 +888,7 @@ impl Store for RedisStore {
         let mut jobs = Vec::new();
         let mut claimed = array(OP, claimed)?.into_iter();
         while let (Some(id), Some(hash)) = (claimed.next(), claimed.next()) {
-            let id = JobId::new(text(&id).ok_or_else(|| protocol(OP, "job id is not text"))?);
+            let id = job_id(OP, &id)?;
             let job = Job::from_fields(id.as_str(), &fields(OP, hash)?);
             let lease =
                 Lease { job_id: id, worker_id: req.worker_id.clone(), token: token.clone(), queue: req.queue.clone() };
@@ -882,7 +903,7 @@ impl Store for RedisStore {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let ttl_ms = shared::lease_ms(ttl);
         let mut args = vec![ttl_ms.to_string(), keys::JOB_PREFIX.to_owned(), keys::LOCK_PREFIX.to_owned()];
         for lease in leases {
             args.extend([lease.job_id.as_str().to_owned(), lease.worker_id.clone(), lease.token.clone()]);
@@ -940,7 +961,8 @@ impl Store for RedisStore {
         now: DateTime<Utc>,
         defaults: &JobDefaults,
     ) -> Result<Fence, StoreError> {
-        let (keys, mut args) = Self::fenced(lease);
+        let (mut keys, mut args) = Self::fenced(lease);
+        keys.push(keys::events(&lease.job_id));
         args.extend([
             error.to_owned(),
             epoch_ms(ready_at).to_string(),
@@ -949,6 +971,7 @@ impl Store for RedisStore {
             QueueName::PREFIX.to_owned(),
             keys::queue(&defaults.queue).to_owned(),
             keys::READY_CHANNEL.to_owned(),
+            keys::UNIQUE_LOCK_PREFIX.to_owned(),
         ]);
         fence("retry", self.eval("retry", &scripts::RETRY, keys, args).await?)
     }
@@ -975,18 +998,21 @@ impl Store for RedisStore {
 
     async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError> {
         let (mut keys, mut args) = Self::fenced(lease);
-        keys.push(keys::queue(&lease.queue).to_owned());
+        keys.extend([keys::queue(&lease.queue).to_owned(), keys::events(&lease.job_id)]);
         args.extend([
             flag(reason.is_some()),
             reason.unwrap_or_default().to_owned(),
             epoch_ms(now).to_string(),
             keys::READY_CHANNEL.to_owned(),
+            keys::UNIQUE_LOCK_PREFIX.to_owned(),
         ]);
         fence("release", self.eval("release", &scripts::RELEASE, keys, args).await?)
     }
 
     async fn finish_cancelled(&self, lease: &Lease, _now: DateTime<Utc>) -> Result<Fence, StoreError> {
-        let (keys, args) = Self::fenced(lease);
+        let (mut keys, mut args) = Self::fenced(lease);
+        keys.push(keys::events(&lease.job_id));
+        args.push(keys::UNIQUE_LOCK_PREFIX.to_owned());
         fence("finish_cancelled", self.eval("finish_cancelled", &scripts::FINISH_CANCELLED, keys, args).await?)
     }
 
@@ -1020,10 +1046,10 @@ impl Store for RedisStore {
         ];
         let reply = array(OP, self.eval(OP, &scripts::RECOVER, keys, args).await?)?;
         let mut it = reply.into_iter();
-        let (Some(requeued), Some(dead)) = (it.next(), it.next()) else {
-            return Err(protocol(OP, "expected {requeued, dead_lettered}"));
+        let (Some(requeued), Some(dead), Some(cancelled)) = (it.next(), it.next(), it.next()) else {
+            return Err(protocol(OP, "expected {requeued, dead_lettered, cancelled}"));
         };
-        Ok(Recovery { requeued: ids(OP, requeued)?, dead_lettered: ids(OP, dead)? })
+        Ok(Recovery { requeued: ids(OP, requeued)?, dead_lettered: ids(OP, dead)?, cancelled: ids(OP, cancelled)? })
     }
 
     async fn subscribe_ready(&self) -> Result<mpsc::Receiver<QueueName>, StoreError> {
@@ -1074,8 +1100,8 @@ impl Store for RedisStore {
 
     async fn cancel(&self, id: &JobId, _now: DateTime<Utc>) -> Result<CancelResult, StoreError> {
         const OP: &str = "cancel";
-        let keys = vec![keys::job(id), keys::queue(&self.defaults.queue).to_owned()];
-        let args = vec![id.as_str().to_owned(), QueueName::PREFIX.to_owned()];
+        let keys = vec![keys::job(id), keys::queue(&self.defaults.queue).to_owned(), keys::events(id)];
+        let args = vec![id.as_str().to_owned(), QueueName::PREFIX.to_owned(), keys::UNIQUE_LOCK_PREFIX.to_owned()];
         let reply = array(OP, self.eval(OP, &scripts::CANCEL, keys, args).await?)?;
         let code = int(OP, reply.first().ok_or_else(|| protocol(OP, "empty reply"))?)?;
         let status = reply.get(1).and_then(text).and_then(|s| JobStatus::parse(&s));
@@ -1098,9 +1124,9 @@ impl Store for RedisStore {
         }
         let start = i64::try_from(offset).unwrap_or(i64::MAX);
         let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)).saturating_sub(1);
-        let ids: Vec<String> =
+        let listed: Value =
             self.inner.client.lrange(keys::dlq(dlq), start, stop).await.map_err(|e| self.error("dlq_ids", e))?;
-        Ok(ids.into_iter().map(JobId::new).collect())
+        ids("dlq_ids", listed)
     }
 
     async fn dlq_requeue(
@@ -1170,9 +1196,9 @@ impl Store for RedisStore {
                 }
                 m => (m, it.next().unwrap_or(Value::Null)),
             };
-            let id = text(&member).ok_or_else(|| protocol(OP, "member is not text"))?;
+            let id = job_id(OP, &member)?;
             let at = score_time(&score).ok_or_else(|| protocol(OP, format!("bad score {score:?}")))?;
-            out.push((JobId::new(id), at));
+            out.push((id, at));
         }
         Ok(out)
     }
@@ -1207,15 +1233,18 @@ impl Store for RedisStore {
         Ok(keys.into_iter().map(|k| JobId::new(&k[keys::JOB_PREFIX.len()..])).collect())
     }
 
-    async fn dlq_purge(&self, dlq: &DlqName, max: usize) -> Result<u64, StoreError> {
+    async fn dlq_purge(&self, dlq: &DlqName, ids: &[JobId]) -> Result<u64, StoreError> {
         const OP: &str = "dlq_purge";
-        if max == 0 {
-            return Ok(0);
+        let mut taken = 0u64;
+        for chunk in ids.chunks(PURGE_CHUNK) {
+            let keys = vec![keys::dlq(dlq).to_owned()];
+            let mut args = Vec::with_capacity(2 + chunk.len());
+            args.extend([keys::JOB_PREFIX.to_owned(), keys::EVENTS_PREFIX.to_owned()]);
+            args.extend(chunk.iter().map(|id| id.as_str().to_owned()));
+            let n = int(OP, &self.eval(OP, &scripts::DLQ_PURGE, keys, args).await?)?;
+            taken += u64::try_from(n).map_err(|_| protocol(OP, "negative count"))?;
         }
-        let keys = vec![keys::dlq(dlq).to_owned()];
-        let args = vec![max.to_string(), keys::JOB_PREFIX.to_owned(), keys::EVENTS_PREFIX.to_owned()];
-        u64::try_from(int(OP, &self.eval(OP, &scripts::DLQ_PURGE, keys, args).await?)?)
-            .map_err(|_| protocol(OP, "negative count"))
+        Ok(taken)
     }
 
     async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError> {
@@ -1268,7 +1297,8 @@ impl Store for RedisStore {
     async fn delete_matching(&self, pattern: &str, dry_run: bool) -> Result<u64, StoreError> {
         const OP: &str = "delete_matching";
         let mut cursor = "0".to_owned();
-        let mut found = std::collections::BTreeSet::new();
+        // Key names as bytes: a name that is not UTF-8 is deleted as it is.
+        let mut found = std::collections::BTreeSet::<Vec<u8>>::new();
         loop {
             let args = vec![cursor, "MATCH".to_owned(), pattern.to_owned(), "COUNT".to_owned(), SCAN_COUNT.to_string()];
             let mut reply = array(OP, self.command(OP, "SCAN", args).await?)?.into_iter();
@@ -1277,7 +1307,11 @@ impl Store for RedisStore {
             };
             cursor = text(&next).ok_or_else(|| protocol(OP, "cursor is not text"))?;
             for key in array(OP, keys)? {
-                found.insert(text(&key).ok_or_else(|| protocol(OP, "key is not text"))?);
+                let name = match key {
+                    Value::Bytes(b) => b.to_vec(),
+                    other => other.as_string().ok_or_else(|| protocol(OP, "key is not text"))?.into_bytes(),
+                };
+                found.insert(name);
             }
             if cursor == "0" {
                 break;
@@ -1286,11 +1320,13 @@ impl Store for RedisStore {
         if dry_run {
             return Ok(found.len() as u64);
         }
-        let keys: Vec<String> = found.into_iter().collect();
+        let keys: Vec<Vec<u8>> = found.into_iter().collect();
         let mut deleted = 0u64;
+        let del = fred::types::CustomCommand::new_static("DEL", fred::types::ClusterHash::FirstKey, false);
         for chunk in keys.chunks(SCAN_COUNT) {
-            let n = int(OP, &self.command(OP, "DEL", chunk.to_vec()).await?)?;
-            deleted += u64::try_from(n).map_err(|_| protocol(OP, "negative count"))?;
+            let args: Vec<Value> = chunk.iter().map(|k| Value::Bytes(k.clone().into())).collect();
+            let reply: Value = self.inner.client.custom(del.clone(), args).await.map_err(|e| self.error(OP, e))?;
+            deleted += u64::try_from(int(OP, &reply)?).map_err(|_| protocol(OP, "negative count"))?;
         }
         Ok(deleted)
     }

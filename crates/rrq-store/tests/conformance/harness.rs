@@ -120,7 +120,14 @@ impl Harness {
 
     /// Claims up to `max` jobs of `queue` for `worker` at `now`.
     pub async fn claim(&self, queue: &QueueName, worker: &str, max: usize, now: DateTime<Utc>) -> ClaimBatch {
-        let req = ClaimRequest { queue: queue.clone(), worker_id: worker.to_owned(), max, now, lease_ttl: LEASE };
+        let req = ClaimRequest {
+            queue: queue.clone(),
+            worker_id: worker.to_owned(),
+            max,
+            now,
+            lease_ttl: LEASE,
+            max_payload_bytes: usize::MAX,
+        };
         self.store.claim(req).await.expect("claim")
     }
 

@@ -14,7 +14,7 @@ conformance!(
         workers_are_listed_with_their_record_and_ttl,
         job_ids_and_dlq_lengths_are_counted,
         job_fields_are_read_in_batches_in_the_order_asked,
-        a_dlq_purge_takes_the_oldest_ids_and_deletes_their_jobs,
+        a_dlq_purge_removes_exactly_the_ids_given,
         put_job_fields_writes_a_hash_without_queueing_it,
         delete_matching_counts_then_deletes_the_matching_keys;
     private:
@@ -119,32 +119,34 @@ async fn job_fields_are_read_in_batches_in_the_order_asked(h: Harness) {
     assert!(batch.iter().enumerate().all(|(i, f)| f.is_some() == (i % 2 == 0)));
 }
 
-async fn a_dlq_purge_takes_the_oldest_ids_and_deletes_their_jobs(h: Harness) {
+async fn a_dlq_purge_removes_exactly_the_ids_given(h: Harness) {
     let q = h.queue("q");
     let d = h.defaults();
-    for id in ["a", "b", "c"] {
+    for id in ["a", "b", "c", "late"] {
         h.store.enqueue(h.new_job(id, &q), EnqueueMode::Standard).await.unwrap();
     }
-    // Dead-letter in order a, b, c: `a` is the oldest DLQ entry.
-    for lease in h.claim(&q, &h.worker("w"), 3, h.now).await.jobs.into_iter().map(|c| c.lease) {
-        assert_eq!(h.store.dead_letter(&lease, "boom", true, h.now, &d).await.unwrap(), Fence::Applied);
+    let mut leases: Vec<_> = h.claim(&q, &h.worker("w"), 4, h.now).await.jobs.into_iter().map(|c| c.lease).collect();
+    let late = leases.pop().unwrap();
+    assert_eq!(late.job_id, h.id("late"));
+    for lease in &leases {
+        assert_eq!(h.store.dead_letter(lease, "boom", true, h.now, &d).await.unwrap(), Fence::Applied);
     }
-    assert_eq!(h.store.dlq_len(&d.dlq).await.unwrap(), 3);
-    let oldest_two: Vec<_> = h.store.dlq_ids(&d.dlq, 1, 2).await.unwrap();
-    let newest = h.store.dlq_ids(&d.dlq, 0, 1).await.unwrap().remove(0);
+    // What a purge asks about: the ids as listed, newest first.
+    let shown = h.store.dlq_ids(&d.dlq, 0, 10).await.unwrap();
+    assert_eq!(shown, vec![h.id("c"), h.id("b"), h.id("a")]);
+    // Meanwhile `a` is requeued and a new job is dead-lettered.
+    assert!(h.store.dlq_requeue(&d.dlq, &h.id("a"), &q, h.now).await.unwrap());
+    assert_eq!(h.store.dead_letter(&late, "boom", true, h.now, &d).await.unwrap(), Fence::Applied);
 
-    assert_eq!(h.store.dlq_purge(&d.dlq, 0).await.unwrap(), 0, "max 0 takes nothing");
-    assert_eq!(h.store.dlq_purge(&d.dlq, 2).await.unwrap(), 2);
-    assert_eq!(h.store.dlq_ids(&d.dlq, 0, 10).await.unwrap(), vec![newest.clone()], "the newest entry stays");
-    for id in &oldest_two {
-        assert!(h.store.job_fields(id).await.unwrap().is_none(), "{id} was deleted");
+    assert_eq!(h.store.dlq_purge(&d.dlq, &[]).await.unwrap(), 0, "no ids, nothing removed");
+    assert_eq!(h.store.dlq_purge(&d.dlq, &shown).await.unwrap(), 2, "b and c; a had left");
+    assert_eq!(h.store.dlq_ids(&d.dlq, 0, 10).await.unwrap(), vec![h.id("late")], "the late arrival stays");
+    assert!(h.store.job_fields(&h.id("late")).await.unwrap().is_some());
+    for id in ["b", "c"] {
+        assert!(h.store.job_fields(&h.id(id)).await.unwrap().is_none(), "{id} was deleted");
     }
-    assert!(h.store.job_fields(&newest).await.unwrap().is_some());
-
-    assert_eq!(h.store.dlq_purge(&d.dlq, 10).await.unwrap(), 1);
-    assert!(h.store.job_fields(&newest).await.unwrap().is_none());
-    assert_eq!(h.store.dlq_len(&d.dlq).await.unwrap(), 0);
-    assert_eq!(h.store.dlq_purge(&d.dlq, 10).await.unwrap(), 0, "an empty DLQ purges nothing");
+    assert_eq!(h.job(&h.id("a")).await.status, Some(rrq_store::JobStatus::Pending), "the requeued job is kept");
+    assert_eq!(h.store.dlq_purge(&d.dlq, &shown).await.unwrap(), 0, "a repeat removes nothing");
 }
 
 async fn put_job_fields_writes_a_hash_without_queueing_it(h: Harness) {

@@ -48,6 +48,7 @@ macro_rules! conformance {
 
 mod claim;
 mod enqueue;
+mod hardening;
 mod harness;
 mod inspect;
 mod lifecycle;

@@ -194,7 +194,14 @@ async fn a_job_key_of_the_wrong_type_is_quarantined() {
         matches!(store.job(&id).await.unwrap(), Some(Err(JobParseError::WrongType { found })) if found == "string")
     );
 
-    let req = ClaimRequest { queue: q.clone(), worker_id: h.worker("w"), max: 5, now: h.now, lease_ttl: LEASE };
+    let req = ClaimRequest {
+        queue: q.clone(),
+        worker_id: h.worker("w"),
+        max: 5,
+        now: h.now,
+        lease_ttl: LEASE,
+        max_payload_bytes: usize::MAX,
+    };
     let batch = store.claim(req).await.unwrap();
     assert!(batch.jobs.is_empty());
     assert_eq!(batch.dropped, vec![id.clone()]);
@@ -279,6 +286,7 @@ async fn a_claim_whose_reply_is_lost_hands_out_the_same_jobs_on_its_repeat() {
         max,
         now: h.now,
         lease_ttl: LEASE,
+        max_payload_bytes: usize::MAX,
     };
     // Load the script first, so the reply lost is the claim's own.
     assert!(store.claim(claim(&empty, 1)).await.unwrap().jobs.is_empty());
@@ -321,7 +329,14 @@ async fn a_status_nobody_writes_is_quarantined_unrun() {
         .await;
         cmd(raw, &["ZADD", q.as_str(), &h.now.timestamp_millis().to_string(), id.as_str()]).await;
     }
-    let req = ClaimRequest { queue: q.clone(), worker_id: h.worker("w"), max: 5, now: h.now, lease_ttl: LEASE };
+    let req = ClaimRequest {
+        queue: q.clone(),
+        worker_id: h.worker("w"),
+        max: 5,
+        now: h.now,
+        lease_ttl: LEASE,
+        max_payload_bytes: usize::MAX,
+    };
     let batch = store.claim(req).await.unwrap();
     assert_eq!(batch.jobs.iter().map(|c| c.lease.job_id.clone()).collect::<Vec<_>>(), vec![fine.clone()]);
     let mut dropped = batch.dropped.clone();
@@ -450,6 +465,7 @@ async fn a_lock_that_really_expires_is_recovered() {
         max: 1,
         now: Utc::now(),
         lease_ttl: Duration::from_millis(50),
+        max_payload_bytes: usize::MAX,
     };
     let lease = h.store.claim(req).await.unwrap().jobs.remove(0).lease;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -580,9 +596,31 @@ async fn a_dlq_purge_keeps_a_job_that_is_no_longer_failed() {
     let job = h.new_job("alive", &q);
     h.store.enqueue(job.clone(), EnqueueMode::Standard).await.unwrap();
     cmd(raw, &["LPUSH", dlq.as_str(), job.id.as_str(), h.id("ghost").as_str()]).await;
-    assert_eq!(h.store.dlq_purge(&dlq, 10).await.unwrap(), 2);
+    let ids = h.store.dlq_ids(&dlq, 0, 10).await.unwrap();
+    assert_eq!(h.store.dlq_purge(&dlq, &ids).await.unwrap(), 2);
     assert_eq!(int(raw, &["EXISTS", dlq.as_str()]).await, 0);
     assert_eq!(hash(raw, &keys::job(&job.id)).await["status"], "PENDING", "the pending job is kept");
+}
+
+/// A purge of more ids than one script call removes them all, and a DLQ key
+/// of another type is refused before anything is written.
+#[tokio::test]
+async fn a_large_dlq_purge_goes_in_chunks() {
+    let h = Harness::redis().await;
+    let raw = h.raw();
+    let dlq = h.dlq("many");
+    let ids: Vec<_> = (0..250).map(|i| h.id(&format!("m{i}"))).collect();
+    for id in &ids {
+        cmd(raw, &["HSET", &keys::job(id), "status", "FAILED"]).await;
+        cmd(raw, &["LPUSH", dlq.as_str(), id.as_str()]).await;
+    }
+    let listed = h.store.dlq_ids(&dlq, 0, 1000).await.unwrap();
+    assert_eq!(h.store.dlq_purge(&dlq, &listed).await.unwrap(), 250);
+    assert_eq!(int(raw, &["EXISTS", dlq.as_str()]).await, 0);
+    assert!(h.store.job_fields(&ids[0]).await.unwrap().is_none());
+    let odd = h.dlq("odd");
+    cmd(raw, &["SET", odd.as_str(), "x"]).await;
+    assert!(h.store.dlq_purge(&odd, &listed[..1]).await.is_err());
 }
 
 /// An error and all its sources, for checking what a user would see.

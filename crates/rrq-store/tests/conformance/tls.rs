@@ -43,6 +43,7 @@ async fn a_private_ca_is_trusted_when_given_and_jobs_flow_over_tls() {
         max: 1,
         now: Utc::now(),
         lease_ttl: Duration::from_secs(30),
+        max_payload_bytes: usize::MAX,
     };
     let batch = store.claim(req).await.expect("claim over TLS");
     assert_eq!(batch.jobs.len(), 1);

@@ -1,10 +1,11 @@
--- Cancels a job: a waiting one is taken off its queue, a running one is flagged.
+-- Cancels a job: a waiting one is taken off its queue and ended CANCELLED
+-- (unique lock released, `cancelled` event), a running one is flagged.
 --
--- KEYS: 1 job, 2 default queue
--- ARGV: 1 job id, 2 queue prefix
+-- KEYS: 1 job, 2 default queue, 3 events stream
+-- ARGV: 1 job id, 2 queue prefix, 3 unique-lock prefix
 --
 -- Returns {code, status}: 1 cancelled, 2 cancel requested, 0 not found, 3 not cancellable.
-local job_key, default_queue = KEYS[1], KEYS[2]
+local job_key, default_queue, events = KEYS[1], KEYS[2], KEYS[3]
 local t = key_type(job_key)
 if t == 'none' then
   return {0, false}
@@ -15,8 +16,8 @@ local fields = redis.call('HMGET', job_key, 'status', 'queue_name')
 local status = fields[1] or false
 local upper = string.upper(status or '')
 if upper == 'PENDING' or upper == 'RETRYING' then
-  redis.call('ZREM', full_name(fields[2], ARGV[2], default_queue), ARGV[1])
-  redis.call('HSET', job_key, 'status', 'CANCELLED')
+  redis.pcall('ZREM', full_name(fields[2], ARGV[2], default_queue), ARGV[1])
+  end_cancelled(job_key, events, ARGV[1], ARGV[3])
   return {1, status}
 elseif upper == 'ACTIVE' then
   redis.call('HSET', job_key, 'cancel_requested', '1')

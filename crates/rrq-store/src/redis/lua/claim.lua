@@ -4,16 +4,21 @@
 -- ARGV: 1 worker id, 2 now (epoch ms), 3 max, 4 lease TTL (ms), 5 token (start_time),
 --       6 start score (epoch s), 7 lock expiry (epoch ms), 8 job key prefix,
 --       9 lock key prefix, 10 quarantine prefix, 11 events prefix, 12 now (RFC 3339),
---       13 replay (1 when this call repeats one whose reply was lost), 14 queue prefix
+--       13 replay (1 when this call repeats one whose reply was lost), 14 queue prefix,
+--       15 unique-lock prefix, 16 max payload bytes, 17 DLQ prefix
 --
 -- Returns {paused (0/1), {id, fields, id, fields, ...}, {dropped ids}, head score or nil}.
--- Dropped: ids whose hash is gone or finished, and ids quarantined to the
--- default DLQ (a key of another type, a status nobody writes).
+-- Dropped: ids whose hash is gone or finished, ids quarantined to the
+-- default DLQ (a key of another type, a status nobody writes), and jobs
+-- whose cancel was requested (ended CANCELLED, never started), and jobs
+-- whose payload is over the limit (moved to their DLQ unrun). A job's hash
+-- is read whole only once it is known to be small enough to run.
 local queue, active, leases, paused, dlq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local worker, now_ms, max = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ttl_ms, token, start_score, lock_expiry = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local job_prefix, lock_prefix, quarantine_prefix, events_prefix = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
-local now_text, replay, queue_prefix = ARGV[12], ARGV[13] == '1', ARGV[14]
+local now_text, replay, queue_prefix, unique_prefix = ARGV[12], ARGV[13] == '1', ARGV[14], ARGV[15]
+local max_payload, dlq_prefix = tonumber(ARGV[16]), ARGV[17]
 
 -- `last_error` of a job whose stored status is unknown (long values are not quoted).
 local function unknown_status(raw)
@@ -73,9 +78,35 @@ if max > taken then
       break
     end
     local job_key = job_prefix .. id
-    -- One read gives existence, type (an error for a non-hash) and status.
-    local fields = redis.pcall('HGETALL', job_key)
-    if fields.err then
+    -- The payload's length first: an error for a non-hash, and no whole
+    -- read of a job too large to run.
+    local size, small = 0, {}
+    if not valid_utf8(id) then
+      size = false
+    else
+      size = redis.pcall('HSTRLEN', job_key, 'job_params')
+    end
+    if not size then
+      -- No JobId can name this id: keep whatever it has for inspection,
+      -- with the reason, and take it off the queue (it cannot be listed as
+      -- dropped, nor go to a DLQ, without naming it).
+      local kept = quarantine_prefix .. id
+      if redis.call('EXISTS', job_key) == 1 then
+        redis.call('RENAME', job_key, kept)
+      end
+      redis.pcall('HSET', kept, 'quarantine_reason', 'job id is not valid UTF-8; taken off ' .. queue .. ' at '
+        .. now_text)
+      removed[#removed + 1] = id
+    elseif type(size) ~= 'table' then
+      small = redis.call('HMGET', job_key, 'status', 'cancel_requested', 'dlq_name')
+      if size == 0 then
+        -- A 0.9.9 job carries its payload in job_args / job_kwargs.
+        size = redis.call('HSTRLEN', job_key, 'job_args') + redis.call('HSTRLEN', job_key, 'job_kwargs')
+      end
+    end
+    if not size then
+      -- Quarantined above.
+    elseif type(size) == 'table' then
       -- Keep the foreign value for inspection and fail the job visibly.
       local t = key_type(job_key)
       local kept = quarantine_prefix .. id
@@ -85,12 +116,11 @@ if max > taken then
       move_to_dlq(job_key, events_prefix .. id, dlq, id,
         'job key had type ' .. t .. '; original preserved at ' .. kept, now_text)
       dropped[#dropped + 1] = id
-    elseif #fields == 0 then
+    elseif not small[1] and size == 0 and redis.call('EXISTS', job_key) == 0 then
       removed[#removed + 1] = id
       dropped[#dropped + 1] = id
     else
-      local at = field_at(fields, 'status')
-      local raw = at and fields[at] or ''
+      local raw = small[1] or ''
       local status = string.upper(string.match(raw, '^%s*(.-)%s*$'))
       if status == 'COMPLETED' or status == 'FAILED' or status == 'CANCELLED' then
         removed[#removed + 1] = id
@@ -100,8 +130,21 @@ if max > taken then
         removed[#removed + 1] = id
         move_to_dlq(job_key, events_prefix .. id, dlq, id, unknown_status(raw), now_text)
         dropped[#dropped + 1] = id
+      elseif small[2] == '1' then
+        -- A requested cancel is never overridden by a new start.
+        removed[#removed + 1] = id
+        end_cancelled(job_key, events_prefix .. id, id, unique_prefix)
+        dropped[#dropped + 1] = id
+      elseif max_payload and size > max_payload then
+        -- Never run, so not an attempt (the worker's own check says the same).
+        removed[#removed + 1] = id
+        local own = usable(full_name(small[3], dlq_prefix, dlq), 'list', dlq)
+        move_to_dlq(job_key, events_prefix .. id, own, id, 'Job payload is ' .. int_arg(size)
+          .. ' bytes, over max_payload_bytes (' .. ARGV[16] .. '). Moved to DLQ.', now_text)
+        dropped[#dropped + 1] = id
       elseif redis.call('SET', lock_prefix .. id, worker, 'NX', 'PX', ttl_ms) then
         removed[#removed + 1] = id
+        local fields = redis.call('HGETALL', job_key)
         redis.call('HSET', job_key, 'status', 'ACTIVE', 'start_time', token, 'worker_id', worker)
         -- The reply shows the hash as it is now, as an HGETALL after the HSET would.
         for _, kv in ipairs({{'status', 'ACTIVE'}, {'start_time', token}, {'worker_id', worker}}) do

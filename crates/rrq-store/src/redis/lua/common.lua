@@ -41,13 +41,102 @@ local function full_name(name, prefix, fallback)
   return prefix .. name
 end
 
--- A stored count, or `fallback` when the field is missing or not a number.
+-- Job-supplied numbers are read only through `count` and `seconds`, which
+-- bound them before any write: no later command can fail on their value.
+
+-- The most attempts a stored counter or limit may mean (a u32, as the
+-- job parser reads them).
+local MAX_COUNT = 4294967295
+
+-- The longest job-supplied duration, in seconds: 100 years (the Rust side's
+-- MAX_DURATION_SECONDS). EXPIRE refuses values whose milliseconds overflow;
+-- this stays far below.
+local MAX_SECONDS = 3153600000
+
+-- A stored count in 0..MAX_COUNT, floored; `fallback` when the field is
+-- missing, not a number or NaN (tonumber accepts 'inf' and 'nan').
 local function count(value, fallback)
   local n = tonumber(value)
-  if n == nil then
+  if n == nil or n ~= n then
     return fallback
   end
-  return math.floor(n)
+  return math.min(math.max(math.floor(n), 0), MAX_COUNT)
+end
+
+-- The attempt counter after one more attempt (never past MAX_COUNT).
+local function next_count(value)
+  return math.min(count(value, 0) + 1, MAX_COUNT)
+end
+
+-- A stored number of seconds in -MAX_SECONDS..MAX_SECONDS, floored;
+-- `fallback` (bounded the same way) when missing, not a number or NaN.
+local function seconds(value, fallback)
+  local n = tonumber(value)
+  if n == nil or n ~= n then
+    n = tonumber(fallback) or 0
+  end
+  return math.min(math.max(math.floor(n), -MAX_SECONDS), MAX_SECONDS)
+end
+
+-- `key` when it is absent or of type `want`, else `fallback`: a target named
+-- by a job field (queue, DLQ) that holds something else is never written.
+local function usable(key, want, fallback)
+  local t = key_type(key)
+  if t == 'none' or t == want then
+    return key
+  end
+  return fallback
+end
+
+-- Refuses, before the script's first write, a key of another type than `want`.
+local function require_type(key, want)
+  local t = key_type(key)
+  if t ~= 'none' and t ~= want then
+    error({err = 'WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want})
+  end
+end
+
+-- Whether `s` is valid UTF-8 (Lua 5.1 has no utf8 library): no stray or
+-- overlong sequence, no surrogate, nothing past U+10FFFF. A job id must be,
+-- or no `JobId` can name it.
+local function valid_utf8(s)
+  if not string.find(s, '[\128-\255]') then
+    return true
+  end
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    if c < 0x80 then
+      i = i + 1
+    else
+      local len, min
+      if c >= 0xC2 and c <= 0xDF then
+        len, min = 2, 0x80
+      elseif c >= 0xE0 and c <= 0xEF then
+        len, min = 3, 0x800
+      elseif c >= 0xF0 and c <= 0xF4 then
+        len, min = 4, 0x10000
+      else
+        return false
+      end
+      if i + len - 1 > n then
+        return false
+      end
+      local cp = c % (2 ^ (7 - len))
+      for j = i + 1, i + len - 1 do
+        local b = string.byte(s, j)
+        if b < 0x80 or b > 0xBF then
+          return false
+        end
+        cp = cp * 64 + (b - 0x80)
+      end
+      if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then
+        return false
+      end
+      i = i + len
+    end
+  end
+  return true
 end
 
 -- An integer as Redis expects it in an argument (never in exponent form).
@@ -108,12 +197,30 @@ local function add_event(events_key, id, event, status)
 end
 
 -- Moves a job to a dead letter queue: FAILED, reason, completion time, the
--- `failed` event, LPUSH on the DLQ and the seven-day expiry.
+-- `failed` event, LPUSH on the DLQ and the seven-day expiry. Callers pick
+-- the DLQ with `usable`; a DLQ key of another type (a misconfigured default)
+-- still leaves the job FAILED and expiring rather than failing the script.
 local function move_to_dlq(job_key, events_key, dlq_key, id, reason, completion_time)
   redis.call('HSET', job_key, 'status', 'FAILED', 'last_error', reason, 'completion_time', completion_time)
   add_event(events_key, id, 'failed', 'FAILED')
-  redis.call('LPUSH', dlq_key, id)
+  redis.pcall('LPUSH', dlq_key, id)
   redis.call('EXPIRE', job_key, 604800)
   redis.pcall('EXPIRE', events_key, 604800)
+end
+
+-- Ends a job CANCELLED (a requested cancel honoured, or a pending job
+-- cancelled): the flag cleared, the unique lock released if this job holds
+-- it, and the `cancelled` event appended. No expiry, as the reference's
+-- cancel sets none.
+local function end_cancelled(job_key, events_key, id, unique_prefix)
+  redis.call('HSET', job_key, 'status', 'CANCELLED')
+  redis.call('HDEL', job_key, 'cancel_requested')
+  release_unique(job_key, id, unique_prefix)
+  add_event(events_key, id, 'cancelled', 'CANCELLED')
+end
+
+-- Whether a cancel of the job was requested while it ran.
+local function cancel_requested(job_key)
+  return redis.call('HGET', job_key, 'cancel_requested') == '1'
 end
 

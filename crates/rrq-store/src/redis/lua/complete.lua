@@ -31,9 +31,10 @@ for j = 0, (#KEYS - 1) / 4 - 1 do
   local cur = hash_fields(job_key, 'start_time', 'worker_id', 'status', 'result_ttl_seconds', 'job_unique_key')
   local mine = cur[1] == token and cur[2] == worker
   if lock == worker and mine then
+    -- Bounded before the first write: EXPIRE cannot refuse it.
+    local ttl = seconds(cur[4], seconds(ARGV[a + 5], 86400))
     redis.call('HSET', job_key, 'result', ARGV[a + 3], 'completion_time', ARGV[a + 4], 'status', 'COMPLETED')
     add_event(events, id, 'completed', 'COMPLETED')
-    local ttl = count(cur[4], count(ARGV[a + 5], 86400))
     if ttl > 0 then
       redis.call('EXPIRE', job_key, int_arg(ttl))
       redis.pcall('EXPIRE', events, int_arg(ttl))

@@ -17,10 +17,10 @@ if not holds(job_key, lock_key, worker, token) then
 end
 
 if ARGV[5] == '1' then
-  local retries = count(redis.call('HGET', job_key, 'current_retries'), 0) + 1
+  local retries = next_count(redis.call('HGET', job_key, 'current_retries'))
   redis.call('HSET', job_key, 'current_retries', int_arg(retries))
 end
-local dlq = full_name(redis.call('HGET', job_key, 'dlq_name'), ARGV[7], KEYS[6])
+local dlq = usable(full_name(redis.call('HGET', job_key, 'dlq_name'), ARGV[7], KEYS[6]), 'list', KEYS[6])
 move_to_dlq(job_key, events, dlq, id, ARGV[4], ARGV[6])
 release_unique(job_key, id, ARGV[8])
 end_attempt(lock_key, active, leases, id, worker)

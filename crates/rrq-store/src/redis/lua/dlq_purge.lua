@@ -1,25 +1,28 @@
--- Takes up to ARGV[1] of the oldest ids off a DLQ and deletes their jobs.
+-- Removes the given ids from a DLQ and deletes their jobs.
 --
 -- KEYS: 1 DLQ
--- ARGV: 1 most ids to take, 2 job prefix, 3 events prefix
+-- ARGV: 1 job prefix, 2 events prefix, 3.. job ids (newest first, as listed)
 --
--- A job is deleted (hash and events stream) only while its status is still
--- FAILED: an id re-enqueued since it was dead-lettered keeps its new job.
--- Returns how many ids were taken off the list.
+-- Each id takes one entry off the list (LREM from the newest end, so a
+-- search stops early when the ids come in list order). Only an id that was
+-- still in the DLQ has its job deleted (hash and events stream), and only
+-- while its status is still FAILED: an id re-enqueued since it was
+-- dead-lettered keeps its new job, and an entry that arrived after the ids
+-- were read is never touched.
+-- Returns how many entries were taken off the list.
 local dlq = KEYS[1]
-local max = tonumber(ARGV[1]) or 0
+require_type(dlq, 'list')
 local taken = 0
-while taken < max do
-  local id = redis.call('RPOP', dlq)
-  if not id then
-    break
-  end
-  taken = taken + 1
-  local job_key = ARGV[2] .. id
-  if key_type(job_key) == 'hash' then
-    local status = redis.call('HGET', job_key, 'status') or ''
-    if string.upper(string.match(status, '^%s*(.-)%s*$')) == 'FAILED' then
-      redis.call('DEL', job_key, ARGV[3] .. id)
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  if redis.call('LREM', dlq, 1, id) > 0 then
+    taken = taken + 1
+    local job_key = ARGV[1] .. id
+    if key_type(job_key) == 'hash' then
+      local status = redis.call('HGET', job_key, 'status') or ''
+      if string.upper(string.match(status, '^%s*(.-)%s*$')) == 'FAILED' then
+        redis.call('DEL', job_key, ARGV[2] .. id)
+      end
     end
   end
 end

@@ -9,6 +9,9 @@
 -- -1 the job id is taken.
 local job_key, queue, idem = KEYS[1], KEYS[2], KEYS[3]
 local id = ARGV[1]
+-- Refused before any write: a queue key of another type would fail the ZADD
+-- after the job hash was written.
+require_type(queue, 'zset')
 
 if idem then
   local existing = get_string(idem)

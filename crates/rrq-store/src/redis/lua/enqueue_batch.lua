@@ -7,6 +7,11 @@
 -- Returns one status per job: 1 created, -1 the job id is taken. Each queue
 -- that received a ready job gets one ready signal.
 local statuses, ready, order = {}, {}, {}
+-- Every queue is checked before the first write: a queue key of another
+-- type would fail its ZADD after job hashes were written.
+for k = 2, #KEYS, 2 do
+  require_type(KEYS[k], 'zset')
+end
 -- Queue entries, written with one ZADD per queue after the loop.
 local members, queues = {}, {}
 local a = 2

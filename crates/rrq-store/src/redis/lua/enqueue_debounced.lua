@@ -11,6 +11,7 @@
 -- holder won the key), -1 the job id is taken.
 local job_key, queue, debounce = KEYS[1], KEYS[2], KEYS[3]
 local id = ARGV[1]
+require_type(queue, 'zset')
 
 local fields = {}
 for i = 10, #ARGV, 2 do
@@ -36,7 +37,7 @@ if holder then
     end
     if old_queue ~= queue then
       -- Unlike the reference, never leave the job in two queues.
-      redis.call('ZREM', old_queue, holder)
+      redis.pcall('ZREM', old_queue, holder)
     end
     redis.call('ZADD', queue, ARGV[2], holder)
     redis.call('EXPIRE', debounce, ARGV[3])

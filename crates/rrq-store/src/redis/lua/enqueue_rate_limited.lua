@@ -7,6 +7,7 @@
 -- Returns {status, id}: 1 created, 2 dropped by the limiter, -1 the job id is taken.
 local job_key, queue, limiter = KEYS[1], KEYS[2], KEYS[3]
 local id = ARGV[1]
+require_type(queue, 'zset')
 
 if not redis.call('SET', limiter, id, 'NX', 'EX', ARGV[3]) then
   return {2, ''}

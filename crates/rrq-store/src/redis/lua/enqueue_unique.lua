@@ -10,6 +10,7 @@
 -- Returns {status, id}: 1 created, -1 the job id is taken (nothing written).
 local job_key, queue, lock = KEYS[1], KEYS[2], KEYS[3]
 local id = ARGV[1]
+require_type(queue, 'zset')
 
 -- An epoch-milliseconds time as the job hash stores it: RFC 3339, UTC,
 -- `+00:00`, with three fractional digits only when they are not all zero.

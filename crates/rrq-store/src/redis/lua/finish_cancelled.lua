@@ -1,10 +1,11 @@
--- Ends a running job whose cancel was requested (fenced).
+-- Ends a running job whose cancel was requested (fenced): CANCELLED, the
+-- flag cleared, the unique lock released, the `cancelled` event appended.
 --
--- KEYS: 1 job, 2 job lock, 3 the worker's active set, 4 lease index
--- ARGV: 1 job id, 2 worker id, 3 token
+-- KEYS: 1 job, 2 job lock, 3 the worker's active set, 4 lease index, 5 events stream
+-- ARGV: 1 job id, 2 worker id, 3 token, 4 unique-lock prefix
 --
 -- Returns 1 when applied (now or by an earlier run of this same call), 0 when stale.
-local job_key, lock_key, active, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local job_key, lock_key, active, leases, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, worker, token = ARGV[1], ARGV[2], ARGV[3]
 
 if not holds(job_key, lock_key, worker, token) then
@@ -15,7 +16,6 @@ if not holds(job_key, lock_key, worker, token) then
   return 0
 end
 
-redis.call('HSET', job_key, 'status', 'CANCELLED')
-redis.call('HDEL', job_key, 'cancel_requested')
+end_cancelled(job_key, events, id, ARGV[4])
 end_attempt(lock_key, active, leases, id, worker)
 return 1

@@ -1,20 +1,20 @@
--- Re-queues (or dead-letters) running jobs whose lock has expired, found
--- through the lease index.
+-- Re-queues (or dead-letters, or ends CANCELLED) running jobs whose lock has
+-- expired, found through the lease index.
 --
 -- KEYS: 1 lease index, 2 default queue, 3 default DLQ
 -- ARGV: 1 now (epoch ms), 2 limit, 3 now (RFC 3339), 4 default max attempts,
 --       5 job prefix, 6 lock prefix, 7 active-set prefix, 8 events prefix,
 --       9 queue prefix, 10 DLQ prefix, 11 unique-lock prefix, 12 ready channel
 --
--- Returns {{re-queued ids}, {dead-lettered ids}}.
+-- Returns {{re-queued ids}, {dead-lettered ids}, {cancelled ids}}.
 local leases, default_queue, default_dlq = KEYS[1], KEYS[2], KEYS[3]
 local now_ms, limit, now_text, default_max = ARGV[1], tonumber(ARGV[2]), ARGV[3], count(ARGV[4], 5)
 local job_prefix, lock_prefix, active_prefix, events_prefix = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local queue_prefix, dlq_prefix, unique_prefix, channel = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 
-local requeued, dead = {}, {}
+local requeued, dead, cancelled = {}, {}, {}
 if limit <= 0 then
-  return {requeued, dead}
+  return {requeued, dead, cancelled}
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now_ms, 'LIMIT', 0, limit)) do
   local lock_key, job_key = lock_prefix .. id, job_prefix .. id
@@ -29,34 +29,38 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now_ms, 'LIMIT',
     redis.call('ZREM', leases, id)
   else
     local fields = redis.call('HMGET', job_key, 'status', 'worker_id', 'current_retries', 'max_retries',
-      'queue_name', 'dlq_name')
+      'queue_name', 'dlq_name', 'cancel_requested')
     local status, worker = string.upper(fields[1] or ''), fields[2]
-    if status == 'ACTIVE' then
+    if status == 'ACTIVE' and fields[7] == '1' then
+      -- Its cancel was requested while it ran: it never runs again.
+      end_cancelled(job_key, events_prefix .. id, id, unique_prefix)
+      cancelled[#cancelled + 1] = id
+    elseif status == 'ACTIVE' then
       -- The lost attempt counts, so a job that keeps killing its runner ends in the DLQ.
-      local attempt = count(fields[3], 0) + 1
+      local attempt = next_count(fields[3])
       local max = count(fields[4], default_max)
       redis.call('HSET', job_key, 'current_retries', int_arg(attempt))
       if attempt >= max then
-        local dlq = full_name(fields[6], dlq_prefix, default_dlq)
+        local dlq = usable(full_name(fields[6], dlq_prefix, default_dlq), 'list', default_dlq)
         local reason = 'Worker lost while running the job (attempt ' .. int_arg(attempt) .. ' of ' .. int_arg(max)
           .. '); moved to DLQ.'
         move_to_dlq(job_key, events_prefix .. id, dlq, id, reason, now_text)
         release_unique(job_key, id, unique_prefix)
         dead[#dead + 1] = id
       else
-        local queue = full_name(fields[5], queue_prefix, default_queue)
+        local queue = usable(full_name(fields[5], queue_prefix, default_queue), 'zset', default_queue)
         redis.call('HSET', job_key, 'status', 'PENDING', 'last_error', 'Recovered after lock expiry or worker crash.',
           'next_scheduled_run_time', now_text)
         redis.call('HDEL', job_key, 'start_time', 'worker_id')
-        redis.call('ZADD', queue, now_ms, id)
+        redis.pcall('ZADD', queue, now_ms, id)
         redis.call('PUBLISH', channel, queue)
         requeued[#requeued + 1] = id
       end
     end
     if worker and worker ~= '' then
-      redis.call('ZREM', active_prefix .. worker, id)
+      redis.pcall('ZREM', active_prefix .. worker, id)
     end
     redis.call('ZREM', leases, id)
   end
 end
-return {requeued, dead}
+return {requeued, dead, cancelled}

@@ -1,12 +1,13 @@
 -- Puts a claimed job back on the queue it was claimed from, ready now,
--- without counting an attempt (fenced).
+-- without counting an attempt (fenced). A job whose cancel was requested
+-- while it ran ends CANCELLED instead.
 --
--- KEYS: 1 job, 2 job lock, 3 the worker's active set, 4 lease index, 5 queue
+-- KEYS: 1 job, 2 job lock, 3 the worker's active set, 4 lease index, 5 queue, 6 events stream
 -- ARGV: 1 job id, 2 worker id, 3 token, 4 has a reason (1/0), 5 reason, 6 now (epoch ms),
---       7 ready channel
+--       7 ready channel, 8 unique-lock prefix
 --
 -- Returns 1 when applied, 0 when stale.
-local job_key, lock_key, active, leases, queue = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local job_key, lock_key, active, leases, queue, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id, worker, token = ARGV[1], ARGV[2], ARGV[3]
 
 if not holds(job_key, lock_key, worker, token) then
@@ -14,12 +15,17 @@ if not holds(job_key, lock_key, worker, token) then
   return 0
 end
 
+if cancel_requested(job_key) then
+  end_cancelled(job_key, events, id, ARGV[8])
+  end_attempt(lock_key, active, leases, id, worker)
+  return 1
+end
 redis.call('HSET', job_key, 'status', 'PENDING')
 if ARGV[4] == '1' then
   redis.call('HSET', job_key, 'last_error', ARGV[5])
 end
 redis.call('HDEL', job_key, 'start_time', 'worker_id')
-redis.call('ZADD', queue, ARGV[6], id)
+redis.pcall('ZADD', queue, ARGV[6], id)
 end_attempt(lock_key, active, leases, id, worker)
 redis.call('PUBLISH', ARGV[7], queue)
 return 1
