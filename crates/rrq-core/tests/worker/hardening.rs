@@ -1,6 +1,7 @@
 //! Reliability II: attempts identified by their lease, panics, starved
 //! renewal, stopping runners before handing jobs back, claims at shutdown.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -51,11 +52,11 @@ async fn an_old_attempts_end_does_not_drop_the_new_attempt_of_the_same_job() {
 async fn a_job_with_an_absurd_timeout_does_not_pin_the_worker() {
     let h = Harness::new(ScriptedRunner::new(1).on("success", Behavior::Reply(success)));
     let early = h.clock.now() - TimeDelta::seconds(1);
-    h.enqueue("poison", "success", json!({}), |j| {
-        j.job_timeout_seconds = 1 << 62;
-        j.scheduled_time = early;
-    })
-    .await;
+    h.enqueue("poison", "success", json!({}), |j| j.scheduled_time = early).await;
+    // As the Python client (or any producer that skips RRQ's enqueue
+    // validation) writes it: Python's sys.maxsize.
+    let absurd = BTreeMap::from([("job_timeout_seconds".to_owned(), (1_i64 << 62).to_string())]);
+    h.store.put_job_fields(&JobId::new("poison"), &absurd).await.unwrap();
     for i in 0..10 {
         h.enqueue(&format!("good{i}"), "success", json!({}), |_| {}).await;
     }
