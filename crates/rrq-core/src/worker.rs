@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use rrq_pool::Runner;
 use rrq_protocol::{JobId, QueueName};
 use rrq_store::{
-    ClaimRequest, Claimed, Clock, Lease, LeaseState, Store, StoreError, SystemClock, WorkerHealth, format_timestamp,
+    ClaimRequest, Claimed, Clock, Lease, LeaseState, ReadySignals, Signal, Store, StoreError, SystemClock,
+    WorkerHealth, format_timestamp,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -223,11 +224,13 @@ impl LoopState {
                 () = shutdown.cancelled() => break,
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finished(done),
                 signal = recv_ready(&mut ready) => match signal {
-                    Some(queue) => {
+                    Some(Signal::Ready(queue)) => {
                         if self.config.queues.contains(&queue) {
                             self.want_claim = true;
                         }
                     }
+                    Some(Signal::Cancel(id)) => self.cancel_requested(&id),
+                    Some(_) => {}
                     None => {
                         warn!("ready signal channel closed; falling back to polling");
                         ready = None;
@@ -296,7 +299,7 @@ impl LoopState {
         self.want_claim = false;
         let free = self.concurrency.saturating_sub(self.running.len());
         let n = self.config.queues.len();
-        self.next_poll = Instant::now() + self.config.poll_interval;
+        self.next_poll = Instant::now() + self.poll_interval();
         if free == 0 {
             // Claim again as soon as a running job finishes.
             self.want_claim = true;
@@ -413,6 +416,29 @@ impl LoopState {
         telemetry::claimed(lease.queue.as_str());
         self.running.insert(id, Running { lease, control: tx, last_renewed: Instant::now() });
         telemetry::in_flight(self.running.len());
+    }
+
+    /// The regular poll: a slow safety net when the store signals every
+    /// queue change, the configured interval when it signals only its own.
+    fn poll_interval(&self) -> Duration {
+        match self.shared.store.ready_signals() {
+            ReadySignals::Complete => self.config.poll_interval.max(self.config.notified_poll_interval),
+            _ => self.config.poll_interval,
+        }
+    }
+
+    /// A cancel of a job was requested: stop it now if it runs here (the
+    /// lease renewal would notice it too, later).
+    fn cancel_requested(&mut self, id: &JobId) {
+        if let Some(r) = self.running.get(id) {
+            r.control.send_if_modified(|c| {
+                let changed = *c == Control::Run;
+                if changed {
+                    *c = Control::Cancel;
+                }
+                changed
+            });
+        }
     }
 
     async fn renew(&mut self) {
@@ -577,7 +603,7 @@ fn wake_for(next: DateTime<Utc>, claimed_at: DateTime<Utc>, now: DateTime<Utc>) 
     (next > claimed_at).then(|| (next - now).to_std().unwrap_or(Duration::ZERO))
 }
 
-async fn recv_ready(rx: &mut Option<mpsc::Receiver<QueueName>>) -> Option<QueueName> {
+async fn recv_ready(rx: &mut Option<mpsc::Receiver<Signal>>) -> Option<Signal> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

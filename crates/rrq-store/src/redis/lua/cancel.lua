@@ -1,7 +1,7 @@
 -- Cancels a job: a waiting one is taken off its queue, a running one is flagged.
 --
 -- KEYS: 1 job, 2 default queue
--- ARGV: 1 job id, 2 queue prefix
+-- ARGV: 1 job id, 2 queue prefix, 3 cancel channel
 --
 -- Returns {code, status}: 1 cancelled, 2 cancel requested, 0 not found, 3 not cancellable.
 local job_key, default_queue = KEYS[1], KEYS[2]
@@ -20,6 +20,7 @@ if upper == 'PENDING' or upper == 'RETRYING' then
   return {1, status}
 elseif upper == 'ACTIVE' then
   redis.call('HSET', job_key, 'cancel_requested', '1')
+  redis.call('PUBLISH', ARGV[3], ARGV[1])
   return {2, status}
 end
 return {3, status}
