@@ -516,3 +516,57 @@ async fn the_pool_recovers_the_reference_python_runner() {
     let stat = std::fs::read_to_string(format!("/proc/{replaced}/stat")).unwrap_or_default();
     assert!(stat.is_empty() || stat.contains(") Z "), "runner {replaced} survived the pool's shutdown: {stat}");
 }
+
+/// The reference Python client as the producer of an idle worker with a slow
+/// poll: its jobs (it publishes no ready signal) are picked up through
+/// keyspace notifications, and its `wait_for_completion` (blocking on the
+/// events stream for 0.4 s per read) is woken by the completion at once,
+/// although the stream now expires a minute after the event.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_client_jobs_are_picked_up_and_waited_for_at_once() {
+    use crate::worker_redis::{Env, QUICK, Worker, config};
+    let venv = python::venv();
+    let env = Env::new("python-pickup").await;
+    let rrq = format!("{QUICK}\ndefault_poll_delay_seconds = 5");
+    let cfg = config(&env.dir, "rrq.toml", &env.redis, &rrq, "", 1);
+    let worker = Worker::start("python-pickup", &cfg, &[]);
+    env.ready(&worker).await;
+    let script = r#"
+import asyncio, json, os, time
+from rrq.client import RRQClient
+async def main():
+    c = RRQClient(config={"redis_dsn": os.environ["RRQ_TEST_DSN"]})
+    out = []
+    for i in range(5):
+        start = time.monotonic()
+        job_id = await c.enqueue("sleep", {"params": {"seconds": 0.5}})
+        r = await c.wait_for_completion(job_id, timeout_seconds=20, block_interval_seconds=0.4)
+        out.append({"status": r.status.value if r else None, "ms": (time.monotonic() - start) * 1000})
+    await c.close()
+    print(json.dumps(out))
+asyncio.run(main())
+"#;
+    let out = venv.run_script(script, &[("RRQ_TEST_DSN", env.redis.url())]);
+    let runs: Vec<Value> = serde_json::from_str(out.trim().lines().last().unwrap_or("[]")).expect("JSON");
+    assert_eq!(runs.len(), 5, "{out}");
+    let mut ms: Vec<f64> = runs.iter().map(|r| r["ms"].as_f64().unwrap()).collect();
+    println!("python client: enqueue -> wait_for_completion returned, ms: {ms:?}");
+    for r in &runs {
+        assert_eq!(r["status"], "COMPLETED", "{runs:?}");
+    }
+    ms.sort_by(f64::total_cmp);
+    // The job sleeps 0.5 s, so the client is blocked on the stream (from
+    // `$`) before the completion (a noop job can complete before the client's
+    // XREAD starts; that read then blocks for its whole interval: the
+    // reference client's own race). Blocks are 0.4 s (the reference client
+    // fails a read blocking 0.5 s or more with "timed out"): woken by the
+    // entry, the client returns just after 0.5 s; re-reading only after each
+    // block, at 0.8 s. Without keyspace notifications the pickup waits for
+    // the 5 s poll.
+    assert!(ms[0] >= 500.0, "the job slept 0.5 s: {ms:?}");
+    assert!(
+        ms[2] < 700.0 && ms[4] < 2000.0,
+        "enqueue to completion seen by the client: {ms:?} ms\n{}",
+        worker.output()
+    );
+}

@@ -138,6 +138,7 @@ async fn a_running_worker_serves_metrics_and_health() {
     let health: serde_json::Value = serde_json::from_str(&body).expect("health JSON");
     assert_eq!(health["redis"], "ok");
     assert_eq!(health["runners"]["rust"]["up"], true);
+    assert_eq!(health["pickup"]["mode"], "notified", "keyspace notifications are live: {health}");
 
     // Redis gone: the worker stays up but reports itself unavailable.
     drop(redis);

@@ -38,7 +38,7 @@ const SHUTDOWN_MESSAGE: &str = "Job execution interrupted by worker shutdown. Re
 /// A running `rrq worker run` process. Its stdout and stderr are collected
 /// as they come; dropping it kills the process (its runners die with it),
 /// and prints the output if the test is failing.
-struct Worker {
+pub(crate) struct Worker {
     name: String,
     child: Mutex<Child>,
     pid: u32,
@@ -46,7 +46,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(name: &str, config: &Path, args: &[&str]) -> Worker {
+    pub(crate) fn start(name: &str, config: &Path, args: &[&str]) -> Worker {
         let mut child = Command::new(rrq_bin())
             .args(["worker", "run", "--config"])
             .arg(config)
@@ -83,7 +83,7 @@ impl Worker {
         format!("rrq_worker_{}_", self.pid)
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
     }
 
@@ -189,7 +189,7 @@ fn proc_state(pid: u32) -> Option<(char, u32)> {
 
 /// An `rrq.toml` with one runner (`rust`, the example runner) on free ports:
 /// the test's `[rrq]` lines, then `tail` (cron entries).
-fn config(dir: &TempDir, file: &str, redis: &TestRedis, rrq: &str, tail: &str, pool_size: u16) -> PathBuf {
+pub(crate) fn config(dir: &TempDir, file: &str, redis: &TestRedis, rrq: &str, tail: &str, pool_size: u16) -> PathBuf {
     let port = free_ports(pool_size);
     let text = format!(
         r#"[rrq]
@@ -213,19 +213,23 @@ max_in_flight = 4
 }
 
 /// `[rrq]` lines most tests share: short grace, tiny backoff.
-const QUICK: &str =
+pub(crate) const QUICK: &str =
     "worker_shutdown_grace_period_seconds = 1\nbase_retry_delay_seconds = 0.01\nmax_retry_delay_seconds = 0.05";
 
-struct Env {
-    redis: TestRedis,
-    dir: TempDir,
-    store: RedisStore,
+pub(crate) struct Env {
+    pub(crate) redis: TestRedis,
+    pub(crate) dir: TempDir,
+    pub(crate) store: RedisStore,
     producer: Producer,
 }
 
 impl Env {
-    async fn new(name: &str) -> Env {
-        let redis = TestRedis::private();
+    pub(crate) async fn new(name: &str) -> Env {
+        Env::on(name, TestRedis::private()).await
+    }
+
+    /// An environment on a given server.
+    pub(crate) async fn on(name: &str, redis: TestRedis) -> Env {
         let dir = TempDir::new(name);
         let store = RedisStore::connect(redis.url()).await.expect("connect the observer");
         let producer = Producer::new(redis.url()).await.expect("connect the producer");
@@ -254,7 +258,7 @@ impl Env {
 
     /// Waits until `worker` has written its health record: its loop runs
     /// and it listens for ready signals.
-    async fn ready(&self, worker: &Worker) {
+    pub(crate) async fn ready(&self, worker: &Worker) {
         let prefix = worker.id_prefix();
         eventually(&format!("worker {} to start", worker.name), Duration::from_secs(20), &[worker], async || {
             let workers = self.store.workers().await.expect("list workers");
@@ -593,7 +597,9 @@ async fn a_job_of_a_killed_worker_is_recovered_by_another() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_queue_is_skipped_by_a_running_worker_until_resumed() {
     let env = Env::new("pause").await;
-    let cfg = config(&env.dir, "rrq.toml", &env.redis, QUICK, "", 1);
+    // A slow fallback poll: the pickup after `resume` must come from its signal.
+    let rrq = format!("{QUICK}\ndefault_poll_delay_seconds = 5");
+    let cfg = config(&env.dir, "rrq.toml", &env.redis, &rrq, "", 1);
     let worker = Worker::start("pause", &cfg, &["--queue", "default", "--queue", "other"]);
     env.ready(&worker).await;
 
@@ -617,7 +623,10 @@ async fn a_paused_queue_is_skipped_by_a_running_worker_until_resumed() {
     let resumed = Instant::now();
     let held = env.finished("held", Duration::from_secs(10)).await;
     assert_eq!((held.status, held.result), (Some(JobStatus::Completed), Some(json!("ok:held"))));
-    println!("pause: held job completed {:.3} s after resume", resumed.elapsed().as_secs_f64());
+    let took = resumed.elapsed();
+    println!("pause: held job completed {:.3} s after resume", took.as_secs_f64());
+    // `queue resume` signals the workers: no wait for the (5 s) poll.
+    assert!(took < Duration::from_secs(2), "held job completed {took:?} after resume");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -632,14 +641,17 @@ async fn cancelling_a_running_job_stops_it_and_the_worker_goes_on() {
     let out = env.rrq(&cfg, &["job", "cancel", "victim"]);
     assert!(out.contains("Cancel requested"), "{out}");
     let asked = Instant::now();
-    // The worker sees the request when it next renews its leases (every
-    // 5 s) and sends the runner a cancel frame.
+    // The cancel script publishes the id on rrq:cancel: the worker stops
+    // the job at once and sends the runner a cancel frame (the lease
+    // renewal, every 5 s, is only the fallback).
     let victim = eventually("victim to be cancelled", Duration::from_secs(12), &[&worker], async || {
         let job = env.job("victim").await;
         (job.status == Some(JobStatus::Cancelled)).then_some(job)
     })
     .await;
-    println!("cancel: running job CANCELLED {:.3} s after `rrq job cancel`", asked.elapsed().as_secs_f64());
+    let took = asked.elapsed();
+    println!("cancel: running job CANCELLED {:.3} s after `rrq job cancel`", took.as_secs_f64());
+    assert!(took < Duration::from_secs(2), "cancelled {took:?} after the request, not at once");
     assert_eq!(victim.current_retries, 0, "a cancel is not a failed attempt");
     assert!(!env.in_queue("default", "victim").await && !env.in_dlq("victim").await);
     let fields = env.store.job_fields(&JobId::new("victim")).await.expect("read").expect("job exists");
@@ -725,4 +737,70 @@ async fn an_idle_worker_picks_up_new_jobs_within_milliseconds() {
     // Loose: a debug build on a loaded CI machine. The benchmark measures the real target.
     assert!(p50 < 50.0, "p50 {p50:.2} ms; all: {latencies:?}");
     assert!(worker.exit_status().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deferred_job_starts_when_due_without_waiting_for_the_poll() {
+    let env = Env::new("deferred").await;
+    // A slow fallback poll: the start must come from the keyspace event
+    // (ZADD of the deferred job) and the timer armed on the queue head.
+    let rrq = format!("{QUICK}\ndefault_poll_delay_seconds = 5");
+    let cfg = config(&env.dir, "rrq.toml", &env.redis, &rrq, "", 1);
+    let worker = Worker::start("deferred", &cfg, &[]);
+    env.ready(&worker).await;
+    let mut lateness = Vec::new();
+    for i in 0..3 {
+        let id = format!("later-{i}");
+        let options = EnqueueOptions { defer_by: Some(Duration::from_millis(700)), ..EnqueueOptions::default() };
+        env.enqueue(&id, "noop", json!({}), options).await;
+        let job = env.finished(&id, Duration::from_secs(15)).await;
+        assert_eq!(job.status, Some(JobStatus::Completed), "{job:?}");
+        let since_enqueue = secs_between!(job.completion_time.expect("completion time"), job.enqueue_time) * 1000.0;
+        let late = since_enqueue - 700.0;
+        assert!(late >= 0.0, "ran {late:.1} ms before it was due");
+        lateness.push(late);
+    }
+    println!("deferred: completion after the due time, ms: {lateness:?}");
+    for late in &lateness {
+        assert!(*late < 500.0, "a deferred job finished {late:.1} ms after it was due: {lateness:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_config_the_worker_warns_and_the_poll_still_picks_jobs_up() {
+    // A managed Redis that hides CONFIG: keyspace notifications cannot be
+    // turned on, and jobs the Python client or redis-cli add wait for the poll.
+    let env = Env::on("no-config", TestRedis::private_with_args(&["--rename-command", "CONFIG", "\"\""])).await;
+    let cfg = config(&env.dir, "rrq.toml", &env.redis, QUICK, "", 1);
+    let worker = Worker::start("no-config", &cfg, &[]);
+    env.ready(&worker).await;
+    let output = worker.output();
+    assert!(
+        output.contains("keyspace notifications are unavailable") && output.contains("keyspace_notifications"),
+        "one clear warning naming the fallback and the config key: {output}"
+    );
+    // A job written redis-cli style: the hash and a ZADD, no PUBLISH.
+    let raw = env.store.clone();
+    let mut fields = BTreeMap::new();
+    for (k, v) in [
+        ("id", "raw-1"),
+        ("function_name", "noop"),
+        ("job_params", "{}"),
+        ("status", "PENDING"),
+        ("queue_name", "rrq:queue:default"),
+        ("current_retries", "0"),
+        ("max_retries", "1"),
+        ("job_timeout_seconds", "30"),
+        ("enqueue_time", "2026-01-01T00:00:00+00:00"),
+    ] {
+        fields.insert(k.to_owned(), v.to_owned());
+    }
+    raw.put_job_fields(&JobId::new("raw-1"), &fields).await.expect("write the hash");
+    let redis_cli = Command::new("redis-cli")
+        .args(["-p", &env.redis.port().to_string(), "ZADD", "rrq:queue:default", "0", "raw-1"])
+        .output()
+        .expect("run redis-cli");
+    assert!(redis_cli.status.success(), "{redis_cli:?}");
+    let job = env.finished("raw-1", Duration::from_secs(10)).await;
+    assert_eq!(job.status, Some(JobStatus::Completed), "{job:?}");
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rrq_pool::Runner;
 use rrq_protocol::QueueName;
-use rrq_store::Store;
+use rrq_store::{ReadySignals, Store};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -130,9 +130,17 @@ async fn check(health: &HealthSources) -> (bool, String) {
             }),
         );
     }
+    // How new jobs reach the worker; a fallback to polling is reported, not
+    // a failure (the worker still picks every job up).
+    let pickup = match health.store.ready_signals() {
+        ReadySignals::Complete => json!({"mode": "notified"}),
+        ReadySignals::Partial { reason } => json!({"mode": "polling", "reason": reason}),
+        _ => json!({"mode": "starting"}),
+    };
     let report = json!({
         "status": if ok { "ok" } else { "unavailable" },
         "redis": match &redis { Ok(()) => "ok".to_owned(), Err(e) => e.clone() },
+        "pickup": pickup,
         "runners": runners,
     });
     (ok, report.to_string())

@@ -215,8 +215,13 @@ pub(crate) struct Built {
 pub(crate) async fn build_worker(settings: &Settings, queues: Vec<QueueName>, burst: bool) -> Result<Built, CliError> {
     let needed = needed_runners(settings, &queues)?;
     let config = worker_config(settings, queues, burst)?;
-    let store: Arc<dyn Store> =
-        Arc::new(RedisStore::connect(&settings.redis_dsn).await?.with_defaults(config.defaults.clone()));
+    let store: Arc<dyn Store> = Arc::new(
+        RedisStore::connect(&settings.redis_dsn)
+            .await?
+            .with_defaults(config.defaults.clone())
+            .with_keyspace_notifications(settings.keyspace_notifications)
+            .with_events_ttl(settings.job_events_ttl),
+    );
     let mut worker = Worker::new(config, store.clone());
     let mut runners = Vec::new();
     for name in &needed {

@@ -185,6 +185,15 @@ pub struct Settings {
     /// Largest accepted job payload in bytes (RRQ extension): the worker
     /// dead-letters a job whose `job_params` JSON is larger, without running it.
     pub max_payload_bytes: usize,
+    /// Whether workers use Redis keyspace notifications to learn of jobs added
+    /// by any producer (RRQ extension, default `true`; the worker adds `Kz`
+    /// to the server's `notify-keyspace-events`). Off, jobs from producers
+    /// that publish no ready signal wait for the regular poll.
+    pub keyspace_notifications: bool,
+    /// How long a job's events stream is kept after its terminal event (RRQ
+    /// extension `job_events_ttl_seconds`, default 60 s, never longer than
+    /// the result): waiters block on it from `$`, so it is only a wake-up.
+    pub job_events_ttl: Duration,
 }
 
 fn invalid(key: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Error {
@@ -311,6 +320,12 @@ pub(crate) fn validate(
         .filter(|v| *v > 0)
         .ok_or_else(|| invalid("rrq.max_payload_bytes", max_payload, "must be > 0"))?;
 
+    let events_ttl = raw.job_events_ttl_seconds.unwrap_or(60.0);
+    let job_events_ttl = seconds("rrq.job_events_ttl_seconds", events_ttl)?;
+    if job_events_ttl < Duration::from_millis(1) {
+        return Err(invalid("rrq.job_events_ttl_seconds", events_ttl, "must be at least 0.001"));
+    }
+
     Ok(Settings {
         redis_dsn,
         default_queue,
@@ -351,6 +366,8 @@ pub(crate) fn validate(
         correlation_mappings: raw.correlation_mappings,
         metrics_listen: raw.metrics_listen,
         max_payload_bytes,
+        keyspace_notifications: raw.keyspace_notifications.unwrap_or(true),
+        job_events_ttl,
     })
 }
 
@@ -533,6 +550,22 @@ mod tests {
         assert_eq!(s.max_retry_delay.as_secs(), 3600);
         assert_eq!(s.shutdown_grace.as_secs(), 10);
         assert_eq!(s.health_check_interval.as_secs(), 60);
+    }
+
+    #[test]
+    fn pickup_keys_default_on_and_sixty_seconds_and_are_validated() {
+        let (s, w) = parse("").unwrap();
+        assert!(w.is_empty());
+        assert!(s.keyspace_notifications);
+        assert_eq!(s.job_events_ttl.as_secs(), 60);
+        let (s, w) = parse("[rrq]\nkeyspace_notifications = false\njob_events_ttl_seconds = 2.5").unwrap();
+        assert!(w.is_empty(), "known keys: {w:?}");
+        assert!(!s.keyspace_notifications);
+        assert_eq!(s.job_events_ttl.as_millis(), 2500);
+        for bad in ["0", "-1"] {
+            let err = parse(&format!("[rrq]\njob_events_ttl_seconds = {bad}")).unwrap_err();
+            assert!(err.to_string().contains("job_events_ttl_seconds"), "{err}");
+        }
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct WorkerConfig {
     /// How often an idle worker looks for work it was not told about (jobs
     /// enqueued by producers that do not publish a ready signal).
     pub poll_interval: Duration,
+    /// The same poll while the store signals every queue change, whoever
+    /// made it (Redis keyspace notifications): only a safety net, so that N
+    /// idle workers cost Redis little.
+    pub notified_poll_interval: Duration,
     /// TTL of a job lock; renewed every `renew_interval` while the job runs.
     pub lease_ttl: Duration,
     /// How often running jobs' locks are renewed.
@@ -76,6 +80,7 @@ impl WorkerConfig {
             backoff: Backoff::default(),
             routing: Routing { default_runner: "python".to_owned(), ..Routing::default() },
             poll_interval: Duration::from_millis(100),
+            notified_poll_interval: Duration::from_secs(1),
             lease_ttl: Duration::from_secs(15),
             renew_interval: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(60),

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rrq_pool::Runner;
-use rrq_protocol::QueueName;
-use rrq_store::{Clock, Store, StoreError, SystemClock, WorkerHealth, format_timestamp};
+use rrq_protocol::{JobId, QueueName};
+use rrq_store::{Clock, ReadySignals, Signal, Store, StoreError, SystemClock, WorkerHealth, format_timestamp};
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
@@ -253,11 +253,13 @@ impl LoopState {
                 () = shutdown.cancelled() => return Ok(()),
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(done),
                 signal = recv_ready(&mut ready) => match signal {
-                    Some(queue) => {
+                    Some(Signal::Ready(queue)) => {
                         if self.config.queues.contains(&queue) {
                             self.want_claim = true;
                         }
                     }
+                    Some(Signal::Cancel(id)) => self.cancel_requested(&id),
+                    Some(_) => {}
                     None => {
                         warn!("ready signal channel closed; falling back to polling");
                         ready = None;
@@ -376,6 +378,31 @@ impl LoopState {
         }
     }
 
+    /// The regular poll: a slow safety net when the store signals every
+    /// queue change, the configured interval when it signals only its own.
+    pub(crate) fn poll_interval(&self) -> Duration {
+        match self.shared.store.ready_signals() {
+            ReadySignals::Complete => self.config.poll_interval.max(self.config.notified_poll_interval),
+            _ => self.config.poll_interval,
+        }
+    }
+
+    /// A cancel of a job was requested: stop it now if it runs here (the
+    /// lease renewal would notice it too, later).
+    fn cancel_requested(&mut self, id: &JobId) {
+        for (attempt, r) in self.attempts.lock().iter() {
+            if &attempt.job_id == id {
+                r.control.send_if_modified(|c| {
+                    let changed = *c == Control::Run;
+                    if changed {
+                        *c = Control::Cancel;
+                    }
+                    changed
+                });
+            }
+        }
+    }
+
     /// Recovers expired leases of dead workers: passes of `RECOVERY_BATCH`
     /// while a pass comes back full, so a crash with many jobs in flight is
     /// still recovered within one recovery interval.
@@ -483,7 +510,7 @@ fn continue_trace(span: &tracing::Span, carrier: Option<&std::collections::BTree
     let _ = span.set_parent(parent);
 }
 
-async fn recv_ready(rx: &mut Option<mpsc::Receiver<QueueName>>) -> Option<QueueName> {
+async fn recv_ready(rx: &mut Option<mpsc::Receiver<Signal>>) -> Option<Signal> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

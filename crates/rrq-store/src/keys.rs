@@ -30,6 +30,9 @@ pub const LEASES: &str = "rrq:leases";
 pub const PAUSED: &str = "rrq:paused_queues";
 /// RRQ extension: pub/sub channel carrying a queue key when jobs become ready.
 pub const READY_CHANNEL: &str = "rrq:ready";
+/// RRQ extension: pub/sub channel carrying a job id when a cancel of the
+/// running job is requested.
+pub const CANCEL_CHANNEL: &str = "rrq:cancel";
 /// RRQ extension: ZSET of cron entry ids scored by the last tick handled
 /// (epoch seconds), read by workers that start after missed ticks.
 pub const CRON_TICKS: &str = "rrq:cron:ticks";

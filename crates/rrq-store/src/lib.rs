@@ -51,5 +51,5 @@ pub use memory::MemoryStore;
 pub use redis::{CA_FILE_ENV, ConnectOptions, RedisStore};
 pub use store::{
     CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo,
-    Recovery, Store, WorkerHealth, WorkerRecord,
+    ReadySignals, Recovery, Signal, Store, WorkerHealth, WorkerRecord,
 };

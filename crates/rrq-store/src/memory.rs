@@ -28,7 +28,7 @@ use crate::keys;
 use crate::shared::{self, ClaimAs, Plan, messages};
 use crate::store::{
     CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo,
-    Recovery, Store, WorkerHealth, WorkerRecord,
+    Recovery, Signal, Store, WorkerHealth, WorkerRecord,
 };
 
 /// Ready signals buffered per subscriber before new ones are dropped.
@@ -123,7 +123,7 @@ struct State {
     /// Paused full queue keys.
     paused: BTreeSet<String>,
     /// Ready-signal subscribers.
-    ready: Vec<mpsc::Sender<QueueName>>,
+    ready: Vec<mpsc::Sender<Signal>>,
     /// Woken by every appended event ([`Store::wait_job_event`] waits on it).
     appended: Arc<Notify>,
 }
@@ -336,7 +336,11 @@ impl State {
     }
 
     fn publish(&mut self, queue: &QueueName) {
-        self.ready.retain(|tx| !matches!(tx.try_send(queue.clone()), Err(mpsc::error::TrySendError::Closed(_))));
+        self.signal(&Signal::Ready(queue.clone()));
+    }
+
+    fn signal(&mut self, signal: &Signal) {
+        self.ready.retain(|tx| !matches!(tx.try_send(signal.clone()), Err(mpsc::error::TrySendError::Closed(_))));
     }
 
     fn write_job(&mut self, job: &NewJob, now: DateTime<Utc>) {
@@ -950,7 +954,7 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
-    async fn subscribe_ready(&self) -> Result<mpsc::Receiver<QueueName>, StoreError> {
+    async fn subscribe_ready(&self) -> Result<mpsc::Receiver<Signal>, StoreError> {
         let (tx, rx) = mpsc::channel(READY_BUFFER);
         self.lock().ready.push(tx);
         Ok(rx)
@@ -961,7 +965,9 @@ impl Store for MemoryStore {
     }
 
     async fn resume(&self, queue: &QueueName) -> Result<bool, StoreError> {
-        Ok(self.lock().paused.remove(keys::queue(queue)))
+        let mut st = self.lock();
+        st.publish(queue);
+        Ok(st.paused.remove(keys::queue(queue)))
     }
 
     async fn paused(&self) -> Result<Vec<QueueName>, StoreError> {
@@ -982,6 +988,7 @@ impl Store for MemoryStore {
             }
             Some(JobStatus::Active) => {
                 h.insert("cancel_requested".into(), "1".into());
+                st.signal(&Signal::Cancel(id.clone()));
                 Ok(CancelResult::CancelRequested)
             }
             other => Ok(CancelResult::NotCancellable(other)),

@@ -232,6 +232,37 @@ pub struct WorkerRecord {
     pub ttl: Option<Duration>,
 }
 
+/// A wake-up the store pushes to a worker (see [`Store::subscribe_ready`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Signal {
+    /// Jobs may have become ready (or been scheduled) in this queue: claim
+    /// from it, and let the claim's head arm the timer for deferred ones.
+    Ready(QueueName),
+    /// A cancel of this running job was requested: the worker running it
+    /// stops the attempt now instead of at its next lease renewal.
+    Cancel(JobId),
+}
+
+/// Which queue changes reach [`Store::subscribe_ready`]'s channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadySignals {
+    /// No subscription yet.
+    NotSubscribed,
+    /// Every write that adds a job to a queue is signalled, whoever made it
+    /// (Redis keyspace notifications, or the in-memory store): the worker's
+    /// poll is only a safety net and may be slow.
+    Complete,
+    /// Only RRQ's own writes are signalled; jobs added by other producers
+    /// (the reference's Python client, `redis-cli`) wait for the next poll.
+    /// `reason` says why (for logs and `/healthz`).
+    Partial {
+        /// Why keyspace notifications are not in use.
+        reason: String,
+    },
+}
+
 /// Domain verbs over job state. Every verb that changes more than one key is
 /// one atomic step, and every verb may be retried after a connection error
 /// without changing the result.
@@ -322,9 +353,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// the lease index, never by scanning the keyspace.
     async fn recover(&self, now: DateTime<Utc>, limit: usize, defaults: &JobDefaults) -> Result<Recovery, StoreError>;
 
-    /// A channel that receives a queue name whenever jobs become ready in it
-    /// (best effort: a missed signal only delays pickup to the next poll).
-    async fn subscribe_ready(&self) -> Result<mpsc::Receiver<QueueName>, StoreError>;
+    /// A channel of wake-ups: a queue whenever jobs are added to it, and the
+    /// id of a running job whose cancel was requested (best effort: a missed
+    /// signal only delays pickup to the next poll, a cancel to the next lease
+    /// renewal). The subscription is live when this returns: a change made
+    /// after it is signalled.
+    async fn subscribe_ready(&self) -> Result<mpsc::Receiver<Signal>, StoreError>;
+
+    /// Which changes [`Store::subscribe_ready`] reports (as of the latest
+    /// subscription); the worker polls slowly only when they are
+    /// [`ReadySignals::Complete`].
+    fn ready_signals(&self) -> ReadySignals {
+        ReadySignals::Partial { reason: "this store signals only its own writes".to_owned() }
+    }
 
     /// Pauses a queue: no worker claims from it until it is resumed.
     async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError>;

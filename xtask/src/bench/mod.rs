@@ -4,7 +4,8 @@
 //!
 //! Usage: `rrq-bench [--quick] [--reps N] [--check] [--no-wait]
 //! [--only rrq|reference] [--drain-jobs N] [--backlog-jobs N] [SCENARIO...]` with scenarios `drain-rust`,
-//! `drain-python`, `drain-1x1`, `pickup`, `enqueue`, `backlog` (default: all).
+//! `drain-python`, `drain-1x1`, `pickup`, `enqueue`, `backlog`, `idle` (Redis commands/s of an idle
+//! orchestrator), `retained` (Redis bytes per completed job kept for its result) (default: all).
 //!
 //! Every run starts from an empty database (`FLUSHDB`), both orchestrators
 //! read the same generated `rrq.toml` with logs at warn, and the two sides
@@ -27,7 +28,8 @@ use orchestrator::{Pool, RunnerKind, Side};
 use report::{Figure, Target, median, percentile};
 use scenarios::Ctx;
 
-const SCENARIOS: [&str; 6] = ["drain-rust", "drain-python", "drain-1x1", "pickup", "enqueue", "backlog"];
+const SCENARIOS: [&str; 8] =
+    ["drain-rust", "drain-python", "drain-1x1", "pickup", "enqueue", "backlog", "idle", "retained"];
 
 /// Jobs the reference gets in the 1 × 1 drain: it takes one job per poll
 /// (about ten a second), so 20,000 would take over half an hour.
@@ -125,6 +127,11 @@ fn figures() -> Vec<Figure> {
             1.1,
         )),
         Figure::new("backlog_1m_rss", "orchestrator peak RSS, 1M backlog", "MB", 1).target(Target::AtMost(64.0)),
+        Figure::new("idle_commands", "idle orchestrator, Redis commands/s (10 s window)", "calls/s", 1)
+            .target(Target::AtMost(20.0)),
+        Figure::new("retained_fresh", "Redis bytes per completed job, just after completion", "bytes", 0),
+        Figure::new("retained_bytes", "Redis bytes per completed job kept for its result", "bytes", 0)
+            .target(Target::AtMost(1024.0)),
         Figure::new("backlog_1m_enqueue", "enqueue the 1M backlog (batches of 10,000)", "jobs/s", 0)
             .reference_note("RRQ producer"),
     ]
@@ -337,6 +344,22 @@ async fn run_scenario(
                         });
                     }
                 }
+                "idle" => {
+                    progress(&format!("idle #{}: {} idle for 10 s", rep + 1, side.label()));
+                    let rate = scenarios::idle(ctx, side, &tag).await?;
+                    progress(&format!("  {rate:.1} Redis commands/s"));
+                    push(figures, "idle_commands", side, rate);
+                    record["commands_per_s"] = json!(rate);
+                }
+                "retained" => {
+                    progress(&format!("retained #{}: {} 50 completed jobs", rep + 1, side.label()));
+                    let (fresh, kept) = scenarios::retained_bytes(ctx, side, &tag).await?;
+                    progress(&format!("  {fresh:.0} bytes/job at completion, {kept:.0} bytes/job retained"));
+                    push(figures, "retained_fresh", side, fresh);
+                    push(figures, "retained_bytes", side, kept);
+                    record["bytes_fresh"] = json!(fresh);
+                    record["bytes_retained"] = json!(kept);
+                }
                 other => bail!("unknown scenario {other}"),
             }
             record["seconds"] = json!(started.elapsed().as_secs_f64());
@@ -371,6 +394,8 @@ fn scenario_of(key: &str) -> &'static str {
         "drain_1x1" | "cpu_1x1" => "drain-1x1",
         "pickup_p50" | "pickup_p99" => "pickup",
         k if k.starts_with("enqueue") => "enqueue",
+        "idle_commands" => "idle",
+        "retained_fresh" | "retained_bytes" => "retained",
         _ => "backlog",
     }
 }

@@ -466,3 +466,70 @@ pub(crate) async fn backlog(ctx: &Ctx, side: Side, jobs: usize, tag: &str) -> Re
     ctx.setup.redis.flush()?;
     Ok(Backlog { head_s: last - first, peak_rss_mb: mb(sample), enqueue_rate })
 }
+
+/// Warm-up shared by the idle scenarios: `n` no-op jobs, one at a time, so
+/// the orchestrator is up, subscribed and its runners answer.
+async fn warm_up(ctx: &Ctx, orch: &mut Orchestrator, side: Side, tag: &str, n: usize) -> Result<Vec<JobId>> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let options = EnqueueOptions { job_id: Some(job_id(tag, i)), ..EnqueueOptions::default() };
+        let id = ctx.producer.enqueue("noop", json!({}), options).await?;
+        let done = ctx.producer.wait_for_completion(&id, Duration::from_secs(60)).await?;
+        orch.check_alive()?;
+        if done.is_none() {
+            bail!("{}: job {id} did not finish within 60 s", side.label());
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Redis commands per second an idle orchestrator sends (`INFO
+/// commandstats` over a 10 s window, the harness's own INFO taken out).
+pub(crate) async fn idle(ctx: &Ctx, side: Side, tag: &str) -> Result<f64> {
+    const WINDOW: Duration = Duration::from_secs(10);
+    ctx.setup.redis.flush()?;
+    let mut orch = Orchestrator::start(&ctx.setup, side, RunnerKind::Rust, Pool { size: 1, in_flight: 1 }, tag)?;
+    warm_up(ctx, &mut orch, side, tag, 3).await?;
+    ctx.setup.redis.reset_stats()?;
+    tokio::time::sleep(WINDOW).await;
+    let calls: u64 = ctx.setup.redis.command_stats()?.iter().map(|(_, n)| n).sum();
+    orch.check_alive()?;
+    orch.stop()?;
+    // CONFIG RESETSTAT's successor in the window is our INFO.
+    Ok(calls.saturating_sub(1) as f64 / WINDOW.as_secs_f64())
+}
+
+/// Redis bytes (MEMORY USAGE of the job hash plus its events stream) per
+/// completed job kept for its result TTL: measured once the events streams
+/// have had their time (RRQ expires them after `job_events_ttl_seconds`,
+/// 60 s by default; the reference keeps them with the result).
+pub(crate) async fn retained_bytes(ctx: &Ctx, side: Side, tag: &str) -> Result<(f64, f64)> {
+    const JOBS: usize = 50;
+    ctx.setup.redis.flush()?;
+    let mut orch = Orchestrator::start(&ctx.setup, side, RunnerKind::Rust, Pool { size: 1, in_flight: 1 }, tag)?;
+    let ids = warm_up(ctx, &mut orch, side, tag, JOBS).await?;
+    orch.stop()?;
+    let usage = |key: String| -> Result<f64> {
+        Ok(ctx.setup.redis.cli(&["MEMORY", "USAGE", &key])?.trim().parse::<f64>().unwrap_or(0.0))
+    };
+    let total = |ids: &[JobId]| -> Result<f64> {
+        let mut sum = 0.0;
+        for id in ids {
+            sum += usage(format!("rrq:job:{id}"))? + usage(format!("rrq:events:job:{id}"))?;
+        }
+        Ok(sum / ids.len() as f64)
+    };
+    let fresh = total(&ids)?;
+    if side == Side::Rrq {
+        let last = format!("rrq:events:job:{}", ids[JOBS - 1]);
+        let deadline = Instant::now() + Duration::from_secs(75);
+        while ctx.setup.redis.cli(&["EXISTS", &last])?.trim() != "0" {
+            if Instant::now() > deadline {
+                bail!("the events stream {last} did not expire within 75 s");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok((fresh, total(&ids)?))
+}

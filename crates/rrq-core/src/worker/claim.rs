@@ -27,7 +27,7 @@ impl LoopState {
         self.want_claim = false;
         let free = self.concurrency.saturating_sub(self.attempts.len());
         let n = self.config.queues.len();
-        self.next_poll = Instant::now() + self.config.poll_interval;
+        self.next_poll = Instant::now() + self.poll_interval();
         if free == 0 {
             // Claim again as soon as a running job finishes.
             self.want_claim = true;

@@ -185,9 +185,13 @@ impl Store for HookedStore {
         self.inner.recover(now, limit, defaults).await
     }
 
-    async fn subscribe_ready(&self) -> Result<mpsc::Receiver<QueueName>, StoreError> {
+    async fn subscribe_ready(&self) -> Result<mpsc::Receiver<rrq_store::Signal>, StoreError> {
         self.enter("subscribe_ready", "").await;
         self.inner.subscribe_ready().await
+    }
+
+    fn ready_signals(&self) -> rrq_store::ReadySignals {
+        self.inner.ready_signals()
     }
 
     async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError> {

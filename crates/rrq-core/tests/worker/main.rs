@@ -248,6 +248,24 @@ async fn cancelling_a_running_job_sends_a_cancel_to_the_runner() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_cancel_signal_stops_a_running_job_before_the_next_renewal() {
+    let h = Harness::new(ScriptedRunner::new(4).on("hang", Behavior::Hang));
+    h.enqueue("j", "hang", json!({}), |j| j.job_timeout_seconds = 7200).await;
+    let mut config = h.config(&[]);
+    // Renewal (the fallback) would notice the request only after an hour.
+    config.renew_interval = Duration::from_secs(3600);
+    config.lease_ttl = Duration::from_secs(7200);
+    let _w = h.start(config);
+    h.wait_for("j", JobStatus::Active).await;
+    let asked = tokio::time::Instant::now();
+    assert_eq!(h.store.cancel(&JobId::new("j"), h.clock.now()).await.unwrap(), CancelResult::CancelRequested);
+    h.wait_for("j", JobStatus::Cancelled).await;
+    let took = asked.elapsed();
+    assert!(took < Duration::from_millis(100), "cancelled {took:?} after the request");
+    assert_eq!(h.runner.cancels.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn shutdown_puts_unfinished_jobs_back_on_their_queue() {
     let h = Harness::new(ScriptedRunner::new(4).on("hang", Behavior::Hang));
     h.enqueue("j", "hang", json!({}), |_| {}).await;

@@ -3,7 +3,9 @@
 //! Connections: one multiplexed client runs every command and script; a
 //! small pool of dedicated connections serves blocking reads (`XREAD BLOCK`)
 //! so they never delay other commands; a subscriber connection (opened on
-//! first use) listens on the ready channel. All of them reconnect with an
+//! first use) listens on the ready and cancel channels and, unless turned
+//! off, on keyspace notifications of the queues (see `notify.rs`), so jobs
+//! from any producer wake a worker at once. All of them reconnect with an
 //! exponential backoff, and every command has a timeout.
 //!
 //! Writes that touch several keys are single Lua scripts (see `scripts.rs`).
@@ -18,13 +20,14 @@
 //! the connection is asked once more with the same token; the repeat returns
 //! the jobs a lost run took, so a dropped reply does not orphan them.
 
+mod notify;
 mod options;
 mod scripts;
 #[cfg(feature = "tls")]
 mod tls;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,7 +47,7 @@ use crate::keys;
 use crate::shared::{self, Plan};
 use crate::store::{
     CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo,
-    Recovery, Store, WorkerHealth, WorkerRecord,
+    ReadySignals, Recovery, Signal, Store, WorkerHealth, WorkerRecord,
 };
 
 /// How long [`RedisStore::connect`] waits for the first `PING` answer.
@@ -74,6 +77,9 @@ const COMPLETE_BATCH: usize = 256;
 const PURGE_CHUNK: usize = 100;
 /// Ready signals buffered per subscriber before new ones are dropped.
 const READY_BUFFER: usize = 256;
+/// How long a job's events stream outlives its terminal event by default
+/// (see [`RedisStore::with_events_ttl`]).
+pub const DEFAULT_EVENTS_TTL: Duration = Duration::from_secs(60);
 /// Keys asked for per `SCAN` step, and keys per inspection script call.
 const SCAN_COUNT: usize = 500;
 
@@ -83,6 +89,10 @@ pub struct RedisStore {
     inner: Arc<Inner>,
     /// Where claims quarantine broken jobs, and the queue of jobs without one.
     defaults: Arc<JobDefaults>,
+    /// Whether the subscription uses keyspace notifications.
+    keyspace: bool,
+    /// Expiry of a job's events stream after its terminal event.
+    events_ttl: Duration,
 }
 
 struct Inner {
@@ -94,6 +104,11 @@ struct Inner {
     blocking: OnceCell<ExclusivePool>,
     /// The ready-channel subscription, opened on first use.
     subscriber: OnceCell<SubscriberClient>,
+    /// Which changes the subscription reports (shared with the task that
+    /// re-enables keyspace notifications after a reconnect).
+    signals: Arc<Mutex<ReadySignals>>,
+    /// The database whose keyspace events are subscribed.
+    db: u8,
     /// The DSN with its password masked, for errors.
     dsn: String,
     /// Successes waiting for the batching task (see [`complete_batches`]).
@@ -104,7 +119,7 @@ struct Inner {
 /// this attempt, and where its fence goes.
 struct Completion {
     keys: [String; 4],
-    args: [String; 6],
+    args: [String; 7],
     reply: oneshot::Sender<Result<Fence, StoreError>>,
 }
 
@@ -166,6 +181,7 @@ impl RedisStore {
     pub async fn connect_with(dsn: &str, options: ConnectOptions) -> Result<RedisStore, StoreError> {
         let masked = mask_dsn(dsn);
         let config = parse_dsn(dsn, &masked, &options)?;
+        let db = config.database.unwrap_or(0);
         let builder = builder(config);
         let client = builder
             .build()
@@ -185,10 +201,14 @@ impl RedisStore {
                         builder,
                         blocking: OnceCell::new(),
                         subscriber: OnceCell::new(),
+                        signals: Arc::new(Mutex::new(ReadySignals::NotSubscribed)),
+                        db,
                         dsn: masked,
                         completions,
                     }),
                     defaults: Arc::new(JobDefaults::default()),
+                    keyspace: true,
+                    events_ttl: DEFAULT_EVENTS_TTL,
                 });
             }
             Ok(Err(e)) => connect_error(e, masked),
@@ -212,6 +232,27 @@ impl RedisStore {
     #[must_use]
     pub fn with_defaults(self, defaults: JobDefaults) -> Self {
         RedisStore { defaults: Arc::new(defaults), ..self }
+    }
+
+    /// Whether [`Store::subscribe_ready`] also listens to keyspace
+    /// notifications of the queues (on by default; `[rrq]
+    /// keyspace_notifications`). On, the first subscription adds `K` and `z`
+    /// to the server's `notify-keyspace-events` (keeping the flags already
+    /// set) so that jobs added by any producer are signalled; where the
+    /// server refuses `CONFIG`, a warning says so and
+    /// [`Store::ready_signals`] reports it. Set before the first subscription.
+    #[must_use]
+    pub fn with_keyspace_notifications(self, on: bool) -> Self {
+        RedisStore { keyspace: on, ..self }
+    }
+
+    /// How long a job's events stream (`rrq:events:job:{id}`, only a wake-up
+    /// for waiters, who start at `$`) is kept after its terminal event, at
+    /// most as long as the job's result (`[rrq] job_events_ttl_seconds`,
+    /// default [`DEFAULT_EVENTS_TTL`]; at least 1 ms).
+    #[must_use]
+    pub fn with_events_ttl(self, ttl: Duration) -> Self {
+        RedisStore { events_ttl: ttl.max(Duration::from_millis(1)), ..self }
     }
 
     /// Closes every connection. Calls made afterwards fail.
@@ -266,15 +307,48 @@ impl RedisStore {
                     sub.init().await?;
                     // A detached task that re-subscribes after every reconnect.
                     drop(sub.manage_subscriptions());
-                    sub.subscribe(keys::READY_CHANNEL).await
+                    sub.subscribe(vec![keys::READY_CHANNEL, keys::CANCEL_CHANNEL]).await?;
+                    if self.keyspace {
+                        sub.psubscribe(notify::pattern(self.inner.db)).await?;
+                    }
+                    // fred sends (P)SUBSCRIBE without waiting for a reply: an
+                    // answered PING on the same connection shows the server
+                    // has processed them, so no signal sent from now on is lost.
+                    sub.ping::<Value>(None).await.map(drop)
                 };
                 match tokio::time::timeout(CONNECT_DEADLINE, opened).await {
-                    Ok(Ok(())) => Ok(sub),
+                    Ok(Ok(())) => {
+                        self.watch_keyspace_config(&sub).await;
+                        Ok(sub)
+                    }
                     Ok(Err(e)) => Err(self.error("subscribe_ready", e)),
                     Err(_) => Err(self.unavailable("the ready-channel subscription did not open")),
                 }
             })
             .await
+    }
+
+    /// Turns keyspace notifications on (now and after every reconnect of the
+    /// subscriber, as a restarted server forgets `CONFIG SET`) and records
+    /// which signals the subscription delivers.
+    async fn watch_keyspace_config(&self, sub: &SubscriberClient) {
+        let signals = self.inner.signals.clone();
+        if !self.keyspace {
+            *signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ReadySignals::Partial {
+                reason: format!("keyspace notifications are turned off (`[rrq] {} = false`)", notify::CONFIG_KEY),
+            };
+            return;
+        }
+        let state = notify::enable(&self.inner.client).await;
+        *signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+        let (client, mut reconnects) = (self.inner.client.clone(), sub.reconnect_rx());
+        tokio::spawn(async move {
+            // Ends when the subscriber is closed (its sender goes with it).
+            while let Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) = reconnects.recv().await {
+                let state = notify::enable(&client).await;
+                *signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+            }
+        });
     }
 
     fn unavailable(&self, what: &str) -> StoreError {
@@ -308,7 +382,7 @@ async fn complete_batches(client: Client, dsn: String, mut pending: mpsc::Unboun
             }
         }
         let mut keys = Vec::with_capacity(1 + 4 * batch.len());
-        let mut args = Vec::with_capacity(1 + 6 * batch.len());
+        let mut args = Vec::with_capacity(1 + 7 * batch.len());
         keys.push(keys::LEASES.to_owned());
         args.push(keys::UNIQUE_LOCK_PREFIX.to_owned());
         for c in &mut batch {
@@ -945,6 +1019,7 @@ impl Store for RedisStore {
                 shared::result_json(result),
                 format_timestamp(now),
                 defaults.result_ttl_seconds.to_string(),
+                self.events_ttl.as_millis().max(1).to_string(),
             ],
             reply,
         };
@@ -1052,31 +1127,39 @@ impl Store for RedisStore {
         Ok(Recovery { requeued: ids(OP, requeued)?, dead_lettered: ids(OP, dead)?, cancelled: ids(OP, cancelled)? })
     }
 
-    async fn subscribe_ready(&self) -> Result<mpsc::Receiver<QueueName>, StoreError> {
+    async fn subscribe_ready(&self) -> Result<mpsc::Receiver<Signal>, StoreError> {
         let sub = self.subscriber().await?;
-        let mut messages = sub.message_rx();
+        let (mut messages, mut keyspace) = (sub.message_rx(), sub.keyspace_event_rx());
+        let db = self.inner.db;
         let (tx, rx) = mpsc::channel(READY_BUFFER);
         tokio::spawn(async move {
             loop {
-                tokio::select! {
+                let signal = tokio::select! {
                     _ = tx.closed() => break,
                     msg = messages.recv() => match msg {
-                        Ok(msg) if &*msg.channel == keys::READY_CHANNEL => {
-                            if let Some(queue) = text(&msg.value) {
-                                // Best effort: a full buffer drops the signal.
-                                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(QueueName::new(&queue)) {
-                                    break;
-                                }
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Ok(msg) => notify::signal(&msg.channel, &msg.value),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                     },
+                    event = keyspace.recv() => match event {
+                        Ok(event) => notify::keyspace_signal(&event, db),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                };
+                // Best effort: a full buffer drops the signal.
+                if let Some(signal) = signal
+                    && let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(signal)
+                {
+                    break;
                 }
             }
         });
         Ok(rx)
+    }
+
+    fn ready_signals(&self) -> ReadySignals {
+        self.inner.signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError> {
@@ -1088,6 +1171,13 @@ impl Store for RedisStore {
     async fn resume(&self, queue: &QueueName) -> Result<bool, StoreError> {
         let removed: i64 =
             self.inner.client.srem(keys::PAUSED, keys::queue(queue)).await.map_err(|e| self.error("resume", e))?;
+        // Resuming adds nothing to the queue, so no keyspace event tells
+        // workers to claim its waiting jobs: say so on the ready channel.
+        self.inner
+            .client
+            .publish::<(), _, _>(keys::READY_CHANNEL, keys::queue(queue))
+            .await
+            .map_err(|e| self.error("resume", e))?;
         Ok(removed > 0)
     }
 
@@ -1101,7 +1191,12 @@ impl Store for RedisStore {
     async fn cancel(&self, id: &JobId, _now: DateTime<Utc>) -> Result<CancelResult, StoreError> {
         const OP: &str = "cancel";
         let keys = vec![keys::job(id), keys::queue(&self.defaults.queue).to_owned(), keys::events(id)];
-        let args = vec![id.as_str().to_owned(), QueueName::PREFIX.to_owned(), keys::UNIQUE_LOCK_PREFIX.to_owned()];
+        let args = vec![
+            id.as_str().to_owned(),
+            QueueName::PREFIX.to_owned(),
+            keys::UNIQUE_LOCK_PREFIX.to_owned(),
+            keys::CANCEL_CHANNEL.to_owned(),
+        ];
         let reply = array(OP, self.eval(OP, &scripts::CANCEL, keys, args).await?)?;
         let code = int(OP, reply.first().ok_or_else(|| protocol(OP, "empty reply"))?)?;
         let status = reply.get(1).and_then(text).and_then(|s| JobStatus::parse(&s));

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rrq_protocol::QueueName;
-use rrq_store::{EnqueueMode, Enqueued, JobStatus, StoreError};
+use rrq_store::{EnqueueMode, Enqueued, JobStatus, Signal, StoreError};
 use tokio::sync::mpsc;
 
 use crate::harness::Harness;
@@ -212,14 +212,15 @@ async fn only_ready_jobs_signal_their_queue(h: Harness) {
 
 /// Collects the signals for `watched` queues until `until` is signalled;
 /// signals of other tests' queues are ignored.
-async fn signals_until(
-    rx: &mut mpsc::Receiver<QueueName>,
+pub(crate) async fn signals_until(
+    rx: &mut mpsc::Receiver<Signal>,
     until: &QueueName,
     watched: &[&QueueName],
 ) -> Vec<QueueName> {
     let mut seen = Vec::new();
     let wait = async {
-        while let Some(q) = rx.recv().await {
+        while let Some(signal) = rx.recv().await {
+            let Signal::Ready(q) = signal else { continue };
             if q == *until {
                 return;
             }

@@ -54,7 +54,12 @@ impl Harness {
     }
 
     async fn on(redis: TestRedis) -> Harness {
-        let store = RedisStore::connect(redis.url()).await.expect("connect to the test redis");
+        // Keyspace notifications off: the shared tests count RRQ's own ready
+        // signals; `signals.rs` tests the notifications.
+        let store = RedisStore::connect(redis.url())
+            .await
+            .expect("connect to the test redis")
+            .with_keyspace_notifications(false);
         let client = raw_client(redis.url()).await;
         // Real wall time (whole milliseconds, like queue scores), so "ready
         // now" and stream ids line up with `now`.

@@ -107,7 +107,7 @@ async fn recovery_requeues_a_job_whose_lock_expired(h: Harness) {
     assert_eq!(fields["last_error"], "Recovered after lock expiry or worker crash.");
     assert!(!fields.contains_key("start_time") && !fields.contains_key("worker_id"));
     let signal = tokio::time::timeout(std::time::Duration::from_secs(10), ready.recv()).await.unwrap();
-    assert_eq!(signal, Some(q.clone()));
+    assert_eq!(signal, Some(rrq_store::Signal::Ready(q.clone())));
 
     // Only once, and the dead worker's late outcome is refused.
     assert_eq!(h.store.recover(later, 100, &d).await.unwrap(), Default::default());

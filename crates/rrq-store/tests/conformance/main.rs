@@ -54,5 +54,6 @@ mod inspect;
 mod lifecycle;
 mod outcomes;
 mod redis_only;
+mod signals;
 mod tls;
 mod unique;

@@ -1,8 +1,9 @@
 -- Cancels a job: a waiting one is taken off its queue and ended CANCELLED
--- (unique lock released, `cancelled` event), a running one is flagged.
+-- (unique lock released, `cancelled` event), a running one is flagged and
+-- its worker signalled on the cancel channel.
 --
 -- KEYS: 1 job, 2 default queue, 3 events stream
--- ARGV: 1 job id, 2 queue prefix, 3 unique-lock prefix
+-- ARGV: 1 job id, 2 queue prefix, 3 unique-lock prefix, 4 cancel channel
 --
 -- Returns {code, status}: 1 cancelled, 2 cancel requested, 0 not found, 3 not cancellable.
 local job_key, default_queue, events = KEYS[1], KEYS[2], KEYS[3]
@@ -21,6 +22,8 @@ if upper == 'PENDING' or upper == 'RETRYING' then
   return {1, status}
 elseif upper == 'ACTIVE' then
   redis.call('HSET', job_key, 'cancel_requested', '1')
+  -- Tells the worker running it at once; renewal is the fallback.
+  redis.call('PUBLISH', ARGV[4], ARGV[1])
   return {2, status}
 end
 return {3, status}

@@ -2,7 +2,7 @@
 --
 -- KEYS: 1 lease index, then per attempt: job, job lock, the worker's active set, events stream
 -- ARGV: 1 unique-lock prefix, then per attempt: job id, worker id, token,
---       result JSON, completion time, default result TTL (s)
+--       result JSON, completion time, default result TTL (s), events stream TTL (ms)
 --
 -- Returns one code per attempt: 1 applied (now or by an earlier run of this
 -- same call), 0 stale.
@@ -22,7 +22,7 @@ local function leave_active(active, id)
 end
 
 for j = 0, (#KEYS - 1) / 4 - 1 do
-  local k, a = 2 + 4 * j, 2 + 6 * j
+  local k, a = 2 + 4 * j, 2 + 7 * j
   local job_key, lock_key, active, events = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local id, worker, token = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local lock = get_string(lock_key)
@@ -37,11 +37,16 @@ for j = 0, (#KEYS - 1) / 4 - 1 do
     add_event(events, id, 'completed', 'COMPLETED')
     if ttl > 0 then
       redis.call('EXPIRE', job_key, int_arg(ttl))
-      redis.pcall('EXPIRE', events, int_arg(ttl))
     elseif ttl == 0 then
       redis.call('PERSIST', job_key)
-      redis.pcall('PERSIST', events)
     end
+    -- The stream only wakes waiters (they start at `$`): keep it briefly,
+    -- never longer than the result.
+    local events_ms = tonumber(ARGV[a + 6])
+    if ttl > 0 and ttl * 1000 < events_ms then
+      events_ms = ttl * 1000
+    end
+    redis.pcall('PEXPIRE', events, int_arg(events_ms))
     local unique = cur[5]
     if unique and unique ~= '' then
       local key = unique_prefix .. unique
