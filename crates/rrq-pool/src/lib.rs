@@ -30,6 +30,14 @@
 //! * `execute` never outlives its timeout; a timed-out request is forgotten
 //!   (late answers are dropped), cancelled when the protocol asks for it, and
 //!   its process terminated unless it is shared and the cancel got through;
+//! * a response already in the socket when a timer fires wins: before a
+//!   timeout is declared the connection's reader takes in and dispatches
+//!   everything received so far (a frozen orchestrator wakes up with both
+//!   ready);
+//! * an `execute` future dropped while its request is in flight is treated
+//!   like a timed-out one (the runner must not keep working on it unseen);
+//! * `terminate` stops the process (managed) or connection (external)
+//!   carrying a request and, in managed mode, returns once it has exited;
 //! * a crashing process is respawned with exponential backoff and reported as
 //!   crash-looping after repeated failures instead of being restarted in a
 //!   tight loop.

@@ -25,6 +25,13 @@ pub trait Runner: Send + Sync + std::fmt::Debug + 'static {
     /// its own timeout.
     async fn cancel(&self, job_id: &str, request_id: &str);
 
+    /// Makes sure the runner no longer works on a request. When the request is still in flight, the
+    /// process that holds it is terminated (its whole process group: SIGTERM, then SIGKILL after the term
+    /// grace) and replaced, and this returns only once that process has exited; the pending `execute`
+    /// resolves with a transport error, and other requests sharing the process fail the same way. A request
+    /// already answered needs nothing; one not yet sent is cancelled locally. Idempotent.
+    async fn terminate(&self, job_id: &str, request_id: &str);
+
     /// How many requests may run at once (`pool_size × max_in_flight`).
     fn capacity(&self) -> usize;
 

@@ -146,6 +146,9 @@ impl Runner for ScriptedRunner {
         }
     }
 
+    // placeholder: rrq-core owns this
+    async fn terminate(&self, _job_id: &str, _request_id: &str) {}
+
     fn capacity(&self) -> usize {
         self.capacity
     }

@@ -342,3 +342,42 @@ fn captured_output_is_re_emitted_through_tracing() {
         pool.shutdown(Duration::ZERO).await;
     });
 }
+
+#[tokio::test]
+async fn terminate_kills_a_process_that_ignores_cancel_and_the_slot_serves_on() {
+    let scratch = Scratch::new();
+    let mut config = scratch.config("terminate", 1);
+    config.env.insert("FAKE_IGNORE_TERM".into(), "1".into());
+    config.term_grace = Duration::from_millis(300);
+    let pool = start(config).await;
+    let first = pool.pids()[0].unwrap();
+    let pending = call(&pool, "job", "stubborn", json!({}), LONG);
+    let stubborn = eventually("the handler to start", || scratch.events_of("stubborn").into_iter().next()).await;
+    let grandchild = stubborn["child"].as_u64().unwrap() as u32;
+    pool.cancel("job", "job-r").await;
+    eventually("the cancel to be ignored", || scratch.events_of("cancel_ignored").into_iter().next()).await;
+
+    within("terminate", pool.terminate("job", "job-r")).await;
+    assert!(is_dead(first), "terminate returns only once the process has exited");
+    eventually("the process group to be gone", || is_dead(grandchild).then_some(())).await;
+    match outcome(pending).await {
+        Err(PoolError::Transport(message)) => assert!(message.contains("terminated"), "{message}"),
+        other => panic!("the terminated request fails as a transport error, got {other:?}"),
+    }
+    within("terminate again", pool.terminate("job", "job-r")).await; // idempotent
+    let second = eventually("a replacement", || pool.pids()[0].filter(|p| *p != first)).await;
+    assert_eq!(pid_of(&run(&pool, "next", "sleep", json!({})).await), second);
+    pool.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn terminate_leaves_a_process_alone_once_the_request_was_answered() {
+    let scratch = Scratch::new();
+    let pool = start(scratch.config("answered", 1)).await;
+    let pid = pool.pids()[0].unwrap();
+    run(&pool, "done", "sleep", json!({})).await;
+    within("terminate", pool.terminate("done", "done-r")).await;
+    assert_eq!(pool.pids()[0], Some(pid));
+    assert_eq!(pid_of(&run(&pool, "next", "sleep", json!({})).await), pid);
+    pool.shutdown(Duration::ZERO).await;
+}
