@@ -206,10 +206,11 @@ pub(crate) async fn start(
 fn command(config: &PoolConfig, addr: SocketAddr) -> Command {
     let socket = addr.to_string();
     let mut command = Command::new(&config.cmd[0]);
+    command.args(&config.cmd[1..]).arg("--tcp-socket").arg(&socket);
+    for name in &config.env_remove {
+        command.env_remove(name);
+    }
     command
-        .args(&config.cmd[1..])
-        .arg("--tcp-socket")
-        .arg(&socket)
         .envs(&config.env)
         .env(TCP_SOCKET_ENV, &socket)
         .stdin(Stdio::null())

@@ -381,3 +381,19 @@ async fn terminate_leaves_a_process_alone_once_the_request_was_answered() {
     assert_eq!(pid_of(&run(&pool, "next", "sleep", json!({})).await), pid);
     pool.shutdown(Duration::ZERO).await;
 }
+
+#[tokio::test]
+async fn env_remove_hides_inherited_variables_but_not_explicit_ones() {
+    let scratch = Scratch::new();
+    let mut config = scratch.config("secretless", 1);
+    // PATH is inherited by every process; the runner is started by absolute path.
+    assert!(std::env::var_os("PATH").is_some());
+    config.env_remove = vec!["PATH".into(), "FAKE_EXTRA".into()];
+    config.env.insert("FAKE_EXTRA".into(), "explicit".into());
+    let pool = start(config).await;
+    let path = run(&pool, "path", "env", json!({"name": "PATH"})).await;
+    assert_eq!(result_field(&path, "present"), json!(false), "{path:?}");
+    let extra = run(&pool, "extra", "env", json!({"name": "FAKE_EXTRA"})).await;
+    assert_eq!(result_field(&extra, "value"), json!("explicit"), "an explicit env entry is passed anyway");
+    pool.shutdown(Duration::ZERO).await;
+}
