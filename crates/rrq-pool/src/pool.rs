@@ -185,6 +185,10 @@ impl ProcessPool {
         };
         match config.mode {
             PoolMode::Managed => {
+                let leftovers = crate::identity::sweep_leftovers(crate::process::OWNER_ENV);
+                if !leftovers.is_empty() {
+                    warn!(runner = %config.name, pids = ?leftovers, "killed runner processes left behind by an orchestrator that is gone");
+                }
                 let spawner = Spawner::new(&config.name)
                     .map_err(|e| PoolError::Unavailable(format!("cannot start a spawner thread: {e}")))?;
                 let spawner = Arc::new(spawner);

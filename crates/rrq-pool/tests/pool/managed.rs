@@ -397,3 +397,56 @@ async fn env_remove_hides_inherited_variables_but_not_explicit_ones() {
     assert_eq!(result_field(&extra, "value"), json!("explicit"), "an explicit env entry is passed anyway");
     pool.shutdown(Duration::ZERO).await;
 }
+
+/// `/proc/PID/stat`'s start time of `pid`.
+fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+/// A child process killed and reaped when dropped, even by a failing test.
+struct Reaped(std::process::Child);
+
+impl Reaped {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_managed_pool_start_kills_runners_left_behind_by_a_dead_orchestrator() {
+    let sleeper = |owner: Option<String>| {
+        let mut command = std::process::Command::new("sleep");
+        command.arg("1000").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        if let Some(owner) = owner {
+            command.env("RRQ_RUNNER_OWNER", owner);
+        }
+        Reaped(command.spawn().unwrap())
+    };
+    // A dead orchestrator: a pid that exited (and, if it is reused by now, a
+    // start time that cannot match).
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let me = std::process::id();
+    let leftover = sleeper(Some(format!("{gone_pid}:1")));
+    let ours = sleeper(Some(format!("{me}:{}", start_time(me))));
+    let unmarked = sleeper(None);
+    let recycled = sleeper(Some(format!("{me}:{}", start_time(me) + 1)));
+
+    let scratch = Scratch::new();
+    let pool = start(scratch.config("sweeper", 1)).await;
+    eventually("the leftover to be killed", || is_dead(leftover.id()).then_some(())).await;
+    eventually("the one whose owner pid was recycled to be killed", || is_dead(recycled.id()).then_some(())).await;
+    assert!(!is_dead(ours.id()), "a live orchestrator's runner is kept");
+    assert!(!is_dead(unmarked.id()), "a process without the marker is never touched");
+    assert!(!is_dead(pool.pids()[0].unwrap()), "the pool's own runner is kept");
+    pool.shutdown(Duration::ZERO).await;
+}
