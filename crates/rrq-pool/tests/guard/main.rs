@@ -35,6 +35,12 @@ fn main() {
         ("a_guarded_runner_reports_its_exit_status_and_stderr", guarded_exit_status),
         ("a_guarded_runner_is_terminated_with_its_group", guarded_terminate),
     ];
+    if std::env::args().any(|a| a == "--list") {
+        for (name, _) in tests {
+            println!("{name}: test");
+        }
+        return;
+    }
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let mut ran = 0;
     for (name, test) in tests {
@@ -134,6 +140,9 @@ fn guarded_terminate(runtime: &tokio::runtime::Runtime) {
         };
         let runner = started["pid"].as_u64().unwrap() as u32;
         let grandchild = started["child"].as_u64().unwrap() as u32;
+        let status = std::fs::read_to_string(format!("/proc/{runner}/status")).unwrap();
+        let blocked = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap().trim().to_owned();
+        assert_eq!(u64::from_str_radix(&blocked, 16), Ok(0), "the runner starts with no signal blocked");
         tokio::time::timeout(PATIENCE, pool.terminate("job", "job-r")).await.expect("terminate returns");
         assert!(is_dead(leader), "terminate returns once the pool's child has exited");
         assert!(matches!(pending.await.unwrap(), Err(PoolError::Transport(_))));
