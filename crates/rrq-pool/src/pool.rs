@@ -42,6 +42,12 @@ const CANCELLED_MESSAGE: &str = "Job cancelled";
 /// backoff (100 ms doubling to 10 s, reset after 10 s of healthy uptime), and
 /// after three failures in a row it is reported as crash-looping and requests
 /// for it fail fast with [`PoolError::Unavailable`].
+///
+/// A reply that reached the socket before a timer fired wins over that timer.
+/// An `execute` future dropped while its request is in flight is cleaned up
+/// like a timed-out request (its process retired, or a cancel sent when the
+/// process is shared). [`Runner::terminate`] retires the process carrying a
+/// request (managed) or closes its connection (external).
 #[derive(Debug)]
 pub struct ProcessPool {
     inner: Arc<Inner>,
