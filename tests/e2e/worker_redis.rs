@@ -115,9 +115,19 @@ impl Worker {
         }
     }
 
-    /// Its live child processes: the runners.
+    /// Its live child processes: the runners, looking through the runner
+    /// guards the `rrq` binary starts them behind.
     fn runner_pids(&self) -> Vec<u32> {
-        children(self.pid)
+        let is_guard = |pid: u32| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|b| *b == 0).nth(1) == Some(b"__rrq-runner-guard".as_slice())
+        };
+        let mut pids: Vec<u32> = children(self.pid)
+            .into_iter()
+            .flat_map(|pid| if is_guard(pid) { children(pid) } else { vec![pid] })
+            .collect();
+        pids.sort_unstable();
+        pids
     }
 }
 

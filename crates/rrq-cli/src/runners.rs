@@ -25,12 +25,39 @@ pub(crate) fn pool_config(name: &str, settings: &Settings) -> anyhow::Result<Poo
     config.term_grace = settings.runner_term_grace;
     config.capture_output = settings.capture_runner_output;
     config.cancel_hints = settings.runner_cancel_hints;
+    // The orchestrator's Redis DSN (password included) is none of the
+    // runner's business, unless its own table passes it on purpose.
+    if !r.env.contains_key(REDIS_DSN_ENV) {
+        config.env_remove.push(REDIS_DSN_ENV.to_owned());
+    }
     Ok(config)
 }
+
+/// The environment variable carrying the orchestrator's Redis URL.
+const REDIS_DSN_ENV: &str = "RRQ_REDIS_DSN";
 
 /// Starts the pool of runner `name` (its processes are ready when this returns).
 pub(crate) async fn start(name: &str, settings: &Settings) -> anyhow::Result<Arc<dyn Runner>> {
     let config = pool_config(name, settings)?;
     let pool = ProcessPool::start(config).await?;
     Ok(Arc::new(pool))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(runner_table: &str) -> PoolConfig {
+        let doc = format!("[rrq.runners.py]\ncmd = [\"runner\"]\ntcp_port = 9000\n{runner_table}");
+        let (settings, _) = rrq_config::parse(&doc).expect("valid settings");
+        pool_config("py", &settings).expect("pool config")
+    }
+
+    #[test]
+    fn runners_do_not_inherit_the_redis_dsn_unless_their_env_sets_it() {
+        assert_eq!(config("").env_remove, vec!["RRQ_REDIS_DSN".to_owned()]);
+        let passed = config("env = { RRQ_REDIS_DSN = \"redis://runner:6379/1\" }");
+        assert!(passed.env_remove.is_empty());
+        assert_eq!(passed.env.get("RRQ_REDIS_DSN").map(String::as_str), Some("redis://runner:6379/1"));
+    }
 }

@@ -42,6 +42,10 @@ pub struct PoolConfig {
     pub max_in_flight: NonZeroUsize,
     /// Extra environment for the processes (added to the inherited one).
     pub env: BTreeMap<String, String>,
+    /// Inherited environment variables the processes must not see (secrets
+    /// of the orchestrator). Applied before `env`, so a variable set there is
+    /// passed anyway.
+    pub env_remove: Vec<String>,
     /// Working directory of the processes; the orchestrator's when absent.
     pub cwd: Option<PathBuf>,
     /// Host of an external runner; managed runners always use 127.0.0.1.
@@ -84,6 +88,7 @@ impl PoolConfig {
             pool_size: NonZeroUsize::MIN,
             max_in_flight: NonZeroUsize::MIN,
             env: BTreeMap::new(),
+            env_remove: Vec::new(),
             cwd: None,
             host: Ipv4Addr::LOCALHOST.to_string(),
             base_port,

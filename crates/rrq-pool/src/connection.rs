@@ -69,6 +69,9 @@ pub(crate) struct Connection {
     outgoing: mpsc::UnboundedSender<Bytes>,
     closed: CancellationToken,
     in_flight: watch::Sender<usize>,
+    /// Requests to the reader: take in everything already received, then
+    /// acknowledge.
+    settle: mpsc::UnboundedSender<oneshot::Sender<()>>,
 }
 
 impl Connection {
@@ -83,6 +86,7 @@ impl Connection {
         let peer = stream.peer_addr()?;
         let (reader, writer) = stream.into_split();
         let (outgoing, rx) = mpsc::unbounded_channel();
+        let (settle, settle_rx) = mpsc::unbounded_channel();
         let conn = Arc::new(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             runner,
@@ -92,10 +96,11 @@ impl Connection {
             outgoing,
             closed: CancellationToken::new(),
             in_flight: watch::Sender::new(0),
+            settle,
         });
         debug!(runner = %conn.runner, conn = conn.id, %peer, "runner connection opened");
         tokio::spawn(write_loop(Arc::clone(&conn), writer, rx));
-        tokio::spawn(read_loop(Arc::clone(&conn), reader, FrameDecoder::new(max_frame_bytes)));
+        tokio::spawn(read_loop(Arc::clone(&conn), reader, FrameDecoder::new(max_frame_bytes), settle_rx));
         Ok(conn)
     }
 
@@ -112,6 +117,21 @@ impl Connection {
     /// Requests waiting for a response on this connection.
     pub(crate) fn in_flight(&self) -> usize {
         *self.in_flight.borrow()
+    }
+
+    /// Whether `request_id` still waits for its response here.
+    pub(crate) fn is_pending(&self, request_id: &str) -> bool {
+        self.lock().waiters.contains_key(request_id)
+    }
+
+    /// Returns once the reader has read everything the runner had written
+    /// to the socket by now and delivered every complete response in it (or
+    /// the connection is closed, which fails what is pending).
+    pub(crate) async fn settle(&self) {
+        let (ack, acked) = oneshot::channel();
+        if self.settle.send(ack).is_ok() {
+            let _ = acked.await;
+        }
     }
 
     /// Resolves once no request is pending (or the connection is closed).
@@ -296,6 +316,27 @@ pub(crate) async fn send_cancel_fresh(
     }
 }
 
+/// One non-blocking `recv` into `buf`'s spare capacity, straight from the
+/// kernel: unlike tokio's `try_read`, it does not trust the runtime's cached
+/// readiness, which is stale when the executor was frozen.
+fn read_now(reader: &OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    buf.reserve(8 * 1024);
+    let spare = buf.spare_capacity_mut();
+    let fd = reader.as_ref().as_raw_fd();
+    // SAFETY: `spare` is writable memory of `spare.len()` bytes owned by
+    // `buf`; recv writes at most that many bytes into it and returns how many.
+    #[allow(unsafe_code, reason = "a non-blocking recv that bypasses tokio's readiness cache")]
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
+    let Ok(n) = usize::try_from(n) else { return Err(std::io::Error::last_os_error()) };
+    // SAFETY: recv initialised the first `n` bytes of the spare capacity.
+    #[allow(unsafe_code, reason = "recv initialised these bytes")]
+    unsafe {
+        buf.set_len(buf.len() + n);
+    }
+    Ok(n)
+}
+
 async fn write_loop(conn: Arc<Connection>, mut writer: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Bytes>) {
     let mut batch = BytesMut::new();
     loop {
@@ -334,8 +375,15 @@ async fn write_loop(conn: Arc<Connection>, mut writer: OwnedWriteHalf, mut rx: m
     let _ = writer.shutdown().await;
 }
 
-async fn read_loop(conn: Arc<Connection>, mut reader: OwnedReadHalf, decoder: FrameDecoder) {
+async fn read_loop(
+    conn: Arc<Connection>,
+    mut reader: OwnedReadHalf,
+    decoder: FrameDecoder,
+    mut settle: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+) {
     let mut buf = BytesMut::with_capacity(8 * 1024);
+    // Settle requests answered once the buffer has been decoded.
+    let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
     let why = 'read: loop {
         loop {
             match decoder.decode(&mut buf) {
@@ -355,6 +403,9 @@ async fn read_loop(conn: Arc<Connection>, mut reader: OwnedReadHalf, decoder: Fr
                 Err(e) => break 'read Failure::transport(format!("runner sent an invalid frame: {e}")),
             }
         }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
         tokio::select! {
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) if buf.is_empty() => break Failure::transport("runner connection closed"),
@@ -368,6 +419,20 @@ async fn read_loop(conn: Arc<Connection>, mut reader: OwnedReadHalf, decoder: Fr
                 Ok(_) => {}
                 Err(e) => break Failure::transport(format!("runner connection read failed: {e}")),
             },
+            Some(ack) = settle.recv() => {
+                // Read what the kernel holds right now, without waiting for
+                // the runtime to report readiness (it may not have looked
+                // since the data arrived).
+                loop {
+                    match read_now(&reader, &mut buf) {
+                        Ok(0) => break, // end of stream: the next read reports it
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break, // would block, or an error the next read reports
+                    }
+                }
+                acks.push(ack);
+            }
             () = conn.closed.cancelled() => return,
         }
     };

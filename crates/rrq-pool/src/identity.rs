@@ -84,6 +84,75 @@ fn process_group(stat: &str) -> Option<u32> {
     rest.split_whitespace().nth(2)?.parse().ok()
 }
 
+/// The start time (clock ticks after boot, 22nd field) of a
+/// `/proc/PID/stat` line.
+fn stat_start_time(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// When process `pid` started (see [`stat_start_time`]); `None` when it is
+/// gone, a zombie, or `/proc` is unreadable.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    if rest.trim_start().starts_with(['Z', 'X']) {
+        return None;
+    }
+    stat_start_time(&stat)
+}
+
+/// The owner marker (`PID:STARTTIME`) in a `/proc/PID/environ` block.
+fn owner_in_environ(environ: &[u8], name: &str) -> Option<(u32, u64)> {
+    let prefix = format!("{name}=");
+    let entry = environ.split(|b| *b == 0).find_map(|e| e.strip_prefix(prefix.as_bytes()))?;
+    let (pid, start) = std::str::from_utf8(entry).ok()?.split_once(':')?;
+    Some((pid.parse().ok()?, start.parse().ok()?))
+}
+
+/// Kills runner processes left behind by an orchestrator that is gone: every
+/// process whose environment carries the owner marker `name=PID:STARTTIME`
+/// of a process that no longer runs (or whose pid now belongs to a process
+/// started at another time), with its process group when it leads one.
+/// Processes without the marker, or whose environment cannot be read (other
+/// users'), are never touched. Returns the pids killed.
+pub(crate) fn sweep_leftovers(name: &str) -> Vec<u32> {
+    let mut killed = Vec::new();
+    if !cfg!(target_os = "linux") {
+        return killed;
+    }
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return killed };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let Some((owner, started)) = owner_in_environ(&environ, name) else { continue };
+        if start_time(owner) == Some(started) {
+            continue; // its orchestrator is alive (this one, or another)
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        if stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])) {
+            continue; // dead already, waiting to be reaped
+        }
+        let leads_group = process_group(&stat) == Some(pid);
+        if leads_group {
+            let _ = crate::process::kill_group(pid, libc::SIGKILL);
+        }
+        if let Ok(p) = libc::pid_t::try_from(pid) {
+            // SAFETY: kill(2) takes plain integers; `p` is a positive pid.
+            #[allow(unsafe_code, reason = "killing a leftover runner process")]
+            unsafe {
+                libc::kill(p, libc::SIGKILL);
+            }
+        }
+        killed.push(pid);
+    }
+    killed
+}
+
 /// Inodes of the sockets listening on `port` that a connection to
 /// 127.0.0.1 can reach, from the text of `/proc/net/tcp` (or `tcp6`).
 fn listening_inodes(table: &str, v6: bool, port: u16) -> Vec<u64> {
@@ -169,6 +238,19 @@ mod tests {
         assert_eq!(listening_inodes(TCP6, true, 9000), vec![555, 777]);
         assert!(listening_inodes(TCP, false, 1).is_empty());
         assert!(listening_inodes("garbage\nmore garbage", false, 9000).is_empty());
+    }
+
+    #[test]
+    fn start_times_and_owner_markers_parse() {
+        let stat = "7 (a (b) c) S 1 7 7 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 1000 10";
+        assert_eq!(stat_start_time(stat), Some(12345));
+        assert_eq!(stat_start_time("garbage"), None);
+        let own = start_time(std::process::id());
+        assert!(own.is_some());
+        let environ = b"A=1\0RRQ_RUNNER_OWNER=42:777\0B=2\0";
+        assert_eq!(owner_in_environ(environ, "RRQ_RUNNER_OWNER"), Some((42, 777)));
+        assert_eq!(owner_in_environ(b"RRQ_RUNNER_OWNER=42:?\0", "RRQ_RUNNER_OWNER"), None);
+        assert_eq!(owner_in_environ(b"X_RRQ_RUNNER_OWNER=1:2\0", "RRQ_RUNNER_OWNER"), None);
     }
 
     #[test]

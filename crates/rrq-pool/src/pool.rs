@@ -8,14 +8,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use rrq_protocol::{Envelope, ExecutionOutcome, ExecutionRequest, OutcomeError, encode_frame, error_types};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::oneshot::error::TryRecvError;
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{PoolConfig, PoolMode};
-use crate::connection::{Connection, SendError, send_cancel_fresh};
+use crate::connection::{Connection, Reply, SendError, send_cancel_fresh};
 use crate::error::{Failure, PoolError};
 use crate::policy::{SlotView, choose};
 use crate::process::Spawner;
@@ -41,6 +42,12 @@ const CANCELLED_MESSAGE: &str = "Job cancelled";
 /// backoff (100 ms doubling to 10 s, reset after 10 s of healthy uptime), and
 /// after three failures in a row it is reported as crash-looping and requests
 /// for it fail fast with [`PoolError::Unavailable`].
+///
+/// A reply that reached the socket before a timer fired wins over that timer.
+/// An `execute` future dropped while its request is in flight is cleaned up
+/// like a timed-out request (its process retired, or a cancel sent when the
+/// process is shared). [`Runner::terminate`] retires the process carrying a
+/// request (managed) or closes its connection (external).
 #[derive(Debug)]
 pub struct ProcessPool {
     inner: Arc<Inner>,
@@ -71,13 +78,14 @@ struct Inner {
 #[derive(Debug)]
 struct Active {
     job_id: String,
-    /// Cancelled by `cancel` before the request was sent.
+    /// Cancelled by `cancel` or `terminate` before the request was sent.
     cancel: CancellationToken,
-    sent: Option<(Arc<Connection>, Arc<[SocketAddr]>)>,
+    sent: Option<Sent>,
 }
 
-/// Where a request went, for the clean-up after a timeout.
-#[derive(Debug)]
+/// Where a request went, for `cancel`, `terminate` and the clean-up after a
+/// timeout.
+#[derive(Clone, Debug)]
 struct Sent {
     slot: Arc<Slot>,
     conn: Arc<Connection>,
@@ -92,6 +100,10 @@ struct Tracking<'a> {
     request_id: String,
     job_id: String,
     sent: Option<Sent>,
+    /// The request's share of the pool's capacity, once it has one.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The slot the request was assigned to.
+    assigned: Option<Assigned>,
 }
 
 impl Drop for Tracking<'_> {
@@ -99,7 +111,11 @@ impl Drop for Tracking<'_> {
         self.inner.lock_requests().remove(&self.request_id);
         self.inner.active.send_modify(|n| *n = n.saturating_sub(1));
         if let Some(sent) = self.sent.take() {
-            sent.conn.abandon(&self.request_id);
+            // Still sent at this point only when the caller dropped the
+            // `execute` future while the request was in flight: the runner
+            // would keep working on it unseen. Treat it like a timeout.
+            let reason = format!("job {} abandoned by its caller", self.job_id);
+            self.inner.abandon_sent(sent, &self.job_id, &self.request_id, reason);
         }
     }
 }
@@ -113,16 +129,22 @@ impl Drop for Assigned {
     }
 }
 
-/// Why `dispatch` ended without an outcome.
-enum Interrupted {
-    Error(PoolError),
-    ResponseTimeout,
+/// How `dispatch` ended.
+enum Dispatched {
+    /// With an outcome produced locally (cancelled before it was sent).
+    Done(ExecutionOutcome),
+    /// With the request handed to a connection; the reply comes here.
+    Sent(oneshot::Receiver<Reply>),
 }
 
-impl From<PoolError> for Interrupted {
-    fn from(e: PoolError) -> Self {
-        Interrupted::Error(e)
-    }
+/// How waiting for a reply ended.
+#[allow(clippy::large_enum_variant, reason = "returned once per request, straight to the caller")]
+enum Waited {
+    Reply(Result<ExecutionOutcome, PoolError>),
+    /// The runner's `response_timeout` expired first.
+    ResponseTimeout,
+    /// The request's own deadline passed.
+    Deadline,
 }
 
 impl ProcessPool {
@@ -169,6 +191,10 @@ impl ProcessPool {
         };
         match config.mode {
             PoolMode::Managed => {
+                let leftovers = crate::identity::sweep_leftovers(crate::process::OWNER_ENV);
+                if !leftovers.is_empty() {
+                    warn!(runner = %config.name, pids = ?leftovers, "killed runner processes left behind by an orchestrator that is gone");
+                }
                 let spawner = Spawner::new(&config.name)
                     .map_err(|e| PoolError::Unavailable(format!("cannot start a spawner thread: {e}")))?;
                 let spawner = Arc::new(spawner);
@@ -326,6 +352,8 @@ impl Inner {
             request_id: request.request_id.clone(),
             job_id: request.job_id.clone(),
             sent: None,
+            permit: None,
+            assigned: None,
         };
         Ok((tracking, cancel))
     }
@@ -345,39 +373,43 @@ impl Inner {
         Assigned(slot)
     }
 
-    /// Everything between "accepted" and "outcome": a free slot, a ready
-    /// process, its connection, the round trip.
+    /// Everything between "accepted" and "sent": a free slot, a ready
+    /// process, its connection. The permit and the slot's load are held by
+    /// `track` until the call ends.
     async fn dispatch(
         &self,
         request: &ExecutionRequest,
         frame: Bytes,
         track: &mut Tracking<'_>,
         cancelled: &CancellationToken,
-    ) -> Result<ExecutionOutcome, Interrupted> {
+    ) -> Result<Dispatched, PoolError> {
         let local_cancel = || {
             debug!(job_id = %request.job_id, "request cancelled before it reached a runner");
-            Ok(ExecutionOutcome::error(request, OutcomeError::with_kind(CANCELLED_MESSAGE, error_types::CANCELLED)))
+            let error = OutcomeError::with_kind(CANCELLED_MESSAGE, error_types::CANCELLED);
+            Ok(Dispatched::Done(ExecutionOutcome::error(request, error)))
         };
-        let _permit = tokio::select! {
+        let permit = tokio::select! {
             permit = Arc::clone(&self.permits).acquire_owned() => permit.map_err(|_| PoolError::ShuttingDown)?,
-            () = self.stop_accepting.cancelled() => return Err(PoolError::ShuttingDown.into()),
+            () = self.stop_accepting.cancelled() => return Err(PoolError::ShuttingDown),
             () = cancelled.cancelled() => return local_cancel(),
         };
+        track.permit = Some(permit);
         let assigned = self.assign();
-        let slot = &assigned.0;
+        let slot = Arc::clone(&assigned.0);
+        track.assigned = Some(assigned);
         loop {
             let (generation, addrs, pid) = tokio::select! {
                 ready = slot.wait_ready() => ready?,
-                () = self.stop_accepting.cancelled() => return Err(PoolError::ShuttingDown.into()),
+                () = self.stop_accepting.cancelled() => return Err(PoolError::ShuttingDown),
                 () = cancelled.cancelled() => return local_cancel(),
             };
             let conn = tokio::select! {
                 conn = slot.connection(generation, &addrs, pid) => match conn {
                     Ok(conn) => conn,
                     Err(Acquire::Stale) => continue,
-                    Err(Acquire::Failed(e)) => return Err(e.into()),
+                    Err(Acquire::Failed(e)) => return Err(e),
                 },
-                () = self.stop_accepting.cancelled() => return Err(PoolError::ShuttingDown.into()),
+                () = self.stop_accepting.cancelled() => return Err(PoolError::ShuttingDown),
                 () = cancelled.cancelled() => return local_cancel(),
             };
             // Registering as sent and queueing the frame happen under the
@@ -387,7 +419,7 @@ impl Inner {
             let sent = {
                 let mut requests = self.lock_requests();
                 let Some(active) = requests.get_mut(&request.request_id) else {
-                    return Err(PoolError::Transport("request is no longer tracked".into()).into());
+                    return Err(PoolError::Transport("request is no longer tracked".into()));
                 };
                 if active.cancel.is_cancelled() {
                     drop(requests);
@@ -395,31 +427,49 @@ impl Inner {
                 }
                 match conn.send(&request.request_id, &request.job_id, frame.clone()) {
                     Ok(rx) => {
-                        active.sent = Some((Arc::clone(&conn), Arc::clone(&addrs)));
+                        let sent = Sent { slot: Arc::clone(&slot), conn: Arc::clone(&conn), addrs, generation };
+                        active.sent = Some(sent.clone());
+                        track.sent = Some(sent);
                         Ok(rx)
                     }
                     Err(e) => Err(e),
                 }
             };
-            let reply = match sent {
-                Ok(rx) => rx,
+            return match sent {
+                Ok(rx) => Ok(Dispatched::Sent(rx)),
                 Err(SendError::Closed) => continue,
-                Err(SendError::Rejected(e)) => return Err(e.into()),
-            };
-            track.sent = Some(Sent { slot: Arc::clone(slot), conn, addrs, generation });
-            let reply = match self.config.response_timeout {
-                None => reply.await,
-                Some(limit) => match tokio::time::timeout(limit, reply).await {
-                    Ok(reply) => reply,
-                    Err(_) => return Err(Interrupted::ResponseTimeout),
-                },
-            };
-            return match reply {
-                Ok(Ok(outcome)) => Ok(outcome),
-                Ok(Err(e)) => Err(e.into()),
-                Err(_) => Err(PoolError::Transport("runner connection closed".into()).into()),
+                Err(SendError::Rejected(e)) => Err(e),
             };
         }
+    }
+
+    /// Waits for the reply to a sent request, until the request's deadline
+    /// or the runner's response timeout. When a timer fires, whatever the
+    /// runner already wrote to the socket is read and dispatched first: a
+    /// reply that arrived in time wins even if this task only noticed the
+    /// timer later (a stopped or starved orchestrator wakes up with both
+    /// ready, and the timer must not win that race).
+    async fn wait_reply(&self, mut reply: oneshot::Receiver<Reply>, conn: &Connection, deadline: Instant) -> Waited {
+        let response_deadline = self.config.response_timeout.map(|limit| Instant::now() + limit);
+        let (limit, expired) = match response_deadline {
+            Some(at) if at < deadline => (at, Waited::ResponseTimeout),
+            _ => (deadline, Waited::Deadline),
+        };
+        let settled = |reply: Result<Reply, TryRecvError>| match reply {
+            Ok(Ok(outcome)) => Some(Waited::Reply(Ok(outcome))),
+            Ok(Err(e)) => Some(Waited::Reply(Err(e))),
+            Err(TryRecvError::Closed) => {
+                Some(Waited::Reply(Err(PoolError::Transport("runner connection closed".into()))))
+            }
+            Err(TryRecvError::Empty) => None,
+        };
+        tokio::select! {
+            biased;
+            reply = &mut reply => return settled(reply.map_err(|_| TryRecvError::Closed)).unwrap_or(expired),
+            () = tokio::time::sleep_until(limit) => {}
+        }
+        conn.settle().await;
+        settled(reply.try_recv()).unwrap_or(expired)
     }
 
     /// After a timeout: forget the request, send a cancel frame when the
@@ -427,33 +477,37 @@ impl Inner {
     /// is shared and the cancel was delivered (SEMANTICS §11).
     fn abandon(&self, track: &mut Tracking<'_>, reason: String) {
         let Some(sent) = track.sent.take() else { return };
-        if !sent.conn.abandon(&track.request_id) {
+        self.abandon_sent(sent, &track.job_id, &track.request_id, reason);
+    }
+
+    /// [`Inner::abandon`] for a request known by where it was sent. Without
+    /// a runtime (a future dropped outside one) no cancel can be sent: the
+    /// process is retired.
+    fn abandon_sent(&self, sent: Sent, job_id: &str, request_id: &str, reason: String) {
+        if !sent.conn.abandon(request_id) {
             // Answered (or failed with its connection) at the last moment:
             // nothing is left running that needs stopping.
             return;
         }
         let shared = sent.conn.in_flight() > 0;
         let hints = self.config.cancel_hints;
-        if !shared && !hints {
+        let has_runtime = tokio::runtime::Handle::try_current().is_ok();
+        if (!shared && !hints) || !has_runtime {
             sent.slot.retire(sent.generation, reason);
             return;
         }
+        let job_id = job_id.to_owned();
+        let request_id = request_id.to_owned();
+        let max = self.config.max_frame_bytes;
         if !shared {
             // Terminated whatever happens to the cancel: keep new requests
             // away from it right now.
-            let (slot, generation) = (Arc::clone(&sent.slot), sent.generation);
-            let job_id = track.job_id.clone();
-            let request_id = track.request_id.clone();
-            let max = self.config.max_frame_bytes;
-            slot.retire(generation, reason);
+            sent.slot.retire(sent.generation, reason);
             self.background.spawn(async move {
                 send_cancel_fresh(&sent.addrs, &job_id, Some(&request_id), max, CANCEL_DELIVERY).await;
             });
             return;
         }
-        let job_id = track.job_id.clone();
-        let request_id = track.request_id.clone();
-        let max = self.config.max_frame_bytes;
         self.background.spawn(async move {
             let delivered = send_cancel_fresh(&sent.addrs, &job_id, Some(&request_id), max, CANCEL_DELIVERY).await;
             if delivered {
@@ -462,6 +516,29 @@ impl Inner {
                 sent.slot.retire(sent.generation, reason);
             }
         });
+    }
+}
+
+impl Inner {
+    /// Stops the process (managed) or connection (external) that carries a
+    /// sent request; returns once a managed process has exited.
+    async fn terminate_sent(&self, sent: &Sent, request_id: &str, reason: String) {
+        if !sent.conn.is_pending(request_id) && !sent.conn.is_closed() {
+            // Answered, or abandoned and dealt with by the timeout policy.
+            debug!(%request_id, "terminate: the request is no longer in flight");
+            return;
+        }
+        match self.config.mode {
+            PoolMode::Managed => {
+                let exited = sent.slot.exited(sent.generation);
+                sent.slot.retire(sent.generation, reason);
+                exited.await;
+            }
+            PoolMode::External => {
+                info!(runner = %self.config.name, %reason, "dropping the connection to the external runner");
+                sent.conn.close(&Failure::transport(format!("runner connection dropped: {reason}")));
+            }
+        }
     }
 }
 
@@ -482,16 +559,25 @@ impl Runner for ProcessPool {
         let deadline = Instant::now() + timeout;
         let frame = encode_request(&request, inner.config.max_frame_bytes)?;
         let (mut track, cancelled) = inner.track(&request)?;
-        let result = tokio::time::timeout_at(deadline, inner.dispatch(&request, frame, &mut track, &cancelled)).await;
-        match result {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(Interrupted::Error(e))) => Err(e),
-            Ok(Err(Interrupted::ResponseTimeout)) => {
+        let dispatched =
+            tokio::time::timeout_at(deadline, inner.dispatch(&request, frame, &mut track, &cancelled)).await;
+        let waited = match dispatched {
+            Ok(Ok(Dispatched::Done(outcome))) => return Ok(outcome),
+            Ok(Ok(Dispatched::Sent(reply))) => {
+                let conn = Arc::clone(&track.sent.as_ref().expect("a sent request has its connection").conn);
+                inner.wait_reply(reply, &conn, deadline).await
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => Waited::Deadline,
+        };
+        match waited {
+            Waited::Reply(reply) => reply,
+            Waited::ResponseTimeout => {
                 warn!(runner = %inner.config.name, job_id = %request.job_id, "no response within the runner's response timeout");
                 inner.abandon(&mut track, format!("response timeout for job {}", request.job_id));
                 Err(PoolError::Transport("runner response timeout".into()))
             }
-            Err(_) => {
+            Waited::Deadline => {
                 debug!(runner = %inner.config.name, job_id = %request.job_id, "request timed out");
                 inner.abandon(&mut track, format!("job {} timed out", request.job_id));
                 Err(PoolError::Timeout(timeout))
@@ -516,20 +602,38 @@ impl Runner for ProcessPool {
                     active.cancel.cancel();
                     return;
                 }
-                Some((conn, addrs)) => {
-                    if conn.send_cancel(job_id, Some(request_id), inner.config.max_frame_bytes) {
+                Some(sent) => {
+                    if sent.conn.send_cancel(job_id, Some(request_id), inner.config.max_frame_bytes) {
                         return;
                     }
-                    Arc::clone(addrs)
+                    Arc::clone(&sent.addrs)
                 }
             }
         };
         send_cancel_fresh(&fresh, job_id, Some(request_id), inner.config.max_frame_bytes, CANCEL_DELIVERY).await;
     }
 
-    // placeholder: rrq-pool owns this
     async fn terminate(&self, job_id: &str, request_id: &str) {
-        self.cancel(job_id, request_id).await;
+        let inner = &*self.inner;
+        let sent = {
+            let requests = inner.lock_requests();
+            let Some(active) = requests.get(request_id) else {
+                debug!(%job_id, %request_id, "terminate for a request that is not in flight");
+                return;
+            };
+            if active.job_id != job_id {
+                warn!(%job_id, %request_id, "terminate ignored: the request belongs to another job");
+                return;
+            }
+            match &active.sent {
+                None => {
+                    active.cancel.cancel();
+                    return;
+                }
+                Some(sent) => sent.clone(),
+            }
+        };
+        inner.terminate_sent(&sent, request_id, format!("job {job_id} terminated")).await;
     }
 
     fn capacity(&self) -> usize {
@@ -563,9 +667,7 @@ impl Runner for ProcessPool {
                 let targets: Vec<_> = inner
                     .lock_requests()
                     .iter()
-                    .filter_map(|(id, a)| {
-                        a.sent.as_ref().map(|(_, addrs)| (a.job_id.clone(), id.clone(), Arc::clone(addrs)))
-                    })
+                    .filter_map(|(id, a)| a.sent.as_ref().map(|s| (a.job_id.clone(), id.clone(), Arc::clone(&s.addrs))))
                     .collect();
                 let max = inner.config.max_frame_bytes;
                 let deliveries = targets.iter().map(|(job_id, request_id, addrs)| {

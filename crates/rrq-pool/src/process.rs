@@ -15,10 +15,16 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::PoolConfig;
+use crate::guard::{self, GUARD_ARG};
 use crate::identity::{self, Owner};
 
 /// Environment variable naming the listen address, for 0.9.9-era runners.
 pub(crate) const TCP_SOCKET_ENV: &str = "RRQ_RUNNER_TCP_SOCKET";
+
+/// Environment variable marking every runner process (and, by inheritance,
+/// its descendants) with its orchestrator: `PID:STARTTIME`. The start-up
+/// sweep kills marked processes whose orchestrator is gone.
+pub(crate) const OWNER_ENV: &str = "RRQ_RUNNER_OWNER";
 
 /// Lines of stderr kept for error messages.
 const STDERR_TAIL: usize = 20;
@@ -205,13 +211,23 @@ pub(crate) async fn start(
 
 fn command(config: &PoolConfig, addr: SocketAddr) -> Command {
     let socket = addr.to_string();
-    let mut command = Command::new(&config.cmd[0]);
+    let mut command = if guard::enabled() {
+        // The guard leads the group and starts the command in it; it is
+        // what this pool supervises, signals and waits for.
+        let mut command = Command::new(guard::program());
+        command.arg0("rrq-runner-guard").arg(GUARD_ARG).arg(std::process::id().to_string()).arg(&config.cmd[0]);
+        command
+    } else {
+        Command::new(&config.cmd[0])
+    };
+    command.args(&config.cmd[1..]).arg("--tcp-socket").arg(&socket);
+    for name in &config.env_remove {
+        command.env_remove(name);
+    }
     command
-        .args(&config.cmd[1..])
-        .arg("--tcp-socket")
-        .arg(&socket)
         .envs(&config.env)
         .env(TCP_SOCKET_ENV, &socket)
+        .env(OWNER_ENV, guard::owner_marker())
         .stdin(Stdio::null())
         .stdout(if config.capture_output { Stdio::piped() } else { Stdio::inherit() })
         // Always piped: start-up errors are quoted from it; afterwards it is

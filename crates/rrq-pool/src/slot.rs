@@ -102,6 +102,9 @@ pub(crate) struct Slot {
     restarts: AtomicU64,
     /// External mode: whether the last connection attempt succeeded.
     reachable: AtomicBool,
+    /// Managed mode: the newest process generation known to have exited
+    /// (and been reaped).
+    exited: watch::Sender<u64>,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -129,6 +132,7 @@ impl Slot {
             load: AtomicUsize::new(0),
             restarts: AtomicU64::new(0),
             reachable: AtomicBool::new(true),
+            exited: watch::Sender::new(0),
             commands,
         });
         (slot, rx)
@@ -280,16 +284,34 @@ impl Slot {
     /// Takes process `generation` out of service at once and asks the
     /// supervisor to replace it. No-op if that process is already gone.
     pub(crate) fn retire(&self, generation: u64, reason: String) {
-        let marked = self.status.send_if_modified(|s| match s {
+        self.status.send_if_modified(|s| match s {
             Status::Ready { generation: g, .. } if *g == generation => {
                 *s = Status::Starting;
                 true
             }
             _ => false,
         });
-        if marked {
-            let _ = self.commands.send(Command::Terminate { generation, reason });
+        // Sent even when the slot is not ready any more (draining for a
+        // restart, or retired already): the supervisor ignores commands for
+        // processes that are gone.
+        let _ = self.commands.send(Command::Terminate { generation, reason });
+    }
+
+    /// Resolves once process `generation` has exited (or the slot stopped).
+    /// Subscribes at once, so no exit after this call is missed.
+    pub(crate) fn exited(&self, generation: u64) -> impl std::future::Future<Output = ()> + use<> {
+        let mut exits = self.exited.subscribe();
+        let mut status = self.status.subscribe();
+        async move {
+            tokio::select! {
+                _ = exits.wait_for(|g| *g >= generation) => {}
+                _ = status.wait_for(|s| matches!(s, Status::Stopped)) => {}
+            }
         }
+    }
+
+    fn mark_exited(&self, generation: u64) {
+        self.exited.send_modify(|g| *g = (*g).max(generation));
     }
 
     /// Asks for a graceful replacement; the receiver says how it went.
@@ -406,6 +428,7 @@ impl Supervisor {
                     self.slot.close_connection(&Failure::transport(format!("runner process exited ({status})")));
                     let _ = kill_group(pid, libc::SIGKILL);
                     self.groups.clear(index);
+                    self.slot.mark_exited(generation);
                     self.slot.restarts.fetch_add(1, Ordering::Relaxed);
                     let uptime = process.started.elapsed();
                     let stderr = process.stderr.collect(Duration::from_millis(200)).await;
@@ -426,6 +449,7 @@ impl Supervisor {
                     self.slot.close_connection(&why);
                     process::terminate(&mut process, grace).await;
                     self.groups.clear(index);
+                    self.slot.mark_exited(generation);
                     self.slot.restarts.fetch_add(1, Ordering::Relaxed);
                 }
                 End::Restart => {
@@ -433,12 +457,14 @@ impl Supervisor {
                     self.slot.close_connection(&Failure::transport("runner process restarted"));
                     process::terminate(&mut process, grace).await;
                     self.groups.clear(index);
+                    self.slot.mark_exited(generation);
                     self.slot.restarts.fetch_add(1, Ordering::Relaxed);
                 }
                 End::Closing => {
                     self.slot.close_connection(&Failure::ShuttingDown);
                     process::terminate(&mut process, grace).await;
                     self.groups.clear(index);
+                    self.slot.mark_exited(generation);
                     break 'life;
                 }
             }
@@ -507,12 +533,25 @@ impl Supervisor {
                     Some(Command::Restart { grace, done }) => {
                         self.restart_waiters.push(done);
                         self.slot.set_status(Status::Draining);
-                        tokio::select! {
-                            () = self.slot.drain(grace) => return End::Restart,
-                            status = process.child.wait() => {
-                                return End::Exited(status.map_or_else(|e| e.to_string(), |s| s.to_string()));
+                        let drain = self.slot.drain(grace);
+                        tokio::pin!(drain);
+                        loop {
+                            tokio::select! {
+                                () = &mut drain => return End::Restart,
+                                status = process.child.wait() => {
+                                    return End::Exited(status.map_or_else(|e| e.to_string(), |s| s.to_string()));
+                                }
+                                () = self.closing.cancelled() => return End::Closing,
+                                // A terminate while draining does not wait for the drain.
+                                command = self.commands.recv() => match command {
+                                    None => return End::Closing,
+                                    Some(Command::Terminate { generation: g, reason }) if g == generation => {
+                                        return End::Terminate(reason);
+                                    }
+                                    Some(Command::Terminate { .. }) => {}
+                                    Some(Command::Restart { done, .. }) => self.restart_waiters.push(done),
+                                },
                             }
-                            () = self.closing.cancelled() => return End::Closing,
                         }
                     }
                 },

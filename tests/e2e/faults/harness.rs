@@ -223,9 +223,17 @@ impl Orchestrator {
         }
     }
 
-    /// The runner processes: children of the worker process.
+    /// The runner processes: children of the worker process, looking
+    /// through the runner guards the `rrq` binary starts them behind (a
+    /// guard whose runner is not started yet counts as none).
     pub fn runner_pids(&self) -> Vec<u32> {
         children(self.pid)
+            .into_iter()
+            .flat_map(|pid| match cmdline(pid).get(1).map(String::as_str) {
+                Some("__rrq-runner-guard") => children(pid),
+                _ => vec![pid],
+            })
+            .collect()
     }
 
     /// Waits until the worker has `n` live runner children.

@@ -409,3 +409,54 @@ async fn a_non_loopback_host_must_be_allowed() {
         other => panic!("expected a configuration error, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn terminate_closes_the_connection_carrying_the_request() {
+    let fake = Fake::bind().await;
+    let pool = start(&fake, 2, |_| {}).await;
+    let mut peer = fake.accept().await;
+    let (target, sharing) = (call(&pool, "target", LONG), call(&pool, "sharing", LONG));
+    let _ = peer.request().await;
+    let _ = peer.request().await;
+    within("terminate", pool.terminate("target", "target-r")).await;
+    assert!(transport(outcome(target).await).contains("terminated"));
+    assert!(transport(outcome(sharing).await).contains("terminated"), "requests sharing it fail the same way");
+    peer.expect_closed().await;
+    within("terminate again", pool.terminate("target", "target-r")).await; // idempotent
+    let next = call(&pool, "next", LONG);
+    let mut fresh = fake.accept().await;
+    let req = fresh.request().await;
+    fresh.respond(success(&req, json!("fresh"))).await;
+    assert_eq!(outcome(next).await.unwrap().result, Some(json!("fresh")));
+}
+
+#[tokio::test]
+async fn terminate_cancels_a_request_not_yet_sent_locally() {
+    let fake = Fake::bind().await;
+    let pool = start(&fake, 1, |_| {}).await;
+    let mut peer = fake.accept().await;
+    let busy = call(&pool, "busy", LONG);
+    let busy_req = peer.request().await;
+    let waiting = call(&pool, "waiting", LONG);
+    eventually("the second call to wait", || (pool.health().in_flight == 2).then_some(())).await;
+    within("terminate", pool.terminate("waiting", "waiting-r")).await;
+    let got = outcome(waiting).await.unwrap();
+    assert_eq!(got.error_kind(), Some(error_types::CANCELLED));
+    // The connection carrying the other request was left alone.
+    peer.respond(success(&busy_req, json!(1))).await;
+    assert!(outcome(busy).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_dropped_execute_is_abandoned_and_its_connection_dropped() {
+    let fake = Fake::bind().await;
+    let pool = start(&fake, 1, |_| {}).await;
+    let mut peer = fake.accept().await;
+    let dropped = call(&pool, "dropped", LONG);
+    let _ = peer.request().await;
+    dropped.abort();
+    assert!(within("the aborted call", dropped).await.unwrap_err().is_cancelled());
+    // Not shared and no hints: treated like a timeout, the connection goes.
+    peer.expect_closed().await;
+    assert_eq!(pool.health().in_flight, 0);
+}

@@ -12,7 +12,8 @@ Behaviour is chosen by environment variables:
                             detached process (its own session) listening on
                             the port instead, and write its pid to pidfile
 
-Handlers: info, sleep {seconds}, hang, crash, spawn_child, print {stdout,
+Handlers: info, sleep {seconds}, hang, stubborn (starts a child, then
+ignores cancellation), env {name}, crash, spawn_child, print {stdout,
 stderr}; anything else echoes its params.
 """
 
@@ -81,6 +82,16 @@ async def run(req, writer):
             result = {"pid": os.getpid()}
         elif fn == "hang":
             await asyncio.Event().wait()
+        elif fn == "stubborn":
+            child = subprocess.Popen(["sleep", "1000"])
+            log("stubborn", child=child.pid)
+            while True:
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    log("cancel_ignored", request_id=req["request_id"])
+        elif fn == "env":
+            result = {"value": os.environ.get(params["name"]), "present": params["name"] in os.environ}
         elif fn == "crash":
             sys.stderr.write("about to crash\n")
             sys.stderr.flush()

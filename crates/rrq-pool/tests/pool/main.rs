@@ -3,6 +3,7 @@
 //! killed with SIGKILL.
 
 mod external;
+mod frozen;
 mod host;
 mod managed;
 mod support;

@@ -342,3 +342,111 @@ fn captured_output_is_re_emitted_through_tracing() {
         pool.shutdown(Duration::ZERO).await;
     });
 }
+
+#[tokio::test]
+async fn terminate_kills_a_process_that_ignores_cancel_and_the_slot_serves_on() {
+    let scratch = Scratch::new();
+    let mut config = scratch.config("terminate", 1);
+    config.env.insert("FAKE_IGNORE_TERM".into(), "1".into());
+    config.term_grace = Duration::from_millis(300);
+    let pool = start(config).await;
+    let first = pool.pids()[0].unwrap();
+    let pending = call(&pool, "job", "stubborn", json!({}), LONG);
+    let stubborn = eventually("the handler to start", || scratch.events_of("stubborn").into_iter().next()).await;
+    let grandchild = stubborn["child"].as_u64().unwrap() as u32;
+    pool.cancel("job", "job-r").await;
+    eventually("the cancel to be ignored", || scratch.events_of("cancel_ignored").into_iter().next()).await;
+
+    within("terminate", pool.terminate("job", "job-r")).await;
+    assert!(is_dead(first), "terminate returns only once the process has exited");
+    eventually("the process group to be gone", || is_dead(grandchild).then_some(())).await;
+    match outcome(pending).await {
+        Err(PoolError::Transport(message)) => assert!(message.contains("terminated"), "{message}"),
+        other => panic!("the terminated request fails as a transport error, got {other:?}"),
+    }
+    within("terminate again", pool.terminate("job", "job-r")).await; // idempotent
+    let second = eventually("a replacement", || pool.pids()[0].filter(|p| *p != first)).await;
+    assert_eq!(pid_of(&run(&pool, "next", "sleep", json!({})).await), second);
+    pool.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn terminate_leaves_a_process_alone_once_the_request_was_answered() {
+    let scratch = Scratch::new();
+    let pool = start(scratch.config("answered", 1)).await;
+    let pid = pool.pids()[0].unwrap();
+    run(&pool, "done", "sleep", json!({})).await;
+    within("terminate", pool.terminate("done", "done-r")).await;
+    assert_eq!(pool.pids()[0], Some(pid));
+    assert_eq!(pid_of(&run(&pool, "next", "sleep", json!({})).await), pid);
+    pool.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn env_remove_hides_inherited_variables_but_not_explicit_ones() {
+    let scratch = Scratch::new();
+    let mut config = scratch.config("secretless", 1);
+    // PATH is inherited by every process; the runner is started by absolute path.
+    assert!(std::env::var_os("PATH").is_some());
+    config.env_remove = vec!["PATH".into(), "FAKE_EXTRA".into()];
+    config.env.insert("FAKE_EXTRA".into(), "explicit".into());
+    let pool = start(config).await;
+    let path = run(&pool, "path", "env", json!({"name": "PATH"})).await;
+    assert_eq!(result_field(&path, "present"), json!(false), "{path:?}");
+    let extra = run(&pool, "extra", "env", json!({"name": "FAKE_EXTRA"})).await;
+    assert_eq!(result_field(&extra, "value"), json!("explicit"), "an explicit env entry is passed anyway");
+    pool.shutdown(Duration::ZERO).await;
+}
+
+/// `/proc/PID/stat`'s start time of `pid`.
+fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+/// A child process killed and reaped when dropped, even by a failing test.
+struct Reaped(std::process::Child);
+
+impl Reaped {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_managed_pool_start_kills_runners_left_behind_by_a_dead_orchestrator() {
+    let sleeper = |owner: Option<String>| {
+        let mut command = std::process::Command::new("sleep");
+        command.arg("1000").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        if let Some(owner) = owner {
+            command.env("RRQ_RUNNER_OWNER", owner);
+        }
+        Reaped(command.spawn().unwrap())
+    };
+    // A dead orchestrator: a pid that exited (and, if it is reused by now, a
+    // start time that cannot match).
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let me = std::process::id();
+    let leftover = sleeper(Some(format!("{gone_pid}:1")));
+    let ours = sleeper(Some(format!("{me}:{}", start_time(me))));
+    let unmarked = sleeper(None);
+    let recycled = sleeper(Some(format!("{me}:{}", start_time(me) + 1)));
+
+    let scratch = Scratch::new();
+    let pool = start(scratch.config("sweeper", 1)).await;
+    eventually("the leftover to be killed", || is_dead(leftover.id()).then_some(())).await;
+    eventually("the one whose owner pid was recycled to be killed", || is_dead(recycled.id()).then_some(())).await;
+    assert!(!is_dead(ours.id()), "a live orchestrator's runner is kept");
+    assert!(!is_dead(unmarked.id()), "a process without the marker is never touched");
+    assert!(!is_dead(pool.pids()[0].unwrap()), "the pool's own runner is kept");
+    pool.shutdown(Duration::ZERO).await;
+}
