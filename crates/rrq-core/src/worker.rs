@@ -470,6 +470,7 @@ impl LoopState {
             }
         }
         self.attempts.stop_all(Control::Shutdown);
+        let abandoned_before = self.stats.abandoned;
         // Each task stops its runner, then puts its job back within
         // `RELEASE_WINDOW`; this is only a backstop.
         let hard_stop = Instant::now() + self.shared.cancel_grace + self.shared.terminate_budget + RELEASE_WINDOW;
@@ -477,13 +478,18 @@ impl LoopState {
             tokio::select! {
                 Some(done) = self.tasks.join_next_with_id() => self.finished(done),
                 () = sleep_until(hard_stop) => {
-                    warn!(left = self.tasks.len(), "could not put every job back; orphan recovery will re-run them");
                     self.tasks.abort_all();
                     while let Some(done) = self.tasks.join_next_with_id().await {
                         self.finished(done);
                     }
                 }
             }
+        }
+        let left = self.stats.abandoned - abandoned_before;
+        if left > 0 {
+            // Their release was not written (Redis unreachable, or the lease
+            // was already gone): their leases expire and recovery re-runs them.
+            warn!(left, "could not put every job back; orphan recovery will re-run them");
         }
     }
 }

@@ -387,10 +387,31 @@ async fn a_blocked_waiter_wakes_when_the_event_is_appended(h: Harness) {
     let id = lease.job_id.clone();
     let started = std::time::Instant::now();
     let waiter = tokio::spawn(async move { store.wait_job_event(&id, None, Duration::from_secs(10)).await });
-    // Let the waiter block first (one turn of this runtime is enough on the
-    // memory store's single thread; Redis blocks server-side).
+    // Let the waiter block first: a few turns of this runtime on the memory
+    // store; on Redis, until the server reports the blocked XREAD (a waiter
+    // reading from `$` after the event would rightly see nothing).
     for _ in 0..10 {
         tokio::task::yield_now().await;
+    }
+    if h.is_redis() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let info: String = match raw(&h, &["INFO", "clients"]).await {
+                fred::types::Value::String(s) => s.to_string(),
+                fred::types::Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+                other => format!("{other:?}"),
+            };
+            let blocked = info
+                .lines()
+                .find_map(|l| l.strip_prefix("blocked_clients:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            if blocked > 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the waiter never blocked: {info}");
+            tokio::time::sleep(Duration::from_millis(5)).await; // sleep-ok: polling with a deadline
+        }
     }
     assert_eq!(h.store.cancel(&lease.job_id, h.now).await.unwrap(), CancelResult::CancelRequested);
     assert_eq!(h.store.finish_cancelled(&lease, h.now).await.unwrap(), Fence::Applied);

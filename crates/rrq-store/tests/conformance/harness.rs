@@ -68,6 +68,11 @@ impl Harness {
     }
 
     /// A raw client on the test server (Redis only).
+    /// Whether this harness runs on Redis (else on the memory store).
+    pub fn is_redis(&self) -> bool {
+        matches!(self.backend, Backend::Redis { .. })
+    }
+
     pub fn raw(&self) -> &Client {
         match &self.backend {
             Backend::Redis { client, .. } => client,
