@@ -219,3 +219,28 @@ async fn recovery_keeps_going_while_passes_come_back_full() {
     }
     assert!(start.elapsed() <= Duration::from_secs(35), "recovered after {:?}", start.elapsed());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cron_tick_hung_in_the_store_does_not_hold_up_shutdown() {
+    let h = Harness::new(ScriptedRunner::new(1).on("tick", Behavior::Reply(success)));
+    let store = HookedStore::new(h.store.clone(), h.runner.log.clone());
+    for op in ["cron_tick", "unique_lock_ttl", "enqueue", "record_cron_tick"] {
+        store.hang(op);
+    }
+    let mut config = h.config(&[]);
+    let every_second =
+        rrq_core::CronJob::new("rrq.cron_jobs[0]", "tick", "* * * * * *", Default::default(), None, false, None, false)
+            .unwrap();
+    config.cron = vec![every_second];
+    let start = Instant::now();
+    let worker = h.start_on(config, store.clone());
+    until(start + Duration::from_secs(5), "a tick reached the hung store", || {
+        store.log.lock().unwrap().iter().any(|e| e.starts_with("hang:"))
+    })
+    .await;
+    let asked = Instant::now();
+    h.shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(60), worker).await;
+    assert!(stopped.is_ok(), "the worker waited on the hung cron tick instead of stopping");
+    assert!(asked.elapsed() < Duration::from_secs(2), "stopped {:?} after the request", asked.elapsed());
+}
