@@ -44,6 +44,7 @@ pub(crate) const RRQ_KEYS: &[&str] = &[
     // RRQ extensions (the reference ignores unknown [rrq] keys).
     "metrics_listen",
     "max_payload_bytes",
+    "lease_ttl_seconds",
 ];
 
 const RUNNER_KEYS: &[&str] = &[
@@ -113,6 +114,7 @@ pub(crate) struct RawRrq {
     pub cron: Vec<RawCron>,
     pub metrics_listen: Option<String>,
     pub max_payload_bytes: Option<i64>,
+    pub lease_ttl_seconds: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

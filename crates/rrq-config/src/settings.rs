@@ -185,6 +185,10 @@ pub struct Settings {
     /// Largest accepted job payload in bytes (RRQ extension): the worker
     /// dead-letters a job whose `job_params` JSON is larger, without running it.
     pub max_payload_bytes: usize,
+    /// TTL of a running job's lease (RRQ extension, `lease_ttl_seconds`,
+    /// default 15 s, at least 1 s); the worker renews leases and recovers
+    /// expired ones every third of it.
+    pub lease_ttl: Duration,
 }
 
 fn invalid(key: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Error {
@@ -295,6 +299,11 @@ pub(crate) fn validate(
         .filter(|v| *v > 0)
         .ok_or_else(|| invalid("rrq.max_payload_bytes", max_payload, "must be > 0"))?;
 
+    let lease = raw.lease_ttl_seconds.unwrap_or(15.0);
+    if !lease.is_finite() || lease < 1.0 {
+        return Err(invalid("rrq.lease_ttl_seconds", lease, "must be a finite number of seconds >= 1"));
+    }
+
     Ok(Settings {
         redis_dsn,
         default_queue,
@@ -329,6 +338,7 @@ pub(crate) fn validate(
         correlation_mappings: raw.correlation_mappings,
         metrics_listen: raw.metrics_listen,
         max_payload_bytes,
+        lease_ttl: Duration::from_secs_f64(lease),
     })
 }
 
@@ -512,6 +522,22 @@ mod tests {
         assert_eq!(s.max_retry_delay.as_secs(), 3600);
         assert_eq!(s.shutdown_grace.as_secs(), 10);
         assert_eq!(s.health_check_interval.as_secs(), 60);
+    }
+
+    #[test]
+    fn lease_ttl_defaults_to_15_s_and_is_validated_naming_the_key() {
+        let (s, w) = parse("").unwrap();
+        assert!(w.is_empty());
+        assert_eq!(s.lease_ttl, std::time::Duration::from_secs(15));
+        let (s, w) = parse("[rrq]\nlease_ttl_seconds = 3.0").unwrap();
+        assert!(w.is_empty(), "a known key: {w:?}");
+        assert_eq!(s.lease_ttl, std::time::Duration::from_secs(3));
+        let (s, _) = parse("[rrq]\nlease_ttl_seconds = 2").unwrap();
+        assert_eq!(s.lease_ttl, std::time::Duration::from_secs(2), "an integer is accepted");
+        for bad in ["0.5", "-1", "nan", "inf"] {
+            let msg = parse(&format!("[rrq]\nlease_ttl_seconds = {bad}")).unwrap_err().to_string();
+            assert!(msg.contains("rrq.lease_ttl_seconds") && msg.contains(">= 1"), "{bad}: {msg}");
+        }
     }
 
     #[test]
