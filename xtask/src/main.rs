@@ -5,9 +5,13 @@
 //! * `cargo xtask demo`: Redis (from `RRQ_REDIS_DSN` or a throwaway
 //!   `redis-server`), a worker with the example Rust runner, a few hundred jobs,
 //!   progress and a summary.
+//! * `cargo xtask chaos [--seed S] [--schedules N] [--minutes M] [--ci]`:
+//!   seeded random faults against real orchestrators, runners and Redis, then
+//!   the delivery invariants; see `src/chaos/mod.rs`.
 //! * `cargo xtask bench [--quick] [SCENARIO...]`: RRQ against the reference
 //!   orchestrator (`rrq==0.11.1`), side by side; see `src/bench/mod.rs`.
 
+mod chaos;
 mod demo;
 mod invariants;
 
@@ -22,8 +26,9 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("invariants") => invariants::check(),
         Some("bench") => bench(&args[1..]),
+        Some("chaos") => chaos::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|invariants|bench>");
+            eprintln!("usage: cargo xtask <test|demo|invariants|bench|chaos>");
             eprintln!("  test        fmt check, clippy -D warnings, invariants, all tests");
             eprintln!("  demo [N]    run N jobs (default 500) through a worker and the example runner");
             eprintln!("  invariants  check the crate graph rules of ARCHITECTURE.md");
@@ -31,6 +36,8 @@ fn main() -> ExitCode {
             eprintln!(
                 "              RRQ vs the reference rrq 0.11.1 (release builds); table + target/bench-results.json"
             );
+            eprintln!("  chaos [--seed S] [--schedules N] [--minutes M] [--ci] [--release]");
+            eprintln!("              random faults against real workers, runners and Redis; checks the invariants");
             return ExitCode::from(2);
         }
     };
@@ -93,5 +100,7 @@ fn test(extra: &[String]) -> Result<()> {
     } else {
         run(cargo().args(["test", "--workspace", "--no-fail-fast"]).args(extra))?;
     }
+    // The fixed chaos seeds, against the binaries just tested.
+    chaos::run(&["--ci".to_owned()])?;
     Ok(())
 }
