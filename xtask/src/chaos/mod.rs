@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rrq_producer::{EnqueueOptions, Producer};
+use rrq_protocol::{JobId, QueueName};
+use rrq_store::keys;
 use serde_json::json;
 
 use check::{FinalJob, Observations, Orphan, Shown, Violation};
@@ -354,6 +356,11 @@ fn run_schedule(env: &Env, runtime: &tokio::runtime::Runtime, schedule: &Schedul
     run.drain(label);
     let jobs = run.final_jobs();
     run.shutdown();
+    let cancelled = run.cancelled_seen.len();
+    if cancelled > 0 {
+        run.faults.insert("(cancel targets seen CANCELLED)", cancelled);
+    }
+    run.faults.insert("(processes watched)", run.monitor.tracked().len());
     let obs = run.observations(jobs);
     let violations = obs.check();
     let rendered: Vec<String> = violations.iter().map(|v| Shown(v, run.t0).to_string()).collect();
@@ -375,6 +382,11 @@ fn run_schedule(env: &Env, runtime: &tokio::runtime::Runtime, schedule: &Schedul
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(outcome)
+}
+
+/// The hash of job `id` (keys are spelled by rrq-store only).
+fn job_key(id: &str) -> String {
+    keys::job(&JobId::new(id))
 }
 
 fn toml_str(s: &str) -> String {
@@ -539,10 +551,10 @@ impl Run<'_> {
                     let id = id.as_str().to_owned();
                     if let Some((field, value)) = poison_field {
                         // Written behind the producer's back, then made due now.
-                        raw.push(vec!["HSET".into(), format!("rrq:job:{id}"), field.into(), value]);
+                        raw.push(vec!["HSET".into(), job_key(&id), field.into(), value]);
                         raw.push(vec![
                             "ZADD".into(),
-                            "rrq:queue:default".into(),
+                            keys::queue(&QueueName::new("default")).to_owned(),
                             format!("{}", (now() * 1000.0) as i64),
                             id.clone(),
                         ]);
@@ -629,6 +641,10 @@ impl Run<'_> {
         }
     }
 
+    fn count_cli(&mut self, ok: bool) {
+        *self.faults.entry(if ok { "(cli calls that succeeded)" } else { "(cli calls that failed)" }).or_default() += 1;
+    }
+
     fn close_stop(&mut self, label: &str, to: f64) {
         if let Some(from) = self.stopped_since.remove(label) {
             self.frozen.entry(label.to_owned()).or_default().push((from, to));
@@ -644,8 +660,7 @@ impl Run<'_> {
         if open.is_empty() {
             return;
         }
-        let cmds: Vec<Vec<String>> =
-            open.iter().map(|j| vec!["HGET".into(), format!("rrq:job:{j}"), "status".into()]).collect();
+        let cmds: Vec<Vec<String>> = open.iter().map(|j| vec!["HGET".into(), job_key(j), "status".into()]).collect();
         let t = now();
         if let Ok(replies) = resp(self.redis.port, &cmds, Duration::from_millis(500)) {
             let seen: Vec<String> = open
@@ -672,8 +687,7 @@ impl Run<'_> {
     }
 
     fn statuses(&self, ids: &[String]) -> Vec<Option<String>> {
-        let cmds: Vec<Vec<String>> =
-            ids.iter().map(|j| vec!["HGET".into(), format!("rrq:job:{j}"), "status".into()]).collect();
+        let cmds: Vec<Vec<String>> = ids.iter().map(|j| vec!["HGET".into(), job_key(j), "status".into()]).collect();
         match resp(self.redis.port, &cmds, Duration::from_secs(2)) {
             Ok(replies) => replies.into_iter().map(|r| if let Reply::Bulk(s) = r { s } else { None }).collect(),
             Err(_) => vec![None; ids.len()],
@@ -686,7 +700,14 @@ impl Run<'_> {
         match fault {
             Fault::OrchKill { w, restart_after } => {
                 let Some(mut o) = self.orchs[*w].take() else { return };
-                let procs = self.monitor.live_under(&o.label);
+                // The monitor's view plus a fresh look, just before the kill.
+                let mut procs = self.monitor.live_under(&o.label);
+                for p in procs::tree_under(o.pid) {
+                    if !procs.contains(&p) {
+                        procs.push(p);
+                    }
+                }
+                *self.faults.entry("(processes checked after a SIGKILL)").or_default() += procs.len();
                 o.kill();
                 self.monitor.remove_root(o.pid);
                 self.close_stop(&o.label, t);
@@ -766,7 +787,8 @@ impl Run<'_> {
                     k += 1;
                 }
                 for j in candidates {
-                    cli(&self.env.rrq, &self.cli_config, &["job", "cancel", &j]);
+                    let ok = cli(&self.env.rrq, &self.cli_config, &["job", "cancel", &j]);
+                    self.count_cli(ok);
                     if !self.cancel_targets.contains(&j) {
                         self.cancel_targets.push(j);
                     }
@@ -789,6 +811,7 @@ impl Run<'_> {
                     } else {
                         cli(&self.env.rrq, &self.cli_config, &["job", "retry", &j])
                     };
+                    self.count_cli(ok);
                     if ok {
                         self.resets.entry(j).or_default().push(at);
                     }
@@ -861,8 +884,8 @@ impl Run<'_> {
         let ids: Vec<&String> = self.jobs.keys().collect();
         let mut cmds: Vec<Vec<String>> = Vec::new();
         for j in &ids {
-            cmds.push(vec!["HMGET".into(), format!("rrq:job:{j}"), "status".into(), "last_error".into()]);
-            cmds.push(vec!["PTTL".into(), format!("rrq:lock:job:{j}")]);
+            cmds.push(vec!["HMGET".into(), job_key(j), "status".into(), "last_error".into()]);
+            cmds.push(vec!["PTTL".into(), keys::lock(&JobId::new(j.as_str()))]);
         }
         let replies = resp(self.redis.port, &cmds, Duration::from_secs(10)).unwrap_or_default();
         let mut out = BTreeMap::new();

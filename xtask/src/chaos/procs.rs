@@ -50,6 +50,38 @@ pub fn cmdline(pid: u32) -> String {
     s
 }
 
+/// The process group of `pid`.
+fn pgrp(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    text.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// A fresh snapshot of the processes under `root`: its descendants by ppid,
+/// and every member of their process groups (a runner's group may hold
+/// processes re-parented away from the tree), never the harness's own group.
+pub fn tree_under(root: u32) -> Vec<(u32, u64)> {
+    let procs = all_processes();
+    let mut under: Vec<u32> = Vec::new();
+    let mut frontier = vec![root];
+    // Bounded: each pid enters once, and there are finitely many.
+    while let Some(p) = frontier.pop() {
+        for (pid, (ppid, _)) in &procs {
+            if *ppid == p && !under.contains(pid) {
+                under.push(*pid);
+                frontier.push(*pid);
+            }
+        }
+    }
+    let ours = pgrp(std::process::id());
+    let groups: Vec<u32> = under.iter().filter_map(|p| pgrp(*p)).filter(|g| Some(*g) != ours && *g != root).collect();
+    for pid in procs.keys() {
+        if !under.contains(pid) && *pid != root && pgrp(*pid).is_some_and(|g| groups.contains(&g)) {
+            under.push(*pid);
+        }
+    }
+    under.into_iter().filter_map(|p| procs.get(&p).map(|(_, start)| (p, *start))).collect()
+}
+
 /// Every process: pid → (ppid, start).
 fn all_processes() -> BTreeMap<u32, (u32, u64)> {
     let mut out = BTreeMap::new();
@@ -454,5 +486,50 @@ impl Drop for Orchestrator {
     fn drop(&mut self) {
         // A stopped process dies of SIGKILL too.
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kills what a test started, also when it fails.
+    struct Reap(Vec<(u32, u64)>, Child);
+
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            for (pid, start) in &self.0 {
+                signal(*pid, *start, "KILL");
+            }
+            let _ = self.1.kill();
+            let _ = self.1.wait();
+        }
+    }
+
+    #[test]
+    fn the_tree_under_a_process_holds_its_grandchildren_and_they_are_seen_dead() {
+        // A shell that keeps two children (no exec).
+        let child = Command::new("sh").args(["-c", "sleep 30 & sleep 30; :"]).spawn().unwrap();
+        let root = child.id();
+        let mut reap = Reap(Vec::new(), child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let tree = loop {
+            let tree = tree_under(root);
+            if tree.len() >= 2 || Instant::now() > deadline {
+                break tree;
+            }
+            std::thread::sleep(Duration::from_millis(10)); // sleep-ok: polling with a deadline
+        };
+        reap.0.clone_from(&tree);
+        assert_eq!(tree.len(), 2, "{tree:?}");
+        assert!(tree.iter().all(|(pid, start)| alive(*pid, *start) && cmdline(*pid).starts_with("sleep")));
+        let (pid, start) = tree[0];
+        assert!(signal(pid, start, "KILL"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid, start) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10)); // sleep-ok: polling with a deadline
+        }
+        assert!(!alive(pid, start), "a killed (zombie or reaped) process is not alive");
+        assert!(!signal(pid, start.wrapping_add(1), "KILL"), "a different start time is another process");
     }
 }

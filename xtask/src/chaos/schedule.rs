@@ -102,8 +102,10 @@ impl fmt::Display for Fault {
                 write!(f, "SIGKILL orchestrator w{w}, restart {restart_after:.1}s later")
             }
             Fault::OrchStop { w, secs } => write!(f, "SIGSTOP orchestrator w{w} for {secs:.1}s"),
-            Fault::RunnerKill { w, pick } => write!(f, "SIGKILL runner #{pick} of w{w}"),
-            Fault::RunnerStop { w, pick, secs } => write!(f, "SIGSTOP runner #{pick} of w{w} for {secs:.1}s"),
+            Fault::RunnerKill { w, pick } => write!(f, "SIGKILL runner (pick {}) of w{w}", pick % 1000),
+            Fault::RunnerStop { w, pick, secs } => {
+                write!(f, "SIGSTOP runner (pick {}) of w{w} for {secs:.1}s", pick % 1000)
+            }
             Fault::RedisRestart { down, hard } => {
                 write!(f, "{} Redis, restart from AOF {down:.1}s later", if *hard { "SIGKILL" } else { "SHUTDOWN" })
             }
