@@ -768,19 +768,26 @@ impl Run<'_> {
                 let _ = resp1(self.redis.port, &["CLIENT", "PAUSE", &ms], Duration::from_secs(2));
             }
             Fault::Cancel { n } => {
-                let failing = self.failing.clone();
+                // Running jobs first, then waiting ones (deferred, retrying):
+                // a cancel of a finished job tests nothing.
                 let mut candidates: Vec<String> = self
                     .running_jobs()
                     .into_iter()
-                    .filter(|j| !failing.contains(j) && self.jobs.contains_key(j))
+                    .filter(|j| !self.failing.contains(j) && self.jobs.contains_key(j))
                     .collect();
                 candidates.truncate(*n);
-                // Then waiting jobs, drawn by the seed's order.
+                let rest: Vec<String> = self.jobs.keys().filter(|j| !self.failing.contains(j)).cloned().collect();
+                let statuses = self.statuses(&rest);
+                let waiting: Vec<String> = rest
+                    .into_iter()
+                    .zip(statuses)
+                    .filter(|(_, s)| matches!(s.as_deref(), Some("PENDING" | "RETRYING" | "ACTIVE")))
+                    .map(|(j, _)| j)
+                    .collect();
                 let seed = self.schedule.seed as usize;
-                let rest: Vec<&String> = self.jobs.keys().filter(|j| !failing.contains(j)).collect();
                 let mut k = 0;
-                while candidates.len() < *n && k < rest.len() {
-                    let j = rest[(seed.wrapping_mul(31).wrapping_add(k * 97)) % rest.len()];
+                while candidates.len() < *n && k < waiting.len() {
+                    let j = &waiting[(seed.wrapping_mul(31).wrapping_add(k * 97)) % waiting.len()];
                     if !candidates.contains(j) {
                         candidates.push(j.clone());
                     }

@@ -177,7 +177,7 @@ impl Schedule {
                 90..=94 => ("python", 0.02, "fail", false, 2),
                 _ => ("rust", 0.05, "retry", false, 10),
             };
-            let defer = rng.chance(0.1).then(|| rng.range(0.3, 4.0));
+            let defer = rng.chance(0.25).then(|| rng.range(0.3, 6.0));
             let unique = rng.chance(0.05).then(|| format!("u{}", rng.below(5)));
             let _ = i;
             jobs.push(JobSpec {
