@@ -6,9 +6,13 @@
 //! * `cargo xtask demo`: Redis (from `RRQ_REDIS_DSN` or a throwaway
 //!   `redis-server`), a worker with the example Rust runner, a few hundred jobs,
 //!   progress and a summary.
+//! * `cargo xtask chaos [--seed S] [--schedules N] [--minutes M] [--ci]`:
+//!   seeded random faults against real orchestrators, runners and Redis, then
+//!   the delivery invariants; see `src/chaos/mod.rs`.
 //! * `cargo xtask bench [--quick] [SCENARIO...]`: RRQ against the reference
 //!   orchestrator (`rrq==0.11.1`), side by side; see `src/bench/mod.rs`.
 
+mod chaos;
 mod demo;
 mod invariants;
 
@@ -23,8 +27,9 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("invariants") => invariants::check(),
         Some("bench") => bench(&args[1..]),
+        Some("chaos") => chaos::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|invariants|bench>");
+            eprintln!("usage: cargo xtask <test|demo|invariants|bench|chaos>");
             eprintln!("  test        fmt check, clippy -D warnings, invariants, all tests");
             eprintln!("  demo [N]    run N jobs (default 500) through a worker and the example runner");
             eprintln!("  invariants  check the crate graph rules of ARCHITECTURE.md");
@@ -32,6 +37,8 @@ fn main() -> ExitCode {
             eprintln!(
                 "              RRQ vs the reference rrq 0.11.1 (release builds); table + target/bench-results.json"
             );
+            eprintln!("  chaos [--seed S] [--schedules N] [--minutes M] [--ci] [--release]");
+            eprintln!("              random faults against real workers, runners and Redis; checks the invariants");
             return ExitCode::from(2);
         }
     };
@@ -96,6 +103,9 @@ fn test(extra: &[String]) -> Result<()> {
     run(Command::new("npm").arg("test").current_dir(&sdk))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     invariants::check()?;
+    // The fixed chaos seeds (real processes, about five minutes), before the
+    // test runners so the run ends with the test runner's own summary.
+    chaos::run(&["--ci".to_owned()])?;
     // Doc tests first, so the run ends with the test runner's own summary.
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     if has_nextest() {

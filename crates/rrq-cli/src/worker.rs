@@ -150,6 +150,13 @@ pub(crate) fn worker_config(
     config.unique_lock_ttl = Duration::from_secs(settings.unique_job_lock_ttl_seconds.max(1) as u64);
     config.lock_extension = Duration::from_secs(settings.lock_timeout_extension_seconds.max(0) as u64);
     config.max_payload_bytes = settings.max_payload_bytes;
+    config.lease_ttl = settings.lease_ttl;
+    // Two renewals (and their retries) fit before an attempt must be
+    // abandoned, so one slow answer does not cost a job its lease.
+    config.renew_interval = settings.lease_ttl / 5;
+    config.recovery_interval = settings.lease_ttl / 3;
+    // Terminating a runner waits out the pool's SIGTERM grace, then SIGKILLs.
+    config.terminate_budget = settings.runner_term_grace + Duration::from_secs(1);
     for entry in &settings.cron {
         let job = CronJob::new(
             &entry.key,
@@ -252,4 +259,26 @@ pub(crate) fn spawn_signal_handler(token: CancellationToken) {
         }
         token.cancel();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::worker_config;
+
+    #[test]
+    fn lease_ttl_seconds_sets_the_lease_a_fifth_of_it_for_renewal_and_a_third_for_recovery() {
+        let (settings, _) =
+            rrq_config::parse("[rrq]\nlease_ttl_seconds = 6\nrunner_shutdown_term_grace_seconds = 0.5").unwrap();
+        let config = worker_config(&settings, Vec::new(), false).unwrap();
+        assert_eq!(config.lease_ttl, Duration::from_secs(6));
+        assert_eq!(config.renew_interval, Duration::from_millis(1200));
+        assert_eq!(config.recovery_interval, Duration::from_secs(2));
+        assert_eq!(config.terminate_budget, Duration::from_millis(1500), "the term grace plus a second");
+        let (settings, _) = rrq_config::parse("").unwrap();
+        let config = worker_config(&settings, Vec::new(), false).unwrap();
+        assert_eq!((config.lease_ttl, config.renew_interval), (Duration::from_secs(15), Duration::from_secs(3)));
+        assert_eq!(config.terminate_budget, Duration::from_secs(6));
+    }
 }

@@ -46,6 +46,7 @@ pub(crate) const RRQ_KEYS: &[&str] = &[
     "max_payload_bytes",
     "keyspace_notifications",
     "job_events_ttl_seconds",
+    "lease_ttl_seconds",
 ];
 
 const RUNNER_KEYS: &[&str] = &[
@@ -117,6 +118,7 @@ pub(crate) struct RawRrq {
     pub max_payload_bytes: Option<i64>,
     pub keyspace_notifications: Option<bool>,
     pub job_events_ttl_seconds: Option<f64>,
+    pub lease_ttl_seconds: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

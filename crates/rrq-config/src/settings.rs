@@ -194,6 +194,10 @@ pub struct Settings {
     /// extension `job_events_ttl_seconds`, default 60 s, never longer than
     /// the result): waiters block on it from `$`, so it is only a wake-up.
     pub job_events_ttl: Duration,
+    /// TTL of a running job's lease (RRQ extension, `lease_ttl_seconds`,
+    /// default 15 s, at least 1 s); the worker renews leases and recovers
+    /// expired ones every third of it.
+    pub lease_ttl: Duration,
 }
 
 fn invalid(key: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Error {
@@ -325,6 +329,14 @@ pub(crate) fn validate(
     if job_events_ttl < Duration::from_millis(1) {
         return Err(invalid("rrq.job_events_ttl_seconds", events_ttl, "must be at least 0.001"));
     }
+    let lease = raw.lease_ttl_seconds.unwrap_or(15.0);
+    if !lease.is_finite() || !(1.0..=MAX_SECONDS).contains(&lease) {
+        return Err(invalid(
+            "rrq.lease_ttl_seconds",
+            lease,
+            "must be a finite number of seconds >= 1 (at most 100 years)",
+        ));
+    }
 
     Ok(Settings {
         redis_dsn,
@@ -368,6 +380,7 @@ pub(crate) fn validate(
         max_payload_bytes,
         keyspace_notifications: raw.keyspace_notifications.unwrap_or(true),
         job_events_ttl,
+        lease_ttl: Duration::from_secs_f64(lease),
     })
 }
 
@@ -565,6 +578,22 @@ mod tests {
         for bad in ["0", "-1"] {
             let err = parse(&format!("[rrq]\njob_events_ttl_seconds = {bad}")).unwrap_err();
             assert!(err.to_string().contains("job_events_ttl_seconds"), "{err}");
+        }
+    }
+
+    #[test]
+    fn lease_ttl_defaults_to_15_s_and_is_validated_naming_the_key() {
+        let (s, w) = parse("").unwrap();
+        assert!(w.is_empty());
+        assert_eq!(s.lease_ttl, std::time::Duration::from_secs(15));
+        let (s, w) = parse("[rrq]\nlease_ttl_seconds = 3.0").unwrap();
+        assert!(w.is_empty(), "a known key: {w:?}");
+        assert_eq!(s.lease_ttl, std::time::Duration::from_secs(3));
+        let (s, _) = parse("[rrq]\nlease_ttl_seconds = 2").unwrap();
+        assert_eq!(s.lease_ttl, std::time::Duration::from_secs(2), "an integer is accepted");
+        for bad in ["0.5", "-1", "nan", "inf"] {
+            let msg = parse(&format!("[rrq]\nlease_ttl_seconds = {bad}")).unwrap_err().to_string();
+            assert!(msg.contains("rrq.lease_ttl_seconds") && msg.contains(">= 1"), "{bad}: {msg}");
         }
     }
 

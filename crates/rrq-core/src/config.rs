@@ -82,7 +82,7 @@ impl WorkerConfig {
             poll_interval: Duration::from_millis(100),
             notified_poll_interval: Duration::from_secs(1),
             lease_ttl: Duration::from_secs(15),
-            renew_interval: Duration::from_secs(5),
+            renew_interval: Duration::from_secs(3),
             heartbeat_interval: Duration::from_secs(60),
             health_ttl: Duration::from_secs(70),
             recovery_interval: Duration::from_secs(5),

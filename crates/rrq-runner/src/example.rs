@@ -19,6 +19,7 @@
 //!
 //! The `rrq_check.*` handlers are the ones `rrq runner check` calls (see
 //! docs/RUNNER_PROTOCOL.md, "Conformance kit").
+//! | `chaos` | `path`, `seconds`, `outcome` (`ok`, `fail`, `retry`), `ignore_cancel` | appends a start line and an end line (`{"ev", "job", "attempt", "pid", "ppid", "t", "outcome"}`) to `path`; in between sleeps `seconds`, without yielding to a cancel when `ignore_cancel`; an execution dropped (cancelled, timed out) ends with outcome `dropped`; `fail` fails, `retry` asks for a retry on attempt 1 |
 //!
 //! In `{value}`, a string is inserted as is, an absent value as `None` and
 //! anything else as JSON.
@@ -76,6 +77,7 @@ pub fn registry() -> Registry {
         HandlerResult::Ok(line)
     });
     r.register("crash", crash);
+    r.register("chaos", chaos);
     register_check_handlers(&mut r);
     r
 }
@@ -107,6 +109,68 @@ pub fn register_check_handlers(r: &mut Registry) {
     r.register("rrq_check.retry", |p: DelayParams, _ctx: JobContext| async move {
         HandlerResult::<()>::Err(HandlerError::retry_after("retry requested", seconds(p.delay)))
     });
+}
+
+/// One execution for the chaos harness: a start line, the work, an end line
+/// (also when the execution is dropped before it finishes).
+async fn chaos(p: ChaosParams, ctx: JobContext) -> HandlerResult<Value> {
+    let mut record = ChaosRecord {
+        path: p.path.clone(),
+        base: json!({"job": ctx.job_id, "attempt": ctx.attempt, "pid": std::process::id(), "ppid": parent_pid()}),
+        outcome: None,
+    };
+    record.write("start", None)?;
+    if p.ignore_cancel {
+        // Blocks this task: a cancel (or the deadline) cannot interrupt it,
+        // the way a handler stuck in blocking code ignores both.
+        let d = seconds(p.seconds);
+        tokio::task::block_in_place(|| std::thread::sleep(d));
+    } else {
+        tokio::time::sleep(seconds(p.seconds)).await;
+    }
+    let outcome = p.outcome.as_deref().unwrap_or("ok").to_owned();
+    record.outcome = Some(outcome.clone());
+    match outcome.as_str() {
+        "fail" => Err(HandlerError::failed(format!("chaos: failed on attempt {}", ctx.attempt))),
+        "retry" if ctx.attempt <= 1 => Err(HandlerError::retry_after("chaos: retry", Duration::from_millis(50))),
+        _ => Ok(json!({"attempt": ctx.attempt})),
+    }
+}
+
+/// Writes the end line when dropped: with the outcome when the work finished,
+/// `dropped` when the execution was abandoned half-way.
+struct ChaosRecord {
+    path: String,
+    base: Value,
+    outcome: Option<String>,
+}
+
+impl ChaosRecord {
+    fn write(&self, ev: &str, outcome: Option<&str>) -> std::io::Result<()> {
+        let mut line = self.base.clone();
+        if let Some(map) = line.as_object_mut() {
+            map.insert("ev".into(), json!(ev));
+            map.insert("t".into(), json!(epoch_seconds()));
+            if let Some(o) = outcome {
+                map.insert("outcome".into(), json!(o));
+            }
+        }
+        let mut text = line.to_string();
+        text.push('\n');
+        std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?.write_all(text.as_bytes())
+    }
+}
+
+impl Drop for ChaosRecord {
+    fn drop(&mut self) {
+        let outcome = self.outcome.take().unwrap_or_else(|| "dropped".to_owned());
+        let _ = self.write("end", Some(&outcome));
+    }
+}
+
+fn parent_pid() -> u32 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|p| p.parse().ok()).unwrap_or(0)
 }
 
 /// Leaves without answering, as a runner hit by a fatal bug would.
@@ -169,6 +233,16 @@ struct RetryParams {
 }
 
 #[derive(Deserialize)]
+struct ChaosParams {
+    path: String,
+    #[serde(default)]
+    seconds: f64,
+    outcome: Option<String>,
+    #[serde(default)]
+    ignore_cancel: bool,
+}
+
+#[derive(Deserialize)]
 struct RecordParams {
     path: String,
     seconds: Option<f64>,
@@ -197,13 +271,18 @@ mod tests {
     #[test]
     fn every_documented_handler_is_registered() {
         let r = registry();
-        for name in ["echo", "noop", "sleep", "fail", "retry_once", "success", "timeout", "record", "crash"] {
+        for name in ["echo", "noop", "sleep", "fail", "retry_once", "success", "timeout", "record", "crash", "chaos"] {
             assert!(r.contains(name), "{name}");
         }
         for name in ["rrq_check.echo", "rrq_check.sleep", "rrq_check.fail", "rrq_check.retry"] {
             assert!(r.contains(name), "{name}");
         }
-        assert_eq!(r.len(), 13);
+        assert_eq!(r.len(), 14);
+    }
+
+    #[test]
+    fn the_parent_pid_is_read_from_proc() {
+        assert!(parent_pid() > 0);
     }
 
     #[test]

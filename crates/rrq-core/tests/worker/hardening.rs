@@ -102,15 +102,15 @@ async fn a_hung_store_cannot_keep_an_attempt_running_past_its_lease() {
     let start = Instant::now();
     let _w = h.start_on(h.config(&[]), store.clone());
     h.wait_for("j", JobStatus::Active).await;
-    // The first renewal (at 5 s) goes through; then every periodic command
-    // hangs. The last confirmed renewal was sent at 5 s: the lock lapses at 20 s.
+    // The first renewal (at 3 s) goes through; then every periodic command
+    // hangs. The last confirmed renewal was sent at 3 s: the lock lapses at 18 s.
     let hang_at = start + Duration::from_millis(5_500);
     tokio::time::sleep_until(hang_at).await; // sleep-ok: paused (virtual) time
     assert!(store.log.lock().unwrap().iter().any(|e| e == "store:renew"), "renewed once");
     for op in ["claim", "heartbeat", "renew", "recover"] {
         store.hang(op);
     }
-    let lapse = start + Duration::from_secs(20);
+    let lapse = start + Duration::from_secs(18);
     until(lapse, "the runner is terminated before the lease lapses", || {
         store.log.lock().unwrap().iter().any(|e| e == "terminate:j")
     })
