@@ -5,6 +5,7 @@
 
 mod faults;
 mod interop;
+mod otlp;
 mod support;
 mod worker;
 mod worker_redis;

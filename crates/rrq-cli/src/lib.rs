@@ -15,6 +15,8 @@ mod health;
 mod job;
 mod logging;
 mod ops;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 mod output;
 mod queue;
 mod runner_helper;
@@ -73,6 +75,27 @@ enum Command {
     Completions(completions::CompletionsArgs),
 }
 
+/// Starts OTLP export when the environment asks for it (before any command
+/// installs the log subscriber, which picks the tracer up). A bad setting
+/// is reported and export stays off: telemetry never stops the worker.
+#[cfg(feature = "otlp")]
+fn start_otlp() -> Option<otlp::Otlp> {
+    match otlp::Otlp::from_env() {
+        Ok(Some(otlp)) => {
+            opentelemetry::global::set_text_map_propagator(
+                opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            );
+            Some(otlp)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+            eprintln!("Warning: OTLP export is off: {e}{cause}");
+            None
+        }
+    }
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -91,7 +114,9 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        #[cfg(feature = "otlp")]
+        let otlp = start_otlp();
+        let result = match cli.command {
             Command::Worker(cmd) => worker::run(cmd).await,
             Command::Queue(cmd) => queue::run(cmd).await,
             Command::Job(cmd) => job::run(cmd).await,
@@ -100,7 +125,12 @@ pub fn main() -> ExitCode {
             Command::Debug(cmd) => debug::run(cmd).await,
             Command::Runner(cmd) => runner_helper::run(cmd).await,
             Command::Completions(args) => completions::run(args),
+        };
+        #[cfg(feature = "otlp")]
+        if let Some(otlp) = otlp {
+            otlp.shutdown(std::time::Duration::from_secs(5)).await;
         }
+        result
     });
     match result {
         Ok(code) => code.into(),

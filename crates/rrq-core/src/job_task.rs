@@ -104,7 +104,7 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
             enqueue_time: job.enqueue_time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
             queue_name: lease.queue.as_str().to_owned(),
             deadline: Some(deadline.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-            trace_context: job.trace_context,
+            trace_context: crate::worker::forward_trace(job.trace_context),
             correlation_context: job.correlation_context,
             worker_id: Some(shared.worker_id.clone()),
         },
@@ -161,6 +161,7 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
             ended(fence, Ending::Completed, &lease)
         }
         Decision::Retry { error, delay } => {
+            tracing::Span::current().record("error", tracing::field::display(&error));
             let fence = write(&shared, &mut control, "retry", || {
                 let now = shared.clock.now();
                 let ready_at = now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
@@ -213,6 +214,7 @@ pub(crate) async fn dead_letter(
     control: &mut watch::Receiver<Control>,
 ) -> Ending {
     info!(job_id = %lease.job_id, queue = %lease.queue, reason, "moving job to the dead letter queue");
+    tracing::Span::current().record("error", reason);
     let fence = write(shared, control, "dead_letter", || {
         shared.store.dead_letter(lease, reason, count_attempt, shared.clock.now(), &shared.defaults)
     })

@@ -379,6 +379,8 @@ impl LoopState {
             queue = %lease.queue,
             attempt = tracing::field::Empty,
             function = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            error = tracing::field::Empty,
         );
         let task_lease = lease.clone();
         match job {
@@ -392,6 +394,7 @@ impl LoopState {
                 self.tasks.spawn(
                     async move {
                         let ending = job_task::run(shared, task_lease, job, rx).await;
+                        tracing::Span::current().record("outcome", tracing::field::debug(ending));
                         telemetry::ended(&queue, &function, ending, started.elapsed());
                         (id2, ending)
                     }
@@ -565,6 +568,27 @@ fn continue_trace(span: &tracing::Span, carrier: Option<&std::collections::BTree
     let carrier: HashMap<String, String> = carrier.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
     let _ = span.set_parent(parent);
+}
+
+/// The carrier sent to the runner: the attempt's own span when it is traced
+/// (so the runner's span is its child), else the job's as enqueued.
+pub(crate) fn forward_trace(
+    enqueued: Option<std::collections::BTreeMap<String, String>>,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        return enqueued;
+    }
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    if carrier.is_empty() {
+        return enqueued;
+    }
+    let mut out = enqueued.unwrap_or_default();
+    out.extend(carrier);
+    Some(out)
 }
 
 /// How long to wait before claiming from a queue again because of its next

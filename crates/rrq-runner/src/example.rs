@@ -28,7 +28,8 @@ use crate::{HandlerError, HandlerResult, JobContext, Registry, run_from_args};
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register("echo", |params: Map<String, Value>, ctx: JobContext| async move {
-        Ok(json!({"echo": params, "attempt": ctx.attempt, "job_id": ctx.job_id, "queue": ctx.queue}))
+        Ok(json!({"echo": params, "attempt": ctx.attempt, "job_id": ctx.job_id, "queue": ctx.queue,
+            "trace_context": ctx.trace_context}))
     });
     r.register("noop", |_: Value, _ctx: JobContext| async move { HandlerResult::Ok(Value::Null) });
     r.register("sleep", |p: SleepParams, _ctx: JobContext| async move {
