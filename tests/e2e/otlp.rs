@@ -1,8 +1,8 @@
 //! OTLP export, checked with a real receiver: an OTLP/HTTP endpoint in this
 //! process that decodes the protobuf payloads. A job enqueued by
 //! `rrq-producer` inside a span and run by `rrq worker run` with the Rust
-//! runner yields one trace: producer span → `rrq.job` span → the context the
-//! runner got.
+//! runner yields one trace: the producer's span, the worker's `rrq.job` span
+//! as its child, and the producer's context forwarded unchanged to the runner.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -197,13 +197,16 @@ async fn producer_worker_and_runner_share_one_trace_at_a_real_receiver() {
     assert_eq!(job_span.attr("attempt").as_deref(), Some("1"));
     assert_eq!(job_span.attr("outcome").as_deref(), Some("Completed"));
 
-    // The runner got the attempt's span as its parent, in the same trace.
+    // The runner got the stored carrier unchanged, as from the reference
+    // orchestrator: its span is a sibling of rrq.job under the producer's.
     let result = job.result.expect("a result");
+    let stored = job.trace_context.expect("the producer stored a trace context");
+    assert_eq!(result["trace_context"], json!(stored), "forwarded byte for byte");
     let traceparent = result["trace_context"]["traceparent"].as_str().expect("the runner got a traceparent");
     let parts: Vec<&str> = traceparent.split('-').collect();
     assert_eq!(parts.len(), 4, "{traceparent}");
     assert_eq!(TraceId::from_hex(parts[1]).unwrap().to_bytes().to_vec(), job_span.span.trace_id);
-    assert_eq!(SpanId::from_hex(parts[2]).unwrap().to_bytes().to_vec(), job_span.span.span_id);
+    assert_eq!(SpanId::from_hex(parts[2]).unwrap().to_bytes().to_vec(), checkout.span.span_id);
 
     let (path, content_type) = receiver.paths.try_recv().expect("a request was made");
     assert_eq!((path.as_str(), content_type.as_str()), ("/v1/traces", "application/x-protobuf"));

@@ -104,7 +104,7 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
             enqueue_time: job.enqueue_time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
             queue_name: lease.queue.as_str().to_owned(),
             deadline: Some(deadline.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-            trace_context: crate::worker::forward_trace(job.trace_context),
+            trace_context: job.trace_context,
             correlation_context: job.correlation_context,
             worker_id: Some(shared.worker_id.clone()),
         },

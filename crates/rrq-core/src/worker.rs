@@ -570,27 +570,6 @@ fn continue_trace(span: &tracing::Span, carrier: Option<&std::collections::BTree
     let _ = span.set_parent(parent);
 }
 
-/// The carrier sent to the runner: the attempt's own span when it is traced
-/// (so the runner's span is its child), else the job's as enqueued.
-pub(crate) fn forward_trace(
-    enqueued: Option<std::collections::BTreeMap<String, String>>,
-) -> Option<std::collections::BTreeMap<String, String>> {
-    use opentelemetry::trace::TraceContextExt;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let cx = tracing::Span::current().context();
-    if !cx.span().span_context().is_valid() {
-        return enqueued;
-    }
-    let mut carrier: HashMap<String, String> = HashMap::new();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
-    if carrier.is_empty() {
-        return enqueued;
-    }
-    let mut out = enqueued.unwrap_or_default();
-    out.extend(carrier);
-    Some(out)
-}
-
 /// How long to wait before claiming from a queue again because of its next
 /// job, ready at `next` (the queue's head after a claim made at
 /// `claimed_at`): until a deferred job is due (at once if it became due
