@@ -32,9 +32,26 @@ use clap::{Parser, Subcommand};
 
 pub use exit::{CliError, Exit};
 
+/// The reference release whose Redis keys and job fields (the schema) this
+/// build reads and writes.
+pub const REDIS_SCHEMA: &str = "0.11.1";
+
+/// What `rrq --version` prints after `rrq `: the version, and the runner
+/// protocol and Redis schema it speaks.
+pub fn version() -> &'static str {
+    static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{} (runner protocol {}, Redis schema of rrq {REDIS_SCHEMA})",
+            env!("CARGO_PKG_VERSION"),
+            rrq_protocol::PROTOCOL_VERSION
+        )
+    });
+    VERSION.as_str()
+}
+
 /// rrq: a Redis job queue orchestrator.
 #[derive(Debug, Parser)]
-#[command(name = "rrq", version, about, propagate_version = true)]
+#[command(name = "rrq", version = version(), about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

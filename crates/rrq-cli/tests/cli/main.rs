@@ -14,6 +14,7 @@ mod interop;
 mod job;
 mod queue;
 mod tls;
+mod version;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
