@@ -44,12 +44,15 @@ impl Got {
     }
 }
 
+/// Per request: path, content type, and the other headers.
+type Request = (String, String, Vec<(String, String)>);
+
 /// An OTLP/HTTP collector on loopback: answers `POST /v1/traces` with an
 /// empty (valid) protobuf response and forwards every decoded span.
 struct Receiver {
     port: u16,
     spans: mpsc::Receiver<Got>,
-    paths: mpsc::Receiver<(String, String)>,
+    paths: mpsc::Receiver<Request>,
 }
 
 impl Receiver {
@@ -83,7 +86,7 @@ impl Receiver {
 }
 
 /// Serves HTTP/1.1 requests on one (keep-alive) connection.
-fn serve(conn: TcpStream, tx: mpsc::Sender<Got>, paths: mpsc::Sender<(String, String)>) {
+fn serve(conn: TcpStream, tx: mpsc::Sender<Got>, paths: mpsc::Sender<Request>) {
     let mut out = conn.try_clone().expect("clone the connection");
     let mut reader = BufReader::new(conn);
     loop {
@@ -93,6 +96,7 @@ fn serve(conn: TcpStream, tx: mpsc::Sender<Got>, paths: mpsc::Sender<(String, St
         }
         let mut length = 0usize;
         let mut content_type = String::new();
+        let mut headers = Vec::new();
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -106,7 +110,7 @@ fn serve(conn: TcpStream, tx: mpsc::Sender<Got>, paths: mpsc::Sender<(String, St
                 match name.trim().to_ascii_lowercase().as_str() {
                     "content-length" => length = value.trim().parse().unwrap_or(0),
                     "content-type" => content_type = value.trim().to_owned(),
-                    _ => {}
+                    other => headers.push((other.to_owned(), value.trim().to_owned())),
                 }
             }
         }
@@ -115,7 +119,7 @@ fn serve(conn: TcpStream, tx: mpsc::Sender<Got>, paths: mpsc::Sender<(String, St
             return;
         }
         let path = request_line.split_whitespace().nth(1).unwrap_or("").to_owned();
-        let _ = paths.send((path, content_type));
+        let _ = paths.send((path, content_type, headers));
         if let Ok(request) = ExportTraceServiceRequest::decode(body.as_slice()) {
             for resource_spans in request.resource_spans {
                 let service = resource_spans
@@ -171,7 +175,12 @@ async fn producer_worker_and_runner_share_one_trace_at_a_real_receiver() {
 
     let out = run_rrq(
         &["worker", "run", "--burst", "--config", config.to_str().unwrap()],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_SERVICE_NAME", "rrq-worker")],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_SERVICE_NAME", "rrq-worker"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-global=g%20v,x-both=global"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-both=signal"),
+        ],
         Duration::from_secs(30),
     );
     assert_success(&out);
@@ -208,8 +217,17 @@ async fn producer_worker_and_runner_share_one_trace_at_a_real_receiver() {
     assert_eq!(TraceId::from_hex(parts[1]).unwrap().to_bytes().to_vec(), job_span.span.trace_id);
     assert_eq!(SpanId::from_hex(parts[2]).unwrap().to_bytes().to_vec(), checkout.span.span_id);
 
-    let (path, content_type) = receiver.paths.try_recv().expect("a request was made");
-    assert_eq!((path.as_str(), content_type.as_str()), ("/v1/traces", "application/x-protobuf"));
+    // Every request is protobuf on the traces path; the worker's carry the
+    // global headers, with per-signal entries overriding them.
+    let requests: Vec<_> = receiver.paths.try_iter().collect();
+    assert!(
+        requests.iter().all(|(path, ct, _)| path == "/v1/traces" && ct == "application/x-protobuf"),
+        "{requests:?}"
+    );
+    let header = |h: &[(String, String)], k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let worker = requests.iter().find(|(_, _, h)| header(h, "x-both").is_some()).expect("a request from the worker");
+    assert_eq!(header(&worker.2, "x-both").as_deref(), Some("signal"));
+    assert_eq!(header(&worker.2, "x-global").as_deref(), Some("g v"));
 }
 
 #[test]

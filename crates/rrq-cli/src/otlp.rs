@@ -11,13 +11,14 @@
 //! batches. A collector that cannot be reached is logged once when the
 //! outage starts and once when it ends, not per batch.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData, SpanExporter as _, SpanProcessor};
 use tokio::sync::{mpsc, oneshot};
@@ -70,6 +71,38 @@ pub fn trace_target(var: impl Fn(&str) -> Option<String>) -> Result<Option<Trace
     Ok(Some(TraceTarget { endpoint: format!("{base}/v1/traces") }))
 }
 
+/// `k=v,k2=v2` with percent-encoded values (the OTLP exporter format);
+/// malformed entries are skipped.
+fn parse_headers(list: &str) -> HashMap<String, String> {
+    list.split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            let k = k.trim();
+            (!k.is_empty()).then(|| (k.to_owned(), percent_decode(v.trim())))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The service name and other resource attributes: `OTEL_SERVICE_NAME`, else
 /// `service.name` from `OTEL_RESOURCE_ATTRIBUTES`, else `rrq`.
 fn resource(var: impl Fn(&str) -> Option<String>) -> Resource {
@@ -109,7 +142,12 @@ impl Otlp {
     pub fn from_env() -> Result<Option<Otlp>, OtlpError> {
         let var = |name: &str| std::env::var(name).ok();
         let Some(target) = trace_target(var)? else { return Ok(None) };
-        let otlp = Otlp::launch(target.endpoint, resource(var))?;
+        // The exporter reads the per-signal headers variable *instead of* the
+        // global one; the reference merges them (per-signal entries win). So
+        // the global ones are passed explicitly, and the exporter lays the
+        // per-signal ones over them.
+        let headers = var("OTEL_EXPORTER_OTLP_HEADERS").map(|h| parse_headers(&h)).unwrap_or_default();
+        let otlp = Otlp::launch(target.endpoint, resource(var), headers)?;
         let _ = TRACER.set(otlp.tracer());
         Ok(Some(otlp))
     }
@@ -117,17 +155,18 @@ impl Otlp {
     /// Exports to the traces URL `endpoint` as `service_name`, for an
     /// embedding application or a test; [`Otlp::from_env`] is what `rrq` runs.
     pub fn start(endpoint: &str, service_name: &str) -> Result<Otlp, OtlpError> {
-        Otlp::launch(endpoint.to_owned(), Resource::builder_empty().with_service_name(service_name.to_owned()).build())
+        let resource = Resource::builder_empty().with_service_name(service_name.to_owned()).build();
+        Otlp::launch(endpoint.to_owned(), resource, HashMap::new())
     }
 
-    fn launch(endpoint: String, resource: Resource) -> Result<Otlp, OtlpError> {
-        // Headers from OTEL_EXPORTER_OTLP_[TRACES_]HEADERS are read by the
-        // exporter itself; the endpoint is passed resolved, so an empty
-        // per-signal value has already disabled export.
+    fn launch(endpoint: String, resource: Resource, headers: HashMap<String, String>) -> Result<Otlp, OtlpError> {
+        // The endpoint is passed resolved, so an empty per-signal value has
+        // already disabled export.
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(endpoint.clone())
+            .with_headers(headers)
             .build()
             .map_err(OtlpError::Build)?;
         exporter.set_resource(&resource);
@@ -265,6 +304,15 @@ mod tests {
         let off = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")];
         assert_eq!(trace_target(env(&off)).unwrap(), None);
         assert_eq!(trace_target(env(&[])).unwrap(), None);
+    }
+
+    #[test]
+    fn headers_are_split_and_percent_decoded() {
+        let h = parse_headers("authorization=Bearer%20t0k,x-a = 1 ,broken,=v,x-pct=100%");
+        assert_eq!(h.len(), 3, "{h:?}");
+        assert_eq!(h["authorization"], "Bearer t0k");
+        assert_eq!(h["x-a"], "1");
+        assert_eq!(h["x-pct"], "100%");
     }
 
     #[test]
