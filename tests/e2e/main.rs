@@ -6,6 +6,7 @@
 mod faults;
 mod interop;
 mod mixed_runners;
+mod otlp;
 mod runner_check;
 mod support;
 mod worker;

@@ -15,6 +15,8 @@ mod health;
 mod job;
 mod logging;
 mod ops;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 mod output;
 mod queue;
 mod runner_check;
@@ -31,9 +33,26 @@ use clap::{Parser, Subcommand};
 
 pub use exit::{CliError, Exit};
 
+/// The reference release whose Redis keys and job fields (the schema) this
+/// build reads and writes.
+pub const REDIS_SCHEMA: &str = "0.11.1";
+
+/// What `rrq --version` prints after `rrq `: the version, and the runner
+/// protocol and Redis schema it speaks.
+pub fn version() -> &'static str {
+    static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{} (runner protocol {}, Redis schema of rrq {REDIS_SCHEMA})",
+            env!("CARGO_PKG_VERSION"),
+            rrq_protocol::PROTOCOL_VERSION
+        )
+    });
+    VERSION.as_str()
+}
+
 /// rrq: a Redis job queue orchestrator.
 #[derive(Debug, Parser)]
-#[command(name = "rrq", version, about, propagate_version = true)]
+#[command(name = "rrq", version = version(), about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,8 +93,32 @@ enum Command {
     Completions(completions::CompletionsArgs),
 }
 
+/// Starts OTLP export when the environment asks for it (before any command
+/// installs the log subscriber, which picks the tracer up). A bad setting
+/// is reported and export stays off: telemetry never stops the worker.
+#[cfg(feature = "otlp")]
+fn start_otlp() -> Option<otlp::Otlp> {
+    match otlp::Otlp::from_env() {
+        Ok(Some(otlp)) => {
+            opentelemetry::global::set_text_map_propagator(
+                opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            );
+            Some(otlp)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+            eprintln!("Warning: OTLP export is off: {e}{cause}");
+            None
+        }
+    }
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    // First: in a runner guard process this runs the guard and never
+    // returns (so every binary built on this function installs the hook).
+    rrq_pool::guard::run_if_requested();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -92,7 +135,9 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        #[cfg(feature = "otlp")]
+        let otlp = start_otlp();
+        let result = match cli.command {
             Command::Worker(cmd) => worker::run(cmd).await,
             Command::Queue(cmd) => queue::run(cmd).await,
             Command::Job(cmd) => job::run(cmd).await,
@@ -101,7 +146,12 @@ pub fn main() -> ExitCode {
             Command::Debug(cmd) => debug::run(cmd).await,
             Command::Runner(cmd) => runner_helper::run(cmd).await,
             Command::Completions(args) => completions::run(args),
+        };
+        #[cfg(feature = "otlp")]
+        if let Some(otlp) = otlp {
+            otlp.shutdown(std::time::Duration::from_secs(5)).await;
         }
+        result
     });
     match result {
         Ok(code) => code.into(),

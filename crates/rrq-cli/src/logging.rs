@@ -2,7 +2,9 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Installs the global subscriber. Filter from `RUST_LOG`, else
 /// `RRQ_LOG_LEVEL`, else `info`; format from `RUST_LOG_FORMAT` (`json`, or
@@ -19,6 +21,26 @@ pub fn init(default_level: &str) {
         Some("pretty" | "text" | "human") => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    // Both formats as optional layers under the log filter; the trace layer
+    // has its own filter, so `RUST_LOG=warn` quiets logs but keeps traces.
+    let text = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let json = json.then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr).json().flatten_event(true));
+    let logs = Layer::and_then(text, json).with_filter(filter);
+    let _ = tracing_subscriber::registry().with(logs).with(trace_layer()).try_init();
+}
+
+/// The OpenTelemetry layer when OTLP export is on: RRQ's own spans at info
+/// and above only, so the exporter's HTTP client never traces itself.
+fn trace_layer<S>() -> Option<impl tracing_subscriber::Layer<S>>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    #[cfg(feature = "otlp")]
+    let tracer = crate::otlp::tracer();
+    #[cfg(not(feature = "otlp"))]
+    let tracer: Option<opentelemetry::trace::noop::NoopTracer> = None;
+    let only_rrq = tracing_subscriber::filter::filter_fn(|meta| {
+        meta.target().starts_with("rrq") && *meta.level() <= tracing::Level::INFO
+    });
+    tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t).with_filter(only_rrq))
 }

@@ -182,6 +182,7 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
             ended(fence, Ending::Completed, &lease)
         }
         Decision::Retry { error, delay } => {
+            tracing::Span::current().record("error", tracing::field::display(&error));
             let fence = write(&shared, &mut control, "retry", || {
                 let now = shared.clock.now();
                 let ready_at = later(now, delay);
@@ -274,6 +275,7 @@ pub(crate) async fn dead_letter(
     control: &mut watch::Receiver<Control>,
 ) -> Ending {
     info!(job_id = %lease.job_id, queue = %lease.queue, reason, "moving job to the dead letter queue");
+    tracing::Span::current().record("error", reason);
     let fence = write(shared, control, "dead_letter", || {
         shared.store.dead_letter(lease, reason, count_attempt, shared.clock.now(), &shared.defaults)
     })

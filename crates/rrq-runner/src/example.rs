@@ -41,7 +41,12 @@ use crate::{HandlerError, HandlerResult, JobContext, Registry, run_from_args};
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register("echo", |params: Map<String, Value>, ctx: JobContext| async move {
-        Ok(json!({"echo": params, "attempt": ctx.attempt, "job_id": ctx.job_id, "queue": ctx.queue}))
+        let mut out = json!({"echo": params, "attempt": ctx.attempt, "job_id": ctx.job_id, "queue": ctx.queue});
+        // The trace carrier as received, when the job has one (for tracing tests).
+        if let Some(carrier) = ctx.trace_context {
+            out["trace_context"] = json!(carrier);
+        }
+        Ok(out)
     });
     r.register("noop", |_: Value, _ctx: JobContext| async move { HandlerResult::Ok(Value::Null) });
     r.register("sleep", |p: SleepParams, _ctx: JobContext| async move {

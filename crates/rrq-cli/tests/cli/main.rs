@@ -15,6 +15,7 @@ mod job;
 mod queue;
 mod runner;
 mod tls;
+mod version;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

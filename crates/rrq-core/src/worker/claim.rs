@@ -172,6 +172,8 @@ impl LoopState {
             queue = %lease.queue,
             attempt = tracing::field::Empty,
             function = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            error = tracing::field::Empty,
         );
         let task_lease = lease.clone();
         telemetry::claimed(lease.queue.as_str());
@@ -184,6 +186,7 @@ impl LoopState {
                 let started = Instant::now();
                 let task = async move {
                     let ending = job_task::run(shared, task_lease, job, rx).await;
+                    tracing::Span::current().record("outcome", tracing::field::debug(ending));
                     telemetry::ended(&queue, &function, ending, started.elapsed());
                     ending
                 };

@@ -1,0 +1,5 @@
+//! The `rrq` command (the same code as rrq-cli's binary).
+
+fn main() -> std::process::ExitCode {
+    rrq::cli::main()
+}
