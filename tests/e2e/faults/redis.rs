@@ -23,7 +23,8 @@ use crate::support::TempDir;
 
 /// What the worker logs when a renewal or a claim reached the command
 /// timeout: Redis has been gone for at least 10 s.
-const LONG_OUTAGE_LOGS: [&str; 2] = ["could not renew job locks", "redis unavailable; will retry"];
+const LONG_OUTAGE_LOGS: [&str; 3] =
+    ["job lock renewal did not answer in time", "could not renew job locks", "redis unavailable; will retry"];
 
 /// What the worker logs when a store call finds Redis unreachable (at once
 /// for a command in flight; after the 10 s command timeout for one sent while
