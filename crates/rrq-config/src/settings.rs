@@ -206,8 +206,9 @@ fn invalid(key: impl Into<String>, value: impl std::fmt::Display, reason: impl I
 
 /// The longest duration any key accepts: 100 years. Longer values (and
 /// `inf`/`nan`, which TOML allows) cannot mean anything useful, and would
-/// overflow the arithmetic done on them.
-pub const MAX_SECONDS: f64 = 100.0 * 365.25 * 86_400.0;
+/// overflow the arithmetic done on them. The same bound as the store's
+/// `MAX_DURATION_SECONDS` for job-supplied durations.
+pub const MAX_SECONDS: f64 = 100.0 * 365.0 * 86_400.0;
 
 /// A duration key `>= 0` seconds.
 fn seconds(key: &str, v: f64) -> Result<Duration, Error> {
@@ -221,7 +222,7 @@ fn seconds(key: &str, v: f64) -> Result<Duration, Error> {
 /// milliseconds overflow, and sums of such values would overflow.
 fn at_most_100_years(key: &str, v: i64) -> Result<i64, Error> {
     if v > MAX_SECONDS as i64 {
-        return Err(invalid(key, v, "must be at most 100 years (3155760000 seconds)"));
+        return Err(invalid(key, v, "must be at most 100 years (3153600000 seconds)"));
     }
     Ok(v)
 }
