@@ -32,6 +32,7 @@ export function registerCheckHandlers(registry: Registry): Registry {
 export function exampleRegistry(): Registry {
   const registry = registerCheckHandlers(new Registry());
   registry
+    .register("noop", () => null)
     .register("echo", (params, ctx) => ({ echo: params, attempt: ctx.attempt, job_id: ctx.jobId, queue: ctx.queueName }))
     .register("sleep", async (params, ctx) => {
       await sleep(Number(params.seconds ?? 0) * 1000, undefined, { signal: ctx.signal });

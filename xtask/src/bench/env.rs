@@ -140,6 +140,8 @@ pub(crate) struct Setup {
     pub rust_runner: PathBuf,
     /// The reference Python runner (`rrq-runner` in the venv).
     pub python_runner: PathBuf,
+    /// The TypeScript SDK's example runner: `node .../main.js` (built with npm).
+    pub node_runner: Vec<String>,
     /// The venv's interpreter (reference client benchmark).
     pub python: PathBuf,
     /// Scratch directory: configurations, logs, the Python handler module.
@@ -181,7 +183,17 @@ impl Setup {
         std::fs::create_dir_all(&work)?;
         std::fs::write(work.join("bench_handlers.py"), HANDLERS_PY)?;
         let redis = Redis::start()?;
-        Ok(Setup { redis, rrq, reference, rust_runner, python_runner: venv.runner(), python: venv.python(), work })
+        let node_runner = rrq_test_support::node::typescript_runner();
+        Ok(Setup {
+            redis,
+            rrq,
+            reference,
+            rust_runner,
+            python_runner: venv.runner(),
+            node_runner,
+            python: venv.python(),
+            work,
+        })
     }
 }
 

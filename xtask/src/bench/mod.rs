@@ -28,8 +28,8 @@ use orchestrator::{Pool, RunnerKind, Side};
 use report::{Figure, Target, median, percentile};
 use scenarios::Ctx;
 
-const SCENARIOS: [&str; 8] =
-    ["drain-rust", "drain-python", "drain-1x1", "pickup", "enqueue", "backlog", "idle", "retained"];
+const SCENARIOS: [&str; 9] =
+    ["drain-rust", "drain-python", "drain-node", "drain-1x1", "pickup", "enqueue", "backlog", "idle", "retained"];
 
 /// Jobs the reference gets in the 1 × 1 drain: it takes one job per poll
 /// (about ten a second), so 20,000 would take over half an hour.
@@ -103,6 +103,7 @@ fn figures() -> Vec<Figure> {
             .target(Target::RatioAtLeast(10.0)),
         Figure::new("drain_python", "drain 20k no-op jobs, Python runner 4×50", "jobs/s", 0)
             .target(Target::RatioAtLeast(2.0)),
+        Figure::new("drain_node", "drain 20k no-op jobs, Node (TypeScript SDK) runner 4×50", "jobs/s", 0),
         Figure::new("drain_1x1", "drain, Rust runner 1×1 (RRQ 20k, ref 200 jobs)", "jobs/s", 0)
             .target(Target::RatioAtLeast(100.0)),
         Figure::new("pickup_p50", "idle pickup, enqueue → completion, p50", "ms", 2).target(Target::AtMost(2.0)),
@@ -111,6 +112,7 @@ fn figures() -> Vec<Figure> {
         Figure::new("runner_cpu_rust", "runner processes' CPU per 1,000 jobs (Rust drain)", "s", 3),
         Figure::new("redis_cpu_rust", "Redis server CPU per 1,000 jobs (Rust drain)", "s", 3),
         Figure::new("cpu_python", "orchestrator CPU per 1,000 jobs (Python drain)", "s", 3),
+        Figure::new("cpu_node", "orchestrator CPU per 1,000 jobs (Node drain)", "s", 3),
         Figure::new("cpu_1x1", "orchestrator CPU per 1,000 jobs (1×1 drain)", "s", 3),
         Figure::new("rss_rust", "orchestrator peak RSS (Rust drain)", "MB", 1),
         Figure::new("commands_rust", "Redis commands per job (Rust drain)", "calls", 1),
@@ -239,7 +241,7 @@ async fn run_scenario(
             let mut record = json!({"scenario": scenario, "side": side.label(), "rep": rep, "load_1m": load});
             let started = Instant::now();
             match scenario {
-                "drain-rust" | "drain-python" | "drain-1x1" => {
+                "drain-rust" | "drain-python" | "drain-node" | "drain-1x1" => {
                     let (runner, pool, jobs, key, cpu_key) = match scenario {
                         "drain-rust" => {
                             (RunnerKind::Rust, Pool { size: 4, in_flight: 50 }, n, "drain_rust", "cpu_rust")
@@ -247,6 +249,7 @@ async fn run_scenario(
                         "drain-python" => {
                             (RunnerKind::Python, Pool { size: 4, in_flight: 50 }, n, "drain_python", "cpu_python")
                         }
+                        "drain-node" => (RunnerKind::Node, Pool { size: 4, in_flight: 50 }, n, "drain_node", "cpu_node"),
                         _ => {
                             let jobs = if side == Side::Rrq { n } else { n.min(ONE_BY_ONE_REFERENCE_JOBS) };
                             (RunnerKind::Rust, Pool { size: 1, in_flight: 1 }, jobs, "drain_1x1", "cpu_1x1")
@@ -391,6 +394,7 @@ fn scenario_of(key: &str) -> &'static str {
         "drain_rust" | "cpu_rust" | "runner_cpu_rust" | "redis_cpu_rust" | "rss_rust" | "commands_rust"
         | "scripts_rust" => "drain-rust",
         "drain_python" | "cpu_python" => "drain-python",
+        "drain_node" | "cpu_node" => "drain-node",
         "drain_1x1" | "cpu_1x1" => "drain-1x1",
         "pickup_p50" | "pickup_p99" => "pickup",
         k if k.starts_with("enqueue") => "enqueue",

@@ -37,6 +37,8 @@ pub(crate) enum RunnerKind {
     Rust,
     /// The reference's Python runner from PyPI.
     Python,
+    /// The example runner of RRQ's TypeScript SDK (`sdks/typescript`) on Node.
+    Node,
 }
 
 /// Runner processes and requests in flight per process.
@@ -78,6 +80,10 @@ impl Orchestrator {
                 ),
                 format!("env = {{ PYTHONPATH = {:?} }}\n", setup.work.display().to_string()),
             ),
+            RunnerKind::Node => {
+                let cmd: Vec<String> = setup.node_runner.iter().map(|a| format!("{a:?}")).collect();
+                (format!("[{}]", cmd.join(", ")), String::new())
+            }
         };
         let config = format!(
             "[rrq]\nredis_dsn = {dsn:?}\ndefault_runner_name = \"bench\"\n\n\
