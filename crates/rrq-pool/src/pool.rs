@@ -24,6 +24,9 @@ use crate::runner::{Runner, RunnerHealth};
 use crate::slot::{Acquire, Groups, Managed, Slot, Status, Supervisor};
 
 /// Longest time spent delivering one cancel frame.
+/// How long a transport error waits for the process behind it to be reaped
+/// by itself before retiring it.
+const REAP_WINDOW: Duration = Duration::from_millis(250);
 const CANCEL_DELIVERY: Duration = Duration::from_secs(1);
 
 /// Message of the outcome produced locally for a request cancelled before it
@@ -522,6 +525,25 @@ impl Inner {
 impl Inner {
     /// Stops the process (managed) or connection (external) that carries a
     /// sent request; returns once a managed process has exited.
+    /// After a transport error on a sent request (managed mode): retires
+    /// the process that held it and waits (at most its term grace and a
+    /// second) until it has exited.
+    async fn retire_after_transport_error(&self, track: &Tracking<'_>, job_id: &str, message: &str) {
+        let (PoolMode::Managed, Some(sent)) = (self.config.mode, track.sent.as_ref()) else { return };
+        let exited = sent.slot.exited(sent.generation);
+        tokio::pin!(exited);
+        // A process that died (the usual cause) is reaped within moments;
+        // leave it to the supervisor, whose crash accounting (backoff) a
+        // retire would reset.
+        if tokio::time::timeout(REAP_WINDOW, &mut exited).await.is_ok() {
+            return;
+        }
+        sent.slot.retire(sent.generation, format!("transport error on job {job_id}: {message}"));
+        if tokio::time::timeout(self.config.term_grace + Duration::from_secs(1), exited).await.is_err() {
+            warn!(runner = %self.config.name, %job_id, "runner process did not exit after a transport error");
+        }
+    }
+
     async fn terminate_sent(&self, sent: &Sent, request_id: &str, reason: String) {
         if !sent.conn.is_pending(request_id) && !sent.conn.is_closed() {
             // Answered, or abandoned and dealt with by the timeout policy.
@@ -571,6 +593,15 @@ impl Runner for ProcessPool {
             Err(_) => Waited::Deadline,
         };
         match waited {
+            Waited::Reply(Err(PoolError::Transport(message))) => {
+                // The connection failed under the request (the process died,
+                // is shutting down, or broke the protocol): it may still be
+                // running the handler. Report the failure only once that
+                // process has exited, so the worker cannot retry the job
+                // beside its own first execution.
+                inner.retire_after_transport_error(&track, &request.job_id, &message).await;
+                Err(PoolError::Transport(message))
+            }
             Waited::Reply(reply) => reply,
             Waited::ResponseTimeout => {
                 warn!(runner = %inner.config.name, job_id = %request.job_id, "no response within the runner's response timeout");

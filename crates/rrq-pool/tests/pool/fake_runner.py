@@ -90,6 +90,12 @@ async def run(req, writer):
                     await asyncio.Event().wait()
                 except asyncio.CancelledError:
                     log("cancel_ignored", request_id=req["request_id"])
+        elif fn == "drop_connection":
+            # Breaks the connection under the request but keeps "working" on
+            # it, as a runner shutting down gracefully or a buggy one might.
+            log("dropping", pid=os.getpid())
+            writer.transport.abort()
+            await asyncio.Event().wait()
         elif fn == "env":
             result = {"value": os.environ.get(params["name"]), "present": params["name"] in os.environ}
         elif fn == "crash":

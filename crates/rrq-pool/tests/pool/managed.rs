@@ -371,6 +371,25 @@ async fn terminate_kills_a_process_that_ignores_cancel_and_the_slot_serves_on() 
 }
 
 #[tokio::test]
+async fn a_transport_error_is_reported_only_once_the_process_that_held_the_request_is_gone() {
+    let scratch = Scratch::new();
+    let mut config = scratch.config("dropped", 1);
+    config.term_grace = Duration::from_millis(300);
+    let pool = start(config).await;
+    let first = pool.pids()[0].unwrap();
+    match outcome(call(&pool, "job", "drop_connection", json!({}), LONG)).await {
+        Err(PoolError::Transport(_)) => {}
+        other => panic!("a dropped connection is a transport error, got {other:?}"),
+    }
+    // The handler was still running in that process: a retry of the job
+    // must not start beside it.
+    assert!(is_dead(first), "the process that held the request is gone when the error is reported");
+    let second = eventually("a replacement", || pool.pids()[0].filter(|p| *p != first)).await;
+    assert_eq!(pid_of(&run(&pool, "next", "sleep", json!({})).await), second);
+    pool.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test]
 async fn terminate_leaves_a_process_alone_once_the_request_was_answered() {
     let scratch = Scratch::new();
     let pool = start(scratch.config("answered", 1)).await;
