@@ -249,7 +249,9 @@ async fn run_scenario(
                         "drain-python" => {
                             (RunnerKind::Python, Pool { size: 4, in_flight: 50 }, n, "drain_python", "cpu_python")
                         }
-                        "drain-node" => (RunnerKind::Node, Pool { size: 4, in_flight: 50 }, n, "drain_node", "cpu_node"),
+                        "drain-node" => {
+                            (RunnerKind::Node, Pool { size: 4, in_flight: 50 }, n, "drain_node", "cpu_node")
+                        }
                         _ => {
                             let jobs = if side == Side::Rrq { n } else { n.min(ONE_BY_ONE_REFERENCE_JOBS) };
                             (RunnerKind::Rust, Pool { size: 1, in_flight: 1 }, jobs, "drain_1x1", "cpu_1x1")

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-/// A target of issue 7 attached to a figure.
+/// A target attached to a figure.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Target {
     /// RRQ's median is at least this.

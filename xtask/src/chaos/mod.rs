@@ -35,6 +35,8 @@ use schedule::{Fault, JobKind, Schedule};
 
 /// The seeds `--ci` runs (about five minutes on two cores).
 const CI_SEEDS: &[u64] = &[101, 202, 303, 404, 505, 606, 707];
+/// Restarts of orchestrators that exited by themselves, per schedule.
+const MAX_SUPERVISOR_RESTARTS: usize = 10;
 /// The lease TTL of the schedules (`lease_ttl_seconds`).
 const LEASE_TTL: f64 = 6.0;
 /// The job timeout of jobs without their own.
@@ -275,6 +277,8 @@ struct Run<'a> {
     frozen: BTreeMap<String, Vec<(f64, f64)>>,
     stopped_since: BTreeMap<String, f64>,
     stopped_runners: Vec<(u32, u64)>,
+    /// Orchestrators restarted because they had exited by themselves.
+    supervisor_restarts: usize,
     pending: Vec<(Instant, Pending)>,
     orphans: Vec<Orphan>,
     notes: Vec<String>,
@@ -325,6 +329,7 @@ fn run_schedule(env: &Env, runtime: &tokio::runtime::Runtime, schedule: &Schedul
         frozen: BTreeMap::new(),
         stopped_since: BTreeMap::new(),
         stopped_runners: Vec::new(),
+        supervisor_restarts: 0,
         pending: Vec::new(),
         orphans: Vec::new(),
         notes: Vec::new(),
@@ -858,7 +863,26 @@ impl Run<'_> {
                 self.orchs[w] = Some(o);
             }
         }
+        self.restart_exited();
         Ok(())
+    }
+
+    /// Restarts, as a supervisor would, orchestrators that exited by
+    /// themselves (one started while Redis was down exits 4, as documented).
+    /// Bounded per schedule.
+    fn restart_exited(&mut self) {
+        for w in 0..self.orchs.len() {
+            let exited = self.orchs[w].as_mut().is_some_and(|o| o.has_exited());
+            if !exited || self.supervisor_restarts >= MAX_SUPERVISOR_RESTARTS {
+                continue;
+            }
+            self.supervisor_restarts += 1;
+            self.notes.push(format!("w{w} had exited by itself; restarted it"));
+            match self.spawn(w) {
+                Ok(o) => self.orchs[w] = Some(o),
+                Err(e) => self.notes.push(format!("cannot restart w{w}: {e:#}")),
+            }
+        }
     }
 
     /// Waits (bounded) until every acknowledged job is terminal.
@@ -868,6 +892,7 @@ impl Run<'_> {
         loop {
             self.run_pending(false);
             self.poll_cancelled();
+            self.restart_exited();
             let open = self
                 .statuses(&ids)
                 .iter()

@@ -466,6 +466,14 @@ impl Orchestrator {
         }
     }
 
+    /// Whether the process has exited by itself (reaped if so).
+    pub fn has_exited(&mut self) -> bool {
+        if !self.exited && matches!(self.child.try_wait(), Ok(Some(_))) {
+            self.exited = true;
+        }
+        self.exited
+    }
+
     /// Waits for the process to exit, at most `limit`; whether it did.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
