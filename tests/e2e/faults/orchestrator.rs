@@ -130,9 +130,12 @@ async fn a_frozen_lock_holder_cannot_overwrite_the_outcome_of_the_worker_that_to
     // from the fenced write itself (dropped as stale).
     let seen = poll_until(Duration::from_secs(15), "worker A to give the job up", async || {
         let log = a.log();
-        ["outcome dropped: the job is no longer held by this attempt", "lock lost while running; attempt abandoned"]
-            .into_iter()
-            .find(|m| log.contains(m))
+        [
+            "outcome dropped: the job is no longer held by this attempt",
+            "lock lost while running; runner stopped, attempt abandoned",
+        ]
+        .into_iter()
+        .find(|m| log.contains(m))
     })
     .await;
     let after = producer.job(&id).await.unwrap().unwrap();
