@@ -4,8 +4,11 @@
 //!
 //! Usage: `rrq-bench [--quick] [--reps N] [--check] [--no-wait]
 //! [--only rrq|reference] [--drain-jobs N] [--backlog-jobs N] [SCENARIO...]` with scenarios `drain-rust`,
-//! `drain-python`, `drain-1x1`, `pickup`, `enqueue`, `backlog`, `idle` (Redis commands/s of an idle
-//! orchestrator), `retained` (Redis bytes per completed job kept for its result) (default: all).
+//! `drain-python`, `drain-1x1`, `pickup`, `pickup-python` (idle pickup with the reference's Python
+//! client as the producer), `deferred` (due → started of jobs deferred by 200–800 ms), `cancel`
+//! (cancel → `CANCELLED` of a running job, RRQ only), `enqueue`, `backlog`, `idle` (Redis commands/s
+//! of an idle orchestrator), `retained` (Redis bytes per completed job kept for its result)
+//! (default: all).
 //!
 //! Every run starts from an empty database (`FLUSHDB`), both orchestrators
 //! read the same generated `rrq.toml` with logs at warn, and the two sides
@@ -28,8 +31,26 @@ use orchestrator::{Pool, RunnerKind, Side};
 use report::{Figure, Target, median, percentile};
 use scenarios::Ctx;
 
-const SCENARIOS: [&str; 9] =
-    ["drain-rust", "drain-python", "drain-node", "drain-1x1", "pickup", "enqueue", "backlog", "idle", "retained"];
+const SCENARIOS: [&str; 12] = [
+    "drain-rust",
+    "drain-python",
+    "drain-node",
+    "drain-1x1",
+    "pickup",
+    "pickup-python",
+    "deferred",
+    "cancel",
+    "enqueue",
+    "backlog",
+    "idle",
+    "retained",
+];
+
+/// Running jobs the cancel scenario cancels, one at a time.
+const CANCEL_JOBS: usize = 30;
+
+/// Deferred jobs of the deferred scenario, one at a time.
+const DEFERRED_JOBS: usize = 40;
 
 /// Jobs the reference gets in the 1 × 1 drain: it takes one job per poll
 /// (about ten a second), so 20,000 would take over half an hour.
@@ -108,6 +129,18 @@ fn figures() -> Vec<Figure> {
             .target(Target::RatioAtLeast(100.0)),
         Figure::new("pickup_p50", "idle pickup, enqueue → completion, p50", "ms", 2).target(Target::AtMost(2.0)),
         Figure::new("pickup_p99", "idle pickup, enqueue → completion, p99", "ms", 2).target(Target::AtMost(10.0)),
+        Figure::new("pickup_py_p50", "idle pickup, Python client enqueue → completion, p50", "ms", 2)
+            .target(Target::AtMost(2.0)),
+        Figure::new("pickup_py_p99", "idle pickup, Python client enqueue → completion, p99", "ms", 2)
+            .target(Target::AtMost(10.0)),
+        Figure::new("deferred_p50", "deferred job (200–800 ms) lateness, due → started, p50", "ms", 2)
+            .target(Target::AtMost(5.0)),
+        Figure::new("deferred_p99", "deferred job (200–800 ms) lateness, due → started, p99", "ms", 2),
+        Figure::new("cancel_p50", "cancel of a running job → CANCELLED, p50", "ms", 2)
+            .reference_note("cannot cancel a running job"),
+        Figure::new("cancel_p99", "cancel of a running job → CANCELLED, p99", "ms", 2)
+            .target(Target::AtMost(100.0))
+            .reference_note("cannot cancel a running job"),
         Figure::new("cpu_rust", "orchestrator CPU per 1,000 jobs (Rust drain)", "s", 3).target(Target::AtMost(0.05)),
         Figure::new("runner_cpu_rust", "runner processes' CPU per 1,000 jobs (Rust drain)", "s", 3),
         Figure::new("redis_cpu_rust", "Redis server CPU per 1,000 jobs (Rust drain)", "s", 3),
@@ -301,6 +334,54 @@ async fn run_scenario(
                     record["p99_ms"] = json!(p99);
                     record["latencies_ms"] = json!(lat);
                 }
+                "pickup-python" => {
+                    progress(&format!(
+                        "pickup-python #{}: {} trickle of 200 jobs at 20/s from the Python client",
+                        rep + 1,
+                        side.label()
+                    ));
+                    let lat = scenarios::pickup_python(ctx, side, 200, 20.0, &tag).await?;
+                    let (p50, p99) = (percentile(&lat, 50.0), percentile(&lat, 99.0));
+                    progress(&format!("  p50 {p50:.2} ms, p99 {p99:.2} ms"));
+                    push(figures, "pickup_py_p50", side, p50);
+                    push(figures, "pickup_py_p99", side, p99);
+                    record["p50_ms"] = json!(p50);
+                    record["p99_ms"] = json!(p99);
+                    record["latencies_ms"] = json!(lat);
+                }
+                "deferred" => {
+                    progress(&format!(
+                        "deferred #{}: {} {DEFERRED_JOBS} jobs deferred by 200–800 ms, one at a time",
+                        rep + 1,
+                        side.label()
+                    ));
+                    let late = scenarios::deferred(ctx, side, DEFERRED_JOBS, &tag).await?;
+                    let (p50, p99) = (percentile(&late, 50.0), percentile(&late, 99.0));
+                    progress(&format!("  lateness p50 {p50:.2} ms, p99 {p99:.2} ms"));
+                    push(figures, "deferred_p50", side, p50);
+                    push(figures, "deferred_p99", side, p99);
+                    record["p50_ms"] = json!(p50);
+                    record["p99_ms"] = json!(p99);
+                    record["lateness_ms"] = json!(late);
+                }
+                "cancel" => {
+                    if side == Side::Reference {
+                        progress(&format!(
+                            "cancel #{}: skipped for the reference (no cancel of a running job)",
+                            rep + 1
+                        ));
+                        continue;
+                    }
+                    progress(&format!("cancel #{}: {} {CANCEL_JOBS} running jobs cancelled", rep + 1, side.label()));
+                    let lat = scenarios::cancel(ctx, side, CANCEL_JOBS, &tag).await?;
+                    let (p50, p99) = (percentile(&lat, 50.0), percentile(&lat, 99.0));
+                    progress(&format!("  p50 {p50:.2} ms, p99 {p99:.2} ms"));
+                    push(figures, "cancel_p50", side, p50);
+                    push(figures, "cancel_p99", side, p99);
+                    record["p50_ms"] = json!(p50);
+                    record["p99_ms"] = json!(p99);
+                    record["latencies_ms"] = json!(lat);
+                }
                 "enqueue" => match side {
                     Side::Rrq => {
                         progress(&format!(
@@ -399,9 +480,39 @@ fn scenario_of(key: &str) -> &'static str {
         "drain_node" | "cpu_node" => "drain-node",
         "drain_1x1" | "cpu_1x1" => "drain-1x1",
         "pickup_p50" | "pickup_p99" => "pickup",
+        "pickup_py_p50" | "pickup_py_p99" => "pickup-python",
+        "deferred_p50" | "deferred_p99" => "deferred",
+        "cancel_p50" | "cancel_p99" => "cancel",
         k if k.starts_with("enqueue") => "enqueue",
         "idle_commands" => "idle",
         "retained_fresh" | "retained_bytes" => "retained",
         _ => "backlog",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_figure_belongs_to_a_listed_scenario() {
+        for f in figures() {
+            let s = scenario_of(f.key);
+            assert!(SCENARIOS.contains(&s), "{} maps to {s}", f.key);
+            if s == "backlog" {
+                assert!(f.key.starts_with("backlog"), "{} fell through to backlog", f.key);
+            }
+        }
+        assert_eq!(scenario_of("pickup_py_p99"), "pickup-python");
+        assert_eq!(scenario_of("deferred_p50"), "deferred");
+        assert_eq!(scenario_of("cancel_p99"), "cancel");
+    }
+
+    #[test]
+    fn the_new_scenarios_parse() {
+        let args: Vec<String> = ["--reps", "1", "pickup-python", "deferred", "cancel"].map(String::from).into();
+        let o = parse(&args).unwrap();
+        assert_eq!(o.scenarios, ["pickup-python", "deferred", "cancel"]);
+        assert_eq!(o.reps, 1);
     }
 }

@@ -60,6 +60,8 @@ impl OwnCalls {
 struct Times {
     status: String,
     enqueue: Option<f64>,
+    /// When it was (last) due: `next_scheduled_run_time`.
+    scheduled: Option<f64>,
     start: Option<f64>,
     completion: Option<f64>,
 }
@@ -84,6 +86,7 @@ async fn read_times(store: &Arc<dyn Store>, ids: &[JobId], own: &mut OwnCalls) -
             out.push(Times {
                 status: f.get("status").cloned().unwrap_or_default().to_ascii_uppercase(),
                 enqueue: epoch(f.get("enqueue_time")),
+                scheduled: epoch(f.get("next_scheduled_run_time")),
                 start: epoch(f.get("start_time")),
                 completion: epoch(f.get("completion_time")),
             });
@@ -532,4 +535,210 @@ pub(crate) async fn retained_bytes(ctx: &Ctx, side: Side, tag: &str) -> Result<(
         }
     }
     Ok((fresh, total(&ids)?))
+}
+
+/// Idle pickup with the reference's Python client as the producer: it
+/// enqueues `jobs` no-op jobs one at a time, `gap_s` apart, and records the
+/// wall-clock time just before each `enqueue` call.
+const PICKUP_PY: &str = r#"
+import asyncio, json, os, sys, time
+from rrq.client import RRQClient
+
+async def main():
+    client = RRQClient(config={"redis_dsn": os.environ["BENCH_DSN"]})
+    tag, jobs, gap = os.environ["BENCH_TAG"], int(os.environ["BENCH_JOBS"]), float(os.environ["BENCH_GAP_S"])
+    # The client's connection is up and the worker has served it once.
+    warm = await client.enqueue("noop", {"job_id": tag + "-pywarm", "params": {}})
+    if await client.wait_for_completion(warm, timeout_seconds=60.0) is None:
+        sys.exit("the warm-up job did not finish within 60 s")
+    times = []
+    due = time.monotonic()
+    for i in range(jobs):
+        due += gap
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        job_id = "%s-%08d" % (tag, i)
+        t = time.time()
+        await client.enqueue("noop", {"job_id": job_id, "params": {}})
+        times.append([job_id, t])
+    await client.close()
+    print(json.dumps(times))
+
+asyncio.run(main())
+"#;
+
+/// The `[[id, epoch seconds], ...]` the pickup script prints.
+fn parse_enqueue_times(stdout: &[u8]) -> Result<Vec<(JobId, f64)>> {
+    let v: serde_json::Value = serde_json::from_slice(stdout)?;
+    let Some(rows) = v.as_array() else { bail!("the pickup script printed no list: {v}") };
+    rows.iter()
+        .map(|r| match (r[0].as_str(), r[1].as_f64()) {
+            (Some(id), Some(t)) => Ok((JobId::from(id), t)),
+            _ => bail!("the pickup script printed a bad row: {r}"),
+        })
+        .collect()
+}
+
+/// Milliseconds from each `from` to the matching `to`; fails on a missing one.
+fn gaps_ms(ids: &[JobId], pairs: impl IntoIterator<Item = (Option<f64>, Option<f64>)>, what: &str) -> Result<Vec<f64>> {
+    ids.iter()
+        .zip(pairs)
+        .map(|(id, pair)| match pair {
+            (Some(from), Some(to)) => Ok((to - from) * 1000.0),
+            _ => bail!("job {id} has no {what}"),
+        })
+        .collect()
+}
+
+/// Idle pickup, enqueue (the Python client's call) → completion, in ms.
+pub(crate) async fn pickup_python(ctx: &Ctx, side: Side, jobs: usize, per_second: f64, tag: &str) -> Result<Vec<f64>> {
+    ctx.setup.redis.flush()?;
+    let mut own = OwnCalls::default();
+    let pool = Pool { size: 4, in_flight: 50 };
+    let mut orch = Orchestrator::start(&ctx.setup, side, RunnerKind::Rust, pool, tag)?;
+    warm_up(ctx, &mut orch, side, &format!("{tag}-warm"), 5).await?;
+    let mut cmd = std::process::Command::new(&ctx.setup.python);
+    cmd.arg("-c")
+        .arg(PICKUP_PY)
+        .env("BENCH_DSN", &ctx.setup.redis.dsn)
+        .env("BENCH_TAG", tag)
+        .env("BENCH_JOBS", jobs.to_string())
+        .env("BENCH_GAP_S", (1.0 / per_second).to_string());
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    orch.check_alive()?;
+    if !out.status.success() {
+        bail!("the Python pickup script failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (ids, enqueued): (Vec<JobId>, Vec<f64>) = parse_enqueue_times(&out.stdout)?.into_iter().unzip();
+    if ids.len() != jobs {
+        bail!("the Python pickup script enqueued {} jobs, not {jobs}", ids.len());
+    }
+    wait_all(&ctx.store, &ids, &mut orch, Duration::from_secs(120), &mut own).await?;
+    orch.stop()?;
+    let times = read_times(&ctx.store, &ids, &mut own).await?;
+    if let Some((t, id)) = times.iter().zip(&ids).find(|(t, _)| t.status != "COMPLETED") {
+        bail!("job {id} ended as {:?}, not COMPLETED", t.status);
+    }
+    gaps_ms(&ids, enqueued.iter().zip(&times).map(|(e, t)| (Some(*e), t.completion)), "completion_time")
+}
+
+/// The deferral of the `i`th job of the deferred scenario: spread over
+/// 200–800 ms by a stride coprime with the range, so consecutive jobs differ.
+pub(crate) fn deferral_ms(i: usize) -> u64 {
+    200 + (i as u64 * 389) % 601
+}
+
+/// Deferred-job lateness, due (`next_scheduled_run_time`) → started
+/// (`start_time`), in ms: `jobs` jobs deferred by 200–800 ms, each enqueued
+/// once the previous one is done, so the worker is idle when it comes due.
+pub(crate) async fn deferred(ctx: &Ctx, side: Side, jobs: usize, tag: &str) -> Result<Vec<f64>> {
+    ctx.setup.redis.flush()?;
+    let mut own = OwnCalls::default();
+    let pool = Pool { size: 4, in_flight: 50 };
+    let mut orch = Orchestrator::start(&ctx.setup, side, RunnerKind::Rust, pool, tag)?;
+    warm_up(ctx, &mut orch, side, &format!("{tag}-warm"), 5).await?;
+    let mut ids = Vec::with_capacity(jobs);
+    for i in 0..jobs {
+        let options = EnqueueOptions {
+            job_id: Some(job_id(tag, i)),
+            defer_by: Some(Duration::from_millis(deferral_ms(i))),
+            ..EnqueueOptions::default()
+        };
+        let id = ctx.producer.enqueue("noop", json!({}), options).await?;
+        wait_all(&ctx.store, std::slice::from_ref(&id), &mut orch, Duration::from_secs(60), &mut own).await?;
+        ids.push(id);
+    }
+    orch.stop()?;
+    let times = read_times(&ctx.store, &ids, &mut own).await?;
+    if let Some((t, id)) = times.iter().zip(&ids).find(|(t, _)| t.status != "COMPLETED") {
+        bail!("job {id} ended as {:?}, not COMPLETED", t.status);
+    }
+    gaps_ms(&ids, times.iter().map(|t| (t.scheduled, t.start)), "next_scheduled_run_time or start_time")
+}
+
+/// Cancel latency of a running job, in ms: `jobs` times, a `sleep` job that
+/// would run for two minutes is started, cancelled through the producer
+/// once its hash says `ACTIVE` (and the runner has had 100 ms to start it),
+/// and the hash polled every millisecond until it says `CANCELLED`. RRQ only:
+/// the reference cannot cancel a running job.
+pub(crate) async fn cancel(ctx: &Ctx, side: Side, jobs: usize, tag: &str) -> Result<Vec<f64>> {
+    ctx.setup.redis.flush()?;
+    let mut own = OwnCalls::default();
+    let pool = Pool { size: 1, in_flight: 4 };
+    let mut orch = Orchestrator::start(&ctx.setup, side, RunnerKind::Rust, pool, tag)?;
+    warm_up(ctx, &mut orch, side, &format!("{tag}-warm"), 3).await?;
+    let mut latencies = Vec::with_capacity(jobs);
+    for i in 0..jobs {
+        let options = EnqueueOptions {
+            job_id: Some(job_id(tag, i)),
+            job_timeout_seconds: Some(600),
+            ..EnqueueOptions::default()
+        };
+        let id = ctx.producer.enqueue("sleep", json!({"seconds": 120.0}), options).await?;
+        let ids = std::slice::from_ref(&id);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while read_times(&ctx.store, ids, &mut own).await?[0].status != "ACTIVE" {
+            orch.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("{}: job {id} did not start within 60 s", side.label());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let asked = Instant::now();
+        match ctx.producer.cancel(&id).await? {
+            rrq_store::CancelResult::CancelRequested => {}
+            other => bail!("cancel of the running job {id} answered {other:?}"),
+        }
+        let deadline = asked + Duration::from_secs(30);
+        loop {
+            let status = read_times(&ctx.store, ids, &mut own).await?.remove(0).status;
+            if status == "CANCELLED" {
+                break;
+            }
+            if is_terminal(&status) {
+                bail!("job {id} ended {status} after its cancel");
+            }
+            orch.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("{}: job {id} not CANCELLED 30 s after its cancel", side.label());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        latencies.push(asked.elapsed().as_secs_f64() * 1000.0);
+    }
+    orch.stop()?;
+    Ok(latencies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deferrals_cover_200_to_800_ms_and_vary() {
+        let d: Vec<u64> = (0..601).map(deferral_ms).collect();
+        assert!(d.iter().all(|ms| (200..=800).contains(ms)));
+        let mut distinct = d.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 601, "every value of the range once per 601 jobs");
+        assert!(d.windows(2).all(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn the_pickup_scripts_output_is_read_in_order() {
+        let rows = parse_enqueue_times(br#"[["t-00000000", 1.5], ["t-00000001", 2.25]]"#).unwrap();
+        assert_eq!(rows, vec![(JobId::from("t-00000000"), 1.5), (JobId::from("t-00000001"), 2.25)]);
+        assert!(parse_enqueue_times(br#"[["t-00000000"]]"#).is_err());
+        assert!(parse_enqueue_times(br#"{"t": 1}"#).is_err());
+    }
+
+    #[test]
+    fn gaps_are_milliseconds_and_a_missing_time_fails() {
+        let ids = [JobId::from("a"), JobId::from("b")];
+        let gaps = gaps_ms(&ids, [(Some(1.0), Some(1.0025)), (Some(2.0), Some(2.5))], "x").unwrap();
+        assert!((gaps[0] - 2.5).abs() < 1e-9 && (gaps[1] - 500.0).abs() < 1e-9);
+        let err = gaps_ms(&ids, [(Some(1.0), Some(1.1)), (Some(2.0), None)], "start_time").unwrap_err();
+        assert_eq!(err.to_string(), "job b has no start_time");
+    }
 }
