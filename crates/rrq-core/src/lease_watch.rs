@@ -83,6 +83,18 @@ pub(crate) fn stop(control: &watch::Sender<Control>, to: Control) {
     });
 }
 
+/// Moves a running attempt to `Cancel` (from `Run` only: an attempt already
+/// stopping keeps its reason). Used by renewal and by the cancel signal.
+pub(crate) fn request_cancel(control: &watch::Sender<Control>) {
+    control.send_if_modified(|c| {
+        let changed = *c == Control::Run;
+        if changed {
+            *c = Control::Cancel;
+        }
+        changed
+    });
+}
+
 /// Timings of the watchdog.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Timing {
@@ -188,13 +200,7 @@ async fn renew(attempts: &Attempts, store: &dyn Store, timing: Timing) -> bool {
             LeaseState::Held => r.held_until = r.held_until.max(held_until),
             LeaseState::CancelRequested => {
                 r.held_until = r.held_until.max(held_until);
-                r.control.send_if_modified(|c| {
-                    let changed = *c == Control::Run;
-                    if changed {
-                        *c = Control::Cancel;
-                    }
-                    changed
-                });
+                request_cancel(&r.control);
             }
             LeaseState::Lost => stop(&r.control, Control::Lost),
         }

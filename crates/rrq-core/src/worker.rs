@@ -392,13 +392,7 @@ impl LoopState {
     fn cancel_requested(&mut self, id: &JobId) {
         for (attempt, r) in self.attempts.lock().iter() {
             if &attempt.job_id == id {
-                r.control.send_if_modified(|c| {
-                    let changed = *c == Control::Run;
-                    if changed {
-                        *c = Control::Cancel;
-                    }
-                    changed
-                });
+                crate::lease_watch::request_cancel(&r.control);
             }
         }
     }
