@@ -113,9 +113,9 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
         context: ExecutionContext {
             job_id: job.id.as_str().to_owned(),
             attempt,
-            enqueue_time: job.enqueue_time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            enqueue_time: wire_timestamp(job.enqueue_time),
             queue_name: lease.queue.as_str().to_owned(),
-            deadline: Some(deadline.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            deadline: Some(wire_timestamp(deadline)),
             trace_context: job.trace_context,
             correlation_context: job.correlation_context,
             worker_id: Some(shared.worker_id.clone()),
@@ -198,6 +198,12 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
 
 /// `now + delay`, saturating at the largest representable time: job-supplied
 /// durations must never overflow.
+/// A time as the runner protocol writes it: RFC 3339 in UTC with a `Z`
+/// suffix, fractional digits only when non-zero (3, 6 or 9 of them).
+fn wire_timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
 pub(crate) fn later(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
     TimeDelta::from_std(delay).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }

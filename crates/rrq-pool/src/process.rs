@@ -372,8 +372,13 @@ async fn wait_ready(child: &mut Child, pid: u32, addr: SocketAddr, deadline: Ins
             }
             () = tokio::time::sleep(delay.min(deadline - now)) => {}
         }
-        delay = (delay * 2).min(PROBE_MAX_DELAY);
+        delay = next_probe_delay(delay);
     }
+}
+
+/// The pause before the next readiness probe: double the last one, capped.
+fn next_probe_delay(last: Duration) -> Duration {
+    last.saturating_mul(2).min(PROBE_MAX_DELAY)
 }
 
 /// Sends `signal` to every process of the group led by `pgid`.
@@ -400,4 +405,20 @@ pub(crate) async fn terminate(process: &mut RunnerProcess, grace: Duration) -> O
     // A leader that ignored SIGTERM, or members that outlived it.
     let _ = kill_group(pgid, libc::SIGKILL);
     process.child.wait().await.ok()
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    /// docs/RUNNER_PROTOCOL.md, "Readiness": 10 ms doubling to 200 ms
+    /// between connection tries.
+    #[test]
+    fn readiness_probes_back_off_from_10_ms_doubling_to_200_ms() {
+        let delays: Vec<u64> = std::iter::successors(Some(PROBE_FIRST_DELAY), |&d| Some(next_probe_delay(d)))
+            .take(8)
+            .map(|d| u64::try_from(d.as_millis()).unwrap())
+            .collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 200, 200, 200]);
+    }
 }

@@ -121,6 +121,33 @@ async fn success_stores_the_result() {
     assert!(*h.runner.shut_down.lock().unwrap(), "runners are shut down with the worker");
 }
 
+/// docs/RUNNER_PROTOCOL.md: request timestamps are UTC with a `Z` suffix and
+/// up to 9 fractional digits, whatever precision the job hash holds.
+#[tokio::test(start_paused = true)]
+async fn request_timestamps_are_utc_with_z_and_at_most_nine_fraction_digits() {
+    let h = Harness::new(ScriptedRunner::new(4).on("success", Behavior::Reply(success)));
+    let cases = [
+        ("nanos", "2026-12-04T21:00:00.123456789+01:00", "2026-12-04T20:00:00.123456789Z"),
+        ("millis", "2026-12-04T20:00:00.5Z", "2026-12-04T20:00:00.500Z"),
+        ("whole", "2026-12-04T20:00:00Z", "2026-12-04T20:00:00Z"),
+    ];
+    for (id, stored, _) in cases {
+        let at = chrono::DateTime::parse_from_rfc3339(stored).unwrap().to_utc();
+        h.enqueue(id, "success", json!({"value": id}), |j| j.enqueue_time = at).await;
+    }
+    let _w = h.start(h.config(&[]));
+    for (id, _, wire) in cases {
+        h.wait_for(id, JobStatus::Completed).await;
+        let call = &h.runner.calls_for(id)[0];
+        assert_eq!(call.context.enqueue_time, wire, "{id}");
+        let deadline = call.context.deadline.as_deref().unwrap();
+        let (_, fraction) = deadline.strip_suffix('Z').unwrap_or_else(|| panic!("{deadline} ends with Z")).split_at(19);
+        let digits = fraction.strip_prefix('.').unwrap_or(fraction);
+        assert!(digits.len() <= 9 && digits.bytes().all(|b| b.is_ascii_digit()), "{deadline}");
+        assert!(chrono::DateTime::parse_from_rfc3339(deadline).is_ok(), "{deadline}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn runner_requested_retry_then_success() {
     let h = Harness::new(ScriptedRunner::new(4).on("retry_once", Behavior::Reply(retry_once)));
