@@ -36,7 +36,7 @@ def make(prefix):
         raise ValueError("boom: " + request.params["value"])
 
     async def timeout(request):
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # sleep-ok: the handler outlives its 1 s timeout
         return "late"
 
     async def route(request):

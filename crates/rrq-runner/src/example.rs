@@ -25,7 +25,7 @@
 //! anything else as JSON.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -266,7 +266,7 @@ fn show(value: Option<&Value>) -> String {
 }
 
 fn epoch_seconds() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    crate::clock::now().timestamp_micros() as f64 / 1e6
 }
 
 #[cfg(test)]

@@ -63,6 +63,7 @@
 //! port and talks to it with the protocol codec.
 
 mod address;
+mod clock;
 mod registry;
 mod server;
 

@@ -346,7 +346,7 @@ impl JobContext {
     /// });
     /// ```
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline.map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+        self.deadline.map(|d| (d - crate::clock::now()).to_std().unwrap_or(Duration::ZERO))
     }
 }
 
@@ -549,7 +549,7 @@ impl Registry {
         };
         let expiry_at = match deadline {
             None => None,
-            Some(d) => match (d - Utc::now()).to_std() {
+            Some(d) => match (d - crate::clock::now()).to_std() {
                 Ok(left) if !left.is_zero() => Some(tokio::time::Instant::now() + left),
                 _ => return ExecutionOutcome::timeout(request, messages::DEADLINE_EXCEEDED),
             },

@@ -353,7 +353,7 @@ impl Server {
                 self.stop(false);
                 return Err(format!("no answer within {STARTUP_DEADLINE:?}; log: {}", log_tail(&log)));
             }
-            std::thread::sleep(POLL_INTERVAL);
+            std::thread::sleep(POLL_INTERVAL); // sleep-ok: start-up poll, bounded by STARTUP_DEADLINE
         }
     }
 
@@ -366,7 +366,7 @@ impl Server {
                 if let Ok(Some(_)) = child.try_wait() {
                     return;
                 }
-                std::thread::sleep(POLL_INTERVAL);
+                std::thread::sleep(POLL_INTERVAL); // sleep-ok: shutdown poll, bounded by SHUTDOWN_DEADLINE
             }
         }
         let _ = child.kill();

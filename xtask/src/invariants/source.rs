@@ -1,0 +1,226 @@
+//! The source rules of ARCHITECTURE.md, checked line by line over the
+//! workspace's Rust files. Each rule is stated as an absence; a finding
+//! names the file, the line and the rule.
+//!
+//! A line is code unless it is a comment (`//`, `///`, `//!`). In a `src/`
+//! file, everything after a `#[cfg(test)]` line is test code, as are the
+//! files under a `tests/` directory and `rrq-test-support`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// One rule: its short name (used in findings) and what it forbids.
+#[derive(Debug)]
+pub(crate) struct Rule {
+    pub(crate) name: &'static str,
+    pub(crate) what: &'static str,
+}
+
+const KEY_LITERAL: Rule =
+    Rule { name: "key literal", what: "a Redis key (a string starting with `rrq:`) spelt outside rrq-store" };
+const WALL_CLOCK: Rule = Rule {
+    name: "wall clock",
+    what: "wall time (`Utc::now`, `SystemTime::now`, `Local::now`) read outside a `clock.rs` module",
+};
+const ENVIRONMENT: Rule = Rule {
+    name: "environment",
+    what: "the process environment (variables, arguments) read outside rrq-cli, rrq-config and the entry points",
+};
+const SLEEP: Rule = Rule {
+    name: "test sleep",
+    what: "a `sleep(` in test code without a `sleep-ok:` marker on its line or the line above",
+};
+
+/// Every source rule, in the order findings are reported.
+pub(crate) const RULES: [Rule; 4] = [KEY_LITERAL, WALL_CLOCK, ENVIRONMENT, SLEEP];
+
+/// Crates that own Redis keys: the store, and the test support that seeds
+/// and inspects Redis behind the store's back.
+const KEY_OWNERS: [&str; 2] = ["rrq-store", "rrq-test-support"];
+
+/// The one file outside rrq-store allowed the `rrq:` prefix: queue names go
+/// over the runner protocol in their key form (`queue_name` is
+/// `rrq:queue:NAME` on the wire), so the protocol's name types know it.
+const WIRE_NAMES: &str = "crates/rrq-protocol/src/names.rs";
+
+/// Crates that read the environment: the command line and the config loader
+/// (`RRQ_CONFIG`, `RRQ_REDIS_DSN`), and test support (`RRQ_TEST_REDIS_URL`).
+const ENV_READERS: [&str; 3] = ["rrq-cli", "rrq-config", "rrq-test-support"];
+
+/// Entry points of other processes, which must read their own arguments or
+/// environment: a runner built on the SDK reads `RRQ_RUNNER_TCP_SOCKET` (the
+/// runner protocol), and the runner guard reads its argv.
+const ENTRY_POINTS: [&str; 2] = ["crates/rrq-runner/src/server.rs", "crates/rrq-pool/src/guard.rs"];
+
+const CLOCK_READS: [&str; 3] = ["Utc::now(", "SystemTime::now(", "Local::now("];
+const ENV_READS: [&str; 5] = ["env::var(", "env::var_os(", "env::vars(", "env::args(", "env::args_os("];
+
+/// A broken rule at a line.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Finding {
+    /// Path relative to the workspace root, with `/` separators.
+    pub(crate) path: String,
+    /// 1-based line number.
+    pub(crate) line: usize,
+    pub(crate) rule: &'static str,
+    pub(crate) text: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}: {}", self.path, self.line, self.rule, self.text)
+    }
+}
+
+/// Scans every Rust file of the workspace's crates and end-to-end tests.
+pub(crate) fn check(root: &Path) -> Result<Vec<Finding>> {
+    let mut files = Vec::new();
+    for dir in [root.join("crates"), root.join("tests")] {
+        collect(&dir, &mut files)?;
+    }
+    files.sort();
+    let mut found = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(root).unwrap_or(&file).to_string_lossy().replace('\\', "/");
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        found.extend(scan(&rel, &text));
+    }
+    Ok(found)
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if path.is_dir() {
+            if !matches!(name, "target" | "node_modules" | "data") && !name.starts_with('.') {
+                collect(&path, out)?;
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The crate a workspace-relative path belongs to (`tests/...` is rrq-e2e).
+fn crate_of(path: &str) -> &str {
+    match path.strip_prefix("crates/") {
+        Some(rest) => rest.split('/').next().unwrap_or_default(),
+        None => "rrq-e2e",
+    }
+}
+
+/// Whether the file is a program of its own (an example or a benchmark,
+/// with its own `main`), which the rules do not bind.
+fn is_program(path: &str) -> bool {
+    matches!(path.split('/').nth(2), Some("examples" | "benches"))
+}
+
+/// Whether the whole file is test code.
+fn is_test_file(path: &str) -> bool {
+    crate_of(path) == "rrq-test-support" || path.starts_with("tests/") || path.split('/').nth(2) == Some("tests")
+}
+
+/// Findings of one file's text.
+pub(crate) fn scan(path: &str, text: &str) -> Vec<Finding> {
+    if is_program(path) {
+        return Vec::new();
+    }
+    let krate = crate_of(path);
+    let file_name = path.rsplit('/').next().unwrap_or_default();
+    let mut in_test = is_test_file(path);
+    let mut previous = "";
+    let mut found = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let code = line.trim_start();
+        if code.starts_with("#[cfg(test)]") {
+            in_test = true;
+        }
+        let mut hit = |rule: &Rule| {
+            found.push(Finding { path: path.to_owned(), line: i + 1, rule: rule.name, text: line.trim().to_owned() })
+        };
+        if !code.starts_with("//") {
+            if !in_test {
+                if code.contains("\"rrq:") && !KEY_OWNERS.contains(&krate) && path != WIRE_NAMES {
+                    hit(&KEY_LITERAL);
+                }
+                if CLOCK_READS.iter().any(|c| code.contains(c)) && file_name != "clock.rs" {
+                    hit(&WALL_CLOCK);
+                }
+                if ENV_READS.iter().any(|e| code.contains(e))
+                    && !ENV_READERS.contains(&krate)
+                    && !ENTRY_POINTS.contains(&path)
+                {
+                    hit(&ENVIRONMENT);
+                }
+            } else if code.contains("sleep(") && !line.contains("sleep-ok") && !previous.contains("sleep-ok") {
+                hit(&SLEEP);
+            }
+        }
+        previous = line;
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(path: &str, text: &str) -> Vec<(usize, &'static str)> {
+        scan(path, text).into_iter().map(|f| (f.line, f.rule)).collect()
+    }
+
+    #[test]
+    fn a_key_literal_outside_the_store_is_named_with_its_line() {
+        let text = "fn f() {\n    let k = \"rrq:queue:default\";\n}\n";
+        assert_eq!(rules("crates/rrq-cli/src/debug.rs", text), [(2, "key literal")]);
+        assert!(rules("crates/rrq-store/src/keys.rs", text).is_empty());
+        assert!(rules(WIRE_NAMES, text).is_empty());
+        let f = &scan("crates/rrq-cli/src/debug.rs", text)[0];
+        assert_eq!(f.to_string(), "crates/rrq-cli/src/debug.rs:2: key literal: let k = \"rrq:queue:default\";");
+    }
+
+    #[test]
+    fn comments_and_test_modules_are_not_code() {
+        let text = "/// `\"rrq:job:x\"` in a doc\n// Utc::now() in a comment\n#[cfg(test)]\nmod tests {\n    const K: &str = \"rrq:job:1\";\n    fn t() { let _ = Utc::now(); }\n}\n";
+        assert!(rules("crates/rrq-core/src/worker.rs", text).is_empty());
+    }
+
+    #[test]
+    fn wall_time_is_read_only_in_a_clock_module() {
+        let text = "let now = Utc::now();\nlet t = SystemTime::now();\n";
+        assert_eq!(rules("crates/rrq-core/src/cron.rs", text), [(1, "wall clock"), (2, "wall clock")]);
+        assert!(rules("crates/rrq-store/src/clock.rs", text).is_empty());
+    }
+
+    #[test]
+    fn the_environment_is_read_only_by_the_cli_the_config_and_entry_points() {
+        let text = "let v = std::env::var_os(\"RRQ_REDIS_CA_FILE\");\n";
+        assert_eq!(rules("crates/rrq-store/src/redis/options.rs", text), [(1, "environment")]);
+        assert!(rules("crates/rrq-cli/src/main.rs", text).is_empty());
+        assert!(rules("crates/rrq-config/src/lib.rs", text).is_empty());
+        assert!(rules("crates/rrq-runner/src/server.rs", text).is_empty());
+    }
+
+    #[test]
+    fn a_test_sleep_needs_a_marker_on_its_line_or_the_one_above() {
+        let text = "tokio::time::sleep(d).await;\n// sleep-ok: the handler's run time\ntokio::time::sleep(d).await;\nsleep(d); // sleep-ok: paused clock\n";
+        assert_eq!(rules("crates/rrq-pool/tests/pool/main.rs", text), [(1, "test sleep")]);
+        assert_eq!(rules("tests/e2e/main.rs", text), [(1, "test sleep")]);
+        let src = format!("fn f() {{ sleep(d); }}\n#[cfg(test)]\nmod tests {{\n{text}}}\n");
+        assert_eq!(rules("crates/rrq-core/src/worker.rs", &src), [(4, "test sleep")]);
+    }
+
+    #[test]
+    fn every_rule_is_listed() {
+        assert!(RULES.iter().all(|r| !r.name.is_empty() && !r.what.is_empty()));
+        assert_eq!(crate_of("tests/e2e/main.rs"), "rrq-e2e");
+        assert!(is_test_file("crates/rrq-store/tests/conformance/main.rs"));
+        assert!(!is_test_file("crates/rrq-store/src/tests.rs"));
+        assert!(scan("crates/rrq-core/examples/embedded.rs", "let d = std::env::var(\"X\");").is_empty());
+    }
+}
