@@ -168,7 +168,8 @@ pub(crate) fn worker_config(
             entry.timezone.as_deref(),
             entry.catch_up,
         )
-        .map_err(|e| CliError::new(Exit::Config, e))?;
+        .map_err(|e| CliError::new(Exit::Config, e))?
+        .with_name(entry.name.clone());
         config.cron.push(job);
     }
     Ok(config)
