@@ -6,6 +6,7 @@
 mod faults;
 mod interop;
 mod mixed_runners;
+mod operator;
 mod otlp;
 mod runner_check;
 mod support;

@@ -8,17 +8,17 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::join_all;
-use rrq_producer::{EnqueueOptions, Producer, ProducerConfig, ProducerError};
+use rrq_producer::EnqueueOptions;
 use rrq_protocol::{JobId, QueueName};
-use rrq_store::{Store, WorkerHealth, format_timestamp};
+use rrq_store::{WorkerHealth, format_timestamp};
 use serde_json::{Map, Value, json};
 
 use crate::ConfigArgs;
+use crate::enqueue::{self, Submission, producer, producer_error};
 use crate::exit::{CliError, Exit};
 use crate::ops::{self, Ops};
 use crate::output::OutputArgs;
@@ -185,19 +185,6 @@ impl Rng {
     }
 }
 
-/// The producer the debug commands enqueue with (the settings' defaults).
-fn producer(store: Arc<dyn Store>, settings: &rrq_config::Settings) -> Producer {
-    Producer::with_store(store, ProducerConfig::from_settings(settings))
-}
-
-fn producer_error(e: ProducerError) -> CliError {
-    match e {
-        ProducerError::Store(e) => CliError::from(e),
-        ProducerError::InvalidOption(m) => ops::usage(m),
-        e => CliError::from(e),
-    }
-}
-
 /// Queue options, parsed, or `defaults` when none was given.
 fn queues_arg(given: &[String], defaults: &[&str], option: &str) -> Result<Vec<QueueName>, CliError> {
     if given.is_empty() {
@@ -242,14 +229,7 @@ fn seconds_left(deadline: Instant) -> u64 {
 /// The params of `debug submit`: `--kwargs` (a JSON object) with `--args`
 /// (a JSON array) as `params.args`.
 fn submit_params(args: Option<&str>, kwargs: Option<&str>) -> Result<Map<String, Value>, CliError> {
-    let mut params = match kwargs {
-        None => Map::new(),
-        Some(raw) => match serde_json::from_str::<Value>(raw) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => return Err(ops::usage("--kwargs must be a JSON object".to_owned())),
-            Err(e) => return Err(ops::usage(format!("--kwargs must be a valid JSON object: {e}"))),
-        },
-    };
+    let mut params = enqueue::params_arg(kwargs, "--kwargs")?;
     if let Some(raw) = args {
         let value: Value =
             serde_json::from_str(raw).map_err(|e| ops::usage(format!("--args must be valid JSON array: {e}")))?;
@@ -265,29 +245,28 @@ fn submit_params(args: Option<&str>, kwargs: Option<&str>) -> Result<Map<String,
 }
 
 async fn submit(args: SubmitArgs) -> Result<Exit, CliError> {
-    if args.function.trim().is_empty() {
-        return Err(ops::usage("FUNCTION cannot be empty".to_owned()));
-    }
+    enqueue::function_arg(&args.function)?;
     let params = submit_params(args.args.as_deref(), args.kwargs.as_deref())?;
     let queue = args.queue.as_deref().map(|q| queue_arg(q, "--queue")).transpose()?;
     let Ops { settings, store } = ops::connect(&args.config).await?;
-    let queue = queue.unwrap_or_else(|| settings.default_queue.clone());
-    let producer = producer(store, &settings);
-    let options = EnqueueOptions {
-        defer_by: args.delay.filter(|d| *d > 0).map(Duration::from_secs),
-        ..EnqueueOptions::queue(queue.as_str())
+    let submission = Submission {
+        function: args.function.clone(),
+        params,
+        queue,
+        defer: args.delay.map(Duration::from_secs),
+        unique_key: None,
     };
-    let id = producer.enqueue(&args.function, Value::Object(params.clone()), options).await.map_err(producer_error)?;
+    let done = enqueue::submit(&producer(store, &settings), &settings, &submission).await?;
     if args.out.json {
         crate::output::print_json(&json!({
-            "job_id": id.as_str(),
+            "job_id": done.id.as_str(),
             "function": args.function,
-            "queue": queue.as_str(),
-            "params": params,
+            "queue": done.queue.as_str(),
+            "params": submission.params,
             "delay_seconds": args.delay.unwrap_or(0),
         }));
     } else {
-        println!("Job submitted: {id}");
+        println!("Job submitted: {}", done.id);
         println!("Function: {}", args.function);
     }
     Ok(Exit::Ok)

@@ -1,7 +1,7 @@
 //! `rrq health` (alias `check`): the health records workers write.
 
-use chrono::{DateTime, Utc};
-use rrq_store::{WorkerRecord, parse_timestamp};
+use chrono::Utc;
+use rrq_store::WorkerRecord;
 use serde_json::{Value, json};
 
 use crate::ConfigArgs;
@@ -18,17 +18,7 @@ pub struct HealthArgs {
     out: OutputArgs,
 }
 
-/// The time a health record was written: RFC 3339 text or epoch seconds.
-fn heartbeat(health: &Value) -> Option<DateTime<Utc>> {
-    match health.get("timestamp")? {
-        Value::String(s) => parse_timestamp(s),
-        Value::Number(n) => {
-            let secs = n.as_f64()?;
-            DateTime::from_timestamp_micros((secs * 1e6) as i64)
-        }
-        _ => None,
-    }
-}
+use crate::inspect::workers::heartbeat_time as heartbeat;
 
 /// A member of a health record as display text (`N/A` when absent).
 fn member(health: Option<&Value>, name: &str) -> String {
@@ -95,15 +85,6 @@ pub async fn run(args: HealthArgs) -> Result<Exit, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn heartbeats_are_read_as_text_or_epoch_seconds() {
-        let text = json!({"timestamp": "2030-01-01T00:00:00+00:00"});
-        let epoch = json!({"timestamp": 1_893_456_000.5});
-        assert_eq!(heartbeat(&text), parse_timestamp("2030-01-01T00:00:00Z"));
-        assert_eq!(heartbeat(&epoch), parse_timestamp("2030-01-01T00:00:00.5Z"));
-        assert_eq!(heartbeat(&json!({})), None);
-    }
 
     #[test]
     fn members_are_shown_as_text() {

@@ -30,6 +30,8 @@ pub enum JobCommand {
     Replay(ReplayArgs),
     /// Show a job's timeline: enqueued, started, finished
     Trace(IdArgs),
+    /// Enqueue a job (optionally wait for its result)
+    Enqueue(crate::enqueue::EnqueueArgs),
 }
 
 /// `rrq job show` options.
@@ -101,6 +103,7 @@ pub async fn run(cmd: JobCommand) -> Result<Exit, CliError> {
         JobCommand::Retry(args) => retry(args).await,
         JobCommand::Replay(args) => replay(args).await,
         JobCommand::Trace(args) => trace(args).await,
+        JobCommand::Enqueue(args) => crate::enqueue::run(args).await,
     }
 }
 

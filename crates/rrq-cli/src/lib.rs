@@ -8,10 +8,13 @@
 //! command in-process or as their own binary; `main.rs` only calls [`main`].
 
 mod completions;
+mod cron_cmd;
 mod debug;
 mod dlq;
+mod enqueue;
 mod exit;
 mod health;
+pub mod inspect;
 mod job;
 mod logging;
 mod ops;
@@ -25,6 +28,7 @@ mod runners;
 mod serve;
 mod watch;
 mod worker;
+mod worker_list;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,9 +72,12 @@ pub struct ConfigArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a worker
+    /// Run a worker, or list the live ones
     #[command(subcommand)]
     Worker(worker::WorkerCommand),
+    /// List the cron entries of rrq.toml with their next runs
+    #[command(subcommand)]
+    Cron(cron_cmd::CronCommand),
     /// List, inspect, count, pause and resume queues
     #[command(subcommand)]
     Queue(queue::QueueCommand),
@@ -139,6 +146,7 @@ pub fn main() -> ExitCode {
         let otlp = start_otlp();
         let result = match cli.command {
             Command::Worker(cmd) => worker::run(cmd).await,
+            Command::Cron(cmd) => cron_cmd::run(cmd).await,
             Command::Queue(cmd) => queue::run(cmd).await,
             Command::Job(cmd) => job::run(cmd).await,
             Command::Dlq(cmd) => dlq::run(cmd).await,

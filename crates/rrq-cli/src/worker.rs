@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rrq_config::{RunnerMode, Settings};
-use rrq_core::{Backoff, CronJob, Routing, Worker, WorkerConfig};
+use rrq_core::{Backoff, Routing, Worker, WorkerConfig};
 use rrq_pool::Runner;
 use rrq_protocol::QueueName;
 use rrq_store::{JobDefaults, RedisStore, Store};
@@ -23,6 +23,8 @@ pub enum WorkerCommand {
     Run(RunArgs),
     /// Run a development worker that restarts when watched files change
     Watch(crate::watch::WatchArgs),
+    /// List the live workers: status, queues, jobs in flight, heartbeat age
+    List(crate::worker_list::ListArgs),
 }
 
 /// `rrq worker run` options.
@@ -49,6 +51,7 @@ pub async fn run(cmd: WorkerCommand) -> Result<Exit, CliError> {
     match cmd {
         WorkerCommand::Run(args) => run_worker(args).await,
         WorkerCommand::Watch(args) => crate::watch::run(args).await,
+        WorkerCommand::List(args) => crate::worker_list::run(args).await,
     }
 }
 
@@ -157,20 +160,7 @@ pub(crate) fn worker_config(
     config.recovery_interval = settings.lease_ttl / 3;
     // Terminating a runner waits out the pool's SIGTERM grace, then SIGKILLs.
     config.terminate_budget = settings.runner_term_grace + Duration::from_secs(1);
-    for entry in &settings.cron {
-        let job = CronJob::new(
-            &entry.key,
-            &entry.function_name,
-            &entry.schedule,
-            entry.params.clone(),
-            entry.queue.clone(),
-            entry.unique,
-            entry.timezone.as_deref(),
-            entry.catch_up,
-        )
-        .map_err(|e| CliError::new(Exit::Config, e))?;
-        config.cron.push(job);
-    }
+    config.cron = crate::inspect::cron::entries(settings).map_err(|e| CliError::new(Exit::Config, e))?;
     Ok(config)
 }
 

@@ -16,6 +16,7 @@
 //!
 //! Tests: unit tests below and fixture files in `tests/fixtures`.
 
+mod misplaced;
 mod raw;
 mod settings;
 mod suggest;

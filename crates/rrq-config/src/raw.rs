@@ -49,7 +49,7 @@ pub(crate) const RRQ_KEYS: &[&str] = &[
     "lease_ttl_seconds",
 ];
 
-const RUNNER_KEYS: &[&str] = &[
+pub(crate) const RUNNER_KEYS: &[&str] = &[
     "type",
     "cmd",
     "pool_size",
@@ -63,7 +63,7 @@ const RUNNER_KEYS: &[&str] = &[
     "tcp_socket",
 ];
 
-const WATCH_KEYS: &[&str] = &[
+pub(crate) const WATCH_KEYS: &[&str] = &[
     "path",
     "include_patterns",
     "ignore_patterns",
@@ -73,8 +73,8 @@ const WATCH_KEYS: &[&str] = &[
     "pre_restart_timeout_seconds",
 ];
 
-const CRON_KEYS: &[&str] =
-    &["function_name", "schedule", "params", "queue_name", "unique", "timezone", "catch_up", "args", "kwargs"];
+pub(crate) const CRON_KEYS: &[&str] =
+    &["name", "function_name", "schedule", "params", "queue_name", "unique", "timezone", "catch_up", "args", "kwargs"];
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawRrq {
@@ -151,6 +151,8 @@ pub(crate) struct RawWatch {
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawCron {
+    /// A name for people (logs, `rrq cron list`); RRQ extension.
+    pub name: Option<String>,
     pub function_name: String,
     pub schedule: String,
     #[serde(default)]
@@ -214,6 +216,7 @@ pub(crate) fn parse(text: &str, origin: &str, warnings: &mut Vec<Warning>) -> Re
         }
         warnings.push(Warning("`routing` is a legacy spelling; use `[rrq.runner_routes]`".into()));
     }
+    crate::misplaced::check(&table, path, warnings)?;
     if let Some(toml::Value::Table(runners)) = table.get("runners") {
         for (name, runner) in runners {
             let toml::Value::Table(runner) = runner else { continue };
@@ -231,7 +234,7 @@ pub(crate) fn parse(text: &str, origin: &str, warnings: &mut Vec<Warning>) -> Re
     }
     if let Some(toml::Value::Table(watch)) = table.get("watch") {
         for key in watch.keys() {
-            if !WATCH_KEYS.contains(&key.as_str()) {
+            if !WATCH_KEYS.contains(&key.as_str()) && !crate::misplaced::is_rrq_key(key) {
                 warnings.push(unknown_key_warning(&format!("{path}.watch"), key, WATCH_KEYS));
             }
         }
@@ -241,7 +244,7 @@ pub(crate) fn parse(text: &str, origin: &str, warnings: &mut Vec<Warning>) -> Re
             for (i, entry) in entries.iter().enumerate() {
                 let toml::Value::Table(entry) = entry else { continue };
                 for key in entry.keys() {
-                    if !CRON_KEYS.contains(&key.as_str()) {
+                    if !CRON_KEYS.contains(&key.as_str()) && !crate::misplaced::is_rrq_key(key) {
                         warnings.push(unknown_key_warning(&format!("{path}.{list}[{i}]"), key, CRON_KEYS));
                     }
                 }

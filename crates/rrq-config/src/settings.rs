@@ -60,6 +60,9 @@ pub struct RunnerSettings {
 pub struct CronEntry {
     /// Where it was written, e.g. `rrq.cron_jobs[0]` (for error messages).
     pub key: String,
+    /// The name given in the file (`name`, an RRQ extension), trimmed;
+    /// unique among the entries that have one.
+    pub name: Option<String>,
     /// Handler (may be `runner#handler`).
     pub function_name: String,
     /// The cron expression as written (validated by the scheduler).
@@ -319,6 +322,7 @@ pub(crate) fn validate(
             cron.push(validate_cron(key, c)?);
         }
     }
+    unique_cron_names(&cron)?;
     let max_payload = raw.max_payload_bytes.unwrap_or(10 * 1024 * 1024);
     let max_payload_bytes = usize::try_from(max_payload)
         .ok()
@@ -505,6 +509,17 @@ fn validate_cron(key: String, mut c: RawCron) -> Result<CronEntry, Error> {
     if c.schedule.trim().is_empty() {
         return Err(invalid(format!("{key}.schedule"), "\"\"", "schedule cannot be empty, e.g. \"0 */5 * * * *\""));
     }
+    let name = match c.name.take() {
+        None => None,
+        Some(n) if n.trim().is_empty() || n.chars().any(char::is_control) => {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("{n:?}"),
+                "a cron entry name must be non-blank text without control characters (or leave `name` out)",
+            ));
+        }
+        Some(n) => Some(n.trim().to_owned()),
+    };
     let queue = match &c.queue_name {
         None => None,
         Some(q) => Some(
@@ -514,6 +529,7 @@ fn validate_cron(key: String, mut c: RawCron) -> Result<CronEntry, Error> {
     };
     Ok(CronEntry {
         key,
+        name,
         function_name: c.function_name,
         schedule: c.schedule,
         params: c.params,
@@ -522,6 +538,23 @@ fn validate_cron(key: String, mut c: RawCron) -> Result<CronEntry, Error> {
         timezone: c.timezone,
         catch_up: c.catch_up,
     })
+}
+
+/// Names identify entries in logs and `rrq cron list`: two entries may not
+/// share one.
+fn unique_cron_names(cron: &[CronEntry]) -> Result<(), Error> {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for entry in cron {
+        let Some(name) = entry.name.as_deref() else { continue };
+        if let Some(first) = seen.insert(name, &entry.key) {
+            return Err(invalid(
+                format!("{}.name", entry.key),
+                format!("{name:?}"),
+                format!("`{first}` and `{}` are both named {name:?}; cron entry names must be unique", entry.key),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_watch(w: RawWatch) -> Result<WatchSettings, Error> {
@@ -722,5 +755,58 @@ schedule = "*/5 * * * *"
             let result = outcome.unwrap_or_else(|_| panic!("`pre_restart_timeout_seconds = {value}` panicked"));
             assert_eq!(result.expect("accepted as no timeout"), None, "pre_restart_timeout_seconds = {value}");
         }
+    }
+}
+
+#[cfg(test)]
+mod cron_name_tests {
+    use crate::parse;
+
+    #[test]
+    fn cron_entries_take_an_optional_name() {
+        let doc = r#"
+[[rrq.cron_jobs]]
+name = "daily-cleanup"
+function_name = "cleanup"
+schedule = "0 3 * * *"
+
+[[rrq.cron_jobs]]
+function_name = "report"
+schedule = "@hourly"
+"#;
+        let (s, w) = parse(doc).unwrap();
+        assert!(w.is_empty(), "`name` is a known key: {w:?}");
+        assert_eq!(s.cron[0].name.as_deref(), Some("daily-cleanup"));
+        assert_eq!(s.cron[1].name, None);
+    }
+
+    #[test]
+    fn duplicate_cron_names_stop_loading_naming_both_entries() {
+        let doc = r#"
+[[rrq.cron_jobs]]
+name = "nightly"
+function_name = "a"
+schedule = "@daily"
+
+[[rrq.cron_jobs]]
+name = "other"
+function_name = "b"
+schedule = "@daily"
+
+[[rrq.cron]]
+name = " nightly "
+function_name = "c"
+schedule = "@hourly"
+"#;
+        let msg = parse(doc).unwrap_err().to_string();
+        assert!(msg.contains("rrq.cron_jobs[0]") && msg.contains("rrq.cron[0]"), "names both entries: {msg}");
+        assert!(msg.contains("\"nightly\"") && msg.contains("unique"), "{msg}");
+    }
+
+    #[test]
+    fn blank_cron_names_are_refused() {
+        let doc = "[[rrq.cron_jobs]]\nname = \"  \"\nfunction_name = \"a\"\nschedule = \"@daily\"";
+        let msg = parse(doc).unwrap_err().to_string();
+        assert!(msg.contains("rrq.cron_jobs[0].name"), "{msg}");
     }
 }

@@ -86,6 +86,9 @@ pub struct CronError {
 #[derive(Clone, Debug)]
 pub struct CronJob {
     key: String,
+    /// The given name, or `{function_name} ({schedule})`.
+    name: String,
+    given_name: bool,
     function_name: String,
     schedule: String,
     cron: Cron,
@@ -149,6 +152,8 @@ impl CronJob {
         let numeric_weekdays = weekday_field_has_numbers(&schedule);
         Ok(CronJob {
             key: key.to_owned(),
+            name: format!("{function_name} ({schedule})"),
+            given_name: false,
             function_name: function_name.to_owned(),
             schedule,
             cron,
@@ -165,6 +170,30 @@ impl CronJob {
     /// The configuration key of the entry (e.g. `rrq.cron_jobs[2]`).
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The entry named `name` (the configuration's `name`); `None` keeps
+    /// the derived name. A name is for people only: it does not enter
+    /// [`CronJob::id`], so naming an entry keeps its ticks and catch-up
+    /// record.
+    #[must_use]
+    pub fn with_name(mut self, name: Option<String>) -> CronJob {
+        if let Some(name) = name {
+            self.name = name;
+            self.given_name = true;
+        }
+        self
+    }
+
+    /// The entry's name for logs and listings: the given one, else
+    /// `{function_name} ({schedule})`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether [`CronJob::name`] was given rather than derived.
+    pub fn has_given_name(&self) -> bool {
+        self.given_name
     }
 
     /// The handler to enqueue (may be `runner#handler`).
@@ -484,6 +513,18 @@ mod tests {
         assert_ne!(job("@daily").id(), q.id());
         assert_eq!(q.unique_lock_key().as_deref(), Some("cron:report"));
         assert_eq!(job("@daily").unique_lock_key(), None);
+    }
+
+    #[test]
+    fn names_default_to_function_and_schedule_and_never_change_the_identity() {
+        let plain = job("*/10  * * * * *");
+        assert_eq!(plain.name(), "report (*/10 * * * * *)", "derived from the function and the normalised schedule");
+        assert!(!plain.has_given_name());
+        let named = job("*/10 * * * * *").with_name(Some("ten-seconds".to_owned()));
+        assert_eq!(named.name(), "ten-seconds");
+        assert!(named.has_given_name());
+        assert_eq!(named.id(), plain.id(), "naming an entry keeps its ticks and catch-up record");
+        assert_eq!(job("@daily").with_name(None).name(), "report (@daily)");
     }
 
     #[test]

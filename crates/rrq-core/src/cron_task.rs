@@ -49,6 +49,7 @@ impl CronTask {
             let next = job.next_after(start);
             info!(
                 entry = job.key(),
+                name = job.name(),
                 function = job.function_name(),
                 schedule = job.schedule(),
                 timezone = %job.timezone(),
@@ -58,6 +59,7 @@ impl CronTask {
             if job.has_numeric_weekdays() {
                 warn!(
                     entry = job.key(),
+                    name = job.name(),
                     schedule = job.schedule(),
                     "cron weekday numbers count 0 or 7 as Sunday (the reference counted 1 as Sunday); \
                      prefer names such as MON-FRI"
@@ -88,6 +90,7 @@ impl CronTask {
                         if let Some(tick) = job.catch_up_tick(recorded, start) {
                             info!(
                                 entry = job.key(),
+                                name = job.name(),
                                 function = job.function_name(),
                                 last = recorded.map(format_timestamp).as_deref().unwrap_or(""),
                                 tick = %format_timestamp(tick),
@@ -96,7 +99,12 @@ impl CronTask {
                             due.push((job.clone(), tick));
                         }
                     }
-                    Err(e) => warn!(entry = job.key(), error = %e, "could not read the last cron tick; no catch-up"),
+                    Err(e) => warn!(
+                        entry = job.key(),
+                        name = job.name(),
+                        error = %e,
+                        "could not read the last cron tick; no catch-up"
+                    ),
                 }
             }
         }
@@ -116,7 +124,13 @@ impl CronTask {
     async fn fire(&self, shared: &Shared, job: &CronJob, tick: DateTime<Utc>) -> Fired {
         let id = job.job_id(tick);
         let tick_text = format_timestamp(tick);
-        let span = info_span!("rrq.cron", otel.kind = "producer", job_id = %id, function = job.function_name());
+        let span = info_span!(
+            "rrq.cron",
+            otel.kind = "producer",
+            job_id = %id,
+            cron = job.name(),
+            function = job.function_name()
+        );
         let fired = async {
             // The job id alone stops a second enqueue only while the job hash
             // lives; the recorded tick stops it after the hash expired (a
@@ -135,6 +149,7 @@ impl CronTask {
                     Ok(None) => {}
                     Ok(Some(left)) => {
                         info!(
+                            name = job.name(),
                             function = job.function_name(),
                             tick = %tick_text,
                             lock = %key,
@@ -171,7 +186,14 @@ impl CronTask {
             };
             match shared.store.enqueue(new, mode).await {
                 Ok(_) => {
-                    info!(job_id = %id, function = job.function_name(), queue = %queue, tick = %tick_text, "cron job enqueued");
+                    info!(
+                        job_id = %id,
+                        name = job.name(),
+                        function = job.function_name(),
+                        queue = %queue,
+                        tick = %tick_text,
+                        "cron job enqueued"
+                    );
                     Fired::Enqueued
                 }
                 Err(StoreError::JobIdTaken(_)) => {
@@ -189,7 +211,7 @@ impl CronTask {
         if !matches!(fired, Fired::Failed)
             && let Err(e) = shared.store.record_cron_tick(job.id(), tick).await
         {
-            warn!(entry = job.key(), tick = %tick_text, error = %e, "could not record the cron tick");
+            warn!(entry = job.key(), name = job.name(), tick = %tick_text, error = %e, "could not record the cron tick");
         }
         fired
     }

@@ -6,8 +6,10 @@
 //! Every test owns its Redis server and its scratch directory, so tests run
 //! in parallel without seeing each other's queues.
 
+mod cron;
 mod debug;
 mod dlq;
+mod enqueue;
 mod errors;
 mod health;
 mod interop;
@@ -16,6 +18,7 @@ mod queue;
 mod runner;
 mod tls;
 mod version;
+mod worker_list;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

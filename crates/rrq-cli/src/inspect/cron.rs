@@ -1,0 +1,166 @@
+//! The configured cron entries: their schedule read by the scheduler's own
+//! code, their next runs, and the last tick the workers recorded.
+
+use chrono::{DateTime, Utc};
+use rrq_config::Settings;
+use rrq_core::{CronError, CronJob};
+use rrq_protocol::QueueName;
+use rrq_store::{Store, StoreError};
+use serde::Serialize;
+
+/// One cron entry of `rrq.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CronRow {
+    /// The entry's `name`, or `{function} ({schedule})` when it has none.
+    pub name: String,
+    /// Whether `name` was given in the file.
+    pub named: bool,
+    /// Where the entry is written, e.g. `rrq.cron_jobs[0]`.
+    pub key: String,
+    /// The entry's identity in Redis (`cron:{function}:{hash}`); its jobs'
+    /// ids are `{id}:{tick epoch seconds}`.
+    pub id: String,
+    /// The handler enqueued.
+    pub function: String,
+    /// The schedule, whitespace normalised.
+    pub schedule: String,
+    /// The IANA time zone the schedule is read in.
+    pub timezone: String,
+    /// Whether a tick is skipped while an earlier job holds the unique lock.
+    pub unique: bool,
+    /// Whether a starting worker enqueues one run for missed ticks.
+    pub catch_up: bool,
+    /// The queue the jobs go to (full key).
+    pub queue: String,
+    /// The next ticks after the listing, earliest first (fewer when the
+    /// schedule ends).
+    #[serde(serialize_with = "super::rfc3339_all")]
+    pub next_runs: Vec<DateTime<Utc>>,
+    /// The same ticks in the entry's time zone, RFC 3339 with its offset.
+    pub next_runs_local: Vec<String>,
+    /// The last tick a worker handled (enqueued, or skipped because another
+    /// worker or the unique lock had it); `null` when none was recorded.
+    #[serde(serialize_with = "super::rfc3339_opt")]
+    pub last_tick: Option<DateTime<Utc>>,
+    /// The id of the last tick's job (it may have expired since).
+    pub last_job_id: Option<String>,
+}
+
+/// The cron entries of the settings, validated exactly as the worker
+/// validates them at start-up.
+pub fn entries(settings: &Settings) -> Result<Vec<CronJob>, CronError> {
+    settings
+        .cron
+        .iter()
+        .map(|entry| {
+            CronJob::new(
+                &entry.key,
+                &entry.function_name,
+                &entry.schedule,
+                entry.params.clone(),
+                entry.queue.clone(),
+                entry.unique,
+                entry.timezone.as_deref(),
+                entry.catch_up,
+            )
+            .map(|job| job.with_name(entry.name.clone()))
+        })
+        .collect()
+}
+
+/// The first `count` ticks of `job` strictly after `now`.
+pub fn next_runs(job: &CronJob, now: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
+    let mut out = Vec::with_capacity(count);
+    let mut t = now;
+    while out.len() < count {
+        match job.next_after(t) {
+            Some(next) => {
+                out.push(next);
+                t = next;
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// The row of one entry: its next `count` runs after `now` and the last
+/// tick `store` recorded for it.
+pub async fn row(
+    store: &dyn Store,
+    job: &CronJob,
+    default_queue: &QueueName,
+    now: DateTime<Utc>,
+    count: usize,
+) -> Result<CronRow, StoreError> {
+    let last_tick = store.cron_tick(job.id()).await?;
+    let next = next_runs(job, now, count);
+    let tz = job.timezone();
+    Ok(CronRow {
+        name: job.name().to_owned(),
+        named: job.has_given_name(),
+        key: job.key().to_owned(),
+        id: job.id().to_owned(),
+        function: job.function_name().to_owned(),
+        schedule: job.schedule().to_owned(),
+        timezone: tz.name().to_owned(),
+        unique: job.is_unique(),
+        catch_up: job.catches_up(),
+        queue: job.queue().unwrap_or(default_queue).as_str().to_owned(),
+        next_runs_local: next.iter().map(|t| t.with_timezone(&tz).to_rfc3339()).collect(),
+        next_runs: next,
+        last_tick,
+        last_job_id: last_tick.map(|t| job.job_id(t).into_string()),
+    })
+}
+
+/// Every entry of `jobs` (from [`entries`]), in configuration order.
+pub async fn cron(
+    store: &dyn Store,
+    jobs: &[CronJob],
+    default_queue: &QueueName,
+    now: DateTime<Utc>,
+    count: usize,
+) -> Result<Vec<CronRow>, StoreError> {
+    let mut rows = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        rows.push(row(store, job, default_queue, now, count).await?);
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        rrq_store::parse_timestamp(s).unwrap()
+    }
+
+    #[test]
+    fn next_runs_follow_the_schedule_and_stop_when_it_ends() {
+        let (settings, _) = rrq_config::parse(
+            "[[rrq.cron_jobs]]\nfunction_name = \"f\"\nschedule = \"0 0 12 * * * 2099\"\ntimezone = \"Asia/Tokyo\"\n\
+             [[rrq.cron_jobs]]\nname = \"once\"\nfunction_name = \"g\"\nschedule = \"0 0 0 31 12 * 2099\"\n",
+        )
+        .unwrap();
+        let jobs = entries(&settings).unwrap();
+        assert_eq!(
+            next_runs(&jobs[0], at("2099-06-01T00:00:00Z"), 2),
+            [at("2099-06-01T03:00:00Z"), at("2099-06-02T03:00:00Z")],
+            "noon in Tokyo"
+        );
+        assert_eq!(next_runs(&jobs[1], at("2099-06-01T00:00:00Z"), 3), [at("2099-12-31T00:00:00Z")]);
+        assert!(next_runs(&jobs[1], at("2099-06-01T00:00:00Z"), 0).is_empty());
+        assert_eq!((jobs[1].name(), jobs[0].name()), ("once", "f (0 0 12 * * * 2099)"));
+    }
+
+    #[test]
+    fn an_invalid_entry_is_refused_with_its_key() {
+        let (settings, _) = rrq_config::parse(
+            "[[rrq.cron_jobs]]\nfunction_name = \"f\"\nschedule = \"0 0 * * *\"\ntimezone = \"Nowhere\"",
+        )
+        .unwrap();
+        assert_eq!(entries(&settings).unwrap_err().key, "rrq.cron_jobs[0].timezone");
+    }
+}
