@@ -16,6 +16,12 @@ pub struct CompletionsArgs {
 /// Writes the script to stdout (e.g. `rrq completions bash > /etc/bash_completion.d/rrq`).
 pub fn run(args: CompletionsArgs) -> Result<Exit, CliError> {
     let mut command = crate::Cli::command();
-    clap_complete::generate(args.shell, &mut command, "rrq", &mut std::io::stdout());
+    // Generated into memory first: clap_complete panics on a failed write.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "rrq", &mut script);
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = std::io::Write::write_all(&mut stdout, &script).and_then(|()| std::io::Write::flush(&mut stdout)) {
+        crate::output::stdout_failed(&e);
+    }
     Ok(Exit::Ok)
 }

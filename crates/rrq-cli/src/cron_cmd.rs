@@ -47,10 +47,10 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
     }
     if rows.is_empty() {
         let path = args.config.config.as_ref().map_or_else(|| "rrq.toml".to_owned(), |p| p.display().to_string());
-        println!("No cron entries configured in {path} (add [[rrq.cron_jobs]] tables)");
+        outln!("No cron entries configured in {path} (add [[rrq.cron_jobs]] tables)");
         return Ok(Exit::Ok);
     }
-    println!("{}", render(&rows, &jobs, now));
+    outln!("{}", render(&rows, &jobs, now));
     Ok(Exit::Ok)
 }
 

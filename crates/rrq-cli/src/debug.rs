@@ -212,7 +212,7 @@ impl ProgressLine {
 
     fn finish(&self) {
         if self.0 {
-            println!();
+            outln!();
         }
     }
 }
@@ -266,8 +266,8 @@ async fn submit(args: SubmitArgs) -> Result<Exit, CliError> {
             "delay_seconds": args.delay.unwrap_or(0),
         }));
     } else {
-        println!("Job submitted: {}", done.id);
-        println!("Function: {}", args.function);
+        outln!("Job submitted: {}", done.id);
+        outln!("Function: {}", args.function);
     }
     Ok(Exit::Ok)
 }
@@ -291,18 +291,18 @@ async fn clear(args: ClearArgs) -> Result<Exit, CliError> {
         if args.out.json {
             report(0, 0);
         } else {
-            println!("No keys found matching pattern: {pattern}");
+            outln!("No keys found matching pattern: {pattern}");
         }
         return Ok(Exit::Ok);
     }
     if !args.out.json {
-        println!("Found {found} keys matching pattern: {pattern}");
+        outln!("Found {found} keys matching pattern: {pattern}");
     }
     if !ops::confirm_with(&format!("Delete {found} keys?"), args.confirm, "--confirm")? {
         if args.out.json {
             report(found, 0);
         } else {
-            println!("Deletion cancelled");
+            outln!("Deletion cancelled");
         }
         return Ok(Exit::Ok);
     }
@@ -310,7 +310,7 @@ async fn clear(args: ClearArgs) -> Result<Exit, CliError> {
     if args.out.json {
         report(found, deleted);
     } else if deleted > 0 {
-        println!("Deleted {deleted} keys");
+        outln!("Deleted {deleted} keys");
     }
     Ok(Exit::Ok)
 }
@@ -467,7 +467,7 @@ async fn generate_jobs(args: GenerateJobsArgs) -> Result<Exit, CliError> {
             "statuses": by_status,
         }));
     } else {
-        println!("Generated {} fake jobs across {} queues", args.count, used.len());
+        outln!("Generated {} fake jobs across {} queues", args.count, used.len());
     }
     Ok(Exit::Ok)
 }
@@ -478,7 +478,7 @@ async fn generate_jobs(args: GenerateJobsArgs) -> Result<Exit, CliError> {
 async fn generate_workers(args: GenerateWorkersArgs) -> Result<Exit, CliError> {
     let Ops { store, .. } = ops::connect(&args.config).await?;
     if !args.out.json {
-        println!("Simulating {} workers for {} seconds...", args.count, args.duration);
+        outln!("Simulating {} workers for {} seconds...", args.count, args.duration);
     }
     let progress = ProgressLine::new(args.out.json);
     let deadline = Instant::now() + Duration::from_secs(args.duration);
@@ -517,7 +517,7 @@ async fn generate_workers(args: GenerateWorkersArgs) -> Result<Exit, CliError> {
             "heartbeat_rounds": rounds,
         }));
     } else {
-        println!("Worker simulation complete");
+        outln!("Worker simulation complete");
     }
     Ok(Exit::Ok)
 }
@@ -530,7 +530,7 @@ async fn stress_test(args: StressTestArgs) -> Result<Exit, CliError> {
     let Ops { settings, store } = ops::connect(&args.config).await?;
     let producer = producer(store, &settings);
     if !args.out.json {
-        println!("Starting stress test: {} jobs/sec for {}s", args.jobs_per_second, args.duration);
+        outln!("Starting stress test: {} jobs/sec for {}s", args.jobs_per_second, args.duration);
     }
     let progress = ProgressLine::new(args.out.json);
     let start = Instant::now();
@@ -564,7 +564,7 @@ async fn stress_test(args: StressTestArgs) -> Result<Exit, CliError> {
             "queues": per_queue,
         }));
     } else {
-        println!("Stress test complete: {total} jobs submitted");
+        outln!("Stress test complete: {total} jobs submitted");
     }
     Ok(Exit::Ok)
 }

@@ -249,9 +249,9 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
     }
     if page.is_empty() {
         if matched == 0 {
-            println!("No jobs found in DLQ: {dlq}");
+            outln!("No jobs found in DLQ: {dlq}");
         } else {
-            println!("No jobs at offset {} in DLQ: {dlq} ({matched} match)", args.offset);
+            outln!("No jobs at offset {} in DLQ: {dlq} ({matched} match)", args.offset);
         }
         return Ok(Exit::Ok);
     }
@@ -268,12 +268,12 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
             f.get("current_retries").cloned().unwrap_or_else(|| "0".to_owned()),
         ]);
     }
-    println!("{}", output::render(&t));
-    println!();
+    outln!("{}", output::render(&t));
+    outln!();
     let end = args.offset + page.len();
-    println!("Showing {}-{end} of {matched} jobs", args.offset + 1);
+    outln!("Showing {}-{end} of {matched} jobs", args.offset + 1);
     if end < matched {
-        println!("Use --offset {end} to see more");
+        outln!("Use --offset {end} to see more");
     }
     Ok(Exit::Ok)
 }
@@ -320,26 +320,26 @@ async fn stats(args: StatsArgs) -> Result<Exit, CliError> {
         return Ok(Exit::Ok);
     }
     if entries.is_empty() {
-        println!("DLQ '{dlq}' is empty");
+        outln!("DLQ '{dlq}' is empty");
         return Ok(Exit::Ok);
     }
     let now = Utc::now();
-    println!("DLQ: {dlq}");
-    println!("Total jobs: {}", entries.len());
-    println!("Oldest: {}", output::relative_opt(oldest, now));
-    println!("Newest: {}", output::relative_opt(newest, now));
-    println!("Avg retries: {}", avg_retries.map_or_else(|| "N/A".to_owned(), |a| format!("{a:.2}")));
+    outln!("DLQ: {dlq}");
+    outln!("Total jobs: {}", entries.len());
+    outln!("Oldest: {}", output::relative_opt(oldest, now));
+    outln!("Newest: {}", output::relative_opt(newest, now));
+    outln!("Avg retries: {}", avg_retries.map_or_else(|| "N/A".to_owned(), |a| format!("{a:.2}")));
     for (title, items) in [("Top queues", &queues), ("Top functions", &functions)] {
-        println!();
-        println!("{title}:");
+        outln!();
+        outln!("{title}:");
         for (name, n) in items {
-            println!("  - {name}: {n}");
+            outln!("  - {name}: {n}");
         }
     }
-    println!();
-    println!("Top errors:");
+    outln!();
+    outln!("Top errors:");
     for (error, n) in &errors {
-        println!("  - ({n}x) {error}");
+        outln!("  - ({n}x) {error}");
     }
     Ok(Exit::Ok)
 }
@@ -357,7 +357,7 @@ async fn inspect(args: InspectArgs) -> Result<Exit, CliError> {
     } else if args.out.json {
         output::print_json(&output::job_json(&fields));
     } else {
-        println!("DLQ Job {id}");
+        outln!("DLQ Job {id}");
         print_fields(&fields);
     }
     Ok(Exit::Ok)
@@ -402,9 +402,9 @@ async fn requeue(args: RequeueArgs) -> Result<Exit, CliError> {
                 plan.iter().map(|(id, q)| json!({"job_id": id.as_str(), "queue": q.as_str()})).collect();
             output::print_json(&json!({"dlq": dlq.as_str(), "dry_run": true, "requeued": rows, "skipped": []}));
         } else {
-            println!("Dry run: would requeue {} job(s).", plan.len());
+            outln!("Dry run: would requeue {} job(s).", plan.len());
             for (id, q) in &plan {
-                println!("  - {id} -> {q}");
+                outln!("  - {id} -> {q}");
             }
         }
         return Ok(Exit::Ok);
@@ -413,12 +413,12 @@ async fn requeue(args: RequeueArgs) -> Result<Exit, CliError> {
         if args.out.json {
             output::print_json(&json!({"dlq": dlq.as_str(), "dry_run": false, "requeued": [], "skipped": []}));
         } else {
-            println!("No jobs in DLQ '{dlq}' match; nothing was requeued");
+            outln!("No jobs in DLQ '{dlq}' match; nothing was requeued");
         }
         return Ok(Exit::Ok);
     }
     if args.all && !ops::confirm(&format!("Requeue all {} job(s) of {dlq}?", plan.len()), args.yes)? {
-        println!("Cancelled; nothing was requeued");
+        outln!("Cancelled; nothing was requeued");
         return Ok(Exit::Ok);
     }
 
@@ -445,10 +445,10 @@ async fn requeue(args: RequeueArgs) -> Result<Exit, CliError> {
         *per_target.entry(q).or_insert(0) += 1;
     }
     for (q, n) in per_target {
-        println!("Requeued {n} job(s) to {q}");
+        outln!("Requeued {n} job(s) to {q}");
     }
     if !skipped.is_empty() {
-        println!("Skipped {} job(s) that left the DLQ meanwhile", skipped.len());
+        outln!("Skipped {} job(s) that left the DLQ meanwhile", skipped.len());
     }
     Ok(Exit::Ok)
 }
@@ -471,12 +471,12 @@ async fn purge(args: PurgeArgs) -> Result<Exit, CliError> {
         if args.out.json {
             output::print_json(&json!({"dlq": dlq.as_str(), "purged": 0}));
         } else {
-            println!("DLQ '{dlq}' is empty");
+            outln!("DLQ '{dlq}' is empty");
         }
         return Ok(Exit::Ok);
     }
     if !ops::confirm(&format!("Delete all {} job(s) of {dlq}? This cannot be undone.", ids.len()), args.yes)? {
-        println!("Cancelled; nothing was deleted");
+        outln!("Cancelled; nothing was deleted");
         return Ok(Exit::Ok);
     }
     let bar = ops::progress(ids.len() as u64, "purging");
@@ -489,7 +489,7 @@ async fn purge(args: PurgeArgs) -> Result<Exit, CliError> {
     if args.out.json {
         output::print_json(&json!({"dlq": dlq.as_str(), "purged": purged}));
     } else {
-        println!("Purged {purged} job(s) from {dlq}");
+        outln!("Purged {purged} job(s) from {dlq}");
     }
     Ok(Exit::Ok)
 }

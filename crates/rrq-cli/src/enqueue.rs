@@ -208,12 +208,12 @@ pub async fn run(args: EnqueueArgs) -> Result<Exit, CliError> {
         if args.out.json {
             output::print_json(&serde_json::to_value(&report)?);
         } else {
-            println!("{}", done.id);
+            outln!("{}", done.id);
         }
         return Ok(Exit::Ok);
     }
     if !args.out.json {
-        println!("{}", done.id);
+        outln!("{}", done.id);
     }
     let spinner = spinner(&done.id);
     let waited = producer.wait_for_completion(&done.id, Duration::from_secs_f64(args.timeout)).await;
@@ -251,15 +251,15 @@ pub async fn run(args: EnqueueArgs) -> Result<Exit, CliError> {
 
 /// The outcome as lines for people.
 fn print_outcome(outcome: &Outcome, status: Option<JobStatus>) {
-    println!("Status: {}", outcome.status.as_deref().unwrap_or("UNKNOWN"));
+    outln!("Status: {}", outcome.status.as_deref().unwrap_or("UNKNOWN"));
     match status {
         Some(JobStatus::Completed) => {
             let result = outcome.result.as_ref().unwrap_or(&Value::Null);
-            println!("Result: {}", serde_json::to_string(result).unwrap_or_else(|_| "null".to_owned()));
+            outln!("Result: {}", serde_json::to_string(result).unwrap_or_else(|_| "null".to_owned()));
         }
         _ => {
             if let Some(e) = &outcome.error {
-                println!("Error: {e}");
+                outln!("Error: {e}");
             }
         }
     }

@@ -59,10 +59,10 @@ pub async fn run(args: HealthArgs) -> Result<Exit, CliError> {
         return Ok(exit);
     }
     if !healthy {
-        println!("Worker Health Check: FAIL (No active workers found)");
+        outln!("Worker Health Check: FAIL (No active workers found)");
         return Ok(exit);
     }
-    println!("Worker Health Check: Found {} active worker(s):", workers.len());
+    outln!("Worker Health Check: Found {} active worker(s):", workers.len());
     let now = Utc::now();
     let mut t = output::table(&["Worker ID", "Status", "Active Jobs", "Queues", "Last Heartbeat", "TTL"]);
     output::align_right(&mut t, &[2, 5]);
@@ -78,7 +78,7 @@ pub async fn run(args: HealthArgs) -> Result<Exit, CliError> {
             w.ttl.map_or_else(|| "none".to_owned(), |t| format!("{}s", t.as_secs())),
         ]);
     }
-    println!("{}", output::render(&t));
+    outln!("{}", output::render(&t));
     Ok(exit)
 }
 

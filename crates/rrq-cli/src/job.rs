@@ -134,8 +134,8 @@ pub(crate) fn print_fields(fields: &BTreeMap<String, String>) {
     let now = Utc::now();
     for (name, value) in fields {
         match output::field_time(fields, name).filter(|_| output::TIME_FIELDS.contains(&name.as_str())) {
-            Some(t) => println!("{name:<24} {value} ({})", output::relative(t, now)),
-            None => println!("{name:<24} {value}"),
+            Some(t) => outln!("{name:<24} {value} ({})", output::relative(t, now)),
+            None => outln!("{name:<24} {value}"),
         }
     }
 }
@@ -149,7 +149,7 @@ async fn show(args: ShowArgs) -> Result<Exit, CliError> {
     } else if args.out.json {
         output::print_json(&output::job_json(&fields));
     } else {
-        println!("Job {id}");
+        outln!("Job {id}");
         print_fields(&fields);
     }
     Ok(Exit::Ok)
@@ -178,7 +178,7 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
         return Ok(Exit::Ok);
     }
     if jobs.is_empty() {
-        println!("No jobs found");
+        outln!("No jobs found");
         return Ok(Exit::Ok);
     }
     let now = Utc::now();
@@ -201,10 +201,10 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
             duration,
         ]);
     }
-    println!("{}", output::render(&t));
+    outln!("{}", output::render(&t));
     if matched > jobs.len() {
-        println!();
-        println!("Showing the {} newest of {matched} matching jobs; use --limit {matched} to see all", jobs.len());
+        outln!();
+        outln!("Showing the {} newest of {matched} matching jobs; use --limit {matched} to see all", jobs.len());
     }
     Ok(Exit::Ok)
 }
@@ -229,7 +229,7 @@ async fn cancel(args: IdArgs) -> Result<Exit, CliError> {
     if args.out.json {
         output::print_json(&json!({"job_id": id.as_str(), "result": result}));
     } else {
-        println!("{message}");
+        outln!("{message}");
     }
     Ok(Exit::Ok)
 }
@@ -254,7 +254,7 @@ async fn retry(args: IdArgs) -> Result<Exit, CliError> {
     if args.out.json {
         output::print_json(&json!({"job_id": id.as_str(), "dlq": dlq.as_str(), "queue": target.as_str()}));
     } else {
-        println!("Job '{id}' requeued from {dlq} to {target}");
+        outln!("Job '{id}' requeued from {dlq} to {target}");
     }
     Ok(Exit::Ok)
 }
@@ -279,7 +279,7 @@ async fn replay(args: ReplayArgs) -> Result<Exit, CliError> {
     if args.out.json {
         output::print_json(&json!({"job_id": id.as_str(), "new_job_id": new_id.as_str(), "queue": queue.as_str()}));
     } else {
-        println!("Job replayed with new ID: {new_id}");
+        outln!("Job replayed with new ID: {new_id}");
     }
     Ok(Exit::Ok)
 }
@@ -364,11 +364,11 @@ async fn trace(args: IdArgs) -> Result<Exit, CliError> {
         return Ok(Exit::Ok);
     }
     if events.is_empty() {
-        println!("No trace data found for job {id}");
+        outln!("No trace data found for job {id}");
         return Ok(Exit::Ok);
     }
     let now = Utc::now();
-    println!("Job trace for {id}");
+    outln!("Job trace for {id}");
     let mut t = output::table(&["Event", "Time", "Since previous", "Details"]);
     output::align_right(&mut t, &[2]);
     let mut previous: Option<DateTime<Utc>> = None;
@@ -378,11 +378,11 @@ async fn trace(args: IdArgs) -> Result<Exit, CliError> {
         previous = Some(e.at);
         t.add_row(vec![e.name.clone(), output::relative(e.at, now), since, e.details.clone()]);
     }
-    println!("{}", output::render(&t));
-    println!();
+    outln!("{}", output::render(&t));
+    outln!();
     match total {
-        Some(total) => println!("Total Duration: {}", output::duration(total)),
-        None => println!("Status: {} (not finished)", output::status(&fields)),
+        Some(total) => outln!("Total Duration: {}", output::duration(total)),
+        None => outln!("Status: {} (not finished)", output::status(&fields)),
     }
     Ok(Exit::Ok)
 }

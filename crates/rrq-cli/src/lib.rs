@@ -6,6 +6,23 @@
 //!
 //! The library form exists so that tests (and wrappers) can run the exact
 //! command in-process or as their own binary; `main.rs` only calls [`main`].
+//!
+//! Everything a command prints on stdout goes through [`outln!`], so that a
+//! reader that goes away (`rrq queue list | head -1`) ends the command
+//! quietly instead of panicking; `clippy::print_stdout` is denied here.
+
+#![deny(clippy::print_stdout)]
+
+/// `println!` for command output: a closed stdout ends the process quietly
+/// with success (see `output::stdout_failed`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            crate::output::stdout_failed(&e);
+        }
+    }};
+}
 
 mod completions;
 mod cron_cmd;

@@ -53,7 +53,18 @@ pub(crate) fn render(t: &Table) -> String {
 
 /// Prints a value as pretty JSON on stdout.
 pub(crate) fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_owned()));
+    outln!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_owned()));
+}
+
+/// What a failed write to stdout does: a reader that went away (`| head`)
+/// is a normal end, so the process exits 0 without a word (as `head`
+/// expects of its writer); any other failure is reported, exit code 1.
+pub(crate) fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to stdout: {e}");
+    std::process::exit(1);
 }
 
 /// A time relative to `now`: `4s ago`, `12m ago`, `3h ago` (or `in 4s` for

@@ -129,7 +129,7 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
         return Ok(Exit::Ok);
     }
     if infos.is_empty() {
-        println!("No active queues found");
+        outln!("No active queues found");
         return Ok(Exit::Ok);
     }
     let now = Utc::now();
@@ -144,9 +144,9 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
             output::relative_opt(i.newest, now),
         ]);
     }
-    println!("{}", output::render(&t));
-    println!();
-    println!("Total: {} pending jobs", infos.iter().map(|i| i.len).sum::<u64>());
+    outln!("{}", output::render(&t));
+    outln!();
+    outln!("Total: {} pending jobs", infos.iter().map(|i| i.len).sum::<u64>());
     Ok(Exit::Ok)
 }
 
@@ -181,7 +181,7 @@ async fn inspect(args: InspectArgs) -> Result<Exit, CliError> {
         return Ok(Exit::Ok);
     }
     if entries.is_empty() {
-        println!("No jobs found in queue {queue} at offset {} (it holds {len})", args.offset);
+        outln!("No jobs found in queue {queue} at offset {} (it holds {len})", args.offset);
         return Ok(Exit::Ok);
     }
     let now = Utc::now();
@@ -205,15 +205,15 @@ async fn inspect(args: InspectArgs) -> Result<Exit, CliError> {
             retries,
         ]);
     }
-    println!("{}", output::render(&t));
-    println!();
+    outln!("{}", output::render(&t));
+    outln!();
     let end = args.offset + entries.len();
-    println!("Showing {}-{end} of {len} jobs in {queue}", args.offset + 1);
+    outln!("Showing {}-{end} of {len} jobs in {queue}", args.offset + 1);
     if (end as u64) < len {
-        println!("Use --offset {end} to see more");
+        outln!("Use --offset {end} to see more");
     }
     if paused {
-        println!("This queue is paused: workers take nothing from it until `rrq queue resume {}`", queue.bare());
+        outln!("This queue is paused: workers take nothing from it until `rrq queue resume {}`", queue.bare());
     }
     Ok(Exit::Ok)
 }
@@ -293,7 +293,7 @@ async fn stats(args: StatsArgs) -> Result<Exit, CliError> {
         return Ok(Exit::Ok);
     }
     if counts.is_empty() {
-        println!("No queues found");
+        outln!("No queues found");
         return Ok(Exit::Ok);
     }
     let mut t = output::table(&["Queue", "Total", "Pending", "Active", "Completed", "Failed", "DLQ", "Avg Wait"]);
@@ -310,11 +310,11 @@ async fn stats(args: StatsArgs) -> Result<Exit, CliError> {
             c.avg_wait.map_or_else(|| "N/A".to_owned(), output::duration),
         ]);
     }
-    println!("{}", output::render(&t));
+    outln!("{}", output::render(&t));
     if !scan_complete {
-        println!();
-        println!("Note: Active/Completed/Failed counts based on scanning up to {} jobs.", args.max_scan);
-        println!("Use --max-scan 0 for complete scan (may be slow for large datasets).");
+        outln!();
+        outln!("Note: Active/Completed/Failed counts based on scanning up to {} jobs.", args.max_scan);
+        outln!("Use --max-scan 0 for complete scan (may be slow for large datasets).");
     }
     Ok(Exit::Ok)
 }
@@ -359,6 +359,6 @@ async fn pause(args: PauseArgs, pause: bool) -> Result<Exit, CliError> {
         (false, true) => format!("Queue '{queue}' resumed"),
         (false, false) => format!("Queue '{queue}' was not paused"),
     };
-    println!("{message}");
+    outln!("{message}");
     Ok(Exit::Ok)
 }

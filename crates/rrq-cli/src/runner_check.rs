@@ -110,8 +110,8 @@ pub(crate) async fn run(args: CheckArgs) -> Result<Exit, CliError> {
         for r in &results {
             t.add_row(vec![r.name, if r.passed { "pass" } else { "FAIL" }, r.expected, &r.detail]);
         }
-        println!("{}", output::render(&t));
-        println!("{} of {} checks passed", results.len() - failed, results.len());
+        outln!("{}", output::render(&t));
+        outln!("{} of {} checks passed", results.len() - failed, results.len());
     }
     if failed == 0 {
         Ok(Exit::Ok)

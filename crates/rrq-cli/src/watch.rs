@@ -121,7 +121,7 @@ fn development(mut settings: Settings) -> Settings {
 
 async fn pre_restart(watch: &WatchSettings, root: &Path) -> bool {
     for (i, argv) in watch.pre_restart_cmds.iter().enumerate() {
-        println!("Running watch pre-restart command: {}", argv.join(" "));
+        outln!("Running watch pre-restart command: {}", argv.join(" "));
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..]).current_dir(watch.pre_restart_cwd.as_deref().unwrap_or(root)).kill_on_drop(true);
         let run = async {
@@ -200,7 +200,7 @@ pub async fn run(args: WatchArgs) -> Result<Exit, CliError> {
     debouncer
         .watch(&root, notify::RecursiveMode::Recursive)
         .map_err(|e| CliError::new(Exit::Failure, anyhow::anyhow!("cannot watch {}: {e}", root.display())))?;
-    println!("Watching {} for changes...", root.display());
+    outln!("Watching {} for changes...", root.display());
 
     let stop = CancellationToken::new();
     spawn_signal_handler(stop.clone());
@@ -210,7 +210,7 @@ pub async fn run(args: WatchArgs) -> Result<Exit, CliError> {
             Some(s) => s,
             None => match rrq_config::load(args.config.config.as_deref()) {
                 Ok(loaded) => {
-                    println!("Loading RRQ settings from {}.", loaded.source.describe());
+                    outln!("Loading RRQ settings from {}.", loaded.source.describe());
                     loaded.settings
                 }
                 Err(e) => {
@@ -237,7 +237,7 @@ pub async fn run(args: WatchArgs) -> Result<Exit, CliError> {
         let restart = tokio::select! {
             change = next_change(&mut rx, &filter) => {
                 let paths: Vec<String> = change.unwrap_or_default().iter().map(|p| p.display().to_string()).collect();
-                println!("Change detected (paths=[{}]).", paths.join(", "));
+                outln!("Change detected (paths=[{}]).", paths.join(", "));
                 true
             }
             () = stop.cancelled() => false,
@@ -254,7 +254,7 @@ pub async fn run(args: WatchArgs) -> Result<Exit, CliError> {
         if !restart {
             return Ok(Exit::Ok);
         }
-        println!("Restarting worker...");
+        outln!("Restarting worker...");
     }
 }
 

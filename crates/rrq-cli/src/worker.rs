@@ -58,7 +58,7 @@ pub async fn run(cmd: WorkerCommand) -> Result<Exit, CliError> {
 /// Loads settings, printing where they came from as the reference does.
 pub(crate) fn load_settings(args: &ConfigArgs) -> Result<Settings, CliError> {
     let loaded = rrq_config::load(args.config.as_deref()).map_err(|e| CliError::new(Exit::Config, e))?;
-    println!("Loading RRQ settings from {}.", loaded.source.describe());
+    outln!("Loading RRQ settings from {}.", loaded.source.describe());
     for w in &loaded.warnings {
         warn!("{w}");
         eprintln!("warning: {w}");
@@ -180,7 +180,7 @@ async fn run_worker(args: RunArgs) -> Result<Exit, CliError> {
         let health =
             crate::serve::HealthSources { store: built.store.clone(), probe_queue, runners: built.runners.clone() };
         let local = crate::serve::spawn(&addr, handle, health, shutdown.child_token()).await?;
-        println!("Serving /metrics and /healthz on http://{local}");
+        outln!("Serving /metrics and /healthz on http://{local}");
     }
     spawn_signal_handler(shutdown.clone());
     let stats = built.worker.run(shutdown.clone()).await;

@@ -30,14 +30,14 @@ pub async fn run(args: ListArgs) -> Result<Exit, CliError> {
         return Ok(Exit::Ok);
     }
     if rows.is_empty() {
-        println!("No live workers found");
+        outln!("No live workers found");
         return Ok(Exit::Ok);
     }
-    println!("{}", render(&rows, now));
+    outln!("{}", render(&rows, now));
     let in_flight: u64 = rows.iter().filter_map(|r| r.active_jobs).sum();
-    println!();
+    outln!();
     let s = if rows.len() == 1 { "" } else { "s" };
-    println!("{} live worker{s}, {in_flight} jobs in flight", rows.len());
+    outln!("{} live worker{s}, {in_flight} jobs in flight", rows.len());
     Ok(Exit::Ok)
 }
 

@@ -16,3 +16,25 @@ fn version_names_the_protocol_and_the_schema() {
         assert_eq!(run.stdout, expected, "{flag}");
     }
 }
+
+/// A reader that goes away (`rrq ... | head -1`) ends the output quietly:
+/// no panic, no "Broken pipe" message, exit code 0.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let dir = Scratch::create();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rrq"))
+        .args(["completions", "bash"])
+        .current_dir(dir.root())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the command writes its (long) script.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
