@@ -9,6 +9,7 @@ use crate::exit::{CliError, Exit};
 use crate::inspect::cron::{self, CronRow};
 use crate::ops::{self, Ops};
 use crate::output::{self, OutputArgs};
+use rrq_store::{Clock as _, SystemClock};
 
 /// Cron commands.
 #[derive(Debug, clap::Subcommand)]
@@ -39,7 +40,7 @@ pub async fn run(cmd: CronCommand) -> Result<Exit, CliError> {
 async fn list(args: ListArgs) -> Result<Exit, CliError> {
     let Ops { settings, store } = ops::connect(&args.config).await?;
     let jobs = cron::entries(&settings).map_err(|e| CliError::new(Exit::Config, e))?;
-    let now = Utc::now();
+    let now = SystemClock.now();
     let rows = cron::cron(store.as_ref(), &jobs, &settings.default_queue, now, usize::from(args.next)).await?;
     if args.out.json {
         output::print_json(&serde_json::to_value(&rows)?);

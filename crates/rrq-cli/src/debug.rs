@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::join_all;
@@ -23,6 +23,7 @@ use crate::exit::{CliError, Exit};
 use crate::ops::{self, Ops};
 use crate::output::OutputArgs;
 use crate::queue::queue_arg;
+use rrq_store::{Clock as _, SystemClock};
 
 /// How often `generate-workers` rewrites the health records.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
@@ -164,7 +165,7 @@ struct Rng(u64);
 
 impl Rng {
     fn seeded() -> Rng {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let nanos = SystemClock.now().timestamp_nanos_opt().unwrap_or(0).unsigned_abs();
         Rng((nanos ^ (u64::from(std::process::id()) << 32)) | 1)
     }
 
@@ -341,7 +342,7 @@ struct FakeJob {
 
 impl FakeJob {
     fn new(rng: &mut Rng, prefix: &str, i: u64, queues: &[QueueName], statuses: &[&'static str], age: u64) -> Self {
-        let enqueued = Utc::now() - TimeDelta::seconds(rng.below(age * 3_600) as i64);
+        let enqueued = SystemClock.now() - TimeDelta::seconds(rng.below(age * 3_600) as i64);
         let params = json!({
             "arg": format!("value_{i}"),
             "count": rng.below(100),
@@ -414,7 +415,7 @@ async fn generate_jobs(args: GenerateJobsArgs) -> Result<Exit, CliError> {
     };
     let Ops { settings, store } = ops::connect(&args.config).await?;
     let producer = producer(store.clone(), &settings);
-    let micros = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    let micros = SystemClock.now().timestamp_micros().unsigned_abs();
     let prefix = format!("test_job_{micros}");
     let mut rng = Rng::seeded();
     let bar = ops::progress(args.count, "Generating jobs");
@@ -485,13 +486,13 @@ async fn generate_workers(args: GenerateWorkersArgs) -> Result<Exit, CliError> {
     let mut rng = Rng::seeded();
     let mut rounds = 0u64;
     loop {
-        let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let epoch = SystemClock.now().timestamp().unsigned_abs();
         for i in 0..args.count {
             let limit = 1 + rng.below(10);
             let health = WorkerHealth {
                 active_jobs: rng.below(limit + 1),
                 concurrency_limit: limit,
-                queues: vec!["rrq:queue:default".to_owned()],
+                queues: vec![QueueName::new("default").as_str().to_owned()],
                 status: rng.pick(&["running", "polling", "idle (no jobs)"]).to_string(),
                 timestamp: json!(epoch),
                 worker_id: format!("test_worker_{i}"),

@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::Utc;
 use rrq_protocol::{DlqName, JobId, QueueName};
 use rrq_store::Store;
 use serde_json::{Value, json};
@@ -13,6 +12,7 @@ use crate::job::{id_arg, job_not_found, print_fields};
 use crate::ops::{self, Ops};
 use crate::output::{self, OutputArgs};
 use crate::queue::{job_queue, queue_arg};
+use rrq_store::{Clock as _, SystemClock};
 
 /// Ids read, and purged, per step of `rrq dlq purge`.
 const PURGE_STEP: usize = 500;
@@ -255,7 +255,7 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
         }
         return Ok(Exit::Ok);
     }
-    let now = Utc::now();
+    let now = SystemClock.now();
     let mut t = output::table(&["Job ID", "Function", "Queue", "Error", "Failed At", "Retries"]);
     output::align_right(&mut t, &[5]);
     for (id, f) in &page {
@@ -323,7 +323,7 @@ async fn stats(args: StatsArgs) -> Result<Exit, CliError> {
         outln!("DLQ '{dlq}' is empty");
         return Ok(Exit::Ok);
     }
-    let now = Utc::now();
+    let now = SystemClock.now();
     outln!("DLQ: {dlq}");
     outln!("Total jobs: {}", entries.len());
     outln!("Oldest: {}", output::relative_opt(oldest, now));
@@ -425,7 +425,7 @@ async fn requeue(args: RequeueArgs) -> Result<Exit, CliError> {
     let bar = ops::progress(plan.len() as u64, "requeueing");
     let (mut done, mut skipped) = (Vec::new(), Vec::new());
     for (id, q) in plan {
-        if store.dlq_requeue(&dlq, &id, &q, Utc::now()).await? {
+        if store.dlq_requeue(&dlq, &id, &q, SystemClock.now()).await? {
             done.push((id, q));
         } else {
             skipped.push(id);

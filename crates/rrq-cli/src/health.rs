@@ -1,6 +1,5 @@
 //! `rrq health` (alias `check`): the health records workers write.
 
-use chrono::Utc;
 use rrq_store::WorkerRecord;
 use serde_json::{Value, json};
 
@@ -19,6 +18,7 @@ pub struct HealthArgs {
 }
 
 use crate::inspect::workers::heartbeat_time as heartbeat;
+use rrq_store::{Clock as _, SystemClock};
 
 /// A member of a health record as display text (`N/A` when absent).
 fn member(health: Option<&Value>, name: &str) -> String {
@@ -63,7 +63,7 @@ pub async fn run(args: HealthArgs) -> Result<Exit, CliError> {
         return Ok(exit);
     }
     outln!("Worker Health Check: Found {} active worker(s):", workers.len());
-    let now = Utc::now();
+    let now = SystemClock.now();
     let mut t = output::table(&["Worker ID", "Status", "Active Jobs", "Queues", "Last Heartbeat", "TTL"]);
     output::align_right(&mut t, &[2, 5]);
     for w in &workers {

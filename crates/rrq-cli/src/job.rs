@@ -13,6 +13,7 @@ use crate::exit::{CliError, Exit};
 use crate::ops::{self, Ops};
 use crate::output::{self, OutputArgs};
 use crate::queue::{job_queue, queue_arg};
+use rrq_store::{Clock as _, SystemClock};
 
 /// Job commands.
 #[derive(Debug, clap::Subcommand)]
@@ -131,7 +132,7 @@ pub(crate) fn job_not_found(id: &JobId) -> CliError {
 /// Prints a job hash as people read it: one line per field, sorted by name,
 /// timestamps followed by how long ago they were.
 pub(crate) fn print_fields(fields: &BTreeMap<String, String>) {
-    let now = Utc::now();
+    let now = SystemClock.now();
     for (name, value) in fields {
         match output::field_time(fields, name).filter(|_| output::TIME_FIELDS.contains(&name.as_str())) {
             Some(t) => outln!("{name:<24} {value} ({})", output::relative(t, now)),
@@ -181,7 +182,7 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
         outln!("No jobs found");
         return Ok(Exit::Ok);
     }
-    let now = Utc::now();
+    let now = SystemClock.now();
     let mut t = output::table(&["Job ID", "Function", "Queue", "Status", "Enqueued", "Duration"]);
     output::align_right(&mut t, &[5]);
     for f in &jobs {
@@ -212,7 +213,7 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
 async fn cancel(args: IdArgs) -> Result<Exit, CliError> {
     let id = id_arg(&args.job_id)?;
     let Ops { store, .. } = ops::connect(&args.config).await?;
-    let (result, message) = match store.cancel(&id, Utc::now()).await? {
+    let (result, message) = match store.cancel(&id, SystemClock.now()).await? {
         CancelResult::Cancelled => ("cancelled", format!("Job '{id}' cancelled successfully")),
         CancelResult::CancelRequested => (
             "cancel_requested",
@@ -246,7 +247,7 @@ async fn retry(args: IdArgs) -> Result<Exit, CliError> {
     }
     let dlq = fields.get("dlq_name").and_then(|d| DlqName::parse(d)).unwrap_or_else(|| settings.default_dlq.clone());
     let target = job_queue(&fields, &settings.default_queue).unwrap_or_else(|| settings.default_queue.clone());
-    if !store.dlq_requeue(&dlq, &id, &target, Utc::now()).await? {
+    if !store.dlq_requeue(&dlq, &id, &target, SystemClock.now()).await? {
         return Err(ops::failure(format!(
             "Job '{id}' is FAILED but not in DLQ '{dlq}'; nothing was requeued (`rrq job replay {id}` enqueues a copy)"
         )));
@@ -367,7 +368,7 @@ async fn trace(args: IdArgs) -> Result<Exit, CliError> {
         outln!("No trace data found for job {id}");
         return Ok(Exit::Ok);
     }
-    let now = Utc::now();
+    let now = SystemClock.now();
     outln!("Job trace for {id}");
     let mut t = output::table(&["Event", "Time", "Since previous", "Details"]);
     output::align_right(&mut t, &[2]);

@@ -11,6 +11,7 @@ use crate::ConfigArgs;
 use crate::exit::{CliError, Exit};
 use crate::ops::{self, Ops};
 use crate::output::{self, OutputArgs};
+use rrq_store::{Clock as _, SystemClock};
 
 /// Queue commands.
 #[derive(Debug, clap::Subcommand)]
@@ -132,7 +133,7 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
         outln!("No active queues found");
         return Ok(Exit::Ok);
     }
-    let now = Utc::now();
+    let now = SystemClock.now();
     let mut t = output::table(&["Queue", "Pending", "Paused", "Oldest", "Newest"]);
     output::align_right(&mut t, &[1]);
     for i in &infos {
@@ -184,7 +185,7 @@ async fn inspect(args: InspectArgs) -> Result<Exit, CliError> {
         outln!("No jobs found in queue {queue} at offset {} (it holds {len})", args.offset);
         return Ok(Exit::Ok);
     }
-    let now = Utc::now();
+    let now = SystemClock.now();
     let mut t = output::table(&["#", "Job ID", "Function", "Status", "Scheduled", "Retries"]);
     output::align_right(&mut t, &[5]);
     for (i, ((id, at), fields)) in entries.iter().zip(&jobs).enumerate() {
@@ -245,7 +246,7 @@ async fn stats(args: StatsArgs) -> Result<Exit, CliError> {
     let queues: BTreeSet<QueueName> =
         if explicit { requested } else { store.queues().await?.into_iter().map(|i| i.queue).collect() };
 
-    let now = Utc::now();
+    let now = SystemClock.now();
     let mut counts: BTreeMap<QueueName, Counts> = BTreeMap::new();
     for q in &queues {
         let c = counts.entry(q.clone()).or_default();

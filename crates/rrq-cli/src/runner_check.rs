@@ -40,6 +40,7 @@ use tokio::process::{Child, Command};
 
 use crate::exit::{CliError, Exit};
 use crate::output;
+use rrq_store::{Clock as _, SystemClock};
 
 /// Handler names a runner registers for the check.
 pub const ECHO: &str = "rrq_check.echo";
@@ -340,9 +341,9 @@ fn request(function: &str, params: Value) -> ExecutionRequest {
         context: ExecutionContext {
             job_id,
             attempt: 1,
-            enqueue_time: rfc3339(Utc::now()),
-            queue_name: "rrq:queue:rrq_check".to_owned(),
-            deadline: Some(rfc3339(Utc::now() + chrono::Duration::seconds(60))),
+            enqueue_time: rfc3339(SystemClock.now()),
+            queue_name: rrq_protocol::QueueName::new("rrq_check").as_str().to_owned(),
+            deadline: Some(rfc3339(SystemClock.now() + chrono::Duration::seconds(60))),
             trace_context: None,
             correlation_context: None,
             worker_id: Some("rrq_runner_check".to_owned()),
@@ -531,7 +532,7 @@ async fn cancel(addr: SocketAddr) -> anyhow::Result<String> {
 
 async fn deadline(addr: SocketAddr) -> anyhow::Result<String> {
     let mut req = request(SLEEP, json!({"seconds": 30}));
-    req.context.deadline = Some(rfc3339(Utc::now() + chrono::Duration::milliseconds(1_000)));
+    req.context.deadline = Some(rfc3339(SystemClock.now() + chrono::Duration::milliseconds(1_000)));
     let started = Instant::now();
     let outcome = call(addr, &req).await?;
     expect_status(&outcome, OutcomeStatus::Timeout)?;
@@ -540,7 +541,7 @@ async fn deadline(addr: SocketAddr) -> anyhow::Result<String> {
 
 async fn deadline_passed(addr: SocketAddr) -> anyhow::Result<String> {
     let mut req = request(ECHO, json!({}));
-    req.context.deadline = Some(rfc3339(Utc::now() - chrono::Duration::seconds(60)));
+    req.context.deadline = Some(rfc3339(SystemClock.now() - chrono::Duration::seconds(60)));
     let outcome = call(addr, &req).await?;
     expect_status(&outcome, OutcomeStatus::Timeout)?;
     Ok(describe(&outcome))

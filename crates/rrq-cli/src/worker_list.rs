@@ -9,6 +9,7 @@ use crate::exit::{CliError, Exit};
 use crate::inspect::workers::{self, WorkerRow};
 use crate::ops::{self, Ops};
 use crate::output::{self, OutputArgs};
+use rrq_store::{Clock as _, SystemClock};
 
 /// `rrq worker list` options.
 #[derive(Debug, clap::Args)]
@@ -23,7 +24,7 @@ pub struct ListArgs {
 /// lists (`rrq health` is the check that fails without workers).
 pub async fn run(args: ListArgs) -> Result<Exit, CliError> {
     let Ops { store, .. } = ops::connect(&args.config).await?;
-    let now = Utc::now();
+    let now = SystemClock.now();
     let rows = workers::workers(store.as_ref(), now).await?;
     if args.out.json {
         output::print_json(&serde_json::to_value(&rows)?);
