@@ -457,7 +457,11 @@ fn validate_telemetry(t: RawTelemetry) -> Result<TelemetrySettings, Error> {
         ("resource_attributes", &t.resource_attributes),
     ] {
         if let Some((k, _)) = headers.iter().find(|(k, _)| k.trim().is_empty() || k.contains(['\r', '\n'])) {
-            return Err(invalid(format!("rrq.telemetry.{table}"), format!("{k:?}"), "names must be non-empty, one line"));
+            return Err(invalid(
+                format!("rrq.telemetry.{table}"),
+                format!("{k:?}"),
+                "names must be non-empty, one line",
+            ));
         }
         if let Some((k, v)) = headers.iter().find(|(_, v)| v.contains(['\r', '\n'])) {
             return Err(invalid(format!("rrq.telemetry.{table}.{k}"), format!("{v:?}"), "values must be one line"));
@@ -465,7 +469,7 @@ fn validate_telemetry(t: RawTelemetry) -> Result<TelemetrySettings, Error> {
     }
     let metric_export_interval = match t.metric_export_interval_seconds {
         None => None,
-        Some(v) if v.is_finite() && v >= 0.1 && v <= MAX_SECONDS => Some(Duration::from_secs_f64(v)),
+        Some(v) if (0.1..=MAX_SECONDS).contains(&v) => Some(Duration::from_secs_f64(v)),
         Some(v) => {
             return Err(invalid(
                 "rrq.telemetry.metric_export_interval_seconds",
@@ -651,8 +655,8 @@ fn validate_watch(w: RawWatch) -> Result<WatchSettings, Error> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Error, parse, parse_with_env};
     use super::TelemetrySettings;
+    use crate::{Error, parse, parse_with_env};
 
     #[test]
     fn empty_document_gets_reference_defaults() {
