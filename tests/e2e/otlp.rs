@@ -494,3 +494,51 @@ fn http_get(port: u16, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
 }
+
+/// One `rrq.toml` serves both orchestrators: the reference (the binary of
+/// the 0.11.1 wheel) loads a file with every `[rrq.telemetry]` key.
+#[test]
+fn the_reference_orchestrator_loads_a_file_with_the_telemetry_table() {
+    let venv = rrq_test_support::python::venv();
+    let redis = TestRedis::private();
+    let dir = TempDir::new("otlp-reference");
+    let config = dir.write(
+        "rrq.toml",
+        &format!(
+            r#"[rrq]
+redis_dsn = "{}"
+
+[rrq.telemetry]
+otlp_endpoint = "http://127.0.0.1:9"
+traces_endpoint = "http://127.0.0.1:9/v1/traces"
+metrics_endpoint = ""
+logs_endpoint = ""
+otlp_headers = {{ authorization = "Bearer t" }}
+traces_headers = {{ x-a = "1" }}
+metrics_headers = {{ x-b = "2" }}
+logs_headers = {{ x-c = "3" }}
+otlp_protocol = "http/protobuf"
+service_name = "both"
+resource_attributes = {{ "deployment.environment" = "test" }}
+metric_export_interval_seconds = 30
+"#,
+            redis.url()
+        ),
+    );
+    let out = crate::support::wait_with_deadline(
+        std::process::Command::new(venv.reference_orchestrator())
+            .args(["queue", "list", "--config"])
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the reference orchestrator"),
+        Duration::from_secs(60),
+    );
+    assert_success(&out);
+    // And RRQ reads the same file without a warning.
+    let ours = run_rrq(&["queue", "list", "--config", config.to_str().unwrap()], &[], Duration::from_secs(30));
+    assert_success(&ours);
+    assert!(!String::from_utf8_lossy(&ours.stderr).contains("warning"), "{ours:?}");
+}
