@@ -542,3 +542,106 @@ metric_export_interval_seconds = 30
     assert_success(&ours);
     assert!(!String::from_utf8_lossy(&ours.stderr).contains("warning"), "{ours:?}");
 }
+
+/// The reference runner's handlers, tracing to the test's receiver through
+/// the reference's OpenTelemetry integration.
+const TRACED_HANDLERS_PY: &str = r#"
+import os
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from rrq.integrations import otel
+from rrq.registry import Registry
+from rrq.runner_settings import PythonRunnerSettings
+
+provider = TracerProvider(resource=Resource.create({"service.name": "py-runner"}))
+provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=os.environ["TEST_OTLP"] + "/v1/traces")))
+trace.set_tracer_provider(provider)
+otel.enable(service_name="py-runner")
+
+registry = Registry()
+
+async def echo(request):
+    return {"ok": True}
+
+registry.register("echo", echo)
+settings = PythonRunnerSettings(registry=registry)
+"#;
+
+/// The reference Python client enqueuing inside its own span.
+const TRACED_ENQUEUE_PY: &str = r#"
+import asyncio, json, os
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from rrq.client import RRQClient
+
+provider = TracerProvider(resource=Resource.create({"service.name": "py-app"}))
+provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=os.environ["TEST_OTLP"] + "/v1/traces")))
+trace.set_tracer_provider(provider)
+
+async def main():
+    client = RRQClient(config={"redis_dsn": os.environ["TEST_DSN"]})
+    with trace.get_tracer("app").start_as_current_span("checkout") as span:
+        carrier = {}
+        propagate.inject(carrier)
+        await client.enqueue("echo", {"job_id": "py-traced", "params": {"v": 1}, "trace_context": carrier})
+        ctx = span.get_span_context()
+    await client.close()
+    provider.shutdown()
+    print(json.dumps({"trace": format(ctx.trace_id, "032x"), "span": format(ctx.span_id, "016x")}))
+
+asyncio.run(main())
+"#;
+
+/// The reference Python client and runner with their telemetry on, and our
+/// worker between them: the worker's `rrq.job` span and the runner's
+/// `rrq.runner` span both join the client's trace under its span.
+#[test]
+fn the_worker_span_joins_the_trace_of_the_traced_python_client_and_runner() {
+    let venv = rrq_test_support::python::otel_venv();
+    let receiver = Receiver::start();
+    let endpoint = receiver.endpoint();
+    let redis = TestRedis::private();
+    let dir = TempDir::new("otlp-python");
+    dir.write("handlers.py", TRACED_HANDLERS_PY);
+    let config = dir.write(
+        "rrq.toml",
+        &format!(
+            "[rrq]\nredis_dsn = \"{dsn}\"\ndefault_runner_name = \"python\"\nrunner_shutdown_term_grace_seconds = 0.5\n\n\
+             [rrq.runners.python]\ncmd = [\"{bin}\", \"--settings\", \"handlers.settings\"]\ntcp_port = {port}\n\
+             pool_size = 1\nmax_in_flight = 1\nenv = {{ PYTHONPATH = \"{dir}\", TEST_OTLP = \"{endpoint}\" }}\n",
+            dsn = redis.url(),
+            bin = venv.runner().display(),
+            port = crate::support::free_ports(1),
+            dir = dir.path().display(),
+        ),
+    );
+    let printed = venv.run_script(TRACED_ENQUEUE_PY, &[("TEST_DSN", redis.url()), ("TEST_OTLP", &endpoint)]);
+    let ids: serde_json::Value = serde_json::from_str(printed.trim().lines().last().unwrap()).expect("ids printed");
+    let (trace, parent) = (ids["trace"].as_str().unwrap(), ids["span"].as_str().unwrap());
+
+    let out = run_rrq(
+        &["worker", "run", "--burst", "--config", config.to_str().unwrap()],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_SERVICE_NAME", "rrq-worker")],
+        Duration::from_secs(60),
+    );
+    assert_success(&out);
+
+    let names = ["checkout", "rrq.job", "rrq.runner"];
+    let spans = receiver.collect_until(|all| names.iter().all(|n| all.iter().any(|g| g.span.name == *n)));
+    let find = |name: &str| spans.iter().find(|g| g.span.name == name).unwrap();
+    let (checkout, job, runner) = (find("checkout"), find("rrq.job"), find("rrq.runner"));
+    assert_eq!((checkout.service.as_str(), hex(&checkout.span.span_id).as_str()), ("py-app", parent));
+    for (got, service) in [(job, "rrq-worker"), (runner, "py-runner")] {
+        assert_eq!(got.service, service);
+        assert_eq!(hex(&got.span.trace_id), trace, "{} joins the client's trace", got.span.name);
+        assert_eq!(hex(&got.span.parent_span_id), parent, "{} is a child of the client's span", got.span.name);
+    }
+    assert_eq!(job.attr("function").as_deref(), Some("echo"));
+    assert_eq!(job.attr("outcome").as_deref(), Some("Completed"));
+}
