@@ -62,6 +62,10 @@ pub enum OtlpError {
     /// A protocol other than OTLP/HTTP with protobuf was asked for.
     #[error("unsupported OTLP protocol '{0}' in {1} (this build exports http/protobuf only)")]
     Protocol(String, &'static str),
+    /// `OTEL_METRIC_EXPORT_INTERVAL` is not a whole number of milliseconds
+    /// of at least 100.
+    #[error("OTEL_METRIC_EXPORT_INTERVAL='{0}' must be a whole number of milliseconds >= 100")]
+    Interval(String),
     /// The exporter rejected the endpoint or headers.
     #[error("cannot build the OTLP {0} exporter")]
     Build(&'static str, #[source] opentelemetry_otlp::ExporterBuildError),
@@ -186,6 +190,8 @@ pub fn plan(var: impl Fn(&str) -> Option<String>, file: &TelemetrySettings) -> R
         if endpoint.is_empty() {
             return Ok(None);
         }
+        // The exporter itself lays the environment's per-signal (else
+        // global) headers over these again, which keeps the same order.
         let mut headers: HashMap<String, String> = HashMap::new();
         headers.extend(file.otlp_headers.iter().map(|(k, v)| (k.clone(), v.clone())));
         headers.extend(signal.file_headers(file).iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -207,12 +213,13 @@ pub fn plan(var: impl Fn(&str) -> Option<String>, file: &TelemetrySettings) -> R
         resource.insert("service.name".to_owned(), name.trim().to_owned());
     }
     resource.entry("service.name".to_owned()).or_insert_with(|| "rrq".to_owned());
-    let metric_interval = present("OTEL_METRIC_EXPORT_INTERVAL")
-        .and_then(|ms| ms.trim().parse::<u64>().ok())
-        .filter(|ms| *ms >= 100)
-        .map(Duration::from_millis)
-        .or(file.metric_export_interval)
-        .unwrap_or(METRIC_INTERVAL);
+    let metric_interval = match present("OTEL_METRIC_EXPORT_INTERVAL") {
+        Some(ms) => match ms.trim().parse::<u64>() {
+            Ok(ms) if ms >= 100 => Duration::from_millis(ms),
+            _ => return Err(OtlpError::Interval(ms)),
+        },
+        None => file.metric_export_interval.unwrap_or(METRIC_INTERVAL),
+    };
     Ok(Plan {
         traces: target(Signal::Traces)?,
         metrics: target(Signal::Metrics)?,
@@ -380,19 +387,21 @@ impl Otlp {
     }
 }
 
-fn http() -> (Protocol, Duration) {
-    (Protocol::HttpBinary, Duration::from_secs(10))
+/// Longest wait for one export request.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The settings every signal's HTTP exporter shares.
+fn http<B: WithExportConfig + WithHttpConfig>(builder: B, target: &Target) -> B {
+    builder
+        .with_protocol(Protocol::HttpBinary)
+        .with_timeout(EXPORT_TIMEOUT)
+        .with_endpoint(target.endpoint.clone())
+        .with_headers(target.headers.clone())
 }
 
 impl Traces {
     fn launch(target: &Target, resource: Resource) -> Result<Traces, OtlpError> {
-        let (protocol, timeout) = http();
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(protocol)
-            .with_timeout(timeout)
-            .with_endpoint(target.endpoint.clone())
-            .with_headers(target.headers.clone())
+        let mut exporter = http(opentelemetry_otlp::SpanExporter::builder().with_http(), target)
             .build()
             .map_err(|e| OtlpError::Build("trace", e))?;
         exporter.set_resource(&resource);
@@ -411,13 +420,7 @@ impl Traces {
 
 impl Metrics {
     fn launch(target: &Target, resource: Resource, interval: Duration) -> Result<Metrics, OtlpError> {
-        let (protocol, timeout) = http();
-        let exporter = opentelemetry_otlp::MetricExporter::builder()
-            .with_http()
-            .with_protocol(protocol)
-            .with_timeout(timeout)
-            .with_endpoint(target.endpoint.clone())
-            .with_headers(target.headers.clone())
+        let exporter = http(opentelemetry_otlp::MetricExporter::builder().with_http(), target)
             .build()
             .map_err(|e| OtlpError::Build("metric", e))?;
         let reader = SharedReader(Arc::new(ManualReader::builder().build()));
@@ -431,13 +434,7 @@ impl Metrics {
 
 impl Logs {
     fn launch(target: &Target, resource: Resource) -> Result<Logs, OtlpError> {
-        let (protocol, timeout) = http();
-        let mut exporter = opentelemetry_otlp::LogExporter::builder()
-            .with_http()
-            .with_protocol(protocol)
-            .with_timeout(timeout)
-            .with_endpoint(target.endpoint.clone())
-            .with_headers(target.headers.clone())
+        let mut exporter = http(opentelemetry_otlp::LogExporter::builder().with_http(), target)
             .build()
             .map_err(|e| OtlpError::Build("log", e))?;
         exporter.set_resource(&resource);
@@ -811,5 +808,14 @@ mod tests {
         );
         let ok = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")];
         assert!(plan(env(&ok), &none()).unwrap().traces.is_some());
+    }
+
+    #[test]
+    fn a_bad_metric_interval_is_reported_with_the_variable() {
+        for bad in ["50", "1s", "-1"] {
+            let vars = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_METRIC_EXPORT_INTERVAL", bad)];
+            let err = plan(env(&vars), &none()).unwrap_err().to_string();
+            assert!(err.contains("OTEL_METRIC_EXPORT_INTERVAL") && err.contains(bad), "{err}");
+        }
     }
 }
