@@ -1,8 +1,12 @@
 //! OTLP export, checked with a real receiver: an OTLP/HTTP endpoint in this
-//! process that decodes the protobuf payloads. A job enqueued by
-//! `rrq-producer` inside a span and run by `rrq worker run` with the Rust
-//! runner yields one trace: the producer's span, the worker's `rrq.job` span
-//! as its child, and the producer's context forwarded unchanged to the runner.
+//! process that decodes the protobuf payloads of all three signals. A job
+//! enqueued by `rrq-producer` (or the reference Python client) inside a span
+//! and run by `rrq worker run` yields one trace: the producer's span, the
+//! worker's `rrq.job` span as its child, and the producer's context
+//! forwarded unchanged to the runner. The worker's metrics carry the
+//! instruments of `/metrics`, its log records the trace of the job's span;
+//! `[rrq.telemetry]` configures the same, and a collector that is down costs
+//! one warning per signal.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
