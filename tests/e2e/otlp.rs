@@ -348,6 +348,44 @@ fn an_unreachable_collector_is_logged_once_and_jobs_still_run() {
     }
 }
 
+#[test]
+fn a_collector_that_never_answers_does_not_hold_jobs_or_the_exit_back() {
+    const JOBS: usize = 1100;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let redis = TestRedis::private();
+    let dir = TempDir::new("otlp-hung");
+    let config = dir.write("rrq.toml", &rust_runner_config(&redis, "", 2, 32));
+    let producer = runtime.block_on(Producer::new(redis.url())).expect("connect");
+    for i in 0..JOBS {
+        let options = EnqueueOptions { job_id: Some(format!("h{i}")), ..Default::default() };
+        runtime.block_on(producer.enqueue("echo", json!({"i": i}), options)).expect("enqueue");
+    }
+    // Accepts connections and reads nothing, answers nothing.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let started = Instant::now();
+    let out = run_rrq(
+        &["worker", "run", "--burst", "--config", config.to_str().unwrap()],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("RUST_LOG", "info")],
+        Duration::from_secs(60),
+    );
+    assert_success(&out);
+    for i in 0..JOBS {
+        let job = runtime.block_on(producer.job(&JobId::new(format!("h{i}")))).unwrap().unwrap();
+        assert_eq!(job.status, Some(JobStatus::Completed), "h{i}");
+    }
+    // Each request waits up to 10 s for an answer and these spans fill three
+    // batches: an exit that waited for every batch would take over 30 s; it
+    // waits 5 s at most in all.
+    assert!(started.elapsed() < Duration::from_secs(25), "took {:?}", started.elapsed());
+}
+
 /// The value of the sum data point of `metric` whose attributes include
 /// all of `want`.
 fn sum_with(got: &[GotMetric], metric: &str, want: &[(&str, &str)]) -> Option<i64> {

@@ -811,6 +811,22 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let (queue, mut rx) = Queue::<u32>::new("rrq_otlp_test_dropped_total");
+        for i in 0..QUEUE_CAPACITY as u32 + 10 {
+            queue.offer(i);
+        }
+        assert_eq!(queue.dropped(), 10, "nothing beyond the capacity is held");
+        let mut held = 0;
+        while let Ok(Msg::Item(_)) = rx.try_recv() {
+            held += 1;
+        }
+        assert_eq!(held, QUEUE_CAPACITY);
+        queue.offer(1);
+        assert_eq!(queue.dropped(), 10, "room again once the exporter took items");
+    }
+
+    #[test]
     fn a_bad_metric_interval_is_reported_with_the_variable() {
         for bad in ["50", "1s", "-1"] {
             let vars = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_METRIC_EXPORT_INTERVAL", bad)];
