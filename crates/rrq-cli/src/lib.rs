@@ -117,27 +117,6 @@ enum Command {
     Completions(completions::CompletionsArgs),
 }
 
-/// Starts OTLP export when the environment asks for it (before any command
-/// installs the log subscriber, which picks the tracer up). A bad setting
-/// is reported and export stays off: telemetry never stops the worker.
-#[cfg(feature = "otlp")]
-fn start_otlp() -> Option<otlp::Otlp> {
-    match otlp::Otlp::from_env() {
-        Ok(Some(otlp)) => {
-            opentelemetry::global::set_text_map_propagator(
-                opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-            );
-            Some(otlp)
-        }
-        Ok(None) => None,
-        Err(e) => {
-            let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
-            eprintln!("Warning: OTLP export is off: {e}{cause}");
-            None
-        }
-    }
-}
-
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     // First: in a runner guard process this runs the guard and never
@@ -159,8 +138,6 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        #[cfg(feature = "otlp")]
-        let otlp = start_otlp();
         let result = match cli.command {
             Command::Worker(cmd) => worker::run(cmd).await,
             Command::Cron(cmd) => cron_cmd::run(cmd).await,
@@ -172,10 +149,9 @@ pub fn main() -> ExitCode {
             Command::Runner(cmd) => runner_helper::run(cmd).await,
             Command::Completions(args) => completions::run(args),
         };
+        // Sends what the worker commands' exporters hold (see `logging`).
         #[cfg(feature = "otlp")]
-        if let Some(otlp) = otlp {
-            otlp.shutdown(std::time::Duration::from_secs(5)).await;
-        }
+        otlp::shutdown(std::time::Duration::from_secs(5)).await;
         result
     });
     match result {

@@ -28,11 +28,14 @@ pub(crate) struct HealthSources {
     pub runners: Vec<(String, Arc<dyn Runner>)>,
 }
 
-/// Installs the global Prometheus recorder.
+/// Installs the global Prometheus recorder (beside the OTLP one when
+/// metrics are exported).
 pub(crate) fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     // Job durations from a millisecond to ten minutes.
     let buckets = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0];
-    let handle = PrometheusBuilder::new().set_buckets(&buckets)?.install_recorder()?;
+    let recorder = PrometheusBuilder::new().set_buckets(&buckets)?.build_recorder();
+    let handle = recorder.handle();
+    crate::logging::install_metrics(Some(recorder))?;
     Ok(handle)
 }
 

@@ -167,7 +167,8 @@ async fn next_change(rx: &mut mpsc::UnboundedReceiver<Vec<PathBuf>>, filter: &Ch
 /// Runs watch mode until SIGINT/SIGTERM.
 pub async fn run(args: WatchArgs) -> Result<Exit, CliError> {
     let settings = load_settings(&args.config)?;
-    logging::init("info");
+    logging::init_exporting("info", &settings.telemetry);
+    logging::install_metrics(None)?;
     let root = args.path.clone().unwrap_or_else(|| settings.watch.path.clone());
     let root = std::fs::canonicalize(&root).map_err(|e| {
         CliError::new(Exit::Config, anyhow::anyhow!("cannot watch {}: {e}; pass an existing --path", root.display()))

@@ -166,13 +166,16 @@ pub(crate) fn worker_config(
 
 async fn run_worker(args: RunArgs) -> Result<Exit, CliError> {
     let mut settings = load_settings(&args.config)?;
-    logging::init("info");
+    logging::init_exporting("info", &settings.telemetry);
     apply_runner_mode(&mut settings, args.runner_mode.as_deref());
     let queues = queues(&settings, &args.queues)?;
     let probe_queue = queues[0].clone();
     let recorder = match args.metrics_listen.as_ref().or(settings.metrics_listen.as_ref()) {
         Some(addr) => Some((addr.clone(), crate::serve::install_recorder()?)),
-        None => None,
+        None => {
+            logging::install_metrics(None)?;
+            None
+        }
     };
     let built = build_worker(&settings, queues, args.burst).await?;
     let shutdown = CancellationToken::new();

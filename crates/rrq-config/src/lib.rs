@@ -24,7 +24,8 @@ mod suggest;
 use std::path::{Path, PathBuf};
 
 pub use settings::{
-    CronEntry, RunnerMode, RunnerSettings, Settings, WatchSettings, default_ignore_patterns, default_include_patterns,
+    CronEntry, OTLP_PROTOCOL, RunnerMode, RunnerSettings, Settings, TelemetrySettings, WatchSettings,
+    default_ignore_patterns, default_include_patterns,
 };
 
 /// Where the configuration was found.

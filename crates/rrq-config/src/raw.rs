@@ -47,6 +47,23 @@ pub(crate) const RRQ_KEYS: &[&str] = &[
     "keyspace_notifications",
     "job_events_ttl_seconds",
     "lease_ttl_seconds",
+    "telemetry",
+];
+
+/// Keys of `[rrq.telemetry]` (RRQ extension: the OTLP variables as a table).
+pub(crate) const TELEMETRY_KEYS: &[&str] = &[
+    "otlp_endpoint",
+    "traces_endpoint",
+    "metrics_endpoint",
+    "logs_endpoint",
+    "otlp_headers",
+    "traces_headers",
+    "metrics_headers",
+    "logs_headers",
+    "otlp_protocol",
+    "service_name",
+    "resource_attributes",
+    "metric_export_interval_seconds",
 ];
 
 pub(crate) const RUNNER_KEYS: &[&str] = &[
@@ -119,6 +136,28 @@ pub(crate) struct RawRrq {
     pub keyspace_notifications: Option<bool>,
     pub job_events_ttl_seconds: Option<f64>,
     pub lease_ttl_seconds: Option<f64>,
+    pub telemetry: Option<RawTelemetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    pub traces_endpoint: Option<String>,
+    pub metrics_endpoint: Option<String>,
+    pub logs_endpoint: Option<String>,
+    #[serde(default)]
+    pub otlp_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub traces_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub metrics_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub logs_headers: BTreeMap<String, String>,
+    pub otlp_protocol: Option<String>,
+    pub service_name: Option<String>,
+    #[serde(default)]
+    pub resource_attributes: BTreeMap<String, String>,
+    pub metric_export_interval_seconds: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,6 +270,31 @@ pub(crate) fn parse(text: &str, origin: &str, warnings: &mut Vec<Warning>) -> Re
                 }
             }
         }
+    }
+    match table.get("telemetry") {
+        Some(toml::Value::Table(telemetry)) => {
+            // Telemetry is off when a key is misspelled, which nothing would
+            // show: an unknown key stops loading, as in runner tables.
+            for key in telemetry.keys() {
+                if !TELEMETRY_KEYS.contains(&key.as_str()) {
+                    let hint =
+                        closest(key, TELEMETRY_KEYS).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
+                    return Err(Error::Invalid {
+                        key: format!("{path}.telemetry.{key}"),
+                        value: telemetry[key].to_string(),
+                        reason: format!("unknown telemetry key{hint} (valid keys: {})", TELEMETRY_KEYS.join(", ")),
+                    });
+                }
+            }
+        }
+        Some(other) => {
+            return Err(Error::Invalid {
+                key: format!("{path}.telemetry"),
+                value: other.to_string(),
+                reason: "`telemetry` must be a table: write `[rrq.telemetry]` followed by its keys".into(),
+            });
+        }
+        None => {}
     }
     if let Some(toml::Value::Table(watch)) = table.get("watch") {
         for key in watch.keys() {

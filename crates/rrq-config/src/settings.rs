@@ -9,7 +9,7 @@ use std::time::Duration;
 use rrq_protocol::{DlqName, QueueName};
 use serde_json::{Map, Value};
 
-use crate::raw::{RawCron, RawRrq, RawRunner, RawWatch};
+use crate::raw::{RawCron, RawRrq, RawRunner, RawTelemetry, RawWatch};
 use crate::{Error, Warning};
 
 /// Whether the worker starts runner processes itself.
@@ -97,6 +97,39 @@ pub struct WatchSettings {
     /// Per-command timeout.
     pub pre_restart_timeout: Option<Duration>,
 }
+
+/// `[rrq.telemetry]` (RRQ extension): OTLP export settings as written in the
+/// file. The `OTEL_*` variables override each of them when the exporter
+/// starts; this is only the file's part.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TelemetrySettings {
+    /// Base URL; the signal path (`/v1/traces`, `/v1/metrics`, `/v1/logs`)
+    /// is appended (`otlp_endpoint`).
+    pub otlp_endpoint: Option<String>,
+    /// Traces URL used as is; `Some("")` turns traces off.
+    pub traces_endpoint: Option<String>,
+    /// Metrics URL used as is; `Some("")` turns metrics off.
+    pub metrics_endpoint: Option<String>,
+    /// Logs URL used as is; `Some("")` turns logs off.
+    pub logs_endpoint: Option<String>,
+    /// Headers of every request.
+    pub otlp_headers: BTreeMap<String, String>,
+    /// Headers of trace requests (over `otlp_headers`).
+    pub traces_headers: BTreeMap<String, String>,
+    /// Headers of metric requests (over `otlp_headers`).
+    pub metrics_headers: BTreeMap<String, String>,
+    /// Headers of log requests (over `otlp_headers`).
+    pub logs_headers: BTreeMap<String, String>,
+    /// `service.name` of the resource.
+    pub service_name: Option<String>,
+    /// Other resource attributes (`deployment.environment`, ...).
+    pub resource_attributes: BTreeMap<String, String>,
+    /// How often metrics are exported.
+    pub metric_export_interval: Option<Duration>,
+}
+
+/// The one OTLP protocol this build speaks.
+pub const OTLP_PROTOCOL: &str = "http/protobuf";
 
 /// The reference's default include globs.
 pub fn default_include_patterns() -> Vec<String> {
@@ -201,6 +234,8 @@ pub struct Settings {
     /// default 15 s, at least 1 s); the worker renews leases and recovers
     /// expired ones every third of it.
     pub lease_ttl: Duration,
+    /// OTLP export (`[rrq.telemetry]`, RRQ extension).
+    pub telemetry: TelemetrySettings,
 }
 
 fn invalid(key: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Error {
@@ -386,6 +421,79 @@ pub(crate) fn validate(
         keyspace_notifications: raw.keyspace_notifications.unwrap_or(true),
         job_events_ttl,
         lease_ttl: Duration::from_secs_f64(lease),
+        telemetry: validate_telemetry(raw.telemetry.unwrap_or_default())?,
+    })
+}
+
+fn validate_telemetry(t: RawTelemetry) -> Result<TelemetrySettings, Error> {
+    const FIX: &str = "must be an http:// or https:// URL, e.g. http://localhost:4318";
+    let url = |key: &str, v: Option<String>, may_be_empty: bool| -> Result<Option<String>, Error> {
+        let Some(v) = v else { return Ok(None) };
+        let trimmed = v.trim();
+        if trimmed.is_empty() && may_be_empty {
+            return Ok(Some(String::new()));
+        }
+        if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) || trimmed.len() <= "https://".len() {
+            let fix = if may_be_empty { format!("{FIX} (or \"\" to turn this signal off)") } else { FIX.to_owned() };
+            return Err(invalid(format!("rrq.telemetry.{key}"), format!("{v:?}"), fix));
+        }
+        Ok(Some(trimmed.to_owned()))
+    };
+    if let Some(p) = &t.otlp_protocol
+        && p.trim() != OTLP_PROTOCOL
+    {
+        return Err(invalid(
+            "rrq.telemetry.otlp_protocol",
+            format!("{p:?}"),
+            format!("this build exports \"{OTLP_PROTOCOL}\" only; set it so or remove the key"),
+        ));
+    }
+    if let Some(name) = &t.service_name
+        && name.trim().is_empty()
+    {
+        return Err(invalid("rrq.telemetry.service_name", "\"\"", "must not be empty; remove the key for `rrq`"));
+    }
+    for (table, headers) in [
+        ("otlp_headers", &t.otlp_headers),
+        ("traces_headers", &t.traces_headers),
+        ("metrics_headers", &t.metrics_headers),
+        ("logs_headers", &t.logs_headers),
+        ("resource_attributes", &t.resource_attributes),
+    ] {
+        if let Some((k, _)) = headers.iter().find(|(k, _)| k.trim().is_empty() || k.contains(['\r', '\n'])) {
+            return Err(invalid(
+                format!("rrq.telemetry.{table}"),
+                format!("{k:?}"),
+                "names must be non-empty, one line",
+            ));
+        }
+        if let Some((k, v)) = headers.iter().find(|(_, v)| v.contains(['\r', '\n'])) {
+            return Err(invalid(format!("rrq.telemetry.{table}.{k}"), format!("{v:?}"), "values must be one line"));
+        }
+    }
+    let metric_export_interval = match t.metric_export_interval_seconds {
+        None => None,
+        Some(v) if (0.1..=MAX_SECONDS).contains(&v) => Some(Duration::from_secs_f64(v)),
+        Some(v) => {
+            return Err(invalid(
+                "rrq.telemetry.metric_export_interval_seconds",
+                v,
+                "must be a number of seconds >= 0.1 (default 60)",
+            ));
+        }
+    };
+    Ok(TelemetrySettings {
+        otlp_endpoint: url("otlp_endpoint", t.otlp_endpoint, false)?,
+        traces_endpoint: url("traces_endpoint", t.traces_endpoint, true)?,
+        metrics_endpoint: url("metrics_endpoint", t.metrics_endpoint, true)?,
+        logs_endpoint: url("logs_endpoint", t.logs_endpoint, true)?,
+        otlp_headers: t.otlp_headers,
+        traces_headers: t.traces_headers,
+        metrics_headers: t.metrics_headers,
+        logs_headers: t.logs_headers,
+        service_name: t.service_name.map(|n| n.trim().to_owned()),
+        resource_attributes: t.resource_attributes,
+        metric_export_interval,
     })
 }
 
@@ -580,6 +688,7 @@ fn validate_watch(w: RawWatch) -> Result<WatchSettings, Error> {
 
 #[cfg(test)]
 mod tests {
+    use super::TelemetrySettings;
     use crate::{Error, parse, parse_with_env};
 
     #[test]
@@ -613,6 +722,57 @@ mod tests {
             let err = parse(&format!("[rrq]\njob_events_ttl_seconds = {bad}")).unwrap_err();
             assert!(err.to_string().contains("job_events_ttl_seconds"), "{err}");
         }
+    }
+
+    #[test]
+    fn telemetry_table_is_read_and_off_by_default() {
+        let (s, w) = parse("").unwrap();
+        assert!(w.is_empty());
+        assert_eq!(s.telemetry, TelemetrySettings::default());
+        let text = r#"
+[rrq.telemetry]
+otlp_endpoint = "http://collector:4318/"
+logs_endpoint = ""
+metrics_endpoint = "https://m.example/v1/metrics"
+otlp_headers = { authorization = "Bearer t" }
+traces_headers = { x-tenant = "a" }
+otlp_protocol = "http/protobuf"
+service_name = " billing-worker "
+resource_attributes = { "deployment.environment" = "prod" }
+metric_export_interval_seconds = 5
+"#;
+        let (s, w) = parse(text).unwrap();
+        assert!(w.is_empty(), "known keys: {w:?}");
+        let t = s.telemetry;
+        assert_eq!(t.otlp_endpoint.as_deref(), Some("http://collector:4318/"));
+        assert_eq!(t.logs_endpoint.as_deref(), Some(""), "explicitly empty is kept: it turns logs off");
+        assert_eq!(t.traces_endpoint, None);
+        assert_eq!(t.metrics_endpoint.as_deref(), Some("https://m.example/v1/metrics"));
+        assert_eq!(t.otlp_headers["authorization"], "Bearer t");
+        assert_eq!(t.traces_headers["x-tenant"], "a");
+        assert_eq!(t.service_name.as_deref(), Some("billing-worker"));
+        assert_eq!(t.resource_attributes["deployment.environment"], "prod");
+        assert_eq!(t.metric_export_interval, Some(std::time::Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn bad_telemetry_keys_stop_loading_naming_the_key_and_the_fix() {
+        let cases = [
+            ("otlp_endpont = \"http://c\"", "rrq.telemetry.otlp_endpont", "did you mean `otlp_endpoint`"),
+            ("otlp_endpoint = \"collector:4318\"", "rrq.telemetry.otlp_endpoint", "http://"),
+            ("otlp_endpoint = \"\"", "rrq.telemetry.otlp_endpoint", "http://"),
+            ("traces_endpoint = \"ftp://x\"", "rrq.telemetry.traces_endpoint", "turn this signal off"),
+            ("otlp_protocol = \"grpc\"", "rrq.telemetry.otlp_protocol", "http/protobuf"),
+            ("service_name = \" \"", "rrq.telemetry.service_name", "must not be empty"),
+            ("metric_export_interval_seconds = 0", "rrq.telemetry.metric_export_interval_seconds", ">= 0.1"),
+            ("otlp_headers = { a = \"x\\ny\" }", "rrq.telemetry.otlp_headers.a", "one line"),
+        ];
+        for (line, key, fix) in cases {
+            let msg = parse(&format!("[rrq.telemetry]\n{line}")).unwrap_err().to_string();
+            assert!(msg.contains(key) && msg.contains(fix), "{line}: {msg}");
+        }
+        let msg = parse("[rrq]\ntelemetry = 1").unwrap_err().to_string();
+        assert!(msg.contains("rrq.telemetry") && msg.contains("[rrq.telemetry]"), "{msg}");
     }
 
     #[test]

@@ -119,3 +119,37 @@ fn install(root: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The OpenTelemetry Python SDK and its OTLP/HTTP exporter, for tests where
+/// the reference client and runner trace.
+pub const OTEL_PACKAGES: &[&str] = &["opentelemetry-sdk==1.45.2", "opentelemetry-exporter-otlp-proto-http==1.45.2"];
+
+/// [`venv`] with [`OTEL_PACKAGES`] added (once, under the same lock).
+pub fn otel_venv() -> Venv {
+    static READY: OnceLock<()> = OnceLock::new();
+    let venv = venv();
+    READY.get_or_init(|| {
+        let marker = venv.root.join(".rrq-otel-ready");
+        if marker.exists() {
+            return;
+        }
+        let parent = venv.root.parent().expect("venv has a parent directory");
+        let lock = File::create(parent.join(format!(".rrq-py-{REFERENCE_VERSION}.lock"))).expect("create lock file");
+        lock.lock().expect("lock the venv installation");
+        if !marker.exists() {
+            let out = Command::new(venv.root.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .args(OTEL_PACKAGES)
+                .output()
+                .expect("run pip");
+            assert!(
+                out.status.success(),
+                "pip install {OTEL_PACKAGES:?} failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            fs::write(&marker, OTEL_PACKAGES.join("\n")).expect("mark the OpenTelemetry packages installed");
+        }
+    });
+    venv
+}
