@@ -39,8 +39,8 @@ pub async fn run(cmd: CronCommand) -> Result<Exit, CliError> {
 
 async fn list(args: ListArgs) -> Result<Exit, CliError> {
     let Ops { settings, store } = ops::connect(&args.config).await?;
-    let jobs = cron::entries(&settings).map_err(|e| CliError::new(Exit::Config, e))?;
     let now = SystemClock.now();
+    let jobs = cron::entries(&settings, now).map_err(|e| CliError::new(Exit::Config, e))?;
     let rows = cron::cron(store.as_ref(), &jobs, &settings.default_queue, now, usize::from(args.next)).await?;
     if args.out.json {
         output::print_json(&serde_json::to_value(&rows)?);

@@ -101,29 +101,62 @@ pub struct CronJob {
     numeric_weekdays: bool,
 }
 
+/// One cron entry as configured (`[[rrq.cron_jobs]]`), before
+/// [`CronJob::new`] validates it. Start from [`CronEntry::new`] and set the
+/// optional fields by name.
+#[derive(Clone, Debug)]
+pub struct CronEntry {
+    /// Names the entry in the configuration (e.g. `rrq.cron_jobs[2]`);
+    /// errors name the offending field under it.
+    pub key: String,
+    /// A name for people (logs, listings); `None` derives one.
+    pub name: Option<String>,
+    /// The handler to enqueue (may be `runner#handler`).
+    pub function_name: String,
+    /// The cron expression (5, 6 or 7 fields, or a nickname like `@daily`).
+    pub schedule: String,
+    /// The job's parameters.
+    pub params: Map<String, Value>,
+    /// The queue; `None` means the worker's default queue.
+    pub queue: Option<QueueName>,
+    /// Enqueue nothing while the previous tick's job is pending or running.
+    pub unique: bool,
+    /// An IANA time zone; `None` means UTC.
+    pub timezone: Option<String>,
+    /// Enqueue the latest tick missed while no worker ran.
+    pub catch_up: bool,
+}
+
+impl CronEntry {
+    /// An entry with no name, no parameters, the default queue, UTC, not
+    /// unique and no catch-up.
+    pub fn new(key: impl Into<String>, function_name: impl Into<String>, schedule: impl Into<String>) -> CronEntry {
+        CronEntry {
+            key: key.into(),
+            name: None,
+            function_name: function_name.into(),
+            schedule: schedule.into(),
+            params: Map::new(),
+            queue: None,
+            unique: false,
+            timezone: None,
+            catch_up: false,
+        }
+    }
+}
+
 impl CronJob {
-    /// Validates one cron entry.
-    ///
-    /// `key` names the entry in the configuration (e.g. `rrq.cron_jobs[2]`);
-    /// errors name the offending field under it. `queue` `None` means the
-    /// worker's default queue; `timezone` `None` means UTC.
+    /// Validates one cron entry; `now` is the time after which the schedule
+    /// must still fire.
     ///
     /// # Errors
     ///
     /// A [`CronError`] for an empty function name, a schedule that does not
-    /// parse, a schedule that parses but has no tick after now (e.g.
+    /// parse, a schedule that parses but has no tick after `now` (e.g.
     /// `0 0 31 2 *`, or a year in the past), or an unknown time zone.
-    #[expect(clippy::too_many_arguments, reason = "mirrors one `[[rrq.cron_jobs]]` entry field by field")]
-    pub fn new(
-        key: &str,
-        function_name: &str,
-        schedule: &str,
-        params: Map<String, Value>,
-        queue: Option<QueueName>,
-        unique: bool,
-        timezone: Option<&str>,
-        catch_up: bool,
-    ) -> Result<CronJob, CronError> {
+    pub fn new(entry: CronEntry, now: DateTime<Utc>) -> Result<CronJob, CronError> {
+        let CronEntry { key, name, function_name, schedule, params, queue, unique, timezone, catch_up } = entry;
+        let (key, function_name, schedule, timezone) = (&*key, &*function_name, &*schedule, timezone.as_deref());
         let error = |field: &str, value: &str, reason: String| CronError {
             key: format!("{key}.{field}"),
             value: value.to_owned(),
@@ -143,14 +176,14 @@ impl CronJob {
             .build()
             .parse(schedule)
             .map_err(|e| error("schedule", schedule, format!("not a cron expression: {e}")))?;
-        let now = whole_second(Utc::now()).with_timezone(&timezone);
+        let now = whole_second(now).with_timezone(&timezone);
         if let Err(e) = cron.find_next_occurrence(&now, false) {
             return Err(error("schedule", schedule, format!("the schedule never fires after {now} ({e})")));
         }
         let schedule = schedule.split_whitespace().collect::<Vec<_>>().join(" ");
         let id = entry_id(function_name, &schedule, timezone, queue.as_ref(), &params);
         let numeric_weekdays = weekday_field_has_numbers(&schedule);
-        Ok(CronJob {
+        let job = CronJob {
             key: key.to_owned(),
             name: format!("{function_name} ({schedule})"),
             given_name: false,
@@ -164,7 +197,8 @@ impl CronJob {
             catch_up,
             id,
             numeric_weekdays,
-        })
+        };
+        Ok(job.with_name(name))
     }
 
     /// The configuration key of the entry (e.g. `rrq.cron_jobs[2]`).
@@ -438,12 +472,24 @@ mod tests {
         job_in(schedule, None, false)
     }
 
+    /// The time the tests' entries are validated at.
+    fn now() -> DateTime<Utc> {
+        at("2026-03-10T10:07:33Z")
+    }
+
     fn job_in(schedule: &str, tz: Option<&str>, catch_up: bool) -> CronJob {
-        CronJob::new("rrq.cron_jobs[0]", "report", schedule, Map::new(), None, false, tz, catch_up).unwrap()
+        let entry = CronEntry {
+            timezone: tz.map(str::to_owned),
+            catch_up,
+            ..CronEntry::new("rrq.cron_jobs[0]", "report", schedule)
+        };
+        CronJob::new(entry, now()).unwrap()
     }
 
     fn err(schedule: &str, tz: Option<&str>) -> CronError {
-        CronJob::new("rrq.cron_jobs[2]", "report", schedule, Map::new(), None, false, tz, false).unwrap_err()
+        let entry =
+            CronEntry { timezone: tz.map(str::to_owned), ..CronEntry::new("rrq.cron_jobs[2]", "report", schedule) };
+        CronJob::new(entry, now()).unwrap_err()
     }
 
     #[test]
@@ -487,7 +533,7 @@ mod tests {
         let tz = err("0 * * * *", Some("Mars/Olympus_Mons"));
         assert_eq!((tz.key.as_str(), tz.value.as_str()), ("rrq.cron_jobs[2].timezone", "Mars/Olympus_Mons"));
 
-        let f = CronJob::new("rrq.cron[0]", " ", "0 * * * *", Map::new(), None, false, None, false).unwrap_err();
+        let f = CronJob::new(CronEntry::new("rrq.cron[0]", " ", "0 * * * *"), now()).unwrap_err();
         assert_eq!(f.key, "rrq.cron[0].function_name");
     }
 
@@ -502,7 +548,8 @@ mod tests {
         assert_ne!(a.id(), job("*/20 * * * * *").id());
         let with = |params: Value, queue: Option<QueueName>| {
             let params = params.as_object().unwrap().clone();
-            CronJob::new("k", "report", "@daily", params, queue, true, None, false).unwrap()
+            CronJob::new(CronEntry { params, queue, unique: true, ..CronEntry::new("k", "report", "@daily") }, now())
+                .unwrap()
         };
         let p1 = with(serde_json::json!({"a": 1, "b": {"y": 2, "x": 1}}), None);
         let p2 = with(serde_json::json!({"b": {"x": 1, "y": 2}, "a": 1}), None);
@@ -607,7 +654,7 @@ mod tests {
 
     #[test]
     fn an_entry_with_a_last_year_stops_waking_the_worker() {
-        let j = job(&format!("0 0 0 1 1 * {}", chrono::Datelike::year(&Utc::now()) + 1));
+        let j = job("0 0 0 1 1 * 2027");
         let after_it = at("2200-01-01T00:00:00Z");
         assert_eq!(j.next_after(after_it), None);
         let s = CronScheduler::new(vec![j], after_it);

@@ -33,7 +33,7 @@ mod telemetry;
 mod worker;
 
 pub use config::{WorkerConfig, new_worker_id};
-pub use cron::{CronError, CronJob, CronScheduler};
+pub use cron::{CronEntry, CronError, CronJob, CronScheduler};
 pub use error::CoreError;
 pub use in_process::InProcessRunner;
 pub use policy::{Backoff, Routing};

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use rrq_config::Settings;
-use rrq_core::{CronError, CronJob};
+use rrq_core::{CronEntry, CronError, CronJob};
 use rrq_protocol::QueueName;
 use rrq_store::{Store, StoreError};
 use serde::Serialize;
@@ -47,23 +47,24 @@ pub struct CronRow {
 }
 
 /// The cron entries of the settings, validated exactly as the worker
-/// validates them at start-up.
-pub fn entries(settings: &Settings) -> Result<Vec<CronJob>, CronError> {
+/// validates them at start-up (each must still fire after `now`).
+pub fn entries(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<CronJob>, CronError> {
     settings
         .cron
         .iter()
         .map(|entry| {
-            CronJob::new(
-                &entry.key,
-                &entry.function_name,
-                &entry.schedule,
-                entry.params.clone(),
-                entry.queue.clone(),
-                entry.unique,
-                entry.timezone.as_deref(),
-                entry.catch_up,
-            )
-            .map(|job| job.with_name(entry.name.clone()))
+            let entry = CronEntry {
+                key: entry.key.clone(),
+                name: entry.name.clone(),
+                function_name: entry.function_name.clone(),
+                schedule: entry.schedule.clone(),
+                params: entry.params.clone(),
+                queue: entry.queue.clone(),
+                unique: entry.unique,
+                timezone: entry.timezone.clone(),
+                catch_up: entry.catch_up,
+            };
+            CronJob::new(entry, now)
         })
         .collect()
 }
@@ -144,7 +145,7 @@ mod tests {
              [[rrq.cron_jobs]]\nname = \"once\"\nfunction_name = \"g\"\nschedule = \"0 0 0 31 12 * 2099\"\n",
         )
         .unwrap();
-        let jobs = entries(&settings).unwrap();
+        let jobs = entries(&settings, Utc::now()).unwrap();
         assert_eq!(
             next_runs(&jobs[0], at("2099-06-01T00:00:00Z"), 2),
             [at("2099-06-01T03:00:00Z"), at("2099-06-02T03:00:00Z")],
@@ -161,6 +162,6 @@ mod tests {
             "[[rrq.cron_jobs]]\nfunction_name = \"f\"\nschedule = \"0 0 * * *\"\ntimezone = \"Nowhere\"",
         )
         .unwrap();
-        assert_eq!(entries(&settings).unwrap_err().key, "rrq.cron_jobs[0].timezone");
+        assert_eq!(entries(&settings, Utc::now()).unwrap_err().key, "rrq.cron_jobs[0].timezone");
     }
 }

@@ -4,7 +4,7 @@
 //! OpenTelemetry context, that is of the `tracing` span the event happened
 //! in; and the processor that queues records for export.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use opentelemetry::InstrumentationScope;
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
@@ -12,6 +12,8 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{LogProcessor, SdkLogRecord, SdkLogger, SdkLoggerProvider};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::Context;
+
+use rrq_store::{Clock as _, SystemClock};
 
 use super::Queue;
 
@@ -104,7 +106,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogBridge {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
         let mut record = self.logger.create_log_record();
-        record.set_timestamp(SystemTime::now());
+        record.set_timestamp(SystemClock.now().into());
         record.set_severity_number(severity(meta.level()));
         record.set_severity_text(meta.level().as_str());
         record.set_target(meta.target().to_owned());

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rrq_core::{CoreError, CronJob, Worker, WorkerConfig, WorkerStats};
+use rrq_core::{CoreError, CronEntry, CronJob, Worker, WorkerConfig, WorkerStats};
 use rrq_store::{Job, JobStatus, Store};
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -18,7 +18,8 @@ use crate::support::{Behavior, ScriptedRunner, success};
 
 fn entry(schedule: &str, function: &str, unique: bool, catch_up: bool) -> CronJob {
     let params = json!({"value": "tick"}).as_object().unwrap().clone();
-    CronJob::new("rrq.cron_jobs[0]", function, schedule, params, None, unique, None, catch_up).unwrap()
+    let entry = CronEntry { params, unique, catch_up, ..CronEntry::new("rrq.cron_jobs[0]", function, schedule) };
+    CronJob::new(entry, "2026-11-28T00:00:00Z".parse().unwrap()).unwrap()
 }
 
 /// A time on the harness clock's first day (it starts at midnight UTC).

@@ -229,7 +229,7 @@ async fn a_cron_tick_hung_in_the_store_does_not_hold_up_shutdown() {
     }
     let mut config = h.config(&[]);
     let every_second =
-        rrq_core::CronJob::new("rrq.cron_jobs[0]", "tick", "* * * * * *", Default::default(), None, false, None, false)
+        rrq_core::CronJob::new(rrq_core::CronEntry::new("rrq.cron_jobs[0]", "tick", "* * * * * *"), h.clock.now())
             .unwrap();
     config.cron = vec![every_second];
     let start = Instant::now();
