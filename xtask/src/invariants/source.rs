@@ -33,8 +33,16 @@ const SLEEP: Rule = Rule {
     what: "a `sleep(` in test code without a `sleep-ok:` marker on its line or the line above",
 };
 
+const SPAWN: Rule = Rule {
+    name: "process spawn",
+    what: "a process started (`Command::new`) outside rrq-pool (runners) and rrq-cli (the conformance kit, watch mode)",
+};
+
 /// Every source rule, in the order findings are reported.
-pub(crate) const RULES: [Rule; 4] = [KEY_LITERAL, WALL_CLOCK, ENVIRONMENT, SLEEP];
+pub(crate) const RULES: [Rule; 5] = [KEY_LITERAL, WALL_CLOCK, ENVIRONMENT, SPAWN, SLEEP];
+
+/// Crates that start processes (test support starts Redis servers).
+const SPAWNERS: [&str; 3] = ["rrq-pool", "rrq-cli", "rrq-test-support"];
 
 /// Crates that own Redis keys: the store, and the test support that seeds
 /// and inspects Redis behind the store's back.
@@ -157,6 +165,9 @@ pub(crate) fn scan(path: &str, text: &str) -> Vec<Finding> {
                 {
                     hit(&ENVIRONMENT);
                 }
+                if code.contains("Command::new(") && !SPAWNERS.contains(&krate) {
+                    hit(&SPAWN);
+                }
             } else if code.contains("sleep(") && !line.contains("sleep-ok") && !previous.contains("sleep-ok") {
                 hit(&SLEEP);
             }
@@ -204,6 +215,14 @@ mod tests {
         assert!(rules("crates/rrq-cli/src/main.rs", text).is_empty());
         assert!(rules("crates/rrq-config/src/lib.rs", text).is_empty());
         assert!(rules("crates/rrq-runner/src/server.rs", text).is_empty());
+    }
+
+    #[test]
+    fn only_the_pool_and_the_cli_start_processes() {
+        let text = "let child = tokio::process::Command::new(program).spawn()?;\n";
+        assert_eq!(rules("crates/rrq-core/src/worker.rs", text), [(1, "process spawn")]);
+        assert!(rules("crates/rrq-pool/src/process.rs", text).is_empty());
+        assert!(rules("crates/rrq-cli/src/runner_check.rs", text).is_empty());
     }
 
     #[test]
