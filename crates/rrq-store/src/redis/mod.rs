@@ -20,6 +20,8 @@
 //! the connection is asked once more with the same token; the repeat returns
 //! the jobs a lost run took, so a dropped reply does not orphan them.
 
+#[cfg(test)]
+mod lint;
 mod notify;
 mod options;
 mod scripts;
@@ -381,10 +383,9 @@ async fn complete_batches(client: Client, dsn: String, mut pending: mpsc::Unboun
                 Err(_) => break,
             }
         }
-        let mut keys = Vec::with_capacity(1 + 4 * batch.len());
-        let mut args = Vec::with_capacity(1 + 7 * batch.len());
-        keys.push(keys::LEASES.to_owned());
-        args.push(keys::UNIQUE_LOCK_PREFIX.to_owned());
+        let mut keys = Vec::with_capacity(2 + 4 * batch.len());
+        let mut args = Vec::with_capacity(7 * batch.len());
+        keys.extend([keys::LEASES.to_owned(), keys::UNIQUE_LOCK_PREFIX.to_owned()]);
         for c in &mut batch {
             keys.extend(c.keys.iter_mut().map(std::mem::take));
             args.extend(c.args.iter_mut().map(std::mem::take));
@@ -646,6 +647,7 @@ impl RedisStore {
         let mut args = vec![job.id.as_str().to_owned(), epoch_ms(job.scheduled_time).to_string()];
         match plan {
             Plan::Standard | Plan::Idempotent { .. } => {
+                keys.push(keys::JOB_PREFIX.to_owned());
                 let ttl = match plan {
                     Plan::Idempotent { key, ttl } => {
                         keys.push(key);
@@ -653,12 +655,7 @@ impl RedisStore {
                     }
                     _ => 0,
                 };
-                args.extend([
-                    ttl.to_string(),
-                    flag(ready_now),
-                    keys::READY_CHANNEL.to_owned(),
-                    keys::JOB_PREFIX.to_owned(),
-                ]);
+                args.extend([ttl.to_string(), flag(ready_now), keys::READY_CHANNEL.to_owned()]);
                 field_args(&job, &mut args);
                 enqueued("enqueue", self.eval("enqueue", &scripts::ENQUEUE, keys, args).await?)
             }
@@ -669,13 +666,11 @@ impl RedisStore {
                 enqueued("enqueue", self.eval("enqueue", &scripts::ENQUEUE_RATE_LIMITED, keys, args).await?)
             }
             Plan::Debounced { key, ttl } => {
-                keys.push(key);
+                keys.extend([key, keys::JOB_PREFIX.to_owned(), QueueName::PREFIX.to_owned()]);
                 args.extend([
                     ttl.to_string(),
                     flag(ready_now),
                     keys::READY_CHANNEL.to_owned(),
-                    keys::JOB_PREFIX.to_owned(),
-                    QueueName::PREFIX.to_owned(),
                     flag(!job.trace_context.is_empty()),
                     flag(!job.correlation_context.is_empty()),
                 ]);
@@ -891,6 +886,13 @@ impl Store for RedisStore {
             keys::LEASES.to_owned(),
             keys::PAUSED.to_owned(),
             keys::dlq(&self.defaults.dlq).to_owned(),
+            keys::JOB_PREFIX.to_owned(),
+            keys::LOCK_PREFIX.to_owned(),
+            keys::QUARANTINE_PREFIX.to_owned(),
+            keys::EVENTS_PREFIX.to_owned(),
+            QueueName::PREFIX.to_owned(),
+            keys::UNIQUE_LOCK_PREFIX.to_owned(),
+            DlqName::PREFIX.to_owned(),
         ];
         let args = vec![
             req.worker_id.clone(),
@@ -900,16 +902,9 @@ impl Store for RedisStore {
             token.clone(),
             req.now.timestamp().to_string(),
             now_ms.saturating_add(ttl_ms).to_string(),
-            keys::JOB_PREFIX.to_owned(),
-            keys::LOCK_PREFIX.to_owned(),
-            keys::QUARANTINE_PREFIX.to_owned(),
-            keys::EVENTS_PREFIX.to_owned(),
             token.clone(),
             flag(false),
-            QueueName::PREFIX.to_owned(),
-            keys::UNIQUE_LOCK_PREFIX.to_owned(),
             req.max_payload_bytes.to_string(),
-            DlqName::PREFIX.to_owned(),
         ];
         let first = scripts::CLAIM.evalsha_with_reload::<Value, _, _>(&self.inner.client, keys.clone(), args.clone());
         let reply = match first.await {
@@ -924,7 +919,7 @@ impl Store for RedisStore {
             // connection is still coming back.
             Err(e) if matches!(e.kind(), ErrorKind::IO | ErrorKind::Canceled) => {
                 let mut args = args;
-                args[12] = flag(true);
+                args[8] = flag(true);
                 let (mut last, mut delay, mut replayed) = (e, std::time::Duration::from_millis(50), None);
                 for _ in 0..CLAIM_REPLAYS {
                     tracing::debug!(error = %last, "claim reply lost with the connection; asking again with the same token");
@@ -978,11 +973,13 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let ttl_ms = shared::lease_ms(ttl);
-        let mut args = vec![ttl_ms.to_string(), keys::JOB_PREFIX.to_owned(), keys::LOCK_PREFIX.to_owned()];
+        let mut keys = vec![keys::LEASES.to_owned()];
+        let mut args = vec![ttl_ms.to_string()];
         for lease in leases {
+            keys.extend([keys::job(&lease.job_id), keys::lock(&lease.job_id)]);
             args.extend([lease.job_id.as_str().to_owned(), lease.worker_id.clone(), lease.token.clone()]);
         }
-        let codes = array(OP, self.eval(OP, &scripts::RENEW, vec![keys::LEASES.to_owned()], args).await?)?;
+        let codes = array(OP, self.eval(OP, &scripts::RENEW, keys, args).await?)?;
         if codes.len() != leases.len() {
             return Err(protocol(OP, format!("{} states for {} leases", codes.len(), leases.len())));
         }
@@ -1037,16 +1034,18 @@ impl Store for RedisStore {
         defaults: &JobDefaults,
     ) -> Result<Fence, StoreError> {
         let (mut keys, mut args) = Self::fenced(lease);
-        keys.push(keys::events(&lease.job_id));
+        keys.extend([
+            keys::events(&lease.job_id),
+            keys::queue(&defaults.queue).to_owned(),
+            QueueName::PREFIX.to_owned(),
+            keys::UNIQUE_LOCK_PREFIX.to_owned(),
+        ]);
         args.extend([
             error.to_owned(),
             epoch_ms(ready_at).to_string(),
             shared::retry_time_text(ready_at),
             epoch_ms(now).to_string(),
-            QueueName::PREFIX.to_owned(),
-            keys::queue(&defaults.queue).to_owned(),
             keys::READY_CHANNEL.to_owned(),
-            keys::UNIQUE_LOCK_PREFIX.to_owned(),
         ]);
         fence("retry", self.eval("retry", &scripts::RETRY, keys, args).await?)
     }
@@ -1060,34 +1059,35 @@ impl Store for RedisStore {
         defaults: &JobDefaults,
     ) -> Result<Fence, StoreError> {
         let (mut keys, mut args) = Self::fenced(lease);
-        keys.extend([keys::events(&lease.job_id), keys::dlq(&defaults.dlq).to_owned()]);
-        args.extend([
-            reason.to_owned(),
-            flag(count_attempt),
-            format_timestamp(now),
+        keys.extend([
+            keys::events(&lease.job_id),
+            keys::dlq(&defaults.dlq).to_owned(),
             DlqName::PREFIX.to_owned(),
             keys::UNIQUE_LOCK_PREFIX.to_owned(),
         ]);
+        args.extend([reason.to_owned(), flag(count_attempt), format_timestamp(now)]);
         fence("dead_letter", self.eval("dead_letter", &scripts::DEAD_LETTER, keys, args).await?)
     }
 
     async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError> {
         let (mut keys, mut args) = Self::fenced(lease);
-        keys.extend([keys::queue(&lease.queue).to_owned(), keys::events(&lease.job_id)]);
+        keys.extend([
+            keys::queue(&lease.queue).to_owned(),
+            keys::events(&lease.job_id),
+            keys::UNIQUE_LOCK_PREFIX.to_owned(),
+        ]);
         args.extend([
             flag(reason.is_some()),
             reason.unwrap_or_default().to_owned(),
             epoch_ms(now).to_string(),
             keys::READY_CHANNEL.to_owned(),
-            keys::UNIQUE_LOCK_PREFIX.to_owned(),
         ]);
         fence("release", self.eval("release", &scripts::RELEASE, keys, args).await?)
     }
 
     async fn finish_cancelled(&self, lease: &Lease, _now: DateTime<Utc>) -> Result<Fence, StoreError> {
-        let (mut keys, mut args) = Self::fenced(lease);
-        keys.push(keys::events(&lease.job_id));
-        args.push(keys::UNIQUE_LOCK_PREFIX.to_owned());
+        let (mut keys, args) = Self::fenced(lease);
+        keys.extend([keys::events(&lease.job_id), keys::UNIQUE_LOCK_PREFIX.to_owned()]);
         fence("finish_cancelled", self.eval("finish_cancelled", &scripts::FINISH_CANCELLED, keys, args).await?)
     }
 
@@ -1103,13 +1103,10 @@ impl Store for RedisStore {
 
     async fn recover(&self, now: DateTime<Utc>, limit: usize, defaults: &JobDefaults) -> Result<Recovery, StoreError> {
         const OP: &str = "recover";
-        let keys =
-            vec![keys::LEASES.to_owned(), keys::queue(&defaults.queue).to_owned(), keys::dlq(&defaults.dlq).to_owned()];
-        let args = vec![
-            epoch_ms(now).to_string(),
-            limit.to_string(),
-            format_timestamp(now),
-            defaults.max_retries.to_string(),
+        let keys = vec![
+            keys::LEASES.to_owned(),
+            keys::queue(&defaults.queue).to_owned(),
+            keys::dlq(&defaults.dlq).to_owned(),
             keys::JOB_PREFIX.to_owned(),
             keys::LOCK_PREFIX.to_owned(),
             keys::ACTIVE_PREFIX.to_owned(),
@@ -1117,6 +1114,12 @@ impl Store for RedisStore {
             QueueName::PREFIX.to_owned(),
             DlqName::PREFIX.to_owned(),
             keys::UNIQUE_LOCK_PREFIX.to_owned(),
+        ];
+        let args = vec![
+            epoch_ms(now).to_string(),
+            limit.to_string(),
+            format_timestamp(now),
+            defaults.max_retries.to_string(),
             keys::READY_CHANNEL.to_owned(),
         ];
         let reply = array(OP, self.eval(OP, &scripts::RECOVER, keys, args).await?)?;
@@ -1190,13 +1193,14 @@ impl Store for RedisStore {
 
     async fn cancel(&self, id: &JobId, _now: DateTime<Utc>) -> Result<CancelResult, StoreError> {
         const OP: &str = "cancel";
-        let keys = vec![keys::job(id), keys::queue(&self.defaults.queue).to_owned(), keys::events(id)];
-        let args = vec![
-            id.as_str().to_owned(),
+        let keys = vec![
+            keys::job(id),
+            keys::queue(&self.defaults.queue).to_owned(),
+            keys::events(id),
             QueueName::PREFIX.to_owned(),
             keys::UNIQUE_LOCK_PREFIX.to_owned(),
-            keys::CANCEL_CHANNEL.to_owned(),
         ];
+        let args = vec![id.as_str().to_owned(), keys::CANCEL_CHANNEL.to_owned()];
         let reply = array(OP, self.eval(OP, &scripts::CANCEL, keys, args).await?)?;
         let code = int(OP, reply.first().ok_or_else(|| protocol(OP, "empty reply"))?)?;
         let status = reply.get(1).and_then(text).and_then(|s| JobStatus::parse(&s));
@@ -1332,10 +1336,10 @@ impl Store for RedisStore {
         const OP: &str = "dlq_purge";
         let mut taken = 0u64;
         for chunk in ids.chunks(PURGE_CHUNK) {
-            let keys = vec![keys::dlq(dlq).to_owned()];
-            let mut args = Vec::with_capacity(2 + chunk.len());
-            args.extend([keys::JOB_PREFIX.to_owned(), keys::EVENTS_PREFIX.to_owned()]);
-            args.extend(chunk.iter().map(|id| id.as_str().to_owned()));
+            let mut keys = Vec::with_capacity(1 + 2 * chunk.len());
+            keys.push(keys::dlq(dlq).to_owned());
+            keys.extend(chunk.iter().flat_map(|id| [keys::job(id), keys::events(id)]));
+            let args: Vec<String> = chunk.iter().map(|id| id.as_str().to_owned()).collect();
             let n = int(OP, &self.eval(OP, &scripts::DLQ_PURGE, keys, args).await?)?;
             taken += u64::try_from(n).map_err(|_| protocol(OP, "negative count"))?;
         }
