@@ -188,7 +188,7 @@ fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     TimeDelta::from_std(d).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// A stored count, as the scripts read it (`count` in lua/common.lua).
+/// A stored count, as the scripts read it (`count` in redis/scripts/common.lua).
 fn count(value: Option<&String>, fallback: i64) -> i64 {
     shared::count(value.map(String::as_str), fallback)
 }
@@ -352,7 +352,7 @@ impl State {
         }
     }
 
-    // --- the fence, as in lua/common.lua -----------------------------------
+    // --- the fence, as in redis/scripts/common.lua -----------------------------------
 
     fn lock_owner(&mut self, id: &JobId, now: DateTime<Utc>) -> Option<String> {
         self.string_value(&keys::lock(id), now)
@@ -411,7 +411,7 @@ impl State {
         }
     }
 
-    /// Ends a job CANCELLED, as `end_cancelled` in lua/common.lua: flag
+    /// Ends a job CANCELLED, as `end_cancelled` in redis/scripts/common.lua: flag
     /// cleared, unique lock released if held by the job, `cancelled` event.
     fn end_cancelled(&mut self, id: &str, now: DateTime<Utc>) {
         self.set_fields(id, now, &[("status", JobStatus::Cancelled.as_str().into())]);
@@ -421,7 +421,7 @@ impl State {
     }
 
     /// The stored payload's length: `job_params`, or a 0.9.9 job's
-    /// `job_args` + `job_kwargs` (`HSTRLEN` in lua/claim.lua).
+    /// `job_args` + `job_kwargs` (`HSTRLEN` in redis/scripts/claim.lua).
     fn payload_len(&mut self, id: &str, now: DateTime<Utc>) -> usize {
         let Some(h) = self.hash(id, now) else { return 0 };
         let len = |name: &str| h.get(name).map_or(0, String::len);

@@ -75,10 +75,10 @@ pub(crate) fn lease_ms(d: Duration) -> i64 {
 }
 
 /// The most attempts a stored counter or limit may mean (`count` in
-/// lua/common.lua).
+/// redis/scripts/common.lua).
 const MAX_COUNT: i64 = u32::MAX as i64;
 
-/// A stored count as the scripts read it (`count` in lua/common.lua):
+/// A stored count as the scripts read it (`count` in redis/scripts/common.lua):
 /// floored, within `0..=u32::MAX`; `fallback` when missing, not a number or
 /// NaN.
 pub(crate) fn count(value: Option<&str>, fallback: i64) -> i64 {
@@ -89,13 +89,13 @@ pub(crate) fn count(value: Option<&str>, fallback: i64) -> i64 {
 }
 
 /// The attempt counter after one more attempt (`next_count` in
-/// lua/common.lua): never past `u32::MAX`.
+/// redis/scripts/common.lua): never past `u32::MAX`.
 pub(crate) fn next_count(value: Option<&str>) -> i64 {
     (count(value, 0) + 1).min(MAX_COUNT)
 }
 
 /// A stored number of seconds as the scripts read it (`seconds` in
-/// lua/common.lua): floored, within +-[`MAX_DURATION_SECONDS`]; `fallback`
+/// redis/scripts/common.lua): floored, within +-[`MAX_DURATION_SECONDS`]; `fallback`
 /// (bounded the same way) when missing, not a number or NaN.
 pub(crate) fn seconds(value: Option<&str>, fallback: i64) -> i64 {
     let max = MAX_DURATION_SECONDS as f64;

@@ -625,6 +625,37 @@ async fn a_large_dlq_purge_goes_in_chunks() {
     assert!(h.store.dlq_purge(&odd, &listed[..1]).await.is_err());
 }
 
+/// A success that cannot be recorded (the server is gone) fails with an
+/// error whose source is the client's cause, not the same message again: the
+/// batched completion path keeps the cause chain.
+#[tokio::test]
+async fn a_failed_completion_keeps_the_cause_chain() {
+    let mut redis = TestRedis::private();
+    let store = RedisStore::connect(redis.url()).await.unwrap();
+    let h = Harness::memory().await; // only for names and jobs
+    let q = h.queue("q");
+    let mut job = h.new_job("a", &q);
+    job.scheduled_time = Utc::now();
+    store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+    let req = ClaimRequest {
+        queue: q,
+        worker_id: h.worker("w"),
+        max: 1,
+        now: Utc::now(),
+        lease_ttl: LEASE,
+        max_payload_bytes: usize::MAX,
+    };
+    let lease = store.claim(req).await.unwrap().jobs.remove(0).lease;
+    redis.kill();
+    let err = store.complete(&lease, &json!(1), Utc::now(), &h.defaults()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    let top = err.to_string();
+    assert!(top.starts_with("redis is unreachable ("), "{top}");
+    let source = std::error::Error::source(&err).expect("the cause is kept as the source");
+    assert!(!source.to_string().contains("redis is unreachable"), "the source repeats the error: {}", chain(&err));
+    assert!(!source.to_string().is_empty(), "{}", chain(&err));
+}
+
 /// An error and all its sources, for checking what a user would see.
 fn chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();

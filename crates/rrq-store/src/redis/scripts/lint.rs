@@ -245,7 +245,7 @@ mod tests {
 
     #[test]
     fn every_script_takes_its_keys_from_keys() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/redis/lua");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/redis/scripts");
         let common = std::fs::read_to_string(format!("{dir}/common.lua")).unwrap();
         let mut problems = Vec::new();
         let mut files = 0;

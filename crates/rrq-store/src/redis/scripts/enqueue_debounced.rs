@@ -1,0 +1,70 @@
+//! `enqueue_debounced.lua`: an enqueue folded into the pending job that holds
+//! the debounce key (trailing edge).
+
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use std::sync::LazyLock;
+
+use super::{LuaScript, flag};
+use crate::error::StoreError;
+use crate::redis::reply;
+use crate::store::Enqueued;
+
+static SCRIPT: LazyLock<Script> = lua!("enqueue_debounced.lua");
+
+pub(crate) struct EnqueueDebounced {
+    /// KEYS[1]
+    pub job_key: String,
+    /// KEYS[2]
+    pub queue_key: String,
+    /// KEYS[3]
+    pub debounce_key: String,
+    /// KEYS[4]: the holder's id is learnt only in the script.
+    pub job_prefix: String,
+    /// KEYS[5]: the holder's old queue is a job field, read only in the script.
+    pub queue_prefix: String,
+    /// ARGV[1]
+    pub id: String,
+    /// ARGV[2]: epoch ms.
+    pub score: i64,
+    /// ARGV[3]: the window, whole seconds (> 0).
+    pub window: u64,
+    /// ARGV[4]
+    pub ready_now: bool,
+    /// ARGV[5]
+    pub channel: &'static str,
+    /// ARGV[6]
+    pub has_trace_context: bool,
+    /// ARGV[7]
+    pub has_correlation_context: bool,
+    /// ARGV[8..]: the hash fields, name/value.
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl LuaScript for EnqueueDebounced {
+    const OP: &'static str = "enqueue";
+    type Reply = Result<Enqueued, StoreError>;
+
+    fn script() -> &'static Script {
+        &SCRIPT
+    }
+
+    fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
+        let keys = vec![self.job_key, self.queue_key, self.debounce_key, self.job_prefix, self.queue_prefix];
+        let mut args = vec![
+            self.id.into(),
+            self.score.into(),
+            self.window.to_string().into(),
+            flag(self.ready_now),
+            Value::from_static_str(self.channel),
+            flag(self.has_trace_context),
+            flag(self.has_correlation_context),
+        ];
+        super::push_fields(&mut args, self.fields);
+        (keys, args)
+    }
+
+    fn decode(reply: Value) -> Result<Self::Reply, StoreError> {
+        reply::enqueued(Self::OP, reply)
+    }
+}
