@@ -2,11 +2,12 @@
 //! standard jobs in chunks of one `enqueue_batch.lua` call each.
 
 use futures::StreamExt as _;
-use rrq_protocol::QueueName;
 
 use super::RedisStore;
 use super::reply::protocol;
-use super::scripts::{BatchJob, Enqueue, EnqueueBatch, EnqueueDebounced, EnqueueRateLimited, EnqueueUnique, LuaScript};
+use super::scripts::{
+    BatchJob, Enqueue, EnqueueBatch, EnqueueDebounced, EnqueueRateLimited, EnqueueUnique, LuaScript, NewJobCall,
+};
 use crate::clock::{Clock, SystemClock, epoch_ms};
 use crate::error::StoreError;
 use crate::job::NewJob;
@@ -29,61 +30,22 @@ const BATCH_IN_FLIGHT: usize = 4;
 pub(super) async fn enqueue(store: &RedisStore, job: NewJob, mode: EnqueueMode) -> Result<Enqueued, StoreError> {
     let plan = shared::plan(&job, &mode)?;
     let ready_now = shared::is_due(job.scheduled_time, SystemClock.now());
-    let (job_key, queue_key) = (keys::job(&job.id), keys::queue(&job.queue).to_owned());
-    let (id, score) = (job.id.as_str().to_owned(), epoch_ms(job.scheduled_time));
-    let channel = keys::READY_CHANNEL;
     match plan {
-        Plan::Standard | Plan::Idempotent { .. } => {
-            let (idempotency_key, idempotency_ttl) = match plan {
-                Plan::Idempotent { key, ttl } => (Some(key), ttl),
-                _ => (None, 0),
-            };
-            let fields = job.to_fields();
-            let job_prefix = keys::JOB_PREFIX.to_owned();
-            let call = Enqueue {
-                job_key,
-                queue_key,
-                job_prefix,
-                idempotency_key,
-                id,
-                score,
-                idempotency_ttl,
-                ready_now,
-                channel,
-                fields,
-            };
-            store.run(call).await?
+        Plan::Standard => {
+            store.run(Enqueue { job: NewJobCall::new(&job, 0, ready_now), idempotency_key: None }).await?
+        }
+        Plan::Idempotent { key, ttl } => {
+            store.run(Enqueue { job: NewJobCall::new(&job, ttl, ready_now), idempotency_key: Some(key) }).await?
         }
         Plan::RateLimited { key, ttl } => {
-            let fields = job.to_fields();
-            let call = EnqueueRateLimited {
-                job_key,
-                queue_key,
-                limit_key: key,
-                id,
-                score,
-                window: ttl,
-                ready_now,
-                channel,
-                fields,
-            };
-            store.run(call).await?
+            store.run(EnqueueRateLimited { job: NewJobCall::new(&job, ttl, ready_now), limit_key: key }).await?
         }
         Plan::Debounced { key, ttl } => {
             let call = EnqueueDebounced {
-                job_key,
-                queue_key,
+                job: NewJobCall::new(&job, ttl, ready_now),
                 debounce_key: key,
-                job_prefix: keys::JOB_PREFIX.to_owned(),
-                queue_prefix: QueueName::PREFIX.to_owned(),
-                id,
-                score,
-                window: ttl,
-                ready_now,
-                channel,
                 has_trace_context: !job.trace_context.is_empty(),
                 has_correlation_context: !job.correlation_context.is_empty(),
-                fields: job.to_fields(),
             };
             store.run(call).await?
         }
@@ -91,16 +53,9 @@ pub(super) async fn enqueue(store: &RedisStore, job: NewJob, mode: EnqueueMode) 
             let mut job = job;
             job.unique_key = Some(unique);
             let call = EnqueueUnique {
-                job_key,
-                queue_key,
+                job: NewJobCall::new(&job, ttl, ready_now),
                 lock_key: key,
-                id,
-                score,
-                lock_ttl: ttl,
-                ready_now,
-                channel,
                 enqueue_time: epoch_ms(job.enqueue_time),
-                fields: job.to_fields(),
             };
             store.run(call).await?
         }

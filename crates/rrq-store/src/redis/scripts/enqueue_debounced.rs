@@ -1,44 +1,31 @@
 //! `enqueue_debounced.lua`: an enqueue folded into the pending job that holds
-//! the debounce key (trailing edge).
+//! the debounce key (trailing edge). The holder's id and its old queue are
+//! learnt only in the script: the job and queue prefixes are KEYS entries.
+
+use std::sync::LazyLock;
 
 use fred::prelude::*;
 use fred::types::scripts::Script;
-use std::sync::LazyLock;
+use rrq_protocol::QueueName;
 
-use super::{LuaScript, flag};
+use super::{LuaScript, NewJobCall, flag};
 use crate::error::StoreError;
+use crate::keys;
 use crate::redis::reply;
 use crate::store::Enqueued;
 
 static SCRIPT: LazyLock<Script> = lua!("enqueue_debounced.lua");
 
 pub(crate) struct EnqueueDebounced {
-    /// KEYS[1]
-    pub job_key: String,
-    /// KEYS[2]
-    pub queue_key: String,
-    /// KEYS[3]
+    /// KEYS[1-2], ARGV[1-5] (ARGV[3]: the window, whole seconds > 0) and the
+    /// fields from ARGV[8].
+    pub job: NewJobCall,
+    /// KEYS[3] (KEYS[4-5]: the job and queue prefixes).
     pub debounce_key: String,
-    /// KEYS[4]: the holder's id is learnt only in the script.
-    pub job_prefix: String,
-    /// KEYS[5]: the holder's old queue is a job field, read only in the script.
-    pub queue_prefix: String,
-    /// ARGV[1]
-    pub id: String,
-    /// ARGV[2]: epoch ms.
-    pub score: i64,
-    /// ARGV[3]: the window, whole seconds (> 0).
-    pub window: u64,
-    /// ARGV[4]
-    pub ready_now: bool,
-    /// ARGV[5]
-    pub channel: &'static str,
     /// ARGV[6]
     pub has_trace_context: bool,
     /// ARGV[7]
     pub has_correlation_context: bool,
-    /// ARGV[8..]: the hash fields, name/value.
-    pub fields: Vec<(&'static str, String)>,
 }
 
 impl LuaScript for EnqueueDebounced {
@@ -50,17 +37,10 @@ impl LuaScript for EnqueueDebounced {
     }
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
-        let keys = vec![self.job_key, self.queue_key, self.debounce_key, self.job_prefix, self.queue_prefix];
-        let mut args = vec![
-            self.id.into(),
-            self.score.into(),
-            self.window.to_string().into(),
-            flag(self.ready_now),
-            Value::from_static_str(self.channel),
-            flag(self.has_trace_context),
-            flag(self.has_correlation_context),
-        ];
-        super::push_fields(&mut args, self.fields);
+        let (mut keys, mut args, fields) = self.job.head();
+        keys.extend([self.debounce_key, keys::JOB_PREFIX.to_owned(), QueueName::PREFIX.to_owned()]);
+        args.extend([flag(self.has_trace_context), flag(self.has_correlation_context)]);
+        super::push_fields(&mut args, fields);
         (keys, args)
     }
 

@@ -1,10 +1,11 @@
 //! `enqueue_rate_limited.lua`: an enqueue behind a leading-edge rate limit.
 
-use fred::prelude::*;
-use fred::types::scripts::Script;
 use std::sync::LazyLock;
 
-use super::{LuaScript, flag};
+use fred::prelude::*;
+use fred::types::scripts::Script;
+
+use super::{LuaScript, NewJobCall};
 use crate::error::StoreError;
 use crate::redis::reply;
 use crate::store::Enqueued;
@@ -12,24 +13,11 @@ use crate::store::Enqueued;
 static SCRIPT: LazyLock<Script> = lua!("enqueue_rate_limited.lua");
 
 pub(crate) struct EnqueueRateLimited {
-    /// KEYS[1]
-    pub job_key: String,
-    /// KEYS[2]
-    pub queue_key: String,
+    /// KEYS[1-2], ARGV[1-5] (ARGV[3]: the window, whole seconds > 0) and the
+    /// fields from ARGV[6].
+    pub job: NewJobCall,
     /// KEYS[3]
     pub limit_key: String,
-    /// ARGV[1]
-    pub id: String,
-    /// ARGV[2]: epoch ms.
-    pub score: i64,
-    /// ARGV[3]: the window, whole seconds (> 0).
-    pub window: u64,
-    /// ARGV[4]
-    pub ready_now: bool,
-    /// ARGV[5]
-    pub channel: &'static str,
-    /// ARGV[6..]: the hash fields, name/value.
-    pub fields: Vec<(&'static str, String)>,
 }
 
 impl LuaScript for EnqueueRateLimited {
@@ -41,15 +29,9 @@ impl LuaScript for EnqueueRateLimited {
     }
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
-        let keys = vec![self.job_key, self.queue_key, self.limit_key];
-        let mut args = vec![
-            self.id.into(),
-            self.score.into(),
-            self.window.to_string().into(),
-            flag(self.ready_now),
-            Value::from_static_str(self.channel),
-        ];
-        super::push_fields(&mut args, self.fields);
+        let (mut keys, mut args, fields) = self.job.head();
+        keys.push(self.limit_key);
+        super::push_fields(&mut args, fields);
         (keys, args)
     }
 

@@ -123,6 +123,49 @@ impl Fenced {
     }
 }
 
+/// KEYS 1-2 and ARGV 1-5 of every single-job enqueue script (standard,
+/// rate-limited, debounced, unique): the job and its queue; the job id, its
+/// score, the dedup key's TTL, whether it is ready now and the ready
+/// channel. The job's hash fields are the script's last arguments.
+pub(super) struct NewJobCall {
+    job_key: String,
+    queue_key: String,
+    id: String,
+    /// Epoch ms.
+    score: i64,
+    /// The dedup key's TTL in whole seconds (0: none, or no expiry).
+    ttl: u64,
+    ready_now: bool,
+    fields: Vec<(&'static str, String)>,
+}
+
+impl NewJobCall {
+    pub(super) fn new(job: &crate::job::NewJob, ttl: u64, ready_now: bool) -> NewJobCall {
+        NewJobCall {
+            job_key: keys::job(&job.id),
+            queue_key: keys::queue(&job.queue).to_owned(),
+            id: job.id.as_str().to_owned(),
+            score: crate::clock::epoch_ms(job.scheduled_time),
+            ttl,
+            ready_now,
+            fields: job.to_fields(),
+        }
+    }
+
+    /// The two keys and five arguments every single-job enqueue starts
+    /// with, and the fields to push last (see [`push_fields`]).
+    fn head(self) -> (Vec<String>, Vec<Value>, Vec<(&'static str, String)>) {
+        let args = vec![
+            self.id.into(),
+            self.score.into(),
+            self.ttl.to_string().into(),
+            flag(self.ready_now),
+            Value::from_static_str(keys::READY_CHANNEL),
+        ];
+        (vec![self.job_key, self.queue_key], args, self.fields)
+    }
+}
+
 /// `1`/`0` for a flag argument.
 pub(super) fn flag(b: bool) -> Value {
     Value::from_static_str(if b { "1" } else { "0" })
