@@ -141,6 +141,12 @@ pub(crate) enum Plan {
     UniqueLock { key: String, unique: String, ttl: u64 },
 }
 
+/// Validates every job of a batch of standard enqueues, before any is
+/// written.
+pub(crate) fn check_batch(jobs: &[NewJob]) -> Result<(), StoreError> {
+    jobs.iter().try_for_each(|job| plan(job, &EnqueueMode::Standard).map(drop))
+}
+
 /// Validates a mode and computes its key and TTL for `job`.
 pub(crate) fn plan(job: &NewJob, mode: &EnqueueMode) -> Result<Plan, StoreError> {
     if job.id.as_str().is_empty() {

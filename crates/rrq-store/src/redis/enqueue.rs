@@ -66,9 +66,7 @@ pub(super) async fn enqueue_batch(
     store: &RedisStore,
     jobs: Vec<NewJob>,
 ) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
-    for job in &jobs {
-        shared::plan(job, &EnqueueMode::Standard)?;
-    }
+    shared::check_batch(&jobs)?;
     // A few chunks always in flight: the client encodes the next while
     // Redis runs the previous (the connection pipelines them in order).
     let mut chunks = jobs.chunks(BATCH_CHUNK);
