@@ -208,6 +208,13 @@ pub(crate) fn unique_deferral(job: &NewJob, remaining_ms: i64) -> Option<i64> {
     (remaining_ms > 0 && at > epoch_ms(job.scheduled_time)).then_some(at)
 }
 
+/// Whether a new job is ready at once: scheduled at or before its own
+/// `enqueue_time`, the enqueuing caller's "now" (then the enqueue wakes
+/// workers).
+pub(crate) fn ready_at_enqueue(job: &NewJob) -> bool {
+    is_due(job.scheduled_time, job.enqueue_time)
+}
+
 /// Whether a job scheduled at `at` is ready at `now` (queue scores have
 /// millisecond precision).
 pub(crate) fn is_due(at: DateTime<Utc>, now: DateTime<Utc>) -> bool {

@@ -37,7 +37,7 @@ pub(super) fn enqueue(store: &MemoryStore, job: NewJob, mode: EnqueueMode) -> Re
                 let expires = (ttl > 0).then(|| after(now, Duration::from_secs(ttl)));
                 st.set_string(key, id, expires);
             }
-            st.write_job(&job, now);
+            st.write_job(&job);
             Ok(Enqueued::Created(job.id))
         }
         Plan::RateLimited { key, ttl } => {
@@ -48,7 +48,7 @@ pub(super) fn enqueue(store: &MemoryStore, job: NewJob, mode: EnqueueMode) -> Re
                 return Err(StoreError::JobIdTaken(job.id));
             }
             st.set_string(key, id, Some(after(now, Duration::from_secs(ttl))));
-            st.write_job(&job, now);
+            st.write_job(&job);
             Ok(Enqueued::Created(job.id))
         }
         Plan::Debounced { key, ttl } => {
@@ -85,7 +85,7 @@ pub(super) fn enqueue(store: &MemoryStore, job: NewJob, mode: EnqueueMode) -> Re
                 if let Some(s) = st.strings.get_mut(&key) {
                     s.expires_at = expires;
                 }
-                if shared::is_due(job.scheduled_time, now) {
+                if shared::ready_at_enqueue(&job) {
                     st.publish(&job.queue);
                 }
                 return Ok(Enqueued::Existing(JobId::new(holder)));
@@ -95,7 +95,7 @@ pub(super) fn enqueue(store: &MemoryStore, job: NewJob, mode: EnqueueMode) -> Re
                 return Err(StoreError::JobIdTaken(job.id));
             }
             st.set_string(key, id, expires);
-            st.write_job(&job, now);
+            st.write_job(&job);
             Ok(Enqueued::Created(job.id))
         }
         Plan::UniqueLock { key, unique, ttl } => {
@@ -115,7 +115,7 @@ pub(super) fn enqueue(store: &MemoryStore, job: NewJob, mode: EnqueueMode) -> Re
                     }
                 }
             }
-            st.write_job(&job, now);
+            st.write_job(&job);
             Ok(Enqueued::Created(job.id))
         }
     }
@@ -134,7 +134,7 @@ pub(super) fn enqueue_batch(
             out.push(Err(StoreError::JobIdTaken(job.id)));
             continue;
         }
-        if st.insert_job(&job, now) {
+        if st.insert_job(&job) {
             ready.insert(job.queue.clone());
         }
         out.push(Ok(Enqueued::Created(job.id)));

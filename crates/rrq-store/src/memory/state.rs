@@ -198,17 +198,17 @@ impl State {
         self.ready.retain(|tx| !matches!(tx.try_send(signal.clone()), Err(mpsc::error::TrySendError::Closed(_))));
     }
 
-    /// Writes a new job's hash and queue entry; whether it is ready at `now`.
-    pub(super) fn insert_job(&mut self, job: &NewJob, now: DateTime<Utc>) -> bool {
+    /// Writes a new job's hash and queue entry; whether it is ready at once.
+    pub(super) fn insert_job(&mut self, job: &NewJob) -> bool {
         let fields = job.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         self.hashes.insert(job.id.as_str().to_owned(), Expiring::forever(fields));
         self.zset(keys::queue(&job.queue)).add(job.id.as_str(), epoch_ms(job.scheduled_time));
-        shared::is_due(job.scheduled_time, now)
+        shared::ready_at_enqueue(job)
     }
 
     /// [`State::insert_job`], and a ready signal when the job is ready now.
-    pub(super) fn write_job(&mut self, job: &NewJob, now: DateTime<Utc>) {
-        if self.insert_job(job, now) {
+    pub(super) fn write_job(&mut self, job: &NewJob) {
+        if self.insert_job(job) {
             self.publish(&job.queue);
         }
     }

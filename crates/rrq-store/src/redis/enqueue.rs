@@ -8,7 +8,7 @@ use super::reply::protocol;
 use super::scripts::{
     BatchJob, Enqueue, EnqueueBatch, EnqueueDebounced, EnqueueRateLimited, EnqueueUnique, LuaScript, NewJobCall,
 };
-use crate::clock::{Clock, SystemClock, epoch_ms};
+use crate::clock::epoch_ms;
 use crate::error::StoreError;
 use crate::job::NewJob;
 use crate::keys;
@@ -29,7 +29,7 @@ const BATCH_IN_FLIGHT: usize = 4;
 
 pub(super) async fn enqueue(store: &RedisStore, job: NewJob, mode: EnqueueMode) -> Result<Enqueued, StoreError> {
     let plan = shared::plan(&job, &mode)?;
-    let ready_now = shared::is_due(job.scheduled_time, SystemClock.now());
+    let ready_now = shared::ready_at_enqueue(&job);
     match plan {
         Plan::Standard => {
             store.run(Enqueue { job: NewJobCall::new(&job, 0, ready_now), idempotency_key: None }).await?
@@ -84,7 +84,6 @@ pub(super) async fn enqueue_batch(
 }
 
 async fn enqueue_chunk(store: &RedisStore, jobs: &[NewJob]) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
-    let now = SystemClock.now();
     let call = EnqueueBatch {
         channel: keys::READY_CHANNEL,
         jobs: jobs
@@ -94,7 +93,7 @@ async fn enqueue_chunk(store: &RedisStore, jobs: &[NewJob]) -> Result<Vec<Result
                 queue_key: keys::queue(&job.queue).to_owned(),
                 id: job.id.as_str().to_owned(),
                 score: epoch_ms(job.scheduled_time),
-                ready_now: shared::is_due(job.scheduled_time, now),
+                ready_now: shared::ready_at_enqueue(job),
                 fields: job.to_fields(),
             })
             .collect(),

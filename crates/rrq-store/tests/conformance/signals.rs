@@ -25,7 +25,8 @@ conformance!(
     shared:
         resuming_a_queue_signals_it,
         a_dlq_requeue_signals_the_target_queue,
-        a_cancel_of_a_running_job_is_signalled_with_its_id;
+        a_cancel_of_a_running_job_is_signalled_with_its_id,
+        readiness_at_enqueue_follows_the_callers_clock;
     private:
 );
 
@@ -44,6 +45,24 @@ async fn next_signal(rx: &mut mpsc::Receiver<Signal>, wanted: impl Fn(&Signal) -
 
 async fn ready_for(rx: &mut mpsc::Receiver<Signal>, q: &QueueName) {
     next_signal(rx, |s| *s == Signal::Ready(q.clone())).await;
+}
+
+/// "Ready now" at enqueue is the enqueuing caller's decision, made with its
+/// own clock (the job's `enqueue_time`), never the store reading a wall
+/// clock of its own: a producer on a clock a year ahead enqueues a job that
+/// is ready by that clock, singly and in a batch, and workers are woken.
+async fn readiness_at_enqueue_follows_the_callers_clock(h: Harness) {
+    let ahead = h.at(365.0 * 86_400.0);
+    let mut rx = h.store.subscribe_ready().await.unwrap();
+    let (q, batch) = (h.queue("ahead"), h.queue("ahead-batch"));
+    let mut job = h.new_job("a", &q);
+    (job.enqueue_time, job.scheduled_time) = (ahead, ahead);
+    h.store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+    ready_for(&mut rx, &q).await;
+    let mut job = h.new_job("b", &batch);
+    (job.enqueue_time, job.scheduled_time) = (ahead, ahead);
+    h.store.enqueue_batch(vec![job]).await.unwrap().remove(0).unwrap();
+    ready_for(&mut rx, &batch).await;
 }
 
 async fn resuming_a_queue_signals_it(h: Harness) {
