@@ -50,6 +50,6 @@ pub use job::{Job, JobDefaults, JobParseError, JobStatus, MAX_DURATION_SECONDS, 
 pub use memory::MemoryStore;
 pub use redis::{CA_FILE_ENV, ConnectOptions, RedisStore};
 pub use store::{
-    CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo,
-    ReadySignals, Recovery, Signal, Store, WorkerHealth, WorkerRecord,
+    AttemptCount, CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState,
+    QueueInfo, ReadySignals, Recovery, Signal, Store, WorkerHealth, WorkerRecord,
 };

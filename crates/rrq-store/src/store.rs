@@ -99,6 +99,16 @@ pub struct Lease {
     pub queue: QueueName,
 }
 
+/// Whether a move to the DLQ counts the attempt that led to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptCount {
+    /// The attempt ran and failed: `current_retries` goes up by one.
+    Counted,
+    /// The job never ran (an unparsable job quarantined at claim):
+    /// `current_retries` is left as it is.
+    NotCounted,
+}
+
 /// Whether a fenced write was applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
@@ -325,14 +335,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         defaults: &JobDefaults,
     ) -> Result<Fence, StoreError>;
 
-    /// Moves the job to its DLQ with `reason` as `last_error`. With
-    /// `count_attempt` the failed attempt is counted (`current_retries + 1`);
-    /// quarantine of an unparsable job does not count it.
+    /// Moves the job to its DLQ with `reason` as `last_error`, counting the
+    /// attempt or not as `attempt` says.
     async fn dead_letter(
         &self,
         lease: &Lease,
         reason: &str,
-        count_attempt: bool,
+        attempt: AttemptCount,
         now: DateTime<Utc>,
         defaults: &JobDefaults,
     ) -> Result<Fence, StoreError>;
@@ -376,8 +385,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The paused queues.
     async fn paused(&self) -> Result<Vec<QueueName>, StoreError>;
 
-    /// Cancels a job: a pending one is removed and marked `CANCELLED`.
-    async fn cancel(&self, id: &JobId, now: DateTime<Utc>) -> Result<CancelResult, StoreError>;
+    /// Cancels a job: a pending one is removed and marked `CANCELLED`, a
+    /// running one flagged (and its worker signalled). Nothing it writes
+    /// carries a time, so it takes none.
+    async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError>;
 
     /// Number of jobs in a queue (ready or scheduled).
     async fn queue_len(&self, queue: &QueueName) -> Result<u64, StoreError>;

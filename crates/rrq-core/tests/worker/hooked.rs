@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rrq_protocol::{DlqName, JobId, QueueName};
 use rrq_store::{
-    CancelResult, ClaimBatch, ClaimRequest, EnqueueMode, Enqueued, Fence, Job, JobDefaults, JobParseError, Lease,
-    LeaseState, MemoryStore, NewJob, QueueInfo, Recovery, Store, StoreError, WorkerHealth, WorkerRecord,
+    AttemptCount, CancelResult, ClaimBatch, ClaimRequest, EnqueueMode, Enqueued, Fence, Job, JobDefaults,
+    JobParseError, Lease, LeaseState, MemoryStore, NewJob, QueueInfo, Recovery, Store, StoreError, WorkerHealth,
+    WorkerRecord,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -157,12 +158,12 @@ impl Store for HookedStore {
         &self,
         lease: &Lease,
         reason: &str,
-        count_attempt: bool,
+        attempt: AttemptCount,
         now: DateTime<Utc>,
         defaults: &JobDefaults,
     ) -> Result<Fence, StoreError> {
         self.enter("dead_letter", lease.job_id.as_str()).await;
-        self.inner.dead_letter(lease, reason, count_attempt, now, defaults).await
+        self.inner.dead_letter(lease, reason, attempt, now, defaults).await
     }
 
     async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError> {
@@ -209,9 +210,9 @@ impl Store for HookedStore {
         self.inner.paused().await
     }
 
-    async fn cancel(&self, id: &JobId, now: DateTime<Utc>) -> Result<CancelResult, StoreError> {
+    async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {
         self.enter("cancel", "").await;
-        self.inner.cancel(id, now).await
+        self.inner.cancel(id).await
     }
 
     async fn queue_len(&self, queue: &QueueName) -> Result<u64, StoreError> {

@@ -239,7 +239,7 @@ async fn cancelling_a_running_job_sends_a_cancel_to_the_runner() {
     h.enqueue("j", "hang", json!({}), |j| j.job_timeout_seconds = 300).await;
     let _w = h.start(h.config(&[]));
     h.wait_for("j", JobStatus::Active).await;
-    assert_eq!(h.store.cancel(&JobId::new("j"), h.clock.now()).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.cancel(&JobId::new("j")).await.unwrap(), CancelResult::CancelRequested);
     let job = h.wait_for("j", JobStatus::Cancelled).await;
     assert_eq!(job.current_retries, 0);
     let cancels = h.runner.cancels.lock().unwrap().clone();
@@ -258,7 +258,7 @@ async fn a_cancel_signal_stops_a_running_job_before_the_next_renewal() {
     let _w = h.start(config);
     h.wait_for("j", JobStatus::Active).await;
     let asked = tokio::time::Instant::now();
-    assert_eq!(h.store.cancel(&JobId::new("j"), h.clock.now()).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.cancel(&JobId::new("j")).await.unwrap(), CancelResult::CancelRequested);
     h.wait_for("j", JobStatus::Cancelled).await;
     let took = asked.elapsed();
     assert!(took < Duration::from_millis(100), "cancelled {took:?} after the request");

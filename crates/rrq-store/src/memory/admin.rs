@@ -29,7 +29,7 @@ pub(super) fn paused(store: &MemoryStore) -> Result<Vec<QueueName>, StoreError> 
     Ok(store.lock().paused.iter().map(|q| QueueName::new(q)).collect())
 }
 
-pub(super) fn cancel(store: &MemoryStore, id: &JobId, _now: DateTime<Utc>) -> Result<CancelResult, StoreError> {
+pub(super) fn cancel(store: &MemoryStore, id: &JobId) -> Result<CancelResult, StoreError> {
     let (mut st, clock_now) = store.state();
     let default_queue = store.defaults.queue.clone();
     let Some(h) = st.hash(id.as_str(), clock_now) else { return Ok(CancelResult::NotFound) };

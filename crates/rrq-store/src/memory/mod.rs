@@ -39,8 +39,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 use crate::job::{Job, JobDefaults, JobParseError, NewJob};
 use crate::store::{
-    CancelResult, ClaimBatch, ClaimRequest, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo, Recovery,
-    Signal, Store, WorkerHealth, WorkerRecord,
+    AttemptCount, CancelResult, ClaimBatch, ClaimRequest, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo,
+    Recovery, Signal, Store, WorkerHealth, WorkerRecord,
 };
 
 /// The [`Store`] in memory, for tests and for embedding RRQ without Redis.
@@ -155,11 +155,11 @@ impl Store for MemoryStore {
         &self,
         lease: &Lease,
         reason: &str,
-        count_attempt: bool,
+        attempt: AttemptCount,
         now: DateTime<Utc>,
         defaults: &JobDefaults,
     ) -> Result<Fence, StoreError> {
-        worker::dead_letter(self, lease, reason, count_attempt, now, defaults)
+        worker::dead_letter(self, lease, reason, attempt, now, defaults)
     }
 
     async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError> {
@@ -260,8 +260,8 @@ impl Store for MemoryStore {
         admin::paused(self)
     }
 
-    async fn cancel(&self, id: &JobId, _now: DateTime<Utc>) -> Result<CancelResult, StoreError> {
-        admin::cancel(self, id, _now)
+    async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {
+        admin::cancel(self, id)
     }
 
     async fn dlq_requeue(

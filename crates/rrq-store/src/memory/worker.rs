@@ -20,7 +20,9 @@ use crate::error::StoreError;
 use crate::job::{Job, JobDefaults, JobStatus};
 use crate::keys;
 use crate::shared::{self, ClaimAs, messages};
-use crate::store::{ClaimBatch, ClaimRequest, Claimed, Fence, Lease, LeaseState, Recovery, Signal, WorkerHealth};
+use crate::store::{
+    AttemptCount, ClaimBatch, ClaimRequest, Claimed, Fence, Lease, LeaseState, Recovery, Signal, WorkerHealth,
+};
 
 pub(super) fn claim(store: &MemoryStore, req: ClaimRequest) -> Result<ClaimBatch, StoreError> {
     let (mut st, clock_now) = store.state();
@@ -206,7 +208,7 @@ pub(super) fn dead_letter(
     store: &MemoryStore,
     lease: &Lease,
     reason: &str,
-    count_attempt: bool,
+    attempt: AttemptCount,
     now: DateTime<Utc>,
     defaults: &JobDefaults,
 ) -> Result<Fence, StoreError> {
@@ -215,7 +217,7 @@ pub(super) fn dead_letter(
         return Ok(f);
     }
     let id = lease.job_id.as_str();
-    if count_attempt {
+    if attempt == AttemptCount::Counted {
         let retries = shared::next_count(st.field(id, "current_retries", clock_now).as_deref());
         st.set_fields(id, clock_now, &[("current_retries", retries.to_string())]);
     }

@@ -60,8 +60,8 @@ use self::scripts::LuaScript;
 use crate::error::StoreError;
 use crate::job::{Job, JobDefaults, JobParseError, NewJob};
 use crate::store::{
-    CancelResult, ClaimBatch, ClaimRequest, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo, ReadySignals,
-    Recovery, Signal, Store, WorkerHealth, WorkerRecord,
+    AttemptCount, CancelResult, ClaimBatch, ClaimRequest, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo,
+    ReadySignals, Recovery, Signal, Store, WorkerHealth, WorkerRecord,
 };
 
 /// How long a job's events stream outlives its terminal event by default
@@ -214,11 +214,11 @@ impl Store for RedisStore {
         &self,
         lease: &Lease,
         reason: &str,
-        count_attempt: bool,
+        attempt: AttemptCount,
         now: DateTime<Utc>,
         defaults: &JobDefaults,
     ) -> Result<Fence, StoreError> {
-        worker::dead_letter(self, lease, reason, count_attempt, now, defaults).await
+        worker::dead_letter(self, lease, reason, attempt, now, defaults).await
     }
 
     async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError> {
@@ -257,7 +257,7 @@ impl Store for RedisStore {
         admin::paused(self).await
     }
 
-    async fn cancel(&self, id: &JobId, _now: DateTime<Utc>) -> Result<CancelResult, StoreError> {
+    async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {
         admin::cancel(self, id).await
     }
 

@@ -18,7 +18,9 @@ use crate::error::StoreError;
 use crate::job::{Job, JobDefaults};
 use crate::keys;
 use crate::shared;
-use crate::store::{ClaimBatch, ClaimRequest, Claimed, Fence, Lease, LeaseState, Recovery, Signal, WorkerHealth};
+use crate::store::{
+    AttemptCount, ClaimBatch, ClaimRequest, Claimed, Fence, Lease, LeaseState, Recovery, Signal, WorkerHealth,
+};
 
 /// How many times a claim whose reply was lost is asked for again (with
 /// backoff from 50 ms, about 2.5 s in all: far inside the lease).
@@ -129,7 +131,7 @@ pub(super) async fn dead_letter(
     store: &RedisStore,
     lease: &Lease,
     reason: &str,
-    count_attempt: bool,
+    attempt: AttemptCount,
     now: DateTime<Utc>,
     defaults: &JobDefaults,
 ) -> Result<Fence, StoreError> {
@@ -138,7 +140,7 @@ pub(super) async fn dead_letter(
         events_key: keys::events(&lease.job_id),
         default_dlq_key: keys::dlq(&defaults.dlq).to_owned(),
         reason: reason.to_owned(),
-        count_attempt,
+        count_attempt: attempt == AttemptCount::Counted,
         completion_time: format_timestamp(now),
     };
     store.run(call).await

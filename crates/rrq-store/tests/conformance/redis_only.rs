@@ -9,7 +9,8 @@ use chrono::Utc;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use rrq_store::{
-    ClaimRequest, EnqueueMode, Enqueued, Fence, JobParseError, RedisStore, Store, StoreError, WorkerHealth, keys,
+    AttemptCount, ClaimRequest, EnqueueMode, Enqueued, Fence, JobParseError, RedisStore, Store, StoreError,
+    WorkerHealth, keys,
 };
 use rrq_test_support::TestRedis;
 use serde_json::json;
@@ -127,7 +128,10 @@ async fn a_dead_letter_expires_in_seven_days_and_honours_dlq_name() {
     let lease = claimed(&h, "a").await;
     let custom = h.dlq("custom");
     cmd(raw, &["HSET", &keys::job(&lease.job_id), "dlq_name", custom.bare()]).await;
-    assert_eq!(h.store.dead_letter(&lease, "boom", true, h.now, &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_eq!(
+        h.store.dead_letter(&lease, "boom", AttemptCount::Counted, h.now, &h.defaults()).await.unwrap(),
+        Fence::Applied
+    );
     assert_eq!(strings(raw, &["LRANGE", custom.as_str(), "0", "-1"]).await, vec![lease.job_id.as_str()]);
     assert_eq!(int(raw, &["EXISTS", h.defaults().dlq.as_str()]).await, 0);
     for key in [keys::job(&lease.job_id), keys::events(&lease.job_id)] {
@@ -377,7 +381,10 @@ async fn an_unparsable_job_is_claimed_as_an_error() {
     // The worker quarantines it through its lease.
     let lease = &batch.jobs[0].lease;
     let msg = "Failed to parse claimed job definition. Moved to DLQ.";
-    assert_eq!(h.store.dead_letter(lease, msg, false, h.now, &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_eq!(
+        h.store.dead_letter(lease, msg, AttemptCount::NotCounted, h.now, &h.defaults()).await.unwrap(),
+        Fence::Applied
+    );
     assert_eq!(text(raw, &["HGET", &keys::job(&id), "status"]).await.as_deref(), Some("FAILED"));
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use rrq_protocol::{JobId, QueueName};
-use rrq_store::{EnqueueMode, Fence, ReadySignals, RedisStore, Signal, Store, keys};
+use rrq_store::{AttemptCount, EnqueueMode, Fence, ReadySignals, RedisStore, Signal, Store, keys};
 use rrq_test_support::TestRedis;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -80,7 +80,7 @@ async fn a_dlq_requeue_signals_the_target_queue(h: Harness) {
     let d = h.defaults();
     h.store.enqueue(h.new_job("a", &q), EnqueueMode::Standard).await.unwrap();
     let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
-    assert_eq!(h.store.dead_letter(&lease, "boom", true, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&lease, "boom", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
     let mut rx = h.store.subscribe_ready().await.unwrap();
     assert!(h.store.dlq_requeue(&d.dlq, &lease.job_id, &target, h.now).await.unwrap());
     ready_for(&mut rx, &target).await;
@@ -91,7 +91,7 @@ async fn a_cancel_of_a_running_job_is_signalled_with_its_id(h: Harness) {
     h.store.enqueue(h.new_job("running", &q), EnqueueMode::Standard).await.unwrap();
     let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
     let mut rx = h.store.subscribe_ready().await.unwrap();
-    assert_eq!(h.store.cancel(&lease.job_id, h.now).await.unwrap(), rrq_store::CancelResult::CancelRequested);
+    assert_eq!(h.store.cancel(&lease.job_id).await.unwrap(), rrq_store::CancelResult::CancelRequested);
     next_signal(&mut rx, |s| *s == Signal::Cancel(lease.job_id.clone())).await;
 }
 
