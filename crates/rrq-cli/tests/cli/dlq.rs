@@ -1,7 +1,7 @@
 //! `rrq dlq list | stats | inspect | requeue | retry-all | purge`.
 
 use rrq_protocol::{DlqName, QueueName};
-use rrq_store::{AttemptCount, Store};
+use rrq_store::{AdminStore, AttemptCount, InspectStore, WorkerStore};
 use serde_json::json;
 
 use crate::Env;

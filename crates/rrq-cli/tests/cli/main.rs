@@ -25,7 +25,7 @@ use std::time::Duration;
 use chrono::Utc;
 use rrq_producer::{EnqueueOptions, Producer, ProducerConfig};
 use rrq_protocol::{JobId, QueueName};
-use rrq_store::{AttemptCount, ClaimRequest, Fence, JobDefaults, Lease, RedisStore, Store};
+use rrq_store::{AttemptCount, ClaimRequest, Fence, InspectStore, JobDefaults, Lease, RedisStore, WorkerStore};
 use rrq_test_support::TestRedis;
 use serde_json::Value;
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use rrq_producer::EnqueueOptions;
-use rrq_store::{AttemptCount, Store};
+use rrq_store::{AttemptCount, WorkerStore};
 use serde_json::json;
 
 use crate::{Env, is_rfc3339};

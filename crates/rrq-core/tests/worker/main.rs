@@ -13,7 +13,10 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use rrq_core::{CoreError, Worker, WorkerConfig, WorkerStats};
 use rrq_protocol::{DlqName, JobId, QueueName};
-use rrq_store::{CancelResult, ClaimRequest, Clock, EnqueueMode, Job, JobStatus, MemoryStore, NewJob, Store};
+use rrq_store::{
+    AdminStore, CancelResult, ClaimRequest, Clock, EnqueueMode, EnqueueStore, InspectStore, Job, JobStatus,
+    MemoryStore, NewJob, Store, WorkerStore,
+};
 use serde_json::{Map, Value, json};
 use support::{Behavior, ScriptedRunner, TokioClock, fail, retry_once, success};
 use tokio::task::JoinHandle;

@@ -1,4 +1,4 @@
-//! [`MemoryStore`]: the [`Store`] semantics in process memory.
+//! [`MemoryStore`]: the [`Store`](crate::Store) semantics in process memory.
 //!
 //! It models the same keys as Redis (job hashes, queue and lease sorted sets,
 //! locks and dedup keys with expiry, DLQ lists, event streams) so that the
@@ -9,7 +9,7 @@
 //! timestamps come from the `now` arguments.
 //!
 //! Expired keys are dropped when next touched, and finished jobs are swept by
-//! [`Store::recover`], so an embedded store does not grow without bound.
+//! [`WorkerStore::recover`](crate::WorkerStore::recover), so an embedded store does not grow without bound.
 //!
 //! The files mirror `redis/`, so each Lua script and its Rust twin read side
 //! by side: `state.rs` is the data model (what Redis itself provides),
@@ -39,11 +39,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 use crate::job::{Job, JobDefaults, JobParseError, NewJob};
 use crate::store::{
-    AttemptCount, CancelResult, ClaimBatch, ClaimRequest, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo,
-    Recovery, Signal, Store, WorkerHealth, WorkerRecord,
+    AdminStore, AttemptCount, CancelResult, ClaimBatch, ClaimRequest, EnqueueMode, EnqueueStore, Enqueued, Fence,
+    InspectStore, Lease, LeaseState, QueueInfo, Recovery, Signal, WorkerHealth, WorkerRecord, WorkerStore,
 };
 
-/// The [`Store`] in memory, for tests and for embedding RRQ without Redis.
+/// The [`Store`](crate::Store) in memory, for tests and for embedding RRQ without Redis.
 /// Cheap to clone: clones share the same data.
 #[derive(Clone)]
 pub struct MemoryStore {
@@ -92,7 +92,7 @@ impl MemoryStore {
     }
 
     /// Sets the defaults used where a call has none of its own: the queue
-    /// [`Store::cancel`] assumes for a job without `queue_name` (the DLQ is
+    /// [`AdminStore::cancel`](crate::AdminStore::cancel) assumes for a job without `queue_name` (the DLQ is
     /// there for parity with [`RedisStore`](crate::RedisStore)).
     #[must_use]
     pub fn with_defaults(self, defaults: JobDefaults) -> Self {
@@ -113,7 +113,7 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl EnqueueStore for MemoryStore {
     async fn enqueue(&self, job: NewJob, mode: EnqueueMode) -> Result<Enqueued, StoreError> {
         enqueue::enqueue(self, job, mode)
     }
@@ -121,7 +121,10 @@ impl Store for MemoryStore {
     async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
         enqueue::enqueue_batch(self, jobs)
     }
+}
 
+#[async_trait]
+impl WorkerStore for MemoryStore {
     async fn claim(&self, req: ClaimRequest) -> Result<ClaimBatch, StoreError> {
         worker::claim(self, req)
     }
@@ -190,6 +193,13 @@ impl Store for MemoryStore {
         worker::record_cron_tick(self, entry, tick)
     }
 
+    async fn unique_lock_ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        inspect::unique_lock_ttl(self, key)
+    }
+}
+
+#[async_trait]
+impl InspectStore for MemoryStore {
     async fn job(&self, id: &JobId) -> Result<Option<Result<Job, JobParseError>>, StoreError> {
         inspect::job(self, id)
     }
@@ -244,20 +254,19 @@ impl Store for MemoryStore {
         inspect::job_ids(self, limit)
     }
 
-    async fn unique_lock_ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
-        inspect::unique_lock_ttl(self, key)
+    async fn paused(&self) -> Result<Vec<QueueName>, StoreError> {
+        admin::paused(self)
     }
+}
 
+#[async_trait]
+impl AdminStore for MemoryStore {
     async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError> {
         admin::pause(self, queue)
     }
 
     async fn resume(&self, queue: &QueueName) -> Result<bool, StoreError> {
         admin::resume(self, queue)
-    }
-
-    async fn paused(&self) -> Result<Vec<QueueName>, StoreError> {
-        admin::paused(self)
     }
 
     async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {

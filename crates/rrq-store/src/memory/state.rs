@@ -34,7 +34,7 @@ pub(super) struct State {
     pub(super) paused: BTreeSet<String>,
     /// Ready-signal subscribers.
     pub(super) ready: Vec<mpsc::Sender<Signal>>,
-    /// Woken by every appended event ([`Store::wait_job_event`] waits on it).
+    /// Woken by every appended event ([`InspectStore::wait_job_event`](crate::InspectStore::wait_job_event) waits on it).
     pub(super) appended: Arc<Notify>,
 }
 

@@ -1,4 +1,4 @@
-//! The completion-batching task: [`Store::complete`](crate::Store::complete)
+//! The completion-batching task: [`WorkerStore::complete`](crate::WorkerStore::complete)
 //! hands its attempt here, and the task sends everything waiting as one
 //! `complete.lua` call (each attempt still fenced on its own lease, with its
 //! own answer). A busy worker makes one call per batch of successes rather

@@ -1,4 +1,4 @@
-//! [`RedisStore`]: the [`Store`] on Redis (or Valkey), in rrq 0.11.1's schema.
+//! [`RedisStore`]: the [`Store`](crate::Store) on Redis (or Valkey), in rrq 0.11.1's schema.
 //!
 //! One file per family:
 //! * `connect.rs`: DSN handling, connecting, the connections opened on first
@@ -19,7 +19,7 @@
 //! exponential backoff, and every command has a timeout.
 //!
 //! Writes that touch several keys are single Lua scripts. Successes are
-//! recorded in batches: [`Store::complete`] hands its attempt to a task that
+//! recorded in batches: [`WorkerStore::complete`](crate::WorkerStore::complete) hands its attempt to a task that
 //! sends everything waiting as one script call (each attempt still fenced on
 //! its own lease, with its own reply), so a busy worker makes one call per
 //! batch of completions rather than one per job, and an idle one waits for
@@ -60,15 +60,16 @@ use self::scripts::LuaScript;
 use crate::error::StoreError;
 use crate::job::{Job, JobDefaults, JobParseError, NewJob};
 use crate::store::{
-    AttemptCount, CancelResult, ClaimBatch, ClaimRequest, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo,
-    ReadySignals, Recovery, Signal, Store, WorkerHealth, WorkerRecord,
+    AdminStore, AttemptCount, CancelResult, ClaimBatch, ClaimRequest, EnqueueMode, EnqueueStore, Enqueued, Fence,
+    InspectStore, Lease, LeaseState, QueueInfo, ReadySignals, Recovery, Signal, WorkerHealth, WorkerRecord,
+    WorkerStore,
 };
 
 /// How long a job's events stream outlives its terminal event by default
 /// (see [`RedisStore::with_events_ttl`]).
 pub const DEFAULT_EVENTS_TTL: Duration = Duration::from_secs(60);
 
-/// The [`Store`] on Redis. Cheap to clone: clones share the connections.
+/// The [`Store`](crate::Store) on Redis. Cheap to clone: clones share the connections.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -108,21 +109,21 @@ impl std::fmt::Debug for RedisStore {
 
 impl RedisStore {
     /// Sets the defaults used where a call has none of its own: the DLQ that
-    /// [`Store::claim`] quarantines broken job keys into and the queue
-    /// [`Store::cancel`] assumes for a job without `queue_name`. Both default
+    /// [`WorkerStore::claim`](crate::WorkerStore::claim) quarantines broken job keys into and the queue
+    /// [`AdminStore::cancel`](crate::AdminStore::cancel) assumes for a job without `queue_name`. Both default
     /// to the reference's (`rrq:dlq:default`, `rrq:queue:default`).
     #[must_use]
     pub fn with_defaults(self, defaults: JobDefaults) -> Self {
         RedisStore { defaults: Arc::new(defaults), ..self }
     }
 
-    /// Whether [`Store::subscribe_ready`] also listens to keyspace
+    /// Whether [`WorkerStore::subscribe_ready`](crate::WorkerStore::subscribe_ready) also listens to keyspace
     /// notifications of the queues (on by default; `[rrq]
     /// keyspace_notifications`). On, the first subscription adds `K` and `z`
     /// to the server's `notify-keyspace-events` (keeping the flags already
     /// set) so that jobs added by any producer are signalled; where the
     /// server refuses `CONFIG`, a warning says so and
-    /// [`Store::ready_signals`] reports it. Set before the first subscription.
+    /// [`WorkerStore::ready_signals`](crate::WorkerStore::ready_signals) reports it. Set before the first subscription.
     #[must_use]
     pub fn with_keyspace_notifications(self, on: bool) -> Self {
         RedisStore { keyspace: on, ..self }
@@ -151,7 +152,7 @@ impl RedisStore {
 }
 
 #[async_trait]
-impl Store for RedisStore {
+impl EnqueueStore for RedisStore {
     async fn enqueue(&self, job: NewJob, mode: EnqueueMode) -> Result<Enqueued, StoreError> {
         enqueue::enqueue(self, job, mode).await
     }
@@ -159,28 +160,10 @@ impl Store for RedisStore {
     async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
         enqueue::enqueue_batch(self, jobs).await
     }
+}
 
-    async fn job(&self, id: &JobId) -> Result<Option<Result<Job, JobParseError>>, StoreError> {
-        inspect::job(self, id).await
-    }
-
-    async fn job_fields(&self, id: &JobId) -> Result<Option<BTreeMap<String, String>>, StoreError> {
-        inspect::job_fields(self, id).await
-    }
-
-    async fn job_fields_batch(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError> {
-        inspect::job_fields_batch(self, ids).await
-    }
-
-    async fn wait_job_event(
-        &self,
-        id: &JobId,
-        after: Option<String>,
-        timeout: Duration,
-    ) -> Result<Option<String>, StoreError> {
-        inspect::wait_job_event(self, id, after, timeout).await
-    }
-
+#[async_trait]
+impl WorkerStore for RedisStore {
     async fn claim(&self, req: ClaimRequest) -> Result<ClaimBatch, StoreError> {
         worker::claim(self, req).await
     }
@@ -245,20 +228,44 @@ impl Store for RedisStore {
         self.inner.signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError> {
-        admin::pause(self, queue).await
+    async fn unique_lock_ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        inspect::unique_lock_ttl(self, key).await
     }
 
-    async fn resume(&self, queue: &QueueName) -> Result<bool, StoreError> {
-        admin::resume(self, queue).await
+    async fn cron_tick(&self, entry: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        worker::cron_tick(self, entry).await
+    }
+
+    async fn record_cron_tick(&self, entry: &str, tick: DateTime<Utc>) -> Result<(), StoreError> {
+        worker::record_cron_tick(self, entry, tick).await
+    }
+}
+
+#[async_trait]
+impl InspectStore for RedisStore {
+    async fn job(&self, id: &JobId) -> Result<Option<Result<Job, JobParseError>>, StoreError> {
+        inspect::job(self, id).await
+    }
+
+    async fn job_fields(&self, id: &JobId) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+        inspect::job_fields(self, id).await
+    }
+
+    async fn job_fields_batch(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError> {
+        inspect::job_fields_batch(self, ids).await
+    }
+
+    async fn wait_job_event(
+        &self,
+        id: &JobId,
+        after: Option<String>,
+        timeout: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        inspect::wait_job_event(self, id, after, timeout).await
     }
 
     async fn paused(&self) -> Result<Vec<QueueName>, StoreError> {
         admin::paused(self).await
-    }
-
-    async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {
-        admin::cancel(self, id).await
     }
 
     async fn queue_len(&self, queue: &QueueName) -> Result<u64, StoreError> {
@@ -267,16 +274,6 @@ impl Store for RedisStore {
 
     async fn dlq_ids(&self, dlq: &DlqName, offset: usize, limit: usize) -> Result<Vec<JobId>, StoreError> {
         inspect::dlq_ids(self, dlq, offset, limit).await
-    }
-
-    async fn dlq_requeue(
-        &self,
-        dlq: &DlqName,
-        id: &JobId,
-        target: &QueueName,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        admin::dlq_requeue(self, dlq, id, target, now).await
     }
 
     async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
@@ -300,24 +297,37 @@ impl Store for RedisStore {
         inspect::job_ids(self, limit).await
     }
 
-    async fn dlq_purge(&self, dlq: &DlqName, ids: &[JobId]) -> Result<u64, StoreError> {
-        admin::dlq_purge(self, dlq, ids).await
-    }
-
     async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError> {
         inspect::dlq_len(self, dlq).await
     }
+}
 
-    async fn unique_lock_ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
-        inspect::unique_lock_ttl(self, key).await
+#[async_trait]
+impl AdminStore for RedisStore {
+    async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError> {
+        admin::pause(self, queue).await
     }
 
-    async fn cron_tick(&self, entry: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-        worker::cron_tick(self, entry).await
+    async fn resume(&self, queue: &QueueName) -> Result<bool, StoreError> {
+        admin::resume(self, queue).await
     }
 
-    async fn record_cron_tick(&self, entry: &str, tick: DateTime<Utc>) -> Result<(), StoreError> {
-        worker::record_cron_tick(self, entry, tick).await
+    async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {
+        admin::cancel(self, id).await
+    }
+
+    async fn dlq_requeue(
+        &self,
+        dlq: &DlqName,
+        id: &JobId,
+        target: &QueueName,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        admin::dlq_requeue(self, dlq, id, target, now).await
+    }
+
+    async fn dlq_purge(&self, dlq: &DlqName, ids: &[JobId]) -> Result<u64, StoreError> {
+        admin::dlq_purge(self, dlq, ids).await
     }
 
     async fn put_job_fields(&self, id: &JobId, fields: &BTreeMap<String, String>) -> Result<(), StoreError> {

@@ -9,8 +9,8 @@ use chrono::Utc;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use rrq_store::{
-    AttemptCount, ClaimRequest, EnqueueMode, Enqueued, Fence, JobParseError, RedisStore, Store, StoreError,
-    WorkerHealth, keys,
+    AttemptCount, ClaimRequest, EnqueueMode, EnqueueStore, Enqueued, Fence, InspectStore, JobParseError, RedisStore,
+    StoreError, WorkerHealth, WorkerStore, keys,
 };
 use rrq_test_support::TestRedis;
 use serde_json::json;

@@ -14,7 +14,9 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use rrq_protocol::{JobId, QueueName};
-use rrq_store::{AttemptCount, EnqueueMode, Fence, ReadySignals, RedisStore, Signal, Store, keys};
+use rrq_store::{
+    AttemptCount, EnqueueMode, EnqueueStore, Fence, InspectStore, ReadySignals, RedisStore, Signal, WorkerStore, keys,
+};
 use rrq_test_support::TestRedis;
 use serde_json::json;
 use tokio::sync::mpsc;
