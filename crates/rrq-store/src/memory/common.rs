@@ -43,18 +43,14 @@ impl State {
         }
     }
 
-    /// The common head of every fenced write: `Some(fence)` when the write
-    /// must not happen (stale, or already applied by an earlier call).
-    pub(super) fn check_fence(
-        &mut self,
-        lease: &Lease,
-        recorded: Option<JobStatus>,
-        now: DateTime<Utc>,
-    ) -> Option<Fence> {
+    /// The common head of every fenced write (`check_fence` in
+    /// common.lua): `Some(fence)` when the write must not happen (stale, or
+    /// already applied by an earlier call that recorded one of `recorded`).
+    pub(super) fn check_fence(&mut self, lease: &Lease, recorded: &[JobStatus], now: DateTime<Utc>) -> Option<Fence> {
         if self.holds(lease, now) {
             return None;
         }
-        if recorded.is_some_and(|s| self.already_recorded(lease, s, now)) {
+        if recorded.iter().any(|s| self.already_recorded(lease, *s, now)) {
             return Some(Fence::Applied);
         }
         if self.lock_owner(&lease.job_id, now).as_deref() != Some(lease.worker_id.as_str()) {

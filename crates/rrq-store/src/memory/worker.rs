@@ -137,7 +137,7 @@ pub(super) fn complete(
     defaults: &JobDefaults,
 ) -> Result<Fence, StoreError> {
     let (mut st, clock_now) = store.state();
-    if let Some(f) = st.check_fence(lease, Some(JobStatus::Completed), clock_now) {
+    if let Some(f) = st.check_fence(lease, &[JobStatus::Completed], clock_now) {
         return Ok(f);
     }
     let id = lease.job_id.as_str();
@@ -171,10 +171,7 @@ pub(super) fn retry(
     defaults: &JobDefaults,
 ) -> Result<Fence, StoreError> {
     let (mut st, clock_now) = store.state();
-    if let Some(f) = st.check_fence(lease, Some(JobStatus::Retrying), clock_now) {
-        if f == Fence::Stale && st.already_recorded(lease, JobStatus::Cancelled, clock_now) {
-            return Ok(Fence::Applied);
-        }
+    if let Some(f) = st.check_fence(lease, &[JobStatus::Retrying, JobStatus::Cancelled], clock_now) {
         return Ok(f);
     }
     let id = lease.job_id.as_str();
@@ -213,7 +210,7 @@ pub(super) fn dead_letter(
     defaults: &JobDefaults,
 ) -> Result<Fence, StoreError> {
     let (mut st, clock_now) = store.state();
-    if let Some(f) = st.check_fence(lease, Some(JobStatus::Failed), clock_now) {
+    if let Some(f) = st.check_fence(lease, &[JobStatus::Failed], clock_now) {
         return Ok(f);
     }
     let id = lease.job_id.as_str();
@@ -235,7 +232,7 @@ pub(super) fn release(
     now: DateTime<Utc>,
 ) -> Result<Fence, StoreError> {
     let (mut st, clock_now) = store.state();
-    if let Some(f) = st.check_fence(lease, None, clock_now) {
+    if let Some(f) = st.check_fence(lease, &[], clock_now) {
         return Ok(f);
     }
     let id = lease.job_id.as_str();
@@ -257,7 +254,7 @@ pub(super) fn release(
 
 pub(super) fn finish_cancelled(store: &MemoryStore, lease: &Lease, _now: DateTime<Utc>) -> Result<Fence, StoreError> {
     let (mut st, clock_now) = store.state();
-    if let Some(f) = st.check_fence(lease, Some(JobStatus::Cancelled), clock_now) {
+    if let Some(f) = st.check_fence(lease, &[JobStatus::Cancelled], clock_now) {
         return Ok(f);
     }
     st.end_cancelled(lease.job_id.as_str(), clock_now);

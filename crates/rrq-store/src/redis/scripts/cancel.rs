@@ -2,10 +2,7 @@
 //! its worker. The job's queue and unique lock are named by its fields,
 //! read only in the script: their prefixes are KEYS entries.
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 use rrq_protocol::{JobId, QueueName};
 
 use super::LuaScript;
@@ -14,8 +11,6 @@ use crate::job::JobStatus;
 use crate::keys;
 use crate::redis::reply::{self, protocol};
 use crate::store::CancelResult;
-
-static SCRIPT: LazyLock<Script> = lua!("cancel.lua");
 
 pub(crate) struct Cancel<'a> {
     /// KEYS[1] and KEYS[3] (job and events stream), ARGV[1].
@@ -28,9 +23,7 @@ impl LuaScript for Cancel<'_> {
     const OP: &'static str = "cancel";
     type Reply = CancelResult;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("cancel.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let keys = vec![

@@ -7,19 +7,15 @@
 //! in every prefix, all of them fall in one Redis Cluster slot.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use fred::prelude::*;
-use fred::types::scripts::Script;
 use rrq_protocol::{DlqName, JobId, QueueName};
 
 use super::{LuaScript, flag};
 use crate::error::StoreError;
 use crate::keys;
 use crate::redis::reply::{self, protocol};
-
-static SCRIPT: LazyLock<Script> = lua!("claim.lua");
 
 #[derive(Clone)]
 pub(crate) struct Claim {
@@ -67,9 +63,7 @@ impl LuaScript for Claim {
     const OP: &'static str = "claim";
     type Reply = ClaimReply;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("claim.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let keys = vec![

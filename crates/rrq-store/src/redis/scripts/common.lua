@@ -177,6 +177,23 @@ local function drop_stale(lock_key, active_key, id, worker)
   end
 end
 
+-- The head of every fenced write (the twin of `check_fence` in
+-- memory/common.rs): nil when the lease holds and the write goes ahead; 1
+-- when this attempt already recorded one of the given statuses (the script
+-- ran before and only its reply was lost); otherwise 0, the lease stale.
+local function check_fence(job_key, lock_key, active_key, id, worker, token, ...)
+  if holds(job_key, lock_key, worker, token) then
+    return nil
+  end
+  for _, status in ipairs({...}) do
+    if already_recorded(job_key, worker, token, status) then
+      return 1
+    end
+  end
+  drop_stale(lock_key, active_key, id, worker)
+  return 0
+end
+
 -- The end of an attempt: owner-checked lock release, active-set and lease
 -- index entries removed.
 local function end_attempt(lock_key, active_key, leases_key, id, worker)

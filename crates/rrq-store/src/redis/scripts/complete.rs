@@ -3,18 +3,13 @@
 //! The unique lock a job holds is named by its `job_unique_key` field, read
 //! only in the script: its prefix is a KEYS entry.
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 
 use super::LuaScript;
 use crate::error::StoreError;
 use crate::keys;
 use crate::redis::reply;
 use crate::store::Fence;
-
-static SCRIPT: LazyLock<Script> = lua!("complete.lua");
 
 /// KEYS[1] the lease index and KEYS[2] the unique-lock prefix, then the
 /// attempts.
@@ -46,9 +41,7 @@ impl LuaScript for Complete {
     /// One answer per attempt, in order.
     type Reply = Vec<Result<Fence, StoreError>>;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("complete.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let mut keys = Vec::with_capacity(2 + 4 * self.attempts.len());

@@ -1,16 +1,11 @@
 //! `cron_tick.lua`: the last handled tick of a cron entry, moved only
 //! forward.
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 
 use super::LuaScript;
 use crate::error::StoreError;
 use crate::keys;
-
-static SCRIPT: LazyLock<Script> = lua!("cron_tick.lua");
 
 /// KEYS[1] the tick record; ARGV[1] the entry, ARGV[2] the tick.
 pub(crate) struct CronTick<'a> {
@@ -24,9 +19,7 @@ impl LuaScript for CronTick<'_> {
     /// Nothing to report: an older tick than the recorded one is ignored.
     type Reply = ();
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("cron_tick.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         (vec![keys::CRON_TICKS.to_owned()], vec![self.entry.into(), self.tick.into()])

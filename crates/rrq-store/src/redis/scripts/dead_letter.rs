@@ -2,18 +2,13 @@
 //! job's DLQ and unique lock are named by its fields, read only in the
 //! script: their prefixes are KEYS entries.
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 use rrq_protocol::DlqName;
 
 use super::{Fenced, LuaScript, flag};
 use crate::error::StoreError;
 use crate::keys;
 use crate::store::Fence;
-
-static SCRIPT: LazyLock<Script> = lua!("dead_letter.lua");
 
 pub(crate) struct DeadLetter {
     /// KEYS[1-4], ARGV[1-3].
@@ -34,9 +29,7 @@ impl LuaScript for DeadLetter {
     const OP: &'static str = "dead_letter";
     type Reply = Fence;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("dead_letter.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let (mut keys, mut args) = self.fenced.head();

@@ -1,18 +1,13 @@
 //! `dlq_purge.lua`: removes the given ids from a DLQ and deletes their
 //! failed jobs.
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 use rrq_protocol::JobId;
 
 use super::LuaScript;
 use crate::error::StoreError;
 use crate::keys;
 use crate::redis::reply;
-
-static SCRIPT: LazyLock<Script> = lua!("dlq_purge.lua");
 
 /// KEYS[1] the DLQ, then per id KEYS job and events stream; ARGV the ids.
 pub(crate) struct DlqPurge<'a> {
@@ -25,9 +20,7 @@ impl LuaScript for DlqPurge<'_> {
     /// How many entries were taken off the list.
     type Reply = u64;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("dlq_purge.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let mut keys = Vec::with_capacity(1 + 2 * self.ids.len());

@@ -1,17 +1,12 @@
 //! `dlq_requeue.lua`: a failed job from a DLQ back to a queue, with a fresh
 //! attempt budget.
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 
 use super::LuaScript;
 use crate::error::StoreError;
 use crate::keys;
 use crate::redis::reply;
-
-static SCRIPT: LazyLock<Script> = lua!("dlq_requeue.lua");
 
 pub(crate) struct DlqRequeue {
     /// KEYS[1]
@@ -33,9 +28,7 @@ impl LuaScript for DlqRequeue {
     /// Whether the job was re-queued.
     type Reply = bool;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("dlq_requeue.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let keys = vec![self.dlq_key, self.queue_key, self.job_key];

@@ -1,17 +1,12 @@
 //! `enqueue.lua`: a standard enqueue, optionally under an idempotency key.
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 
 use super::{LuaScript, NewJobCall};
 use crate::error::StoreError;
 use crate::keys;
 use crate::redis::reply;
 use crate::store::Enqueued;
-
-static SCRIPT: LazyLock<Script> = lua!("enqueue.lua");
 
 pub(crate) struct Enqueue {
     /// KEYS[1-2], ARGV[1-5] (ARGV[3]: the idempotency key's TTL, 0 = no
@@ -26,9 +21,7 @@ impl LuaScript for Enqueue {
     const OP: &'static str = "enqueue";
     type Reply = Result<Enqueued, StoreError>;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("enqueue.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let (mut keys, mut args, fields) = self.job.head();

@@ -1,14 +1,10 @@
 //! `enqueue_batch.lua`: many standard enqueues in one step.
 
 use fred::prelude::*;
-use fred::types::scripts::Script;
-use std::sync::LazyLock;
 
 use super::{LuaScript, flag};
 use crate::error::StoreError;
 use crate::redis::reply::{self, protocol};
-
-static SCRIPT: LazyLock<Script> = lua!("enqueue_batch.lua");
 
 pub(crate) struct EnqueueBatch {
     /// ARGV[1]
@@ -33,9 +29,7 @@ impl LuaScript for EnqueueBatch {
     /// Per job: created (`true`) or its id was taken.
     type Reply = Vec<bool>;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("enqueue_batch.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let mut keys = Vec::with_capacity(self.jobs.len() * 2);

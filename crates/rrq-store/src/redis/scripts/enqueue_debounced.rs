@@ -2,10 +2,7 @@
 //! the debounce key (trailing edge). The holder's id and its old queue are
 //! learnt only in the script: the job and queue prefixes are KEYS entries.
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 use rrq_protocol::QueueName;
 
 use super::{LuaScript, NewJobCall, flag};
@@ -13,8 +10,6 @@ use crate::error::StoreError;
 use crate::keys;
 use crate::redis::reply;
 use crate::store::Enqueued;
-
-static SCRIPT: LazyLock<Script> = lua!("enqueue_debounced.lua");
 
 pub(crate) struct EnqueueDebounced {
     /// KEYS[1-2], ARGV[1-5] (ARGV[3]: the window, whole seconds > 0) and the
@@ -32,9 +27,7 @@ impl LuaScript for EnqueueDebounced {
     const OP: &'static str = "enqueue";
     type Reply = Result<Enqueued, StoreError>;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("enqueue_debounced.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let (mut keys, mut args, fields) = self.job.head();

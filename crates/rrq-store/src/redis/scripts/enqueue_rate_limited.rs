@@ -1,16 +1,11 @@
 //! `enqueue_rate_limited.lua`: an enqueue behind a leading-edge rate limit.
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 
 use super::{LuaScript, NewJobCall};
 use crate::error::StoreError;
 use crate::redis::reply;
 use crate::store::Enqueued;
-
-static SCRIPT: LazyLock<Script> = lua!("enqueue_rate_limited.lua");
 
 pub(crate) struct EnqueueRateLimited {
     /// KEYS[1-2], ARGV[1-5] (ARGV[3]: the window, whole seconds > 0) and the
@@ -24,9 +19,7 @@ impl LuaScript for EnqueueRateLimited {
     const OP: &'static str = "enqueue";
     type Reply = Result<Enqueued, StoreError>;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("enqueue_rate_limited.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let (mut keys, mut args, fields) = self.job.head();

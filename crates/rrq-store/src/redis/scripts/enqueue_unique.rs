@@ -1,16 +1,11 @@
 //! `enqueue_unique.lua`: an enqueue under the orchestrator unique lock.
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 
 use super::{LuaScript, NewJobCall};
 use crate::error::StoreError;
 use crate::redis::reply;
 use crate::store::Enqueued;
-
-static SCRIPT: LazyLock<Script> = lua!("enqueue_unique.lua");
 
 pub(crate) struct EnqueueUnique {
     /// KEYS[1-2], ARGV[1-5] (ARGV[3]: the lock's TTL, whole seconds) and the
@@ -26,9 +21,7 @@ impl LuaScript for EnqueueUnique {
     const OP: &'static str = "enqueue";
     type Reply = Result<Enqueued, StoreError>;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("enqueue_unique.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let (mut keys, mut args, fields) = self.job.head();

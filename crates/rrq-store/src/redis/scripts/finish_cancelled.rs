@@ -2,17 +2,12 @@
 //! (fenced). The unique lock is named by a job field, read only in the
 //! script: its prefix is a KEYS entry.
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 
 use super::{Fenced, LuaScript};
 use crate::error::StoreError;
 use crate::keys;
 use crate::store::Fence;
-
-static SCRIPT: LazyLock<Script> = lua!("finish_cancelled.lua");
 
 pub(crate) struct FinishCancelled {
     /// KEYS[1-4], ARGV[1-3].
@@ -25,9 +20,7 @@ impl LuaScript for FinishCancelled {
     const OP: &'static str = "finish_cancelled";
     type Reply = Fence;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("finish_cancelled.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let (mut keys, args) = self.fenced.head();

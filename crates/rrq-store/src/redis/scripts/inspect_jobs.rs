@@ -1,16 +1,12 @@
 //! `inspect_jobs.lua`: fields of many job hashes (read only).
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
 use fred::prelude::*;
-use fred::types::scripts::Script;
 
 use super::LuaScript;
 use crate::error::StoreError;
 use crate::redis::reply;
-
-static SCRIPT: LazyLock<Script> = lua!("inspect_jobs.lua");
 
 /// KEYS: the job hashes.
 pub(crate) struct InspectJobs(pub Vec<String>);
@@ -20,9 +16,7 @@ impl LuaScript for InspectJobs {
     /// One map per key, empty where there is no hash.
     type Reply = Vec<HashMap<String, String>>;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("inspect_jobs.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         (self.0, Vec::new())

@@ -1,16 +1,11 @@
 //! `inspect_queues.lua`: sizes and score ranges of queues (read only).
 
-use std::sync::LazyLock;
-
 use chrono::{DateTime, Utc};
 use fred::prelude::*;
-use fred::types::scripts::Script;
 
 use super::LuaScript;
 use crate::error::StoreError;
 use crate::redis::reply::{self, protocol};
-
-static SCRIPT: LazyLock<Script> = lua!("inspect_queues.lua");
 
 /// KEYS: the queues.
 pub(crate) struct InspectQueues(pub Vec<String>);
@@ -26,9 +21,7 @@ impl LuaScript for InspectQueues {
     const OP: &'static str = "queues";
     type Reply = Vec<QueueSpan>;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("inspect_queues.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         (self.0, Vec::new())

@@ -1,15 +1,10 @@
 //! `inspect_workers.lua`: health records and their expiry (read only).
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 
 use super::LuaScript;
 use crate::error::StoreError;
 use crate::redis::reply::{self, protocol};
-
-static SCRIPT: LazyLock<Script> = lua!("inspect_workers.lua");
 
 /// KEYS: the health keys.
 pub(crate) struct InspectWorkers(pub Vec<String>);
@@ -24,9 +19,7 @@ impl LuaScript for InspectWorkers {
     const OP: &'static str = "workers";
     type Reply = Vec<HealthKey>;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("inspect_workers.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         (self.0, Vec::new())

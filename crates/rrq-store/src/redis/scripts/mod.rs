@@ -16,12 +16,16 @@ use crate::error::StoreError;
 use crate::store::Lease;
 use crate::{keys, store::Fence};
 
-/// One script's static: `common.lua` and the given file, hashed on first use.
-macro_rules! lua {
+/// A wrapper's `fn script()`: `common.lua` followed by the given file,
+/// hashed and loaded on first use.
+macro_rules! lua_source {
     ($file:literal) => {
-        std::sync::LazyLock::new(|| {
-            fred::types::scripts::Script::from_lua(concat!(include_str!("common.lua"), include_str!($file)))
-        })
+        fn script() -> &'static fred::types::scripts::Script {
+            static SCRIPT: std::sync::LazyLock<fred::types::scripts::Script> = std::sync::LazyLock::new(|| {
+                fred::types::scripts::Script::from_lua(concat!(include_str!("common.lua"), include_str!($file)))
+            });
+            &SCRIPT
+        }
     };
 }
 

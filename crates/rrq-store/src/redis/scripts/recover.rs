@@ -7,10 +7,7 @@
 //! in KEYS beforehand: their prefixes are KEYS entries instead. With one
 //! hash tag in every prefix, all of them fall in one Redis Cluster slot.
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 use rrq_protocol::{DlqName, QueueName};
 
 use super::LuaScript;
@@ -18,8 +15,6 @@ use crate::error::StoreError;
 use crate::keys;
 use crate::redis::reply::{self, protocol};
 use crate::store::Recovery;
-
-static SCRIPT: LazyLock<Script> = lua!("recover.lua");
 
 pub(crate) struct Recover {
     /// KEYS[2]: for a job without `queue_name`.
@@ -40,9 +35,7 @@ impl LuaScript for Recover {
     const OP: &'static str = "recover";
     type Reply = Recovery;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("recover.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let keys = vec![

@@ -12,9 +12,9 @@ local job_key, lock_key, active, leases, queue, events = KEYS[1], KEYS[2], KEYS[
 local unique_prefix = KEYS[7]
 local id, worker, token = ARGV[1], ARGV[2], ARGV[3]
 
-if not holds(job_key, lock_key, worker, token) then
-  drop_stale(lock_key, active, id, worker)
-  return 0
+local settled = check_fence(job_key, lock_key, active, id, worker, token)
+if settled then
+  return settled
 end
 
 if cancel_requested(job_key) then

@@ -2,17 +2,12 @@
 //! attempt (fenced). The unique lock is named by a job field, read only in
 //! the script: its prefix is a KEYS entry.
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 
 use super::{Fenced, LuaScript, flag};
 use crate::error::StoreError;
 use crate::keys;
 use crate::store::Fence;
-
-static SCRIPT: LazyLock<Script> = lua!("release.lua");
 
 pub(crate) struct Release {
     /// KEYS[1-4], ARGV[1-3].
@@ -31,9 +26,7 @@ impl LuaScript for Release {
     const OP: &'static str = "release";
     type Reply = Fence;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("release.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let (mut keys, mut args) = self.fenced.head();

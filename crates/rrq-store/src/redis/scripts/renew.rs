@@ -1,17 +1,12 @@
 //! `renew.lua`: extends the locks of running jobs, one answer per lease.
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 
 use super::LuaScript;
 use crate::error::StoreError;
 use crate::keys;
 use crate::redis::reply::{self, protocol};
 use crate::store::{Lease, LeaseState};
-
-static SCRIPT: LazyLock<Script> = lua!("renew.lua");
 
 /// KEYS[1] the lease index, ARGV[1] the TTL; then per lease KEYS job and
 /// lock, ARGV job id, worker id and token.
@@ -24,9 +19,7 @@ impl LuaScript for Renew<'_> {
     const OP: &'static str = "renew";
     type Reply = Vec<LeaseState>;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("renew.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let mut keys = Vec::with_capacity(1 + 2 * self.leases.len());

@@ -13,12 +13,9 @@ local job_key, lock_key, active, leases, events = KEYS[1], KEYS[2], KEYS[3], KEY
 local default_queue, queue_prefix, unique_prefix = KEYS[6], KEYS[7], KEYS[8]
 local id, worker, token = ARGV[1], ARGV[2], ARGV[3]
 
-if not holds(job_key, lock_key, worker, token) then
-  if already_recorded(job_key, worker, token, 'RETRYING') or already_recorded(job_key, worker, token, 'CANCELLED') then
-    return 1
-  end
-  drop_stale(lock_key, active, id, worker)
-  return 0
+local settled = check_fence(job_key, lock_key, active, id, worker, token, 'RETRYING', 'CANCELLED')
+if settled then
+  return settled
 end
 
 local retries = next_count(redis.call('HGET', job_key, 'current_retries'))

@@ -2,18 +2,13 @@
 //! The job's queue and unique lock are named by its fields, read only in
 //! the script: their prefixes are KEYS entries.
 
-use std::sync::LazyLock;
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
 use rrq_protocol::QueueName;
 
 use super::{Fenced, LuaScript};
 use crate::error::StoreError;
 use crate::keys;
 use crate::store::Fence;
-
-static SCRIPT: LazyLock<Script> = lua!("retry.lua");
 
 pub(crate) struct Retry {
     /// KEYS[1-4], ARGV[1-3].
@@ -36,9 +31,7 @@ impl LuaScript for Retry {
     const OP: &'static str = "retry";
     type Reply = Fence;
 
-    fn script() -> &'static Script {
-        &SCRIPT
-    }
+    lua_source!("retry.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let (mut keys, mut args) = self.fenced.head();
