@@ -6,11 +6,13 @@
 //! only while it runs (claim pops ids from a queue), the key's *prefix* is a
 //! KEYS entry instead; with a hash tag in the prefix every key shares a slot.
 //!
-//! The rules, applied to every `.lua` file beside the wrappers (comments
-//! stripped; `common.lua` prepended, as at load time):
+//! The rules, applied to every `.lua` file beside the wrappers, `common.lua`
+//! included (comments stripped; which helper parameters take keys is read
+//! from the helpers' definitions in `common.lua` and in the script):
 //! 1. no string literal names an RRQ key (`'rrq:…'`);
-//! 2. no ARGV value is concatenated (`ARGV[n] ..`, or `x ..` where the local
-//!    `x` was bound from ARGV);
+//! 2. no ARGV value heads a concatenation (`ARGV[n] .. id`, or `x .. id`
+//!    where the local `x` was bound from ARGV); further on in a chain it is
+//!    text in a message;
 //! 3. no ARGV value is the key argument of `redis.call` / `redis.pcall`
 //!    (pub/sub channels are not keys: `PUBLISH`'s argument is exempt);
 //! 4. no ARGV value is passed where a helper takes a key (a parameter named
