@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rrq_protocol::{DlqName, JobId};
-use rrq_store::{JobStatus, RedisStore, Store};
+use rrq_store::{InspectStore, JobStatus, RedisStore};
 use rrq_test_support::{TestRedis, python};
 use serde_json::{Value, json};
 

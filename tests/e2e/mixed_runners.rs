@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rrq_producer::{EnqueueOptions, Producer};
 use rrq_protocol::{DlqName, JobId};
-use rrq_store::{JobStatus, RedisStore, Store};
+use rrq_store::{InspectStore, JobStatus, RedisStore};
 use rrq_test_support::{TestRedis, node, python};
 use serde_json::{Value, json};
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rrq_producer::{EnqueueOptions, JobStatus, Producer};
 use rrq_protocol::{DlqName, JobId};
-use rrq_store::{RedisStore, Store};
+use rrq_store::{InspectStore, RedisStore};
 use rrq_test_support::TestRedis;
 use serde_json::json;
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rrq_producer::{EnqueueOptions, JobStatus, Producer};
 use rrq_protocol::{DlqName, JobId, QueueName};
-use rrq_store::{Clock, Job, RedisStore, Store, SystemClock};
+use rrq_store::{AdminStore, Clock, InspectStore, Job, RedisStore, SystemClock};
 use rrq_test_support::TestRedis;
 use serde_json::{Value, json};
 

@@ -4,7 +4,9 @@
 //!
 //! Everything goes through the `Store` trait (and the producer for real
 //! enqueues); the synthetic job hashes use the admin verb
-//! [`Store::put_job_fields`], the clean-up [`Store::delete_matching`].
+//! [`AdminStore::put_job_fields`](rrq_store::AdminStore::put_job_fields),
+//! the clean-up
+//! [`AdminStore::delete_matching`](rrq_store::AdminStore::delete_matching).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};

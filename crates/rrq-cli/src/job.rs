@@ -213,7 +213,7 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
 async fn cancel(args: IdArgs) -> Result<Exit, CliError> {
     let id = id_arg(&args.job_id)?;
     let Ops { store, .. } = ops::connect(&args.config).await?;
-    let (result, message) = match store.cancel(&id, SystemClock.now()).await? {
+    let (result, message) = match store.cancel(&id).await? {
         CancelResult::Cancelled => ("cancelled", format!("Job '{id}' cancelled successfully")),
         CancelResult::CancelRequested => (
             "cancel_requested",

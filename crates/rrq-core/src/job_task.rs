@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use rrq_pool::{PoolError, Runner};
 use rrq_protocol::{ExecutionContext, ExecutionOutcome, ExecutionRequest, OutcomeStatus, PROTOCOL_VERSION};
-use rrq_store::{Clock, Fence, Job, JobDefaults, Lease, Store, StoreError};
+use rrq_store::{AttemptCount, Clock, Fence, Job, JobDefaults, Lease, Store, StoreError};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
@@ -283,7 +283,8 @@ pub(crate) async fn dead_letter(
     info!(job_id = %lease.job_id, queue = %lease.queue, reason, "moving job to the dead letter queue");
     tracing::Span::current().record("error", reason);
     let fence = write(shared, control, "dead_letter", || {
-        shared.store.dead_letter(lease, reason, count_attempt, shared.clock.now(), &shared.defaults)
+        let attempt = if count_attempt { AttemptCount::Counted } else { AttemptCount::NotCounted };
+        shared.store.dead_letter(lease, reason, attempt, shared.clock.now(), &shared.defaults)
     })
     .await;
     ended(fence, Ending::DeadLettered, lease)

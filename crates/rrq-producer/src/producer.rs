@@ -421,7 +421,7 @@ impl Producer {
     /// Cancels a job: a pending one is removed from its queue; a running one
     /// is stopped by its worker.
     pub async fn cancel(&self, id: &JobId) -> Result<CancelResult, ProducerError> {
-        Ok(self.store.cancel(id, self.clock.now()).await?)
+        Ok(self.store.cancel(id).await?)
     }
 }
 

@@ -340,7 +340,10 @@ pub struct NewJob {
     pub params: Map<String, Value>,
     /// The target queue.
     pub queue: QueueName,
-    /// When it was enqueued.
+    /// When it was enqueued, by the enqueuing caller's clock: "now" for
+    /// every decision the enqueue makes (whether the job is ready at once
+    /// and wakes workers, how far a held unique lock defers it). The store
+    /// reads no clock of its own for them.
     pub enqueue_time: DateTime<Utc>,
     /// When it becomes ready (queue score).
     pub scheduled_time: DateTime<Utc>,

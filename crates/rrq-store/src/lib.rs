@@ -7,9 +7,17 @@
 //!
 //! Main types:
 //! * [`Store`]: domain verbs (enqueue, claim, renew, complete, retry,
-//!   dead-letter, release, recover, heartbeat, pause, cancel, DLQ requeue…);
+//!   dead-letter, release, recover, heartbeat, pause, cancel, DLQ requeue…),
+//!   the union of one trait per audience: [`EnqueueStore`] (producers),
+//!   [`WorkerStore`] (the worker's life cycle), [`InspectStore`] (status and
+//!   inspection) and [`AdminStore`] (operators). Calling a verb on a concrete
+//!   store needs its audience's trait in scope; through `dyn Store` or a
+//!   `T: Store` bound, `Store` alone is enough;
 //! * [`RedisStore`]: the implementation on Redis, each multi-key change one
-//!   Lua script run by SHA (reloaded on `NOSCRIPT`);
+//!   Lua script run by SHA (reloaded on `NOSCRIPT`), every key it touches
+//!   passed in KEYS (whole, or as a prefix for ids the script learns as it
+//!   runs), so the scripts can run on Redis Cluster once keys share a hash
+//!   tag;
 //! * [`MemoryStore`]: the same semantics in memory, for tests and embedding;
 //! * [`Job`] / [`NewJob`]: the job hash, parsed and to be written;
 //! * [`Clock`], [`SystemClock`], [`ManualClock`]: wall time as a seam.
@@ -32,8 +40,9 @@
 //! Tests: unit tests beside the code for parsing and pure decisions;
 //! `tests/conformance` runs one suite against both `MemoryStore` and
 //! `RedisStore` (a private `redis-server` per test, or the server named by
-//! `RRQ_TEST_REDIS_URL`), plus Redis-only checks of the exact key layout:
-//! `cargo test -p rrq-store`.
+//! `RRQ_TEST_REDIS_URL`), plus Redis-only checks of the exact key layout; a
+//! check over the Lua sources (`redis/scripts/lint.rs`) fails when a script
+//! builds a key from ARGV: `cargo test -p rrq-store`.
 
 mod clock;
 mod error;
@@ -50,6 +59,14 @@ pub use job::{Job, JobDefaults, JobParseError, JobStatus, MAX_DURATION_SECONDS, 
 pub use memory::MemoryStore;
 pub use redis::{CA_FILE_ENV, ConnectOptions, RedisStore};
 pub use store::{
-    CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, Enqueued, Fence, Lease, LeaseState, QueueInfo,
-    ReadySignals, Recovery, Signal, Store, WorkerHealth, WorkerRecord,
+    AdminStore, AttemptCount, CancelResult, ClaimBatch, ClaimRequest, Claimed, EnqueueMode, EnqueueStore, Enqueued,
+    Fence, InspectStore, Lease, LeaseState, QueueInfo, ReadySignals, Recovery, Signal, Store, WorkerHealth,
+    WorkerRecord, WorkerStore,
 };
+
+/// The store traits, for calling verbs on a concrete [`RedisStore`] or
+/// [`MemoryStore`] (`use rrq_store::prelude::*;`): Rust brings a supertrait's
+/// methods into scope only with the trait that declares them.
+pub mod prelude {
+    pub use crate::store::{AdminStore, EnqueueStore, InspectStore, Store, WorkerStore};
+}

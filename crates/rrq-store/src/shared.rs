@@ -75,10 +75,10 @@ pub(crate) fn lease_ms(d: Duration) -> i64 {
 }
 
 /// The most attempts a stored counter or limit may mean (`count` in
-/// lua/common.lua).
+/// redis/scripts/common.lua).
 const MAX_COUNT: i64 = u32::MAX as i64;
 
-/// A stored count as the scripts read it (`count` in lua/common.lua):
+/// A stored count as the scripts read it (`count` in redis/scripts/common.lua):
 /// floored, within `0..=u32::MAX`; `fallback` when missing, not a number or
 /// NaN.
 pub(crate) fn count(value: Option<&str>, fallback: i64) -> i64 {
@@ -89,13 +89,13 @@ pub(crate) fn count(value: Option<&str>, fallback: i64) -> i64 {
 }
 
 /// The attempt counter after one more attempt (`next_count` in
-/// lua/common.lua): never past `u32::MAX`.
+/// redis/scripts/common.lua): never past `u32::MAX`.
 pub(crate) fn next_count(value: Option<&str>) -> i64 {
     (count(value, 0) + 1).min(MAX_COUNT)
 }
 
 /// A stored number of seconds as the scripts read it (`seconds` in
-/// lua/common.lua): floored, within +-[`MAX_DURATION_SECONDS`]; `fallback`
+/// redis/scripts/common.lua): floored, within +-[`MAX_DURATION_SECONDS`]; `fallback`
 /// (bounded the same way) when missing, not a number or NaN.
 pub(crate) fn seconds(value: Option<&str>, fallback: i64) -> i64 {
     let max = MAX_DURATION_SECONDS as f64;
@@ -139,6 +139,12 @@ pub(crate) enum Plan {
     /// `rrq:lock:unique:{unique}` (`key`) with this TTL (at least 1); the
     /// job's `job_unique_key` is `unique`.
     UniqueLock { key: String, unique: String, ttl: u64 },
+}
+
+/// Validates every job of a batch of standard enqueues, before any is
+/// written.
+pub(crate) fn check_batch(jobs: &[NewJob]) -> Result<(), StoreError> {
+    jobs.iter().try_for_each(|job| plan(job, &EnqueueMode::Standard).map(drop))
 }
 
 /// Validates a mode and computes its key and TTL for `job`.
@@ -200,6 +206,13 @@ pub(crate) fn cron_entry(entry: &str) -> Result<(), StoreError> {
 pub(crate) fn unique_deferral(job: &NewJob, remaining_ms: i64) -> Option<i64> {
     let at = epoch_ms(job.enqueue_time).saturating_add(remaining_ms);
     (remaining_ms > 0 && at > epoch_ms(job.scheduled_time)).then_some(at)
+}
+
+/// Whether a new job is ready at once: scheduled at or before its own
+/// `enqueue_time`, the enqueuing caller's "now" (then the enqueue wakes
+/// workers).
+pub(crate) fn ready_at_enqueue(job: &NewJob) -> bool {
+    is_due(job.scheduled_time, job.enqueue_time)
 }
 
 /// Whether a job scheduled at `at` is ready at `now` (queue scores have

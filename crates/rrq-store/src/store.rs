@@ -99,6 +99,16 @@ pub struct Lease {
     pub queue: QueueName,
 }
 
+/// Whether a move to the DLQ counts the attempt that led to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptCount {
+    /// The attempt ran and failed: `current_retries` goes up by one.
+    Counted,
+    /// The job never ran (an unparsable job quarantined at claim):
+    /// `current_retries` is left as it is.
+    NotCounted,
+}
+
 /// Whether a fenced write was applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
@@ -232,7 +242,7 @@ pub struct WorkerRecord {
     pub ttl: Option<Duration>,
 }
 
-/// A wake-up the store pushes to a worker (see [`Store::subscribe_ready`]).
+/// A wake-up the store pushes to a worker (see [`WorkerStore::subscribe_ready`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Signal {
@@ -244,7 +254,7 @@ pub enum Signal {
     Cancel(JobId),
 }
 
-/// Which queue changes reach [`Store::subscribe_ready`]'s channel.
+/// Which queue changes reach [`WorkerStore::subscribe_ready`]'s channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReadySignals {
@@ -263,39 +273,34 @@ pub enum ReadySignals {
     },
 }
 
-/// Domain verbs over job state. Every verb that changes more than one key is
-/// one atomic step, and every verb may be retried after a connection error
-/// without changing the result.
+/// Domain verbs over job state, for every audience: [`EnqueueStore`]
+/// (producers), [`WorkerStore`] (the worker's life cycle), [`InspectStore`]
+/// (status and inspection) and [`AdminStore`] (operators). Every verb that
+/// changes more than one key is one atomic step, and every verb may be
+/// retried after a connection error without changing the result.
+///
+/// Implemented for every type that implements the four; code that needs
+/// only one audience's verbs can take that trait instead.
+pub trait Store: EnqueueStore + WorkerStore + InspectStore + AdminStore {}
+
+impl<T: EnqueueStore + WorkerStore + InspectStore + AdminStore> Store for T {}
+
+/// The producer's verbs: creating jobs.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait EnqueueStore: Send + Sync + std::fmt::Debug + 'static {
     /// Creates a job (or resolves a duplicate as `mode` says).
     async fn enqueue(&self, job: NewJob, mode: EnqueueMode) -> Result<Enqueued, StoreError>;
 
     /// Creates many standard jobs in one round trip. Each job gets its own
     /// result (a taken id fails only that job).
     async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError>;
+}
 
-    /// Reads and parses a job; `Ok(None)` when it does not exist.
-    async fn job(&self, id: &JobId) -> Result<Option<Result<Job, JobParseError>>, StoreError>;
-
-    /// Raw hash fields of a job, for inspection tools.
-    async fn job_fields(&self, id: &JobId) -> Result<Option<BTreeMap<String, String>>, StoreError>;
-
-    /// Raw hash fields of many jobs, in the order of `ids`; `None` where no
-    /// job hash exists. Reads in chunks (one round trip each), so inspection
-    /// tools can load thousands of jobs without a round trip per job.
-    async fn job_fields_batch(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError>;
-
-    /// Blocks up to `timeout` for a new entry in the job's events stream
-    /// after `after` (`None` = only entries newer than now). Returns the id of
-    /// the entry seen, if any.
-    async fn wait_job_event(
-        &self,
-        id: &JobId,
-        after: Option<String>,
-        timeout: Duration,
-    ) -> Result<Option<String>, StoreError>;
-
+/// The worker's life cycle: claim, lease renewal, outcomes (each fenced on
+/// the attempt's lease), heartbeat, orphan recovery, cron ticks and the
+/// wake-ups that drive its loop.
+#[async_trait]
+pub trait WorkerStore: Send + Sync + std::fmt::Debug + 'static {
     /// Atomically takes up to `max` ready jobs of a queue, skipping (and
     /// dropping) terminal or vanished ones.
     async fn claim(&self, req: ClaimRequest) -> Result<ClaimBatch, StoreError>;
@@ -325,14 +330,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         defaults: &JobDefaults,
     ) -> Result<Fence, StoreError>;
 
-    /// Moves the job to its DLQ with `reason` as `last_error`. With
-    /// `count_attempt` the failed attempt is counted (`current_retries + 1`);
-    /// quarantine of an unparsable job does not count it.
+    /// Moves the job to its DLQ with `reason` as `last_error`, counting the
+    /// attempt or not as `attempt` says.
     async fn dead_letter(
         &self,
         lease: &Lease,
         reason: &str,
-        count_attempt: bool,
+        attempt: AttemptCount,
         now: DateTime<Utc>,
         defaults: &JobDefaults,
     ) -> Result<Fence, StoreError>;
@@ -360,30 +364,61 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// after it is signalled.
     async fn subscribe_ready(&self) -> Result<mpsc::Receiver<Signal>, StoreError>;
 
-    /// Which changes [`Store::subscribe_ready`] reports (as of the latest
+    /// Which changes [`WorkerStore::subscribe_ready`] reports (as of the latest
     /// subscription); the worker polls slowly only when they are
     /// [`ReadySignals::Complete`].
     fn ready_signals(&self) -> ReadySignals {
         ReadySignals::Partial { reason: "this store signals only its own writes".to_owned() }
     }
 
-    /// Pauses a queue: no worker claims from it until it is resumed.
-    async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError>;
+    /// The last tick recorded for a cron entry (by [`WorkerStore::record_cron_tick`]
+    /// of any worker); `None` when none was recorded.
+    async fn cron_tick(&self, entry: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
 
-    /// Resumes a paused queue.
-    async fn resume(&self, queue: &QueueName) -> Result<bool, StoreError>;
+    /// Records that a cron entry's `tick` (whole seconds) was handled. The
+    /// record never moves back: an older tick than the recorded one is
+    /// ignored.
+    async fn record_cron_tick(&self, entry: &str, tick: DateTime<Utc>) -> Result<(), StoreError>;
 
-    /// The paused queues.
-    async fn paused(&self) -> Result<Vec<QueueName>, StoreError>;
+    /// Time left on the orchestrator unique lock `rrq:lock:unique:{key}`:
+    /// `Some` while it is held with an expiry; `None` when it is free or has
+    /// no expiry (which the reference treats as not held).
+    async fn unique_lock_ttl(&self, key: &str) -> Result<Option<Duration>, StoreError>;
+}
 
-    /// Cancels a job: a pending one is removed and marked `CANCELLED`.
-    async fn cancel(&self, id: &JobId, now: DateTime<Utc>) -> Result<CancelResult, StoreError>;
+/// Reads for status queries and inspection tools: jobs, queues, DLQs,
+/// worker health, and the wait for a job's next event.
+#[async_trait]
+pub trait InspectStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Reads and parses a job; `Ok(None)` when it does not exist.
+    async fn job(&self, id: &JobId) -> Result<Option<Result<Job, JobParseError>>, StoreError>;
+
+    /// Raw hash fields of a job, for inspection tools.
+    async fn job_fields(&self, id: &JobId) -> Result<Option<BTreeMap<String, String>>, StoreError>;
+
+    /// Raw hash fields of many jobs, in the order of `ids`; `None` where no
+    /// job hash exists. Reads in chunks (one round trip each), so inspection
+    /// tools can load thousands of jobs without a round trip per job.
+    async fn job_fields_batch(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError>;
+
+    /// Blocks up to `timeout` for a new entry in the job's events stream
+    /// after `after` (`None` = only entries newer than now). Returns the id of
+    /// the entry seen, if any.
+    async fn wait_job_event(
+        &self,
+        id: &JobId,
+        after: Option<String>,
+        timeout: Duration,
+    ) -> Result<Option<String>, StoreError>;
 
     /// Number of jobs in a queue (ready or scheduled).
     async fn queue_len(&self, queue: &QueueName) -> Result<u64, StoreError>;
 
     /// Ids in a DLQ, newest first, `offset..offset+limit`.
     async fn dlq_ids(&self, dlq: &DlqName, offset: usize, limit: usize) -> Result<Vec<JobId>, StoreError>;
+
+    /// Number of ids in a DLQ (dangling ones included).
+    async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError>;
 
     /// Every queue that holds jobs, sorted by name. Finds them by scanning
     /// queue keys: meant for inspection tools, not for the worker's hot path.
@@ -406,32 +441,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// (`0` = all). A keyspace scan: meant for inspection tools.
     async fn job_ids(&self, limit: usize) -> Result<Vec<JobId>, StoreError>;
 
-    /// Number of ids in a DLQ (dangling ones included).
-    async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError>;
+    /// The paused queues.
+    async fn paused(&self) -> Result<Vec<QueueName>, StoreError>;
+}
 
-    /// Removes exactly `ids` from a DLQ (one entry per id given, searched
-    /// from the newest end) and deletes each removed id's job (hash and
-    /// events stream) while it is still `FAILED`. An id no longer in the DLQ
-    /// is skipped and its job left alone; entries that arrived after the ids
-    /// were read are never touched. Returns how many entries were removed.
-    /// Pass the ids newest first, as [`Store::dlq_ids`] lists them, so each
-    /// search stops early; `RedisStore` sends them in chunks of 100 per
-    /// script call, so a large purge never blocks the server for long.
-    async fn dlq_purge(&self, dlq: &DlqName, ids: &[JobId]) -> Result<u64, StoreError>;
+/// Operators' verbs: pause and resume, cancel, DLQ requeue and purge, and
+/// the debug verbs that write fields or delete keys by pattern.
+#[async_trait]
+pub trait AdminStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Pauses a queue: no worker claims from it until it is resumed.
+    async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError>;
 
-    /// Time left on the orchestrator unique lock `rrq:lock:unique:{key}`:
-    /// `Some` while it is held with an expiry; `None` when it is free or has
-    /// no expiry (which the reference treats as not held).
-    async fn unique_lock_ttl(&self, key: &str) -> Result<Option<Duration>, StoreError>;
+    /// Resumes a paused queue.
+    async fn resume(&self, queue: &QueueName) -> Result<bool, StoreError>;
 
-    /// The last tick recorded for a cron entry (by [`Store::record_cron_tick`]
-    /// of any worker); `None` when none was recorded.
-    async fn cron_tick(&self, entry: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
-
-    /// Records that a cron entry's `tick` (whole seconds) was handled. The
-    /// record never moves back: an older tick than the recorded one is
-    /// ignored.
-    async fn record_cron_tick(&self, entry: &str, tick: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Cancels a job: a pending one is removed and marked `CANCELLED`, a
+    /// running one flagged (and its worker signalled). Nothing it writes
+    /// carries a time, so it takes none.
+    async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError>;
 
     /// Moves a failed job from a DLQ back to `target` with a fresh attempt
     /// budget. Returns false when the id was not in that DLQ.
@@ -443,10 +470,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// Removes exactly `ids` from a DLQ (one entry per id given, searched
+    /// from the newest end) and deletes each removed id's job (hash and
+    /// events stream) while it is still `FAILED`. An id no longer in the DLQ
+    /// is skipped and its job left alone; entries that arrived after the ids
+    /// were read are never touched. Returns how many entries were removed.
+    /// Pass the ids newest first, as [`InspectStore::dlq_ids`] lists them, so each
+    /// search stops early; `RedisStore` sends them in chunks of 100 per
+    /// script call, so a large purge never blocks the server for long.
+    async fn dlq_purge(&self, dlq: &DlqName, ids: &[JobId]) -> Result<u64, StoreError>;
+
     /// **Admin/test verb** (`rrq debug generate-jobs`): sets the given fields
     /// of a job hash as they are (other fields are kept), without queueing
     /// the job, recording an event, checking the values or setting an
-    /// expiry. Workers never call it; use [`Store::enqueue`] to create jobs.
+    /// expiry. Workers never call it; use [`EnqueueStore::enqueue`] to create jobs.
     async fn put_job_fields(&self, id: &JobId, fields: &BTreeMap<String, String>) -> Result<(), StoreError>;
 
     /// **Admin/test verb** (`rrq debug clear`): counts the keys matching the

@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use rrq_protocol::JobId;
-use rrq_store::{RedisStore, Store};
+use rrq_store::{InspectStore, RedisStore};
 use serde_json::Value;
 
 use crate::support::{TempDir, example_runner_bin, free_ports, rrq_bin};

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rrq_producer::{EnqueueOptions, JobStatus, Producer};
 use rrq_protocol::JobId;
-use rrq_store::{Store, keys};
+use rrq_store::{InspectStore, keys};
 use rrq_test_support::TestRedis;
 use serde_json::json;
 

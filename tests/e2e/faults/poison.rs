@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rrq_producer::Producer;
 use rrq_protocol::{DlqName, JobId};
-use rrq_store::{Clock, Store, SystemClock, format_timestamp, keys};
+use rrq_store::{Clock, InspectStore, SystemClock, format_timestamp, keys};
 use rrq_test_support::TestRedis;
 use serde_json::json;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rrq_producer::Producer;
 use rrq_protocol::JobId;
-use rrq_store::{RedisStore, Store};
+use rrq_store::{InspectStore, RedisStore};
 use rrq_test_support::TestRedis;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rrq_producer::{EnqueueOptions, JobStatus, Producer};
 use rrq_protocol::{DlqName, JobId};
-use rrq_store::Store;
+use rrq_store::InspectStore;
 use rrq_test_support::TestRedis;
 use serde_json::json;
 

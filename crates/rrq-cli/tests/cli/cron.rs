@@ -2,7 +2,7 @@
 //! last tick the workers recorded.
 
 use chrono::{DateTime, Utc};
-use rrq_store::Store;
+use rrq_store::prelude::*;
 use serde_json::{Value, json};
 
 use crate::{Env, is_rfc3339};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rrq_protocol::{JobId, QueueName};
-use rrq_store::{Store, parse_timestamp};
+use rrq_store::{InspectStore, parse_timestamp};
 use serde_json::{Value, json};
 
 use crate::{Env, Scratch, rrq_in};

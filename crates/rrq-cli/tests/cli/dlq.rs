@@ -1,7 +1,7 @@
 //! `rrq dlq list | stats | inspect | requeue | retry-all | purge`.
 
 use rrq_protocol::{DlqName, QueueName};
-use rrq_store::Store;
+use rrq_store::{AdminStore, AttemptCount, InspectStore, WorkerStore};
 use serde_json::json;
 
 use crate::Env;
@@ -128,7 +128,8 @@ async fn dlq_retry_all_and_purge_are_confirmed() {
     let leases = env.claim("again", 2).await;
     for lease in &leases {
         let defaults = rrq_store::JobDefaults::default();
-        let fence = env.store.dead_letter(lease, "still broken", true, chrono::Utc::now(), &defaults).await;
+        let fence =
+            env.store.dead_letter(lease, "still broken", AttemptCount::Counted, chrono::Utc::now(), &defaults).await;
         assert_eq!(fence.unwrap(), rrq_store::Fence::Applied);
     }
     let refused = env.rrq(&["dlq", "purge"]).code(2);

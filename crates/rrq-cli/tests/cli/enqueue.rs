@@ -2,7 +2,8 @@
 //! end to end in tests/e2e/operator.rs).
 
 use rrq_protocol::{JobId, QueueName};
-use rrq_store::{Store, parse_timestamp};
+use rrq_store::parse_timestamp;
+use rrq_store::prelude::*;
 use serde_json::{Value, json};
 
 use crate::Env;

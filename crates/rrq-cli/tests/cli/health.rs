@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rrq_store::{Store, WorkerHealth};
+use rrq_store::{WorkerHealth, WorkerStore};
 use serde_json::json;
 
 use crate::{Env, Scratch, is_rfc3339, rrq_in};

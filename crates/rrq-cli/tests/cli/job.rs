@@ -3,7 +3,7 @@
 use chrono::{TimeDelta, Utc};
 use rrq_producer::EnqueueOptions;
 use rrq_protocol::{JobId, QueueName};
-use rrq_store::{Fence, JobDefaults, Store};
+use rrq_store::{Fence, InspectStore, JobDefaults, WorkerStore};
 use serde_json::json;
 
 use crate::{Env, is_rfc3339};

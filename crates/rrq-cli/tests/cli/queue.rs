@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use rrq_producer::EnqueueOptions;
-use rrq_store::Store;
+use rrq_store::{AttemptCount, WorkerStore};
 use serde_json::json;
 
 use crate::{Env, is_rfc3339};
@@ -93,7 +93,11 @@ async fn queue_stats_counts_jobs_by_status() {
     }
     let mut leases = env.claim("stats", 2).await;
     let doomed = leases.pop().unwrap();
-    let fence = env.store.dead_letter(&doomed, "boom", true, chrono::Utc::now(), &Default::default()).await.unwrap();
+    let fence = env
+        .store
+        .dead_letter(&doomed, "boom", AttemptCount::Counted, chrono::Utc::now(), &Default::default())
+        .await
+        .unwrap();
     assert_eq!(fence, rrq_store::Fence::Applied);
 
     let stats = env.rrq(&["queue", "stats", "--json"]).ok().json();

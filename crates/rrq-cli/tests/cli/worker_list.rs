@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use rrq_store::{Store, WorkerHealth, format_timestamp};
+use rrq_store::prelude::*;
+use rrq_store::{WorkerHealth, format_timestamp};
 use serde_json::json;
 
 use crate::{Env, is_rfc3339};

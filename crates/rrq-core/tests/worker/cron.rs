@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rrq_core::{CoreError, CronEntry, CronJob, Worker, WorkerConfig, WorkerStats};
-use rrq_store::{Job, JobStatus, Store};
+use rrq_store::{InspectStore, Job, JobStatus, WorkerStore};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use rrq_protocol::{JobId, QueueName};
-use rrq_store::{ClaimRequest, Clock, JobStatus, Store};
+use rrq_store::{AdminStore, ClaimRequest, Clock, InspectStore, JobStatus, WorkerStore};
 use serde_json::json;
 use tokio::time::Instant;
 

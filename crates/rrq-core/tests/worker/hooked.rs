@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rrq_protocol::{DlqName, JobId, QueueName};
 use rrq_store::{
-    CancelResult, ClaimBatch, ClaimRequest, EnqueueMode, Enqueued, Fence, Job, JobDefaults, JobParseError, Lease,
-    LeaseState, MemoryStore, NewJob, QueueInfo, Recovery, Store, StoreError, WorkerHealth, WorkerRecord,
+    AdminStore, AttemptCount, CancelResult, ClaimBatch, ClaimRequest, EnqueueMode, EnqueueStore, Enqueued, Fence,
+    InspectStore, Job, JobDefaults, JobParseError, Lease, LeaseState, MemoryStore, NewJob, QueueInfo, Recovery,
+    StoreError, WorkerHealth, WorkerRecord, WorkerStore,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -73,7 +74,7 @@ impl HookedStore {
 }
 
 #[async_trait]
-impl Store for HookedStore {
+impl EnqueueStore for HookedStore {
     async fn enqueue(&self, job: NewJob, mode: EnqueueMode) -> Result<Enqueued, StoreError> {
         self.enter("enqueue", "").await;
         self.inner.enqueue(job, mode).await
@@ -83,32 +84,10 @@ impl Store for HookedStore {
         self.enter("enqueue_batch", "").await;
         self.inner.enqueue_batch(jobs).await
     }
+}
 
-    async fn job(&self, id: &JobId) -> Result<Option<Result<Job, JobParseError>>, StoreError> {
-        self.enter("job", "").await;
-        self.inner.job(id).await
-    }
-
-    async fn job_fields(&self, id: &JobId) -> Result<Option<BTreeMap<String, String>>, StoreError> {
-        self.enter("job_fields", "").await;
-        self.inner.job_fields(id).await
-    }
-
-    async fn job_fields_batch(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError> {
-        self.enter("job_fields_batch", "").await;
-        self.inner.job_fields_batch(ids).await
-    }
-
-    async fn wait_job_event(
-        &self,
-        id: &JobId,
-        after: Option<String>,
-        timeout: Duration,
-    ) -> Result<Option<String>, StoreError> {
-        self.enter("wait_job_event", "").await;
-        self.inner.wait_job_event(id, after, timeout).await
-    }
-
+#[async_trait]
+impl WorkerStore for HookedStore {
     async fn claim(&self, req: ClaimRequest) -> Result<ClaimBatch, StoreError> {
         self.enter("claim", "").await;
         let batch = self.inner.claim(req).await;
@@ -157,12 +136,12 @@ impl Store for HookedStore {
         &self,
         lease: &Lease,
         reason: &str,
-        count_attempt: bool,
+        attempt: AttemptCount,
         now: DateTime<Utc>,
         defaults: &JobDefaults,
     ) -> Result<Fence, StoreError> {
         self.enter("dead_letter", lease.job_id.as_str()).await;
-        self.inner.dead_letter(lease, reason, count_attempt, now, defaults).await
+        self.inner.dead_letter(lease, reason, attempt, now, defaults).await
     }
 
     async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError> {
@@ -194,24 +173,52 @@ impl Store for HookedStore {
         self.inner.ready_signals()
     }
 
-    async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError> {
-        self.enter("pause", "").await;
-        self.inner.pause(queue).await
+    async fn unique_lock_ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        self.enter("unique_lock_ttl", "").await;
+        self.inner.unique_lock_ttl(key).await
     }
 
-    async fn resume(&self, queue: &QueueName) -> Result<bool, StoreError> {
-        self.enter("resume", "").await;
-        self.inner.resume(queue).await
+    async fn cron_tick(&self, entry: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.enter("cron_tick", "").await;
+        self.inner.cron_tick(entry).await
+    }
+
+    async fn record_cron_tick(&self, entry: &str, tick: DateTime<Utc>) -> Result<(), StoreError> {
+        self.enter("record_cron_tick", "").await;
+        self.inner.record_cron_tick(entry, tick).await
+    }
+}
+
+#[async_trait]
+impl InspectStore for HookedStore {
+    async fn job(&self, id: &JobId) -> Result<Option<Result<Job, JobParseError>>, StoreError> {
+        self.enter("job", "").await;
+        self.inner.job(id).await
+    }
+
+    async fn job_fields(&self, id: &JobId) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+        self.enter("job_fields", "").await;
+        self.inner.job_fields(id).await
+    }
+
+    async fn job_fields_batch(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError> {
+        self.enter("job_fields_batch", "").await;
+        self.inner.job_fields_batch(ids).await
+    }
+
+    async fn wait_job_event(
+        &self,
+        id: &JobId,
+        after: Option<String>,
+        timeout: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        self.enter("wait_job_event", "").await;
+        self.inner.wait_job_event(id, after, timeout).await
     }
 
     async fn paused(&self) -> Result<Vec<QueueName>, StoreError> {
         self.enter("paused", "").await;
         self.inner.paused().await
-    }
-
-    async fn cancel(&self, id: &JobId, now: DateTime<Utc>) -> Result<CancelResult, StoreError> {
-        self.enter("cancel", "").await;
-        self.inner.cancel(id, now).await
     }
 
     async fn queue_len(&self, queue: &QueueName) -> Result<u64, StoreError> {
@@ -253,25 +260,28 @@ impl Store for HookedStore {
         self.enter("dlq_len", "").await;
         self.inner.dlq_len(dlq).await
     }
+}
+
+#[async_trait]
+impl AdminStore for HookedStore {
+    async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError> {
+        self.enter("pause", "").await;
+        self.inner.pause(queue).await
+    }
+
+    async fn resume(&self, queue: &QueueName) -> Result<bool, StoreError> {
+        self.enter("resume", "").await;
+        self.inner.resume(queue).await
+    }
+
+    async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {
+        self.enter("cancel", "").await;
+        self.inner.cancel(id).await
+    }
 
     async fn dlq_purge(&self, dlq: &DlqName, ids: &[JobId]) -> Result<u64, StoreError> {
         self.enter("dlq_purge", "").await;
         self.inner.dlq_purge(dlq, ids).await
-    }
-
-    async fn unique_lock_ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
-        self.enter("unique_lock_ttl", "").await;
-        self.inner.unique_lock_ttl(key).await
-    }
-
-    async fn cron_tick(&self, entry: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.enter("cron_tick", "").await;
-        self.inner.cron_tick(entry).await
-    }
-
-    async fn record_cron_tick(&self, entry: &str, tick: DateTime<Utc>) -> Result<(), StoreError> {
-        self.enter("record_cron_tick", "").await;
-        self.inner.record_cron_tick(entry, tick).await
     }
 
     async fn dlq_requeue(

@@ -13,7 +13,10 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use rrq_core::{CoreError, Worker, WorkerConfig, WorkerStats};
 use rrq_protocol::{DlqName, JobId, QueueName};
-use rrq_store::{CancelResult, ClaimRequest, Clock, EnqueueMode, Job, JobStatus, MemoryStore, NewJob, Store};
+use rrq_store::{
+    AdminStore, CancelResult, ClaimRequest, Clock, EnqueueMode, EnqueueStore, InspectStore, Job, JobStatus,
+    MemoryStore, NewJob, Store, WorkerStore,
+};
 use serde_json::{Map, Value, json};
 use support::{Behavior, ScriptedRunner, TokioClock, fail, retry_once, success};
 use tokio::task::JoinHandle;
@@ -266,7 +269,7 @@ async fn cancelling_a_running_job_sends_a_cancel_to_the_runner() {
     h.enqueue("j", "hang", json!({}), |j| j.job_timeout_seconds = 300).await;
     let _w = h.start(h.config(&[]));
     h.wait_for("j", JobStatus::Active).await;
-    assert_eq!(h.store.cancel(&JobId::new("j"), h.clock.now()).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.cancel(&JobId::new("j")).await.unwrap(), CancelResult::CancelRequested);
     let job = h.wait_for("j", JobStatus::Cancelled).await;
     assert_eq!(job.current_retries, 0);
     let cancels = h.runner.cancels.lock().unwrap().clone();
@@ -285,7 +288,7 @@ async fn a_cancel_signal_stops_a_running_job_before_the_next_renewal() {
     let _w = h.start(config);
     h.wait_for("j", JobStatus::Active).await;
     let asked = tokio::time::Instant::now();
-    assert_eq!(h.store.cancel(&JobId::new("j"), h.clock.now()).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.cancel(&JobId::new("j")).await.unwrap(), CancelResult::CancelRequested);
     h.wait_for("j", JobStatus::Cancelled).await;
     let took = asked.elapsed();
     assert!(took < Duration::from_millis(100), "cancelled {took:?} after the request");

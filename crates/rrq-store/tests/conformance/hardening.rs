@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rrq_protocol::QueueName;
-use rrq_store::{CancelResult, EnqueueMode, Fence, Lease, LeaseState, StoreError};
+use rrq_store::{AttemptCount, CancelResult, EnqueueMode, Fence, Lease, LeaseState, StoreError};
 use serde_json::json;
 
 use crate::harness::{Harness, LEASE};
@@ -86,7 +86,7 @@ async fn absurd_numbers_in_a_job_never_fail_an_outcome(h: Harness) {
     let d = h.defaults();
     let (q, leases) = claimed_with(&h, &["r", "dl", "rel", "rec"], &absurd).await;
     assert_eq!(h.store.retry(&leases[0], "e", h.now, h.now, &d).await.unwrap(), Fence::Applied);
-    assert_eq!(h.store.dead_letter(&leases[1], "e", true, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&leases[1], "e", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
     assert_eq!(h.store.release(&leases[2], None, h.now).await.unwrap(), Fence::Applied);
     h.expire_lock(&leases[3].job_id).await;
     h.store.recover(h.at(LEASE.as_secs_f64() + 2.0), 100, &d).await.unwrap();
@@ -130,7 +130,7 @@ async fn recovery_ends_a_cancel_requested_job_cancelled(h: Harness) {
     let d = h.defaults();
     let (q, leases) = claimed_with(&h, &["a"], &[]).await;
     let id = &leases[0].job_id;
-    assert_eq!(h.store.cancel(id, h.now).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.cancel(id).await.unwrap(), CancelResult::CancelRequested);
     h.expire_lock(id).await;
     let rec = h.store.recover(h.at(LEASE.as_secs_f64() + 2.0), 100, &d).await.unwrap();
     assert!(rec.requeued.is_empty() && rec.dead_lettered.is_empty(), "{rec:?}");
@@ -142,7 +142,7 @@ async fn recovery_ends_a_cancel_requested_job_cancelled(h: Harness) {
 async fn a_retry_of_a_cancel_requested_job_ends_it_cancelled(h: Harness) {
     let (q, leases) = claimed_with(&h, &["a"], &[]).await;
     let id = &leases[0].job_id;
-    assert_eq!(h.store.cancel(id, h.now).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.cancel(id).await.unwrap(), CancelResult::CancelRequested);
     assert_eq!(h.store.retry(&leases[0], "boom", h.now, h.now, &h.defaults()).await.unwrap(), Fence::Applied);
     assert_cancelled(&h, id, &q).await;
     // A re-sent retry after a lost reply is told it applied.
@@ -153,7 +153,7 @@ async fn a_retry_of_a_cancel_requested_job_ends_it_cancelled(h: Harness) {
 async fn a_release_of_a_cancel_requested_job_ends_it_cancelled(h: Harness) {
     let (q, leases) = claimed_with(&h, &["a"], &[]).await;
     let id = &leases[0].job_id;
-    assert_eq!(h.store.cancel(id, h.now).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.cancel(id).await.unwrap(), CancelResult::CancelRequested);
     assert_eq!(h.store.release(&leases[0], Some("shutdown"), h.now).await.unwrap(), Fence::Applied);
     assert_cancelled(&h, id, &q).await;
 }
@@ -179,8 +179,11 @@ async fn a_requeued_job_loses_a_stale_cancel_request(h: Harness) {
     let d = h.defaults();
     let (q, leases) = claimed_with(&h, &["a"], &[]).await;
     let id = &leases[0].job_id;
-    assert_eq!(h.store.cancel(id, h.now).await.unwrap(), CancelResult::CancelRequested);
-    assert_eq!(h.store.dead_letter(&leases[0], "boom", true, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.cancel(id).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(
+        h.store.dead_letter(&leases[0], "boom", AttemptCount::Counted, h.now, &d).await.unwrap(),
+        Fence::Applied
+    );
     assert!(h.store.dlq_requeue(&d.dlq, id, &q, h.at(1.0)).await.unwrap());
     assert!(!h.store.job_fields(id).await.unwrap().unwrap().contains_key("cancel_requested"));
     let mut batch = h.claim(&q, &h.worker("w2"), 5, h.at(1.0)).await;
@@ -198,7 +201,7 @@ async fn every_cancel_releases_the_unique_lock_and_wakes_waiters(h: Harness) {
     // Pending cancel.
     h.store.enqueue(h.new_job("pending", &q), unique.clone()).await.unwrap();
     assert!(h.store.unique_lock_ttl(&key).await.unwrap().is_some());
-    assert_eq!(h.store.cancel(&h.id("pending"), h.now).await.unwrap(), CancelResult::Cancelled);
+    assert_eq!(h.store.cancel(&h.id("pending")).await.unwrap(), CancelResult::Cancelled);
     assert_eq!(h.store.unique_lock_ttl(&key).await.unwrap(), None, "a pending cancel frees the lock");
     let waited = h.store.wait_job_event(&h.id("pending"), Some("0-0".into()), Duration::ZERO).await.unwrap();
     assert!(waited.is_some(), "the cancel appended an event");
@@ -206,14 +209,14 @@ async fn every_cancel_releases_the_unique_lock_and_wakes_waiters(h: Harness) {
     h.store.enqueue(h.new_job("running", &q), unique.clone()).await.unwrap();
     let mut batch = h.claim(&q, &h.worker("w"), 1, h.now).await;
     let lease = batch.jobs.remove(0).lease;
-    assert_eq!(h.store.cancel(&lease.job_id, h.now).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.cancel(&lease.job_id).await.unwrap(), CancelResult::CancelRequested);
     assert_eq!(h.store.finish_cancelled(&lease, h.now).await.unwrap(), Fence::Applied);
     assert_eq!(h.store.unique_lock_ttl(&key).await.unwrap(), None, "a finished cancel frees the lock");
     assert_cancelled(&h, &lease.job_id, &q).await;
     // A lock held by another job is left alone.
     h.store.enqueue(h.new_job("holder", &q), unique.clone()).await.unwrap();
     h.store.enqueue(h.new_job("deferred", &q), unique).await.unwrap();
-    assert_eq!(h.store.cancel(&h.id("deferred"), h.now).await.unwrap(), CancelResult::Cancelled);
+    assert_eq!(h.store.cancel(&h.id("deferred")).await.unwrap(), CancelResult::Cancelled);
     assert!(h.store.unique_lock_ttl(&key).await.unwrap().is_some(), "the holder keeps its lock");
 }
 
@@ -264,7 +267,10 @@ async fn targets_of_another_type_never_fail_a_step_half_way() {
     h.store.put_job_fields(&leases[1].job_id, &f).await.unwrap();
     h.store.put_job_fields(&leases[2].job_id, &f).await.unwrap();
 
-    assert_eq!(h.store.dead_letter(&leases[0], "boom", true, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(
+        h.store.dead_letter(&leases[0], "boom", AttemptCount::Counted, h.now, &d).await.unwrap(),
+        Fence::Applied
+    );
     assert_eq!(h.store.dlq_ids(&d.dlq, 0, 10).await.unwrap(), vec![leases[0].job_id.clone()]);
     assert_eq!(h.store.retry(&leases[1], "e", h.now, h.now, &d).await.unwrap(), Fence::Applied);
     h.expire_lock(&leases[2].job_id).await;
@@ -413,14 +419,14 @@ async fn a_blocked_waiter_wakes_when_the_event_is_appended(h: Harness) {
             tokio::time::sleep(Duration::from_millis(5)).await; // sleep-ok: polling with a deadline
         }
     }
-    assert_eq!(h.store.cancel(&lease.job_id, h.now).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.cancel(&lease.job_id).await.unwrap(), CancelResult::CancelRequested);
     assert_eq!(h.store.finish_cancelled(&lease, h.now).await.unwrap(), Fence::Applied);
     let seen = waiter.await.unwrap().unwrap();
     assert!(seen.is_some(), "the waiter saw the event");
     assert!(started.elapsed() < Duration::from_secs(5), "woken, not timed out: {:?}", started.elapsed());
 }
 
-/// Every script in src/redis/lua runs over a job whose fields are absurd
+/// Every script in src/redis/scripts runs over a job whose fields are absurd
 /// (huge, NaN or infinite numbers as text, a DLQ name holding a string)
 /// without a script error. The list below must name every script file, so
 /// a new script cannot skip this test.
@@ -450,11 +456,11 @@ async fn every_script_survives_absurd_job_fields() {
     ran.insert("complete");
     assert_eq!(h.store.retry(&lease("r"), "e", h.now, h.now, &d).await.unwrap(), Fence::Applied);
     ran.insert("retry");
-    assert_eq!(h.store.dead_letter(&lease("dl"), "e", true, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&lease("dl"), "e", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
     ran.insert("dead_letter");
     assert_eq!(h.store.release(&lease("rel"), Some("shutdown"), h.now).await.unwrap(), Fence::Applied);
     ran.insert("release");
-    h.store.cancel(&h.id("fc"), h.now).await.unwrap();
+    h.store.cancel(&h.id("fc")).await.unwrap();
     ran.insert("cancel");
     assert_eq!(h.store.finish_cancelled(&lease("fc"), h.now).await.unwrap(), Fence::Applied);
     ran.insert("finish_cancelled");
@@ -465,7 +471,10 @@ async fn every_script_survives_absurd_job_fields() {
     ran.insert("dlq_requeue");
     let again = h.claim(&q, &h.worker("w2"), 10, h.at(LEASE.as_secs_f64() + 3.0)).await;
     for c in &again.jobs {
-        assert_eq!(h.store.dead_letter(&c.lease, "again", false, h.now, &d).await.unwrap(), Fence::Applied);
+        assert_eq!(
+            h.store.dead_letter(&c.lease, "again", AttemptCount::NotCounted, h.now, &d).await.unwrap(),
+            Fence::Applied
+        );
     }
     let listed = h.store.dlq_ids(&d.dlq, 0, 100).await.unwrap();
     h.store.dlq_purge(&d.dlq, &listed).await.unwrap();
@@ -515,10 +524,10 @@ async fn every_script_survives_absurd_job_fields() {
     h.store.record_cron_tick(&h.worker("cron"), chrono::DateTime::<chrono::Utc>::MIN_UTC).await.unwrap();
     ran.insert("cron_tick");
 
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/redis/lua");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/redis/scripts");
     let scripts: std::collections::BTreeSet<String> = std::fs::read_dir(dir)
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".lua").to_owned())
+        .filter_map(|e| e.unwrap().file_name().to_string_lossy().strip_suffix(".lua").map(str::to_owned))
         .filter(|name| name != "common")
         .collect();
     let ran: std::collections::BTreeSet<String> = ran.into_iter().map(str::to_owned).collect();

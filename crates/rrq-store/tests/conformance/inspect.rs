@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rrq_store::{EnqueueMode, Fence, WorkerHealth};
+use rrq_store::{AttemptCount, EnqueueMode, Fence, WorkerHealth};
 use serde_json::json;
 
 use crate::harness::Harness;
@@ -94,7 +94,7 @@ async fn job_ids_and_dlq_lengths_are_counted(h: Harness) {
     let d = h.defaults();
     assert_eq!(h.store.dlq_len(&d.dlq).await.unwrap(), 0);
     let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
-    assert_eq!(h.store.dead_letter(&lease, "e", true, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&lease, "e", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
     assert_eq!(h.store.dlq_len(&d.dlq).await.unwrap(), 1);
 }
 
@@ -129,14 +129,14 @@ async fn a_dlq_purge_removes_exactly_the_ids_given(h: Harness) {
     let late = leases.pop().unwrap();
     assert_eq!(late.job_id, h.id("late"));
     for lease in &leases {
-        assert_eq!(h.store.dead_letter(lease, "boom", true, h.now, &d).await.unwrap(), Fence::Applied);
+        assert_eq!(h.store.dead_letter(lease, "boom", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
     }
     // What a purge asks about: the ids as listed, newest first.
     let shown = h.store.dlq_ids(&d.dlq, 0, 10).await.unwrap();
     assert_eq!(shown, vec![h.id("c"), h.id("b"), h.id("a")]);
     // Meanwhile `a` is requeued and a new job is dead-lettered.
     assert!(h.store.dlq_requeue(&d.dlq, &h.id("a"), &q, h.now).await.unwrap());
-    assert_eq!(h.store.dead_letter(&late, "boom", true, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&late, "boom", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
 
     assert_eq!(h.store.dlq_purge(&d.dlq, &[]).await.unwrap(), 0, "no ids, nothing removed");
     assert_eq!(h.store.dlq_purge(&d.dlq, &shown).await.unwrap(), 2, "b and c; a had left");

@@ -1,6 +1,6 @@
 //! Cancel, DLQ requeue and orphan recovery.
 
-use rrq_store::{CancelResult, EnqueueMode, Fence, JobStatus, LeaseState, format_timestamp};
+use rrq_store::{AttemptCount, CancelResult, EnqueueMode, Fence, JobStatus, LeaseState, format_timestamp};
 use serde_json::json;
 
 use crate::harness::{Harness, LEASE};
@@ -32,22 +32,16 @@ async fn cancel_follows_the_job_state(h: Harness) {
     let pending = h.id("pending");
     assert_eq!(h.job(&pending).await.status, Some(JobStatus::Pending), "not due, so not claimed");
 
-    assert_eq!(h.store.cancel(&pending, h.now).await.unwrap(), CancelResult::Cancelled);
+    assert_eq!(h.store.cancel(&pending).await.unwrap(), CancelResult::Cancelled);
     assert_eq!(h.job(&pending).await.status, Some(JobStatus::Cancelled));
-    assert_eq!(h.store.cancel(&h.id("retrying"), h.now).await.unwrap(), CancelResult::Cancelled);
+    assert_eq!(h.store.cancel(&h.id("retrying")).await.unwrap(), CancelResult::Cancelled);
     assert_eq!(h.store.queue_len(&q).await.unwrap(), 0, "cancelled jobs leave their queue");
 
-    assert_eq!(h.store.cancel(&h.id("running"), h.now).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.cancel(&h.id("running")).await.unwrap(), CancelResult::CancelRequested);
     assert_eq!(h.job(&h.id("running")).await.status, Some(JobStatus::Active), "a running job is only flagged");
-    assert_eq!(
-        h.store.cancel(&h.id("done"), h.now).await.unwrap(),
-        CancelResult::NotCancellable(Some(JobStatus::Completed))
-    );
-    assert_eq!(
-        h.store.cancel(&pending, h.now).await.unwrap(),
-        CancelResult::NotCancellable(Some(JobStatus::Cancelled))
-    );
-    assert_eq!(h.store.cancel(&h.id("ghost"), h.now).await.unwrap(), CancelResult::NotFound);
+    assert_eq!(h.store.cancel(&h.id("done")).await.unwrap(), CancelResult::NotCancellable(Some(JobStatus::Completed)));
+    assert_eq!(h.store.cancel(&pending).await.unwrap(), CancelResult::NotCancellable(Some(JobStatus::Cancelled)));
+    assert_eq!(h.store.cancel(&h.id("ghost")).await.unwrap(), CancelResult::NotFound);
 }
 
 async fn a_dlq_requeue_gives_a_fresh_attempt_budget(h: Harness) {
@@ -58,7 +52,7 @@ async fn a_dlq_requeue_gives_a_fresh_attempt_budget(h: Harness) {
     job.max_retries = 1;
     h.store.enqueue(job, EnqueueMode::Standard).await.unwrap();
     let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
-    assert_eq!(h.store.dead_letter(&lease, "boom", true, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&lease, "boom", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
     assert_eq!(h.store.dlq_ids(&d.dlq, 0, 10).await.unwrap(), vec![lease.job_id.clone()]);
 
     assert!(!h.store.dlq_requeue(&h.dlq("elsewhere"), &lease.job_id, &target, h.at(1.0)).await.unwrap());

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use rrq_protocol::QueueName;
-use rrq_store::{CancelResult, EnqueueMode, Fence, JobStatus, Lease, LeaseState, format_timestamp};
+use rrq_store::{AttemptCount, CancelResult, EnqueueMode, Fence, JobStatus, Lease, LeaseState, format_timestamp};
 use serde_json::json;
 
 use crate::harness::{Harness, LEASE};
@@ -99,7 +99,7 @@ async fn a_stale_lease_writes_nothing(h: Harness) {
     for f in &forged {
         assert_eq!(h.store.complete(f, &json!(1), h.now, &d).await.unwrap(), Fence::Stale);
         assert_eq!(h.store.retry(f, "e", h.now, h.now, &d).await.unwrap(), Fence::Stale);
-        assert_eq!(h.store.dead_letter(f, "e", true, h.now, &d).await.unwrap(), Fence::Stale);
+        assert_eq!(h.store.dead_letter(f, "e", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Stale);
         assert_eq!(h.store.release(f, Some("e"), h.now).await.unwrap(), Fence::Stale);
         assert_eq!(h.store.finish_cancelled(f, h.now).await.unwrap(), Fence::Stale);
     }
@@ -145,7 +145,7 @@ async fn a_dead_letter_moves_the_job_to_its_dlq(h: Harness) {
     for name in ["first", "second"] {
         let (_, lease) = claimed(&h, name).await;
         assert_eq!(
-            h.store.dead_letter(&lease, "Job timed out after 1s.", true, h.at(2.0), &d).await.unwrap(),
+            h.store.dead_letter(&lease, "Job timed out after 1s.", AttemptCount::Counted, h.at(2.0), &d).await.unwrap(),
             Fence::Applied
         );
         ids.push(lease.job_id.clone());
@@ -155,7 +155,7 @@ async fn a_dead_letter_moves_the_job_to_its_dlq(h: Harness) {
         assert_eq!(job.last_error.as_deref(), Some("Job timed out after 1s."));
         assert_eq!(job.completion_time, Some(h.at(2.0)));
         assert_eq!(
-            h.store.dead_letter(&lease, "again", true, h.at(3.0), &d).await.unwrap(),
+            h.store.dead_letter(&lease, "again", AttemptCount::Counted, h.at(3.0), &d).await.unwrap(),
             Fence::Applied,
             "a re-sent write is acknowledged"
         );
@@ -171,7 +171,7 @@ async fn a_quarantine_does_not_count_the_attempt(h: Harness) {
     let (_, lease) = claimed(&h, "a").await;
     let d = h.defaults();
     let msg = "Failed to parse claimed job definition. Moved to DLQ.";
-    assert_eq!(h.store.dead_letter(&lease, msg, false, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&lease, msg, AttemptCount::NotCounted, h.now, &d).await.unwrap(), Fence::Applied);
     let job = h.job(&lease.job_id).await;
     assert_eq!(job.current_retries, 0);
     assert_eq!(job.status, Some(JobStatus::Failed));
@@ -209,7 +209,7 @@ async fn renewals_report_held_lost_and_cancel_requested(h: Harness) {
     assert_eq!(h.store.renew(&leases, LEASE).await.unwrap(), vec![LeaseState::Held, LeaseState::Held]);
     assert!(h.store.renew(&[], LEASE).await.unwrap().is_empty());
 
-    assert_eq!(h.store.cancel(&leases[0].job_id, h.now).await.unwrap(), CancelResult::CancelRequested);
+    assert_eq!(h.store.cancel(&leases[0].job_id).await.unwrap(), CancelResult::CancelRequested);
     let forged = Lease { token: "other".into(), ..leases[1].clone() };
     let all = [leases[0].clone(), leases[1].clone(), forged];
     assert_eq!(

@@ -9,7 +9,8 @@ use chrono::Utc;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use rrq_store::{
-    ClaimRequest, EnqueueMode, Enqueued, Fence, JobParseError, RedisStore, Store, StoreError, WorkerHealth, keys,
+    AttemptCount, ClaimRequest, EnqueueMode, EnqueueStore, Enqueued, Fence, InspectStore, JobParseError, RedisStore,
+    StoreError, WorkerHealth, WorkerStore, keys,
 };
 use rrq_test_support::TestRedis;
 use serde_json::json;
@@ -127,7 +128,10 @@ async fn a_dead_letter_expires_in_seven_days_and_honours_dlq_name() {
     let lease = claimed(&h, "a").await;
     let custom = h.dlq("custom");
     cmd(raw, &["HSET", &keys::job(&lease.job_id), "dlq_name", custom.bare()]).await;
-    assert_eq!(h.store.dead_letter(&lease, "boom", true, h.now, &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_eq!(
+        h.store.dead_letter(&lease, "boom", AttemptCount::Counted, h.now, &h.defaults()).await.unwrap(),
+        Fence::Applied
+    );
     assert_eq!(strings(raw, &["LRANGE", custom.as_str(), "0", "-1"]).await, vec![lease.job_id.as_str()]);
     assert_eq!(int(raw, &["EXISTS", h.defaults().dlq.as_str()]).await, 0);
     for key in [keys::job(&lease.job_id), keys::events(&lease.job_id)] {
@@ -377,7 +381,10 @@ async fn an_unparsable_job_is_claimed_as_an_error() {
     // The worker quarantines it through its lease.
     let lease = &batch.jobs[0].lease;
     let msg = "Failed to parse claimed job definition. Moved to DLQ.";
-    assert_eq!(h.store.dead_letter(lease, msg, false, h.now, &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_eq!(
+        h.store.dead_letter(lease, msg, AttemptCount::NotCounted, h.now, &h.defaults()).await.unwrap(),
+        Fence::Applied
+    );
     assert_eq!(text(raw, &["HGET", &keys::job(&id), "status"]).await.as_deref(), Some("FAILED"));
 }
 
@@ -623,6 +630,37 @@ async fn a_large_dlq_purge_goes_in_chunks() {
     let odd = h.dlq("odd");
     cmd(raw, &["SET", odd.as_str(), "x"]).await;
     assert!(h.store.dlq_purge(&odd, &listed[..1]).await.is_err());
+}
+
+/// A success that cannot be recorded (the server is gone) fails with an
+/// error whose source is the client's cause, not the same message again: the
+/// batched completion path keeps the cause chain.
+#[tokio::test]
+async fn a_failed_completion_keeps_the_cause_chain() {
+    let mut redis = TestRedis::private();
+    let store = RedisStore::connect(redis.url()).await.unwrap();
+    let h = Harness::memory().await; // only for names and jobs
+    let q = h.queue("q");
+    let mut job = h.new_job("a", &q);
+    job.scheduled_time = Utc::now();
+    store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+    let req = ClaimRequest {
+        queue: q,
+        worker_id: h.worker("w"),
+        max: 1,
+        now: Utc::now(),
+        lease_ttl: LEASE,
+        max_payload_bytes: usize::MAX,
+    };
+    let lease = store.claim(req).await.unwrap().jobs.remove(0).lease;
+    redis.kill();
+    let err = store.complete(&lease, &json!(1), Utc::now(), &h.defaults()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    let top = err.to_string();
+    assert!(top.starts_with("redis is unreachable ("), "{top}");
+    let source = std::error::Error::source(&err).expect("the cause is kept as the source");
+    assert!(!source.to_string().contains("redis is unreachable"), "the source repeats the error: {}", chain(&err));
+    assert!(!source.to_string().is_empty(), "{}", chain(&err));
 }
 
 /// An error and all its sources, for checking what a user would see.

@@ -14,7 +14,9 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use rrq_protocol::{JobId, QueueName};
-use rrq_store::{EnqueueMode, Fence, ReadySignals, RedisStore, Signal, Store, keys};
+use rrq_store::{
+    AttemptCount, EnqueueMode, EnqueueStore, Fence, InspectStore, ReadySignals, RedisStore, Signal, WorkerStore, keys,
+};
 use rrq_test_support::TestRedis;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -25,7 +27,8 @@ conformance!(
     shared:
         resuming_a_queue_signals_it,
         a_dlq_requeue_signals_the_target_queue,
-        a_cancel_of_a_running_job_is_signalled_with_its_id;
+        a_cancel_of_a_running_job_is_signalled_with_its_id,
+        readiness_at_enqueue_follows_the_callers_clock;
     private:
 );
 
@@ -46,6 +49,24 @@ async fn ready_for(rx: &mut mpsc::Receiver<Signal>, q: &QueueName) {
     next_signal(rx, |s| *s == Signal::Ready(q.clone())).await;
 }
 
+/// "Ready now" at enqueue is the enqueuing caller's decision, made with its
+/// own clock (the job's `enqueue_time`), never the store reading a wall
+/// clock of its own: a producer on a clock a year ahead enqueues a job that
+/// is ready by that clock, singly and in a batch, and workers are woken.
+async fn readiness_at_enqueue_follows_the_callers_clock(h: Harness) {
+    let ahead = h.at(365.0 * 86_400.0);
+    let mut rx = h.store.subscribe_ready().await.unwrap();
+    let (q, batch) = (h.queue("ahead"), h.queue("ahead-batch"));
+    let mut job = h.new_job("a", &q);
+    (job.enqueue_time, job.scheduled_time) = (ahead, ahead);
+    h.store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+    ready_for(&mut rx, &q).await;
+    let mut job = h.new_job("b", &batch);
+    (job.enqueue_time, job.scheduled_time) = (ahead, ahead);
+    h.store.enqueue_batch(vec![job]).await.unwrap().remove(0).unwrap();
+    ready_for(&mut rx, &batch).await;
+}
+
 async fn resuming_a_queue_signals_it(h: Harness) {
     let q = h.queue("paused");
     h.store.enqueue(h.new_job("a", &q), EnqueueMode::Standard).await.unwrap();
@@ -61,7 +82,7 @@ async fn a_dlq_requeue_signals_the_target_queue(h: Harness) {
     let d = h.defaults();
     h.store.enqueue(h.new_job("a", &q), EnqueueMode::Standard).await.unwrap();
     let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
-    assert_eq!(h.store.dead_letter(&lease, "boom", true, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&lease, "boom", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
     let mut rx = h.store.subscribe_ready().await.unwrap();
     assert!(h.store.dlq_requeue(&d.dlq, &lease.job_id, &target, h.now).await.unwrap());
     ready_for(&mut rx, &target).await;
@@ -72,7 +93,7 @@ async fn a_cancel_of_a_running_job_is_signalled_with_its_id(h: Harness) {
     h.store.enqueue(h.new_job("running", &q), EnqueueMode::Standard).await.unwrap();
     let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
     let mut rx = h.store.subscribe_ready().await.unwrap();
-    assert_eq!(h.store.cancel(&lease.job_id, h.now).await.unwrap(), rrq_store::CancelResult::CancelRequested);
+    assert_eq!(h.store.cancel(&lease.job_id).await.unwrap(), rrq_store::CancelResult::CancelRequested);
     next_signal(&mut rx, |s| *s == Signal::Cancel(lease.job_id.clone())).await;
 }
 

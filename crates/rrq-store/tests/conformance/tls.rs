@@ -16,7 +16,10 @@ use std::time::Duration;
 use chrono::Utc;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
-use rrq_store::{ClaimRequest, ConnectOptions, EnqueueMode, Enqueued, RedisStore, Store, StoreError};
+use rrq_store::{
+    ClaimRequest, ConnectOptions, EnqueueMode, EnqueueStore, Enqueued, InspectStore, RedisStore, StoreError,
+    WorkerStore,
+};
 use rrq_test_support::TestRedis;
 
 use crate::harness::{Harness, raw_client};

@@ -1,11 +1,13 @@
 -- Claims up to `max` ready jobs of one queue.
 --
--- KEYS: 1 queue, 2 the worker's active set, 3 lease index, 4 paused set, 5 default DLQ
+-- KEYS: 1 queue, 2 the worker's active set, 3 lease index, 4 paused set, 5 default DLQ,
+--       then prefixes: 6 job, 7 job lock, 8 quarantine, 9 events stream, 10 queue,
+--       11 unique lock, 12 DLQ. The ids come out of the queue only while this
+--       script runs, so their keys cannot be listed beforehand: the prefixes
+--       are KEYS entries instead (with one hash tag, one cluster slot).
 -- ARGV: 1 worker id, 2 now (epoch ms), 3 max, 4 lease TTL (ms), 5 token (start_time),
---       6 start score (epoch s), 7 lock expiry (epoch ms), 8 job key prefix,
---       9 lock key prefix, 10 quarantine prefix, 11 events prefix, 12 now (RFC 3339),
---       13 replay (1 when this call repeats one whose reply was lost), 14 queue prefix,
---       15 unique-lock prefix, 16 max payload bytes, 17 DLQ prefix
+--       6 start score (epoch s), 7 lock expiry (epoch ms), 8 now (RFC 3339),
+--       9 replay (1 when this call repeats one whose reply was lost), 10 max payload bytes
 --
 -- Returns {paused (0/1), {id, fields, id, fields, ...}, {dropped ids}, head score or nil}.
 -- Dropped: ids whose hash is gone or finished, ids quarantined to the
@@ -16,9 +18,9 @@
 local queue, active, leases, paused, dlq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local worker, now_ms, max = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ttl_ms, token, start_score, lock_expiry = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local job_prefix, lock_prefix, quarantine_prefix, events_prefix = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
-local now_text, replay, queue_prefix, unique_prefix = ARGV[12], ARGV[13] == '1', ARGV[14], ARGV[15]
-local max_payload, dlq_prefix = tonumber(ARGV[16]), ARGV[17]
+local job_prefix, lock_prefix, quarantine_prefix, events_prefix = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local queue_prefix, unique_prefix, dlq_prefix = KEYS[10], KEYS[11], KEYS[12]
+local now_text, replay, max_payload = ARGV[8], ARGV[9] == '1', tonumber(ARGV[10])
 
 -- `last_error` of a job whose stored status is unknown (long values are not quoted).
 local function unknown_status(raw)
@@ -140,7 +142,7 @@ if max > taken then
         removed[#removed + 1] = id
         local own = usable(full_name(small[3], dlq_prefix, dlq), 'list', dlq)
         move_to_dlq(job_key, events_prefix .. id, own, id, 'Job payload is ' .. int_arg(size)
-          .. ' bytes, over max_payload_bytes (' .. ARGV[16] .. '). Moved to DLQ.', now_text)
+          .. ' bytes, over max_payload_bytes (' .. ARGV[10] .. '). Moved to DLQ.', now_text)
         dropped[#dropped + 1] = id
       elseif redis.call('SET', lock_prefix .. id, worker, 'NX', 'PX', ttl_ms) then
         removed[#removed + 1] = id

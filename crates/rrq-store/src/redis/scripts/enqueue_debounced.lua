@@ -1,36 +1,37 @@
 -- Creates a job, or folds the request into the pending job that holds the
 -- debounce key (trailing edge).
 --
--- KEYS: 1 job, 2 queue, 3 debounce key
+-- KEYS: 1 job, 2 queue, 3 debounce key, 4 job key prefix, 5 queue prefix
+--       (the holder's id and old queue are learnt only here)
 -- ARGV: 1 job id, 2 score (epoch ms), 3 window TTL (whole s, > 0),
---       4 publish a ready signal (1/0), 5 ready channel, 6 job key prefix,
---       7 queue prefix, 8 has a trace context (1/0), 9 has a correlation context (1/0),
---       10.. the hash fields as name/value pairs
+--       4 publish a ready signal (1/0), 5 ready channel,
+--       6 has a trace context (1/0), 7 has a correlation context (1/0),
+--       8.. the hash fields as name/value pairs
 --
 -- Returns {status, id}: 1 created, 0 the pending holder was updated (or another
 -- holder won the key), -1 the job id is taken.
-local job_key, queue, debounce = KEYS[1], KEYS[2], KEYS[3]
+local job_key, queue, debounce, job_prefix, queue_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id = ARGV[1]
 require_type(queue, 'zset')
 
 local fields = {}
-for i = 10, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   fields[ARGV[i]] = ARGV[i + 1]
 end
 
 local holder = get_string(debounce)
 if holder then
-  local holder_key = ARGV[6] .. holder
+  local holder_key = job_prefix .. holder
   if key_type(holder_key) == 'hash' and redis.call('HGET', holder_key, 'status') == 'PENDING' then
-    local old_queue = full_name(redis.call('HGET', holder_key, 'queue_name'), ARGV[7], queue)
+    local old_queue = full_name(redis.call('HGET', holder_key, 'queue_name'), queue_prefix, queue)
     for _, name in ipairs({'function_name', 'job_params', 'next_scheduled_run_time', 'max_retries',
       'job_timeout_seconds', 'result_ttl_seconds', 'queue_name'}) do
       redis.call('HSET', holder_key, name, fields[name])
     end
-    if ARGV[8] == '1' then
+    if ARGV[6] == '1' then
       redis.call('HSET', holder_key, 'trace_context', fields['trace_context'])
     end
-    if ARGV[9] == '1' then
+    if ARGV[7] == '1' then
       redis.call('HSET', holder_key, 'correlation_context', fields['correlation_context'])
     else
       redis.call('HDEL', holder_key, 'correlation_context')
@@ -54,7 +55,7 @@ end
 if not redis.call('SET', debounce, id, 'NX', 'EX', ARGV[3]) then
   return {0, redis.call('GET', debounce)}
 end
-redis.call('HSET', job_key, unpack(ARGV, 10))
+redis.call('HSET', job_key, unpack(ARGV, 8))
 redis.call('ZADD', queue, ARGV[2], id)
 if ARGV[4] == '1' then
   redis.call('PUBLISH', ARGV[5], queue)

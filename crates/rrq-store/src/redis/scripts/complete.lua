@@ -1,13 +1,14 @@
 -- Records the success of one or more attempts, each fenced on its own lease.
 --
--- KEYS: 1 lease index, then per attempt: job, job lock, the worker's active set, events stream
--- ARGV: 1 unique-lock prefix, then per attempt: job id, worker id, token,
---       result JSON, completion time, default result TTL (s), events stream TTL (ms)
+-- KEYS: 1 lease index, 2 unique-lock prefix (the lock's name is a job field,
+--       read only here), then per attempt: job, job lock, the worker's active set,
+--       events stream
+-- ARGV: per attempt: job id, worker id, token, result JSON, completion time,
+--       default result TTL (s), events stream TTL (ms)
 --
 -- Returns one code per attempt: 1 applied (now or by an earlier run of this
 -- same call), 0 stale.
-local leases = KEYS[1]
-local unique_prefix = ARGV[1]
+local leases, unique_prefix = KEYS[1], KEYS[2]
 
 local codes = {}
 -- Active-set and lease-index removals, written once per call.
@@ -21,8 +22,8 @@ local function leave_active(active, id)
   ids[#ids + 1] = id
 end
 
-for j = 0, (#KEYS - 1) / 4 - 1 do
-  local k, a = 2 + 4 * j, 2 + 7 * j
+for j = 0, (#KEYS - 2) / 4 - 1 do
+  local k, a = 3 + 4 * j, 1 + 7 * j
   local job_key, lock_key, active, events = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local id, worker, token = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local lock = get_string(lock_key)

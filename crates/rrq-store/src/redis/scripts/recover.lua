@@ -1,16 +1,19 @@
 -- Re-queues (or dead-letters, or ends CANCELLED) running jobs whose lock has
 -- expired, found through the lease index.
 --
--- KEYS: 1 lease index, 2 default queue, 3 default DLQ
+-- KEYS: 1 lease index, 2 default queue, 3 default DLQ, then prefixes: 4 job,
+--       5 job lock, 6 active set, 7 events stream, 8 queue, 9 DLQ, 10 unique lock.
+--       The ids come out of the lease index only while this script runs, so
+--       their keys cannot be listed beforehand: the prefixes are KEYS entries
+--       instead (with one hash tag, one cluster slot).
 -- ARGV: 1 now (epoch ms), 2 limit, 3 now (RFC 3339), 4 default max attempts,
---       5 job prefix, 6 lock prefix, 7 active-set prefix, 8 events prefix,
---       9 queue prefix, 10 DLQ prefix, 11 unique-lock prefix, 12 ready channel
+--       5 ready channel
 --
 -- Returns {{re-queued ids}, {dead-lettered ids}, {cancelled ids}}.
 local leases, default_queue, default_dlq = KEYS[1], KEYS[2], KEYS[3]
 local now_ms, limit, now_text, default_max = ARGV[1], tonumber(ARGV[2]), ARGV[3], count(ARGV[4], 5)
-local job_prefix, lock_prefix, active_prefix, events_prefix = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local queue_prefix, dlq_prefix, unique_prefix, channel = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local job_prefix, lock_prefix, active_prefix, events_prefix = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local queue_prefix, dlq_prefix, unique_prefix, channel = KEYS[8], KEYS[9], KEYS[10], ARGV[5]
 
 local requeued, dead, cancelled = {}, {}, {}
 if limit <= 0 then

@@ -1,13 +1,14 @@
 -- Creates a job, optionally deduplicated by an idempotency key.
 --
--- KEYS: 1 job, 2 queue, 3 idempotency key (only when one is used)
+-- KEYS: 1 job, 2 queue, 3 job key prefix (the job an idempotency key names
+--       is learnt only here), 4 idempotency key (only when one is used)
 -- ARGV: 1 job id, 2 score (epoch ms), 3 idempotency TTL (s; <= 0 = no expiry),
---       4 publish a ready signal (1/0), 5 ready channel, 6 job key prefix,
---       7.. the hash fields as name/value pairs
+--       4 publish a ready signal (1/0), 5 ready channel,
+--       6.. the hash fields as name/value pairs
 --
 -- Returns {status, id}: 1 created, 0 an existing job represents the request,
 -- -1 the job id is taken.
-local job_key, queue, idem = KEYS[1], KEYS[2], KEYS[3]
+local job_key, queue, job_prefix, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id = ARGV[1]
 -- Refused before any write: a queue key of another type would fail the ZADD
 -- after the job hash was written.
@@ -16,7 +17,7 @@ require_type(queue, 'zset')
 if idem then
   local existing = get_string(idem)
   if existing then
-    if redis.call('EXISTS', ARGV[6] .. existing) == 1 then
+    if redis.call('EXISTS', job_prefix .. existing) == 1 then
       return {0, existing}
     end
     redis.call('DEL', idem)
@@ -37,7 +38,7 @@ if idem then
     return {0, redis.call('GET', idem)}
   end
 end
-redis.call('HSET', job_key, unpack(ARGV, 7))
+redis.call('HSET', job_key, unpack(ARGV, 6))
 redis.call('ZADD', queue, ARGV[2], id)
 if ARGV[4] == '1' then
   redis.call('PUBLISH', ARGV[5], queue)

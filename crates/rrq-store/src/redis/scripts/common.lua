@@ -1,6 +1,14 @@
 -- Helpers shared by RRQ's scripts. This file is prepended to a script's own
 -- text before it is hashed and loaded, so every function here is local to
 -- the script that uses it.
+--
+-- Every key a script touches arrives in KEYS: a whole key, or, for a key
+-- named by an id the script only learns as it runs (an id popped from a
+-- queue, a job field), the key's prefix as a KEYS entry. On Redis Cluster
+-- a hash tag in the prefixes keeps every key of a script in one slot. A
+-- parameter that takes a key or a prefix is named `key`, `prefix`, `*_key`
+-- or `*_prefix` (the check in `lint.rs` relies on it); pub/sub channels are
+-- not keys and come in ARGV.
 
 -- The type of a key ('none' when it does not exist).
 local function key_type(key)
@@ -26,14 +34,14 @@ local function hash_fields(key, ...)
   return v
 end
 
--- A bare or full name turned into its full key, trimmed; `fallback` when empty.
-local function full_name(name, prefix, fallback)
+-- A bare or full name turned into its full key, trimmed; `fallback_key` when empty.
+local function full_name(name, prefix, fallback_key)
   if not name then
-    return fallback
+    return fallback_key
   end
   name = string.match(name, '^%s*(.-)%s*$')
   if name == '' then
-    return fallback
+    return fallback_key
   end
   if string.sub(name, 1, #prefix) == prefix then
     return name
@@ -78,14 +86,14 @@ local function seconds(value, fallback)
   return math.min(math.max(math.floor(n), -MAX_SECONDS), MAX_SECONDS)
 end
 
--- `key` when it is absent or of type `want`, else `fallback`: a target named
--- by a job field (queue, DLQ) that holds something else is never written.
-local function usable(key, want, fallback)
+-- `key` when it is absent or of type `want`, else `fallback_key`: a target
+-- named by a job field (queue, DLQ) that holds something else is never written.
+local function usable(key, want, fallback_key)
   local t = key_type(key)
   if t == 'none' or t == want then
     return key
   end
-  return fallback
+  return fallback_key
 end
 
 -- Refuses, before the script's first write, a key of another type than `want`.
@@ -167,6 +175,23 @@ local function drop_stale(lock_key, active_key, id, worker)
   if get_string(lock_key) ~= worker then
     redis.call('ZREM', active_key, id)
   end
+end
+
+-- The head of every fenced write (the twin of `check_fence` in
+-- memory/common.rs): nil when the lease holds and the write goes ahead; 1
+-- when this attempt already recorded one of the given statuses (the script
+-- ran before and only its reply was lost); otherwise 0, the lease stale.
+local function check_fence(job_key, lock_key, active_key, id, worker, token, ...)
+  if holds(job_key, lock_key, worker, token) then
+    return nil
+  end
+  for _, status in ipairs({...}) do
+    if already_recorded(job_key, worker, token, status) then
+      return 1
+    end
+  end
+  drop_stale(lock_key, active_key, id, worker)
+  return 0
 end
 
 -- The end of an attempt: owner-checked lock release, active-set and lease

@@ -1,0 +1,123 @@
+//! Operators' verbs: pause and resume, cancel, DLQ requeue and purge, and
+//! the debug verbs that write fields or delete keys by pattern.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fred::prelude::*;
+use rrq_protocol::{DlqName, JobId, QueueName};
+
+use super::RedisStore;
+use super::inspect::SCAN_COUNT;
+use super::reply::{self, array, protocol, text};
+use super::scripts::{Cancel, DlqPurge, DlqRequeue};
+use crate::clock::{epoch_ms, format_timestamp};
+use crate::error::StoreError;
+use crate::keys;
+use crate::store::{AdminStore, CancelResult};
+
+/// Ids per script call in [`dlq_purge`]: each is one `LREM` that stops at
+/// its entry, so one call stays short even on a long DLQ.
+const PURGE_CHUNK: usize = 100;
+
+#[async_trait]
+impl AdminStore for RedisStore {
+    async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError> {
+        let added: i64 =
+            self.inner.client.sadd(keys::PAUSED, keys::queue(queue)).await.map_err(|e| self.error("pause", e))?;
+        Ok(added > 0)
+    }
+
+    async fn resume(&self, queue: &QueueName) -> Result<bool, StoreError> {
+        let removed: i64 =
+            self.inner.client.srem(keys::PAUSED, keys::queue(queue)).await.map_err(|e| self.error("resume", e))?;
+        // Resuming adds nothing to the queue, so no keyspace event tells
+        // workers to claim its waiting jobs: say so on the ready channel.
+        self.inner
+            .client
+            .publish::<(), _, _>(keys::READY_CHANNEL, keys::queue(queue))
+            .await
+            .map_err(|e| self.error("resume", e))?;
+        Ok(removed > 0)
+    }
+
+    async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {
+        self.run(Cancel { id, default_queue_key: keys::queue(&self.defaults.queue).to_owned() }).await
+    }
+
+    async fn dlq_requeue(
+        &self,
+        dlq: &DlqName,
+        id: &JobId,
+        target: &QueueName,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let call = DlqRequeue {
+            dlq_key: keys::dlq(dlq).to_owned(),
+            queue_key: keys::queue(target).to_owned(),
+            job_key: keys::job(id),
+            id: id.as_str().to_owned(),
+            now_ms: epoch_ms(now),
+            now_text: format_timestamp(now),
+        };
+        self.run(call).await
+    }
+
+    async fn dlq_purge(&self, dlq: &DlqName, ids: &[JobId]) -> Result<u64, StoreError> {
+        let mut taken = 0u64;
+        for chunk in ids.chunks(PURGE_CHUNK) {
+            taken += self.run(DlqPurge { dlq_key: keys::dlq(dlq).to_owned(), ids: chunk }).await?;
+        }
+        Ok(taken)
+    }
+
+    async fn put_job_fields(&self, id: &JobId, fields: &BTreeMap<String, String>) -> Result<(), StoreError> {
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec![keys::job(id)];
+        for (k, v) in fields {
+            args.extend([k.clone(), v.clone()]);
+        }
+        self.command("put_job_fields", "HSET", args).await?;
+        Ok(())
+    }
+
+    async fn delete_matching(&self, pattern: &str, dry_run: bool) -> Result<u64, StoreError> {
+        const OP: &str = "delete_matching";
+        let mut cursor = "0".to_owned();
+        // Key names as bytes: a name that is not UTF-8 is deleted as it is.
+        let mut found = std::collections::BTreeSet::<Vec<u8>>::new();
+        loop {
+            let args = vec![cursor, "MATCH".to_owned(), pattern.to_owned(), "COUNT".to_owned(), SCAN_COUNT.to_string()];
+            let mut reply = array(OP, self.command(OP, "SCAN", args).await?)?.into_iter();
+            let (Some(next), Some(keys)) = (reply.next(), reply.next()) else {
+                return Err(protocol(OP, "expected {cursor, keys}"));
+            };
+            cursor = text(&next).ok_or_else(|| protocol(OP, "cursor is not text"))?;
+            for key in array(OP, keys)? {
+                let name = match key {
+                    Value::Bytes(b) => b.to_vec(),
+                    other => other.as_string().ok_or_else(|| protocol(OP, "key is not text"))?.into_bytes(),
+                };
+                found.insert(name);
+            }
+            if cursor == "0" {
+                break;
+            }
+        }
+        if dry_run {
+            return Ok(found.len() as u64);
+        }
+        let keys: Vec<Vec<u8>> = found.into_iter().collect();
+        let mut deleted = 0u64;
+        let del = fred::types::CustomCommand::new_static("DEL", fred::types::ClusterHash::FirstKey, false);
+        for chunk in keys.chunks(SCAN_COUNT) {
+            let args: Vec<Value> = chunk.iter().map(|k| Value::Bytes(k.clone().into())).collect();
+            let reply: Value = self.inner.client.custom(del.clone(), args).await.map_err(|e| self.error(OP, e))?;
+            deleted += reply::count(OP, &reply)?;
+        }
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,122 @@
+//! The completion-batching task: [`WorkerStore::complete`](crate::WorkerStore::complete)
+//! hands its attempt here, and the task sends everything waiting as one
+//! `complete.lua` call (each attempt still fenced on its own lease, with its
+//! own answer). A busy worker makes one call per batch of successes rather
+//! than one per job, and a lone success goes at once.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use fred::prelude::*;
+use serde_json::Value as Json;
+use tokio::sync::{mpsc, oneshot};
+
+use super::RedisStore;
+use super::connect::classify_cause;
+use super::reply::protocol;
+use super::scripts::{self, Attempt, Complete, LuaScript};
+use crate::clock::format_timestamp;
+use crate::error::StoreError;
+use crate::job::JobDefaults;
+use crate::keys;
+use crate::shared;
+use crate::store::{Fence, Lease};
+
+/// Most attempts recorded by one completion script call: bounds the time
+/// one call keeps Redis busy (about 10 commands per attempt).
+const COMPLETE_BATCH: usize = 256;
+
+/// One success for the batching task, and where its fence goes.
+pub(super) struct Completion {
+    attempt: Attempt,
+    reply: oneshot::Sender<Result<Fence, StoreError>>,
+}
+
+/// Hands one success to the batching task and waits for its answer.
+pub(super) async fn complete(
+    store: &RedisStore,
+    lease: &Lease,
+    result: &Json,
+    now: DateTime<Utc>,
+    defaults: &JobDefaults,
+) -> Result<Fence, StoreError> {
+    let (reply, fenced) = oneshot::channel();
+    let attempt = Attempt {
+        job_key: keys::job(&lease.job_id),
+        lock_key: keys::lock(&lease.job_id),
+        active_key: keys::active(&lease.worker_id),
+        events_key: keys::events(&lease.job_id),
+        id: lease.job_id.as_str().to_owned(),
+        worker: lease.worker_id.clone(),
+        token: lease.token.clone(),
+        result: shared::result_json(result),
+        completion_time: format_timestamp(now),
+        default_result_ttl: defaults.result_ttl_seconds,
+        events_ttl_ms: u64::try_from(store.events_ttl.as_millis()).unwrap_or(u64::MAX).max(1),
+    };
+    let closed = || store.unavailable("the completion task has stopped");
+    store.inner.completions.send(Completion { attempt, reply }).map_err(|_| closed())?;
+    fenced.await.map_err(|_| closed())?
+}
+
+/// Records successes in batches: waits for one, takes every other one
+/// already waiting (up to [`COMPLETE_BATCH`]), runs one script call for all
+/// of them and answers each. While a call is in flight new successes queue
+/// up, so the batch grows with the load and a lone success goes at once.
+pub(super) async fn complete_batches(client: Client, dsn: String, mut pending: mpsc::UnboundedReceiver<Completion>) {
+    let mut waiting: Vec<oneshot::Sender<Result<Fence, StoreError>>> = Vec::with_capacity(COMPLETE_BATCH);
+    let mut attempts = Vec::with_capacity(COMPLETE_BATCH);
+    while let Some(first) = pending.recv().await {
+        let mut next = Some(first);
+        while let Some(c) = next.take() {
+            attempts.push(c.attempt);
+            waiting.push(c.reply);
+            if waiting.len() < COMPLETE_BATCH {
+                next = pending.try_recv().ok();
+            }
+        }
+        let n = waiting.len();
+        let call = Complete { attempts: std::mem::take(&mut attempts) };
+        let fences = match scripts::eval(&client, call).await {
+            Ok(reply) => match Complete::decode(reply) {
+                Ok(fences) if fences.len() == n => Ok(fences),
+                Ok(fences) => Err(Failure::Reply(format!("{} codes for {n} attempts", fences.len()))),
+                Err(StoreError::Protocol { detail, .. }) => Err(Failure::Reply(detail)),
+                Err(other) => Err(Failure::Reply(other.to_string())),
+            },
+            Err(e) => Err(Failure::Client(e.kind().clone(), Arc::new(e))),
+        };
+        match fences {
+            Ok(fences) => {
+                for (reply, fence) in waiting.drain(..).zip(fences) {
+                    let _ = reply.send(fence);
+                }
+            }
+            Err(failure) => {
+                // Every attempt of the batch gets the error (the call may or
+                // may not have run; a retry of each is safe either way), each
+                // with the client's error itself as its source.
+                for reply in waiting.drain(..) {
+                    let _ = reply.send(Err(failure.to_error(&dsn)));
+                }
+            }
+        }
+    }
+}
+
+/// Why one batch failed, given to every attempt of the batch.
+enum Failure {
+    /// The client's error (shared: each attempt's error has it as source).
+    Client(ErrorKind, Arc<Error>),
+    /// A reply the script never gives.
+    Reply(String),
+}
+
+impl Failure {
+    fn to_error(&self, dsn: &str) -> StoreError {
+        match self {
+            Failure::Client(kind, cause) => classify_cause(dsn, Complete::OP, kind, Box::new(cause.clone())),
+            Failure::Reply(detail) => protocol(Complete::OP, detail.clone()),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The client's life cycle: DSN parsing, connecting, the connections opened
+//! on first use (blocking reads, the subscription), closing, and how a
+//! client error becomes a [`StoreError`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fred::clients::{ExclusivePool, SubscriberClient};
+use fred::prelude::*;
+use tokio::sync::{OnceCell, mpsc};
+
+use super::options::ConnectOptions;
+use super::{DEFAULT_EVENTS_TTL, Inner, RedisStore, batch, notify};
+use crate::error::{BoxError, StoreError, mask_dsn};
+use crate::job::JobDefaults;
+use crate::keys;
+use crate::store::ReadySignals;
+
+/// How long [`RedisStore::connect`] waits for the first `PING` answer.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
+/// Timeout of every ordinary command (blocking reads get their own).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Dedicated connections for blocking reads.
+const BLOCKING_CONNECTIONS: usize = 4;
+
+impl RedisStore {
+    /// Connects to the server named by `dsn` and checks that it answers.
+    ///
+    /// Accepted forms: `redis://[user:password@]host[:port][/db]`,
+    /// `rediss://…` (TLS, only with the crate feature `tls`) and the
+    /// `valkey://` / `valkeys://` spellings. Redis Cluster URLs are refused:
+    /// the 0.11.1 key layout cannot span hash slots.
+    ///
+    /// TLS trusts the system's root certificates plus those in the PEM file
+    /// named by `RRQ_REDIS_CA_FILE` ([`ConnectOptions::from_env`]); use
+    /// [`RedisStore::connect_with`] to pass that file without the environment.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidDsn`] for a DSN that cannot be used,
+    /// [`StoreError::Tls`] when TLS cannot be set up or the server's
+    /// certificate is not trusted, and [`StoreError::Unavailable`] when the
+    /// server does not answer `PING` within five seconds (wrong address,
+    /// refused credentials, ...).
+    pub async fn connect(dsn: &str) -> Result<RedisStore, StoreError> {
+        RedisStore::connect_with(dsn, ConnectOptions::from_env()).await
+    }
+
+    /// [`RedisStore::connect`] with explicit [`ConnectOptions`] instead of
+    /// those of the environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisStore::connect`].
+    pub async fn connect_with(dsn: &str, options: ConnectOptions) -> Result<RedisStore, StoreError> {
+        let masked = mask_dsn(dsn);
+        let config = parse_dsn(dsn, &masked, &options)?;
+        let db = config.database.unwrap_or(0);
+        let builder = builder(config);
+        let client = builder
+            .build()
+            .map_err(|e| StoreError::InvalidDsn { dsn: masked.clone(), reason: e.details().to_owned() })?;
+        let ready = async {
+            client.init().await?;
+            client.ping::<String>(None).await
+        };
+        let failure = match tokio::time::timeout(CONNECT_DEADLINE, ready).await {
+            Ok(Ok(_)) => {
+                let (completions, pending) = mpsc::unbounded_channel();
+                // Ends when the last handle is dropped (the sender goes with `Inner`).
+                tokio::spawn(batch::complete_batches(client.clone(), masked.clone(), pending));
+                return Ok(RedisStore {
+                    inner: Arc::new(Inner {
+                        client,
+                        builder,
+                        blocking: OnceCell::new(),
+                        subscriber: OnceCell::new(),
+                        signals: Arc::new(Mutex::new(ReadySignals::NotSubscribed)),
+                        db,
+                        dsn: masked,
+                        completions,
+                    }),
+                    defaults: Arc::new(JobDefaults::default()),
+                    keyspace: true,
+                    events_ttl: DEFAULT_EVENTS_TTL,
+                });
+            }
+            Ok(Err(e)) => connect_error(e, masked),
+            Err(_) => StoreError::Unavailable {
+                dsn: masked,
+                source: format!("no answer to PING within {}s", CONNECT_DEADLINE.as_secs()).into(),
+            },
+        };
+        // Stop the reconnect loop of the client we are giving up on, without
+        // making the caller wait for a server that does not answer.
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(CONNECT_DEADLINE, client.quit()).await;
+        });
+        Err(failure)
+    }
+
+    /// Closes every connection. Calls made afterwards fail.
+    pub async fn close(&self) {
+        let _ = self.inner.client.quit().await;
+        if let Some(pool) = self.inner.blocking.get() {
+            let _ = pool.quit().await;
+        }
+        if let Some(sub) = self.inner.subscriber.get() {
+            let _ = sub.quit().await;
+        }
+    }
+
+    pub(super) fn error(&self, op: &'static str, e: Error) -> StoreError {
+        classify(&self.inner.dsn, op, e)
+    }
+
+    pub(super) fn unavailable(&self, what: &str) -> StoreError {
+        StoreError::Unavailable { dsn: self.inner.dsn.clone(), source: what.to_owned().into() }
+    }
+
+    /// The connections for blocking reads, opened on first use.
+    pub(super) async fn blocking(&self) -> Result<&ExclusivePool, StoreError> {
+        self.inner
+            .blocking
+            .get_or_try_init(|| async {
+                let pool = self
+                    .inner
+                    .builder
+                    .build_exclusive_pool(BLOCKING_CONNECTIONS)
+                    .map_err(|e| self.error("connect", e))?;
+                match tokio::time::timeout(CONNECT_DEADLINE, pool.init()).await {
+                    Ok(Ok(_)) => Ok(pool),
+                    Ok(Err(e)) => Err(self.error("connect", e)),
+                    Err(_) => Err(self.unavailable("blocking connections did not open")),
+                }
+            })
+            .await
+    }
+
+    /// The subscription to the ready and cancel channels (and keyspace
+    /// notifications), opened on first use.
+    pub(super) async fn subscriber(&self) -> Result<&SubscriberClient, StoreError> {
+        self.inner
+            .subscriber
+            .get_or_try_init(|| async {
+                let sub = self.inner.builder.build_subscriber_client().map_err(|e| self.error("subscribe_ready", e))?;
+                let opened = async {
+                    sub.init().await?;
+                    // A detached task that re-subscribes after every reconnect.
+                    drop(sub.manage_subscriptions());
+                    sub.subscribe(vec![keys::READY_CHANNEL, keys::CANCEL_CHANNEL]).await?;
+                    if self.keyspace {
+                        sub.psubscribe(notify::pattern(self.inner.db)).await?;
+                    }
+                    // fred sends (P)SUBSCRIBE without waiting for a reply: an
+                    // answered PING on the same connection shows the server
+                    // has processed them, so no signal sent from now on is lost.
+                    sub.ping::<Value>(None).await.map(drop)
+                };
+                match tokio::time::timeout(CONNECT_DEADLINE, opened).await {
+                    Ok(Ok(())) => {
+                        self.watch_keyspace_config(&sub).await;
+                        Ok(sub)
+                    }
+                    Ok(Err(e)) => Err(self.error("subscribe_ready", e)),
+                    Err(_) => Err(self.unavailable("the ready-channel subscription did not open")),
+                }
+            })
+            .await
+    }
+
+    /// Turns keyspace notifications on (now and after every reconnect of the
+    /// subscriber, as a restarted server forgets `CONFIG SET`) and records
+    /// which signals the subscription delivers.
+    async fn watch_keyspace_config(&self, sub: &SubscriberClient) {
+        let signals = self.inner.signals.clone();
+        if !self.keyspace {
+            *signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ReadySignals::Partial {
+                reason: format!("keyspace notifications are turned off (`[rrq] {} = false`)", notify::CONFIG_KEY),
+            };
+            return;
+        }
+        let state = notify::enable(&self.inner.client).await;
+        *signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+        let (client, mut reconnects) = (self.inner.client.clone(), sub.reconnect_rx());
+        tokio::spawn(async move {
+            // Ends when the subscriber is closed (its sender goes with it).
+            while let Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) = reconnects.recv().await {
+                let state = notify::enable(&client).await;
+                *signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+            }
+        });
+    }
+}
+
+impl Drop for Inner {
+    /// Closes the connections once the last handle is gone; otherwise their
+    /// tasks would keep reconnecting for the rest of the process.
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let client = self.client.clone();
+        let blocking = self.blocking.take();
+        let subscriber = self.subscriber.take();
+        runtime.spawn(async move {
+            let _ = client.quit().await;
+            if let Some(pool) = blocking {
+                let _ = pool.quit().await;
+            }
+            if let Some(sub) = subscriber {
+                let _ = sub.quit().await;
+            }
+        });
+    }
+}
+
+/// A client error as a [`StoreError`]: connection trouble is `Unavailable`.
+pub(super) fn classify(dsn: &str, op: &'static str, e: Error) -> StoreError {
+    let kind = e.kind().clone();
+    classify_cause(dsn, op, &kind, Box::new(e))
+}
+
+/// [`classify`] for a cause already boxed (one error shared by several
+/// callers stays their common source).
+pub(super) fn classify_cause(dsn: &str, op: &'static str, kind: &ErrorKind, source: BoxError) -> StoreError {
+    match kind {
+        ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure => {
+            StoreError::Unavailable { dsn: dsn.to_owned(), source }
+        }
+        _ => StoreError::Command { op, source },
+    }
+}
+
+/// Parses a DSN into a client configuration, refusing what we cannot serve.
+fn parse_dsn(dsn: &str, masked: &str, options: &ConnectOptions) -> Result<Config, StoreError> {
+    let invalid = |reason: &str| StoreError::InvalidDsn { dsn: masked.to_owned(), reason: reason.to_owned() };
+    let (scheme, rest) = dsn.split_once("://").ok_or_else(|| invalid("missing scheme"))?;
+    let tls = match scheme.to_ascii_lowercase().as_str() {
+        "redis" | "valkey" => false,
+        "rediss" | "valkeys" => {
+            if !cfg!(feature = "tls") {
+                return Err(invalid("TLS needs rrq-store's `tls` feature"));
+            }
+            true
+        }
+        s if s.contains("cluster") => {
+            return Err(invalid("Redis Cluster is not supported: the rrq 0.11.1 key layout spans hash slots"));
+        }
+        _ => return Err(invalid("the scheme must be redis:// or rediss://")),
+    };
+    // The client parses the plain form: TLS is set up below, not with the
+    // client's default (system roots only, and an error on any unreadable
+    // one). Its messages never contain the URL, so no password leaks.
+    #[cfg_attr(not(feature = "tls"), expect(unused_mut))]
+    let mut config = Config::from_url(&format!("redis://{rest}")).map_err(|e| invalid(e.details()))?;
+    #[cfg(feature = "tls")]
+    if tls {
+        let tls = super::tls::config(options.ca_file())
+            .map_err(|reason| StoreError::Tls { dsn: masked.to_owned(), reason })?;
+        config.tls = Some(tls);
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = (tls, options);
+    Ok(config)
+}
+
+/// Why the first connection failed: a TLS handshake the client refused, or
+/// an unreachable server.
+fn connect_error(e: Error, dsn: String) -> StoreError {
+    #[cfg(feature = "tls")]
+    if let Some(reason) = super::tls::handshake_failure(&e) {
+        return StoreError::Tls { dsn, reason };
+    }
+    StoreError::Unavailable { dsn, source: Box::new(e) }
+}
+
+fn builder(config: Config) -> Builder {
+    let mut builder = Builder::from_config(config);
+    builder
+        // Reconnection is off unless a policy is set; retry forever, 100 ms to 2 s apart.
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .with_connection_config(|c| {
+            c.connection_timeout = CONNECT_DEADLINE;
+            c.internal_command_timeout = CONNECT_DEADLINE;
+            // A reply lost with the connection must surface as an error,
+            // never as a silent second run of a script.
+            c.max_command_attempts = 1;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = COMMAND_TIMEOUT;
+        });
+    builder
+}

@@ -1,0 +1,119 @@
+//! Enqueues: one job through the script its [`Plan`] names, or many
+//! standard jobs in chunks of one `enqueue_batch.lua` call each.
+
+use async_trait::async_trait;
+use futures::StreamExt as _;
+
+use super::RedisStore;
+use super::reply::protocol;
+use super::scripts::{
+    BatchJob, Enqueue, EnqueueBatch, EnqueueDebounced, EnqueueRateLimited, EnqueueUnique, LuaScript, NewJobCall,
+};
+use crate::clock::epoch_ms;
+use crate::error::StoreError;
+use crate::job::NewJob;
+use crate::keys;
+use crate::shared::{self, Plan};
+use crate::store::{EnqueueMode, EnqueueStore, Enqueued};
+
+/// Jobs per script call in [`enqueue_batch`]. One script over many jobs
+/// measured 25-30 % faster than a pipeline of one script call per job;
+/// small chunks with [`BATCH_IN_FLIGHT`] always in flight let the client
+/// encode while Redis runs (batches of 1,000: 500-job chunks 77,000 jobs/s,
+/// 200 about 88,000, 100 about 110,000), and keep each script short.
+const BATCH_CHUNK: usize = 100;
+/// Chunks of one [`enqueue_batch`] call sent before the first answer is
+/// awaited. After an error, chunks other than the failed one may have been
+/// applied (as the failed one may have): the call's `Err` says nothing
+/// about which jobs exist.
+const BATCH_IN_FLIGHT: usize = 4;
+
+#[async_trait]
+impl EnqueueStore for RedisStore {
+    async fn enqueue(&self, job: NewJob, mode: EnqueueMode) -> Result<Enqueued, StoreError> {
+        let plan = shared::plan(&job, &mode)?;
+        let ready_now = shared::ready_at_enqueue(&job);
+        match plan {
+            Plan::Standard => {
+                self.run(Enqueue { job: NewJobCall::new(&job, 0, ready_now), idempotency_key: None }).await?
+            }
+            Plan::Idempotent { key, ttl } => {
+                self.run(Enqueue { job: NewJobCall::new(&job, ttl, ready_now), idempotency_key: Some(key) }).await?
+            }
+            Plan::RateLimited { key, ttl } => {
+                self.run(EnqueueRateLimited { job: NewJobCall::new(&job, ttl, ready_now), limit_key: key }).await?
+            }
+            Plan::Debounced { key, ttl } => {
+                let call = EnqueueDebounced {
+                    job: NewJobCall::new(&job, ttl, ready_now),
+                    debounce_key: key,
+                    has_trace_context: !job.trace_context.is_empty(),
+                    has_correlation_context: !job.correlation_context.is_empty(),
+                };
+                self.run(call).await?
+            }
+            Plan::UniqueLock { key, unique, ttl } => {
+                let mut job = job;
+                job.unique_key = Some(unique);
+                let call = EnqueueUnique {
+                    job: NewJobCall::new(&job, ttl, ready_now),
+                    lock_key: key,
+                    enqueue_time: epoch_ms(job.enqueue_time),
+                };
+                self.run(call).await?
+            }
+        }
+    }
+
+    async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
+        shared::check_batch(&jobs)?;
+        // A few chunks always in flight: the client encodes the next while
+        // Redis runs the previous (the connection pipelines them in order).
+        let mut chunks = jobs.chunks(BATCH_CHUNK);
+        let mut in_flight = futures::stream::FuturesOrdered::new();
+        let mut out = Vec::with_capacity(jobs.len());
+        loop {
+            while in_flight.len() < BATCH_IN_FLIGHT {
+                let Some(chunk) = chunks.next() else { break };
+                in_flight.push_back(enqueue_chunk(self, chunk));
+            }
+            let Some(reply) = in_flight.next().await else { break };
+            out.extend(reply?);
+        }
+        Ok(out)
+    }
+}
+
+async fn enqueue_chunk(store: &RedisStore, jobs: &[NewJob]) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
+    let call = EnqueueBatch {
+        channel: keys::READY_CHANNEL,
+        jobs: jobs
+            .iter()
+            .map(|job| BatchJob {
+                job_key: keys::job(&job.id),
+                queue_key: keys::queue(&job.queue).to_owned(),
+                id: job.id.as_str().to_owned(),
+                score: epoch_ms(job.scheduled_time),
+                ready_now: shared::ready_at_enqueue(job),
+                fields: job.to_fields(),
+            })
+            .collect(),
+    };
+    let created = store.run(call).await?;
+    if created.len() != jobs.len() {
+        return Err(protocol(EnqueueBatch::OP, format!("{} statuses for {} jobs", created.len(), jobs.len())));
+    }
+    Ok(jobs
+        .iter()
+        .zip(created)
+        .map(
+            |(job, created)| {
+                if created {
+                    Ok(Enqueued::Created(job.id.clone()))
+                } else {
+                    Err(StoreError::JobIdTaken(job.id.clone()))
+                }
+            },
+        )
+        .collect())
+}

@@ -1,0 +1,237 @@
+//! Reads for inspection tools and waiters: job hashes, queue and DLQ
+//! listings, worker health records (found by `SCAN`, read in chunks of one
+//! script call), and the blocking wait on a job's events stream.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fred::prelude::*;
+use rrq_protocol::{DlqName, JobId, QueueName};
+use serde_json::Value as Json;
+
+use super::RedisStore;
+use super::reply::{self, array, protocol, strict_text, text};
+use super::scripts::{InspectJobs, InspectQueues, InspectWorkers, LuaScript};
+use crate::error::StoreError;
+use crate::job::{Job, JobParseError};
+use crate::keys;
+use crate::store::{InspectStore, QueueInfo, WorkerRecord};
+
+/// Keys asked for per `SCAN` step, and keys per inspection script call.
+pub(super) const SCAN_COUNT: usize = 500;
+/// Extra time a blocking read may take beyond its block time.
+const BLOCK_MARGIN: Duration = Duration::from_secs(5);
+
+#[async_trait]
+impl InspectStore for RedisStore {
+    async fn job(&self, id: &JobId) -> Result<Option<Result<Job, JobParseError>>, StoreError> {
+        let key = keys::job(id);
+        match self.inner.client.hgetall::<Value, _>(&key).await {
+            Ok(v) => {
+                let f = reply::fields("job", v)?;
+                Ok(if f.is_empty() { None } else { Some(Job::from_fields(id.as_str(), &f)) })
+            }
+            Err(e) if e.details().starts_with("WRONGTYPE") => {
+                let found: String = self.inner.client.r#type(&key).await.map_err(|e| self.error("job", e))?;
+                Ok(Some(Err(JobParseError::WrongType { found })))
+            }
+            Err(e) => Err(self.error("job", e)),
+        }
+    }
+
+    async fn job_fields(&self, id: &JobId) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+        let v = self.inner.client.hgetall::<Value, _>(keys::job(id)).await.map_err(|e| self.error("job_fields", e))?;
+        let f = reply::fields("job_fields", v)?;
+        Ok(if f.is_empty() { None } else { Some(f.into_iter().collect()) })
+    }
+
+    async fn job_fields_batch(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(SCAN_COUNT) {
+            let hashes = self.run(InspectJobs(chunk.iter().map(keys::job).collect())).await?;
+            if hashes.len() != chunk.len() {
+                return Err(protocol(InspectJobs::OP, format!("{} hashes for {} ids", hashes.len(), chunk.len())));
+            }
+            out.extend(hashes.into_iter().map(|f| if f.is_empty() { None } else { Some(f.into_iter().collect()) }));
+        }
+        Ok(out)
+    }
+
+    async fn wait_job_event(
+        &self,
+        id: &JobId,
+        after: Option<String>,
+        timeout: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let pool = self.blocking().await?;
+        let client = pool.acquire().await;
+        let after = after.unwrap_or_else(|| "$".to_owned());
+        let block_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        // BLOCK 0 would wait forever: a zero timeout is a plain read.
+        let block = (!timeout.is_zero()).then(|| block_ms.max(1));
+        let options = Options { timeout: Some(timeout + BLOCK_MARGIN), max_attempts: Some(1), ..Default::default() };
+        match client.with_options(&options).xread::<Value, _, _>(Some(1), block, keys::events(id), after).await {
+            Ok(v) => Ok(reply::first_entry_id(v)),
+            // A block that ends without data may surface as a timeout.
+            Err(e) if *e.kind() == ErrorKind::Timeout => Ok(None),
+            Err(e) => Err(self.error("wait_job_event", e)),
+        }
+    }
+
+    async fn queue_len(&self, queue: &QueueName) -> Result<u64, StoreError> {
+        self.inner.client.zcard(keys::queue(queue)).await.map_err(|e| self.error("queue_len", e))
+    }
+
+    async fn dlq_ids(&self, dlq: &DlqName, offset: usize, limit: usize) -> Result<Vec<JobId>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let start = i64::try_from(offset).unwrap_or(i64::MAX);
+        let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)).saturating_sub(1);
+        let listed: Value =
+            self.inner.client.lrange(keys::dlq(dlq), start, stop).await.map_err(|e| self.error("dlq_ids", e))?;
+        reply::ids("dlq_ids", listed)
+    }
+
+    async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError> {
+        self.inner.client.llen(keys::dlq(dlq)).await.map_err(|e| self.error("dlq_len", e))
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        let keys = scan(self, InspectQueues::OP, QueueName::PREFIX, "zset", 0).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(SCAN_COUNT) {
+            let spans = self.run(InspectQueues(chunk.to_vec())).await?;
+            for (key, span) in chunk.iter().zip(spans) {
+                if span.len > 0 {
+                    out.push(QueueInfo {
+                        queue: QueueName::new(key),
+                        len: span.len,
+                        oldest: span.oldest,
+                        newest: span.newest,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.queue.cmp(&b.queue));
+        Ok(out)
+    }
+
+    async fn queue_entries(
+        &self,
+        queue: &QueueName,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<(JobId, DateTime<Utc>)>, StoreError> {
+        const OP: &str = "queue_entries";
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let stop = offset.saturating_add(limit) - 1;
+        let args = vec![keys::queue(queue).to_owned(), offset.to_string(), stop.to_string(), "WITHSCORES".to_owned()];
+        let flat = array(OP, self.command(OP, "ZRANGE", args).await?)?;
+        let mut out = Vec::with_capacity(flat.len() / 2);
+        let mut it = flat.into_iter();
+        while let Some(member) = it.next() {
+            // RESP3 answers [member, score] pairs, RESP2 a flat list.
+            let (member, score) = match member {
+                Value::Array(mut pair) if pair.len() == 2 => {
+                    let score = pair.pop().unwrap_or(Value::Null);
+                    (pair.pop().unwrap_or(Value::Null), score)
+                }
+                m => (m, it.next().unwrap_or(Value::Null)),
+            };
+            let id = reply::job_id(OP, &member)?;
+            let at = reply::score_time(&score).ok_or_else(|| protocol(OP, format!("bad score {score:?}")))?;
+            out.push((id, at));
+        }
+        Ok(out)
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        let keys = scan(self, InspectWorkers::OP, keys::HEALTH_PREFIX, "string", 0).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(SCAN_COUNT) {
+            let records = self.run(InspectWorkers(chunk.to_vec())).await?;
+            for (key, record) in chunk.iter().zip(records) {
+                if record.pttl == -2 {
+                    continue; // expired between the scan and the read
+                }
+                out.push(WorkerRecord {
+                    worker_id: key[keys::HEALTH_PREFIX.len()..].to_owned(),
+                    health: record.value.and_then(|s| serde_json::from_str::<Json>(&s).ok()),
+                    ttl: u64::try_from(record.pttl).ok().map(Duration::from_millis),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+        Ok(out)
+    }
+
+    async fn job_ids(&self, limit: usize) -> Result<Vec<JobId>, StoreError> {
+        let keys = scan(self, "job_ids", keys::JOB_PREFIX, "hash", limit).await?;
+        Ok(keys.into_iter().map(|k| JobId::new(&k[keys::JOB_PREFIX.len()..])).collect())
+    }
+
+    async fn paused(&self) -> Result<Vec<QueueName>, StoreError> {
+        let mut names: Vec<String> =
+            self.inner.client.smembers(keys::PAUSED).await.map_err(|e| self.error("paused", e))?;
+        names.sort();
+        Ok(names.iter().map(|n| QueueName::new(n)).collect())
+    }
+}
+
+/// Keys matching `prefix*` of one Redis type, each once; stops early once
+/// `limit` keys were found (`0` = no limit).
+async fn scan(
+    store: &RedisStore,
+    op: &'static str,
+    prefix: &str,
+    kind: &str,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let pattern = format!("{}*", glob_escape(prefix));
+    let mut cursor = "0".to_owned();
+    let mut found = std::collections::BTreeSet::new();
+    loop {
+        let args = vec![
+            cursor,
+            "MATCH".to_owned(),
+            pattern.clone(),
+            "COUNT".to_owned(),
+            SCAN_COUNT.to_string(),
+            "TYPE".to_owned(),
+            kind.to_owned(),
+        ];
+        let mut reply = array(op, store.command(op, "SCAN", args).await?)?.into_iter();
+        let (Some(next), Some(keys)) = (reply.next(), reply.next()) else {
+            return Err(protocol(op, "expected {cursor, keys}"));
+        };
+        cursor = text(&next).ok_or_else(|| protocol(op, "cursor is not text"))?;
+        for key in array(op, keys)? {
+            found.insert(strict_text(op, &key, "key")?);
+        }
+        if cursor == "0" || (limit > 0 && found.len() >= limit) {
+            break;
+        }
+    }
+    let mut keys: Vec<String> = found.into_iter().collect();
+    if limit > 0 {
+        keys.truncate(limit);
+    }
+    Ok(keys)
+}
+
+/// Escapes glob characters so a prefix matches literally in `SCAN MATCH`.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

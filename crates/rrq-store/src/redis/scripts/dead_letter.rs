@@ -1,0 +1,49 @@
+//! `dead_letter.lua`: moves a job to its dead letter queue (fenced). The
+//! job's DLQ and unique lock are named by its fields, read only in the
+//! script: their prefixes are KEYS entries.
+
+use fred::prelude::*;
+use rrq_protocol::DlqName;
+
+use super::{Fenced, LuaScript, flag};
+use crate::error::StoreError;
+use crate::keys;
+use crate::store::Fence;
+
+pub(crate) struct DeadLetter {
+    /// KEYS[1-4], ARGV[1-3].
+    pub fenced: Fenced,
+    /// KEYS[5]
+    pub events_key: String,
+    /// KEYS[6]: for a job without `dlq_name`.
+    pub default_dlq_key: String,
+    /// ARGV[4]
+    pub reason: String,
+    /// ARGV[5]: the failed attempt counts.
+    pub count_attempt: bool,
+    /// ARGV[6]: RFC 3339.
+    pub completion_time: String,
+}
+
+impl LuaScript for DeadLetter {
+    const OP: &'static str = "dead_letter";
+    type Reply = Fence;
+
+    lua_source!("dead_letter.lua");
+
+    fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
+        let (mut keys, mut args) = self.fenced.head();
+        keys.extend([
+            self.events_key,
+            self.default_dlq_key,
+            DlqName::PREFIX.to_owned(),
+            keys::UNIQUE_LOCK_PREFIX.to_owned(),
+        ]);
+        args.extend([self.reason.into(), flag(self.count_attempt), self.completion_time.into()]);
+        (keys, args)
+    }
+
+    fn decode(reply: Value) -> Result<Fence, StoreError> {
+        super::fence(Self::OP, &reply)
+    }
+}

@@ -1,0 +1,56 @@
+//! `enqueue_batch.lua`: many standard enqueues in one step.
+
+use fred::prelude::*;
+
+use super::{LuaScript, flag};
+use crate::error::StoreError;
+use crate::redis::reply::{self, protocol};
+
+pub(crate) struct EnqueueBatch {
+    /// ARGV[1]
+    pub channel: &'static str,
+    /// Then per job: KEYS job and queue; ARGV id, score, ready now, the
+    /// number of field values and the values.
+    pub jobs: Vec<BatchJob>,
+}
+
+pub(crate) struct BatchJob {
+    pub job_key: String,
+    pub queue_key: String,
+    pub id: String,
+    /// Epoch ms.
+    pub score: i64,
+    pub ready_now: bool,
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl LuaScript for EnqueueBatch {
+    const OP: &'static str = "enqueue_batch";
+    /// Per job: created (`true`) or its id was taken.
+    type Reply = Vec<bool>;
+
+    lua_source!("enqueue_batch.lua");
+
+    fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
+        let mut keys = Vec::with_capacity(self.jobs.len() * 2);
+        let mut args = Vec::with_capacity(1 + self.jobs.len() * 30);
+        args.push(Value::from_static_str(self.channel));
+        for job in self.jobs {
+            keys.extend([job.job_key, job.queue_key]);
+            args.extend([job.id.into(), job.score.into(), flag(job.ready_now), (job.fields.len() as i64 * 2).into()]);
+            super::push_fields(&mut args, job.fields);
+        }
+        (keys, args)
+    }
+
+    fn decode(reply: Value) -> Result<Self::Reply, StoreError> {
+        reply::array(Self::OP, reply)?
+            .iter()
+            .map(|s| match reply::int(Self::OP, s)? {
+                1 => Ok(true),
+                -1 => Ok(false),
+                n => Err(protocol(Self::OP, format!("unknown enqueue status {n}"))),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,194 @@
+//! The Lua scripts, one per multi-key step, each beside its typed wrapper:
+//! `claim.lua` and `claim.rs`, and so on. A wrapper is a struct whose fields
+//! name the script's KEYS and ARGV, and whose [`LuaScript`] impl writes them
+//! in the order the script's header lists them: the one place that order is
+//! spelled. Its reply decodes to a type, never to a bare [`Value`].
+//!
+//! Every script is `common.lua` (shared helpers) followed by its own file,
+//! loaded once per process and run by SHA (`EVALSHA`, reloaded on
+//! `NOSCRIPT`). Every key a script touches arrives in KEYS (see the note at
+//! the top of `common.lua`, and `lint.rs`, which checks it).
+
+use fred::prelude::*;
+use fred::types::scripts::Script;
+
+use crate::error::StoreError;
+use crate::store::Lease;
+use crate::{keys, store::Fence};
+
+/// A wrapper's `fn script()`: `common.lua` followed by the given file,
+/// hashed and loaded on first use.
+macro_rules! lua_source {
+    ($file:literal) => {
+        fn script() -> &'static fred::types::scripts::Script {
+            static SCRIPT: std::sync::LazyLock<fred::types::scripts::Script> = std::sync::LazyLock::new(|| {
+                fred::types::scripts::Script::from_lua(concat!(include_str!("common.lua"), include_str!($file)))
+            });
+            &SCRIPT
+        }
+    };
+}
+
+mod cancel;
+mod claim;
+mod complete;
+mod cron_tick;
+mod dead_letter;
+mod dlq_purge;
+mod dlq_requeue;
+mod enqueue;
+mod enqueue_batch;
+mod enqueue_debounced;
+mod enqueue_rate_limited;
+mod enqueue_unique;
+mod finish_cancelled;
+mod inspect_jobs;
+mod inspect_queues;
+mod inspect_workers;
+#[cfg(test)]
+mod lint;
+mod recover;
+mod release;
+mod renew;
+mod retry;
+
+pub(super) use cancel::Cancel;
+pub(super) use claim::Claim;
+pub(super) use complete::{Attempt, Complete};
+pub(super) use cron_tick::CronTick;
+pub(super) use dead_letter::DeadLetter;
+pub(super) use dlq_purge::DlqPurge;
+pub(super) use dlq_requeue::DlqRequeue;
+pub(super) use enqueue::Enqueue;
+pub(super) use enqueue_batch::{BatchJob, EnqueueBatch};
+pub(super) use enqueue_debounced::EnqueueDebounced;
+pub(super) use enqueue_rate_limited::EnqueueRateLimited;
+pub(super) use enqueue_unique::EnqueueUnique;
+pub(super) use finish_cancelled::FinishCancelled;
+pub(super) use inspect_jobs::InspectJobs;
+pub(super) use inspect_queues::InspectQueues;
+pub(super) use inspect_workers::InspectWorkers;
+pub(super) use recover::Recover;
+pub(super) use release::Release;
+pub(super) use renew::Renew;
+pub(super) use retry::Retry;
+
+/// A Lua script with named KEYS and ARGV and a typed reply.
+pub(super) trait LuaScript {
+    /// The store verb, named in errors.
+    const OP: &'static str;
+    /// What the script's reply decodes to.
+    type Reply;
+    /// The loaded script.
+    fn script() -> &'static Script;
+    /// KEYS and ARGV, in the order the script's header lists them.
+    fn keys_and_args(self) -> (Vec<String>, Vec<Value>);
+    /// Decodes the script's reply.
+    fn decode(reply: Value) -> Result<Self::Reply, StoreError>;
+}
+
+/// Runs a script on `client`, leaving the client's error as it is (the
+/// caller classifies it, or, for a claim, decides to ask again).
+pub(super) async fn eval<S: LuaScript>(client: &Client, script: S) -> Result<Value, Error> {
+    let (keys, args) = script.keys_and_args();
+    S::script().evalsha_with_reload::<Value, _, _>(client, keys, args).await
+}
+
+/// KEYS 1-4 and ARGV 1-3 of every fenced outcome script (retry, dead
+/// letter, release, finish cancelled): the job, its lock, the worker's
+/// active set and the lease index; the job id, the worker id and the token.
+pub(super) struct Fenced {
+    job_key: String,
+    lock_key: String,
+    active_key: String,
+    id: String,
+    worker: String,
+    token: String,
+}
+
+impl Fenced {
+    pub(super) fn new(lease: &Lease) -> Fenced {
+        Fenced {
+            job_key: keys::job(&lease.job_id),
+            lock_key: keys::lock(&lease.job_id),
+            active_key: keys::active(&lease.worker_id),
+            id: lease.job_id.as_str().to_owned(),
+            worker: lease.worker_id.clone(),
+            token: lease.token.clone(),
+        }
+    }
+
+    /// The four keys and three arguments every fenced script starts with.
+    fn head(self) -> (Vec<String>, Vec<Value>) {
+        (
+            vec![self.job_key, self.lock_key, self.active_key, keys::LEASES.to_owned()],
+            vec![self.id.into(), self.worker.into(), self.token.into()],
+        )
+    }
+}
+
+/// KEYS 1-2 and ARGV 1-5 of every single-job enqueue script (standard,
+/// rate-limited, debounced, unique): the job and its queue; the job id, its
+/// score, the dedup key's TTL, whether it is ready now and the ready
+/// channel. The job's hash fields are the script's last arguments.
+pub(super) struct NewJobCall {
+    job_key: String,
+    queue_key: String,
+    id: String,
+    /// Epoch ms.
+    score: i64,
+    /// The dedup key's TTL in whole seconds (0: none, or no expiry).
+    ttl: u64,
+    ready_now: bool,
+    fields: Vec<(&'static str, String)>,
+}
+
+impl NewJobCall {
+    pub(super) fn new(job: &crate::job::NewJob, ttl: u64, ready_now: bool) -> NewJobCall {
+        NewJobCall {
+            job_key: keys::job(&job.id),
+            queue_key: keys::queue(&job.queue).to_owned(),
+            id: job.id.as_str().to_owned(),
+            score: crate::clock::epoch_ms(job.scheduled_time),
+            ttl,
+            ready_now,
+            fields: job.to_fields(),
+        }
+    }
+
+    /// The two keys and five arguments every single-job enqueue starts
+    /// with, and the fields to push last (see [`push_fields`]).
+    fn head(self) -> (Vec<String>, Vec<Value>, Vec<(&'static str, String)>) {
+        let args = vec![
+            self.id.into(),
+            self.score.into(),
+            self.ttl.to_string().into(),
+            flag(self.ready_now),
+            Value::from_static_str(keys::READY_CHANNEL),
+        ];
+        (vec![self.job_key, self.queue_key], args, self.fields)
+    }
+}
+
+/// `1`/`0` for a flag argument.
+pub(super) fn flag(b: bool) -> Value {
+    Value::from_static_str(if b { "1" } else { "0" })
+}
+
+/// A fenced script's reply: 1 applied, 0 stale.
+pub(super) fn fence(op: &'static str, v: &Value) -> Result<Fence, StoreError> {
+    match super::reply::int(op, v)? {
+        1 => Ok(Fence::Applied),
+        0 => Ok(Fence::Stale),
+        n => Err(super::reply::protocol(op, format!("unknown fence code {n}"))),
+    }
+}
+
+/// A new job's hash fields as name/value arguments (the names go out
+/// without an allocation each).
+pub(super) fn push_fields(args: &mut Vec<Value>, fields: Vec<(&'static str, String)>) {
+    for (name, value) in fields {
+        args.push(Value::from_static_str(name));
+        args.push(value.into());
+    }
+}

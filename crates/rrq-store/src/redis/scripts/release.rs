@@ -1,0 +1,46 @@
+//! `release.lua`: puts a claimed job back on its queue without counting an
+//! attempt (fenced). The unique lock is named by a job field, read only in
+//! the script: its prefix is a KEYS entry.
+
+use fred::prelude::*;
+
+use super::{Fenced, LuaScript, flag};
+use crate::error::StoreError;
+use crate::keys;
+use crate::store::Fence;
+
+pub(crate) struct Release {
+    /// KEYS[1-4], ARGV[1-3].
+    pub fenced: Fenced,
+    /// KEYS[5]: the queue it was claimed from.
+    pub queue_key: String,
+    /// KEYS[6]
+    pub events_key: String,
+    /// ARGV[4-5]: written as `last_error` when given.
+    pub reason: Option<String>,
+    /// ARGV[6]: epoch ms.
+    pub now_ms: i64,
+}
+
+impl LuaScript for Release {
+    const OP: &'static str = "release";
+    type Reply = Fence;
+
+    lua_source!("release.lua");
+
+    fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
+        let (mut keys, mut args) = self.fenced.head();
+        keys.extend([self.queue_key, self.events_key, keys::UNIQUE_LOCK_PREFIX.to_owned()]);
+        args.extend([
+            flag(self.reason.is_some()),
+            self.reason.unwrap_or_default().into(),
+            self.now_ms.into(),
+            Value::from_static_str(keys::READY_CHANNEL),
+        ]);
+        (keys, args)
+    }
+
+    fn decode(reply: Value) -> Result<Fence, StoreError> {
+        super::fence(Self::OP, &reply)
+    }
+}

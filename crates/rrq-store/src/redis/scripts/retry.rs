@@ -1,0 +1,57 @@
+//! `retry.lua`: counts a failed attempt and schedules the next one (fenced).
+//! The job's queue and unique lock are named by its fields, read only in
+//! the script: their prefixes are KEYS entries.
+
+use fred::prelude::*;
+use rrq_protocol::QueueName;
+
+use super::{Fenced, LuaScript};
+use crate::error::StoreError;
+use crate::keys;
+use crate::store::Fence;
+
+pub(crate) struct Retry {
+    /// KEYS[1-4], ARGV[1-3].
+    pub fenced: Fenced,
+    /// KEYS[5]
+    pub events_key: String,
+    /// KEYS[6]: for a job without `queue_name`.
+    pub default_queue_key: String,
+    /// ARGV[4]
+    pub error: String,
+    /// ARGV[5]: epoch ms.
+    pub ready_ms: i64,
+    /// ARGV[6]: RFC 3339, ms precision.
+    pub ready_text: String,
+    /// ARGV[7]: epoch ms.
+    pub now_ms: i64,
+}
+
+impl LuaScript for Retry {
+    const OP: &'static str = "retry";
+    type Reply = Fence;
+
+    lua_source!("retry.lua");
+
+    fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
+        let (mut keys, mut args) = self.fenced.head();
+        keys.extend([
+            self.events_key,
+            self.default_queue_key,
+            QueueName::PREFIX.to_owned(),
+            keys::UNIQUE_LOCK_PREFIX.to_owned(),
+        ]);
+        args.extend([
+            self.error.into(),
+            self.ready_ms.into(),
+            self.ready_text.into(),
+            self.now_ms.into(),
+            Value::from_static_str(keys::READY_CHANNEL),
+        ]);
+        (keys, args)
+    }
+
+    fn decode(reply: Value) -> Result<Fence, StoreError> {
+        super::fence(Self::OP, &reply)
+    }
+}

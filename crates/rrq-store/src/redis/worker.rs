@@ -1,0 +1,266 @@
+//! The worker's verbs: claim (asked again after a lost reply), lease
+//! renewal, the fenced outcomes other than success (see `batch.rs`),
+//! heartbeat, orphan recovery, cron ticks and the ready subscription.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fred::prelude::*;
+use serde_json::Value as Json;
+use tokio::sync::mpsc;
+
+use super::reply::{int, protocol, text};
+use super::scripts::{
+    self, Claim, CronTick, DeadLetter, Fenced, FinishCancelled, LuaScript, Recover, Release, Renew, Retry,
+};
+use super::{RedisStore, batch, notify};
+use crate::clock::{epoch_ms, format_timestamp};
+use crate::error::StoreError;
+use crate::job::{Job, JobDefaults};
+use crate::keys;
+use crate::shared;
+use crate::store::{
+    AttemptCount, ClaimBatch, ClaimRequest, Claimed, Fence, Lease, LeaseState, ReadySignals, Recovery, Signal,
+    WorkerHealth, WorkerStore,
+};
+
+/// How many times a claim whose reply was lost is asked for again (with
+/// backoff from 50 ms, about 2.5 s in all: far inside the lease).
+const CLAIM_REPLAYS: usize = 6;
+/// Ready signals buffered per subscriber before new ones are dropped.
+const READY_BUFFER: usize = 256;
+
+#[async_trait]
+impl WorkerStore for RedisStore {
+    async fn claim(&self, req: ClaimRequest) -> Result<ClaimBatch, StoreError> {
+        let token = format_timestamp(req.now);
+        let now_ms = epoch_ms(req.now);
+        let ttl_ms = shared::lease_ms(req.lease_ttl);
+        let call = Claim {
+            queue_key: keys::queue(&req.queue).to_owned(),
+            active_key: keys::active(&req.worker_id),
+            default_dlq_key: keys::dlq(&self.defaults.dlq).to_owned(),
+            worker: req.worker_id.clone(),
+            now_ms,
+            max: req.max,
+            lease_ttl_ms: ttl_ms,
+            token: token.clone(),
+            start_score: req.now.timestamp(),
+            lock_expiry: now_ms.saturating_add(ttl_ms),
+            replay: false,
+            max_payload_bytes: req.max_payload_bytes,
+        };
+        let reply = match scripts::eval(&self.inner.client, call.clone()).await {
+            Ok(reply) => reply,
+            // The connection broke with the script sent: it may have run and
+            // only its reply been lost. Asking again with the same token
+            // returns what that run took; otherwise its jobs would sit locked
+            // until their lease expired and recovery re-queued them with an
+            // attempt counted. (A timeout is not repeated: during an outage
+            // that would only double the wait.)
+            // The repeat is tried a few times, with backoff, while the
+            // connection is still coming back.
+            Err(e) if lost_reply(&e) => replay(self, Claim { replay: true, ..call }, e).await?,
+            Err(e) => return Err(self.error(Claim::OP, e)),
+        };
+        let reply = Claim::decode(reply)?;
+        let jobs = reply
+            .claimed
+            .into_iter()
+            .map(|(id, fields)| {
+                let job = Job::from_fields(id.as_str(), &fields);
+                let lease = Lease {
+                    job_id: id,
+                    worker_id: req.worker_id.clone(),
+                    token: token.clone(),
+                    queue: req.queue.clone(),
+                };
+                Claimed { lease, job }
+            })
+            .collect();
+        Ok(ClaimBatch { jobs, dropped: reply.dropped, next_ready: reply.head, paused: reply.paused })
+    }
+
+    async fn renew(&self, leases: &[Lease], ttl: Duration) -> Result<Vec<LeaseState>, StoreError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let states = self.run(Renew { leases, ttl_ms: shared::lease_ms(ttl) }).await?;
+        if states.len() != leases.len() {
+            return Err(protocol(Renew::OP, format!("{} states for {} leases", states.len(), leases.len())));
+        }
+        Ok(states)
+    }
+
+    async fn complete(
+        &self,
+        lease: &Lease,
+        result: &Json,
+        now: DateTime<Utc>,
+        defaults: &JobDefaults,
+    ) -> Result<Fence, StoreError> {
+        batch::complete(self, lease, result, now, defaults).await
+    }
+
+    async fn retry(
+        &self,
+        lease: &Lease,
+        error: &str,
+        ready_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        defaults: &JobDefaults,
+    ) -> Result<Fence, StoreError> {
+        let call = Retry {
+            fenced: Fenced::new(lease),
+            events_key: keys::events(&lease.job_id),
+            default_queue_key: keys::queue(&defaults.queue).to_owned(),
+            error: error.to_owned(),
+            ready_ms: epoch_ms(ready_at),
+            ready_text: shared::retry_time_text(ready_at),
+            now_ms: epoch_ms(now),
+        };
+        self.run(call).await
+    }
+
+    async fn dead_letter(
+        &self,
+        lease: &Lease,
+        reason: &str,
+        attempt: AttemptCount,
+        now: DateTime<Utc>,
+        defaults: &JobDefaults,
+    ) -> Result<Fence, StoreError> {
+        let call = DeadLetter {
+            fenced: Fenced::new(lease),
+            events_key: keys::events(&lease.job_id),
+            default_dlq_key: keys::dlq(&defaults.dlq).to_owned(),
+            reason: reason.to_owned(),
+            count_attempt: attempt == AttemptCount::Counted,
+            completion_time: format_timestamp(now),
+        };
+        self.run(call).await
+    }
+
+    async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError> {
+        let call = Release {
+            fenced: Fenced::new(lease),
+            queue_key: keys::queue(&lease.queue).to_owned(),
+            events_key: keys::events(&lease.job_id),
+            reason: reason.map(str::to_owned),
+            now_ms: epoch_ms(now),
+        };
+        self.run(call).await
+    }
+
+    async fn finish_cancelled(&self, lease: &Lease, _now: DateTime<Utc>) -> Result<Fence, StoreError> {
+        self.run(FinishCancelled { fenced: Fenced::new(lease), events_key: keys::events(&lease.job_id) }).await
+    }
+
+    async fn heartbeat(&self, health: &WorkerHealth, ttl: Duration) -> Result<(), StoreError> {
+        let json = shared::health_json(health)?;
+        let ttl = i64::try_from(shared::health_ttl(ttl)).unwrap_or(i64::MAX);
+        self.inner
+            .client
+            .set::<(), _, _>(keys::health(&health.worker_id), json, Some(Expiration::EX(ttl)), None, false)
+            .await
+            .map_err(|e| self.error("heartbeat", e))
+    }
+
+    async fn recover(&self, now: DateTime<Utc>, limit: usize, defaults: &JobDefaults) -> Result<Recovery, StoreError> {
+        let call = Recover {
+            default_queue_key: keys::queue(&defaults.queue).to_owned(),
+            default_dlq_key: keys::dlq(&defaults.dlq).to_owned(),
+            now_ms: epoch_ms(now),
+            limit,
+            now_text: format_timestamp(now),
+            default_max_retries: defaults.max_retries,
+        };
+        self.run(call).await
+    }
+
+    async fn subscribe_ready(&self) -> Result<mpsc::Receiver<Signal>, StoreError> {
+        let sub = self.subscriber().await?;
+        let (mut messages, mut keyspace) = (sub.message_rx(), sub.keyspace_event_rx());
+        let db = self.inner.db;
+        let (tx, rx) = mpsc::channel(READY_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                let signal = tokio::select! {
+                    _ = tx.closed() => break,
+                    msg = messages.recv() => match msg {
+                        Ok(msg) => notify::signal(&msg.channel, &msg.value),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                    event = keyspace.recv() => match event {
+                        Ok(event) => notify::keyspace_signal(&event, db),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                };
+                // Best effort: a full buffer drops the signal.
+                if let Some(signal) = signal
+                    && let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(signal)
+                {
+                    break;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    fn ready_signals(&self) -> ReadySignals {
+        self.inner.signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    async fn cron_tick(&self, entry: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        const OP: &str = "cron_tick";
+        shared::cron_entry(entry)?;
+        let score = self.command(OP, "ZSCORE", vec![keys::CRON_TICKS.to_owned(), entry.to_owned()]).await?;
+        let secs = match score {
+            Value::Null => None,
+            Value::Double(f) => Some(f),
+            other => Some(
+                text(&other)
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .ok_or_else(|| protocol(OP, format!("expected a score, got {other:?}")))?,
+            ),
+        };
+        Ok(secs.and_then(|s| DateTime::from_timestamp(s as i64, 0)))
+    }
+
+    async fn record_cron_tick(&self, entry: &str, tick: DateTime<Utc>) -> Result<(), StoreError> {
+        shared::cron_entry(entry)?;
+        self.run(CronTick { entry, tick: tick.timestamp() }).await
+    }
+
+    async fn unique_lock_ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        const OP: &str = "unique_lock_ttl";
+        let ms = int(OP, &self.command(OP, "PTTL", vec![keys::unique_lock(key)]).await?)?;
+        Ok(u64::try_from(ms).ok().filter(|ms| *ms > 0).map(Duration::from_millis))
+    }
+}
+
+fn lost_reply(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::IO | ErrorKind::Canceled)
+}
+
+/// Asks for a claim again (`call.replay` set) until it is answered, the
+/// error is not a lost reply, or [`CLAIM_REPLAYS`] tries have failed.
+async fn replay(store: &RedisStore, call: Claim, first: Error) -> Result<Value, StoreError> {
+    let (mut last, mut delay) = (first, Duration::from_millis(50));
+    for _ in 0..CLAIM_REPLAYS {
+        tracing::debug!(error = %last, "claim reply lost with the connection; asking again with the same token");
+        tokio::time::sleep(delay).await;
+        match scripts::eval(&store.inner.client, call.clone()).await {
+            Ok(reply) => return Ok(reply),
+            Err(e) if lost_reply(&e) => {
+                last = e;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(store.error(Claim::OP, e)),
+        }
+    }
+    Err(store.error(Claim::OP, last))
+}
