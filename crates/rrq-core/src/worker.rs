@@ -18,7 +18,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::WorkerConfig;
 use crate::cron_task::CronTask;
-use crate::error::CoreError;
+use crate::error::{ConfigProblem, CoreError};
 use crate::job_task::{self, Control, Ending, RELEASE_WINDOW, Shared};
 use crate::lease_watch::{self, AttemptId, Attempts, Timing};
 use crate::telemetry;
@@ -108,7 +108,7 @@ impl Worker {
     /// Runners are shut down before this returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<WorkerStats, CoreError> {
         if self.runners.is_empty() {
-            return Err(CoreError::Config("a worker needs at least one runner".to_owned()));
+            return Err(ConfigProblem::NoRunner.into());
         }
         let concurrency = self.concurrency();
         let config = self.config;

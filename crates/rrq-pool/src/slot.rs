@@ -246,7 +246,7 @@ impl Slot {
                         let reason = format!("{addr} is now served by a process outside runner '{}'", self.runner);
                         warn!(runner = %self.runner, pid, %addr, "port taken over by a foreign process; restarting the runner");
                         self.retire(generation, reason.clone());
-                        return Err(Acquire::Failed(PoolError::Transport(reason)));
+                        return Err(Acquire::Failed(PoolError::transport(reason)));
                     }
                     match Connection::open(stream, Arc::clone(&self.runner), generation, self.max_frame_bytes) {
                         Ok(conn) => {
