@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use crate::ConfigArgs;
 use crate::enqueue::{self, Submission, producer, producer_error};
 use crate::exit::{CliError, Exit};
-use crate::ops::{self, Ops};
+use crate::ops::{self, Connected};
 use crate::output::OutputArgs;
 use crate::queue::queue_arg;
 use rrq_store::{Clock as _, SystemClock};
@@ -249,7 +249,7 @@ async fn submit(args: SubmitArgs) -> Result<Exit, CliError> {
     enqueue::function_arg(&args.function)?;
     let params = submit_params(args.args.as_deref(), args.kwargs.as_deref())?;
     let queue = args.queue.as_deref().map(|q| queue_arg(q, "--queue")).transpose()?;
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let submission = Submission {
         function: args.function.clone(),
         params,
@@ -283,7 +283,7 @@ async fn clear(args: ClearArgs) -> Result<Exit, CliError> {
             "--pattern {pattern:?} matches every key of the database; pass --confirm to delete them all"
         )));
     }
-    let Ops { store, .. } = ops::connect(&args.config).await?;
+    let Connected { store, .. } = ops::connect(&args.config).await?;
     let found = store.delete_matching(pattern, true).await?;
     let report = |matched: u64, deleted: u64| {
         crate::output::print_json(&json!({"pattern": pattern, "matched": matched, "deleted": deleted}));
@@ -336,7 +336,7 @@ struct FakeJob {
     params: Map<String, Value>,
     queue: QueueName,
     status: &'static str,
-    retries: u64,
+    current_retries: u64,
     enqueued: DateTime<Utc>,
 }
 
@@ -355,7 +355,7 @@ impl FakeJob {
             params: params.as_object().cloned().unwrap_or_default(),
             queue: rng.pick(queues).clone(),
             status: rng.pick::<&str>(statuses),
-            retries: rng.below(4),
+            current_retries: rng.below(4),
             enqueued,
         }
     }
@@ -370,7 +370,7 @@ impl FakeJob {
             ("job_params", Value::Object(self.params.clone()).to_string()),
             ("enqueue_time", format_timestamp(self.enqueued)),
             ("status", self.status.to_ascii_uppercase()),
-            ("current_retries", self.retries.to_string()),
+            ("current_retries", self.current_retries.to_string()),
             ("max_retries", "3".to_owned()),
             ("job_timeout_seconds", "300".to_owned()),
             ("result_ttl_seconds", "86400".to_owned()),
@@ -413,7 +413,7 @@ async fn generate_jobs(args: GenerateJobsArgs) -> Result<Exit, CliError> {
     } else {
         args.statuses.iter().map(|s| status_arg(s)).collect::<Result<_, _>>()?
     };
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let producer = producer(store.clone(), &settings);
     let micros = SystemClock.now().timestamp_micros().unsigned_abs();
     let prefix = format!("test_job_{micros}");
@@ -440,8 +440,8 @@ async fn generate_jobs(args: GenerateJobsArgs) -> Result<Exit, CliError> {
                         };
                         let params = Value::Object(job.params.clone());
                         producer.enqueue(job.function, params, options).await.map_err(producer_error)?;
-                        if job.retries > 0 {
-                            let retries = [("current_retries".to_owned(), job.retries.to_string())].into();
+                        if job.current_retries > 0 {
+                            let retries = [("current_retries".to_owned(), job.current_retries.to_string())].into();
                             store.put_job_fields(&job.id, &retries).await?;
                         }
                         Ok(())
@@ -477,7 +477,7 @@ async fn generate_jobs(args: GenerateJobsArgs) -> Result<Exit, CliError> {
 // generate-workers
 
 async fn generate_workers(args: GenerateWorkersArgs) -> Result<Exit, CliError> {
-    let Ops { store, .. } = ops::connect(&args.config).await?;
+    let Connected { store, .. } = ops::connect(&args.config).await?;
     if !args.out.json {
         outln!("Simulating {} workers for {} seconds...", args.count, args.duration);
     }
@@ -528,7 +528,7 @@ async fn generate_workers(args: GenerateWorkersArgs) -> Result<Exit, CliError> {
 
 async fn stress_test(args: StressTestArgs) -> Result<Exit, CliError> {
     let queues = queues_arg(&args.queues, &["stress_test"], "--queues")?;
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let producer = producer(store, &settings);
     if !args.out.json {
         outln!("Starting stress test: {} jobs/sec for {}s", args.jobs_per_second, args.duration);

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::ConfigArgs;
 use crate::exit::{CliError, Exit};
 use crate::job::{id_arg, job_not_found, print_fields};
-use crate::ops::{self, Ops};
+use crate::ops::{self, Connected};
 use crate::output::{self, OutputArgs};
 use crate::queue::{job_queue, queue_arg};
 use rrq_store::{Clock as _, SystemClock};
@@ -227,7 +227,7 @@ fn filter(entries: &mut Vec<Entry>, queue: Option<&QueueName>, function: Option<
 
 async fn list(args: ListArgs) -> Result<Exit, CliError> {
     let queue = args.queue.as_deref().map(|q| queue_arg(q, "--queue")).transpose()?;
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let dlq = args.dlq.resolve(&settings.default_dlq)?;
     let batch = usize::try_from(args.batch_size).unwrap_or(usize::MAX);
     let mut entries = load(store.as_ref(), &dlq, batch).await?;
@@ -287,7 +287,7 @@ fn top(counts: HashMap<String, u64>, n: usize) -> Vec<(String, u64)> {
 }
 
 async fn stats(args: StatsArgs) -> Result<Exit, CliError> {
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let dlq = args.dlq.resolve(&settings.default_dlq)?;
     let entries = load(store.as_ref(), &dlq, 500).await?;
     let times: Vec<_> = entries.iter().filter_map(|(_, f)| output::field_time(f, "completion_time")).collect();
@@ -346,7 +346,7 @@ async fn stats(args: StatsArgs) -> Result<Exit, CliError> {
 
 async fn inspect(args: InspectArgs) -> Result<Exit, CliError> {
     let id = id_arg(&args.job_id)?;
-    let Ops { store, .. } = ops::connect(&args.config).await?;
+    let Connected { store, .. } = ops::connect(&args.config).await?;
     let fields = store.job_fields(&id).await?.ok_or_else(|| job_not_found(&id))?;
     let status = output::status(&fields);
     if status != "FAILED" {
@@ -374,7 +374,7 @@ async fn requeue(args: RequeueArgs) -> Result<Exit, CliError> {
     let queue = args.queue.as_deref().map(|q| queue_arg(q, "--queue")).transpose()?;
     let target = args.target_queue.as_deref().map(|q| queue_arg(q, "--target-queue")).transpose()?;
     let job_id = args.job_id.as_deref().map(id_arg).transpose()?;
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let dlq = args.dlq.resolve(&settings.default_dlq)?;
 
     let mut entries = load(store.as_ref(), &dlq, 500).await?;
@@ -454,7 +454,7 @@ async fn requeue(args: RequeueArgs) -> Result<Exit, CliError> {
 }
 
 async fn purge(args: PurgeArgs) -> Result<Exit, CliError> {
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let dlq = args.dlq.resolve(&settings.default_dlq)?;
     // The ids asked about are the ids purged: entries that arrive (or
     // leave) while the user reads the question are not touched.

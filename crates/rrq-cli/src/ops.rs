@@ -13,9 +13,10 @@ use rrq_store::{JobDefaults, RedisStore, Store, StoreError, mask_dsn};
 use crate::ConfigArgs;
 use crate::exit::{CliError, Exit};
 
-/// Settings and a connected store.
+/// What an operations command works with once connected: the validated
+/// settings and the store on the Redis they name.
 #[derive(Debug)]
-pub(crate) struct Ops {
+pub(crate) struct Connected {
     /// The validated settings.
     pub settings: Settings,
     /// The store on the configured Redis.
@@ -24,7 +25,7 @@ pub(crate) struct Ops {
 
 /// Loads the settings (warnings go to stderr, so stdout stays parseable) and
 /// connects to the Redis they name.
-pub(crate) async fn connect(args: &ConfigArgs) -> Result<Ops, CliError> {
+pub(crate) async fn connect(args: &ConfigArgs) -> Result<Connected, CliError> {
     crate::logging::init("warn");
     let loaded = rrq_config::load(args.config.as_deref()).map_err(|e| CliError::new(Exit::Config, e))?;
     let path = loaded.source.path().display().to_string();
@@ -59,7 +60,7 @@ pub(crate) async fn connect(args: &ConfigArgs) -> Result<Ops, CliError> {
         queue: settings.default_queue.clone(),
         dlq: settings.default_dlq.clone(),
     };
-    Ok(Ops { settings, store: Arc::new(store.with_defaults(defaults)) })
+    Ok(Connected { settings, store: Arc::new(store.with_defaults(defaults)) })
 }
 
 /// An error that exits with [`Exit::NotFound`].

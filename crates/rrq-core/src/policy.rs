@@ -95,7 +95,8 @@ pub enum Decision {
 pub struct Attempt {
     /// 1-based attempt number that just ended.
     pub number: u32,
-    /// Total attempts allowed (`max_retries`).
+    /// Attempts allowed in total: the job's `max_retries` field, whose
+    /// name counts attempts, not retries (0 and 1 both allow one).
     pub max_attempts: u32,
     /// The job timeout in whole seconds.
     pub timeout_secs: i64,

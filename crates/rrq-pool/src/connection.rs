@@ -298,12 +298,12 @@ pub(crate) async fn send_cancel_fresh(
     limit: Duration,
 ) -> bool {
     let Some(frame) = cancel_frame(job_id, request_id, max_frame_bytes) else { return false };
-    let attempt = async {
+    let deliver = async {
         let mut stream = TcpStream::connect(addrs).await?;
         stream.write_all(&frame).await?;
         stream.shutdown().await
     };
-    match tokio::time::timeout(limit, attempt).await {
+    match tokio::time::timeout(limit, deliver).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
             debug!(%job_id, error = %e, "cancel frame not delivered");

@@ -20,7 +20,8 @@ use crate::correlation::correlation_context;
 pub struct ProducerConfig {
     /// Queue used when an enqueue names none.
     pub queue: QueueName,
-    /// Attempts per job.
+    /// Attempts allowed per job, in total (the job's `max_retries` field,
+    /// named as in the reference: 0 and 1 both allow one attempt).
     pub max_retries: u32,
     /// Per-attempt timeout in seconds (> 0).
     pub job_timeout_seconds: i64,
@@ -80,7 +81,7 @@ pub struct EnqueueOptions {
     pub defer_by: Option<Duration>,
     /// Run no earlier than this time (wins over `defer_by`).
     pub defer_until: Option<DateTime<Utc>>,
-    /// Attempts allowed.
+    /// Attempts allowed in total (the job's `max_retries` field).
     pub max_retries: Option<u32>,
     /// Per-attempt timeout in seconds (> 0).
     pub job_timeout_seconds: Option<i64>,
