@@ -422,7 +422,7 @@ async fn requeue(args: RequeueArgs) -> Result<Exit, CliError> {
         return Ok(Exit::Ok);
     }
 
-    let bar = ops::progress(plan.len() as u64, "requeueing");
+    let bar = ops::Progress::counted(plan.len() as u64, "requeueing", args.out.json);
     let (mut done, mut skipped) = (Vec::new(), Vec::new());
     for (id, q) in plan {
         if store.dlq_requeue(&dlq, &id, &q, SystemClock.now()).await? {
@@ -432,7 +432,7 @@ async fn requeue(args: RequeueArgs) -> Result<Exit, CliError> {
         }
         bar.inc(1);
     }
-    bar.finish_and_clear();
+    bar.finish();
 
     if args.out.json {
         let rows: Vec<Value> = done.iter().map(|(id, q)| json!({"job_id": id.as_str(), "queue": q.as_str()})).collect();
@@ -479,13 +479,13 @@ async fn purge(args: PurgeArgs) -> Result<Exit, CliError> {
         outln!("Cancelled; nothing was deleted");
         return Ok(Exit::Ok);
     }
-    let bar = ops::progress(ids.len() as u64, "purging");
+    let bar = ops::Progress::counted(ids.len() as u64, "purging", args.out.json);
     let mut purged = 0u64;
     for chunk in ids.chunks(PURGE_STEP) {
         purged += store.dlq_purge(&dlq, chunk).await?;
         bar.inc(chunk.len() as u64);
     }
-    bar.finish_and_clear();
+    bar.finish();
     if args.out.json {
         output::print_json(&json!({"dlq": dlq.as_str(), "purged": purged}));
     } else {
