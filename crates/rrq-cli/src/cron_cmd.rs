@@ -7,7 +7,7 @@ use rrq_protocol::QueueName;
 use crate::ConfigArgs;
 use crate::exit::{CliError, Exit};
 use crate::inspect::cron::{self, CronRow};
-use crate::ops::{self, Ops};
+use crate::ops::{self, Connected};
 use crate::output::{self, OutputArgs};
 use rrq_store::{Clock as _, SystemClock};
 
@@ -38,7 +38,7 @@ pub async fn run(cmd: CronCommand) -> Result<Exit, CliError> {
 }
 
 async fn list(args: ListArgs) -> Result<Exit, CliError> {
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let now = SystemClock.now();
     let jobs = cron::entries(&settings, now).map_err(|e| CliError::new(Exit::Config, e))?;
     let rows = cron::cron(store.as_ref(), &jobs, &settings.default_queue, now, usize::from(args.next)).await?;

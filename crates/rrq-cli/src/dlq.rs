@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::ConfigArgs;
 use crate::exit::{CliError, Exit};
 use crate::job::{id_arg, job_not_found, print_fields};
-use crate::ops::{self, Ops};
+use crate::ops::{self, Connected};
 use crate::output::{self, OutputArgs};
 use crate::queue::{job_queue, queue_arg};
 use rrq_store::{Clock as _, SystemClock};
@@ -227,7 +227,7 @@ fn filter(entries: &mut Vec<Entry>, queue: Option<&QueueName>, function: Option<
 
 async fn list(args: ListArgs) -> Result<Exit, CliError> {
     let queue = args.queue.as_deref().map(|q| queue_arg(q, "--queue")).transpose()?;
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let dlq = args.dlq.resolve(&settings.default_dlq)?;
     let batch = usize::try_from(args.batch_size).unwrap_or(usize::MAX);
     let mut entries = load(store.as_ref(), &dlq, batch).await?;
@@ -287,7 +287,7 @@ fn top(counts: HashMap<String, u64>, n: usize) -> Vec<(String, u64)> {
 }
 
 async fn stats(args: StatsArgs) -> Result<Exit, CliError> {
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let dlq = args.dlq.resolve(&settings.default_dlq)?;
     let entries = load(store.as_ref(), &dlq, 500).await?;
     let times: Vec<_> = entries.iter().filter_map(|(_, f)| output::field_time(f, "completion_time")).collect();
@@ -346,7 +346,7 @@ async fn stats(args: StatsArgs) -> Result<Exit, CliError> {
 
 async fn inspect(args: InspectArgs) -> Result<Exit, CliError> {
     let id = id_arg(&args.job_id)?;
-    let Ops { store, .. } = ops::connect(&args.config).await?;
+    let Connected { store, .. } = ops::connect(&args.config).await?;
     let fields = store.job_fields(&id).await?.ok_or_else(|| job_not_found(&id))?;
     let status = output::status(&fields);
     if status != "FAILED" {
@@ -374,7 +374,7 @@ async fn requeue(args: RequeueArgs) -> Result<Exit, CliError> {
     let queue = args.queue.as_deref().map(|q| queue_arg(q, "--queue")).transpose()?;
     let target = args.target_queue.as_deref().map(|q| queue_arg(q, "--target-queue")).transpose()?;
     let job_id = args.job_id.as_deref().map(id_arg).transpose()?;
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let dlq = args.dlq.resolve(&settings.default_dlq)?;
 
     let mut entries = load(store.as_ref(), &dlq, 500).await?;
@@ -422,7 +422,7 @@ async fn requeue(args: RequeueArgs) -> Result<Exit, CliError> {
         return Ok(Exit::Ok);
     }
 
-    let bar = ops::progress(plan.len() as u64, "requeueing");
+    let bar = ops::Progress::counted(plan.len() as u64, "requeueing", args.out.json);
     let (mut done, mut skipped) = (Vec::new(), Vec::new());
     for (id, q) in plan {
         if store.dlq_requeue(&dlq, &id, &q, SystemClock.now()).await? {
@@ -432,7 +432,7 @@ async fn requeue(args: RequeueArgs) -> Result<Exit, CliError> {
         }
         bar.inc(1);
     }
-    bar.finish_and_clear();
+    bar.finish();
 
     if args.out.json {
         let rows: Vec<Value> = done.iter().map(|(id, q)| json!({"job_id": id.as_str(), "queue": q.as_str()})).collect();
@@ -454,7 +454,7 @@ async fn requeue(args: RequeueArgs) -> Result<Exit, CliError> {
 }
 
 async fn purge(args: PurgeArgs) -> Result<Exit, CliError> {
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let dlq = args.dlq.resolve(&settings.default_dlq)?;
     // The ids asked about are the ids purged: entries that arrive (or
     // leave) while the user reads the question are not touched.
@@ -479,13 +479,13 @@ async fn purge(args: PurgeArgs) -> Result<Exit, CliError> {
         outln!("Cancelled; nothing was deleted");
         return Ok(Exit::Ok);
     }
-    let bar = ops::progress(ids.len() as u64, "purging");
+    let bar = ops::Progress::counted(ids.len() as u64, "purging", args.out.json);
     let mut purged = 0u64;
     for chunk in ids.chunks(PURGE_STEP) {
         purged += store.dlq_purge(&dlq, chunk).await?;
         bar.inc(chunk.len() as u64);
     }
-    bar.finish_and_clear();
+    bar.finish();
     if args.out.json {
         output::print_json(&json!({"dlq": dlq.as_str(), "purged": purged}));
     } else {

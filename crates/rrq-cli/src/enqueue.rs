@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::ConfigArgs;
 use crate::exit::{CliError, Exit};
-use crate::ops::{self, Ops};
+use crate::ops::{self, Connected};
 use crate::output::{self, OutputArgs};
 use crate::queue::queue_arg;
 
@@ -184,7 +184,7 @@ pub async fn run(args: EnqueueArgs) -> Result<Exit, CliError> {
         Some(k) if k.trim().is_empty() => return Err(ops::usage("--unique-key must not be blank".to_owned())),
         k => k,
     };
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let producer = producer(store, &settings);
     let submission = Submission {
         function: args.function.clone(),

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::ConfigArgs;
 use crate::exit::{CliError, Exit};
-use crate::ops::{self, Ops};
+use crate::ops::{self, Connected};
 use crate::output::{self, OutputArgs};
 
 /// `rrq health` options.
@@ -49,7 +49,7 @@ fn record_json(r: &WorkerRecord) -> Value {
 /// Lists the live workers; exits 1 when there is none, so monitors can
 /// use the exit code.
 pub async fn run(args: HealthArgs) -> Result<Exit, CliError> {
-    let Ops { store, .. } = ops::connect(&args.config).await?;
+    let Connected { store, .. } = ops::connect(&args.config).await?;
     let workers = store.workers().await?;
     let healthy = !workers.is_empty();
     let exit = if healthy { Exit::Ok } else { Exit::Failure };

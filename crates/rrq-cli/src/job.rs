@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::ConfigArgs;
 use crate::exit::{CliError, Exit};
-use crate::ops::{self, Ops};
+use crate::ops::{self, Connected};
 use crate::output::{self, OutputArgs};
 use crate::queue::{job_queue, queue_arg};
 use rrq_store::{Clock as _, SystemClock};
@@ -143,7 +143,7 @@ pub(crate) fn print_fields(fields: &BTreeMap<String, String>) {
 
 async fn show(args: ShowArgs) -> Result<Exit, CliError> {
     let id = id_arg(&args.job_id)?;
-    let Ops { store, .. } = ops::connect(&args.config).await?;
+    let Connected { store, .. } = ops::connect(&args.config).await?;
     let fields = store.job_fields(&id).await?.ok_or_else(|| job_not_found(&id))?;
     if args.raw {
         output::print_json(&output::raw_json(&fields));
@@ -158,7 +158,7 @@ async fn show(args: ShowArgs) -> Result<Exit, CliError> {
 
 async fn list(args: ListArgs) -> Result<Exit, CliError> {
     let queue = args.queue.as_deref().map(|q| queue_arg(q, "--queue")).transpose()?;
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let ids = store.job_ids(0).await?;
     let mut jobs: Vec<BTreeMap<String, String>> = store
         .job_fields_batch(&ids)
@@ -212,7 +212,7 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
 
 async fn cancel(args: IdArgs) -> Result<Exit, CliError> {
     let id = id_arg(&args.job_id)?;
-    let Ops { store, .. } = ops::connect(&args.config).await?;
+    let Connected { store, .. } = ops::connect(&args.config).await?;
     let (result, message) = match store.cancel(&id).await? {
         CancelResult::Cancelled => ("cancelled", format!("Job '{id}' cancelled successfully")),
         CancelResult::CancelRequested => (
@@ -237,7 +237,7 @@ async fn cancel(args: IdArgs) -> Result<Exit, CliError> {
 
 async fn retry(args: IdArgs) -> Result<Exit, CliError> {
     let id = id_arg(&args.job_id)?;
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let fields = store.job_fields(&id).await?.ok_or_else(|| job_not_found(&id))?;
     let status = output::status(&fields);
     if status != JobStatus::Failed.as_str() {
@@ -263,7 +263,7 @@ async fn retry(args: IdArgs) -> Result<Exit, CliError> {
 async fn replay(args: ReplayArgs) -> Result<Exit, CliError> {
     let id = id_arg(&args.job_id)?;
     let queue = args.queue.as_deref().map(|q| queue_arg(q, "--queue")).transpose()?;
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let job = match store.job(&id).await? {
         None => return Err(job_not_found(&id)),
         Some(Err(e)) => return Err(ops::failure(format!("Job '{id}' cannot be replayed: {e}"))),
@@ -334,7 +334,7 @@ pub(crate) fn timeline(fields: &BTreeMap<String, String>) -> Vec<Event> {
 
 async fn trace(args: IdArgs) -> Result<Exit, CliError> {
     let id = id_arg(&args.job_id)?;
-    let Ops { store, .. } = ops::connect(&args.config).await?;
+    let Connected { store, .. } = ops::connect(&args.config).await?;
     let fields = store.job_fields(&id).await?.ok_or_else(|| job_not_found(&id))?;
     let events = timeline(&fields);
     let total = match (events.first(), output::field_time(&fields, "completion_time")) {

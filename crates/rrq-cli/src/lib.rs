@@ -7,7 +7,7 @@
 //! The library form exists so that tests (and wrappers) can run the exact
 //! command in-process or as their own binary; `main.rs` only calls [`main`].
 //!
-//! Everything a command prints on stdout goes through [`outln!`], so that a
+//! Everything a command prints on stdout goes through `outln!`, so that a
 //! reader that goes away (`rrq queue list | head -1`) ends the command
 //! quietly instead of panicking; `clippy::print_stdout` is denied here.
 
@@ -40,7 +40,7 @@ pub mod otlp;
 mod output;
 mod queue;
 mod runner_check;
-mod runner_helper;
+mod runner_cmd;
 mod runners;
 mod serve;
 mod watch;
@@ -112,7 +112,7 @@ enum Command {
     Debug(debug::DebugCommand),
     /// Run a language runner in the foreground
     #[command(subcommand)]
-    Runner(runner_helper::RunnerCommand),
+    Runner(runner_cmd::RunnerCommand),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
 }
@@ -146,7 +146,7 @@ pub fn main() -> ExitCode {
             Command::Dlq(cmd) => dlq::run(cmd).await,
             Command::Health(args) => health::run(args).await,
             Command::Debug(cmd) => debug::run(cmd).await,
-            Command::Runner(cmd) => runner_helper::run(cmd).await,
+            Command::Runner(cmd) => runner_cmd::run(cmd).await,
             Command::Completions(args) => completions::run(args),
         };
         // Sends what the worker commands' exporters hold (see `logging`).

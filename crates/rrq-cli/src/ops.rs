@@ -4,18 +4,20 @@
 
 use std::io::{BufRead, IsTerminal};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::anyhow;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rrq_config::Settings;
 use rrq_store::{JobDefaults, RedisStore, Store, StoreError, mask_dsn};
 
 use crate::ConfigArgs;
 use crate::exit::{CliError, Exit};
 
-/// Settings and a connected store.
+/// What an operations command works with once connected: the validated
+/// settings and the store on the Redis they name.
 #[derive(Debug)]
-pub(crate) struct Ops {
+pub(crate) struct Connected {
     /// The validated settings.
     pub settings: Settings,
     /// The store on the configured Redis.
@@ -24,7 +26,7 @@ pub(crate) struct Ops {
 
 /// Loads the settings (warnings go to stderr, so stdout stays parseable) and
 /// connects to the Redis they name.
-pub(crate) async fn connect(args: &ConfigArgs) -> Result<Ops, CliError> {
+pub(crate) async fn connect(args: &ConfigArgs) -> Result<Connected, CliError> {
     crate::logging::init("warn");
     let loaded = rrq_config::load(args.config.as_deref()).map_err(|e| CliError::new(Exit::Config, e))?;
     let path = loaded.source.path().display().to_string();
@@ -59,7 +61,7 @@ pub(crate) async fn connect(args: &ConfigArgs) -> Result<Ops, CliError> {
         queue: settings.default_queue.clone(),
         dlq: settings.default_dlq.clone(),
     };
-    Ok(Ops { settings, store: Arc::new(store.with_defaults(defaults)) })
+    Ok(Connected { settings, store: Arc::new(store.with_defaults(defaults)) })
 }
 
 /// An error that exits with [`Exit::NotFound`].
@@ -107,22 +109,103 @@ fn is_yes(answer: &str) -> bool {
     matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
-/// A progress bar for `len` steps, drawn on stderr only when stderr is a
-/// terminal (hidden otherwise, so logs and pipes stay clean).
-pub(crate) fn progress(len: u64, what: &'static str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
+/// The progress of a long operation, as a bar on stderr: counted steps
+/// (jobs requeued, jobs written) or the seconds of a time-boxed run (a
+/// simulation, a stress test). Drawn only when stderr is a terminal and the
+/// command does not print `--json`, so pipes, logs and JSON readers see none
+/// of it; a hidden bar still counts, so the arithmetic is the same either way.
+pub(crate) struct Progress(ProgressBar);
+
+impl Progress {
+    /// Progress over `len` steps, advanced by [`Progress::inc`].
+    pub(crate) fn counted(len: u64, what: &'static str, json: bool) -> Progress {
+        Progress::new(len, "{msg} [{bar:30}] {pos}/{len} ({eta} left)", what, json)
     }
-    let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta} left)") {
-        bar.set_style(style.progress_chars("=> "));
+
+    /// Progress over a run of `duration` (whole seconds), advanced by
+    /// [`Progress::elapsed`]; [`Progress::message`] says what happened so far.
+    pub(crate) fn timed(duration: Duration, what: &'static str, json: bool) -> Progress {
+        Progress::new(duration.as_secs(), "{msg} [{bar:30}] {pos}/{len}s", what, json)
     }
-    bar.set_message(what);
-    bar
+
+    fn new(len: u64, template: &str, what: &'static str, json: bool) -> Progress {
+        let target = if draws(json, std::io::stderr().is_terminal()) {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(Some(len), target);
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what);
+        Progress(bar)
+    }
+
+    /// Counts `n` more steps done.
+    pub(crate) fn inc(&self, n: u64) {
+        self.0.inc(n);
+    }
+
+    /// Sets the time-boxed progress to `elapsed` (whole seconds, at most the
+    /// run's length).
+    pub(crate) fn elapsed(&self, elapsed: Duration) {
+        let len = self.0.length().unwrap_or(u64::MAX);
+        self.0.set_position(elapsed.as_secs().min(len));
+    }
+
+    /// Replaces the text before the bar.
+    pub(crate) fn message(&self, text: String) {
+        self.0.set_message(text);
+    }
+
+    /// Removes the bar, leaving the terminal as it was.
+    pub(crate) fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// Whether progress is drawn: never for `--json`, never off a terminal.
+fn draws(json: bool, stderr_is_terminal: bool) -> bool {
+    !json && stderr_is_terminal
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::{Progress, draws};
+
+    #[test]
+    fn progress_is_drawn_only_on_a_terminal_without_json() {
+        assert!(draws(false, true));
+        assert!(!draws(true, true), "--json output stays free of progress");
+        assert!(!draws(false, false), "pipes and logs stay free of progress");
+        assert!(!draws(true, false));
+        assert!(Progress::counted(3, "x", true).0.is_hidden());
+        assert!(Progress::timed(Duration::from_secs(3), "x", true).0.is_hidden());
+    }
+
+    #[test]
+    fn counted_progress_counts_steps() {
+        let p = Progress::counted(10, "writing", true);
+        p.inc(4);
+        p.inc(3);
+        assert_eq!((p.0.position(), p.0.length()), (7, Some(10)));
+    }
+
+    #[test]
+    fn timed_progress_counts_whole_seconds_up_to_its_length() {
+        let p = Progress::timed(Duration::from_millis(3_900), "simulating", true);
+        assert_eq!(p.0.length(), Some(3), "the length is the run in whole seconds");
+        p.elapsed(Duration::from_millis(1_999));
+        assert_eq!(p.0.position(), 1);
+        p.elapsed(Duration::from_secs(60));
+        assert_eq!(p.0.position(), 3, "a late wake-up does not run past the end");
+        p.message("Stress test: 8 jobs submitted".to_owned());
+        assert_eq!(p.0.message(), "Stress test: 8 jobs submitted");
+    }
+
     #[test]
     fn only_an_explicit_yes_confirms() {
         for yes in ["y", "Y", "yes\n", " YES "] {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::ConfigArgs;
 use crate::exit::{CliError, Exit};
-use crate::ops::{self, Ops};
+use crate::ops::{self, Connected};
 use crate::output::{self, OutputArgs};
 use rrq_store::{Clock as _, SystemClock};
 
@@ -100,7 +100,7 @@ pub(crate) fn queue_arg(name: &str, option: &str) -> Result<QueueName, CliError>
 }
 
 async fn list(args: ListArgs) -> Result<Exit, CliError> {
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let mut infos = store.queues().await?;
     let paused: BTreeSet<QueueName> = store.paused().await?.into_iter().collect();
     if args.show_empty {
@@ -153,7 +153,7 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
 
 async fn inspect(args: InspectArgs) -> Result<Exit, CliError> {
     let queue = queue_arg(&args.queue, "QUEUE")?;
-    let Ops { store, .. } = ops::connect(&args.config).await?;
+    let Connected { store, .. } = ops::connect(&args.config).await?;
     let len = store.queue_len(&queue).await?;
     if len == 0 {
         return Err(ops::not_found(format!(
@@ -241,7 +241,7 @@ async fn stats(args: StatsArgs) -> Result<Exit, CliError> {
     for q in &args.queues {
         requested.insert(queue_arg(q, "--queue")?);
     }
-    let Ops { settings, store } = ops::connect(&args.config).await?;
+    let Connected { settings, store } = ops::connect(&args.config).await?;
     let explicit = !requested.is_empty();
     let queues: BTreeSet<QueueName> =
         if explicit { requested } else { store.queues().await?.into_iter().map(|i| i.queue).collect() };
@@ -348,7 +348,7 @@ pub(crate) async fn dlq_jobs(store: &dyn Store, dlq: &DlqName) -> Result<Vec<BTr
 
 async fn pause(args: PauseArgs, pause: bool) -> Result<Exit, CliError> {
     let queue = queue_arg(&args.queue, "QUEUE")?;
-    let Ops { store, .. } = ops::connect(&args.config).await?;
+    let Connected { store, .. } = ops::connect(&args.config).await?;
     let changed = if pause { store.pause(&queue).await? } else { store.resume(&queue).await? };
     if args.out.json {
         output::print_json(&json!({"queue": queue.as_str(), "paused": pause, "changed": changed}));

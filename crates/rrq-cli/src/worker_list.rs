@@ -7,7 +7,7 @@ use rrq_protocol::QueueName;
 use crate::ConfigArgs;
 use crate::exit::{CliError, Exit};
 use crate::inspect::workers::{self, WorkerRow};
-use crate::ops::{self, Ops};
+use crate::ops::{self, Connected};
 use crate::output::{self, OutputArgs};
 use rrq_store::{Clock as _, SystemClock};
 
@@ -23,7 +23,7 @@ pub struct ListArgs {
 /// Lists the live workers. An empty list is a success, as for the other
 /// lists (`rrq health` is the check that fails without workers).
 pub async fn run(args: ListArgs) -> Result<Exit, CliError> {
-    let Ops { store, .. } = ops::connect(&args.config).await?;
+    let Connected { store, .. } = ops::connect(&args.config).await?;
     let now = SystemClock.now();
     let rows = workers::workers(store.as_ref(), now).await?;
     if args.out.json {

@@ -11,7 +11,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::WorkerConfig;
 use crate::cron::{CronJob, CronScheduler};
-use crate::job_task::Shared;
+use crate::job_task::WorkerContext;
 use crate::worker::WorkerStats;
 
 /// The worker's cron state: the scheduler, and the catch-up still to do.
@@ -81,11 +81,11 @@ impl CronTask {
     }
 
     /// Enqueues every tick due now (and, the first time, the catch-up runs).
-    pub(crate) async fn run(&mut self, shared: &Shared, stats: &mut WorkerStats) {
+    pub(crate) async fn run(&mut self, ctx: &WorkerContext, stats: &mut WorkerStats) {
         let mut due = Vec::new();
         if let Some(start) = self.catch_up_from.take() {
             for job in self.scheduler.jobs().iter().filter(|j| j.catches_up()) {
-                match shared.store.cron_tick(job.id()).await {
+                match ctx.store.cron_tick(job.id()).await {
                     Ok(recorded) => {
                         if let Some(tick) = job.catch_up_tick(recorded, start) {
                             info!(
@@ -108,9 +108,9 @@ impl CronTask {
                 }
             }
         }
-        due.extend(self.scheduler.due(shared.clock.now()));
+        due.extend(self.scheduler.due(ctx.clock.now()));
         for (job, tick) in due {
-            match self.fire(shared, &job, tick).await {
+            match self.fire(ctx, &job, tick).await {
                 Fired::Enqueued => stats.cron_enqueued += 1,
                 Fired::Skipped => stats.cron_skipped += 1,
                 Fired::Failed => {}
@@ -121,7 +121,7 @@ impl CronTask {
     /// Enqueues the job of one tick, unless another worker did (or a tick
     /// at or after it was recorded) or the entry's unique lock is held;
     /// records every tick it handled (for the check above and catch-up).
-    async fn fire(&self, shared: &Shared, job: &CronJob, tick: DateTime<Utc>) -> Fired {
+    async fn fire(&self, ctx: &WorkerContext, job: &CronJob, tick: DateTime<Utc>) -> Fired {
         let id = job.job_id(tick);
         let tick_text = format_timestamp(tick);
         let span = info_span!(
@@ -135,7 +135,7 @@ impl CronTask {
             // The job id alone stops a second enqueue only while the job hash
             // lives; the recorded tick stops it after the hash expired (a
             // worker whose clock lags, a restart inside the window).
-            match shared.store.cron_tick(job.id()).await {
+            match ctx.store.cron_tick(job.id()).await {
                 Ok(Some(recorded)) if recorded >= tick => {
                     debug!(job_id = %id, tick = %tick_text, "cron tick already handled");
                     return Fired::Skipped;
@@ -145,7 +145,7 @@ impl CronTask {
             }
             let lock = job.unique_lock_key();
             if let Some(key) = &lock {
-                match shared.store.unique_lock_ttl(key).await {
+                match ctx.store.unique_lock_ttl(key).await {
                     Ok(None) => {}
                     Ok(Some(left)) => {
                         info!(
@@ -164,8 +164,8 @@ impl CronTask {
                     }
                 }
             }
-            let now = shared.clock.now();
-            let queue = job.queue().cloned().unwrap_or_else(|| shared.defaults.queue.clone());
+            let now = ctx.clock.now();
+            let queue = job.queue().cloned().unwrap_or_else(|| ctx.defaults.queue.clone());
             let new = NewJob {
                 id: id.clone(),
                 function_name: job.function_name().to_owned(),
@@ -173,9 +173,9 @@ impl CronTask {
                 queue: queue.clone(),
                 enqueue_time: now,
                 scheduled_time: now,
-                max_retries: shared.defaults.max_retries,
-                job_timeout_seconds: shared.defaults.job_timeout_seconds,
-                result_ttl_seconds: shared.defaults.result_ttl_seconds,
+                max_retries: ctx.defaults.max_retries,
+                job_timeout_seconds: ctx.defaults.job_timeout_seconds,
+                result_ttl_seconds: ctx.defaults.result_ttl_seconds,
                 trace_context: current_trace(),
                 correlation_context: BTreeMap::new(),
                 unique_key: lock.clone(),
@@ -184,7 +184,7 @@ impl CronTask {
                 Some(key) => EnqueueMode::UniqueLock { key, ttl: self.lock_ttl },
                 None => EnqueueMode::Standard,
             };
-            match shared.store.enqueue(new, mode).await {
+            match ctx.store.enqueue(new, mode).await {
                 Ok(_) => {
                     info!(
                         job_id = %id,
@@ -209,7 +209,7 @@ impl CronTask {
         .instrument(span)
         .await;
         if !matches!(fired, Fired::Failed)
-            && let Err(e) = shared.store.record_cron_tick(job.id(), tick).await
+            && let Err(e) = ctx.store.record_cron_tick(job.id(), tick).await
         {
             warn!(entry = job.key(), name = job.name(), tick = %tick_text, error = %e, "could not record the cron tick");
         }

@@ -120,8 +120,8 @@ impl Runner for InProcessRunner {
             }
             match handle.await {
                 Ok(outcome) => Ok(outcome),
-                Err(e) if e.is_cancelled() => Err(PoolError::Transport("in-process handler was terminated".to_owned())),
-                Err(e) => Err(PoolError::Transport(format!("in-process handler task failed: {e}"))),
+                Err(e) if e.is_cancelled() => Err(PoolError::transport("in-process handler was terminated")),
+                Err(e) => Err(PoolError::transport_caused_by("in-process handler task failed", e)),
             }
         };
         match tokio::time::timeout(timeout, work).await {
@@ -254,7 +254,7 @@ mod tests {
         assert!(!pending.is_finished());
         runner.terminate("job-d", "d").await;
         let err = pending.await.unwrap().unwrap_err();
-        assert!(matches!(err, PoolError::Transport(_)), "{err:?}");
+        assert!(matches!(err, PoolError::Transport { .. }), "{err:?}");
         // Its slot is free again: the next request runs at once.
         let out = runner.execute(request("greet", "g"), Duration::from_secs(1)).await.unwrap();
         assert_eq!(out.status, OutcomeStatus::Success);

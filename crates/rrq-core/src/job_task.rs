@@ -43,9 +43,10 @@ pub(crate) enum Ending {
     Abandoned,
 }
 
-/// Shared, read-only context of every attempt.
+/// What every attempt and cron firing of one worker reads: store, clock,
+/// runners, policies and limits (read-only once the worker runs).
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct WorkerContext {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub runners: BTreeMap<String, Arc<dyn Runner>>,
@@ -67,31 +68,36 @@ const MAX_RUNNER_TIMEOUT_SECS: u64 = 100 * 365 * 24 * 3600;
 const SHUTDOWN_MESSAGE: &str = "Job execution interrupted by worker shutdown. Re-queued.";
 
 /// Runs one claimed job to a recorded outcome.
-pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control: watch::Receiver<Control>) -> Ending {
-    let timeout_secs = job.timeout_seconds(&shared.defaults);
+pub(crate) async fn run(
+    ctx: Arc<WorkerContext>,
+    lease: Lease,
+    job: Job,
+    mut control: watch::Receiver<Control>,
+) -> Ending {
+    let timeout_secs = job.timeout_seconds(&ctx.defaults);
     let attempt = job.attempt();
-    let max_attempts = job.max_attempts(&shared.defaults);
+    let max_attempts = job.max_attempts(&ctx.defaults);
 
     if timeout_secs <= 0 {
         let reason = format!("Invalid job timeout: {timeout_secs}. Must be positive.");
-        return dead_letter(&shared, &lease, &reason, true, &mut control).await;
+        return dead_letter(&ctx, &lease, &reason, true, &mut control).await;
     }
     let payload = payload_bytes(&job.params);
-    if payload > shared.max_payload_bytes {
+    if payload > ctx.max_payload_bytes {
         // Never sent, so no attempt is counted: the job is quarantined.
         let reason = format!(
             "Job payload is {payload} bytes, over max_payload_bytes ({}). Moved to DLQ.",
-            shared.max_payload_bytes
+            ctx.max_payload_bytes
         );
-        return dead_letter(&shared, &lease, &reason, false, &mut control).await;
+        return dead_letter(&ctx, &lease, &reason, false, &mut control).await;
     }
-    let route = match shared.routing.route(&job.function_name, &lease.queue) {
+    let route = match ctx.routing.route(&job.function_name, &lease.queue) {
         Ok(r) => r,
-        Err(reason) => return dead_letter(&shared, &lease, &reason, true, &mut control).await,
+        Err(reason) => return dead_letter(&ctx, &lease, &reason, true, &mut control).await,
     };
-    let Some(runner) = shared.runners.get(route.runner) else {
+    let Some(runner) = ctx.runners.get(route.runner) else {
         let reason = format!("No runner configured for '{}'.", route.runner);
-        return dead_letter(&shared, &lease, &reason, true, &mut control).await;
+        return dead_letter(&ctx, &lease, &reason, true, &mut control).await;
     };
 
     // Capped so that no runner's `Instant + timeout` can overflow, whatever
@@ -102,7 +108,7 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
     // `timeout` first, `decide` records the orchestrator's message anyway, so
     // `last_error` is the same either way.
     let started = tokio::time::Instant::now();
-    let deadline = later(shared.clock.now(), timeout);
+    let deadline = later(ctx.clock.now(), timeout);
     let request_id = next_request_id();
     let request = ExecutionRequest {
         protocol_version: PROTOCOL_VERSION.to_owned(),
@@ -118,7 +124,7 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
             deadline: Some(wire_timestamp(deadline)),
             trace_context: job.trace_context,
             correlation_context: job.correlation_context,
-            worker_id: Some(shared.worker_id.clone()),
+            worker_id: Some(ctx.worker_id.clone()),
         },
     };
     debug!(job_id = %lease.job_id, runner = route.runner, handler = route.handler, attempt, "dispatching");
@@ -141,7 +147,7 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
                         }
                     }
                     Control::Lost | Control::Shutdown => {
-                        let reply = stop_runner(&shared, runner.as_ref(), &lease, &request_id, execution.as_mut()).await;
+                        let reply = stop_runner(&ctx, runner.as_ref(), &lease, &request_id, execution.as_mut()).await;
                         // A success that arrives while stopping is recorded
                         // (through the fence, so only while still held).
                         if let Some(Ok(outcome)) = reply
@@ -154,7 +160,7 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
                             warn!(job_id = %lease.job_id, "lock lost while running; runner stopped, attempt abandoned");
                             return Ending::Abandoned;
                         }
-                        return release(&shared, &lease, &mut control).await;
+                        return release(&ctx, &lease, &mut control).await;
                     }
                 }
             }
@@ -162,37 +168,35 @@ pub(crate) async fn run(shared: Arc<Shared>, lease: Lease, job: Job, mut control
     };
 
     if cancel_sent {
-        let fence = write(&shared, &mut control, "finish_cancelled", || {
-            shared.store.finish_cancelled(&lease, shared.clock.now())
-        })
-        .await;
+        let fence =
+            write(&ctx, &mut control, "finish_cancelled", || ctx.store.finish_cancelled(&lease, ctx.clock.now())).await;
         return ended(fence, Ending::Cancelled, &lease);
     }
     if matches!(result, Err(PoolError::ShuttingDown)) {
-        return release(&shared, &lease, &mut control).await;
+        return release(&ctx, &lease, &mut control).await;
     }
     let deadline_passed = started.elapsed().saturating_add(Duration::from_millis(50)) >= timeout;
     let attempt_facts = Attempt { number: attempt, max_attempts, timeout_secs, deadline_passed };
-    match decide(attempt_facts, result, &shared.backoff) {
+    match decide(attempt_facts, result, &ctx.backoff) {
         Decision::Complete(value) => {
-            let fence = write(&shared, &mut control, "complete", || {
-                shared.store.complete(&lease, &value, shared.clock.now(), &shared.defaults)
+            let fence = write(&ctx, &mut control, "complete", || {
+                ctx.store.complete(&lease, &value, ctx.clock.now(), &ctx.defaults)
             })
             .await;
             ended(fence, Ending::Completed, &lease)
         }
         Decision::Retry { error, delay } => {
             tracing::Span::current().record("error", tracing::field::display(&error));
-            let fence = write(&shared, &mut control, "retry", || {
-                let now = shared.clock.now();
+            let fence = write(&ctx, &mut control, "retry", || {
+                let now = ctx.clock.now();
                 let ready_at = later(now, delay);
-                shared.store.retry(&lease, &error, ready_at, now, &shared.defaults)
+                ctx.store.retry(&lease, &error, ready_at, now, &ctx.defaults)
             })
             .await;
             debug!(job_id = %lease.job_id, attempt, error = %error, delay_ms = delay.as_millis() as u64, "retry scheduled");
             ended(fence, Ending::Retried, &lease)
         }
-        Decision::DeadLetter { reason } => dead_letter(&shared, &lease, &reason, true, &mut control).await,
+        Decision::DeadLetter { reason } => dead_letter(&ctx, &lease, &reason, true, &mut control).await,
     }
 }
 
@@ -213,14 +217,14 @@ pub(crate) fn later(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
 /// resolve (its reply is returned), else terminates the request's process
 /// and returns once that is confirmed (or the terminate budget is spent).
 async fn stop_runner(
-    shared: &Shared,
+    ctx: &WorkerContext,
     runner: &dyn Runner,
     lease: &Lease,
     request_id: &str,
     mut execution: Pin<&mut (impl Future<Output = Result<ExecutionOutcome, PoolError>> + ?Sized)>,
 ) -> Option<Result<ExecutionOutcome, PoolError>> {
     let job_id = lease.job_id.as_str();
-    let grace_over = tokio::time::Instant::now() + shared.cancel_grace;
+    let grace_over = tokio::time::Instant::now() + ctx.cancel_grace;
     let mut cancel = std::pin::pin!(runner.cancel(job_id, request_id));
     let mut cancel_sent = false;
     loop {
@@ -231,11 +235,11 @@ async fn stop_runner(
             () = tokio::time::sleep_until(grace_over) => break,
         }
     }
-    warn!(job_id, grace_ms = shared.cancel_grace.as_millis() as u64, "runner did not stop on cancel; terminating it");
-    if tokio::time::timeout(shared.terminate_budget, runner.terminate(job_id, request_id)).await.is_err() {
+    warn!(job_id, grace_ms = ctx.cancel_grace.as_millis() as u64, "runner did not stop on cancel; terminating it");
+    if tokio::time::timeout(ctx.terminate_budget, runner.terminate(job_id, request_id)).await.is_err() {
         error!(
             job_id,
-            budget_ms = shared.terminate_budget.as_millis() as u64,
+            budget_ms = ctx.terminate_budget.as_millis() as u64,
             "runner did not confirm termination in time; handing the job back anyway"
         );
     }
@@ -274,7 +278,7 @@ fn next_request_id() -> String {
 
 /// Moves a claimed job to the DLQ (also used for quarantine).
 pub(crate) async fn dead_letter(
-    shared: &Shared,
+    ctx: &WorkerContext,
     lease: &Lease,
     reason: &str,
     count_attempt: bool,
@@ -282,9 +286,9 @@ pub(crate) async fn dead_letter(
 ) -> Ending {
     info!(job_id = %lease.job_id, queue = %lease.queue, reason, "moving job to the dead letter queue");
     tracing::Span::current().record("error", reason);
-    let fence = write(shared, control, "dead_letter", || {
+    let fence = write(ctx, control, "dead_letter", || {
         let attempt = if count_attempt { AttemptCount::Counted } else { AttemptCount::NotCounted };
-        shared.store.dead_letter(lease, reason, attempt, shared.clock.now(), &shared.defaults)
+        ctx.store.dead_letter(lease, reason, attempt, ctx.clock.now(), &ctx.defaults)
     })
     .await;
     ended(fence, Ending::DeadLettered, lease)
@@ -295,9 +299,8 @@ pub(crate) async fn dead_letter(
 pub(crate) const RELEASE_WINDOW: Duration = Duration::from_secs(5);
 
 /// Puts the job back on its queue without counting an attempt.
-pub(crate) async fn release(shared: &Shared, lease: &Lease, control: &mut watch::Receiver<Control>) -> Ending {
-    let put_back =
-        write(shared, control, "release", || shared.store.release(lease, Some(SHUTDOWN_MESSAGE), shared.clock.now()));
+pub(crate) async fn release(ctx: &WorkerContext, lease: &Lease, control: &mut watch::Receiver<Control>) -> Ending {
+    let put_back = write(ctx, control, "release", || ctx.store.release(lease, Some(SHUTDOWN_MESSAGE), ctx.clock.now()));
     let fence = tokio::time::timeout(RELEASE_WINDOW, put_back).await.ok().flatten();
     ended(fence, Ending::Released, lease)
 }
@@ -316,19 +319,19 @@ fn ended(fence: Option<Fence>, ending: Ending, lease: &Lease) -> Ending {
 /// Runs a store write, retrying transient failures with backoff until it is
 /// applied, fenced off, or the lease is given up (then recovery takes over).
 async fn write<F, Fut>(
-    shared: &Shared,
+    ctx: &WorkerContext,
     control: &mut watch::Receiver<Control>,
     op: &'static str,
-    mut attempt: F,
+    mut try_write: F,
 ) -> Option<Fence>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Fence, StoreError>>,
 {
-    let give_up = tokio::time::Instant::now() + shared.lease_ttl;
+    let give_up = tokio::time::Instant::now() + ctx.lease_ttl;
     let mut delay = Duration::from_millis(50);
     loop {
-        match attempt().await {
+        match try_write().await {
             Ok(fence) => return Some(fence),
             Err(e) => {
                 // At shutdown there is no time to wait out an outage: the

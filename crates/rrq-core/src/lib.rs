@@ -34,7 +34,7 @@ mod worker;
 
 pub use config::{WorkerConfig, new_worker_id};
 pub use cron::{CronEntry, CronError, CronJob, CronScheduler};
-pub use error::CoreError;
+pub use error::{ConfigProblem, CoreError};
 pub use in_process::InProcessRunner;
 pub use policy::{Backoff, Routing};
 pub use worker::{Worker, WorkerStats};

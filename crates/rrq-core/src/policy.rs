@@ -95,7 +95,8 @@ pub enum Decision {
 pub struct Attempt {
     /// 1-based attempt number that just ended.
     pub number: u32,
-    /// Total attempts allowed (`max_retries`).
+    /// Attempts allowed in total: the job's `max_retries` field, whose
+    /// name counts attempts, not retries (0 and 1 both allow one).
     pub max_attempts: u32,
     /// The job timeout in whole seconds.
     pub timeout_secs: i64,
@@ -123,7 +124,7 @@ pub fn decide(attempt: Attempt, result: Result<ExecutionOutcome, PoolError>, bac
     let outcome = match result {
         Ok(o) => o,
         Err(PoolError::Timeout(_)) => return Decision::DeadLetter { reason: timeout_message(attempt.timeout_secs) },
-        Err(e) => return retry_or_dlq(format!("Runner transport error: {e}"), None),
+        Err(e) => return retry_or_dlq(format!("Runner transport error: {}", with_causes(&e)), None),
     };
     let message = |fallback: &str| outcome.error_message().filter(|m| !m.is_empty()).unwrap_or(fallback).to_owned();
     match outcome.status {
@@ -142,6 +143,18 @@ pub fn decide(attempt: Attempt, result: Result<ExecutionOutcome, PoolError>, bac
         }
         OutcomeStatus::Error => retry_or_dlq(message("Job failed"), None),
     }
+}
+
+/// `error` and its causes, joined by ": " as the job's recorded error.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -240,10 +253,23 @@ mod tests {
     }
 
     #[test]
+    fn a_transport_error_is_recorded_with_its_cause() {
+        let cause = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe");
+        let e = PoolError::transport_caused_by("runner connection write failed", cause);
+        assert_eq!(
+            decide(attempt(1, 5), Err(e), &Backoff::default()),
+            Decision::Retry {
+                error: "Runner transport error: runner connection write failed: broken pipe".into(),
+                delay: Duration::from_secs(5)
+            }
+        );
+    }
+
+    #[test]
     fn transport_errors_are_retried_with_a_prefix() {
         let b = Backoff::default();
         assert_eq!(
-            decide(attempt(1, 5), Err(PoolError::Transport("runner connection closed".into())), &b),
+            decide(attempt(1, 5), Err(PoolError::transport("runner connection closed")), &b),
             Decision::Retry {
                 error: "Runner transport error: runner connection closed".into(),
                 delay: Duration::from_secs(5)

@@ -18,8 +18,8 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::WorkerConfig;
 use crate::cron_task::CronTask;
-use crate::error::CoreError;
-use crate::job_task::{self, Control, Ending, RELEASE_WINDOW, Shared};
+use crate::error::{ConfigProblem, CoreError};
+use crate::job_task::{self, Control, Ending, RELEASE_WINDOW, WorkerContext};
 use crate::lease_watch::{self, AttemptId, Attempts, Timing};
 use crate::telemetry;
 
@@ -108,11 +108,11 @@ impl Worker {
     /// Runners are shut down before this returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<WorkerStats, CoreError> {
         if self.runners.is_empty() {
-            return Err(CoreError::Config("a worker needs at least one runner".to_owned()));
+            return Err(ConfigProblem::NoRunner.into());
         }
         let concurrency = self.concurrency();
         let config = self.config;
-        let shared = Arc::new(Shared {
+        let ctx = Arc::new(WorkerContext {
             store: self.store.clone(),
             clock: self.clock.clone(),
             runners: self.runners,
@@ -125,11 +125,11 @@ impl Worker {
             cancel_grace: config.cancel_grace,
             terminate_budget: config.terminate_budget,
         });
-        let mut state = LoopState::new(config, shared, concurrency);
+        let mut state = LoopState::new(config, ctx, concurrency);
         let span = info_span!("worker", worker_id = %state.config.worker_id);
         let result = state.run(shutdown).instrument(span).await;
         let grace = state.config.shutdown_grace;
-        for runner in state.shared.runners.values() {
+        for runner in state.ctx.runners.values() {
             runner.shutdown(grace.min(Duration::from_secs(5))).await;
         }
         result.map(|()| state.stats)
@@ -138,7 +138,7 @@ impl Worker {
 
 struct LoopState {
     config: WorkerConfig,
-    shared: Arc<Shared>,
+    ctx: Arc<WorkerContext>,
     concurrency: usize,
     /// Running attempts by lease, shared with the renewal watchdog.
     attempts: Attempts,
@@ -159,11 +159,11 @@ struct LoopState {
 }
 
 impl LoopState {
-    fn new(config: WorkerConfig, shared: Arc<Shared>, concurrency: usize) -> Self {
-        let cron = CronTask::new(&config, shared.clock.now());
+    fn new(config: WorkerConfig, ctx: Arc<WorkerContext>, concurrency: usize) -> Self {
+        let cron = CronTask::new(&config, ctx.clock.now());
         Self {
             config,
-            shared,
+            ctx,
             concurrency,
             attempts: Attempts::default(),
             tasks: JoinSet::new(),
@@ -200,7 +200,7 @@ impl LoopState {
     async fn run(&mut self, shutdown: CancellationToken) -> Result<(), CoreError> {
         let stop_watchdog = CancellationToken::new();
         let watchdog = tokio::spawn(
-            lease_watch::watch(self.attempts.clone(), self.shared.store.clone(), self.timing(), stop_watchdog.clone())
+            lease_watch::watch(self.attempts.clone(), self.ctx.store.clone(), self.timing(), stop_watchdog.clone())
                 .in_current_span(),
         );
         let result = self.event_loop(&shutdown).await;
@@ -217,7 +217,7 @@ impl LoopState {
             burst = self.config.burst,
             "worker started"
         );
-        let mut ready = match self.shared.store.subscribe_ready().await {
+        let mut ready = match self.ctx.store.subscribe_ready().await {
             Ok(rx) => Some(rx),
             Err(e) => {
                 warn!(error = %e, "no ready signals; falling back to polling");
@@ -246,7 +246,7 @@ impl LoopState {
                     return Ok(());
                 }
             }
-            let cron_at = self.cron.wakeup(self.shared.clock.now());
+            let cron_at = self.cron.wakeup(self.ctx.clock.now());
             // Every store call below can hang until its command timeout
             // during an outage; shutdown never waits for one.
             tokio::select! {
@@ -279,7 +279,7 @@ impl LoopState {
                 () = sleep_until(cron_at.unwrap_or(self.next_poll)), if cron_at.is_some() => tokio::select! {
                     biased;
                     () = shutdown.cancelled() => return Ok(()),
-                    () = self.cron.run(&self.shared, &mut self.stats) => {}
+                    () = self.cron.run(&self.ctx, &mut self.stats) => {}
                 },
             }
         }
@@ -352,8 +352,8 @@ impl LoopState {
         let message = panic_message(e);
         error!(job_id = %id.job_id, panic = %message, "job task panicked; moving the job to the dead letter queue");
         let reason = format!("Job task panicked: {message}. Moved to DLQ.");
-        let shared = self.shared.clone();
-        self.spawn_for(id, async move { job_task::dead_letter(&shared, &lease, &reason, true, &mut control).await });
+        let ctx = self.ctx.clone();
+        self.spawn_for(id, async move { job_task::dead_letter(&ctx, &lease, &reason, true, &mut control).await });
     }
 
     async fn heartbeat(&mut self) {
@@ -362,18 +362,18 @@ impl LoopState {
             concurrency_limit: self.concurrency as u64,
             queues: self.config.queues.iter().map(|q| q.as_str().to_owned()).collect(),
             status: self.status.to_owned(),
-            timestamp: serde_json::Value::String(format_timestamp(self.shared.clock.now())),
+            timestamp: serde_json::Value::String(format_timestamp(self.ctx.clock.now())),
             worker_id: self.config.worker_id.clone(),
         };
-        if let Err(e) = self.shared.store.heartbeat(&health, self.config.health_ttl).await {
+        if let Err(e) = self.ctx.store.heartbeat(&health, self.config.health_ttl).await {
             warn!(error = %e, "could not write the health record");
         }
         for queue in &self.config.queues {
-            if let Ok(n) = self.shared.store.queue_len(queue).await {
+            if let Ok(n) = self.ctx.store.queue_len(queue).await {
                 telemetry::queue_depth(queue.as_str(), n);
             }
         }
-        for (name, runner) in &self.shared.runners {
+        for (name, runner) in &self.ctx.runners {
             telemetry::runner_restarts(name, runner.health().restarts);
         }
     }
@@ -381,7 +381,7 @@ impl LoopState {
     /// The regular poll: a slow safety net when the store signals every
     /// queue change, the configured interval when it signals only its own.
     pub(crate) fn poll_interval(&self) -> Duration {
-        match self.shared.store.ready_signals() {
+        match self.ctx.store.ready_signals() {
             ReadySignals::Complete => self.config.poll_interval.max(self.config.notified_poll_interval),
             _ => self.config.poll_interval,
         }
@@ -402,7 +402,7 @@ impl LoopState {
     /// still recovered within one recovery interval.
     async fn recover(&mut self) {
         for _ in 0..MAX_RECOVERY_PASSES {
-            match self.shared.store.recover(self.shared.clock.now(), RECOVERY_BATCH, &self.config.defaults).await {
+            match self.ctx.store.recover(self.ctx.clock.now(), RECOVERY_BATCH, &self.config.defaults).await {
                 Ok(r) => {
                     let n = r.requeued.len() + r.dead_lettered.len() + r.cancelled.len();
                     if n > 0 {
@@ -467,7 +467,7 @@ impl LoopState {
         let abandoned_before = self.stats.abandoned;
         // Each task stops its runner, then puts its job back within
         // `RELEASE_WINDOW`; this is only a backstop.
-        let hard_stop = Instant::now() + self.shared.cancel_grace + self.shared.terminate_budget + RELEASE_WINDOW;
+        let hard_stop = Instant::now() + self.ctx.cancel_grace + self.ctx.terminate_budget + RELEASE_WINDOW;
         while !self.tasks.is_empty() {
             tokio::select! {
                 Some(done) = self.tasks.join_next_with_id() => self.finished(done),

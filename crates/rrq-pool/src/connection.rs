@@ -166,7 +166,7 @@ impl Connection {
                 return Err(SendError::Closed);
             }
             if pending.waiters.contains_key(request_id) {
-                return Err(SendError::Rejected(PoolError::Transport(format!(
+                return Err(SendError::Rejected(PoolError::transport(format!(
                     "request id {request_id} is already in flight on this runner"
                 ))));
             }
@@ -242,7 +242,7 @@ impl Connection {
                     self.publish_count(&pending);
                     drop(pending);
                     warn!(runner = %self.runner, job_id = %outcome.job_id, "response without request_id");
-                    let _ = waiter.reply.send(Err(PoolError::Transport("runner response has no request_id".into())));
+                    let _ = waiter.reply.send(Err(PoolError::transport("runner response has no request_id")));
                     Ok(())
                 }
                 n => Err(Failure::transport(format!(
@@ -264,7 +264,7 @@ impl Connection {
         let reply = if waiter.job_id == outcome.job_id {
             Ok(outcome)
         } else {
-            Err(PoolError::Transport(format!(
+            Err(PoolError::transport(format!(
                 "runner answered request {request_id} for job '{}' instead of '{}'",
                 outcome.job_id, waiter.job_id
             )))
@@ -298,12 +298,12 @@ pub(crate) async fn send_cancel_fresh(
     limit: Duration,
 ) -> bool {
     let Some(frame) = cancel_frame(job_id, request_id, max_frame_bytes) else { return false };
-    let attempt = async {
+    let deliver = async {
         let mut stream = TcpStream::connect(addrs).await?;
         stream.write_all(&frame).await?;
         stream.shutdown().await
     };
-    match tokio::time::timeout(limit, attempt).await {
+    match tokio::time::timeout(limit, deliver).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
             debug!(%job_id, error = %e, "cancel frame not delivered");
@@ -368,7 +368,7 @@ async fn write_loop(conn: Arc<Connection>, mut writer: OwnedWriteHalf, mut rx: m
             writer.write_all(&batch).await
         };
         if let Err(e) = result {
-            conn.close(&Failure::transport(format!("runner connection write failed: {e}")));
+            conn.close(&Failure::transport_caused_by("runner connection write failed", e));
             break;
         }
     }
@@ -400,7 +400,7 @@ async fn read_loop(
                     break 'read Failure::transport(format!("runner sent an unexpected {kind} message"));
                 }
                 Ok(None) => break,
-                Err(e) => break 'read Failure::transport(format!("runner sent an invalid frame: {e}")),
+                Err(e) => break 'read Failure::transport_caused_by("runner sent an invalid frame", e),
             }
         }
         for ack in acks.drain(..) {
@@ -410,14 +410,14 @@ async fn read_loop(
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) if buf.is_empty() => break Failure::transport("runner connection closed"),
                 Ok(0) => {
-                    let detail = decoder
-                        .decode_eof(&mut buf)
-                        .err()
-                        .map_or_else(|| "a partial frame".to_owned(), |e| e.to_string());
-                    break Failure::transport(format!("runner connection closed inside a frame: {detail}"));
+                    let closed = "runner connection closed inside a frame";
+                    break match decoder.decode_eof(&mut buf) {
+                        Err(e) => Failure::transport_caused_by(closed, e),
+                        Ok(_) => Failure::transport(format!("{closed}: a partial frame")),
+                    };
                 }
                 Ok(_) => {}
-                Err(e) => break Failure::transport(format!("runner connection read failed: {e}")),
+                Err(e) => break Failure::transport_caused_by("runner connection read failed", e),
             },
             Some(ack) = settle.recv() => {
                 // Read what the kernel holds right now, without waiting for

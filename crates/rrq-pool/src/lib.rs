@@ -69,6 +69,6 @@ mod runner;
 mod slot;
 
 pub use config::{ConfigError, MAX_IN_FLIGHT_LIMIT, PoolConfig, PoolMode};
-pub use error::PoolError;
+pub use error::{PoolError, TransportCause};
 pub use pool::ProcessPool;
 pub use runner::{Runner, RunnerHealth};

@@ -32,7 +32,7 @@ pub(crate) struct CrashCounter {
 }
 
 impl CrashCounter {
-    /// A start attempt failed; returns the new streak length.
+    /// A start failed; returns the new streak length.
     pub(crate) fn record_failed_start(&mut self) -> u32 {
         self.consecutive = self.consecutive.saturating_add(1);
         self.consecutive

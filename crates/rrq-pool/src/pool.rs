@@ -344,7 +344,7 @@ impl Inner {
         {
             let mut requests = self.lock_requests();
             if requests.contains_key(&request.request_id) {
-                return Err(PoolError::Transport(format!("request id {} is already in flight", request.request_id)));
+                return Err(PoolError::transport(format!("request id {} is already in flight", request.request_id)));
             }
             let active = Active { job_id: request.job_id.clone(), cancel: cancel.clone(), sent: None };
             requests.insert(request.request_id.clone(), active);
@@ -422,7 +422,7 @@ impl Inner {
             let sent = {
                 let mut requests = self.lock_requests();
                 let Some(active) = requests.get_mut(&request.request_id) else {
-                    return Err(PoolError::Transport("request is no longer tracked".into()));
+                    return Err(PoolError::transport("request is no longer tracked"));
                 };
                 if active.cancel.is_cancelled() {
                     drop(requests);
@@ -461,9 +461,7 @@ impl Inner {
         let settled = |reply: Result<Reply, TryRecvError>| match reply {
             Ok(Ok(outcome)) => Some(Waited::Reply(Ok(outcome))),
             Ok(Err(e)) => Some(Waited::Reply(Err(e))),
-            Err(TryRecvError::Closed) => {
-                Some(Waited::Reply(Err(PoolError::Transport("runner connection closed".into()))))
-            }
+            Err(TryRecvError::Closed) => Some(Waited::Reply(Err(PoolError::transport("runner connection closed")))),
             Err(TryRecvError::Empty) => None,
         };
         tokio::select! {
@@ -528,7 +526,7 @@ impl Inner {
     /// After a transport error on a sent request (managed mode): retires
     /// the process that held it and waits (at most its term grace and a
     /// second) until it has exited.
-    async fn retire_after_transport_error(&self, track: &Tracking<'_>, job_id: &str, message: &str) {
+    async fn retire_after_transport_error(&self, track: &Tracking<'_>, job_id: &str, error: &PoolError) {
         let (PoolMode::Managed, Some(sent)) = (self.config.mode, track.sent.as_ref()) else { return };
         let exited = sent.slot.exited(sent.generation);
         tokio::pin!(exited);
@@ -538,7 +536,8 @@ impl Inner {
         if tokio::time::timeout(REAP_WINDOW, &mut exited).await.is_ok() {
             return;
         }
-        sent.slot.retire(sent.generation, format!("transport error on job {job_id}: {message}"));
+        sent.slot
+            .retire(sent.generation, format!("transport error on job {job_id}: {}", crate::error::with_causes(error)));
         if tokio::time::timeout(self.config.term_grace + Duration::from_secs(1), exited).await.is_err() {
             warn!(runner = %self.config.name, %job_id, "runner process did not exit after a transport error");
         }
@@ -567,7 +566,7 @@ impl Inner {
 fn encode_request(request: &ExecutionRequest, max_frame_bytes: usize) -> Result<Bytes, PoolError> {
     let mut buf = BytesMut::new();
     encode_frame(&Envelope::Request(request.clone()), &mut buf, max_frame_bytes)
-        .map_err(|e| PoolError::Transport(format!("request cannot be sent: {e}")))?;
+        .map_err(|e| PoolError::transport_caused_by("request cannot be sent", e))?;
     Ok(buf.freeze())
 }
 
@@ -593,20 +592,20 @@ impl Runner for ProcessPool {
             Err(_) => Waited::Deadline,
         };
         match waited {
-            Waited::Reply(Err(PoolError::Transport(message))) => {
+            Waited::Reply(Err(error @ PoolError::Transport { .. })) => {
                 // The connection failed under the request (the process died,
                 // is shutting down, or broke the protocol): it may still be
                 // running the handler. Report the failure only once that
                 // process has exited, so the worker cannot retry the job
                 // beside its own first execution.
-                inner.retire_after_transport_error(&track, &request.job_id, &message).await;
-                Err(PoolError::Transport(message))
+                inner.retire_after_transport_error(&track, &request.job_id, &error).await;
+                Err(error)
             }
             Waited::Reply(reply) => reply,
             Waited::ResponseTimeout => {
                 warn!(runner = %inner.config.name, job_id = %request.job_id, "no response within the runner's response timeout");
                 inner.abandon(&mut track, format!("response timeout for job {}", request.job_id));
-                Err(PoolError::Transport("runner response timeout".into()))
+                Err(PoolError::transport("runner response timeout"))
             }
             Waited::Deadline => {
                 debug!(runner = %inner.config.name, job_id = %request.job_id, "request timed out");

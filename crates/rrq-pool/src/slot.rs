@@ -26,7 +26,7 @@ use crate::policy::{CRASH_LOOP_THRESHOLD, CrashCounter, respawn_delay};
 use crate::process::{self, RunnerProcess, Spawner, kill_group};
 
 /// How many ports one slot tries before giving up a start.
-const PORT_ATTEMPTS: usize = 16;
+const PORT_TRIES: usize = 16;
 
 /// Connection retry delays (external runners, or a managed one that stopped
 /// accepting): 100 ms doubling to 2 s.
@@ -100,7 +100,7 @@ pub(crate) struct Slot {
     /// Requests assigned to this slot (waiting or in flight).
     pub(crate) load: AtomicUsize,
     restarts: AtomicU64,
-    /// External mode: whether the last connection attempt succeeded.
+    /// External mode: whether the last connection try succeeded.
     reachable: AtomicBool,
     /// Managed mode: the newest process generation known to have exited
     /// (and been reaped).
@@ -246,7 +246,7 @@ impl Slot {
                         let reason = format!("{addr} is now served by a process outside runner '{}'", self.runner);
                         warn!(runner = %self.runner, pid, %addr, "port taken over by a foreign process; restarting the runner");
                         self.retire(generation, reason.clone());
-                        return Err(Acquire::Failed(PoolError::Transport(reason)));
+                        return Err(Acquire::Failed(PoolError::transport(reason)));
                     }
                     match Connection::open(stream, Arc::clone(&self.runner), generation, self.max_frame_bytes) {
                         Ok(conn) => {
@@ -484,7 +484,7 @@ impl Supervisor {
         let program = self.config.cmd.first().cloned().unwrap_or_default();
         let mut port = managed.port;
         let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
+        for _ in 0..PORT_TRIES {
             if !process::port_is_free(port) {
                 let next = next_port(&managed.ports, port).ok_or_else(|| self.no_port_message(port))?;
                 warn!(runner = %self.slot.runner, slot = self.slot.index, port, next, "port in use; trying the next free port");

@@ -8,7 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use rrq_protocol::{JobId, QueueName};
 use rrq_store::{
-    CancelResult, Clock, EnqueueMode, Enqueued, Job, JobStatus, NewJob, RedisStore, Store, StoreError, SystemClock,
+    CancelResult, Clock, EnqueueMode, Enqueued, Job, JobParseError, JobStatus, NewJob, RedisStore, Store, StoreError,
+    SystemClock,
 };
 use serde_json::{Map, Value};
 
@@ -19,7 +20,8 @@ use crate::correlation::correlation_context;
 pub struct ProducerConfig {
     /// Queue used when an enqueue names none.
     pub queue: QueueName,
-    /// Attempts per job.
+    /// Attempts allowed per job, in total (the job's `max_retries` field,
+    /// named as in the reference: 0 and 1 both allow one attempt).
     pub max_retries: u32,
     /// Per-attempt timeout in seconds (> 0).
     pub job_timeout_seconds: i64,
@@ -79,7 +81,7 @@ pub struct EnqueueOptions {
     pub defer_by: Option<Duration>,
     /// Run no earlier than this time (wins over `defer_by`).
     pub defer_until: Option<DateTime<Utc>>,
-    /// Attempts allowed.
+    /// Attempts allowed in total (the job's `max_retries` field).
     pub max_retries: Option<u32>,
     /// Per-attempt timeout in seconds (> 0).
     pub job_timeout_seconds: Option<i64>,
@@ -135,12 +137,13 @@ pub enum ProducerError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The job hash exists but cannot be read as a job.
-    #[error("job '{id}' cannot be read: {reason}")]
+    #[error("job '{id}' cannot be read")]
     Unreadable {
         /// The job.
         id: JobId,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        source: JobParseError,
     },
 }
 
@@ -368,7 +371,7 @@ impl Producer {
         match self.store.job(id).await? {
             None => Ok(None),
             Some(Ok(job)) => Ok(Some(result_of(job))),
-            Some(Err(e)) => Err(ProducerError::Unreadable { id: id.clone(), reason: e.to_string() }),
+            Some(Err(source)) => Err(ProducerError::Unreadable { id: id.clone(), source }),
         }
     }
 
@@ -377,7 +380,7 @@ impl Producer {
         match self.store.job(id).await? {
             None => Ok(None),
             Some(Ok(job)) => Ok(Some(job)),
-            Some(Err(e)) => Err(ProducerError::Unreadable { id: id.clone(), reason: e.to_string() }),
+            Some(Err(source)) => Err(ProducerError::Unreadable { id: id.clone(), source }),
         }
     }
 
@@ -440,4 +443,38 @@ fn inject_current_trace(carrier: &mut BTreeMap<String, String>) {
 
 fn result_of(job: Job) -> JobResult {
     JobResult { status: job.status, result: job.result, last_error: job.last_error }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    /// Each level's Display, outermost first.
+    fn levels(e: &(dyn Error + 'static)) -> Vec<String> {
+        let mut levels = vec![e.to_string()];
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            levels.push(c.to_string());
+            cause = c.source();
+        }
+        levels
+    }
+
+    #[test]
+    fn each_level_displays_itself_only() {
+        let unreadable =
+            ProducerError::Unreadable { id: JobId::from("j1".to_owned()), source: JobParseError::Missing("status") };
+        assert_eq!(levels(&unreadable), ["job 'j1' cannot be read", "job hash has no `status` field"]);
+        let store = ProducerError::from(StoreError::Command { op: "enqueue", source: "READONLY replica".into() });
+        let errors =
+            [unreadable, store, ProducerError::InvalidOption("bad".into()), ProducerError::RateLimited("k".into())];
+        for e in &errors {
+            let levels = levels(e);
+            for pair in levels.windows(2) {
+                assert!(!pair[0].contains(&pair[1]), "a level repeats its cause: {levels:?}");
+            }
+        }
+    }
 }

@@ -71,18 +71,18 @@ impl LoopState {
         want: usize,
         shutdown: &CancellationToken,
     ) -> Result<usize, CoreError> {
-        let claimed_at = self.shared.clock.now();
+        let claimed_at = self.ctx.clock.now();
         let req = ClaimRequest {
             queue: queue.clone(),
             worker_id: self.config.worker_id.clone(),
             max: want,
             now: claimed_at,
             lease_ttl: self.config.lease_ttl,
-            max_payload_bytes: self.shared.max_payload_bytes,
+            max_payload_bytes: self.ctx.max_payload_bytes,
         };
         // The locks last at least the TTL from when the claim was sent.
         let sent = Instant::now();
-        let store = self.shared.store.clone();
+        let store = self.ctx.store.clone();
         let claim = store.claim(req);
         tokio::pin!(claim);
         let result: Result<_, StoreError> = tokio::select! {
@@ -112,7 +112,7 @@ impl LoopState {
         if !batch.dropped.is_empty() {
             debug!(queue = %queue, dropped = batch.dropped.len(), "dropped vanished or finished jobs from the queue");
         }
-        if let Some(wait) = batch.next_ready.and_then(|next| wake_for(next, claimed_at, self.shared.clock.now())) {
+        if let Some(wait) = batch.next_ready.and_then(|next| wake_for(next, claimed_at, self.ctx.clock.now())) {
             self.next_poll = self.next_poll.min(Instant::now() + wait);
         }
         let got = batch.jobs.len();
@@ -135,14 +135,14 @@ impl LoopState {
         telemetry::claimed(lease.queue.as_str());
         info!(job_id = %lease.job_id, queue = %lease.queue, "claimed at shutdown; putting the job back");
         let (tx, mut rx) = watch::channel(Control::Run);
-        let shared = self.shared.clone();
+        let ctx = self.ctx.clone();
         let task_lease = lease.clone();
         let span = info_span!("rrq.job", otel.kind = "consumer", job_id = %lease.job_id, queue = %lease.queue);
         self.track(
             lease,
             tx,
             held_until,
-            async move { job_task::release(&shared, &task_lease, &mut rx).await }.instrument(span),
+            async move { job_task::release(&ctx, &task_lease, &mut rx).await }.instrument(span),
         );
     }
 
@@ -164,7 +164,7 @@ impl LoopState {
         self.stats.claimed += 1;
         let Claimed { lease, job } = claimed;
         let (tx, mut rx) = watch::channel(Control::Run);
-        let shared = self.shared.clone();
+        let ctx = self.ctx.clone();
         let span = info_span!(
             "rrq.job",
             otel.kind = "consumer",
@@ -185,7 +185,7 @@ impl LoopState {
                 let (queue, function) = (lease.queue.as_str().to_owned(), job.function_name.clone());
                 let started = Instant::now();
                 let task = async move {
-                    let ending = job_task::run(shared, task_lease, job, rx).await;
+                    let ending = job_task::run(ctx, task_lease, job, rx).await;
                     tracing::Span::current().record("outcome", tracing::field::debug(ending));
                     telemetry::ended(&queue, &function, ending, started.elapsed());
                     ending
@@ -195,7 +195,7 @@ impl LoopState {
             Err(parse_error) => {
                 let task = async move {
                     let reason = format!("Failed to parse claimed job definition ({parse_error}). Moved to DLQ.");
-                    job_task::dead_letter(&shared, &task_lease, &reason, false, &mut rx).await
+                    job_task::dead_letter(&ctx, &task_lease, &reason, false, &mut rx).await
                 };
                 self.track(lease, tx, held_until, task.instrument(span));
             }

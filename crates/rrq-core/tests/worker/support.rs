@@ -147,7 +147,7 @@ impl Runner for ScriptedRunner {
                     Ok(f(&request))
                 }
                 Some(Behavior::Hang | Behavior::Stubborn | Behavior::OnCancel(_)) => std::future::pending().await,
-                Some(Behavior::Transport(m)) => Err(PoolError::Transport(m.to_owned())),
+                Some(Behavior::Transport(m)) => Err(PoolError::transport(m)),
                 Some(Behavior::Panic) => panic!("scripted runner bug"),
             }
         };
@@ -185,7 +185,7 @@ impl Runner for ScriptedRunner {
     async fn terminate(&self, job_id: &str, request_id: &str) {
         self.event("terminate", job_id);
         if let Some(p) = self.pending.lock().unwrap().remove(request_id) {
-            let _ = p.answer.send(Err(PoolError::Transport("runner process terminated".to_owned())));
+            let _ = p.answer.send(Err(PoolError::transport("runner process terminated")));
         }
     }
 

@@ -149,7 +149,7 @@ fn guarded_terminate(runtime: &tokio::runtime::Runtime) {
         assert_eq!(u64::from_str_radix(&blocked, 16), Ok(0), "the runner starts with no signal blocked");
         tokio::time::timeout(PATIENCE, pool.terminate("job", "job-r")).await.expect("terminate returns");
         assert!(is_dead(leader), "terminate returns once the pool's child has exited");
-        assert!(matches!(pending.await.unwrap(), Err(PoolError::Transport(_))));
+        assert!(matches!(pending.await.unwrap(), Err(PoolError::Transport { .. })));
         let deadline = Instant::now() + PATIENCE;
         while !(is_dead(runner) && is_dead(grandchild)) {
             assert!(Instant::now() < deadline, "the runner's group outlived terminate");

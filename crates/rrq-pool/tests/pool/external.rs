@@ -31,9 +31,18 @@ async fn outcome(call: Call) -> Result<ExecutionOutcome, PoolError> {
     within("the execute call", call).await.expect("execute task")
 }
 
+/// The transport error's message followed by its causes.
 fn transport(result: Result<ExecutionOutcome, PoolError>) -> String {
     match result {
-        Err(PoolError::Transport(message)) => message,
+        Err(e @ PoolError::Transport { .. }) => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text = format!("{text}: {c}");
+                cause = c.source();
+            }
+            text
+        }
         other => panic!("expected a transport error, got {other:?}"),
     }
 }

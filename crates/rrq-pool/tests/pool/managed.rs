@@ -145,7 +145,7 @@ async fn a_crash_fails_its_requests_as_transport_errors_and_the_process_is_respa
     let pool = start(scratch.config("crashy", 1)).await;
     let first = pool.pids()[0].unwrap();
     match within("crash", pool.execute(request("boom", "crash", json!({})), LONG)).await {
-        Err(PoolError::Transport(message)) => {
+        Err(PoolError::Transport { message, .. }) => {
             assert!(message.contains("closed") || message.contains("exited"), "{message}")
         }
         other => panic!("expected a transport error, got {other:?}"),
@@ -293,7 +293,7 @@ async fn restart_all_replaces_processes_without_losing_requests() {
     within("restart", pool.restart_all(Duration::from_millis(600))).await.expect("restarted");
     assert_eq!(pid_of(&outcome(quick).await.unwrap()), old, "finished within the grace");
     match outcome(stuck).await {
-        Err(PoolError::Transport(message)) => assert!(message.contains("restarted"), "{message}"),
+        Err(PoolError::Transport { message, .. }) => assert!(message.contains("restarted"), "{message}"),
         other => panic!("the request outliving the grace fails as a transport error, got {other:?}"),
     }
     let new = pool.pids()[0].unwrap();
@@ -361,7 +361,7 @@ async fn terminate_kills_a_process_that_ignores_cancel_and_the_slot_serves_on() 
     assert!(is_dead(first), "terminate returns only once the process has exited");
     eventually("the process group to be gone", || is_dead(grandchild).then_some(())).await;
     match outcome(pending).await {
-        Err(PoolError::Transport(message)) => assert!(message.contains("terminated"), "{message}"),
+        Err(PoolError::Transport { message, .. }) => assert!(message.contains("terminated"), "{message}"),
         other => panic!("the terminated request fails as a transport error, got {other:?}"),
     }
     within("terminate again", pool.terminate("job", "job-r")).await; // idempotent
@@ -378,7 +378,7 @@ async fn a_transport_error_is_reported_only_once_the_process_that_held_the_reque
     let pool = start(config).await;
     let first = pool.pids()[0].unwrap();
     match outcome(call(&pool, "job", "drop_connection", json!({}), LONG)).await {
-        Err(PoolError::Transport(_)) => {}
+        Err(PoolError::Transport { .. }) => {}
         other => panic!("a dropped connection is a transport error, got {other:?}"),
     }
     // The handler was still running in that process: a retry of the job
