@@ -19,8 +19,7 @@
 //! Only `std` is used: no Redis client and no async runtime, so this crate
 //! can be used by any test without pulling either in.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,6 +58,9 @@ struct Server {
     args: Vec<String>,
     /// Boxed, so servers without TLS (most of them) stay small.
     tls: Option<Box<Tls>>,
+    /// A configuration file in the scratch directory, passed first (a
+    /// sentinel needs one it can rewrite).
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -102,6 +104,13 @@ impl TestRedis {
     /// answer within a few seconds on any of several free ports.
     pub fn private() -> TestRedis {
         TestRedis { kind: Kind::Private(Server::spawn(false, &[], false)) }
+    }
+
+    /// A private server started from a configuration file with `config` as
+    /// its text (written to the scratch directory, where the server may
+    /// rewrite it) and extra arguments, e.g. a sentinel (`--sentinel`).
+    pub(crate) fn private_with_config(config: &str, args: &[&str]) -> TestRedis {
+        TestRedis { kind: Kind::Private(Server::spawn_with(false, args, false, Some(config))) }
     }
 
     /// A private server without persistence that also accepts TLS on a second
@@ -252,16 +261,25 @@ impl TestRedis {
 
 impl Server {
     fn spawn(aof: bool, args: &[&str], tls: bool) -> Server {
-        let program = std::env::var("RRQ_REDIS_SERVER")
-            .ok()
-            .filter(|p| !p.trim().is_empty())
-            .unwrap_or_else(|| "redis-server".to_owned());
+        Server::spawn_with(aof, args, tls, None)
+    }
+
+    fn spawn_with(aof: bool, args: &[&str], tls: bool, config: Option<&str>) -> Server {
+        let program = server_program();
         let dir = std::env::temp_dir().join(format!("rrq-test-redis-{}", uuid::Uuid::new_v4().simple()));
         if let Err(e) = std::fs::create_dir_all(&dir) {
             panic!("cannot create the test redis directory {}: {e}", dir.display());
         }
         let args = args.iter().map(|a| (*a).to_owned()).collect();
-        let mut server = Server { program, port: 0, url: String::new(), dir, aof, args, tls: None, child: None };
+        let mut server =
+            Server { program, port: 0, url: String::new(), dir, aof, args, tls: None, config: None, child: None };
+        if let Some(text) = config {
+            let path = server.dir.join("redis.conf");
+            if let Err(e) = std::fs::write(&path, text) {
+                panic!("cannot write the test redis configuration {}: {e}", path.display());
+            }
+            server.config = Some(path);
+        }
         if tls {
             // After `server` exists, so a failure still removes the directory.
             server.tls = Some(Box::new(Tls::generate(&server.dir)));
@@ -293,6 +311,9 @@ impl Server {
     fn launch(&mut self) -> Result<(), String> {
         let log = self.dir.join("redis.log");
         let mut cmd = Command::new(&self.program);
+        if let Some(config) = &self.config {
+            cmd.arg(config);
+        }
         cmd.arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
@@ -459,8 +480,13 @@ impl Drop for Server {
     }
 }
 
+/// The server program tests run: `$RRQ_REDIS_SERVER`, or `redis-server`.
+pub(crate) fn server_program() -> String {
+    std::env::var("RRQ_REDIS_SERVER").ok().filter(|p| !p.trim().is_empty()).unwrap_or_else(|| "redis-server".to_owned())
+}
+
 /// A port that was free a moment ago.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
         .unwrap_or_else(|e| panic!("cannot bind a loopback port for the test redis: {e}"));
     listener.local_addr().expect("a bound listener has an address").port()
@@ -481,32 +507,12 @@ fn loading(port: u16) -> bool {
     }
 }
 
-/// Sends one inline command and returns the reply's text (simple string or
-/// bulk string, `None` for a nil reply); an error reply or a broken
-/// connection is an `Err`.
+/// Sends one command (its words split on spaces) and returns the reply's
+/// text (`None` for a nil reply); an error reply or a broken connection is an
+/// `Err`.
 fn command(port: u16, line: &str) -> std::io::Result<Option<String>> {
-    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    let mut stream = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.write_all(format!("{line}\r\n").as_bytes())?;
-    let mut reader = BufReader::new(stream);
-    let mut first = String::new();
-    reader.read_line(&mut first)?;
-    let first = first.trim_end();
-    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-    match first.as_bytes().first() {
-        Some(b'+') => Ok(Some(first[1..].to_owned())),
-        Some(b'$') if first == "$-1" => Ok(None),
-        Some(b'$') => {
-            let len: usize = first[1..].parse().map_err(|_| invalid("bad bulk length"))?;
-            let mut body = vec![0; len + 2];
-            reader.read_exact(&mut body)?;
-            body.truncate(len);
-            String::from_utf8(body).map(Some).map_err(|_| invalid("reply is not UTF-8"))
-        }
-        Some(b'-') => Err(invalid(first)),
-        _ => Err(invalid("unexpected reply")),
-    }
+    let args: Vec<&str> = line.split(' ').collect();
+    crate::resp::text(port, &args)
 }
 
 /// The port of a `redis://host:port/...` URL, or Redis's default port.
@@ -528,6 +534,7 @@ fn log_tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpStream;
 
     #[test]
     fn url_ports_are_found() {
