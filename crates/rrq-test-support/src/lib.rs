@@ -6,6 +6,8 @@
 //! * [`cluster::TestCluster`]: a Redis Cluster of private `redis-server`
 //!   processes (three masters, one replica each), with helpers to kill a
 //!   master and wait for its replica's promotion, and to migrate slots.
+//! * [`sentinel::TestSentinel`]: a master, a replica and three sentinels,
+//!   with a helper to kill the master and wait for the failover.
 //! * [`resp`]: a tiny blocking RESP2 client to look at servers directly.
 //! * [`python`]: a virtualenv with the reference `rrq==0.11.1` package from
 //!   PyPI, created on first use and shared by every test.
@@ -21,4 +23,5 @@ pub mod cluster;
 pub mod node;
 pub mod python;
 pub mod resp;
+pub mod sentinel;
 mod wait;

@@ -2,3 +2,4 @@
 //! module per fixture.
 
 mod cluster;
+mod sentinel;
