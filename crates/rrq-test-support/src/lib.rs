@@ -8,6 +8,8 @@
 //!   master and wait for its replica's promotion, and to migrate slots.
 //! * [`sentinel::TestSentinel`]: a master, a replica and three sentinels,
 //!   with a helper to kill the master and wait for the failover.
+//! * [`docker`]: Redis nodes in Docker containers on a private network, for
+//!   tests that cut a node off (`docker network disconnect`).
 //! * [`resp`]: a tiny blocking RESP2 client to look at servers directly.
 //! * [`python`]: a virtualenv with the reference `rrq==0.11.1` package from
 //!   PyPI, created on first use and shared by every test.
@@ -20,6 +22,7 @@
 mod redis;
 pub use redis::TestRedis;
 pub mod cluster;
+pub mod docker;
 pub mod node;
 pub mod python;
 pub mod resp;

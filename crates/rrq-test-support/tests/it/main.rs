@@ -2,4 +2,5 @@
 //! module per fixture.
 
 mod cluster;
+mod docker;
 mod sentinel;
