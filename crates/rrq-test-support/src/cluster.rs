@@ -34,11 +34,8 @@ const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
 /// Keys moved by one `MIGRATE`.
 const MIGRATE_BATCH: usize = 100;
 
-/// Arguments of every node. A node whose port + 10000 (its cluster bus port)
-/// is out of range exits at once; [`TestRedis`] then retries on another port.
+/// Arguments of every node, besides `cluster-enabled` and its bus port.
 const NODE_ARGS: &[&str] = &[
-    "--cluster-enabled",
-    "yes",
     "--cluster-node-timeout",
     "1000",
     "--cluster-replica-validity-factor",
@@ -115,7 +112,7 @@ impl TestCluster {
     pub fn with_shape(masters: usize, replicas_per_master: usize) -> TestCluster {
         assert!(masters >= 3, "a Redis Cluster needs at least 3 masters, {masters} asked for");
         let count = masters * (1 + replicas_per_master);
-        let nodes: Vec<TestRedis> = (0..count).map(|_| TestRedis::private_with_args(NODE_ARGS)).collect();
+        let nodes: Vec<TestRedis> = (0..count).map(|_| TestRedis::private_cluster_node(NODE_ARGS)).collect();
         let cluster = TestCluster { alive: vec![true; nodes.len()], nodes };
         cluster.create(replicas_per_master);
         cluster.wait_until_settled("the new cluster", true);

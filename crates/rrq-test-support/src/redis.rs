@@ -61,7 +61,21 @@ struct Server {
     /// A configuration file in the scratch directory, passed first (a
     /// sentinel needs one it can rewrite).
     config: Option<PathBuf>,
+    /// The cluster bus port of a cluster node.
+    bus_port: Option<u16>,
     child: Option<Child>,
+}
+
+/// How to start a private server.
+#[derive(Debug, Default)]
+struct Options<'a> {
+    aof: bool,
+    args: &'a [&'a str],
+    tls: bool,
+    /// The text of a configuration file.
+    config: Option<&'a str>,
+    /// Run as a cluster node with a bus port of its own.
+    cluster_bus: bool,
 }
 
 /// The TLS side of a [`TestRedis::private_tls`] server.
@@ -103,14 +117,22 @@ impl TestRedis {
     /// When `redis-server` (or `$RRQ_REDIS_SERVER`) cannot be run, or does not
     /// answer within a few seconds on any of several free ports.
     pub fn private() -> TestRedis {
-        TestRedis { kind: Kind::Private(Server::spawn(false, &[], false)) }
+        TestRedis { kind: Kind::Private(Server::spawn(Options::default())) }
     }
 
     /// A private server started from a configuration file with `config` as
     /// its text (written to the scratch directory, where the server may
     /// rewrite it) and extra arguments, e.g. a sentinel (`--sentinel`).
     pub(crate) fn private_with_config(config: &str, args: &[&str]) -> TestRedis {
-        TestRedis { kind: Kind::Private(Server::spawn_with(false, args, false, Some(config))) }
+        TestRedis { kind: Kind::Private(Server::spawn(Options { args, config: Some(config), ..Options::default() })) }
+    }
+
+    /// A private server with `cluster-enabled yes` and extra arguments. Its
+    /// cluster bus port is a free port picked with its port (the default,
+    /// port + 10000, is out of range for a fifth of the ephemeral ports), and
+    /// kept across restarts.
+    pub(crate) fn private_cluster_node(args: &[&str]) -> TestRedis {
+        TestRedis { kind: Kind::Private(Server::spawn(Options { args, cluster_bus: true, ..Options::default() })) }
     }
 
     /// A private server without persistence that also accepts TLS on a second
@@ -128,7 +150,7 @@ impl TestRedis {
     /// As [`TestRedis::private`]; also when the `openssl` command is missing or
     /// fails, or when the server was built without TLS support.
     pub fn private_tls() -> TestRedis {
-        TestRedis { kind: Kind::Private(Server::spawn(false, &[], true)) }
+        TestRedis { kind: Kind::Private(Server::spawn(Options { tls: true, ..Options::default() })) }
     }
 
     /// A private server that keeps an append-only file (`--appendonly yes`,
@@ -139,7 +161,7 @@ impl TestRedis {
     ///
     /// As [`TestRedis::private`].
     pub fn private_with_aof() -> TestRedis {
-        TestRedis { kind: Kind::Private(Server::spawn(true, &[], false)) }
+        TestRedis { kind: Kind::Private(Server::spawn(Options { aof: true, ..Options::default() })) }
     }
 
     /// A private server without persistence, started with extra
@@ -151,7 +173,7 @@ impl TestRedis {
     ///
     /// As [`TestRedis::private`], and when the server refuses an argument.
     pub fn private_with_args(args: &[&str]) -> TestRedis {
-        TestRedis { kind: Kind::Private(Server::spawn(false, args, false)) }
+        TestRedis { kind: Kind::Private(Server::spawn(Options { args, ..Options::default() })) }
     }
 
     /// The server's URL (`redis://127.0.0.1:{port}` for a private server).
@@ -260,19 +282,26 @@ impl TestRedis {
 }
 
 impl Server {
-    fn spawn(aof: bool, args: &[&str], tls: bool) -> Server {
-        Server::spawn_with(aof, args, tls, None)
-    }
-
-    fn spawn_with(aof: bool, args: &[&str], tls: bool, config: Option<&str>) -> Server {
+    fn spawn(options: Options<'_>) -> Server {
+        let Options { aof, args, tls, config, cluster_bus } = options;
         let program = server_program();
         let dir = std::env::temp_dir().join(format!("rrq-test-redis-{}", uuid::Uuid::new_v4().simple()));
         if let Err(e) = std::fs::create_dir_all(&dir) {
             panic!("cannot create the test redis directory {}: {e}", dir.display());
         }
         let args = args.iter().map(|a| (*a).to_owned()).collect();
-        let mut server =
-            Server { program, port: 0, url: String::new(), dir, aof, args, tls: None, config: None, child: None };
+        let mut server = Server {
+            program,
+            port: 0,
+            url: String::new(),
+            dir,
+            aof,
+            args,
+            tls: None,
+            config: None,
+            bus_port: None,
+            child: None,
+        };
         if let Some(text) = config {
             let path = server.dir.join("redis.conf");
             if let Err(e) = std::fs::write(&path, text) {
@@ -287,6 +316,14 @@ impl Server {
         let mut failures = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
             server.port = free_port();
+            if cluster_bus {
+                server.bus_port = Some(loop {
+                    let port = free_port();
+                    if port != server.port {
+                        break port;
+                    }
+                });
+            }
             server.url = format!("redis://127.0.0.1:{}", server.port);
             if let Some(tls) = &mut server.tls {
                 tls.port = loop {
@@ -336,6 +373,9 @@ impl Server {
                 .arg("--tls-ca-cert-file")
                 .arg(&tls.ca_file)
                 .args(["--tls-auth-clients", "no"]);
+        }
+        if let Some(bus_port) = self.bus_port {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-port", &bus_port.to_string()]);
         }
         cmd.args(&self.args);
         // Errors found before the log file is opened (an unknown option, say
@@ -588,6 +628,22 @@ mod tests {
         redis.kill();
         redis.start_again();
         assert!(TcpStream::connect(("127.0.0.1", redis.tls_port())).is_ok(), "TLS port open after a restart");
+    }
+
+    #[test]
+    fn a_cluster_node_has_a_bus_port_of_its_own_across_restarts() {
+        let bus_port = |port| {
+            let nodes = command(port, "CLUSTER NODES").unwrap().unwrap();
+            let me = nodes.lines().find(|l| l.contains("myself")).unwrap().to_owned();
+            me.split_whitespace().nth(1).unwrap().split(['@', ',']).nth(1).unwrap().parse::<u32>().unwrap()
+        };
+        let mut node = TestRedis::private_cluster_node(&[]);
+        let port = node.port();
+        let bus = bus_port(port);
+        assert_ne!(bus, u32::from(port) + 10000, "the bus port is picked, not derived");
+        node.kill();
+        node.start_again();
+        assert_eq!(bus_port(port), bus);
     }
 
     #[test]
