@@ -15,7 +15,8 @@
 //! `cluster-replica-validity-factor 0` let a replica take over within a few
 //! seconds of its master's death ([`TestCluster::kill_master`]).
 //! [`TestCluster::migrate_slots`] moves slots and their keys between masters
-//! with the `CLUSTER SETSLOT`/`MIGRATE` steps a resharding tool takes.
+//! with the `CLUSTER SETSLOT`/`MIGRATE` steps a resharding tool takes;
+//! [`TestCluster::begin_slot_migration`] stops half-way, for `-ASK` redirects.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -270,8 +271,7 @@ impl TestCluster {
                 continue;
             }
             let s = slot.to_string();
-            ok(to_port, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &source.id]);
-            ok(source.port, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &target.id]);
+            mark_migration(slot, source, target);
             loop {
                 let keys = match resp::call(source.port, &["CLUSTER", "GETKEYSINSLOT", &s, &MIGRATE_BATCH.to_string()])
                 {
@@ -302,6 +302,28 @@ impl TestCluster {
             Ok(())
         });
         self.wait_until_settled("the cluster after a migration", false);
+    }
+
+    /// Leaves `slot` half-way to the master on `to_port`: `IMPORTING` on the
+    /// target, `MIGRATING` on its master, no key moved. Its master still
+    /// answers for the keys it holds and redirects the others with `-ASK`
+    /// to the target. [`TestCluster::migrate_slots`] finishes the move.
+    ///
+    /// # Panics
+    ///
+    /// When `to_port` is not a running master or already serves `slot`.
+    pub fn begin_slot_migration(&self, slot: u16, to_port: u16) {
+        let view = self.nodes();
+        let target = view
+            .iter()
+            .find(|n| n.port == to_port && n.is_master() && !n.failed)
+            .unwrap_or_else(|| panic!("no running master on port {to_port}"));
+        let source = view
+            .iter()
+            .find(|n| n.is_master() && !n.failed && n.serves(slot))
+            .unwrap_or_else(|| panic!("slot {slot} is served by no running master"));
+        assert_ne!(source.port, to_port, "slot {slot} is already served by port {to_port}");
+        mark_migration(slot, source, target);
     }
 
     fn index_of(&self, port: u16) -> usize {
@@ -387,6 +409,15 @@ fn parse_node_line(line: &str) -> Result<ClusterNode, String> {
         slots.push(from..=to);
     }
     Ok(ClusterNode { port, id: fields[0].to_owned(), role, slots, failed: flags.contains(&"fail") })
+}
+
+/// `CLUSTER SETSLOT IMPORTING` on the target, then `MIGRATING` on the
+/// source (the order a resharding tool uses, so no request is bounced
+/// between two nodes that both disown the slot).
+fn mark_migration(slot: u16, source: &ClusterNode, target: &ClusterNode) {
+    let s = slot.to_string();
+    ok(target.port, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &source.id]);
+    ok(source.port, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &target.id]);
 }
 
 /// Runs a command that must answer `+OK`.

@@ -116,6 +116,16 @@ fn migrating_slots_moves_their_keys_and_ownership_to_another_master() {
     let last = (slot + 2).min(SLOTS - 1);
     let owned_by_source: Vec<u16> = (first..=last).filter(|s| source.serves(*s)).collect();
 
+    // Half-way, the source keeps answering for the keys it holds and sends
+    // clients to the target for the others.
+    cluster.begin_slot_migration(slot, target.port);
+    assert_eq!(resp::call(source.port, &["GET", "moving"]).unwrap(), Reply::Bulk(Some("v".into())));
+    assert_eq!(
+        resp::call(source.port, &["GET", "{moving}:absent"]).unwrap(),
+        Reply::Error(format!("ASK {slot} 127.0.0.1:{}", target.port))
+    );
+    assert_eq!(cluster.master_for_slot(slot).port, source.port, "ownership moves only at the end");
+
     cluster.migrate_slots(first..=last, target.port);
 
     for s in first..=last {
