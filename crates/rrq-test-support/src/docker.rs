@@ -69,7 +69,10 @@ fn decide(test: &str, daemon: Result<(), String>, opt_out: Option<&str>) -> Resu
     let Err(why) = daemon else { return Ok(true) };
     let why = why.trim_end_matches('.');
     if opt_out.map(str::trim) == Some("1") {
-        eprintln!("SKIPPED {test}: no Docker daemon ({why}) and {NO_DOCKER_ENV}=1");
+        // Straight to stderr: `cargo test` captures what `eprintln!` prints in
+        // a passing test (nextest shows it with `--success-output immediate`).
+        let line = format!("SKIPPED {test}: no Docker daemon ({why}) and {NO_DOCKER_ENV}=1\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
         return Ok(false);
     }
     Err(format!(
