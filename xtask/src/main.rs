@@ -2,7 +2,8 @@
 //!
 //! * `cargo xtask test`: formatting, lints (warnings denied), dependency
 //!   invariants, the TypeScript SDK's `npm ci && npm test`, every test (Redis,
-//!   Python and Node interop included), doc tests.
+//!   cluster, sentinel, Docker, Python and Node interop included), doc tests.
+//!   It first checks the tools the tests need and that a Docker daemon answers.
 //! * `cargo xtask demo`: Redis (from `RRQ_REDIS_DSN` or a throwaway
 //!   `redis-server`), a worker with the example Rust runner, a few hundred jobs,
 //!   progress and a summary.
@@ -69,6 +70,36 @@ pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
 }
 
+/// Set to `1` to skip the Docker tests on a machine without a daemon.
+const NO_DOCKER_ENV: &str = "RRQ_TEST_NO_DOCKER";
+
+/// Whether a Docker daemon answers `docker info`, with the reason if not.
+fn docker_daemon() -> Result<(), String> {
+    match Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("the `docker` command was not found".to_owned()),
+        Err(e) => Err(format!("cannot run `docker`: {e}")),
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!("`docker info` failed: {}", String::from_utf8_lossy(&out.stderr).trim())),
+    }
+}
+
+/// The Docker tests need a daemon: `Ok(None)` when one answers, a warning
+/// to print when none does but the opt-out is set, an error naming the fix
+/// otherwise.
+fn docker_check(daemon: Result<(), String>, opt_out: Option<&str>) -> Result<Option<String>> {
+    let Err(why) = daemon else { return Ok(None) };
+    let why = why.trim_end_matches('.');
+    if opt_out.map(str::trim) == Some("1") {
+        return Ok(Some(format!(
+            "WARNING: no Docker daemon ({why}); {NO_DOCKER_ENV}=1, so the Docker tests will be SKIPPED"
+        )));
+    }
+    bail!(
+        "the Docker tests need a daemon, but {why}; install Docker (`apt-get install docker.io`) and start it \
+         (`dockerd > /tmp/dockerd.log 2>&1 &`; `.ci/run` does both), or set {NO_DOCKER_ENV}=1 to skip them here"
+    )
+}
+
 fn has_nextest() -> bool {
     cargo().args(["nextest", "--version"]).output().map(|o| o.status.success()).unwrap_or(false)
 }
@@ -95,6 +126,14 @@ fn test(extra: &[String]) -> Result<()> {
     if !node {
         bail!("node and npm are needed for sdks/typescript; install them with `apt-get install nodejs npm` (Node 20)");
     }
+    // The cluster fixtures run `redis-cli --cluster create`.
+    if !Command::new("redis-cli").arg("--version").output().map(|o| o.status.success()).unwrap_or(false) {
+        bail!("redis-cli is not installed; install it with `apt-get install redis-tools`");
+    }
+    let opt_out = std::env::var(NO_DOCKER_ENV).ok();
+    if let Some(warning) = docker_check(docker_daemon(), opt_out.as_deref())? {
+        eprintln!("{warning}");
+    }
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     // The TypeScript runner SDK: a clean install from package-lock.json, its
     // build and its own tests (node --test).
@@ -116,4 +155,22 @@ fn test(extra: &[String]) -> Result<()> {
         run(cargo().args(["test", "--workspace", "--no-fail-fast"]).args(extra))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_docker_check_names_the_fix_and_honours_only_an_explicit_opt_out() {
+        let gone = || Err("`docker info` failed: Cannot connect to the Docker daemon.".to_owned());
+        let why = docker_check(gone(), None).unwrap_err().to_string();
+        assert!(why.contains("dockerd") && why.contains("apt-get install docker.io"), "{why}");
+        assert!(why.contains("RRQ_TEST_NO_DOCKER=1"), "{why}");
+        assert!(docker_check(gone(), Some("yes")).is_err(), "only 1 opts out");
+        let warning = docker_check(gone(), Some("1")).unwrap().expect("a warning");
+        assert!(warning.contains("SKIPPED"), "{warning}");
+        assert_eq!(docker_check(Ok(()), Some("1")).unwrap(), None);
+        assert_eq!(docker_check(Ok(()), None).unwrap(), None);
+    }
 }

@@ -19,8 +19,7 @@
 //! Only `std` is used: no Redis client and no async runtime, so this crate
 //! can be used by any test without pulling either in.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,7 +58,24 @@ struct Server {
     args: Vec<String>,
     /// Boxed, so servers without TLS (most of them) stay small.
     tls: Option<Box<Tls>>,
+    /// A configuration file in the scratch directory, passed first (a
+    /// sentinel needs one it can rewrite).
+    config: Option<PathBuf>,
+    /// The cluster bus port of a cluster node.
+    bus_port: Option<u16>,
     child: Option<Child>,
+}
+
+/// How to start a private server.
+#[derive(Debug, Default)]
+struct Options<'a> {
+    aof: bool,
+    args: &'a [&'a str],
+    tls: bool,
+    /// The text of a configuration file.
+    config: Option<&'a str>,
+    /// Run as a cluster node with a bus port of its own.
+    cluster_bus: bool,
 }
 
 /// The TLS side of a [`TestRedis::private_tls`] server.
@@ -101,7 +117,22 @@ impl TestRedis {
     /// When `redis-server` (or `$RRQ_REDIS_SERVER`) cannot be run, or does not
     /// answer within a few seconds on any of several free ports.
     pub fn private() -> TestRedis {
-        TestRedis { kind: Kind::Private(Server::spawn(false, &[], false)) }
+        TestRedis { kind: Kind::Private(Server::spawn(Options::default())) }
+    }
+
+    /// A private server started from a configuration file with `config` as
+    /// its text (written to the scratch directory, where the server may
+    /// rewrite it) and extra arguments, e.g. a sentinel (`--sentinel`).
+    pub(crate) fn private_with_config(config: &str, args: &[&str]) -> TestRedis {
+        TestRedis { kind: Kind::Private(Server::spawn(Options { args, config: Some(config), ..Options::default() })) }
+    }
+
+    /// A private server with `cluster-enabled yes` and extra arguments. Its
+    /// cluster bus port is a free port picked with its port (the default,
+    /// port + 10000, is out of range for a fifth of the ephemeral ports), and
+    /// kept across restarts.
+    pub(crate) fn private_cluster_node(args: &[&str]) -> TestRedis {
+        TestRedis { kind: Kind::Private(Server::spawn(Options { args, cluster_bus: true, ..Options::default() })) }
     }
 
     /// A private server without persistence that also accepts TLS on a second
@@ -119,7 +150,7 @@ impl TestRedis {
     /// As [`TestRedis::private`]; also when the `openssl` command is missing or
     /// fails, or when the server was built without TLS support.
     pub fn private_tls() -> TestRedis {
-        TestRedis { kind: Kind::Private(Server::spawn(false, &[], true)) }
+        TestRedis { kind: Kind::Private(Server::spawn(Options { tls: true, ..Options::default() })) }
     }
 
     /// A private server that keeps an append-only file (`--appendonly yes`,
@@ -130,7 +161,7 @@ impl TestRedis {
     ///
     /// As [`TestRedis::private`].
     pub fn private_with_aof() -> TestRedis {
-        TestRedis { kind: Kind::Private(Server::spawn(true, &[], false)) }
+        TestRedis { kind: Kind::Private(Server::spawn(Options { aof: true, ..Options::default() })) }
     }
 
     /// A private server without persistence, started with extra
@@ -142,7 +173,7 @@ impl TestRedis {
     ///
     /// As [`TestRedis::private`], and when the server refuses an argument.
     pub fn private_with_args(args: &[&str]) -> TestRedis {
-        TestRedis { kind: Kind::Private(Server::spawn(false, args, false)) }
+        TestRedis { kind: Kind::Private(Server::spawn(Options { args, ..Options::default() })) }
     }
 
     /// The server's URL (`redis://127.0.0.1:{port}` for a private server).
@@ -251,17 +282,33 @@ impl TestRedis {
 }
 
 impl Server {
-    fn spawn(aof: bool, args: &[&str], tls: bool) -> Server {
-        let program = std::env::var("RRQ_REDIS_SERVER")
-            .ok()
-            .filter(|p| !p.trim().is_empty())
-            .unwrap_or_else(|| "redis-server".to_owned());
+    fn spawn(options: Options<'_>) -> Server {
+        let Options { aof, args, tls, config, cluster_bus } = options;
+        let program = server_program();
         let dir = std::env::temp_dir().join(format!("rrq-test-redis-{}", uuid::Uuid::new_v4().simple()));
         if let Err(e) = std::fs::create_dir_all(&dir) {
             panic!("cannot create the test redis directory {}: {e}", dir.display());
         }
         let args = args.iter().map(|a| (*a).to_owned()).collect();
-        let mut server = Server { program, port: 0, url: String::new(), dir, aof, args, tls: None, child: None };
+        let mut server = Server {
+            program,
+            port: 0,
+            url: String::new(),
+            dir,
+            aof,
+            args,
+            tls: None,
+            config: None,
+            bus_port: None,
+            child: None,
+        };
+        if let Some(text) = config {
+            let path = server.dir.join("redis.conf");
+            if let Err(e) = std::fs::write(&path, text) {
+                panic!("cannot write the test redis configuration {}: {e}", path.display());
+            }
+            server.config = Some(path);
+        }
         if tls {
             // After `server` exists, so a failure still removes the directory.
             server.tls = Some(Box::new(Tls::generate(&server.dir)));
@@ -269,6 +316,14 @@ impl Server {
         let mut failures = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
             server.port = free_port();
+            if cluster_bus {
+                server.bus_port = Some(loop {
+                    let port = free_port();
+                    if port != server.port {
+                        break port;
+                    }
+                });
+            }
             server.url = format!("redis://127.0.0.1:{}", server.port);
             if let Some(tls) = &mut server.tls {
                 tls.port = loop {
@@ -293,6 +348,9 @@ impl Server {
     fn launch(&mut self) -> Result<(), String> {
         let log = self.dir.join("redis.log");
         let mut cmd = Command::new(&self.program);
+        if let Some(config) = &self.config {
+            cmd.arg(config);
+        }
         cmd.arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
@@ -315,6 +373,9 @@ impl Server {
                 .arg("--tls-ca-cert-file")
                 .arg(&tls.ca_file)
                 .args(["--tls-auth-clients", "no"]);
+        }
+        if let Some(bus_port) = self.bus_port {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-port", &bus_port.to_string()]);
         }
         cmd.args(&self.args);
         // Errors found before the log file is opened (an unknown option, say
@@ -459,8 +520,13 @@ impl Drop for Server {
     }
 }
 
+/// The server program tests run: `$RRQ_REDIS_SERVER`, or `redis-server`.
+pub(crate) fn server_program() -> String {
+    std::env::var("RRQ_REDIS_SERVER").ok().filter(|p| !p.trim().is_empty()).unwrap_or_else(|| "redis-server".to_owned())
+}
+
 /// A port that was free a moment ago.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
         .unwrap_or_else(|e| panic!("cannot bind a loopback port for the test redis: {e}"));
     listener.local_addr().expect("a bound listener has an address").port()
@@ -481,32 +547,12 @@ fn loading(port: u16) -> bool {
     }
 }
 
-/// Sends one inline command and returns the reply's text (simple string or
-/// bulk string, `None` for a nil reply); an error reply or a broken
-/// connection is an `Err`.
+/// Sends one command (its words split on spaces) and returns the reply's
+/// text (`None` for a nil reply); an error reply or a broken connection is an
+/// `Err`.
 fn command(port: u16, line: &str) -> std::io::Result<Option<String>> {
-    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    let mut stream = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.write_all(format!("{line}\r\n").as_bytes())?;
-    let mut reader = BufReader::new(stream);
-    let mut first = String::new();
-    reader.read_line(&mut first)?;
-    let first = first.trim_end();
-    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-    match first.as_bytes().first() {
-        Some(b'+') => Ok(Some(first[1..].to_owned())),
-        Some(b'$') if first == "$-1" => Ok(None),
-        Some(b'$') => {
-            let len: usize = first[1..].parse().map_err(|_| invalid("bad bulk length"))?;
-            let mut body = vec![0; len + 2];
-            reader.read_exact(&mut body)?;
-            body.truncate(len);
-            String::from_utf8(body).map(Some).map_err(|_| invalid("reply is not UTF-8"))
-        }
-        Some(b'-') => Err(invalid(first)),
-        _ => Err(invalid("unexpected reply")),
-    }
+    let args: Vec<&str> = line.split(' ').collect();
+    crate::resp::text(port, &args)
 }
 
 /// The port of a `redis://host:port/...` URL, or Redis's default port.
@@ -528,6 +574,7 @@ fn log_tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpStream;
 
     #[test]
     fn url_ports_are_found() {
@@ -581,6 +628,22 @@ mod tests {
         redis.kill();
         redis.start_again();
         assert!(TcpStream::connect(("127.0.0.1", redis.tls_port())).is_ok(), "TLS port open after a restart");
+    }
+
+    #[test]
+    fn a_cluster_node_has_a_bus_port_of_its_own_across_restarts() {
+        let bus_port = |port| {
+            let nodes = command(port, "CLUSTER NODES").unwrap().unwrap();
+            let me = nodes.lines().find(|l| l.contains("myself")).unwrap().to_owned();
+            me.split_whitespace().nth(1).unwrap().split(['@', ',']).nth(1).unwrap().parse::<u32>().unwrap()
+        };
+        let mut node = TestRedis::private_cluster_node(&[]);
+        let port = node.port();
+        let bus = bus_port(port);
+        assert_ne!(bus, u32::from(port) + 10000, "the bus port is picked, not derived");
+        node.kill();
+        node.start_again();
+        assert_eq!(bus_port(port), bus);
     }
 
     #[test]
