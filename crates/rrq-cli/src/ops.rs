@@ -35,7 +35,8 @@ pub(crate) async fn connect(args: &ConfigArgs) -> Result<Connected, CliError> {
     }
     let settings = loaded.settings;
     let dsn = mask_dsn(&settings.redis_dsn);
-    let store = match RedisStore::connect(&settings.redis_dsn).await {
+    let options = rrq_store::ConnectOptions::default().with_ca_file_opt(settings.redis_ca_file.clone());
+    let store = match RedisStore::connect_with(&settings.redis_dsn, options).await {
         Ok(store) => store,
         Err(e @ StoreError::InvalidDsn { .. }) => {
             let hint = format!("fix redis_dsn in {path} (or RRQ_REDIS_DSN); it must look like redis://host:6379/0");

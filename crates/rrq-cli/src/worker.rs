@@ -217,11 +217,14 @@ pub(crate) async fn build_worker(settings: &Settings, queues: Vec<QueueName>, bu
     let needed = needed_runners(settings, &queues)?;
     let config = worker_config(settings, queues, burst)?;
     let store: Arc<dyn Store> = Arc::new(
-        RedisStore::connect(&settings.redis_dsn)
-            .await?
-            .with_defaults(config.defaults.clone())
-            .with_keyspace_notifications(settings.keyspace_notifications)
-            .with_events_ttl(settings.job_events_ttl),
+        RedisStore::connect_with(
+            &settings.redis_dsn,
+            rrq_store::ConnectOptions::default().with_ca_file_opt(settings.redis_ca_file.clone()),
+        )
+        .await?
+        .with_defaults(config.defaults.clone())
+        .with_keyspace_notifications(settings.keyspace_notifications)
+        .with_events_ttl(settings.job_events_ttl),
     );
     let mut worker = Worker::new(config, store.clone());
     let mut runners = Vec::new();

@@ -131,8 +131,19 @@ pub fn locate(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> 
     Err(Error::NotFound)
 }
 
+/// The environment variable naming a PEM file of extra CA certificates to
+/// trust for `rediss://` connections.
+pub const REDIS_CA_FILE_ENV: &str = "RRQ_REDIS_CA_FILE";
+
+/// The CA file `RRQ_REDIS_CA_FILE` names, for programs that connect with a
+/// DSN alone (no `rrq.toml`); unset or empty gives `None`.
+pub fn redis_ca_file_from_env() -> Option<PathBuf> {
+    std::env::var_os(REDIS_CA_FILE_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
 /// Locates, reads and validates the configuration using the process
-/// environment (`RRQ_CONFIG`, `RRQ_REDIS_DSN`, `RRQ_CAPTURE_RUNNER_OUTPUT`).
+/// environment (`RRQ_CONFIG`, `RRQ_REDIS_DSN`, `RRQ_REDIS_CA_FILE`,
+/// `RRQ_CAPTURE_RUNNER_OUTPUT`).
 pub fn load(explicit: Option<&Path>) -> Result<Loaded, Error> {
     let env = |k: &str| std::env::var(k).ok();
     load_with_env(explicit, &env)

@@ -168,6 +168,9 @@ pub fn default_ignore_patterns() -> Vec<String> {
 pub struct Settings {
     /// Redis URL (after `RRQ_REDIS_DSN`).
     pub redis_dsn: String,
+    /// A PEM file of extra CA certificates to trust for `rediss://`
+    /// (`RRQ_REDIS_CA_FILE`; unset or empty for none).
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Default queue (full key).
     pub default_queue: QueueName,
     /// Default DLQ (full key).
@@ -290,6 +293,7 @@ pub(crate) fn validate(
         .filter(|v| !v.trim().is_empty())
         .or(raw.redis_dsn)
         .unwrap_or_else(|| "redis://localhost:6379/0".to_owned());
+    let redis_ca_file = env(crate::REDIS_CA_FILE_ENV).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
     let capture_runner_output = match env("RRQ_CAPTURE_RUNNER_OUTPUT").filter(|v| !v.is_empty()) {
         Some(v) => matches!(v.as_str(), "1" | "true" | "yes"),
         None => raw.capture_runner_output.unwrap_or(false),
@@ -380,6 +384,7 @@ pub(crate) fn validate(
 
     Ok(Settings {
         redis_dsn,
+        redis_ca_file,
         default_queue,
         default_dlq: DlqName::new(raw.default_dlq_name.as_deref().unwrap_or("default")),
         default_max_retries,
@@ -802,11 +807,13 @@ metric_export_interval_seconds = 5
     fn env_overrides_dsn_and_capture() {
         let env = |k: &str| match k {
             "RRQ_REDIS_DSN" => Some("redis://env:7/0".to_owned()),
+            "RRQ_REDIS_CA_FILE" => Some("/etc/rrq/ca.pem".to_owned()),
             "RRQ_CAPTURE_RUNNER_OUTPUT" => Some("yes".to_owned()),
             _ => None,
         };
         let (s, _) = parse_with_env("[rrq]\nredis_dsn = \"redis://file\"", "t", &env).unwrap();
         assert_eq!(s.redis_dsn, "redis://env:7/0");
+        assert_eq!(s.redis_ca_file.as_deref(), Some(std::path::Path::new("/etc/rrq/ca.pem")));
         assert!(s.capture_runner_output);
     }
 

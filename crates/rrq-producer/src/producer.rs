@@ -163,7 +163,10 @@ impl Producer {
 
     /// Connects to Redis at `dsn` with `config`.
     pub async fn connect(dsn: &str, config: ProducerConfig) -> Result<Self, ProducerError> {
-        let store = RedisStore::connect(dsn).await?;
+        // A DSN alone carries no CA file: take it from the environment, as
+        // the `rrq` command does through its settings.
+        let options = rrq_store::ConnectOptions::default().with_ca_file_opt(rrq_config::redis_ca_file_from_env());
+        let store = RedisStore::connect_with(dsn, options).await?;
         Ok(Self::with_store(Arc::new(store), config))
     }
 

@@ -31,9 +31,8 @@ impl RedisStore {
     /// `valkey://` / `valkeys://` spellings. Redis Cluster URLs are refused:
     /// the 0.11.1 key layout cannot span hash slots.
     ///
-    /// TLS trusts the system's root certificates plus those in the PEM file
-    /// named by `RRQ_REDIS_CA_FILE` ([`ConnectOptions::from_env`]); use
-    /// [`RedisStore::connect_with`] to pass that file without the environment.
+    /// TLS trusts the system's root certificates; use
+    /// [`RedisStore::connect_with`] to trust a private CA's PEM file too.
     ///
     /// # Errors
     ///
@@ -43,11 +42,10 @@ impl RedisStore {
     /// server does not answer `PING` within five seconds (wrong address,
     /// refused credentials, ...).
     pub async fn connect(dsn: &str) -> Result<RedisStore, StoreError> {
-        RedisStore::connect_with(dsn, ConnectOptions::from_env()).await
+        RedisStore::connect_with(dsn, ConnectOptions::default()).await
     }
 
-    /// [`RedisStore::connect`] with explicit [`ConnectOptions`] instead of
-    /// those of the environment.
+    /// [`RedisStore::connect`] with explicit [`ConnectOptions`] (a CA file).
     ///
     /// # Errors
     ///

@@ -2,15 +2,16 @@
 
 use std::path::{Path, PathBuf};
 
-/// The environment variable [`ConnectOptions::from_env`] reads the CA file from.
+/// The environment variable from which programs built on RRQ (the `rrq`
+/// command, `rrq-producer`) take the CA file; named in TLS error hints. The
+/// store itself never reads the environment.
 pub const CA_FILE_ENV: &str = "RRQ_REDIS_CA_FILE";
 
 /// Settings for [`RedisStore::connect_with`](crate::RedisStore::connect_with)
 /// beyond the DSN.
 ///
-/// [`RedisStore::connect`](crate::RedisStore::connect) uses
-/// [`ConnectOptions::from_env`]; tests and embedders that must not depend on
-/// the process environment build their own:
+/// [`RedisStore::connect`](crate::RedisStore::connect) uses the defaults (the
+/// system's roots only); a CA file is passed explicitly:
 ///
 /// ```
 /// let options = rrq_store::ConnectOptions::default().with_ca_file("/etc/redis/ca.pem");
@@ -22,11 +23,13 @@ pub struct ConnectOptions {
 }
 
 impl ConnectOptions {
-    /// The options named by the environment: `RRQ_REDIS_CA_FILE` (a PEM file
-    /// of extra trusted CA certificates; unset or empty for none).
-    pub fn from_env() -> ConnectOptions {
-        let ca_file = std::env::var_os(CA_FILE_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
-        ConnectOptions { ca_file }
+    /// [`ConnectOptions::with_ca_file`] when `path` is `Some`.
+    #[must_use]
+    pub fn with_ca_file_opt(self, path: Option<impl Into<PathBuf>>) -> ConnectOptions {
+        match path {
+            Some(path) => self.with_ca_file(path),
+            None => self,
+        }
     }
 
     /// Trusts the CA certificates in the PEM file at `path` for `rediss://`
