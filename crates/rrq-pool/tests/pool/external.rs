@@ -247,6 +247,32 @@ async fn a_response_timeout_is_a_transport_error_and_drops_the_connection() {
 }
 
 #[tokio::test]
+async fn a_response_timeout_on_a_shared_connection_cancels_on_a_fresh_one_and_keeps_it() {
+    let fake = Fake::bind().await;
+    let pool = start(&fake, 2, |c| c.response_timeout = Some(Duration::from_millis(1_000))).await;
+    let mut peer = fake.accept().await;
+    let slow = call(&pool, "slow", LONG);
+    let slow_req = peer.request().await;
+    // sleep-ok: the two response timers must be staggered, so that only the
+    // first expires while the second request is still in flight.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let other = call(&pool, "other", LONG);
+    let other_req = peer.request().await;
+    assert_eq!(transport(outcome(slow).await), "runner response timeout");
+    let mut side = fake.accept().await;
+    match side.recv().await {
+        Some(Envelope::Cancel(c)) => {
+            assert_eq!((c.job_id.as_str(), c.request_id.as_deref()), ("slow", Some(slow_req.request_id.as_str())));
+        }
+        other => panic!("expected a cancel frame on a fresh connection, got {other:?}"),
+    }
+    // The connection (and so the process) carrying the other request is kept.
+    peer.respond(success(&other_req, json!("kept"))).await;
+    assert_eq!(outcome(other).await.unwrap().result, Some(json!("kept")));
+    pool.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test]
 async fn a_timeout_on_a_shared_connection_sends_a_cancel_on_a_fresh_one() {
     let fake = Fake::bind().await;
     let pool = start(&fake, 2, |_| {}).await;

@@ -71,7 +71,7 @@ async def run(req, writer):
         if fn == "info":
             result = {
                 "argv": sys.argv[1:],
-                "env": {k: os.environ.get(k) for k in ("RRQ_RUNNER_TCP_SOCKET", "FAKE_EXTRA")},
+                "env": {k: os.environ.get(k) for k in ("RRQ_RUNNER_TCP_SOCKET", "RRQ_RUNNER_OWNER", "FAKE_EXTRA")},
                 "cwd": os.getcwd(),
                 "pid": os.getpid(),
                 "pgid": os.getpgid(0),
@@ -124,10 +124,13 @@ async def handle(reader, writer):
     CONNECTIONS += 1
     conn = CONNECTIONS
     log("connect", conn=conn)
+    frames = 0
+    partial = 0
     try:
         while True:
             (length,) = struct.unpack(">I", await reader.readexactly(4))
             message = json.loads(await reader.readexactly(length))
+            frames += 1
             payload = message["payload"]
             if message["type"] == "request":
                 log("request", conn=conn, request_id=payload["request_id"], function=payload["function_name"])
@@ -138,9 +141,12 @@ async def handle(reader, writer):
                     wanted = payload.get("request_id")
                     if job_id == payload["job_id"] and wanted in (None, request_id):
                         task.cancel()
-    except (asyncio.IncompleteReadError, ConnectionError):
+    except asyncio.IncompleteReadError as e:
+        partial = len(e.partial)
+    except ConnectionError:
         pass
-    log("close", conn=conn)
+    # frames: whole frames received; partial: bytes of a cut-off one.
+    log("close", conn=conn, frames=frames, partial=partial)
 
 
 FOREIGN_LISTENER = """

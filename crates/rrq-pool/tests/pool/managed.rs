@@ -65,7 +65,14 @@ async fn processes_get_the_documented_argv_env_cwd_stdin_and_group() {
         let port = result_field(&info, "argv")[3].as_str().unwrap().rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
         let socket = format!("127.0.0.1:{port}");
         assert_eq!(result_field(&info, "argv"), json!(["--extra-arg", "x", "--tcp-socket", socket]));
-        assert_eq!(result_field(&info, "env"), json!({"RRQ_RUNNER_TCP_SOCKET": socket, "FAKE_EXTRA": "yes"}));
+        // The owner marker names this process (the orchestrator) by pid and
+        // start time, so a later orchestrator can sweep leftovers.
+        let me = std::process::id();
+        let owner = format!("{me}:{}", start_time(me));
+        assert_eq!(
+            result_field(&info, "env"),
+            json!({"RRQ_RUNNER_TCP_SOCKET": socket, "RRQ_RUNNER_OWNER": owner, "FAKE_EXTRA": "yes"})
+        );
         let cwd = std::path::PathBuf::from(result_field(&info, "cwd").as_str().unwrap());
         assert_eq!(cwd.canonicalize().unwrap(), scratch.dir.canonicalize().unwrap());
         assert_eq!(result_field(&info, "pgid"), result_field(&info, "pid"), "each runner leads its own group");
@@ -82,8 +89,11 @@ async fn processes_get_the_documented_argv_env_cwd_stdin_and_group() {
         assert_eq!(conns[0]["event"], "start");
         assert_eq!((conns[1]["event"].as_str(), conns[1]["conn"].as_u64()), (Some("connect"), Some(1)));
     }
-    let probe_closed = scratch.events_of("close").iter().filter(|e| e["conn"] == 1).count();
-    assert_eq!(probe_closed, 2, "each probe connection was closed");
+    let probes: Vec<Value> = scratch.events_of("close").into_iter().filter(|e| e["conn"] == 1).collect();
+    assert_eq!(probes.len(), 2, "each probe connection was closed: {probes:?}");
+    for probe in probes {
+        assert_eq!((probe["frames"].as_u64(), probe["partial"].as_u64()), (Some(0), Some(0)), "a probe writes nothing");
+    }
     pool.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -118,6 +128,19 @@ async fn a_busy_port_moves_the_process_to_a_free_one() {
     assert_ne!(port, base);
     let info = run(&pool, "a", "info", json!({})).await;
     assert_eq!(result_field(&info, "env")["RRQ_RUNNER_TCP_SOCKET"], json!(format!("127.0.0.1:{port}")));
+    pool.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn without_cwd_the_runner_starts_in_the_orchestrators_working_directory() {
+    let scratch = Scratch::new();
+    let config = scratch.config("here", 1);
+    assert!(config.cwd.is_none());
+    let pool = start(config).await;
+    let info = run(&pool, "a", "info", json!({})).await;
+    let cwd = std::path::PathBuf::from(result_field(&info, "cwd").as_str().unwrap());
+    assert_eq!(cwd.canonicalize().unwrap(), std::env::current_dir().unwrap().canonicalize().unwrap());
+    assert_ne!(cwd.canonicalize().unwrap(), scratch.dir.canonicalize().unwrap());
     pool.shutdown(Duration::ZERO).await;
 }
 
