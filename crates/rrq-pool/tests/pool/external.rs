@@ -235,6 +235,43 @@ async fn a_message_the_runner_must_not_send_fails_the_connection() {
 const DEFAULT_FRAME: usize = rrq_protocol::DEFAULT_MAX_FRAME_BYTES;
 
 #[tokio::test]
+async fn a_request_from_the_runner_fails_the_connection() {
+    let wrong_way = Envelope::Request(request("a", "f", json!({})));
+    let frame = rrq_protocol::encode_frame_to_vec(&wrong_way, DEFAULT_FRAME).unwrap();
+    fault_then_recovery(DEFAULT_FRAME, Fault::Bytes(frame), "unexpected request message").await;
+}
+
+#[tokio::test]
+async fn a_zero_length_frame_fails_the_connection() {
+    fault_then_recovery(1024, Fault::Bytes(vec![0, 0, 0, 0]), "empty payload").await;
+}
+
+#[tokio::test]
+async fn an_unknown_message_type_fails_the_connection() {
+    let body = br#"{"type":"hello","payload":{}}"#;
+    let mut frame = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    fault_then_recovery(1024, Fault::Bytes(frame), "invalid frame").await;
+}
+
+#[tokio::test]
+async fn a_broken_frame_fails_every_request_pending_on_the_connection() {
+    let fake = Fake::bind().await;
+    let pool = start(&fake, 3, |_| {}).await;
+    let mut peer = fake.accept().await;
+    let calls = [call(&pool, "a", LONG), call(&pool, "b", LONG), call(&pool, "c", LONG)];
+    for _ in 0..3 {
+        let _ = peer.request().await;
+    }
+    peer.write_raw(b"\x00\x00\x00\x05hello").await;
+    for pending in calls {
+        assert!(transport(outcome(pending).await).contains("invalid frame"));
+    }
+    peer.expect_closed().await;
+    assert_eq!(pool.health().in_flight, 0);
+}
+
+#[tokio::test]
 async fn a_response_timeout_is_a_transport_error_and_drops_the_connection() {
     let fake = Fake::bind().await;
     let pool = start(&fake, 1, |c| c.response_timeout = Some(Duration::from_millis(150))).await;

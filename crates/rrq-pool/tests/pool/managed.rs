@@ -145,6 +145,25 @@ async fn without_cwd_the_runner_starts_in_the_orchestrators_working_directory() 
 }
 
 #[tokio::test]
+async fn a_respawned_process_moves_off_a_port_taken_meanwhile() {
+    let scratch = Scratch::new();
+    let pool = start(scratch.config("respawn-port", 1)).await;
+    let first = pool.pids()[0].unwrap();
+    let port = pool.addresses()[0].expect("ready").port();
+    let crashed = outcome(call(&pool, "boom", "crash", json!({}), LONG)).await;
+    assert!(crashed.is_err(), "{crashed:?}");
+    // The respawn waits at least 100 ms after the crash: take the port now.
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", port)).expect("the crashed runner's port is free");
+    let second = eventually("a new process", || pool.pids()[0].filter(|p| *p != first)).await;
+    let moved = eventually("the new process to be ready", || pool.addresses()[0]).await.port();
+    assert_ne!(moved, port, "the taken port was abandoned");
+    let info = run(&pool, "a", "info", json!({})).await;
+    assert_eq!(pid_of(&info), second);
+    assert_eq!(result_field(&info, "env")["RRQ_RUNNER_TCP_SOCKET"], json!(format!("127.0.0.1:{moved}")));
+    pool.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test]
 async fn a_foreign_listener_on_the_port_is_not_mistaken_for_the_runner() {
     let scratch = Scratch::new();
     let mut config = scratch.config("d15", 1);
@@ -262,6 +281,23 @@ async fn cancel_stops_a_request_in_the_runner() {
     let got = outcome(pending).await.expect("the runner's answer");
     assert_eq!((got.status, got.error_kind()), (OutcomeStatus::Error, Some(error_types::CANCELLED)));
     assert_eq!(scratch.events_of("cancel")[0]["request_id"], "job-r");
+    pool.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn a_broken_connection_leaves_the_other_processes_alone() {
+    let scratch = Scratch::new();
+    let pool = start(scratch.config("apart", 2)).await;
+    let steady = call(&pool, "steady", "sleep", json!({"seconds": 1.0}), LONG);
+    eventually("the steady request", || (scratch.events_of("request").len() == 1).then_some(())).await;
+    // The least loaded process takes the next request: the other one.
+    let broken = outcome(call(&pool, "broken", "drop_connection", json!({}), LONG)).await;
+    assert!(broken.is_err(), "{broken:?}");
+    let dropped = scratch.events_of("dropping")[0]["pid"].as_u64().unwrap() as u32;
+    let steady = outcome(steady).await.expect("the other process answers");
+    assert_eq!(steady.status, OutcomeStatus::Success);
+    assert_ne!(pid_of(&steady), dropped, "the two requests ran in different processes");
+    assert!(!is_dead(pid_of(&steady)), "the other process is kept");
     pool.shutdown(Duration::ZERO).await;
 }
 
