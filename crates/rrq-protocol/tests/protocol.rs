@@ -274,3 +274,12 @@ fn requests_decode_without_optional_fields_and_not_without_required_ones() {
         assert!(matches!(decode(&broken), Err(FrameError::Invalid(_))), "without context.{key}");
     }
 }
+
+#[test]
+fn an_error_object_without_a_message_is_refused() {
+    let with = r#"{"type":"response","payload":{"job_id":"j","request_id":"r","status":"error","error":{"message":"m","type":null}}}"#;
+    assert!(matches!(FrameDecoder::default().decode(&mut frame_of(with)), Ok(Some(Envelope::Response(_)))));
+    let without =
+        r#"{"type":"response","payload":{"job_id":"j","request_id":"r","status":"error","error":{"type":"x"}}}"#;
+    assert!(matches!(FrameDecoder::default().decode(&mut frame_of(without)), Err(FrameError::Invalid(_))));
+}

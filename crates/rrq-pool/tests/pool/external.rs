@@ -335,6 +335,24 @@ async fn a_timeout_on_a_shared_connection_sends_a_cancel_on_a_fresh_one() {
 }
 
 #[tokio::test]
+async fn a_timeout_whose_cancel_cannot_be_delivered_drops_the_shared_connection() {
+    let fake = Fake::bind().await;
+    let pool = start(&fake, 2, |_| {}).await;
+    let mut peer = fake.accept().await;
+    // No more connections can be opened: the cancel has no way in.
+    drop(fake);
+    let slow = call(&pool, "slow", Duration::from_millis(200));
+    let other = call(&pool, "other", LONG);
+    let _ = peer.request().await;
+    let _ = peer.request().await;
+    assert!(matches!(outcome(slow).await, Err(PoolError::Timeout(_))));
+    // Shared, but the cancel failed: the "process" (connection) is given up,
+    // with the other request on it.
+    peer.expect_closed().await;
+    assert!(outcome(other).await.is_err());
+}
+
+#[tokio::test]
 async fn a_timeout_with_cancel_hints_cancels_then_drops_the_connection() {
     let fake = Fake::bind().await;
     let pool = start(&fake, 1, |c| c.cancel_hints = true).await;

@@ -8,6 +8,7 @@ Behaviour is chosen by environment variables:
   FAKE_FAIL_AT_START=text   print "fatal: text" to stderr and exit 3
   FAKE_IGNORE_TERM=1        ignore SIGTERM (only SIGKILL stops it)
   FAKE_CRASH_LOOP=marker    while the file marker exists, exit 7 at start
+  FAKE_NO_LISTEN=1          never listen (and never exit)
   FAKE_FOREIGN=pidfile      unless pidfile exists: do not listen, start a
                             detached process (its own session) listening on
                             the port instead, and write its pid to pidfile
@@ -171,6 +172,8 @@ async def main():
         sys.exit(3)
     if os.environ.get("FAKE_IGNORE_TERM"):
         signal.signal(signal.SIGTERM, lambda *_: log("term"))
+    if os.environ.get("FAKE_NO_LISTEN"):
+        await asyncio.Event().wait()
     foreign = os.environ.get("FAKE_FOREIGN")
     if foreign and not os.path.exists(foreign):
         child = subprocess.Popen([sys.executable, "-c", FOREIGN_LISTENER, str(PORT)], start_new_session=True)

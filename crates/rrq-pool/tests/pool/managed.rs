@@ -109,6 +109,41 @@ async fn a_runner_exiting_during_start_up_reports_status_and_stderr() {
 }
 
 #[tokio::test]
+async fn a_runner_that_never_listens_fails_start_up_after_the_connect_timeout() {
+    let scratch = Scratch::new();
+    let mut config = scratch.config("silent", 1);
+    config.env.insert("FAKE_NO_LISTEN".into(), "1".into());
+    config.connect_timeout = Duration::from_millis(700);
+    let started = Instant::now();
+    let message = unavailable(within("pool start", ProcessPool::start(config)).await);
+    assert!(started.elapsed() >= Duration::from_millis(700), "gave up after {:?}", started.elapsed());
+    assert!(message.contains("did not accept connections") && message.contains("within 0.7s"), "{message}");
+    let pid = scratch.events_of("boot")[0]["pid"].as_u64().unwrap() as u32;
+    eventually("the silent runner to be stopped", || is_dead(pid).then_some(())).await;
+}
+
+#[test]
+fn the_pool_defaults_are_15_s_to_get_ready_and_5_s_of_term_grace() {
+    let config = PoolConfig::managed("defaults", vec!["runner".into()], 9000);
+    assert_eq!((config.connect_timeout, config.term_grace), (Duration::from_secs(15), Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn a_term_grace_of_zero_kills_at_once() {
+    let scratch = Scratch::new();
+    let mut config = scratch.config("impatient", 1);
+    config.env.insert("FAKE_IGNORE_TERM".into(), "1".into());
+    config.term_grace = Duration::ZERO;
+    let pool = start(config).await;
+    let runner = pool.pids()[0].unwrap();
+    let started = Instant::now();
+    within("shutdown", pool.shutdown(Duration::ZERO)).await;
+    // The 5 s default (or any wait for the ignored SIGTERM) would be far longer.
+    assert!(started.elapsed() < Duration::from_secs(2), "shutdown took {:?}", started.elapsed());
+    assert!(is_dead(runner), "the runner ignoring SIGTERM was killed");
+}
+
+#[tokio::test]
 async fn a_missing_program_is_reported() {
     let scratch = Scratch::new();
     let mut config = scratch.config("missing", 1);
