@@ -1,10 +1,12 @@
 //! `rrq runner check`: the runner conformance kit.
 //!
-//! Starts a runner exactly as a managed pool does (the command, then
-//! `--tcp-socket 127.0.0.1:PORT`, `RRQ_RUNNER_TCP_SOCKET` set to the same
-//! address, the runner's `env` and `cwd`, stdin from `/dev/null`, its own
-//! process group), then talks the runner protocol to it directly and checks
-//! each rule of docs/RUNNER_PROTOCOL.md that a runner is responsible for.
+//! Starts a runner as a managed pool does, as far as the runner can tell
+//! (the command, then `--tcp-socket 127.0.0.1:PORT`, `RRQ_RUNNER_TCP_SOCKET`
+//! set to the same address, the runner's `env` and `cwd`, `RRQ_REDIS_DSN`
+//! withheld unless `env` sets it, stdin from `/dev/null`, its own process
+//! group; its stdout and stderr go to our stderr), then talks the runner
+//! protocol to it directly and checks each rule of docs/RUNNER_PROTOCOL.md
+//! that a runner is responsible for.
 //!
 //! The runner under test must register the check handlers:
 //!
@@ -51,6 +53,8 @@ pub const FAIL: &str = "rrq_check.fail";
 /// Retries after `delay`.
 pub const RETRY: &str = "rrq_check.retry";
 
+/// The message of a request stopped by a cancel frame.
+const CANCELLED_MESSAGE: &str = "Job cancelled";
 /// How many requests the concurrency check sends at once.
 const CONCURRENT: usize = 8;
 /// How long each of them sleeps.
@@ -144,7 +148,10 @@ fn target(args: &CheckArgs) -> Result<PoolConfig, CliError> {
             anyhow!("name a runner with --runner NAME, or give its command after `--`"),
         ));
     }
-    Ok(PoolConfig::managed("check", args.cmd.clone(), 1))
+    let mut config = PoolConfig::managed("check", args.cmd.clone(), 1);
+    // As `rrq worker` does: the orchestrator's Redis DSN is withheld.
+    config.env_remove.push("RRQ_REDIS_DSN".to_owned());
+    Ok(config)
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -155,11 +162,14 @@ fn free_port() -> std::io::Result<u16> {
 async fn check(config: &PoolConfig, addr: SocketAddr) -> Result<Vec<Outcome>, CliError> {
     let mut child = spawn(config, addr)?;
     let mut results = Vec::new();
-    let ready = wait_ready(&mut child, addr, config.connect_timeout).await;
+    let ready = match wait_ready(&mut child, addr, config.connect_timeout).await {
+        Ok(()) => serves_after_probe(&mut child, addr).await,
+        Err(e) => Err(e),
+    };
     let started = ready.is_ok();
     results.push(Outcome {
         name: "starts",
-        expected: "accepts connections on the --tcp-socket address, tolerates an empty probe connection",
+        expected: "accepts connections on the --tcp-socket address, survives an empty probe connection and answers",
         passed: started,
         detail: ready.err().unwrap_or_else(|| format!("listening on {addr}")),
     });
@@ -176,9 +186,9 @@ async fn check(config: &PoolConfig, addr: SocketAddr) -> Result<Vec<Outcome>, Cl
         ("handler_not_found", "an unregistered function answers status error, error.type handler_not_found"),
         ("protocol_version", "a request with protocol_version \"1\" is refused with status error"),
         ("concurrent", "8 pipelined 1 s requests on one connection are all answered within 3.5 s"),
-        ("cancel", "a cancel frame on another connection ends a running request: error, error.type cancelled"),
-        ("deadline", "a running request is stopped at context.deadline: status timeout"),
-        ("deadline_passed", "a request whose deadline has passed is answered status timeout"),
+        ("cancel", "a cancel frame on another connection ends a running request: error, cancelled, \"Job cancelled\""),
+        ("deadline", "a running request is stopped at context.deadline: status timeout, error.type timeout"),
+        ("deadline_passed", "a request whose deadline has passed is answered timeout without running the handler"),
         ("malformed_frame", "invalid JSON in a frame closes that connection without a reply; others keep working"),
         ("shutdown", "SIGTERM to the process group makes the runner exit within the term grace"),
     ];
@@ -214,6 +224,9 @@ async fn check(config: &PoolConfig, addr: SocketAddr) -> Result<Vec<Outcome>, Cl
 fn spawn(config: &PoolConfig, addr: SocketAddr) -> Result<Child, CliError> {
     let socket = addr.to_string();
     let mut command = Command::new(&config.cmd[0]);
+    for name in &config.env_remove {
+        command.env_remove(name);
+    }
     command
         .args(&config.cmd[1..])
         .arg("--tcp-socket")
@@ -259,6 +272,18 @@ async fn wait_ready(child: &mut Child, addr: SocketAddr, timeout: Duration) -> R
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(200));
     }
+}
+
+/// After the empty probe of [`wait_ready`]: the runner is still running and
+/// answers a request on a new connection (a runner that dies when a
+/// connection closes without data would fail every pool start).
+async fn serves_after_probe(child: &mut Child, addr: SocketAddr) -> Result<(), String> {
+    let req = request(ECHO, json!({"probe": "after"}));
+    let answered = call(addr, &req).await;
+    if let Ok(Some(status)) = child.try_wait() {
+        return Err(format!("the runner exited after an empty probe connection ({status})"));
+    }
+    answered.map(|_| ()).map_err(|e| format!("no answer after an empty probe connection: {e:#}"))
 }
 
 fn kill_group(child: &Child, signal: libc::c_int) {
@@ -527,6 +552,9 @@ async fn cancel(addr: SocketAddr) -> anyhow::Result<String> {
     if outcome.error_kind() != Some(error_types::CANCELLED) {
         return Err(anyhow!("expected error.type \"cancelled\", got {}", describe(&outcome)));
     }
+    if outcome.error_message() != Some(CANCELLED_MESSAGE) {
+        return Err(anyhow!("expected error.message {CANCELLED_MESSAGE:?}, got {}", describe(&outcome)));
+    }
     Ok(format!("answered {:.2} s after the cancel", started.elapsed().as_secs_f64()))
 }
 
@@ -535,15 +563,29 @@ async fn deadline(addr: SocketAddr) -> anyhow::Result<String> {
     req.context.deadline = Some(rfc3339(SystemClock.now() + chrono::Duration::milliseconds(1_000)));
     let started = Instant::now();
     let outcome = call(addr, &req).await?;
-    expect_status(&outcome, OutcomeStatus::Timeout)?;
+    expect_timeout(&outcome)?;
     Ok(format!("timeout after {:.2} s", started.elapsed().as_secs_f64()))
 }
 
+/// `status = timeout` with `error.type = timeout`.
+fn expect_timeout(outcome: &ExecutionOutcome) -> anyhow::Result<()> {
+    expect_status(outcome, OutcomeStatus::Timeout)?;
+    if outcome.error_kind() != Some(error_types::TIMEOUT) {
+        return Err(anyhow!("expected error.type \"timeout\", got {}", describe(outcome)));
+    }
+    Ok(())
+}
+
 async fn deadline_passed(addr: SocketAddr) -> anyhow::Result<String> {
-    let mut req = request(ECHO, json!({}));
+    // rrq_check.fail answers with its message if it runs at all.
+    let message = "rrq_check.fail ran although the deadline had passed";
+    let mut req = request(FAIL, json!({"message": message}));
     req.context.deadline = Some(rfc3339(SystemClock.now() - chrono::Duration::seconds(60)));
     let outcome = call(addr, &req).await?;
-    expect_status(&outcome, OutcomeStatus::Timeout)?;
+    if outcome.error_message() == Some(message) {
+        return Err(anyhow!("the handler ran: {}", describe(&outcome)));
+    }
+    expect_timeout(&outcome)?;
     Ok(describe(&outcome))
 }
 

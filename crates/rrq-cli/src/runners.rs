@@ -45,12 +45,25 @@ pub(crate) async fn start(name: &str, settings: &Settings) -> anyhow::Result<Arc
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn config(runner_table: &str) -> PoolConfig {
         let doc = format!("[rrq.runners.py]\ncmd = [\"runner\"]\ntcp_port = 9000\n{runner_table}");
         let (settings, _) = rrq_config::parse(&doc).expect("valid settings");
         pool_config("py", &settings).expect("pool config")
+    }
+
+    #[test]
+    fn runners_get_15_s_to_get_ready_and_5_s_of_term_grace_unless_configured() {
+        let defaults = config("");
+        assert_eq!((defaults.connect_timeout, defaults.term_grace), (Duration::from_secs(15), Duration::from_secs(5)));
+        let doc = "[rrq]\nrunner_connect_timeout_ms = 250\nrunner_shutdown_term_grace_seconds = 0\n\n\
+                   [rrq.runners.py]\ncmd = [\"runner\"]\ntcp_port = 9000\n";
+        let (settings, _) = rrq_config::parse(doc).expect("valid settings");
+        let set = pool_config("py", &settings).expect("pool config");
+        assert_eq!((set.connect_timeout, set.term_grace), (Duration::from_millis(250), Duration::ZERO));
     }
 
     #[test]

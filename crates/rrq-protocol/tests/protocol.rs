@@ -195,3 +195,91 @@ proptest! {
         let _ = d.decode(&mut buf);
     }
 }
+
+#[test]
+fn the_default_limit_is_16_mib_judged_from_the_header_alone() {
+    assert_eq!(DEFAULT_MAX_FRAME_BYTES, 16 * 1024 * 1024);
+    let d = FrameDecoder::default();
+    assert_eq!(d.max_frame_bytes(), DEFAULT_MAX_FRAME_BYTES);
+    // Exactly 16 MiB announced: the decoder waits for the rest.
+    let mut at_limit = BytesMut::from(&(16_777_216_u32).to_be_bytes()[..]);
+    assert!(d.decode(&mut at_limit).unwrap().is_none());
+    // One byte more: refused from the 4 header bytes, without any payload.
+    let mut over = BytesMut::from(&(16_777_217_u32).to_be_bytes()[..]);
+    assert!(matches!(d.decode(&mut over), Err(FrameError::Oversize { .. })), "16 MiB + 1 is refused");
+}
+
+fn frame_of(json: &str) -> BytesMut {
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&u32::try_from(json.len()).unwrap().to_be_bytes());
+    buf.extend_from_slice(json.as_bytes());
+    buf
+}
+
+#[test]
+fn requests_with_unknown_members_decode() {
+    let json = r#"{"type":"request","extra":1,"payload":{"protocol_version":"2","request_id":"r","job_id":"j",
+        "function_name":"f","params":{},"future_field":[1,2],"context":{"job_id":"j","attempt":1,
+        "enqueue_time":"2026-12-04T20:00:00Z","queue_name":"rrq:queue:default","deadline":null,
+        "trace_context":null,"correlation_context":null,"worker_id":null,"priority_hint":"high"}}}"#;
+    let Some(Envelope::Request(req)) = FrameDecoder::default().decode(&mut frame_of(json)).unwrap() else {
+        panic!("a request")
+    };
+    assert_eq!((req.request_id.as_str(), req.context.queue_name.as_str()), ("r", "rrq:queue:default"));
+    let cancel = r#"{"type":"cancel","payload":{"protocol_version":"2","job_id":"j","hard_kill":false,"why":"x"}}"#;
+    assert!(matches!(FrameDecoder::default().decode(&mut frame_of(cancel)).unwrap(), Some(Envelope::Cancel(_))));
+}
+
+#[test]
+fn requests_decode_without_optional_fields_and_not_without_required_ones() {
+    let full: serde_json::Value = serde_json::from_str(
+        r#"{"type":"request","payload":{"protocol_version":"2","request_id":"r","job_id":"j","function_name":"f",
+        "params":{"a":1},"context":{"job_id":"j","attempt":3,"enqueue_time":"2026-12-04T20:00:00Z",
+        "queue_name":"q","deadline":"2026-12-04T20:05:00Z","trace_context":{"traceparent":"t"},
+        "correlation_context":{"k":"v"},"worker_id":"w"}}}"#,
+    )
+    .unwrap();
+    let decode = |v: &serde_json::Value| FrameDecoder::default().decode(&mut frame_of(&v.to_string()));
+    // Optional: absent gives the documented default.
+    let mut minimal = full.clone();
+    for key in ["protocol_version", "params"] {
+        minimal["payload"].as_object_mut().unwrap().remove(key);
+    }
+    for key in ["deadline", "trace_context", "correlation_context", "worker_id"] {
+        minimal["payload"]["context"].as_object_mut().unwrap().remove(key);
+    }
+    let Ok(Some(Envelope::Request(req))) = decode(&minimal) else { panic!("the minimal request decodes") };
+    assert_eq!(req.protocol_version, "2", "a missing protocol_version is \"2\"");
+    assert!(req.params.is_empty(), "missing params are {{}}");
+    assert_eq!((req.context.deadline, req.context.trace_context, req.context.worker_id), (None, None, None));
+    // Required: absent is an error.
+    for (parent, key) in [
+        (None, "payload"),
+        (Some("payload"), "request_id"),
+        (Some("payload"), "job_id"),
+        (Some("payload"), "function_name"),
+        (Some("payload"), "context"),
+    ] {
+        let mut broken = full.clone();
+        let holder = match parent {
+            None => &mut broken,
+            Some(p) => &mut broken[p],
+        };
+        holder.as_object_mut().unwrap().remove(key);
+        assert!(matches!(decode(&broken), Err(FrameError::Invalid(_))), "without {key}");
+    }
+    for key in ["job_id", "attempt", "enqueue_time", "queue_name"] {
+        let mut broken = full.clone();
+        broken["payload"]["context"].as_object_mut().unwrap().remove(key);
+        assert!(matches!(decode(&broken), Err(FrameError::Invalid(_))), "without context.{key}");
+    }
+}
+
+#[test]
+fn an_error_object_without_a_message_is_refused() {
+    let with = r#"{"type":"response","payload":{"job_id":"j","request_id":"r","status":"error","error":{"message":"m","type":null}}}"#;
+    assert!(matches!(FrameDecoder::default().decode(&mut frame_of(with)), Ok(Some(Envelope::Response(_)))));
+    let without =
+        r#"{"type":"response","payload":{"job_id":"j","request_id":"r","status":"error","error":{"type":"x"}}}"#;
+    assert!(matches!(FrameDecoder::default().decode(&mut frame_of(without)), Err(FrameError::Invalid(_))));
+}

@@ -306,3 +306,50 @@ test("listen addresses: --tcp-socket, then RRQ_RUNNER_TCP_SOCKET; loopback only"
   assert.equal(parseTime("2026-01-01T01:00:00+01:00")?.toISOString(), "2026-01-01T00:00:00.000Z");
   assert.equal(parseTime("garbage"), null);
 });
+
+test("a request missing a required field closes its connection; optional fields may be absent", async () => {
+  let seen: Record<string, unknown> | undefined;
+  const port = await serve(
+    new Registry().register("echo", (params) => {
+      seen = params;
+      return "ok";
+    }),
+  );
+  const required: string[][] = [
+    ["payload"],
+    ["payload", "request_id"],
+    ["payload", "job_id"],
+    ["payload", "function_name"],
+    ["payload", "context"],
+    ["payload", "context", "job_id"],
+    ["payload", "context", "attempt"],
+    ["payload", "context", "enqueue_time"],
+    ["payload", "context", "queue_name"],
+  ];
+  const full = () => JSON.parse(JSON.stringify({ type: "request", payload: request("echo", { a: 1 }) }));
+  // The full message is served, so each closing below is the missing field's doing.
+  const control = await Client.connect(port);
+  control.send(full());
+  assert.equal(((await control.next()) as { status?: string } | null)?.status, "success");
+  for (const path of required) {
+    const message = full();
+    let holder = message;
+    for (const key of path.slice(0, -1)) holder = holder[key];
+    delete holder[path[path.length - 1]];
+    const c = await Client.connect(port);
+    c.send(message);
+    assert.equal(await c.next(), null, `without ${path.join(".")}`);
+  }
+  const minimal = full();
+  delete minimal.payload.protocol_version;
+  delete minimal.payload.params;
+  for (const key of ["deadline", "trace_context", "correlation_context", "worker_id"]) {
+    delete minimal.payload.context[key];
+  }
+  control.send(minimal);
+  const out = (await control.next()) as { status?: string; request_id?: string } | null;
+  assert.equal(out?.status, "success", "no protocol_version means \"2\"");
+  assert.equal(out?.request_id, minimal.payload.request_id);
+  assert.deepEqual(seen, {}, "no params means {}");
+  control.close();
+});

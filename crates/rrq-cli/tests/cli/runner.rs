@@ -71,10 +71,13 @@ fn runner_check_prints_a_table_and_names_each_broken_rule() {
     let script = dir.path("broken_runner.py");
     // (rule broken by the runner, the checks that must fail); `none` shows
     // the broken runner passes everything else.
-    let cases: [(&str, &[&str]); 4] = [
+    let cases: [(&str, &[&str]); 7] = [
         ("none", &[]),
         ("cancel", &["cancel"]),
+        ("cancel_message", &["cancel"]),
         ("deadline", &["deadline", "deadline_passed"]),
+        ("timeout_type", &["deadline", "deadline_passed"]),
+        ("late_deadline", &["deadline_passed"]),
         ("not_found", &["handler_not_found"]),
     ];
     std::thread::scope(|s| {
@@ -129,4 +132,68 @@ fn runner_check_passes_on_the_typescript_runner() {
     let run = rrq_in(dir.root(), &args, &[]);
     assert_eq!(failed(&run), Vec::<String>::new(), "stderr:\n{}", run.stderr);
     run.ok();
+}
+
+#[test]
+fn runner_check_fails_starts_for_a_runner_that_dies_on_the_empty_probe() {
+    let dir = Scratch::create();
+    dir.write("broken_runner.py", BROKEN_PY);
+    let script = dir.path("broken_runner.py");
+    let args = ["runner", "check", "--json", "--", "python3", path(&script), "--break", "probe"];
+    let run = rrq_in(dir.root(), &args, &[]).code(1);
+    let report = run.json();
+    let checks = report["checks"].as_array().expect("checks array");
+    // Nothing else can be checked on a runner that is gone.
+    assert_eq!(checks.len(), 1, "{}", run.stdout);
+    assert_eq!((checks[0]["check"].as_str(), checks[0]["passed"].as_bool()), (Some("starts"), Some(false)));
+    let detail = checks[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("empty probe"), "{detail}");
+    assert!(run.stderr.contains("runner check failed: starts"), "{}", run.stderr);
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn runner_check_starts_the_runner_as_a_managed_pool_does() {
+    let dir = Scratch::create();
+    dir.write("broken_runner.py", BROKEN_PY);
+    let work = dir.path("work");
+    std::fs::create_dir(&work).unwrap();
+    let (script, record) = (dir.path("broken_runner.py"), dir.path("record.json"));
+    dir.write(
+        "rrq.toml",
+        &format!(
+            "[rrq]\n\n[rrq.runners.rec]\ncmd = [\"python3\", \"{script}\", \"--record\", \"{record}\"]\n\
+             tcp_port = 1\ncwd = \"{work}\"\nenv = {{ CHECK_EXTRA = \"yes\" }}\n",
+            script = script.display(),
+            record = record.display(),
+            work = work.display(),
+        ),
+    );
+    let port = free_port().to_string();
+    let config = dir.path("rrq.toml");
+    let args = ["runner", "check", "--runner", "rec", "--json", "--port", &port, "--config", path(&config)];
+    // The orchestrator's Redis DSN is not the runner's business.
+    let run = rrq_in(dir.root(), &args, &[("RRQ_REDIS_DSN", "redis://secret@127.0.0.1:1/0")]);
+    assert_eq!(failed(&run), Vec::<String>::new(), "stderr:\n{}", run.stderr);
+    let run = run.ok();
+    let seen: Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    let socket = format!("127.0.0.1:{port}");
+    assert_eq!(seen["argv"], serde_json::json!(["--record", path(&record), "--tcp-socket", socket]));
+    assert_eq!(
+        seen["env"],
+        serde_json::json!({"RRQ_RUNNER_TCP_SOCKET": socket, "RRQ_REDIS_DSN": null, "CHECK_EXTRA": "yes"})
+    );
+    let cwd = std::path::PathBuf::from(seen["cwd"].as_str().unwrap());
+    assert_eq!(cwd.canonicalize().unwrap(), work.canonicalize().unwrap());
+    assert_eq!(seen["stdin"], "/dev/null");
+    assert_eq!(seen["leads_its_group"], true);
+    // The runner's output goes to stderr; stdout holds the report alone.
+    for stream in ["stdout", "stderr"] {
+        let line = format!("broken runner: hello on {stream}");
+        assert!(run.stderr.contains(&line) && !run.stdout.contains(&line), "{line}\nstdout:\n{}", run.stdout);
+    }
 }

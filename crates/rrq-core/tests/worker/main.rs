@@ -205,6 +205,7 @@ async fn timeouts_go_to_the_dlq_with_a_deterministic_message() {
     assert_eq!(job.last_error.as_deref(), Some("Job timed out after 1s."));
     assert_eq!(job.current_retries, 1);
     assert_eq!(h.runner.calls_for("j").len(), 1, "timeouts are never retried");
+    assert_eq!(h.dlq().await, ["j"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -424,4 +425,55 @@ async fn jobs_of_a_dead_worker_are_recovered_within_a_bounded_time() {
     assert!(start.elapsed() <= Duration::from_secs(35), "recovered after {:?}", start.elapsed());
     assert_eq!(job.current_retries, 1, "the lost attempt is counted");
     assert_eq!(h.runner.calls_for("orphan")[0].context.attempt, 2);
+}
+
+/// docs/RUNNER_PROTOCOL.md §4.1, §5.3, §7: the request carries the job's trace
+/// and correlation context unchanged, and a deadline of dispatch time plus
+/// the job's timeout.
+#[tokio::test(start_paused = true)]
+async fn the_request_carries_the_jobs_contexts_and_the_deadline_of_its_timeout() {
+    let h = Harness::new(ScriptedRunner::new(4).on("success", Behavior::Reply(success)));
+    let trace: std::collections::BTreeMap<String, String> = [
+        ("traceparent".to_owned(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+        ("tracestate".to_owned(), "vendor=opaque value".to_owned()),
+    ]
+    .into();
+    let correlation: std::collections::BTreeMap<String, String> =
+        [("tenant".to_owned(), "acme".to_owned()), ("request.id".to_owned(), "r 42".to_owned())].into();
+    let (t, c) = (trace.clone(), correlation.clone());
+    h.enqueue("j", "success", json!({}), move |j| {
+        j.job_timeout_seconds = 45;
+        j.trace_context = t;
+        j.correlation_context = c;
+    })
+    .await;
+    let before = h.clock.now();
+    let _w = h.start(h.config(&[]));
+    h.wait_for("j", JobStatus::Completed).await;
+    let after = h.clock.now();
+    let call = &h.runner.calls_for("j")[0];
+    assert_eq!(call.context.trace_context.as_ref(), Some(&trace));
+    assert_eq!(call.context.correlation_context.as_ref(), Some(&correlation));
+    let deadline = chrono::DateTime::parse_from_rfc3339(call.context.deadline.as_deref().unwrap()).unwrap().to_utc();
+    let timeout = TimeDelta::seconds(45);
+    assert!(before + timeout <= deadline && deadline <= after + timeout, "{before} {deadline} {after}");
+}
+
+fn retry_without_delay(r: &rrq_protocol::ExecutionRequest) -> rrq_protocol::ExecutionOutcome {
+    rrq_protocol::ExecutionOutcome::retry(r, "not yet", None)
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_without_a_delay_back_off_and_end_in_the_dlq() {
+    let h = Harness::new(ScriptedRunner::new(4).on("later", Behavior::Reply(retry_without_delay)));
+    h.enqueue("j", "later", json!({}), |j| j.max_retries = 3).await;
+    let start = tokio::time::Instant::now();
+    let _w = h.start(h.config(&[]));
+    let job = h.wait_for("j", JobStatus::Failed).await;
+    assert_eq!((job.current_retries, job.last_error.as_deref()), (3, Some("not yet")));
+    assert_eq!(h.dlq().await, ["j"]);
+    assert_eq!(h.runner.calls_for("j").len(), 3);
+    // The default backoff (5 s, then 10 s) stands in for the missing delay.
+    assert!(start.elapsed() >= Duration::from_secs(15), "{:?}", start.elapsed());
+    assert!(start.elapsed() < Duration::from_secs(20), "{:?}", start.elapsed());
 }

@@ -244,6 +244,43 @@ async fn a_message_the_runner_must_not_send_fails_the_connection() {
 const DEFAULT_FRAME: usize = rrq_protocol::DEFAULT_MAX_FRAME_BYTES;
 
 #[tokio::test]
+async fn a_request_from_the_runner_fails_the_connection() {
+    let wrong_way = Envelope::Request(request("a", "f", json!({})));
+    let frame = rrq_protocol::encode_frame_to_vec(&wrong_way, DEFAULT_FRAME).unwrap();
+    fault_then_recovery(DEFAULT_FRAME, Fault::Bytes(frame), "unexpected request message").await;
+}
+
+#[tokio::test]
+async fn a_zero_length_frame_fails_the_connection() {
+    fault_then_recovery(1024, Fault::Bytes(vec![0, 0, 0, 0]), "empty payload").await;
+}
+
+#[tokio::test]
+async fn an_unknown_message_type_fails_the_connection() {
+    let body = br#"{"type":"hello","payload":{}}"#;
+    let mut frame = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    fault_then_recovery(1024, Fault::Bytes(frame), "invalid frame").await;
+}
+
+#[tokio::test]
+async fn a_broken_frame_fails_every_request_pending_on_the_connection() {
+    let fake = Fake::bind().await;
+    let pool = start(&fake, 3, |_| {}).await;
+    let mut peer = fake.accept().await;
+    let calls = [call(&pool, "a", LONG), call(&pool, "b", LONG), call(&pool, "c", LONG)];
+    for _ in 0..3 {
+        let _ = peer.request().await;
+    }
+    peer.write_raw(b"\x00\x00\x00\x05hello").await;
+    for pending in calls {
+        assert!(transport(outcome(pending).await).contains("invalid frame"));
+    }
+    peer.expect_closed().await;
+    assert_eq!(pool.health().in_flight, 0);
+}
+
+#[tokio::test]
 async fn a_response_timeout_is_a_transport_error_and_drops_the_connection() {
     let fake = Fake::bind().await;
     let pool = start(&fake, 1, |c| c.response_timeout = Some(Duration::from_millis(150))).await;
@@ -253,6 +290,32 @@ async fn a_response_timeout_is_a_transport_error_and_drops_the_connection() {
     assert_eq!(transport(outcome(pending).await), "runner response timeout");
     // Not shared and no hints: no cancel, the "process" (connection) is dropped.
     peer.expect_closed().await;
+}
+
+#[tokio::test]
+async fn a_response_timeout_on_a_shared_connection_cancels_on_a_fresh_one_and_keeps_it() {
+    let fake = Fake::bind().await;
+    let pool = start(&fake, 2, |c| c.response_timeout = Some(Duration::from_millis(1_000))).await;
+    let mut peer = fake.accept().await;
+    let slow = call(&pool, "slow", LONG);
+    let slow_req = peer.request().await;
+    // sleep-ok: the two response timers must be staggered, so that only the
+    // first expires while the second request is still in flight.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let other = call(&pool, "other", LONG);
+    let other_req = peer.request().await;
+    assert_eq!(transport(outcome(slow).await), "runner response timeout");
+    let mut side = fake.accept().await;
+    match side.recv().await {
+        Some(Envelope::Cancel(c)) => {
+            assert_eq!((c.job_id.as_str(), c.request_id.as_deref()), ("slow", Some(slow_req.request_id.as_str())));
+        }
+        other => panic!("expected a cancel frame on a fresh connection, got {other:?}"),
+    }
+    // The connection (and so the process) carrying the other request is kept.
+    peer.respond(success(&other_req, json!("kept"))).await;
+    assert_eq!(outcome(other).await.unwrap().result, Some(json!("kept")));
+    pool.shutdown(Duration::ZERO).await;
 }
 
 #[tokio::test]
@@ -278,6 +341,24 @@ async fn a_timeout_on_a_shared_connection_sends_a_cancel_on_a_fresh_one() {
     peer.respond(success(&slow_req, json!("late"))).await;
     peer.respond(success(&other_req, json!("fine"))).await;
     assert_eq!(outcome(other).await.unwrap().result, Some(json!("fine")));
+}
+
+#[tokio::test]
+async fn a_timeout_whose_cancel_cannot_be_delivered_drops_the_shared_connection() {
+    let fake = Fake::bind().await;
+    let pool = start(&fake, 2, |_| {}).await;
+    let mut peer = fake.accept().await;
+    // No more connections can be opened: the cancel has no way in.
+    drop(fake);
+    let slow = call(&pool, "slow", Duration::from_millis(200));
+    let other = call(&pool, "other", LONG);
+    let _ = peer.request().await;
+    let _ = peer.request().await;
+    assert!(matches!(outcome(slow).await, Err(PoolError::Timeout(_))));
+    // Shared, but the cancel failed: the "process" (connection) is given up,
+    // with the other request on it.
+    peer.expect_closed().await;
+    assert!(outcome(other).await.is_err());
 }
 
 #[tokio::test]

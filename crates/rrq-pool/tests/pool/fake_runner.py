@@ -8,6 +8,7 @@ Behaviour is chosen by environment variables:
   FAKE_FAIL_AT_START=text   print "fatal: text" to stderr and exit 3
   FAKE_IGNORE_TERM=1        ignore SIGTERM (only SIGKILL stops it)
   FAKE_CRASH_LOOP=marker    while the file marker exists, exit 7 at start
+  FAKE_NO_LISTEN=1          never listen (and never exit)
   FAKE_FOREIGN=pidfile      unless pidfile exists: do not listen, start a
                             detached process (its own session) listening on
                             the port instead, and write its pid to pidfile
@@ -71,7 +72,7 @@ async def run(req, writer):
         if fn == "info":
             result = {
                 "argv": sys.argv[1:],
-                "env": {k: os.environ.get(k) for k in ("RRQ_RUNNER_TCP_SOCKET", "FAKE_EXTRA")},
+                "env": {k: os.environ.get(k) for k in ("RRQ_RUNNER_TCP_SOCKET", "RRQ_RUNNER_OWNER", "FAKE_EXTRA")},
                 "cwd": os.getcwd(),
                 "pid": os.getpid(),
                 "pgid": os.getpgid(0),
@@ -124,10 +125,13 @@ async def handle(reader, writer):
     CONNECTIONS += 1
     conn = CONNECTIONS
     log("connect", conn=conn)
+    frames = 0
+    partial = 0
     try:
         while True:
             (length,) = struct.unpack(">I", await reader.readexactly(4))
             message = json.loads(await reader.readexactly(length))
+            frames += 1
             payload = message["payload"]
             if message["type"] == "request":
                 log("request", conn=conn, request_id=payload["request_id"], function=payload["function_name"])
@@ -138,9 +142,12 @@ async def handle(reader, writer):
                     wanted = payload.get("request_id")
                     if job_id == payload["job_id"] and wanted in (None, request_id):
                         task.cancel()
-    except (asyncio.IncompleteReadError, ConnectionError):
+    except asyncio.IncompleteReadError as e:
+        partial = len(e.partial)
+    except ConnectionError:
         pass
-    log("close", conn=conn)
+    # frames: whole frames received; partial: bytes of a cut-off one.
+    log("close", conn=conn, frames=frames, partial=partial)
 
 
 FOREIGN_LISTENER = """
@@ -165,6 +172,8 @@ async def main():
         sys.exit(3)
     if os.environ.get("FAKE_IGNORE_TERM"):
         signal.signal(signal.SIGTERM, lambda *_: log("term"))
+    if os.environ.get("FAKE_NO_LISTEN"):
+        await asyncio.Event().wait()
     foreign = os.environ.get("FAKE_FOREIGN")
     if foreign and not os.path.exists(foreign):
         child = subprocess.Popen([sys.executable, "-c", FOREIGN_LISTENER, str(PORT)], start_new_session=True)

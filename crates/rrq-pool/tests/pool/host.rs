@@ -78,3 +78,41 @@ async fn runners_die_with_a_sigkilled_host() {
         eventually("the runner's port to be free", || can_bind(port).then_some(())).await;
     }
 }
+
+/// Set (to a scratch directory) in the host re-executed by
+/// `without_capture_the_runners_stdout_is_inherited_and_its_stderr_passed_through`.
+const OUTPUT_HOST_ENV: &str = "RRQ_POOL_TEST_OUTPUT_HOST_DIR";
+
+/// A pool without output capture whose runner prints one line to each
+/// stream; then the host exits.
+#[tokio::test]
+async fn output_host_entry_point() {
+    let Ok(dir) = std::env::var(OUTPUT_HOST_ENV) else { return };
+    let script = std::path::Path::new(&dir).join("fake_runner.py");
+    let cmd = vec![crate::support::python().to_owned(), script.to_string_lossy().into_owned()];
+    let mut config = rrq_pool::PoolConfig::managed("loud", cmd, crate::support::free_ports(1));
+    config.capture_output = false;
+    let pool = ProcessPool::start(config).await.expect("host pool starts");
+    let params = serde_json::json!({"stdout": "RUNNER-OUT-LINE", "stderr": "RUNNER-ERR-LINE"});
+    pool.execute(crate::support::request("loud", "print", params), PATIENCE).await.expect("printed");
+    pool.shutdown(std::time::Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn without_capture_the_runners_stdout_is_inherited_and_its_stderr_passed_through() {
+    let scratch = Scratch::new();
+    let exe = std::env::current_exe().expect("test executable");
+    let host = tokio::process::Command::new(exe)
+        .args(["--exact", "host::output_host_entry_point", "--nocapture", "--test-threads=1"])
+        .env(OUTPUT_HOST_ENV, &scratch.dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("re-execute the test binary");
+    let out = within("the output host", host.wait_with_output()).await.expect("host output");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("RUNNER-OUT-LINE") && !stderr.contains("RUNNER-OUT-LINE"), "stdout:\n{stdout}");
+    assert!(stderr.contains("RUNNER-ERR-LINE") && !stdout.contains("RUNNER-ERR-LINE"), "stderr:\n{stderr}");
+}

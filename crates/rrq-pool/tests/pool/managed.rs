@@ -65,7 +65,14 @@ async fn processes_get_the_documented_argv_env_cwd_stdin_and_group() {
         let port = result_field(&info, "argv")[3].as_str().unwrap().rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
         let socket = format!("127.0.0.1:{port}");
         assert_eq!(result_field(&info, "argv"), json!(["--extra-arg", "x", "--tcp-socket", socket]));
-        assert_eq!(result_field(&info, "env"), json!({"RRQ_RUNNER_TCP_SOCKET": socket, "FAKE_EXTRA": "yes"}));
+        // The owner marker names this process (the orchestrator) by pid and
+        // start time, so a later orchestrator can sweep leftovers.
+        let me = std::process::id();
+        let owner = format!("{me}:{}", start_time(me));
+        assert_eq!(
+            result_field(&info, "env"),
+            json!({"RRQ_RUNNER_TCP_SOCKET": socket, "RRQ_RUNNER_OWNER": owner, "FAKE_EXTRA": "yes"})
+        );
         let cwd = std::path::PathBuf::from(result_field(&info, "cwd").as_str().unwrap());
         assert_eq!(cwd.canonicalize().unwrap(), scratch.dir.canonicalize().unwrap());
         assert_eq!(result_field(&info, "pgid"), result_field(&info, "pid"), "each runner leads its own group");
@@ -82,8 +89,11 @@ async fn processes_get_the_documented_argv_env_cwd_stdin_and_group() {
         assert_eq!(conns[0]["event"], "start");
         assert_eq!((conns[1]["event"].as_str(), conns[1]["conn"].as_u64()), (Some("connect"), Some(1)));
     }
-    let probe_closed = scratch.events_of("close").iter().filter(|e| e["conn"] == 1).count();
-    assert_eq!(probe_closed, 2, "each probe connection was closed");
+    let probes: Vec<Value> = scratch.events_of("close").into_iter().filter(|e| e["conn"] == 1).collect();
+    assert_eq!(probes.len(), 2, "each probe connection was closed: {probes:?}");
+    for probe in probes {
+        assert_eq!((probe["frames"].as_u64(), probe["partial"].as_u64()), (Some(0), Some(0)), "a probe writes nothing");
+    }
     pool.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -96,6 +106,41 @@ async fn a_runner_exiting_during_start_up_reports_status_and_stderr() {
     assert!(message.contains("exited before it was ready"), "{message}");
     assert!(message.contains("exit status: 3"), "{message}");
     assert!(message.contains("fatal: cannot import settings"), "{message}");
+}
+
+#[tokio::test]
+async fn a_runner_that_never_listens_fails_start_up_after_the_connect_timeout() {
+    let scratch = Scratch::new();
+    let mut config = scratch.config("silent", 1);
+    config.env.insert("FAKE_NO_LISTEN".into(), "1".into());
+    config.connect_timeout = Duration::from_millis(700);
+    let started = Instant::now();
+    let message = unavailable(within("pool start", ProcessPool::start(config)).await);
+    assert!(started.elapsed() >= Duration::from_millis(700), "gave up after {:?}", started.elapsed());
+    assert!(message.contains("did not accept connections") && message.contains("within 0.7s"), "{message}");
+    let pid = scratch.events_of("boot")[0]["pid"].as_u64().unwrap() as u32;
+    eventually("the silent runner to be stopped", || is_dead(pid).then_some(())).await;
+}
+
+#[test]
+fn the_pool_defaults_are_15_s_to_get_ready_and_5_s_of_term_grace() {
+    let config = PoolConfig::managed("defaults", vec!["runner".into()], 9000);
+    assert_eq!((config.connect_timeout, config.term_grace), (Duration::from_secs(15), Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn a_term_grace_of_zero_kills_at_once() {
+    let scratch = Scratch::new();
+    let mut config = scratch.config("impatient", 1);
+    config.env.insert("FAKE_IGNORE_TERM".into(), "1".into());
+    config.term_grace = Duration::ZERO;
+    let pool = start(config).await;
+    let runner = pool.pids()[0].unwrap();
+    let started = Instant::now();
+    within("shutdown", pool.shutdown(Duration::ZERO)).await;
+    // The 5 s default (or any wait for the ignored SIGTERM) would be far longer.
+    assert!(started.elapsed() < Duration::from_secs(2), "shutdown took {:?}", started.elapsed());
+    assert!(is_dead(runner), "the runner ignoring SIGTERM was killed");
 }
 
 #[tokio::test]
@@ -118,6 +163,38 @@ async fn a_busy_port_moves_the_process_to_a_free_one() {
     assert_ne!(port, base);
     let info = run(&pool, "a", "info", json!({})).await;
     assert_eq!(result_field(&info, "env")["RRQ_RUNNER_TCP_SOCKET"], json!(format!("127.0.0.1:{port}")));
+    pool.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn without_cwd_the_runner_starts_in_the_orchestrators_working_directory() {
+    let scratch = Scratch::new();
+    let config = scratch.config("here", 1);
+    assert!(config.cwd.is_none());
+    let pool = start(config).await;
+    let info = run(&pool, "a", "info", json!({})).await;
+    let cwd = std::path::PathBuf::from(result_field(&info, "cwd").as_str().unwrap());
+    assert_eq!(cwd.canonicalize().unwrap(), std::env::current_dir().unwrap().canonicalize().unwrap());
+    assert_ne!(cwd.canonicalize().unwrap(), scratch.dir.canonicalize().unwrap());
+    pool.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn a_respawned_process_moves_off_a_port_taken_meanwhile() {
+    let scratch = Scratch::new();
+    let pool = start(scratch.config("respawn-port", 1)).await;
+    let first = pool.pids()[0].unwrap();
+    let port = pool.addresses()[0].expect("ready").port();
+    let crashed = outcome(call(&pool, "boom", "crash", json!({}), LONG)).await;
+    assert!(crashed.is_err(), "{crashed:?}");
+    // The respawn waits at least 100 ms after the crash: take the port now.
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", port)).expect("the crashed runner's port is free");
+    let second = eventually("a new process", || pool.pids()[0].filter(|p| *p != first)).await;
+    let moved = eventually("the new process to be ready", || pool.addresses()[0]).await.port();
+    assert_ne!(moved, port, "the taken port was abandoned");
+    let info = run(&pool, "a", "info", json!({})).await;
+    assert_eq!(pid_of(&info), second);
+    assert_eq!(result_field(&info, "env")["RRQ_RUNNER_TCP_SOCKET"], json!(format!("127.0.0.1:{moved}")));
     pool.shutdown(Duration::ZERO).await;
 }
 
@@ -239,6 +316,23 @@ async fn cancel_stops_a_request_in_the_runner() {
     let got = outcome(pending).await.expect("the runner's answer");
     assert_eq!((got.status, got.error_kind()), (OutcomeStatus::Error, Some(error_types::CANCELLED)));
     assert_eq!(scratch.events_of("cancel")[0]["request_id"], "job-r");
+    pool.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn a_broken_connection_leaves_the_other_processes_alone() {
+    let scratch = Scratch::new();
+    let pool = start(scratch.config("apart", 2)).await;
+    let steady = call(&pool, "steady", "sleep", json!({"seconds": 1.0}), LONG);
+    eventually("the steady request", || (scratch.events_of("request").len() == 1).then_some(())).await;
+    // The least loaded process takes the next request: the other one.
+    let broken = outcome(call(&pool, "broken", "drop_connection", json!({}), LONG)).await;
+    assert!(broken.is_err(), "{broken:?}");
+    let dropped = scratch.events_of("dropping")[0]["pid"].as_u64().unwrap() as u32;
+    let steady = outcome(steady).await.expect("the other process answers");
+    assert_eq!(steady.status, OutcomeStatus::Success);
+    assert_ne!(pid_of(&steady), dropped, "the two requests ran in different processes");
+    assert!(!is_dead(pid_of(&steady)), "the other process is kept");
     pool.shutdown(Duration::ZERO).await;
 }
 

@@ -347,3 +347,167 @@ async fn record_appends_one_line_per_run() {
     std::fs::remove_dir_all(&dir).unwrap();
     server.stop().await;
 }
+
+/// Registers `probe`, which records that it ran and answers `null`.
+fn flagging_registry(ran: &Arc<AtomicBool>) -> Registry {
+    let mut registry = Registry::new();
+    let ran = Arc::clone(ran);
+    registry.register("probe", move |_: Value, _ctx: JobContext| {
+        ran.store(true, Ordering::SeqCst);
+        async move { HandlerResult::Ok(()) }
+    });
+    registry
+}
+
+#[tokio::test]
+async fn a_request_past_its_deadline_never_runs_the_handler() {
+    let ran = Arc::new(AtomicBool::new(false));
+    let server = Running::start(flagging_registry(&ran)).await;
+    let mut client = server.client().await;
+    let past = client.call(with_deadline(request("late", "probe", json!({})), -1000)).await;
+    assert_eq!(past.status, OutcomeStatus::Timeout);
+    assert_eq!(past.error_kind(), Some(error_types::TIMEOUT));
+    assert!(!ran.load(Ordering::SeqCst), "the handler ran although its deadline had passed");
+    // The same handler with time left does run (the flag can be set).
+    let ok = client.call(with_deadline(request("on-time", "probe", json!({})), 5000)).await;
+    assert_eq!(ok.status, OutcomeStatus::Success);
+    assert!(ran.load(Ordering::SeqCst));
+    server.stop().await;
+}
+
+/// One frame holding `value` as its JSON payload.
+fn raw_frame(value: &Value) -> Vec<u8> {
+    let payload = serde_json::to_vec(value).unwrap();
+    let mut frame = u32::try_from(payload.len()).unwrap().to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// A request envelope as JSON, every field present.
+fn full_request() -> Value {
+    serde_json::to_value(Envelope::Request(request("j", "echo", json!({"a": 1})))).unwrap()
+}
+
+#[tokio::test]
+async fn a_request_missing_a_required_field_closes_its_connection_without_an_answer() {
+    let server = Running::start(example::registry()).await;
+    let required: [&[&str]; 8] = [
+        &["payload"],
+        &["payload", "request_id"],
+        &["payload", "job_id"],
+        &["payload", "function_name"],
+        &["payload", "context", "job_id"],
+        &["payload", "context", "attempt"],
+        &["payload", "context", "enqueue_time"],
+        &["payload", "context", "queue_name"],
+    ];
+    // The full request is answered, so each failure below is the missing field's.
+    let mut control = server.client().await;
+    control.send_raw(&raw_frame(&full_request())).await;
+    assert_eq!(control.outcome().await.status, OutcomeStatus::Success);
+    for path in required {
+        let mut message = full_request();
+        let (last, parents) = path.split_last().unwrap();
+        let mut object = &mut message;
+        for key in parents {
+            object = object.get_mut(*key).unwrap();
+        }
+        object.as_object_mut().unwrap().remove(*last).expect("the field was there");
+        let mut client = server.client().await;
+        client.send_raw(&raw_frame(&message)).await;
+        assert!(client.recv().await.is_none(), "without {path:?} the request is a protocol error");
+    }
+    let mut unknown = server.client().await;
+    unknown.send_raw(&raw_frame(&json!({"type": "bogus", "payload": {}}))).await;
+    assert!(unknown.recv().await.is_none(), "an unknown message type is a protocol error");
+    // Other connections are served on.
+    assert_eq!(control.call(request("after", "noop", json!({}))).await.status, OutcomeStatus::Success);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_without_optional_fields_is_served_with_defaults() {
+    let server = Running::start(example::registry()).await;
+    let mut client = server.client().await;
+    let minimal = json!({"type": "request", "payload": {
+        "request_id": "r1", "job_id": "j1", "function_name": "echo",
+        "context": {"job_id": "j1", "attempt": 2, "enqueue_time": "2026-12-04T20:00:00Z",
+                    "queue_name": "rrq:queue:default"},
+        "unknown_member": {"ignored": true}
+    }});
+    client.send_raw(&raw_frame(&minimal)).await;
+    let outcome = client.outcome().await;
+    // No protocol_version means "2" (not refused); no params means {}.
+    assert_eq!(outcome.status, OutcomeStatus::Success, "{outcome:?}");
+    assert_eq!((outcome.job_id.as_str(), outcome.request_id.as_deref()), ("j1", Some("r1")));
+    let result = outcome.result.unwrap();
+    assert_eq!((&result["echo"], &result["attempt"]), (&json!({}), &json!(2)));
+    // Explicit nulls for the nullable fields are the same as absent ones.
+    let mut nulls = minimal.clone();
+    nulls["payload"]["request_id"] = json!("r2");
+    for key in ["deadline", "trace_context", "correlation_context", "worker_id"] {
+        nulls["payload"]["context"][key] = Value::Null;
+    }
+    client.send_raw(&raw_frame(&nulls)).await;
+    assert_eq!(client.outcome().await.status, OutcomeStatus::Success);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_handler_gets_trace_and_correlation_context_untouched() {
+    let mut registry = Registry::new();
+    registry.register("contexts", |_: Value, ctx: JobContext| async move {
+        HandlerResult::Ok(json!({"trace": ctx.trace_context, "correlation": ctx.correlation_context}))
+    });
+    let server = Running::start(registry).await;
+    let mut client = server.client().await;
+    let trace: std::collections::BTreeMap<String, String> = [
+        ("traceparent".to_owned(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+        ("tracestate".to_owned(), "rrq=1,other=x".to_owned()),
+    ]
+    .into();
+    let correlation: std::collections::BTreeMap<String, String> =
+        [("tenant".to_owned(), "acme".to_owned()), ("order.id".to_owned(), "42 7".to_owned())].into();
+    let mut req = request("j", "contexts", json!({}));
+    req.context.trace_context = Some(trace.clone());
+    req.context.correlation_context = Some(correlation.clone());
+    let outcome = client.call(req).await;
+    assert_eq!(outcome.result, Some(json!({"trace": trace, "correlation": correlation})));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_frame_stops_the_requests_its_connection_carried() {
+    struct SetOnDrop(Arc<AtomicBool>, Arc<Notify>);
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+            self.1.notify_one();
+        }
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let signal = Arc::new(Notify::new());
+    let started = Arc::new(Notify::new());
+    let mut registry = Registry::new();
+    let (d, s, st) = (Arc::clone(&dropped), Arc::clone(&signal), Arc::clone(&started));
+    registry.register("hold", move |_: Value, _ctx: JobContext| {
+        let guard = SetOnDrop(Arc::clone(&d), Arc::clone(&s));
+        let st = Arc::clone(&st);
+        async move {
+            let _guard = guard;
+            st.notify_one();
+            std::future::pending::<()>().await;
+            HandlerResult::Ok(())
+        }
+    });
+    let server = Running::start(registry).await;
+    let mut client = server.client().await;
+    client.send(&Envelope::Request(request("j", "hold", json!({})))).await;
+    tokio::time::timeout(crate::support::PATIENCE, started.notified()).await.expect("handler started");
+    // The connection stays open on our side: only the bad frame can stop it.
+    client.send_raw(b"\x00\x00\x00\x05hello").await;
+    tokio::time::timeout(crate::support::PATIENCE, signal.notified()).await.expect("handler dropped");
+    assert!(dropped.load(Ordering::SeqCst));
+    assert!(client.recv().await.is_none(), "closed without an answer");
+    server.stop().await;
+}

@@ -2,25 +2,49 @@
 runner protocol except for the one rule named by `--break RULE`:
 
 * `cancel`: ignores cancel frames;
+* `cancel_message`: answers a cancelled request with another message than
+  `Job cancelled`;
 * `deadline`: ignores `context.deadline`;
+* `timeout_type`: answers timeouts without `error.type`;
+* `late_deadline`: runs the handler before looking at a deadline that has
+  already passed (and reports the handler's failure);
 * `not_found`: answers unknown handlers without `error.type`;
+* `probe`: exits when a connection closes without sending anything;
 * `none`: breaks nothing.
 
 `rrq runner check` must fail exactly the check covering the broken rule.
+
+With `--record PATH` it first writes what it was started with (argv, a few
+environment variables, working directory, stdin, process group) to PATH as
+JSON, and prints a line to stdout and one to stderr.
 """
 
 import argparse
 import asyncio
 import datetime
 import json
+import os
 import signal
 import struct
+import sys
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--break", dest="broken", default="none")
+parser.add_argument("--record")
 parser.add_argument("--tcp-socket", required=True)
 args = parser.parse_args()
 running = {}
+if args.record:
+    with open(args.record, "w") as f:
+        json.dump({
+            "argv": sys.argv[1:],
+            "env": {k: os.environ.get(k) for k in ("RRQ_RUNNER_TCP_SOCKET", "RRQ_REDIS_DSN", "CHECK_EXTRA")},
+            "cwd": os.getcwd(),
+            "stdin": os.readlink("/proc/self/fd/0"),
+            "leads_its_group": os.getpgid(0) == os.getpid(),
+        }, f)
+    print("broken runner: hello on stdout", flush=True)
+    print("broken runner: hello on stderr", file=sys.stderr, flush=True)
 
 
 def outcome(req, status, result=None, message=None, kind=None, after=None):
@@ -37,8 +61,8 @@ async def handle(req):
     if ctx.get("deadline") and args.broken != "deadline":
         deadline = datetime.datetime.fromisoformat(ctx["deadline"].replace("Z", "+00:00"))
         left = (deadline - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
-        if left <= 0:
-            return outcome(req, "timeout", message="Job deadline exceeded", kind="timeout")
+        if left <= 0 and args.broken != "late_deadline":
+            return outcome(req, "timeout", message="Job deadline exceeded", kind=timeout_kind())
     if name == "rrq_check.echo":
         body = {"params": params, "job_id": ctx["job_id"], "attempt": ctx["attempt"],
                 "trace_context": ctx.get("trace_context")}
@@ -56,9 +80,14 @@ async def handle(req):
         timeout = None if deadline is None else (deadline - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
         return outcome(req, "success", result=await asyncio.wait_for(work, timeout))
     except asyncio.TimeoutError:
-        return outcome(req, "timeout", message="Job execution timed out", kind="timeout")
+        return outcome(req, "timeout", message="Job execution timed out", kind=timeout_kind())
     except asyncio.CancelledError:
-        return outcome(req, "error", message="Job cancelled", kind="cancelled")
+        message = "cancelled" if args.broken == "cancel_message" else "Job cancelled"
+        return outcome(req, "error", message=message, kind="cancelled")
+
+
+def timeout_kind():
+    return None if args.broken == "timeout_type" else "timeout"
 
 
 async def serve(reader, writer):
@@ -74,7 +103,13 @@ async def serve(reader, writer):
 
     try:
         while True:
-            (length,) = struct.unpack(">I", await reader.readexactly(4))
+            try:
+                header = await reader.readexactly(4)
+            except asyncio.IncompleteReadError as e:
+                if args.broken == "probe" and not e.partial:
+                    os._exit(9)
+                raise
+            (length,) = struct.unpack(">I", header)
             message = json.loads(await reader.readexactly(length))
             if message["type"] == "request":
                 req = message["payload"]
