@@ -8,6 +8,7 @@
 //! command in-process or as their own binary; `main.rs` only calls [`main`].
 
 mod completions;
+mod dashboard;
 mod debug;
 mod dlq;
 mod exit;
@@ -91,6 +92,8 @@ enum Command {
     Runner(runner_helper::RunnerCommand),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
+    /// Serve the web dashboard (queues, jobs, DLQ, workers, cron)
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// Starts OTLP export when the environment asks for it (before any command
@@ -146,6 +149,7 @@ pub fn main() -> ExitCode {
             Command::Debug(cmd) => debug::run(cmd).await,
             Command::Runner(cmd) => runner_helper::run(cmd).await,
             Command::Completions(args) => completions::run(args),
+            Command::Dashboard(args) => dashboard::run(args).await,
         };
         #[cfg(feature = "otlp")]
         if let Some(otlp) = otlp {

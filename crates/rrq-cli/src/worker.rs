@@ -192,6 +192,11 @@ async fn run_worker(args: RunArgs) -> Result<Exit, CliError> {
         let local = crate::serve::spawn(&addr, handle, health, shutdown.child_token()).await?;
         println!("Serving /metrics and /healthz on http://{local}");
     }
+    if let Some(addr) = &settings.dashboard_listen {
+        let local =
+            crate::dashboard::start_in_worker(&settings, built.store.clone(), addr, shutdown.child_token()).await?;
+        println!("Dashboard on http://{local}");
+    }
     spawn_signal_handler(shutdown.clone());
     let stats = built.worker.run(shutdown.clone()).await;
     shutdown.cancel();

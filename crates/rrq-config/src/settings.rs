@@ -182,6 +182,9 @@ pub struct Settings {
     pub correlation_mappings: BTreeMap<String, String>,
     /// Where to serve `/metrics` and `/healthz` (RRQ extension; off when absent).
     pub metrics_listen: Option<String>,
+    /// Where a worker serves the web dashboard in-process (RRQ extension;
+    /// off when absent). A non-loopback address needs RRQ_DASHBOARD_TOKEN.
+    pub dashboard_listen: Option<String>,
     /// Largest accepted job payload in bytes (RRQ extension): the worker
     /// dead-letters a job whose `job_params` JSON is larger, without running it.
     pub max_payload_bytes: usize,
@@ -378,6 +381,7 @@ pub(crate) fn validate(
         watch: validate_watch(raw.watch.unwrap_or_default())?,
         correlation_mappings: raw.correlation_mappings,
         metrics_listen: raw.metrics_listen,
+        dashboard_listen: raw.dashboard_listen.filter(|a| !a.trim().is_empty()),
         max_payload_bytes,
         keyspace_notifications: raw.keyspace_notifications.unwrap_or(true),
         job_events_ttl,
