@@ -8,7 +8,12 @@ const app = document.getElementById("app");
 let timer = null;
 
 // h("tag.class", {attr: value, onclick: fn}, child, ...): one element.
+// The attrs object may be left out: h("tr", h("td"), ...).
 function h(spec, attrs, ...children) {
+  if (attrs instanceof Node || Array.isArray(attrs) || typeof attrs !== "object" || attrs === null) {
+    children.unshift(attrs);
+    attrs = {};
+  }
   const [tag, ...classes] = spec.split(".");
   const el = document.createElement(tag);
   if (classes.length) el.className = classes.join(" ");
@@ -90,7 +95,11 @@ function chart(series) {
   svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("id", "throughput");
   const max = Math.max(1, ...pts.map(p => Math.max(p.failed || 0, p.completed || 0)));
-  const now = Date.now(), span = 3600 * 1000;
+  // The last hour, or less while the dashboard has been up for less.
+  const now = Date.now();
+  const first = pts.length ? new Date(pts[0].t).getTime() : now;
+  const span = Math.min(3600e3, Math.max(10e3, now - first));
+  const mins = s => s >= 120e3 ? Math.round(s / 60e3) + "m" : Math.round(s / 1e3) + "s";
   const x = t => P + (W - P) * (1 - (now - new Date(t).getTime()) / span);
   const y = v => H - (H - 10) * (v / max);
   const line = (key, color) => {
@@ -116,7 +125,7 @@ function chart(series) {
     lab.textContent = (max * frac).toFixed(max < 10 ? 1 : 0);
     svg.append(lab);
   }
-  for (const [label, at] of [["-60m", P], ["-30m", P + (W - P) / 2], ["now", W - 22]]) {
+  for (const [label, at] of [["-" + mins(span), P], ["-" + mins(span / 2), P + (W - P) / 2], ["now", W - 22]]) {
     const t = document.createElementNS(svg.namespaceURI, "text");
     t.setAttribute("x", at); t.setAttribute("y", H + 16);
     t.setAttribute("font-size", "11"); t.setAttribute("fill", "#6b7280");
@@ -130,7 +139,7 @@ function chart(series) {
     h("div.legend",
       h("span.c", {text: hasCompleted ? "● completed/s" : "● completed/s (not counted by this process)"}),
       h("span.f", {text: "● failed/s (new DLQ entries)"}),
-      h("span.muted", {text: `sampled every ${series.interval_seconds}s, last hour`})),
+      h("span.muted", {text: `sampled every ${series.interval_seconds}s, up to the last hour`})),
     svg);
 }
 

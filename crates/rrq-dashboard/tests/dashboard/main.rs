@@ -3,6 +3,7 @@
 //! ChromeDriver.
 
 mod api;
+mod browser;
 
 use std::sync::Arc;
 use std::time::Duration;
