@@ -95,6 +95,15 @@ fn test(extra: &[String]) -> Result<()> {
     if !node {
         bail!("node and npm are needed for sdks/typescript; install them with `apt-get install nodejs npm` (Node 20)");
     }
+    // The dashboard's browser tests (crates/rrq-dashboard) fail without them.
+    let browser = ["chromium", "chromedriver"]
+        .iter()
+        .all(|tool| Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false));
+    if !browser {
+        bail!(
+            "chromium and chromedriver are needed for the dashboard's browser tests; install them with `apt-get install chromium chromium-driver`"
+        );
+    }
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     // The TypeScript runner SDK: a clean install from package-lock.json, its
     // build and its own tests (node --test).

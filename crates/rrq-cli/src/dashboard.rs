@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::anyhow;
+use metrics_exporter_prometheus::PrometheusHandle;
 use rrq_config::Settings;
 use rrq_dashboard::{Dashboard, Options, ServeError};
 use rrq_store::Store;
@@ -50,6 +51,10 @@ pub(crate) async fn start(
 ) -> Result<SocketAddr, CliError> {
     let dashboard =
         Dashboard::new(settings, store, options).map_err(|e| CliError::new(Exit::Config, anyhow::Error::new(e)))?;
+    serve(dashboard, stop).await
+}
+
+async fn serve(dashboard: Dashboard, stop: CancellationToken) -> Result<SocketAddr, CliError> {
     dashboard.serve(stop).await.map_err(|e| match e {
         ServeError::Bind(e) => CliError::new(Exit::Config, anyhow::Error::new(e)),
         e => CliError::new(Exit::Failure, anyhow::Error::new(e)),
@@ -75,14 +80,46 @@ pub async fn run(args: DashboardArgs) -> Result<Exit, CliError> {
 }
 
 /// The in-process dashboard of `rrq worker run` (`dashboard_listen`): the
-/// token comes from RRQ_DASHBOARD_TOKEN only.
+/// token comes from RRQ_DASHBOARD_TOKEN only; the chart's completions are
+/// this worker's own (`rrq_jobs_completed_total` of its metrics recorder).
 pub(crate) async fn start_in_worker(
     settings: &Settings,
     store: Arc<dyn Store>,
     listen: &str,
+    metrics: Option<PrometheusHandle>,
     stop: CancellationToken,
 ) -> Result<SocketAddr, CliError> {
     let mut options = Options::new(listen_addr(listen, "dashboard_listen")?);
     options.token = std::env::var(rrq_dashboard::TOKEN_ENV).ok().filter(|t| !t.is_empty());
-    start(settings, store, options, stop).await
+    let dashboard =
+        Dashboard::new(settings, store, options).map_err(|e| CliError::new(Exit::Config, anyhow::Error::new(e)))?;
+    let dashboard = match metrics {
+        Some(handle) => dashboard
+            .with_completed_counter(Arc::new(move || counter_total(&handle.render(), "rrq_jobs_completed_total"))),
+        None => dashboard,
+    };
+    serve(dashboard, stop).await
+}
+
+/// The sum of every series of counter `name` in Prometheus text.
+fn counter_total(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v.max(0.0) as u64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_counter_is_summed_over_its_series_only() {
+        let text = "# TYPE rrq_jobs_completed_total counter\n\
+            rrq_jobs_completed_total{queue=\"a\",function=\"f\"} 3\n\
+            rrq_jobs_completed_total{queue=\"b\",function=\"g\"} 4\n\
+            rrq_jobs_completed_totally 100\n\
+            rrq_jobs_retried_total{queue=\"a\"} 9\n";
+        assert_eq!(super::counter_total(text, "rrq_jobs_completed_total"), 7);
+        assert_eq!(super::counter_total("", "rrq_jobs_completed_total"), 0);
+    }
 }

@@ -571,6 +571,18 @@ mod tests {
     }
 
     #[test]
+    fn dashboard_listen_is_a_known_key_and_off_by_default() {
+        let (s, w) = parse("").unwrap();
+        assert!(w.is_empty());
+        assert_eq!(s.dashboard_listen, None);
+        let (s, w) = parse("[rrq]\ndashboard_listen = \"127.0.0.1:8080\"").unwrap();
+        assert!(w.is_empty(), "a known key: {w:?}");
+        assert_eq!(s.dashboard_listen.as_deref(), Some("127.0.0.1:8080"));
+        let (s, _) = parse("[rrq]\ndashboard_listen = \" \"").unwrap();
+        assert_eq!(s.dashboard_listen, None, "blank means off");
+    }
+
+    #[test]
     fn pickup_keys_default_on_and_sixty_seconds_and_are_validated() {
         let (s, w) = parse("").unwrap();
         assert!(w.is_empty());
