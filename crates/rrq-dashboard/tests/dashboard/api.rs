@@ -303,3 +303,35 @@ async fn no_answer_carries_the_redis_password_or_dsn() {
     assert_eq!(cron["entries"][0]["function"], "nightly", "the store behind the password answered: {cron}");
     assert!(cron["entries"][0]["next_run"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_answer_from_the_background_sample_not_from_a_scan() {
+    let env = Env::new("").await;
+    let d = env.dashboard(|_| {});
+    d.refresh().await.unwrap();
+    env.enqueue("work", "fresh").await;
+    let health = rrq_store::WorkerHealth {
+        active_jobs: 2,
+        concurrency_limit: 8,
+        queues: vec!["rrq:queue:fresh".to_owned()],
+        status: "running".to_owned(),
+        timestamp: json!(chrono::Utc::now().to_rfc3339()),
+        worker_id: "w-dash-1".to_owned(),
+    };
+    env.store.heartbeat(&health, Duration::from_secs(60)).await.unwrap();
+    // Neither the new queue nor the new worker is seen before the next
+    // discovery: no request ran a scan.
+    let o = get(&d, "/api/overview").await.json();
+    assert!(o["queues"].as_array().unwrap().iter().all(|q| q["name"] != "fresh"), "{o}");
+    assert_eq!(get(&d, "/api/workers").await.json()["workers"], json!([]));
+    d.refresh().await.unwrap();
+    let o = get(&d, "/api/overview").await.json();
+    assert_eq!(queue(&o, "fresh")["ready"], 1);
+    assert_eq!((o["workers_alive"].as_u64(), o["active"].as_u64()), (Some(1), Some(2)));
+    let w = get(&d, "/api/workers").await.json();
+    let w = &w["workers"][0];
+    assert_eq!((w["worker_id"].as_str(), w["status"].as_str()), (Some("w-dash-1"), Some("running")));
+    assert_eq!((w["active_jobs"].as_u64(), w["concurrency_limit"].as_u64()), (Some(2), Some(8)));
+    assert_eq!(w["queues"], json!(["rrq:queue:fresh"]));
+    assert!(w["ttl_seconds"].as_f64().unwrap() > 50.0);
+}
