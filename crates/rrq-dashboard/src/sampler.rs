@@ -188,9 +188,13 @@ pub async fn run(
     completed: Option<CompletedCounter>,
     stop: CancellationToken,
 ) {
+    // Discover first, so the first sample already lists every queue.
+    if let Err(e) = discover_once(store.as_ref(), &samples).await {
+        warn!(error = %e, "dashboard: discovering queues and workers failed");
+    }
     let mut sample = tokio::time::interval(samples.interval);
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut discover = tokio::time::interval(discover_every);
+    let mut discover = tokio::time::interval_at(tokio::time::Instant::now() + discover_every, discover_every);
     discover.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

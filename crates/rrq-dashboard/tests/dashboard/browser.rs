@@ -348,3 +348,38 @@ async fn a_dashboard_with_a_token_shows_only_its_login_until_given_it() {
     browser.close().await;
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_filtered_requeued_by_selection_and_purged_after_confirming() {
+    let env = Env::new("").await;
+    let a1 = env.failed("alpha_task", "q1", "alpha broke").await;
+    let a2 = env.failed("alpha_task", "q1", "alpha broke again").await;
+    let b = env.failed("beta_task", "q2", "beta broke").await;
+    let (url, stop) = serve(&env, None, |_| {}).await;
+    let browser = Browser::start().await;
+    browser.client.goto(&format!("{url}/#/dlq")).await.unwrap();
+    browser.text_until("#dlq-count", |t| t.starts_with("3 matching of 3")).await;
+
+    // Requeue a selection of one.
+    browser.click(&format!("tr[data-dlq-row='{b}'] input[type=checkbox]")).await;
+    browser.click("button[data-action='requeue selected']").await;
+    browser.text_until("#dlq-count", |t| t.starts_with("2 matching of 2")).await;
+    assert_eq!(status(&env, &b).await, Some(JobStatus::Pending));
+
+    // Filter by function, then purge: nothing goes before the confirmation.
+    let input = browser.client.find(Locator::Css("input[data-filter=function]")).await.unwrap();
+    input.send_keys("ALPHA\u{E007}").await.unwrap();
+    browser.text_until("#dlq-count", |t| t.starts_with("2 matching of 2")).await;
+    browser.click("button[data-action='purge matching…']").await;
+    let question = browser.text_until("#purge-confirm", |t| t.contains("Purge 2")).await;
+    assert!(question.contains("for good"), "{question}");
+    assert_eq!(env.store.dlq_len(&rrq_protocol::DlqName::new("default")).await.unwrap(), 2, "not before confirming");
+    browser.screenshot("dlq-purge-confirm").await;
+    browser.click("#purge-yes").await;
+    browser.text_until("#dlq-count", |t| t.starts_with("0 matching of 0")).await;
+    for id in [&a1, &a2] {
+        assert_eq!(env.store.job(id).await.unwrap(), None, "purged jobs are deleted");
+    }
+    browser.close().await;
+    stop.cancel();
+}
