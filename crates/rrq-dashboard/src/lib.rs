@@ -232,6 +232,12 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// Token check on everything, CSRF and read-only checks on actions.
 async fn guard(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    if s.token.is_none() && !security::host_is_loopback(req.headers()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "without an access token the dashboard answers only requests to localhost or a loopback address",
+        );
+    }
     if let Some(token) = &s.token
         && !security::has_token(req.headers(), token)
     {

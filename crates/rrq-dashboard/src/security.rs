@@ -6,6 +6,8 @@
 //! * Every action is a `POST` carrying the per-process CSRF secret in the
 //!   `x-rrq-csrf` header (the page embeds it); a request whose `Origin` is
 //!   not this host is refused.
+//! * Without a token, only requests whose `Host` is `localhost` or a
+//!   loopback address are served (DNS rebinding).
 //! * Secrets are compared in constant time.
 
 use std::net::SocketAddr;
@@ -91,6 +93,19 @@ pub fn csrf_refusal(headers: &HeaderMap, secret: &str) -> Option<&'static str> {
     }
 }
 
+/// Whether the `Host` header names this machine (`localhost` or a loopback
+/// address). Without a token, only such requests are served, so a page that
+/// rebinds its own DNS name to 127.0.0.1 cannot read the dashboard.
+pub fn host_is_loopback(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']').map_or(rest, |(ip, _)| ip)
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
@@ -147,6 +162,22 @@ mod tests {
         assert_eq!(csrf_refusal(&h, "s"), None);
         h.insert(header::ORIGIN, HeaderValue::from_static("http://evil.example"));
         assert!(csrf_refusal(&h, "s").unwrap().contains("Origin"));
+    }
+
+    #[test]
+    fn only_loopback_host_names_pass_the_rebinding_check() {
+        let host = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static(v));
+            host_is_loopback(&h)
+        };
+        for ok in ["127.0.0.1:8080", "127.0.0.1", "localhost:8080", "LOCALHOST", "[::1]:8080", "127.1.2.3:9"] {
+            assert!(host(ok), "{ok}");
+        }
+        for bad in ["evil.example:8080", "evil.example", "10.0.0.1:8080", "[::2]:80", "localhost.evil.example"] {
+            assert!(!host(bad), "{bad}");
+        }
+        assert!(!host_is_loopback(&HeaderMap::new()), "no Host header");
     }
 
     #[test]

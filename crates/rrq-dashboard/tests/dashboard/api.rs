@@ -235,6 +235,10 @@ async fn actions_without_the_csrf_secret_or_from_another_origin_are_refused() {
     let ok = call(&d, send(Some(&csrf), Some("http://127.0.0.1:8080"))).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     assert_eq!(env.store.paused().await.unwrap(), vec![q]);
+    // Without a token, a page that rebinds its DNS name to 127.0.0.1 is
+    // refused: its requests name another host.
+    let rebound = Request::get("/api/overview").header("host", "evil.example:8080").body(Body::empty()).unwrap();
+    assert_eq!(call(&d, rebound).await.status, StatusCode::FORBIDDEN);
     // A GET never changes anything: the action routes answer only POST.
     assert_eq!(get(&d, "/api/queue/resume?name=default").await.status, StatusCode::METHOD_NOT_ALLOWED);
     // The page embeds the secret the front end sends.
