@@ -554,7 +554,10 @@ async fn dlq_purge(State(s): State<Shared>, Json(b): Json<DlqAction>) -> Respons
         Err(r) => return r.into_response(),
     };
     if !b.confirm {
-        return Json(json!({"dlq": dlq.as_str(), "would_purge": targets.len(), "purged": 0})).into_response();
+        // The ids let a confirmation purge exactly what was shown, not what
+        // matches by the time it is given.
+        let ids: Vec<&str> = targets.iter().map(|(id, _)| id.as_str()).collect();
+        return Json(json!({"dlq": dlq.as_str(), "would_purge": ids.len(), "ids": ids, "purged": 0})).into_response();
     }
     let ids: Vec<JobId> = targets.into_iter().map(|(id, _)| id).collect();
     match data::dlq_purge(s.store.as_ref(), &dlq, &ids).await {

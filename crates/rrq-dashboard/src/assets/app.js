@@ -266,7 +266,7 @@ async function dlqPage() {
       confirmBox.replaceChildren(
         h("p", {text: `Purge ${preview.would_purge} dead-lettered job(s) for good? Their job data is deleted.`}),
         h("button.danger", {id: "purge-yes", onclick: async () => {
-          try { const r = await api("/api/dlq/purge", {all_matching: true, filter, confirm: true}); toast(`Purged ${r.purged}`); }
+          try { const r = await api("/api/dlq/purge", {ids: preview.ids, confirm: true}); toast(`Purged ${r.purged}`); }
           catch (e) { toast(e.message, true); }
           dlqPage();
         }}, `Purge ${preview.would_purge}`), " ",

@@ -112,6 +112,7 @@ async fn queue_and_dlq_pages_follow_the_sorted_set_and_the_list() {
     assert_eq!(env.store.queue_len(&QueueName::new("dq")).await.unwrap(), 3);
     let preview = post(&d, "/api/dlq/purge", json!({"all_matching": true})).await.json();
     assert_eq!((preview["would_purge"].as_u64(), preview["purged"].as_u64()), (Some(4), Some(0)));
+    assert_eq!(preview["ids"].as_array().unwrap().len(), 4, "the preview names what a confirmation purges");
     assert_eq!(env.store.dlq_len(&DlqName::new("default")).await.unwrap(), 4, "nothing purged before confirming");
     let done = post(&d, "/api/dlq/purge", json!({"ids": [failed[0].as_str()], "confirm": true})).await.json();
     assert_eq!(done["purged"], 1);
