@@ -209,7 +209,7 @@ async fn wait_status(env: &Env, id: &JobId, want: JobStatus) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overview_shows_the_queues_workers_and_the_chart() {
-    let env = Env::new("").await;
+    let env = Env::new("[[rrq.cron_jobs]]\nfunction_name = \"nightly_report\"\nschedule = \"0 3 * * *\"").await;
     let worker = RunningWorker::start(&env, &["default", "emails"]);
     for _ in 0..3 {
         env.failed("report", "reports", "ValueError: missing column 'total'").await;
@@ -258,6 +258,14 @@ async fn the_overview_shows_the_queues_workers_and_the_chart() {
     input.send_keys(id.as_str()).await.unwrap();
     browser.click("#search button").await;
     browser.text_until("#job-id", |t| t == id.as_str()).await;
+    // The workers and cron pages.
+    browser.click("a[data-nav=workers]").await;
+    let workers = browser.text_until("#workers", |t| t.contains("rrq_worker_") && t.contains("emails")).await;
+    assert!(!workers.contains("http"), "queues show as names: {workers}");
+    browser.screenshot("workers").await;
+    browser.click("a[data-nav=cron]").await;
+    browser.text_until("#cron", |t| t.contains("nightly_report") && t.contains("0 3 * * *")).await;
+    browser.screenshot("cron").await;
     browser.close().await;
     stop.cancel();
     worker.stop().await;
