@@ -78,11 +78,11 @@ function action(label, cls, fn) {
   if (READ_ONLY) return null;
   return h("button." + cls, {onclick: fn, "data-action": label.toLowerCase()}, label);
 }
-function pager(offset, limit, total, go) {
+function pager(offset, limit, total, go, labels = ["‹ Newer", "Older ›"]) {
   return h("div.pager",
-    h("button", {disabled: offset === 0, onclick: () => go(Math.max(0, offset - limit))}, "‹ Newer"),
+    h("button", {disabled: offset === 0, onclick: () => go(Math.max(0, offset - limit))}, labels[0]),
     h("span.muted", {text: total === 0 ? "none" : `${offset + 1}–${Math.min(offset + limit, total)} of ${total}`}),
-    h("button", {disabled: offset + limit >= total, onclick: () => go(offset + limit)}, "Older ›"));
+    h("button", {disabled: offset + limit >= total, onclick: () => go(offset + limit)}, labels[1]));
 }
 
 // ---- overview -------------------------------------------------------------
@@ -197,7 +197,7 @@ async function queuePage(name, offset = 0) {
     h("table", {id: "queue-jobs"},
       h("thead", h("tr", ...["Job", "Function", "Status", "When", "Attempts", "Enqueued"].map(t => h("th", {text: t})))),
       h("tbody", rows.length ? rows : h("tr", h("td", {colspan: 6, class: "muted", text: "No jobs wait in this queue"})))),
-    pager(offset, limit, c.ready + c.scheduled, o => queuePage(name, o))));
+    pager(offset, limit, c.ready + c.scheduled, o => queuePage(name, o), ["‹ Sooner", "Later ›"])));
   refreshIn(5000, () => queuePage(name, offset));
 }
 
