@@ -70,9 +70,11 @@ pub struct Options {
     pub token: Option<String>,
     /// Hide and refuse every action.
     pub read_only: bool,
-    /// How often counts are sampled for the overview and its chart.
+    /// How often counts are sampled for the overview and its chart (at
+    /// least every 100 ms).
     pub sample_every: Duration,
-    /// How often queues and workers are discovered (keyspace scans).
+    /// How often queues and workers are discovered (keyspace scans; at
+    /// least every 100 ms).
     pub discover_every: Duration,
 }
 
@@ -137,7 +139,9 @@ impl Dashboard {
     /// Builds a dashboard. Fails when the bind rule refuses the options.
     pub fn new(settings: &Settings, store: Arc<dyn Store>, options: Options) -> Result<Self, BindError> {
         security::check_bind(options.listen, options.token.as_deref())?;
-        let samples = Arc::new(Samples::new(options.sample_every, Duration::from_secs(3600)));
+        // A zero interval would make a busy loop (and tokio refuses it).
+        let sample_every = options.sample_every.max(Duration::from_millis(100));
+        let samples = Arc::new(Samples::new(sample_every, Duration::from_secs(3600)));
         let state = Arc::new(AppState {
             store,
             known: Arc::new(Known::from_settings(settings)),
@@ -206,7 +210,7 @@ impl Dashboard {
             s.store.clone(),
             s.known.clone(),
             s.samples.clone(),
-            self.options.discover_every,
+            self.options.discover_every.max(Duration::from_millis(100)),
             self.completed.clone(),
             stop.child_token(),
         ));
@@ -367,7 +371,9 @@ struct PageQuery {
 }
 
 fn page_bounds(offset: Option<usize>, limit: Option<usize>) -> (usize, usize) {
-    (offset.unwrap_or(0), limit.unwrap_or(50).clamp(1, MAX_PAGE))
+    // Redis ranges are signed 64-bit: keep offset + limit within them.
+    let max_offset = usize::try_from(i64::MAX).unwrap_or(usize::MAX) - MAX_PAGE;
+    (offset.unwrap_or(0).min(max_offset), limit.unwrap_or(50).clamp(1, MAX_PAGE))
 }
 
 /// A refusal before any work: status and message.

@@ -87,6 +87,11 @@ async fn queue_and_dlq_pages_follow_the_sorted_set_and_the_list() {
     let huge = get(&d, "/api/queue?name=bulk&limit=100000").await.json();
     assert_eq!(huge["limit"], rrq_dashboard::MAX_PAGE, "pages are bounded");
     assert_eq!(get(&d, "/api/queue").await.status, StatusCode::BAD_REQUEST);
+    let beyond = get(&d, &format!("/api/queue?name=bulk&offset={}", usize::MAX)).await;
+    assert_eq!((beyond.status, beyond.json()["jobs"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+    let beyond = get(&d, &format!("/api/dlq?offset={}&function=x", usize::MAX)).await;
+    assert_eq!(beyond.status, StatusCode::OK, "{}", beyond.body);
+    assert_eq!(get(&d, "/api/queue?name=bulk&offset=-1").await.status, StatusCode::BAD_REQUEST);
 
     // The DLQ, newest first, filtered by function and error text.
     let mut failed = Vec::new();
