@@ -127,6 +127,11 @@ impl Samples {
     }
 }
 
+/// Longest one sampling or discovery pass may take before the overview
+/// reports Redis as not answering (the pass is dropped; the next one
+/// starts afresh).
+const PASS_BUDGET: Duration = Duration::from_secs(3);
+
 /// A count of completed jobs that only grows, when the process has one
 /// (a worker serving the dashboard in-process counts its own completions).
 pub type CompletedCounter = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -189,8 +194,10 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     // Discover first, so the first sample already lists every queue.
-    if let Err(e) = discover_once(store.as_ref(), &samples).await {
-        warn!(error = %e, "dashboard: discovering queues and workers failed");
+    match tokio::time::timeout(PASS_BUDGET, discover_once(store.as_ref(), &samples)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "dashboard: discovering queues and workers failed"),
+        Err(_) => warn!("dashboard: discovering queues and workers took too long"),
     }
     let mut sample = tokio::time::interval(samples.interval);
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -198,18 +205,27 @@ pub async fn run(
     discover.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
             () = stop.cancelled() => return,
-            _ = discover.tick() => {
-                if let Err(e) = discover_once(store.as_ref(), &samples).await {
-                    warn!(error = %e, "dashboard: discovering queues and workers failed");
+            _ = sample.tick() => {
+                let read = sample_once(store.as_ref(), &known, &samples, completed.as_ref());
+                let failure = match tokio::time::timeout(PASS_BUDGET, read).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(format!("reading Redis failed: {e}")),
+                    Err(_) => Some(format!("Redis did not answer within {}s", PASS_BUDGET.as_secs())),
+                };
+                if let Some(failure) = failure {
+                    warn!(error = %failure, "dashboard: sampling counts failed");
+                    let mut s = samples.snapshot();
+                    s.error = Some(failure);
+                    samples.set_snapshot(s);
                 }
             }
-            _ = sample.tick() => {
-                if let Err(e) = sample_once(store.as_ref(), &known, &samples, completed.as_ref()).await {
-                    warn!(error = %e, "dashboard: sampling counts failed");
-                    let mut s = samples.snapshot();
-                    s.error = Some(format!("reading Redis failed: {e}"));
-                    samples.set_snapshot(s);
+            _ = discover.tick() => {
+                match tokio::time::timeout(PASS_BUDGET, discover_once(store.as_ref(), &samples)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(error = %e, "dashboard: discovering queues and workers failed"),
+                    Err(_) => warn!("dashboard: discovering queues and workers took too long"),
                 }
             }
         }

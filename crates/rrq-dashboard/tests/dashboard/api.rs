@@ -345,3 +345,69 @@ async fn requests_answer_from_the_background_sample_not_from_a_scan() {
     assert_eq!(w["queues"], json!(["rrq:queue:fresh"]));
     assert!(w["ttl_seconds"].as_f64().unwrap() > 50.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_does_not_parse_is_shown_with_its_problem() {
+    let env = Env::new("").await;
+    let id = JobId::new("odd-job");
+    let fields = [("status", "PENDING"), ("enqueue_time", "not a time"), ("job_params", "[1,2")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    env.store.put_job_fields(&id, &fields).await.unwrap();
+    let d = env.dashboard(|_| {});
+    let j = get(&d, "/api/job?id=odd-job").await;
+    assert_eq!(j.status, StatusCode::OK, "{}", j.body);
+    let j = j.json();
+    assert!(j["problem"].as_str().unwrap().contains("function_name"), "{j}");
+    assert_eq!(j["fields"]["job_params"], "[1,2", "the stored fields are still shown");
+    assert_eq!(j["actions"], json!({"retry": false, "cancel": false, "replay": false}));
+    let replay = post(&d, "/api/job/replay", json!({"id": "odd-job"})).await;
+    assert_eq!(replay.status, StatusCode::CONFLICT, "{}", replay.body);
+}
+
+/// `GET path` over a real socket.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the dashboard");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_dashboard_reports_redis_going_away_and_keeps_serving() {
+    let mut env = Env::new("").await;
+    env.enqueue("work", "default").await;
+    let mut options = Options::new("127.0.0.1:0".parse().unwrap());
+    options.sample_every = Duration::from_millis(100);
+    options.discover_every = Duration::from_millis(100);
+    let d = Dashboard::new(&env.settings, env.store.clone(), options).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let addr = d.serve(stop.clone()).await.unwrap();
+    let overview = |want: &dyn Fn(&Value) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = http_get(addr, "/api/overview");
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if status.contains("200") && want(&v) {
+                return v;
+            }
+            assert!(std::time::Instant::now() < deadline, "{status} {body}");
+            // sleep-ok: polling the served overview with a deadline.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let o = overview(&|v| v["queues"].as_array().is_some_and(|q| q.iter().any(|q| q["ready"] == 1)));
+    assert_eq!(o["error"], Value::Null);
+    env.redis.stop();
+    let o = overview(&|v| v["error"].is_string());
+    assert!(o["error"].as_str().unwrap().contains("Redis"), "{o}");
+    assert_eq!(queue(&o, "default")["ready"], 1, "the last good counts stay");
+    let (status, body) = http_get(addr, "/api/job?id=x");
+    assert!(status.contains("503"), "{status} {body}");
+    stop.cancel();
+}
