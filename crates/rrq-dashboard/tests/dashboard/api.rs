@@ -409,5 +409,11 @@ async fn a_served_dashboard_reports_redis_going_away_and_keeps_serving() {
     assert_eq!(queue(&o, "default")["ready"], 1, "the last good counts stay");
     let (status, body) = http_get(addr, "/api/job?id=x");
     assert!(status.contains("503"), "{status} {body}");
+    // Redis back (empty: it keeps no data): the overview recovers.
+    env.redis.start_again();
+    let o = overview(&|v| {
+        v["error"].is_null() && v["queues"].as_array().is_some_and(|q| q.iter().all(|q| q["ready"] == 0))
+    });
+    assert_eq!(queue(&o, "default")["ready"], 0);
     stop.cancel();
 }
