@@ -8,6 +8,7 @@
 //! command in-process or as their own binary; `main.rs` only calls [`main`].
 
 mod completions;
+#[cfg(feature = "dashboard")]
 mod dashboard;
 mod debug;
 mod dlq;
@@ -93,6 +94,7 @@ enum Command {
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
     /// Serve the web dashboard (queues, jobs, DLQ, workers, cron)
+    #[cfg(feature = "dashboard")]
     Dashboard(dashboard::DashboardArgs),
 }
 
@@ -149,6 +151,7 @@ pub fn main() -> ExitCode {
             Command::Debug(cmd) => debug::run(cmd).await,
             Command::Runner(cmd) => runner_helper::run(cmd).await,
             Command::Completions(args) => completions::run(args),
+            #[cfg(feature = "dashboard")]
             Command::Dashboard(args) => dashboard::run(args).await,
         };
         #[cfg(feature = "otlp")]

@@ -180,6 +180,15 @@ async fn run_worker(args: RunArgs) -> Result<Exit, CliError> {
     apply_runner_mode(&mut settings, args.runner_mode.as_deref());
     let queues = queues(&settings, &args.queues)?;
     let probe_queue = queues[0].clone();
+    #[cfg(not(feature = "dashboard"))]
+    if let Some(addr) = &settings.dashboard_listen {
+        return Err(CliError::new(
+            Exit::Config,
+            anyhow::anyhow!(
+                "dashboard_listen = {addr:?} is set, but this rrq was built without its `dashboard` feature; remove the key or rebuild with it"
+            ),
+        ));
+    }
     let metrics_addr = args.metrics_listen.clone().or_else(|| settings.metrics_listen.clone());
     // The in-process dashboard charts completions from the same recorder.
     let handle = if metrics_addr.is_some() || settings.dashboard_listen.is_some() {
@@ -196,6 +205,7 @@ async fn run_worker(args: RunArgs) -> Result<Exit, CliError> {
         let local = crate::serve::spawn(&addr, handle, health, shutdown.child_token()).await?;
         println!("Serving /metrics and /healthz on http://{local}");
     }
+    #[cfg(feature = "dashboard")]
     if let Some(addr) = &settings.dashboard_listen {
         let local =
             crate::dashboard::start_in_worker(&settings, built.store.clone(), addr, handle, shutdown.child_token())
