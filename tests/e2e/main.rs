@@ -3,6 +3,7 @@
 //! client, and a real Redis (from `RRQ_TEST_REDIS_URL` or a private
 //! `redis-server`).
 
+mod dashboard;
 mod faults;
 mod interop;
 mod mixed_runners;

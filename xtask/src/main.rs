@@ -130,6 +130,15 @@ fn test(extra: &[String]) -> Result<()> {
     if !Command::new("redis-cli").arg("--version").output().map(|o| o.status.success()).unwrap_or(false) {
         bail!("redis-cli is not installed; install it with `apt-get install redis-tools`");
     }
+    // The dashboard's browser tests (crates/rrq-dashboard) fail without them.
+    let browser = ["chromium", "chromedriver"]
+        .iter()
+        .all(|tool| Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false));
+    if !browser {
+        bail!(
+            "chromium and chromedriver are needed for the dashboard's browser tests; install them with `apt-get install chromium chromium-driver`"
+        );
+    }
     let opt_out = std::env::var(NO_DOCKER_ENV).ok();
     if let Some(warning) = docker_check(docker_daemon(), opt_out.as_deref())? {
         eprintln!("{warning}");

@@ -26,6 +26,8 @@ macro_rules! outln {
 
 mod completions;
 mod cron_cmd;
+#[cfg(feature = "dashboard")]
+mod dashboard;
 mod debug;
 mod dlq;
 mod enqueue;
@@ -115,6 +117,9 @@ enum Command {
     Runner(runner_cmd::RunnerCommand),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
+    /// Serve the web dashboard (queues, jobs, DLQ, workers, cron)
+    #[cfg(feature = "dashboard")]
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -148,6 +153,8 @@ pub fn main() -> ExitCode {
             Command::Debug(cmd) => debug::run(cmd).await,
             Command::Runner(cmd) => runner_cmd::run(cmd).await,
             Command::Completions(args) => completions::run(args),
+            #[cfg(feature = "dashboard")]
+            Command::Dashboard(args) => dashboard::run(args).await,
         };
         // Sends what the worker commands' exporters hold (see `logging`).
         #[cfg(feature = "otlp")]

@@ -171,13 +171,24 @@ async fn run_worker(args: RunArgs) -> Result<Exit, CliError> {
     apply_runner_mode(&mut settings, args.runner_mode.as_deref());
     let queues = queues(&settings, &args.queues)?;
     let probe_queue = queues[0].clone();
-    let recorder = match args.metrics_listen.as_ref().or(settings.metrics_listen.as_ref()) {
-        Some(addr) => Some((addr.clone(), crate::serve::install_recorder()?)),
-        None => {
-            logging::install_metrics(None)?;
-            None
-        }
+    #[cfg(not(feature = "dashboard"))]
+    if let Some(addr) = &settings.dashboard_listen {
+        return Err(CliError::new(
+            Exit::Config,
+            anyhow::anyhow!(
+                "dashboard_listen = {addr:?} is set, but this rrq was built without its `dashboard` feature; remove the key or rebuild with it"
+            ),
+        ));
+    }
+    let metrics_addr = args.metrics_listen.clone().or_else(|| settings.metrics_listen.clone());
+    // The in-process dashboard charts completions from the same recorder.
+    let handle = if metrics_addr.is_some() || settings.dashboard_listen.is_some() {
+        Some(crate::serve::install_recorder()?)
+    } else {
+        logging::install_metrics(None)?;
+        None
     };
+    let recorder = metrics_addr.zip(handle.clone());
     let built = build_worker(&settings, queues, args.burst).await?;
     let shutdown = CancellationToken::new();
     if let Some((addr, handle)) = recorder {
@@ -185,6 +196,13 @@ async fn run_worker(args: RunArgs) -> Result<Exit, CliError> {
             crate::serve::HealthSources { store: built.store.clone(), probe_queue, runners: built.runners.clone() };
         let local = crate::serve::spawn(&addr, handle, health, shutdown.child_token()).await?;
         outln!("Serving /metrics and /healthz on http://{local}");
+    }
+    #[cfg(feature = "dashboard")]
+    if let Some(addr) = &settings.dashboard_listen {
+        let local =
+            crate::dashboard::start_in_worker(&settings, built.store.clone(), addr, handle, shutdown.child_token())
+                .await?;
+        println!("Dashboard on http://{local}");
     }
     spawn_signal_handler(shutdown.clone());
     let stats = built.worker.run(shutdown.clone()).await;

@@ -43,6 +43,7 @@ pub(crate) const RRQ_KEYS: &[&str] = &[
     "cron",
     // RRQ extensions (the reference ignores unknown [rrq] keys).
     "metrics_listen",
+    "dashboard_listen",
     "max_payload_bytes",
     "keyspace_notifications",
     "job_events_ttl_seconds",
@@ -132,6 +133,7 @@ pub(crate) struct RawRrq {
     #[serde(default)]
     pub cron: Vec<RawCron>,
     pub metrics_listen: Option<String>,
+    pub dashboard_listen: Option<String>,
     pub max_payload_bytes: Option<i64>,
     pub keyspace_notifications: Option<bool>,
     pub job_events_ttl_seconds: Option<f64>,

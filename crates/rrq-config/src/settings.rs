@@ -221,6 +221,9 @@ pub struct Settings {
     pub correlation_mappings: BTreeMap<String, String>,
     /// Where to serve `/metrics` and `/healthz` (RRQ extension; off when absent).
     pub metrics_listen: Option<String>,
+    /// Where a worker serves the web dashboard in-process (RRQ extension;
+    /// off when absent). A non-loopback address needs RRQ_DASHBOARD_TOKEN.
+    pub dashboard_listen: Option<String>,
     /// Largest accepted job payload in bytes (RRQ extension): the worker
     /// dead-letters a job whose `job_params` JSON is larger, without running it.
     pub max_payload_bytes: usize,
@@ -422,6 +425,7 @@ pub(crate) fn validate(
         watch: validate_watch(raw.watch.unwrap_or_default())?,
         correlation_mappings: raw.correlation_mappings,
         metrics_listen: raw.metrics_listen,
+        dashboard_listen: raw.dashboard_listen.filter(|a| !a.trim().is_empty()),
         max_payload_bytes,
         keyspace_notifications: raw.keyspace_notifications.unwrap_or(true),
         job_events_ttl,
@@ -711,6 +715,18 @@ mod tests {
         assert_eq!(s.max_retry_delay.as_secs(), 3600);
         assert_eq!(s.shutdown_grace.as_secs(), 10);
         assert_eq!(s.health_check_interval.as_secs(), 60);
+    }
+
+    #[test]
+    fn dashboard_listen_is_a_known_key_and_off_by_default() {
+        let (s, w) = parse("").unwrap();
+        assert!(w.is_empty());
+        assert_eq!(s.dashboard_listen, None);
+        let (s, w) = parse("[rrq]\ndashboard_listen = \"127.0.0.1:8080\"").unwrap();
+        assert!(w.is_empty(), "a known key: {w:?}");
+        assert_eq!(s.dashboard_listen.as_deref(), Some("127.0.0.1:8080"));
+        let (s, _) = parse("[rrq]\ndashboard_listen = \" \"").unwrap();
+        assert_eq!(s.dashboard_listen, None, "blank means off");
     }
 
     #[test]

@@ -30,7 +30,7 @@ const ENVIRONMENT: Rule = Rule {
 };
 const SLEEP: Rule = Rule {
     name: "test sleep",
-    what: "a `sleep(` in test code without a `sleep-ok:` marker on its line or the line above",
+    what: "a `sleep(` in test code without a `sleep-ok:` marker on its line or in the comment just above",
 };
 
 const SPAWN: Rule = Rule {
@@ -141,7 +141,8 @@ pub(crate) fn scan(path: &str, text: &str) -> Vec<Finding> {
     let krate = crate_of(path);
     let file_name = path.rsplit('/').next().unwrap_or_default();
     let mut in_test = is_test_file(path);
-    let mut previous = "";
+    // A `sleep-ok` marker in the comment lines right above the current line.
+    let mut marked_above = false;
     let mut found = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let code = line.trim_start();
@@ -168,11 +169,11 @@ pub(crate) fn scan(path: &str, text: &str) -> Vec<Finding> {
                 if code.contains("Command::new(") && !SPAWNERS.contains(&krate) {
                     hit(&SPAWN);
                 }
-            } else if code.contains("sleep(") && !line.contains("sleep-ok") && !previous.contains("sleep-ok") {
+            } else if code.contains("sleep(") && !line.contains("sleep-ok") && !marked_above {
                 hit(&SLEEP);
             }
         }
-        previous = line;
+        marked_above = code.starts_with("//") && (marked_above || code.contains("sleep-ok"));
     }
     found
 }
@@ -229,6 +230,8 @@ mod tests {
     fn a_test_sleep_needs_a_marker_on_its_line_or_the_one_above() {
         let text = "tokio::time::sleep(d).await;\n// sleep-ok: the handler's run time\ntokio::time::sleep(d).await;\nsleep(d); // sleep-ok: paused clock\n";
         assert_eq!(rules("crates/rrq-pool/tests/pool/main.rs", text), [(1, "test sleep")]);
+        let block = "// sleep-ok: the two timers must be\n// staggered by hand.\nsleep(d);\nsleep(d);\n";
+        assert_eq!(rules("crates/rrq-pool/tests/pool/main.rs", block), [(4, "test sleep")], "a marker covers one line");
         assert_eq!(rules("tests/e2e/main.rs", text), [(1, "test sleep")]);
         let src = format!("fn f() {{ sleep(d); }}\n#[cfg(test)]\nmod tests {{\n{text}}}\n");
         assert_eq!(rules("crates/rrq-core/src/worker.rs", &src), [(4, "test sleep")]);

@@ -7,6 +7,7 @@
 //! in parallel without seeing each other's queues.
 
 mod cron;
+mod dashboard;
 mod debug;
 mod dlq;
 mod enqueue;
