@@ -3,7 +3,8 @@
 //! itself (with a generous deadline), never a sleep.
 //!
 //! Both stores: a resumed queue, a DLQ requeue and a cancel of a running job.
-//! Redis only: keyspace notifications (a raw `ZADD` as `redis-cli` or the
+//! Redis only: a job requeued by recovery after its lock really expired,
+//! keyspace notifications (a raw `ZADD` as `redis-cli` or the
 //! reference's Python client writes it, a deferred job, a backoff retry), the
 //! subscription being live on return, the operator's
 //! `notify-keyspace-events` flags being kept, the fallback when `CONFIG` is
@@ -173,6 +174,40 @@ async fn a_raw_zadd_a_deferred_job_and_a_backoff_retry_each_wake_the_subscriber(
     let later = now + chrono::TimeDelta::seconds(60);
     assert_eq!(store.retry(&lease, "again", later, now, &h.defaults()).await.unwrap(), Fence::Applied);
     ready_for(&mut rx, &retried).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_requeued_by_recovery_wakes_the_subscriber() {
+    let h = Harness::redis_private().await;
+    let mut rx = h.store.subscribe_ready().await.unwrap();
+    let q = h.queue("recovered");
+    h.store.enqueue(h.new_job("orphan", &q), EnqueueMode::Standard).await.unwrap();
+    let req = rrq_store::ClaimRequest {
+        queue: q.clone(),
+        worker_id: h.worker("dead"),
+        max: 1,
+        now: chrono::Utc::now(),
+        lease_ttl: Duration::from_millis(50),
+        max_payload_bytes: usize::MAX,
+    };
+    let lease = h.store.claim(req).await.unwrap().jobs.remove(0).lease;
+    // A fence: signals arrive in server order on one connection, so once a
+    // later queue's signal is read, every earlier signal of `q` (the
+    // enqueue's, the claim's) has been read and skipped.
+    let fence = h.queue("fence");
+    h.store.enqueue(h.new_job("fence", &fence), EnqueueMode::Standard).await.unwrap();
+    ready_for(&mut rx, &fence).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rec = h.store.recover(chrono::Utc::now(), 100, &h.defaults()).await.unwrap();
+        if rec.requeued == vec![lease.job_id.clone()] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the lock never expired");
+        tokio::time::sleep(Duration::from_millis(10)).await; // sleep-ok: deadline poll until the lock expires
+    }
+    // A worker idling on the signal learns of the requeued job at once.
+    ready_for(&mut rx, &q).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
