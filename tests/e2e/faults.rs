@@ -19,3 +19,4 @@ mod poison;
 mod redis;
 mod runners;
 mod security;
+mod sentinel;

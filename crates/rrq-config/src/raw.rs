@@ -48,6 +48,8 @@ pub(crate) const RRQ_KEYS: &[&str] = &[
     "keyspace_notifications",
     "job_events_ttl_seconds",
     "lease_ttl_seconds",
+    "min_replicas_acked",
+    "replica_ack_timeout_seconds",
     "telemetry",
 ];
 
@@ -138,6 +140,8 @@ pub(crate) struct RawRrq {
     pub keyspace_notifications: Option<bool>,
     pub job_events_ttl_seconds: Option<f64>,
     pub lease_ttl_seconds: Option<f64>,
+    pub min_replicas_acked: Option<i64>,
+    pub replica_ack_timeout_seconds: Option<f64>,
     pub telemetry: Option<RawTelemetry>,
 }
 

@@ -240,6 +240,15 @@ pub struct Settings {
     /// default 15 s, at least 1 s); the worker renews leases and recovers
     /// expired ones every third of it.
     pub lease_ttl: Duration,
+    /// Replicas that must confirm each enqueue before a producer reports it
+    /// done (RRQ extension `min_replicas_acked`, default 0 = off): the
+    /// producer sends `WAIT` after the write, one more round trip, so that
+    /// an acknowledged job survives a Sentinel failover.
+    pub min_replicas_acked: u32,
+    /// How long a producer waits for those confirmations before the
+    /// enqueue fails (RRQ extension `replica_ack_timeout_seconds`, default
+    /// 1 s, at most 60 s).
+    pub replica_ack_timeout: Duration,
     /// OTLP export (`[rrq.telemetry]`, RRQ extension).
     pub telemetry: TelemetrySettings,
 }
@@ -376,6 +385,19 @@ pub(crate) fn validate(
     if job_events_ttl < Duration::from_millis(1) {
         return Err(invalid("rrq.job_events_ttl_seconds", events_ttl, "must be at least 0.001"));
     }
+    let acked = raw.min_replicas_acked.unwrap_or(0);
+    let min_replicas_acked = u32::try_from(acked)
+        .ok()
+        .filter(|n| *n <= 100)
+        .ok_or_else(|| invalid("rrq.min_replicas_acked", acked, "must be a whole number from 0 (off) to 100"))?;
+    let ack_timeout = raw.replica_ack_timeout_seconds.unwrap_or(1.0);
+    if !ack_timeout.is_finite() || !(0.001..=60.0).contains(&ack_timeout) {
+        return Err(invalid(
+            "rrq.replica_ack_timeout_seconds",
+            ack_timeout,
+            "must be a number of seconds from 0.001 to 60",
+        ));
+    }
     let lease = raw.lease_ttl_seconds.unwrap_or(15.0);
     if !lease.is_finite() || !(1.0..=MAX_SECONDS).contains(&lease) {
         return Err(invalid(
@@ -430,6 +452,8 @@ pub(crate) fn validate(
         keyspace_notifications: raw.keyspace_notifications.unwrap_or(true),
         job_events_ttl,
         lease_ttl: Duration::from_secs_f64(lease),
+        min_replicas_acked,
+        replica_ack_timeout: Duration::from_secs_f64(ack_timeout),
         telemetry: validate_telemetry(raw.telemetry.unwrap_or_default())?,
     })
 }
@@ -742,6 +766,26 @@ mod tests {
         for bad in ["0", "-1"] {
             let err = parse(&format!("[rrq]\njob_events_ttl_seconds = {bad}")).unwrap_err();
             assert!(err.to_string().contains("job_events_ttl_seconds"), "{err}");
+        }
+    }
+
+    #[test]
+    fn replica_acknowledgement_is_off_by_default_and_validated() {
+        let (s, w) = parse("").unwrap();
+        assert!(w.is_empty());
+        assert_eq!(s.min_replicas_acked, 0);
+        assert_eq!(s.replica_ack_timeout, std::time::Duration::from_secs(1));
+        let (s, w) = parse("[rrq]\nmin_replicas_acked = 2\nreplica_ack_timeout_seconds = 0.25").unwrap();
+        assert!(w.is_empty(), "known keys: {w:?}");
+        assert_eq!(s.min_replicas_acked, 2);
+        assert_eq!(s.replica_ack_timeout, std::time::Duration::from_millis(250));
+        for bad in ["-1", "101"] {
+            let err = parse(&format!("[rrq]\nmin_replicas_acked = {bad}")).unwrap_err();
+            assert!(err.to_string().contains("min_replicas_acked"), "{err}");
+        }
+        for bad in ["0", "-1", "61", "nan"] {
+            let err = parse(&format!("[rrq]\nreplica_ack_timeout_seconds = {bad}")).unwrap_err();
+            assert!(err.to_string().contains("replica_ack_timeout_seconds"), "{err}");
         }
     }
 

@@ -31,6 +31,14 @@ pub struct ProducerConfig {
     pub idempotency_ttl: Duration,
     /// Correlation attribute → path into params.
     pub correlation_mappings: BTreeMap<String, String>,
+    /// Replicas that must hold each enqueued job before the enqueue returns
+    /// (`[rrq] min_replicas_acked`; Redis `WAIT`, one more round trip per
+    /// call). 0, the default, returns as soon as the master has the job; a
+    /// failover before a replica has it could then lose it.
+    pub min_replicas_acked: u32,
+    /// How long an enqueue waits for those replicas before failing with
+    /// [`StoreError::NotReplicated`] (`[rrq] replica_ack_timeout_seconds`).
+    pub replica_ack_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -43,6 +51,8 @@ impl Default for ProducerConfig {
             result_ttl_seconds: 86_400,
             idempotency_ttl: Duration::from_secs(21_600),
             correlation_mappings: BTreeMap::new(),
+            min_replicas_acked: 0,
+            replica_ack_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -57,6 +67,8 @@ impl ProducerConfig {
             result_ttl_seconds: s.default_result_ttl_seconds,
             idempotency_ttl: Duration::from_secs(s.unique_job_lock_ttl_seconds.max(1) as u64),
             correlation_mappings: s.correlation_mappings.clone(),
+            min_replicas_acked: s.min_replicas_acked,
+            replica_ack_timeout: s.replica_ack_timeout,
         }
     }
 }
@@ -237,7 +249,10 @@ impl Producer {
     }
 
     /// Enqueues and reports exactly what happened (created, an existing job
-    /// returned, or dropped by the rate limiter).
+    /// returned, or dropped by the rate limiter). With
+    /// [`ProducerConfig::min_replicas_acked`], returns only once that many
+    /// replicas hold the write, or fails with [`StoreError::NotReplicated`]
+    /// (inside [`ProducerError::Store`]).
     pub async fn try_enqueue(
         &self,
         function_name: &str,
@@ -245,10 +260,24 @@ impl Producer {
         options: EnqueueOptions,
     ) -> Result<Enqueued, ProducerError> {
         let (job, mode) = self.prepare(function_name, params, options)?;
-        Ok(self.store.enqueue(job, mode).await?)
+        let enqueued = self.store.enqueue(job, mode).await?;
+        // A rate-limited call wrote nothing: there is nothing to confirm.
+        if !matches!(enqueued, Enqueued::RateLimited) {
+            self.confirm_replicated().await?;
+        }
+        Ok(enqueued)
+    }
+
+    /// With `min_replicas_acked`, waits until that many replicas hold this
+    /// producer's writes; an error means the job exists on the master only.
+    async fn confirm_replicated(&self) -> Result<(), ProducerError> {
+        let ProducerConfig { min_replicas_acked, replica_ack_timeout, .. } = self.config;
+        Ok(self.store.confirm_replicated(min_replicas_acked, replica_ack_timeout).await?)
     }
 
     /// Enqueues many plain jobs in one round trip; each gets its own result.
+    /// With `min_replicas_acked`, one confirmation covers the whole batch,
+    /// and its failure fails the call (the jobs exist on the master only).
     pub async fn enqueue_batch(
         &self,
         jobs: impl IntoIterator<Item = (String, Value, EnqueueOptions)>,
@@ -263,6 +292,7 @@ impl Producer {
             prepared.push(self.prepare(&function, params, options)?.0);
         }
         let results = self.store.enqueue_batch(prepared).await?;
+        self.confirm_replicated().await?;
         Ok(results
             .into_iter()
             .map(|r| match r {

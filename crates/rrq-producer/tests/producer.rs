@@ -65,3 +65,30 @@ async fn batches_enqueue_each_job() {
     let third = p.job(&ids[3]).await.unwrap().unwrap();
     assert_eq!(third.params["i"], 3);
 }
+
+/// With `min_replicas_acked`, an enqueue the store cannot confirm on that
+/// many replicas fails, naming the setting (the memory store has none);
+/// without it, nothing is asked of the store. A rate-limited call wrote
+/// nothing, so it confirms nothing either.
+#[tokio::test]
+async fn min_replicas_acked_fails_an_enqueue_no_replica_confirms() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let config =
+        ProducerConfig { min_replicas_acked: 1, replica_ack_timeout: Duration::from_millis(50), ..Default::default() };
+    let acked = Producer::with_store(store.clone(), config);
+    let err = acked.enqueue("f", Value::Null, EnqueueOptions::default()).await.unwrap_err();
+    assert!(
+        matches!(err, ProducerError::Store(rrq_store::StoreError::NotReplicated { wanted: 1, acked: 0, .. })),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("`[rrq] min_replicas_acked`"), "{err}");
+    let batch = acked.enqueue_batch([("f".to_owned(), Value::Null, EnqueueOptions::default())]).await.unwrap_err();
+    assert!(batch.to_string().contains("min_replicas_acked"), "{batch}");
+
+    let plain = Producer::with_store(store, ProducerConfig::default());
+    assert!(plain.enqueue("f", Value::Null, EnqueueOptions::default()).await.is_ok());
+    let limit = Limit { key: "once".into(), window: Duration::from_secs(60) };
+    let limited = EnqueueOptions { rate_limit: Some(limit), ..Default::default() };
+    plain.enqueue("f", Value::Null, limited.clone()).await.unwrap();
+    assert_eq!(acked.try_enqueue("f", Value::Null, limited).await.unwrap(), Enqueued::RateLimited);
+}

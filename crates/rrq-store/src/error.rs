@@ -58,6 +58,23 @@ pub enum StoreError {
         /// Why it was refused.
         reason: String,
     },
+    /// Fewer replicas than required confirmed the caller's writes in time
+    /// ([`EnqueueStore::confirm_replicated`](crate::EnqueueStore::confirm_replicated),
+    /// used by producers with `[rrq] min_replicas_acked`). The write is on
+    /// the master, but a failover before a replica has it would lose it.
+    #[error(
+        "only {acked} of the {wanted} replicas required by `[rrq] min_replicas_acked` confirmed the write within \
+         {}ms: it is on the master, but would be lost if the master failed before a replica had it",
+        .timeout.as_millis()
+    )]
+    NotReplicated {
+        /// The replicas required.
+        wanted: u32,
+        /// The replicas that confirmed in time.
+        acked: u32,
+        /// How long the confirmations were awaited.
+        timeout: std::time::Duration,
+    },
     /// A script returned something it never returns (a bug or a foreign
     /// script with the same SHA).
     #[error("unexpected reply to `{op}`: {detail}")]

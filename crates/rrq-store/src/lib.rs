@@ -31,11 +31,15 @@
 //! `RedisStore` re-sends a failed claim once with the same token, and the
 //! repeat hands out the jobs a lost run took instead of orphaning them).
 //!
-//! Connections ([`RedisStore::connect`]): `redis://[user:password@]host[:port][/db]`;
-//! `rediss://` needs the crate feature `tls` (rustls with the ring backend,
+//! Connections ([`RedisStore::connect`]): `redis://[user:password@]host[:port][/db]`,
+//! or Sentinel: `redis-sentinel://[user:password@]sentinel[:port][/db]?sentinelServiceName=NAME[&node=…]`
+//! (every connection follows the master through a failover);
+//! `rediss://` and `rediss-sentinel://` need the crate feature `tls` (rustls with the ring backend,
 //! on by default), which trusts the system's roots plus the CA file named by
 //! `RRQ_REDIS_CA_FILE` or [`ConnectOptions`]. Passwords never appear in
-//! errors ([`mask_dsn`]).
+//! errors ([`mask_dsn`]). Redis Cluster is refused (see `docs/cluster.md`).
+//! [`EnqueueStore::confirm_replicated`] (`WAIT`) lets a producer wait until
+//! replicas hold its enqueues.
 //!
 //! Tests: unit tests beside the code for parsing and pure decisions;
 //! `tests/conformance` runs one suite against both `MemoryStore` and

@@ -294,6 +294,22 @@ pub trait EnqueueStore: Send + Sync + std::fmt::Debug + 'static {
     /// Creates many standard jobs in one round trip. Each job gets its own
     /// result (a taken id fails only that job).
     async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError>;
+
+    /// Waits until at least `replicas` replicas hold every write this store
+    /// has made so far, at most `timeout` (Redis `WAIT`); `0` returns at
+    /// once. Producers with `[rrq] min_replicas_acked` call it after each
+    /// enqueue, so that an acknowledged job survives a failover. A store
+    /// without replicas (the default implementation) confirms nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotReplicated`] when fewer replicas confirm in time.
+    async fn confirm_replicated(&self, replicas: u32, timeout: Duration) -> Result<(), StoreError> {
+        if replicas == 0 {
+            return Ok(());
+        }
+        Err(StoreError::NotReplicated { wanted: replicas, acked: 0, timeout })
+    }
 }
 
 /// The worker's life cycle: claim, lease renewal, outcomes (each fenced on

@@ -32,7 +32,7 @@ const LONG_OUTAGE_LOGS: [&str; 3] =
 const OUTAGE_LOG: &str = "redis is unreachable";
 
 /// Waits until `n` executions are recorded.
-async fn wait_runs(record: &Path, n: usize) {
+pub(super) async fn wait_runs(record: &Path, n: usize) {
     poll_until(Duration::from_secs(60), &format!("{n} executions"), async || (count_runs(record) >= n).then_some(()))
         .await;
 }
@@ -46,7 +46,7 @@ async fn wait_progress(record: &Path, n: usize, limit: Duration) -> Duration {
 
 /// Checks a burst after the fact: every job ran, none overlapped; returns
 /// the executions.
-fn audit(test: &str, record: &Path, ids: &[JobId]) -> Records {
+pub(super) fn audit(test: &str, record: &Path, ids: &[JobId]) -> Records {
     let runs = Records::load(record);
     let never_ran: Vec<&JobId> = ids.iter().filter(|id| !runs.runs.contains_key(id.as_str())).collect();
     let overlapping = runs.overlapping();

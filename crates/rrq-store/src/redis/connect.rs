@@ -27,9 +27,16 @@ impl RedisStore {
     /// Connects to the server named by `dsn` and checks that it answers.
     ///
     /// Accepted forms: `redis://[user:password@]host[:port][/db]`,
-    /// `rediss://…` (TLS, only with the crate feature `tls`) and the
-    /// `valkey://` / `valkeys://` spellings. Redis Cluster URLs are refused:
-    /// the 0.11.1 key layout cannot span hash slots.
+    /// `rediss://…` (TLS, only with the crate feature `tls`), Sentinel as
+    /// `redis-sentinel://[user:password@]sentinel[:port][/db]?sentinelServiceName=NAME[&node=host:port…]`
+    /// (`rediss-sentinel://` for TLS to the sentinels and the data nodes;
+    /// the user and password are the data nodes', the sentinels take
+    /// `sentinelUsername` / `sentinelPassword`), and the `valkey` spellings
+    /// of each. Behind Sentinel every connection (commands, blocking reads,
+    /// the subscription) asks the sentinels for the master whenever it
+    /// reconnects, so all of them follow a failover. Redis Cluster URLs are
+    /// refused: the 0.11.1 key layout cannot span hash slots (see
+    /// `docs/cluster.md`).
     ///
     /// TLS trusts the system's root certificates; use
     /// [`RedisStore::connect_with`] to trust a private CA's PEM file too.
@@ -228,11 +235,25 @@ pub(super) fn classify_cause(dsn: &str, op: &'static str, kind: &ErrorKind, sour
     }
 }
 
+/// Where [`parse_dsn`] sends a user who asked for Redis Cluster.
+pub(super) const CLUSTER_REFUSAL: &str = "Redis Cluster is not supported yet: the rrq 0.11.1 key layout puts \
+    the keys of one queue in different hash slots, so its scripts cannot run on a cluster; use a single server \
+    (redis://) or Sentinel (redis-sentinel://...?sentinelServiceName=NAME) for now, and see docs/cluster.md \
+    for the sharded layout that is planned";
+
 /// Parses a DSN into a client configuration, refusing what we cannot serve.
 fn parse_dsn(dsn: &str, masked: &str, options: &ConnectOptions) -> Result<Config, StoreError> {
     let invalid = |reason: &str| StoreError::InvalidDsn { dsn: masked.to_owned(), reason: reason.to_owned() };
     let (scheme, rest) = dsn.split_once("://").ok_or_else(|| invalid("missing scheme"))?;
-    let tls = match scheme.to_ascii_lowercase().as_str() {
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme.contains("cluster") {
+        return Err(invalid(CLUSTER_REFUSAL));
+    }
+    let (base, sentinel) = match scheme.strip_suffix("-sentinel") {
+        Some(base) => (base, true),
+        None => (scheme.as_str(), false),
+    };
+    let tls = match base {
         "redis" | "valkey" => false,
         "rediss" | "valkeys" => {
             if !cfg!(feature = "tls") {
@@ -240,16 +261,33 @@ fn parse_dsn(dsn: &str, masked: &str, options: &ConnectOptions) -> Result<Config
             }
             true
         }
-        s if s.contains("cluster") => {
-            return Err(invalid("Redis Cluster is not supported: the rrq 0.11.1 key layout spans hash slots"));
+        _ => {
+            return Err(invalid(
+                "the scheme must be redis://, rediss:// (TLS), redis-sentinel:// or rediss-sentinel:// (Sentinel)",
+            ));
         }
-        _ => return Err(invalid("the scheme must be redis:// or rediss://")),
     };
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
+    let has = |name: &str| query.split('&').any(|p| p.split_once('=').map_or(p, |(k, _)| k) == name);
+    if sentinel && !has("sentinelServiceName") {
+        return Err(invalid(
+            "a Sentinel DSN needs `?sentinelServiceName=NAME`, the name the sentinels monitor the master under",
+        ));
+    }
+    if !sentinel && let Some(name) = ["sentinelServiceName", "node"].into_iter().find(|n| has(n)) {
+        return Err(invalid(&format!(
+            "`{name}` is only read with the redis-sentinel:// (or rediss-sentinel://) scheme; \
+             a redis:// DSN names a single server"
+        )));
+    }
     // The client parses the plain form: TLS is set up below, not with the
     // client's default (system roots only, and an error on any unreadable
-    // one). Its messages never contain the URL, so no password leaks.
+    // one). Its messages never contain the URL, so no password leaks. With
+    // Sentinel, the credentials before `@` are the data nodes'; the
+    // sentinels get `sentinelUsername` / `sentinelPassword`, or none.
+    let plain = if sentinel { format!("redis-sentinel://{rest}") } else { format!("redis://{rest}") };
     #[cfg_attr(not(feature = "tls"), expect(unused_mut))]
-    let mut config = Config::from_url(&format!("redis://{rest}")).map_err(|e| invalid(e.details()))?;
+    let mut config = Config::from_url(&plain).map_err(|e| invalid(e.details()))?;
     #[cfg(feature = "tls")]
     if tls {
         let tls = super::tls::config(options.ca_file())
@@ -287,4 +325,76 @@ fn builder(config: Config) -> Builder {
             p.default_command_timeout = COMMAND_TIMEOUT;
         });
     builder
+}
+
+#[cfg(test)]
+mod tests {
+    use fred::types::config::ServerConfig;
+
+    use super::*;
+
+    fn parse(dsn: &str) -> Result<Config, StoreError> {
+        parse_dsn(dsn, &mask_dsn(dsn), &ConnectOptions::default())
+    }
+
+    fn refusal(dsn: &str) -> String {
+        match parse(dsn) {
+            Err(StoreError::InvalidDsn { reason, .. }) => reason,
+            other => panic!("{dsn}: expected InvalidDsn, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_sentinel_dsn_names_the_sentinels_the_service_and_the_data_nodes_credentials() {
+        let config = parse(
+            "redis-sentinel://rrq:s3cret@10.0.0.1:26380/2?sentinelServiceName=jobs&node=10.0.0.2:26381\
+             &sentinelUsername=watch&sentinelPassword=w4tch",
+        )
+        .unwrap();
+        assert_eq!((config.username.as_deref(), config.password.as_deref()), (Some("rrq"), Some("s3cret")));
+        assert_eq!(config.database, Some(2));
+        let ServerConfig::Sentinel { hosts, service_name, username, password } = config.server else {
+            panic!("not a Sentinel configuration: {:?}", config.server)
+        };
+        assert_eq!(service_name, "jobs");
+        let mut ports: Vec<u16> = hosts.iter().map(|h| h.port).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, [26380, 26381]);
+        assert_eq!((username.as_deref(), password.as_deref()), (Some("watch"), Some("w4tch")));
+        // Without sentinel credentials the sentinels get none (not the data nodes').
+        let config = parse("valkey-sentinel://u:p@h/0?sentinelServiceName=jobs").unwrap();
+        let ServerConfig::Sentinel { hosts, username, password, .. } = config.server else { panic!("not Sentinel") };
+        assert_eq!(hosts[0].port, 26379, "the sentinels' default port");
+        assert_eq!((username, password), (None, None));
+        #[cfg(feature = "tls")]
+        assert!(config.tls.is_none());
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn rediss_sentinel_uses_tls_for_every_connection() {
+        let config = parse("rediss-sentinel://h:26379/0?sentinelServiceName=jobs").unwrap();
+        assert!(matches!(config.server, ServerConfig::Sentinel { .. }));
+        assert!(config.tls.is_some());
+    }
+
+    #[test]
+    fn sentinel_parameters_need_the_sentinel_scheme_and_the_service_name() {
+        assert!(refusal("redis-sentinel://h:26379/0").contains("sentinelServiceName=NAME"));
+        assert!(refusal("redis-sentinel://h:26379/0?node=h:2").contains("sentinelServiceName=NAME"));
+        let reason = refusal("redis://h:6379/0?sentinelServiceName=jobs");
+        assert!(reason.contains("`sentinelServiceName` is only read with the redis-sentinel://"), "{reason}");
+        assert!(refusal("redis://h:6379/0?node=h:1").contains("`node` is only read"));
+        assert!(refusal("memcached://h").contains("redis-sentinel://"));
+    }
+
+    #[test]
+    fn cluster_dsns_are_refused_with_a_pointer_to_the_cluster_doc() {
+        for dsn in ["redis-cluster://h:1?node=h:2", "rediss-cluster://u:s3cret@h:1", "valkey-cluster://h:1"] {
+            let reason = refusal(dsn);
+            assert!(reason.contains("Redis Cluster is not supported yet"), "{reason}");
+            assert!(reason.contains("docs/cluster.md") && reason.contains("redis-sentinel://"), "{reason}");
+            assert!(!reason.contains("s3cret"));
+        }
+    }
 }

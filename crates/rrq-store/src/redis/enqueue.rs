@@ -1,7 +1,10 @@
 //! Enqueues: one job through the script its [`Plan`] names, or many
 //! standard jobs in chunks of one `enqueue_batch.lua` call each.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
+use fred::prelude::*;
 use futures::StreamExt as _;
 
 use super::RedisStore;
@@ -27,6 +30,8 @@ const BATCH_CHUNK: usize = 100;
 /// applied (as the failed one may have): the call's `Err` says nothing
 /// about which jobs exist.
 const BATCH_IN_FLIGHT: usize = 4;
+/// How much longer than its own timeout a `WAIT` may take to answer.
+const WAIT_MARGIN: Duration = Duration::from_secs(5);
 
 #[async_trait]
 impl EnqueueStore for RedisStore {
@@ -81,6 +86,29 @@ impl EnqueueStore for RedisStore {
             out.extend(reply?);
         }
         Ok(out)
+    }
+
+    /// `WAIT` on the connection that ran the enqueues (every command and
+    /// script goes through the one multiplexed client), so it covers them.
+    /// The server holds that connection's later commands until `WAIT`
+    /// answers, so the store's other calls wait too: one replica round trip
+    /// when the replicas keep up, up to `timeout` when they do not.
+    async fn confirm_replicated(&self, replicas: u32, timeout: Duration) -> Result<(), StoreError> {
+        if replicas == 0 {
+            return Ok(());
+        }
+        // `WAIT n 0` would block forever.
+        let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX).max(1);
+        let options = Options { timeout: Some(timeout + WAIT_MARGIN), max_attempts: Some(1), ..Default::default() };
+        let acked: i64 = self
+            .inner
+            .client
+            .with_options(&options)
+            .wait(i64::from(replicas), ms)
+            .await
+            .map_err(|e| self.error("confirm_replicated", e))?;
+        let acked = u32::try_from(acked).unwrap_or(0);
+        if acked >= replicas { Ok(()) } else { Err(StoreError::NotReplicated { wanted: replicas, acked, timeout }) }
     }
 }
 

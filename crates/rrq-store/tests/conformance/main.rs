@@ -54,6 +54,7 @@ mod inspect;
 mod lifecycle;
 mod outcomes;
 mod redis_only;
+mod sentinel;
 mod signals;
 mod tls;
 mod unique;
