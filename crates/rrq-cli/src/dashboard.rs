@@ -73,7 +73,7 @@ pub async fn run(args: DashboardArgs) -> Result<Exit, CliError> {
     let Connected { settings, store } = ops::connect(&args.config).await?;
     let stop = CancellationToken::new();
     let local = start(&settings, store, options, stop.clone()).await?;
-    println!("Dashboard on http://{local}{}", if args.read_only { " (read-only)" } else { "" });
+    outln!("Dashboard on http://{local}{}", if args.read_only { " (read-only)" } else { "" });
     worker::spawn_signal_handler(stop.clone());
     stop.cancelled().await;
     Ok(Exit::Ok)

@@ -202,7 +202,7 @@ async fn run_worker(args: RunArgs) -> Result<Exit, CliError> {
         let local =
             crate::dashboard::start_in_worker(&settings, built.store.clone(), addr, handle, shutdown.child_token())
                 .await?;
-        println!("Dashboard on http://{local}");
+        outln!("Dashboard on http://{local}");
     }
     spawn_signal_handler(shutdown.clone());
     let stats = built.worker.run(shutdown.clone()).await;
