@@ -3,7 +3,7 @@
 //! names the file, the line and the rule.
 //!
 //! A line is code unless it is a comment (`//`, `///`, `//!`). In a `src/`
-//! file, everything after a `#[cfg(test)]` line is test code, as are the
+//! file, everything after a `#[cfg(test)]` (or `#![cfg(test)]`) line is test code, as are the
 //! files under a `tests/` directory and `rrq-test-support`.
 
 use std::fmt;
@@ -146,7 +146,8 @@ pub(crate) fn scan(path: &str, text: &str) -> Vec<Finding> {
     let mut found = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let code = line.trim_start();
-        if code.starts_with("#[cfg(test)]") {
+        // `#![cfg(test)]` opens a test module in a file of its own.
+        if code.starts_with("#[cfg(test)]") || code.starts_with("#![cfg(test)]") {
             in_test = true;
         }
         let mut hit = |rule: &Rule| {
@@ -200,6 +201,11 @@ mod tests {
     fn comments_and_test_modules_are_not_code() {
         let text = "/// `\"rrq:job:x\"` in a doc\n// Utc::now() in a comment\n#[cfg(test)]\nmod tests {\n    const K: &str = \"rrq:job:1\";\n    fn t() { let _ = Utc::now(); }\n}\n";
         assert!(rules("crates/rrq-core/src/worker.rs", text).is_empty());
+        let file = "//! Tests of the parent module.\n#![cfg(test)]\nconst K: &str = \"rrq:job:1\";\n";
+        assert!(
+            rules("crates/rrq-config/src/settings/tests.rs", file).is_empty(),
+            "a test module in a file of its own"
+        );
     }
 
     #[test]
