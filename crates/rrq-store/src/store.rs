@@ -341,13 +341,27 @@ pub trait WorkerStore: Send + Sync + std::fmt::Debug + 'static {
         defaults: &JobDefaults,
     ) -> Result<Fence, StoreError>;
 
+    /// Moves a claimed job that must not run (its hash does not parse, its
+    /// payload is over the limit) to its DLQ with `reason` as `last_error`,
+    /// unrun: no attempt is counted.
+    async fn quarantine(
+        &self,
+        lease: &Lease,
+        reason: &str,
+        now: DateTime<Utc>,
+        defaults: &JobDefaults,
+    ) -> Result<Fence, StoreError> {
+        self.dead_letter(lease, reason, AttemptCount::NotCounted, now, defaults).await
+    }
+
     /// Puts a claimed job back on the queue it was claimed from, ready now,
     /// without counting an attempt (shutdown, lost lock before dispatch).
     async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError>;
 
     /// Ends a running job whose cancel was requested: `CANCELLED`, lock and
-    /// active entry released.
-    async fn finish_cancelled(&self, lease: &Lease, now: DateTime<Utc>) -> Result<Fence, StoreError>;
+    /// active entry released. Like [`AdminStore::cancel`], it writes no time
+    /// (the reference records none for a cancel), so it takes none.
+    async fn finish_cancelled(&self, lease: &Lease) -> Result<Fence, StoreError>;
 
     /// Writes a worker's health record with a TTL.
     async fn heartbeat(&self, health: &WorkerHealth, ttl: Duration) -> Result<(), StoreError>;
