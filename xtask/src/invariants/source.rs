@@ -38,8 +38,36 @@ const SPAWN: Rule = Rule {
     what: "a process started (`Command::new`) outside rrq-pool (runners) and rrq-cli (the conformance kit, watch mode)",
 };
 
+const HASH_FIELD: Rule = Rule {
+    name: "job field",
+    what: "a job-hash field name spelt as a string outside rrq-store: read jobs through the store's typed views (`JobView`)",
+};
+
 /// Every source rule, in the order findings are reported.
-pub(crate) const RULES: [Rule; 5] = [KEY_LITERAL, WALL_CLOCK, ENVIRONMENT, SPAWN, SLEEP];
+pub(crate) const RULES: [Rule; 6] = [KEY_LITERAL, HASH_FIELD, WALL_CLOCK, ENVIRONMENT, SPAWN, SLEEP];
+
+/// Fields of the job hash (docs/redis-schema.md) that no other schema of RRQ
+/// uses: not a config key, a runner-protocol member or a name the CLI prints.
+/// Spelt as a string, one of them can only be reading or writing the hash.
+/// (`id`, `status`, `result`, `function_name`, `queue_name`, `worker_id`,
+/// `enqueue_time` and `trace_context` are shared with those schemas, so
+/// they are not listed.)
+const HASH_ONLY_FIELDS: [&str; 14] = [
+    "job_params",
+    "job_args",
+    "job_kwargs",
+    "current_retries",
+    "max_retries",
+    "next_scheduled_run_time",
+    "job_timeout_seconds",
+    "result_ttl_seconds",
+    "start_time",
+    "completion_time",
+    "last_error",
+    "job_unique_key",
+    "dlq_name",
+    "correlation_context",
+];
 
 /// Crates that start processes (test support starts Redis servers).
 const SPAWNERS: [&str; 3] = ["rrq-pool", "rrq-cli", "rrq-test-support"];
@@ -158,6 +186,9 @@ pub(crate) fn scan(path: &str, text: &str) -> Vec<Finding> {
                 if code.contains("\"rrq:") && !KEY_OWNERS.contains(&krate) && path != WIRE_NAMES {
                     hit(&KEY_LITERAL);
                 }
+                if !KEY_OWNERS.contains(&krate) && HASH_ONLY_FIELDS.iter().any(|f| code.contains(&format!("\"{f}\""))) {
+                    hit(&HASH_FIELD);
+                }
                 if CLOCK_READS.iter().any(|c| code.contains(c)) && file_name != "clock.rs" {
                     hit(&WALL_CLOCK);
                 }
@@ -195,6 +226,21 @@ mod tests {
         assert!(rules(WIRE_NAMES, text).is_empty());
         let f = &scan("crates/rrq-cli/src/debug.rs", text)[0];
         assert_eq!(f.to_string(), "crates/rrq-cli/src/debug.rs:2: key literal: let k = \"rrq:queue:default\";");
+    }
+
+    #[test]
+    fn a_job_field_read_by_name_outside_the_store_is_named() {
+        let text = "let e = fields.get(\"last_error\");\nlet n = \"last_error_count\";\nlet s = f[\"status\"];\n";
+        assert_eq!(
+            rules("crates/rrq-cli/src/dlq.rs", text),
+            [(1, "job field")],
+            "exact names only, shared ones allowed"
+        );
+        assert!(rules("crates/rrq-store/src/view.rs", text).is_empty(), "the store owns the schema");
+        let json = "json!({\"job_params\": p, \"current_retries\": 0})";
+        assert_eq!(rules("crates/rrq-dashboard/src/data.rs", json), [(1, "job field")]);
+        let test = format!("fn f() {{}}\n#[cfg(test)]\nmod tests {{\n{text}}}\n");
+        assert!(rules("crates/rrq-cli/src/dlq.rs", &test).is_empty(), "tests may plant hashes");
     }
 
     #[test]
