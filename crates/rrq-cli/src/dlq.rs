@@ -3,15 +3,15 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rrq_protocol::{DlqName, JobId, QueueName};
-use rrq_store::Store;
+use rrq_store::{JobStatus, JobView, Store};
 use serde_json::{Value, json};
 
 use crate::ConfigArgs;
 use crate::exit::{CliError, Exit};
-use crate::job::{id_arg, job_not_found, print_fields};
+use crate::job::{function, id_arg, job_not_found, jobs_json, print_fields, queue_label};
 use crate::ops::{self, Connected};
 use crate::output::{self, OutputArgs};
-use crate::queue::{job_queue, queue_arg};
+use crate::queue::queue_arg;
 use rrq_store::{Clock as _, SystemClock};
 
 /// Ids read, and purged, per step of `rrq dlq purge`.
@@ -202,27 +202,20 @@ pub async fn run(cmd: DlqCommand) -> Result<Exit, CliError> {
     }
 }
 
-/// A dead-lettered job: its id and stored fields.
-type Entry = (JobId, BTreeMap<String, String>);
-
 /// The jobs of a DLQ, newest entry first, read `batch` records per round
 /// trip; ids whose job is gone are skipped.
-async fn load(store: &dyn Store, dlq: &DlqName, batch: usize) -> Result<Vec<Entry>, CliError> {
+async fn load(store: &dyn Store, dlq: &DlqName, batch: usize) -> Result<Vec<JobView>, CliError> {
     let ids = store.dlq_ids(dlq, 0, usize::MAX).await?;
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(batch.max(1)) {
-        let fields = store.job_fields_batch(chunk).await?;
-        out.extend(chunk.iter().cloned().zip(fields).filter_map(|(id, f)| f.map(|f| (id, f))));
+        out.extend(store.job_views(chunk).await?.into_iter().flatten());
     }
     Ok(out)
 }
 
 /// Keeps the entries whose queue and function match the filters.
-fn filter(entries: &mut Vec<Entry>, queue: Option<&QueueName>, function: Option<&str>, default: &QueueName) {
-    entries.retain(|(_, f)| {
-        queue.is_none_or(|q| job_queue(f, default).as_ref() == Some(q))
-            && function.is_none_or(|name| output::field(f, "function_name") == name)
-    });
+fn filter(entries: &mut Vec<JobView>, queue: Option<&QueueName>, name: Option<&str>, default: &QueueName) {
+    entries.retain(|j| queue.is_none_or(|q| j.queue_or(default) == *q) && name.is_none_or(|n| function(j) == n));
 }
 
 async fn list(args: ListArgs) -> Result<Exit, CliError> {
@@ -233,18 +226,18 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
     let mut entries = load(store.as_ref(), &dlq, batch).await?;
     filter(&mut entries, queue.as_ref(), args.function.as_deref(), &settings.default_queue);
     // Most recently failed first; entries without a completion time last.
-    entries.sort_by_key(|(_, f)| std::cmp::Reverse(output::field_time(f, "completion_time")));
+    entries.sort_by_key(|j| std::cmp::Reverse(j.completion_time));
     let matched = entries.len();
-    let page: Vec<&Entry> = entries.iter().skip(args.offset).take(args.limit).collect();
+    let page: Vec<&JobView> = entries.iter().skip(args.offset).take(args.limit).collect();
 
     if args.raw {
-        for (_, f) in &page {
-            output::print_json(&output::raw_json(f));
+        for j in &page {
+            output::print_json(&j.raw_json());
         }
         return Ok(Exit::Ok);
     }
     if args.out.json {
-        output::print_json(&Value::Array(page.iter().map(|(_, f)| output::job_json(f)).collect()));
+        output::print_json(&jobs_json(page.iter().copied()));
         return Ok(Exit::Ok);
     }
     if page.is_empty() {
@@ -258,14 +251,14 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
     let now = SystemClock.now();
     let mut t = output::table(&["Job ID", "Function", "Queue", "Error", "Failed At", "Retries"]);
     output::align_right(&mut t, &[5]);
-    for (id, f) in &page {
+    for j in &page {
         t.add_row(vec![
-            id.to_string(),
-            output::truncate(output::field(f, "function_name"), 30),
-            output::field(f, "queue_name").to_owned(),
-            output::truncate(output::field(f, "last_error").lines().next().unwrap_or(""), 40),
-            output::relative_opt(output::field_time(f, "completion_time"), now),
-            f.get("current_retries").cloned().unwrap_or_else(|| "0".to_owned()),
+            j.id.to_string(),
+            output::truncate(function(j), 30),
+            queue_label(j).to_owned(),
+            output::truncate(last_error(j).lines().next().unwrap_or(""), 40),
+            output::relative_opt(j.completion_time, now),
+            j.current_retries.unwrap_or(0).to_string(),
         ]);
     }
     outln!("{}", output::render(&t));
@@ -276,6 +269,11 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
         outln!("Use --offset {end} to see more");
     }
     Ok(Exit::Ok)
+}
+
+/// A job's last error as listed (empty when it has none).
+fn last_error(job: &JobView) -> &str {
+    job.last_error.as_deref().unwrap_or("")
 }
 
 /// The `n` most frequent values, most frequent first (ties by value).
@@ -290,16 +288,15 @@ async fn stats(args: StatsArgs) -> Result<Exit, CliError> {
     let Connected { settings, store } = ops::connect(&args.config).await?;
     let dlq = args.dlq.resolve(&settings.default_dlq)?;
     let entries = load(store.as_ref(), &dlq, 500).await?;
-    let times: Vec<_> = entries.iter().filter_map(|(_, f)| output::field_time(f, "completion_time")).collect();
+    let times: Vec<_> = entries.iter().filter_map(|j| j.completion_time).collect();
     let (oldest, newest) = (times.iter().min().copied(), times.iter().max().copied());
-    let retries: Vec<f64> =
-        entries.iter().filter_map(|(_, f)| output::field(f, "current_retries").trim().parse::<f64>().ok()).collect();
+    let retries: Vec<f64> = entries.iter().filter_map(|j| j.current_retries.map(f64::from)).collect();
     let avg_retries = (!retries.is_empty()).then(|| retries.iter().sum::<f64>() / retries.len() as f64);
     let (mut queues, mut functions, mut errors) = (HashMap::new(), HashMap::new(), HashMap::new());
-    for (_, f) in &entries {
-        *queues.entry(output::field(f, "queue_name").to_owned()).or_insert(0) += 1;
-        *functions.entry(output::field(f, "function_name").to_owned()).or_insert(0) += 1;
-        *errors.entry(output::truncate(output::field(f, "last_error"), 100)).or_insert(0) += 1;
+    for j in &entries {
+        *queues.entry(queue_label(j).to_owned()).or_insert(0) += 1;
+        *functions.entry(function(j).to_owned()).or_insert(0) += 1;
+        *errors.entry(output::truncate(last_error(j), 100)).or_insert(0) += 1;
     }
     let (queues, functions, errors) = (top(queues, 10), top(functions, 10), top(errors, 5));
 
@@ -347,18 +344,17 @@ async fn stats(args: StatsArgs) -> Result<Exit, CliError> {
 async fn inspect(args: InspectArgs) -> Result<Exit, CliError> {
     let id = id_arg(&args.job_id)?;
     let Connected { store, .. } = ops::connect(&args.config).await?;
-    let fields = store.job_fields(&id).await?.ok_or_else(|| job_not_found(&id))?;
-    let status = output::status(&fields);
-    if status != "FAILED" {
-        eprintln!("note: job '{id}' is {status}, so it is not in a DLQ");
+    let job = store.job_view(&id).await?.ok_or_else(|| job_not_found(&id))?;
+    if job.status != Some(JobStatus::Failed) {
+        eprintln!("note: job '{id}' is {}, so it is not in a DLQ", job.status_label());
     }
     if args.raw {
-        output::print_json(&output::raw_json(&fields));
+        output::print_json(&job.raw_json());
     } else if args.out.json {
-        output::print_json(&output::job_json(&fields));
+        output::print_json(&job.to_json());
     } else {
         outln!("DLQ Job {id}");
-        print_fields(&fields);
+        print_fields(&job);
     }
     Ok(Exit::Ok)
 }
@@ -379,7 +375,7 @@ async fn requeue(args: RequeueArgs) -> Result<Exit, CliError> {
 
     let mut entries = load(store.as_ref(), &dlq, 500).await?;
     if let Some(id) = &job_id {
-        entries.retain(|(e, _)| e == id);
+        entries.retain(|j| j.id == *id);
         if entries.is_empty() {
             return Err(ops::not_found(format!("Job '{id}' is not in DLQ '{dlq}' (`rrq dlq list` shows its jobs)")));
         }
@@ -390,9 +386,9 @@ async fn requeue(args: RequeueArgs) -> Result<Exit, CliError> {
     }
     let plan: Vec<(JobId, QueueName)> = entries
         .into_iter()
-        .map(|(id, f)| {
-            let to = target.clone().or_else(|| job_queue(&f, &settings.default_queue));
-            (id, to.unwrap_or_else(|| settings.default_queue.clone()))
+        .map(|j| {
+            let to = target.clone().unwrap_or_else(|| j.queue_or(&settings.default_queue));
+            (j.id, to)
         })
         .collect();
 
@@ -512,24 +508,24 @@ mod tests {
     #[test]
     fn filters_compare_normalised_queue_names() {
         let default = QueueName::new("default");
-        let entry = |id: &str, queue: Option<&str>, function: &str| {
-            let mut f = BTreeMap::from([("function_name".to_owned(), function.to_owned())]);
-            if let Some(q) = queue {
-                f.insert("queue_name".to_owned(), q.to_owned());
-            }
-            (JobId::new(id), f)
+        let entry = |id: &str, queue: Option<&str>, name: &str| {
+            let mut j = JobView::from_fields(&JobId::new(id), BTreeMap::new());
+            j.function_name = Some(name.to_owned());
+            j.queue = queue.map(QueueName::new);
+            j
         };
+        let mail = QueueName::new("mail");
         let all =
-            vec![entry("a", Some("rrq:queue:mail"), "send"), entry("b", None, "send"), entry("c", Some("mail"), "x")];
+            vec![entry("a", Some(mail.as_str()), "send"), entry("b", None, "send"), entry("c", Some("mail"), "x")];
         let mut v = all.clone();
-        filter(&mut v, Some(&QueueName::new("mail")), None, &default);
-        assert_eq!(v.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+        filter(&mut v, Some(&mail), None, &default);
+        assert_eq!(v.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["a", "c"]);
         let mut v = all.clone();
         filter(&mut v, Some(&default), Some("send"), &default);
         assert_eq!(
-            v.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+            v.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
             ["b"],
-            "a job without queue_name is on the default queue"
+            "a job that names no queue is on the default queue"
         );
     }
 }

@@ -1,6 +1,6 @@
 //! `rrq health` (alias `check`): the health records workers write.
 
-use rrq_store::WorkerRecord;
+use rrq_store::WorkerInfo;
 use serde_json::{Value, json};
 
 use crate::ConfigArgs;
@@ -17,32 +17,23 @@ pub struct HealthArgs {
     out: OutputArgs,
 }
 
-use crate::inspect::workers::heartbeat_time as heartbeat;
 use rrq_store::{Clock as _, SystemClock};
 
-/// A member of a health record as display text (`N/A` when absent).
-fn member(health: Option<&Value>, name: &str) -> String {
-    match health.and_then(|h| h.get(name)) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(items)) => {
-            items.iter().map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned)).collect::<Vec<_>>().join(", ")
-        }
-        Some(Value::Null) | None => "N/A".to_owned(),
-        Some(other) => other.to_string(),
-    }
+/// An optional member as display text (`N/A` when absent).
+fn text<T: ToString>(member: Option<T>) -> String {
+    member.map_or_else(|| "N/A".to_owned(), |m| m.to_string())
 }
 
-fn record_json(r: &WorkerRecord) -> Value {
-    let h = r.health.as_ref();
+fn record_json(w: &WorkerInfo) -> Value {
     json!({
-        "worker_id": r.worker_id,
-        "status": h.and_then(|h| h.get("status")).cloned().unwrap_or(Value::Null),
-        "active_jobs": h.and_then(|h| h.get("active_jobs")).cloned().unwrap_or(Value::Null),
-        "concurrency_limit": h.and_then(|h| h.get("concurrency_limit")).cloned().unwrap_or(Value::Null),
-        "queues": h.and_then(|h| h.get("queues")).cloned().unwrap_or(Value::Null),
-        "last_heartbeat": output::time_json(h.and_then(heartbeat)),
-        "ttl_seconds": r.ttl.map(|t| t.as_secs()),
-        "health": h.cloned().unwrap_or(Value::Null),
+        "worker_id": w.worker_id,
+        "status": w.status,
+        "active_jobs": w.active_jobs,
+        "concurrency_limit": w.concurrency_limit,
+        "queues": w.queues,
+        "last_heartbeat": output::time_json(w.last_heartbeat),
+        "ttl_seconds": w.ttl.map(|t| t.as_secs()),
+        "health": w.health.clone().unwrap_or(Value::Null),
     })
 }
 
@@ -50,7 +41,7 @@ fn record_json(r: &WorkerRecord) -> Value {
 /// use the exit code.
 pub async fn run(args: HealthArgs) -> Result<Exit, CliError> {
     let Connected { store, .. } = ops::connect(&args.config).await?;
-    let workers = store.workers().await?;
+    let workers = store.worker_infos().await?;
     let healthy = !workers.is_empty();
     let exit = if healthy { Exit::Ok } else { Exit::Failure };
     if args.out.json {
@@ -67,14 +58,13 @@ pub async fn run(args: HealthArgs) -> Result<Exit, CliError> {
     let mut t = output::table(&["Worker ID", "Status", "Active Jobs", "Queues", "Last Heartbeat", "TTL"]);
     output::align_right(&mut t, &[2, 5]);
     for w in &workers {
-        let h = w.health.as_ref();
-        let status = if h.is_some() { member(h, "status") } else { "<health data missing>".to_owned() };
+        let status = if w.health.is_some() { text(w.status.as_ref()) } else { "<health data missing>".to_owned() };
         t.add_row(vec![
             w.worker_id.clone(),
             status,
-            member(h, "active_jobs"),
-            member(h, "queues"),
-            output::relative_opt(h.and_then(heartbeat), now),
+            text(w.active_jobs),
+            text(w.queues.as_ref().map(|q| q.join(", "))),
+            output::relative_opt(w.last_heartbeat, now),
             w.ttl.map_or_else(|| "none".to_owned(), |t| format!("{}s", t.as_secs())),
         ]);
     }
@@ -88,11 +78,9 @@ mod tests {
 
     #[test]
     fn members_are_shown_as_text() {
-        let h = json!({"status": "idle (no jobs)", "active_jobs": 2, "queues": ["rrq:queue:a", "rrq:queue:b"]});
-        assert_eq!(member(Some(&h), "status"), "idle (no jobs)");
-        assert_eq!(member(Some(&h), "active_jobs"), "2");
-        assert_eq!(member(Some(&h), "queues"), "rrq:queue:a, rrq:queue:b");
-        assert_eq!(member(Some(&h), "missing"), "N/A");
-        assert_eq!(member(None, "status"), "N/A");
+        assert_eq!(text(Some("idle (no jobs)")), "idle (no jobs)");
+        assert_eq!(text(Some(2)), "2");
+        assert_eq!(text(Some(["a", "b"].join(", "))), "a, b");
+        assert_eq!(text(None::<u64>), "N/A");
     }
 }

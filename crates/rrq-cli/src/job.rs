@@ -1,18 +1,16 @@
 //! `rrq job …`: show, list, cancel, retry, replay and trace jobs.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use rrq_producer::{EnqueueOptions, Producer, ProducerConfig, ProducerError};
-use rrq_protocol::{DlqName, JobId, QueueName};
-use rrq_store::{CancelResult, JobStatus};
+use rrq_protocol::{JobId, QueueName};
+use rrq_store::{CancelResult, JobStatus, JobView};
 use serde_json::{Value, json};
 
 use crate::ConfigArgs;
 use crate::exit::{CliError, Exit};
 use crate::ops::{self, Connected};
 use crate::output::{self, OutputArgs};
-use crate::queue::{job_queue, queue_arg};
+use crate::queue::queue_arg;
 use rrq_store::{Clock as _, SystemClock};
 
 /// Job commands.
@@ -129,29 +127,35 @@ pub(crate) fn job_not_found(id: &JobId) -> CliError {
     ))
 }
 
-/// Prints a job hash as people read it: one line per field, sorted by name,
-/// timestamps followed by how long ago they were.
-pub(crate) fn print_fields(fields: &BTreeMap<String, String>) {
+/// Prints a job's stored fields as people read them: one line per field,
+/// sorted by name, timestamps followed by how long ago they were.
+pub(crate) fn print_fields(job: &JobView) {
     let now = SystemClock.now();
-    for (name, value) in fields {
-        match output::field_time(fields, name).filter(|_| output::TIME_FIELDS.contains(&name.as_str())) {
+    for f in job.stored_fields() {
+        let (name, value) = (f.name, f.value);
+        match f.time {
             Some(t) => outln!("{name:<24} {value} ({})", output::relative(t, now)),
             None => outln!("{name:<24} {value}"),
         }
     }
 }
 
+/// The JSON of many jobs, as `--json` lists print it.
+pub(crate) fn jobs_json<'a>(jobs: impl IntoIterator<Item = &'a JobView>) -> Value {
+    Value::Array(jobs.into_iter().map(JobView::to_json).collect())
+}
+
 async fn show(args: ShowArgs) -> Result<Exit, CliError> {
     let id = id_arg(&args.job_id)?;
     let Connected { store, .. } = ops::connect(&args.config).await?;
-    let fields = store.job_fields(&id).await?.ok_or_else(|| job_not_found(&id))?;
+    let job = store.job_view(&id).await?.ok_or_else(|| job_not_found(&id))?;
     if args.raw {
-        output::print_json(&output::raw_json(&fields));
+        output::print_json(&job.raw_json());
     } else if args.out.json {
-        output::print_json(&output::job_json(&fields));
+        output::print_json(&job.to_json());
     } else {
         outln!("Job {id}");
-        print_fields(&fields);
+        print_fields(&job);
     }
     Ok(Exit::Ok)
 }
@@ -160,22 +164,22 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
     let queue = args.queue.as_deref().map(|q| queue_arg(q, "--queue")).transpose()?;
     let Connected { settings, store } = ops::connect(&args.config).await?;
     let ids = store.job_ids(0).await?;
-    let mut jobs: Vec<BTreeMap<String, String>> = store
-        .job_fields_batch(&ids)
+    let mut jobs: Vec<JobView> = store
+        .job_views(&ids)
         .await?
         .into_iter()
         .flatten()
-        .filter(|f| args.status.is_none_or(|s| JobStatus::parse(output::field(f, "status")) == Some(s)))
-        .filter(|f| queue.is_none() || job_queue(f, &settings.default_queue) == queue)
-        .filter(|f| args.function.as_deref().is_none_or(|name| output::field(f, "function_name") == name))
+        .filter(|j| args.status.is_none_or(|s| j.status == Some(s)))
+        .filter(|j| queue.as_ref().is_none_or(|q| j.queue_or(&settings.default_queue) == *q))
+        .filter(|j| args.function.as_deref().is_none_or(|name| function(j) == name))
         .collect();
     // Newest first; jobs without a readable enqueue time last.
-    jobs.sort_by_key(|f| std::cmp::Reverse(output::field_time(f, "enqueue_time")));
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.enqueue_time));
     let matched = jobs.len();
     jobs.truncate(args.limit);
 
     if args.out.json {
-        output::print_json(&Value::Array(jobs.iter().map(output::job_json).collect()));
+        output::print_json(&jobs_json(&jobs));
         return Ok(Exit::Ok);
     }
     if jobs.is_empty() {
@@ -185,20 +189,18 @@ async fn list(args: ListArgs) -> Result<Exit, CliError> {
     let now = SystemClock.now();
     let mut t = output::table(&["Job ID", "Function", "Queue", "Status", "Enqueued", "Duration"]);
     output::align_right(&mut t, &[5]);
-    for f in &jobs {
-        let status = output::status(f);
-        let start = output::field_time(f, "start_time");
-        let end = output::field_time(f, "completion_time").or_else(|| (status == "ACTIVE").then_some(now));
-        let duration = match (start, end) {
+    for j in &jobs {
+        let end = j.completion_time.or_else(|| (j.status == Some(JobStatus::Active)).then_some(now));
+        let duration = match (j.start_time, end) {
             (Some(s), Some(e)) => output::duration(output::seconds_between(s, e)),
             _ => "N/A".to_owned(),
         };
         t.add_row(vec![
-            output::field(f, "id").to_owned(),
-            output::truncate(output::field(f, "function_name"), 30),
-            output::field(f, "queue_name").to_owned(),
-            status,
-            output::relative_opt(output::field_time(f, "enqueue_time"), now),
+            j.id.to_string(),
+            output::truncate(function(j), 30),
+            queue_label(j).to_owned(),
+            j.status_label(),
+            output::relative_opt(j.enqueue_time, now),
             duration,
         ]);
     }
@@ -238,15 +240,15 @@ async fn cancel(args: IdArgs) -> Result<Exit, CliError> {
 async fn retry(args: IdArgs) -> Result<Exit, CliError> {
     let id = id_arg(&args.job_id)?;
     let Connected { settings, store } = ops::connect(&args.config).await?;
-    let fields = store.job_fields(&id).await?.ok_or_else(|| job_not_found(&id))?;
-    let status = output::status(&fields);
-    if status != JobStatus::Failed.as_str() {
+    let job = store.job_view(&id).await?.ok_or_else(|| job_not_found(&id))?;
+    if job.status != Some(JobStatus::Failed) {
+        let status = job.status_label();
         return Err(ops::failure(format!(
             "Job '{id}' is {status}; only FAILED jobs can be retried (`rrq job replay {id}` enqueues a copy of any job)"
         )));
     }
-    let dlq = fields.get("dlq_name").and_then(|d| DlqName::parse(d)).unwrap_or_else(|| settings.default_dlq.clone());
-    let target = job_queue(&fields, &settings.default_queue).unwrap_or_else(|| settings.default_queue.clone());
+    let dlq = job.dlq_or(&settings.default_dlq);
+    let target = job.queue_or(&settings.default_queue);
     if !store.dlq_requeue(&dlq, &id, &target, SystemClock.now()).await? {
         return Err(ops::failure(format!(
             "Job '{id}' is FAILED but not in DLQ '{dlq}'; nothing was requeued (`rrq job replay {id}` enqueues a copy)"
@@ -296,48 +298,55 @@ pub(crate) struct Event {
     pub details: String,
 }
 
-/// The timeline a job hash records, in time order: enqueue, the reference's
-/// `retry_{i}_at` fields, the (last) start, the next run of a waiting retry
+/// The timeline a job records, in time order: enqueue, the reference's
+/// `retry_{i}_at` times, the (last) start, the next run of a waiting retry
 /// or deferred job, and completion.
-pub(crate) fn timeline(fields: &BTreeMap<String, String>) -> Vec<Event> {
+pub(crate) fn timeline(job: &JobView) -> Vec<Event> {
     let mut events = Vec::new();
-    let status = output::status(fields);
-    let max = fields.get("max_retries").map_or("?", String::as_str);
-    let retries: u32 = output::field(fields, "current_retries").trim().parse().unwrap_or(0);
-    let mut push = |name: String, field: &str, details: String| {
-        if let Some(at) = output::field_time(fields, field) {
+    let max = job.max_retries.map_or_else(|| "?".to_owned(), |m| m.to_string());
+    let retries = job.current_retries.unwrap_or(0);
+    let mut push = |name: String, at: Option<DateTime<Utc>>, details: String| {
+        if let Some(at) = at {
             events.push(Event { name, at, details });
         }
     };
-    push("Enqueued".into(), "enqueue_time", format!("Function: {}", output::field(fields, "function_name")));
+    push("Enqueued".into(), job.enqueue_time, format!("Function: {}", function(job)));
     for i in 0..retries {
-        push(format!("Retry {}", i + 1), &format!("retry_{i}_at"), format!("Attempt {} of {max}", i + 1));
+        push(format!("Retry {}", i + 1), job.retry_times.get(&i).copied(), format!("Attempt {} of {max}", i + 1));
     }
-    let worker = fields.get("worker_id").map_or("unknown", String::as_str);
-    push("Started".into(), "start_time", format!("Worker: {worker}"));
+    let worker = job.worker_id.as_deref().unwrap_or("unknown");
+    push("Started".into(), job.start_time, format!("Worker: {worker}"));
     let next = format!("Attempt {} of {max}", retries + 1);
-    if status == "RETRYING" {
-        push("Next run".into(), "next_scheduled_run_time", next);
-    } else if status == "PENDING"
-        && output::field_time(fields, "next_scheduled_run_time") > output::field_time(fields, "enqueue_time")
-    {
-        push("Scheduled".into(), "next_scheduled_run_time", next);
+    if job.status == Some(JobStatus::Retrying) {
+        push("Next run".into(), job.next_scheduled_run_time, next);
+    } else if job.status == Some(JobStatus::Pending) && job.next_scheduled_run_time > job.enqueue_time {
+        push("Scheduled".into(), job.next_scheduled_run_time, next);
     }
-    let mut finished = format!("Status: {status}");
-    if let Some(e) = fields.get("last_error").filter(|_| status == "FAILED") {
+    let mut finished = format!("Status: {}", job.status_label());
+    if let Some(e) = job.last_error.as_deref().filter(|_| job.status == Some(JobStatus::Failed)) {
         finished.push_str(&format!(" ({})", output::truncate(e, 60)));
     }
-    push("Finished".into(), "completion_time", finished);
+    push("Finished".into(), job.completion_time, finished);
     events.sort_by_key(|e| e.at);
     events
+}
+
+/// A job's function name as listed (empty when it has none).
+pub(crate) fn function(job: &JobView) -> &str {
+    job.function_name.as_deref().unwrap_or("")
+}
+
+/// A job's queue as listed (empty when it names none).
+pub(crate) fn queue_label(job: &JobView) -> &str {
+    job.queue.as_ref().map_or("", QueueName::as_str)
 }
 
 async fn trace(args: IdArgs) -> Result<Exit, CliError> {
     let id = id_arg(&args.job_id)?;
     let Connected { store, .. } = ops::connect(&args.config).await?;
-    let fields = store.job_fields(&id).await?.ok_or_else(|| job_not_found(&id))?;
-    let events = timeline(&fields);
-    let total = match (events.first(), output::field_time(&fields, "completion_time")) {
+    let job = store.job_view(&id).await?.ok_or_else(|| job_not_found(&id))?;
+    let events = timeline(&job);
+    let total = match (events.first(), job.completion_time) {
         (Some(first), Some(done)) => Some(output::seconds_between(first.at, done)),
         _ => None,
     };
@@ -358,7 +367,7 @@ async fn trace(args: IdArgs) -> Result<Exit, CliError> {
             .collect();
         output::print_json(&json!({
             "job_id": id.as_str(),
-            "status": output::status(&fields),
+            "status": job.status_label(),
             "events": rows,
             "total_duration_seconds": total,
         }));
@@ -383,7 +392,7 @@ async fn trace(args: IdArgs) -> Result<Exit, CliError> {
     outln!();
     match total {
         Some(total) => outln!("Total Duration: {}", output::duration(total)),
-        None => outln!("Status: {} (not finished)", output::status(&fields)),
+        None => outln!("Status: {} (not finished)", job.status_label()),
     }
     Ok(Exit::Ok)
 }
@@ -392,25 +401,29 @@ async fn trace(args: IdArgs) -> Result<Exit, CliError> {
 mod tests {
     use super::*;
 
-    fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    fn at(s: &str) -> Option<DateTime<Utc>> {
+        Some(rrq_store::parse_timestamp(s).unwrap())
+    }
+
+    /// A job with nothing stored, to fill in.
+    fn job(function: &str, status: JobStatus) -> JobView {
+        let mut job = JobView::from_fields(&JobId::new("j1"), Default::default());
+        job.function_name = Some(function.to_owned());
+        job.status = Some(status);
+        job.enqueue_time = at("2030-01-01T00:00:00+00:00");
+        job
     }
 
     #[test]
     fn a_finished_job_has_a_timeline_in_time_order() {
-        let f = fields(&[
-            ("function_name", "retry_once"),
-            ("enqueue_time", "2030-01-01T00:00:00+00:00"),
-            ("start_time", "2030-01-01T00:00:04.5+00:00"),
-            ("completion_time", "2030-01-01T00:00:04.506+00:00"),
-            ("worker_id", "w1"),
-            ("status", "FAILED"),
-            ("last_error", "boom"),
-            ("current_retries", "1"),
-            ("max_retries", "3"),
-            ("retry_0_at", "2030-01-01T00:00:02+00:00"),
-        ]);
-        let names: Vec<_> = timeline(&f).into_iter().map(|e| (e.name, e.details)).collect();
+        let mut j = job("retry_once", JobStatus::Failed);
+        j.start_time = at("2030-01-01T00:00:04.5+00:00");
+        j.completion_time = at("2030-01-01T00:00:04.506+00:00");
+        j.worker_id = Some("w1".into());
+        j.last_error = Some("boom".into());
+        (j.current_retries, j.max_retries) = (Some(1), Some(3));
+        j.retry_times.insert(0, at("2030-01-01T00:00:02+00:00").unwrap());
+        let names: Vec<_> = timeline(&j).into_iter().map(|e| (e.name, e.details)).collect();
         assert_eq!(
             names,
             vec![
@@ -424,30 +437,21 @@ mod tests {
 
     #[test]
     fn a_waiting_retry_shows_its_next_run() {
-        let f = fields(&[
-            ("function_name", "f"),
-            ("enqueue_time", "2030-01-01T00:00:00+00:00"),
-            ("start_time", "2030-01-01T00:00:01+00:00"),
-            ("next_scheduled_run_time", "2030-01-01T00:00:05+00:00"),
-            ("status", "RETRYING"),
-            ("current_retries", "1"),
-            ("max_retries", "5"),
-        ]);
-        let last = timeline(&f).pop().unwrap();
+        let mut j = job("f", JobStatus::Retrying);
+        j.start_time = at("2030-01-01T00:00:01+00:00");
+        j.next_scheduled_run_time = at("2030-01-01T00:00:05+00:00");
+        (j.current_retries, j.max_retries) = (Some(1), Some(5));
+        let last = timeline(&j).pop().unwrap();
         assert_eq!((last.name.as_str(), last.details.as_str()), ("Next run", "Attempt 2 of 5"));
     }
 
     #[test]
     fn a_pending_job_shows_a_schedule_only_when_deferred() {
-        let mut f = fields(&[
-            ("function_name", "f"),
-            ("enqueue_time", "2030-01-01T00:00:00+00:00"),
-            ("next_scheduled_run_time", "2030-01-01T00:00:00+00:00"),
-            ("status", "PENDING"),
-        ]);
-        assert_eq!(timeline(&f).len(), 1, "ready at once: only the enqueue");
-        f.insert("next_scheduled_run_time".into(), "2030-01-01T00:05:00+00:00".into());
-        let last = timeline(&f).pop().unwrap();
+        let mut j = job("f", JobStatus::Pending);
+        j.next_scheduled_run_time = j.enqueue_time;
+        assert_eq!(timeline(&j).len(), 1, "ready at once: only the enqueue");
+        j.next_scheduled_run_time = at("2030-01-01T00:05:00+00:00");
+        let last = timeline(&j).pop().unwrap();
         assert_eq!((last.name.as_str(), last.details.as_str()), ("Scheduled", "Attempt 1 of ?"));
     }
 

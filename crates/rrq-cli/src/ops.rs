@@ -39,7 +39,9 @@ pub(crate) async fn connect(args: &ConfigArgs) -> Result<Connected, CliError> {
     let store = match RedisStore::connect_with(&settings.redis_dsn, options).await {
         Ok(store) => store,
         Err(e @ StoreError::InvalidDsn { .. }) => {
-            let hint = format!("fix redis_dsn in {path} (or RRQ_REDIS_DSN); it must look like redis://host:6379/0 (or rediss://, or redis-sentinel://host:26379/0?sentinelServiceName=NAME)");
+            let hint = format!(
+                "fix redis_dsn in {path} (or RRQ_REDIS_DSN); it must look like redis://host:6379/0 (or rediss://, or redis-sentinel://host:26379/0?sentinelServiceName=NAME)"
+            );
             return Err(CliError::new(Exit::Config, anyhow::Error::new(e).context(hint)));
         }
         Err(e @ StoreError::Tls { .. }) => {

@@ -1,12 +1,10 @@
 //! How operations commands print: aligned tables and relative times for
 //! people, JSON with RFC 3339 times for machines (`--json`).
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Local, Utc};
 use comfy_table::{CellAlignment, ContentArrangement, Table};
-use rrq_store::{format_timestamp, parse_timestamp};
-use serde_json::{Map, Value};
+use rrq_store::format_timestamp;
+use serde_json::Value;
 
 /// The `--json` switch shared by the operations commands.
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -15,14 +13,6 @@ pub struct OutputArgs {
     #[arg(long)]
     pub json: bool,
 }
-
-/// Job hash fields that hold JSON documents.
-const JSON_FIELDS: &[&str] =
-    &["job_params", "result", "trace_context", "correlation_context", "job_args", "job_kwargs"];
-/// Job hash fields that hold integers.
-const INT_FIELDS: &[&str] = &["current_retries", "max_retries", "job_timeout_seconds", "result_ttl_seconds"];
-/// Job hash fields that hold timestamps.
-pub(crate) const TIME_FIELDS: &[&str] = &["enqueue_time", "start_time", "completion_time", "next_scheduled_run_time"];
 
 /// A borderless table with the given header; columns are separated by two
 /// spaces and never wrapped, so full job ids and queue keys stay whole.
@@ -134,54 +124,12 @@ pub(crate) fn time_json(t: Option<DateTime<Utc>>) -> Value {
     t.map_or(Value::Null, |t| Value::String(format_timestamp(t)))
 }
 
-/// A timestamp field of a job hash, parsed.
-pub(crate) fn field_time(fields: &BTreeMap<String, String>, name: &str) -> Option<DateTime<Utc>> {
-    fields.get(name).and_then(|v| parse_timestamp(v))
-}
-
-/// A field of a job hash, or `""`.
-pub(crate) fn field<'a>(fields: &'a BTreeMap<String, String>, name: &str) -> &'a str {
-    fields.get(name).map_or("", String::as_str)
-}
-
-/// The status of a job hash as shown to people: upper case, `UNKNOWN` when missing.
-pub(crate) fn status(fields: &BTreeMap<String, String>) -> String {
-    match fields.get("status").map(|s| s.trim()) {
-        Some(s) if !s.is_empty() => s.to_ascii_uppercase(),
-        _ => "UNKNOWN".to_owned(),
-    }
-}
-
-/// A job hash as typed JSON: JSON documents parsed, counts as numbers,
-/// timestamps in RFC 3339; anything unparsable stays the stored string.
-pub(crate) fn job_json(fields: &BTreeMap<String, String>) -> Value {
-    let mut out = Map::new();
-    for (name, raw) in fields {
-        let value = if JSON_FIELDS.contains(&name.as_str()) {
-            serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone()))
-        } else if INT_FIELDS.contains(&name.as_str()) {
-            raw.trim().parse::<i64>().map_or_else(|_| Value::String(raw.clone()), Value::from)
-        } else if TIME_FIELDS.contains(&name.as_str()) {
-            parse_timestamp(raw).map_or_else(|| Value::String(raw.clone()), |t| Value::String(format_timestamp(t)))
-        } else {
-            Value::String(raw.clone())
-        };
-        out.insert(name.clone(), value);
-    }
-    Value::Object(out)
-}
-
-/// A job hash as stored: every field a string.
-pub(crate) fn raw_json(fields: &BTreeMap<String, String>) -> Value {
-    Value::Object(fields.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn at(s: &str) -> DateTime<Utc> {
-        parse_timestamp(s).unwrap()
+        rrq_store::parse_timestamp(s).unwrap()
     }
 
     #[test]
@@ -216,33 +164,6 @@ mod tests {
         assert_eq!(truncate("exactly10!", 10), "exactly10!");
         assert_eq!(truncate("a much longer text", 10), "a much ...");
         assert_eq!(truncate("ééééééé", 5), "éé...");
-    }
-
-    #[test]
-    fn job_json_types_known_fields_and_keeps_the_rest() {
-        let fields: BTreeMap<String, String> = [
-            ("id", "j1"),
-            ("job_params", r#"{"n":1}"#),
-            ("result", "null"),
-            ("current_retries", "2"),
-            ("max_retries", "five"),
-            ("enqueue_time", "2030-01-01T01:00:00+01:00"),
-            ("completion_time", "yesterday"),
-            ("status", "FAILED"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let v = job_json(&fields);
-        assert_eq!(v["job_params"]["n"], 1);
-        assert_eq!(v["result"], Value::Null);
-        assert_eq!(v["current_retries"], 2);
-        assert_eq!(v["max_retries"], "five", "an unparsable count stays a string");
-        assert_eq!(v["enqueue_time"], "2030-01-01T00:00:00+00:00", "times are normalised to UTC");
-        assert_eq!(v["completion_time"], "yesterday");
-        assert_eq!(raw_json(&fields)["current_retries"], "2");
-        assert_eq!(status(&fields), "FAILED");
-        assert_eq!(status(&BTreeMap::new()), "UNKNOWN");
     }
 
     #[test]

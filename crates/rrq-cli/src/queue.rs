@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use rrq_protocol::{DlqName, JobId, QueueName};
-use rrq_store::{QueueInfo, Store};
+use rrq_store::{JobStatus, JobView, QueueInfo, Store};
 use serde_json::{Value, json};
 
 use crate::ConfigArgs;
@@ -162,19 +162,19 @@ async fn inspect(args: InspectArgs) -> Result<Exit, CliError> {
     }
     let entries = store.queue_entries(&queue, args.offset, args.limit).await?;
     let ids: Vec<JobId> = entries.iter().map(|(id, _)| id.clone()).collect();
-    let jobs = store.job_fields_batch(&ids).await?;
+    let jobs = store.job_views(&ids).await?;
     let paused = store.paused().await?.contains(&queue);
     if args.out.json {
         let rows: Vec<Value> = entries
             .iter()
             .zip(&jobs)
             .enumerate()
-            .map(|(i, ((id, at), fields))| {
+            .map(|(i, ((id, at), job))| {
                 json!({
                     "position": args.offset + i + 1,
                     "job_id": id.as_str(),
                     "scheduled": output::time_json(Some(*at)),
-                    "job": fields.as_ref().map_or(Value::Null, output::job_json),
+                    "job": job.as_ref().map_or(Value::Null, JobView::to_json),
                 })
             })
             .collect();
@@ -188,12 +188,12 @@ async fn inspect(args: InspectArgs) -> Result<Exit, CliError> {
     let now = SystemClock.now();
     let mut t = output::table(&["#", "Job ID", "Function", "Status", "Scheduled", "Retries"]);
     output::align_right(&mut t, &[5]);
-    for (i, ((id, at), fields)) in entries.iter().zip(&jobs).enumerate() {
-        let (function, status, retries) = match fields {
-            Some(f) => (
-                output::truncate(output::field(f, "function_name"), 30),
-                output::status(f),
-                f.get("current_retries").cloned().unwrap_or_else(|| "0".to_owned()),
+    for (i, ((id, at), job)) in entries.iter().zip(&jobs).enumerate() {
+        let (function, status, retries) = match job {
+            Some(j) => (
+                output::truncate(crate::job::function(j), 30),
+                j.status_label(),
+                j.current_retries.unwrap_or(0).to_string(),
             ),
             None => ("<missing>".to_owned(), "MISSING".to_owned(), "N/A".to_owned()),
         };
@@ -256,17 +256,17 @@ async fn stats(args: StatsArgs) -> Result<Exit, CliError> {
 
     let ids = store.job_ids(args.max_scan).await?;
     let scan_complete = args.max_scan == 0 || ids.len() < args.max_scan;
-    for fields in store.job_fields_batch(&ids).await?.into_iter().flatten() {
-        let Some(c) = job_queue(&fields, &settings.default_queue).and_then(|q| counts.get_mut(&q)) else { continue };
-        match output::status(&fields).as_str() {
-            "ACTIVE" => c.active += 1,
-            "COMPLETED" => c.completed += 1,
-            "FAILED" => c.failed += 1,
+    for job in store.job_views(&ids).await?.into_iter().flatten() {
+        let Some(c) = counts.get_mut(&job.queue_or(&settings.default_queue)) else { continue };
+        match job.status {
+            Some(JobStatus::Active) => c.active += 1,
+            Some(JobStatus::Completed) => c.completed += 1,
+            Some(JobStatus::Failed) => c.failed += 1,
             _ => {}
         }
     }
-    for fields in dlq_jobs(store.as_ref(), &settings.default_dlq).await? {
-        if let Some(c) = job_queue(&fields, &settings.default_queue).and_then(|q| counts.get_mut(&q)) {
+    for job in dlq_jobs(store.as_ref(), &settings.default_dlq).await? {
+        if let Some(c) = counts.get_mut(&job.queue_or(&settings.default_queue)) {
             c.dlq += 1;
         }
     }
@@ -320,14 +320,6 @@ async fn stats(args: StatsArgs) -> Result<Exit, CliError> {
     Ok(Exit::Ok)
 }
 
-/// The normalised `queue_name` of a job hash (the default queue when absent).
-pub(crate) fn job_queue(fields: &BTreeMap<String, String>, default: &QueueName) -> Option<QueueName> {
-    match fields.get("queue_name") {
-        Some(q) => QueueName::parse(q),
-        None => Some(default.clone()),
-    }
-}
-
 /// The mean time the ready jobs among the first 100 of a queue have waited.
 async fn average_wait(store: &dyn Store, queue: &QueueName, now: DateTime<Utc>) -> Result<Option<f64>, CliError> {
     let waits: Vec<f64> = store
@@ -341,9 +333,9 @@ async fn average_wait(store: &dyn Store, queue: &QueueName, now: DateTime<Utc>) 
 }
 
 /// The jobs of a DLQ, newest first, skipping ids whose job is gone.
-pub(crate) async fn dlq_jobs(store: &dyn Store, dlq: &DlqName) -> Result<Vec<BTreeMap<String, String>>, CliError> {
+pub(crate) async fn dlq_jobs(store: &dyn Store, dlq: &DlqName) -> Result<Vec<JobView>, CliError> {
     let ids = store.dlq_ids(dlq, 0, usize::MAX).await?;
-    Ok(store.job_fields_batch(&ids).await?.into_iter().flatten().collect())
+    Ok(store.job_views(&ids).await?.into_iter().flatten().collect())
 }
 
 async fn pause(args: PauseArgs, pause: bool) -> Result<Exit, CliError> {

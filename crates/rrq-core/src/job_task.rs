@@ -80,7 +80,7 @@ pub(crate) async fn run(
 
     if timeout_secs <= 0 {
         let reason = format!("Invalid job timeout: {timeout_secs}. Must be positive.");
-        return dead_letter(&ctx, &lease, &reason, true, &mut control).await;
+        return dead_letter(&ctx, &lease, &reason, &mut control).await;
     }
     let payload = payload_bytes(&job.params);
     if payload > ctx.max_payload_bytes {
@@ -89,15 +89,15 @@ pub(crate) async fn run(
             "Job payload is {payload} bytes, over max_payload_bytes ({}). Moved to DLQ.",
             ctx.max_payload_bytes
         );
-        return dead_letter(&ctx, &lease, &reason, false, &mut control).await;
+        return quarantine(&ctx, &lease, &reason, &mut control).await;
     }
     let route = match ctx.routing.route(&job.function_name, &lease.queue) {
         Ok(r) => r,
-        Err(reason) => return dead_letter(&ctx, &lease, &reason, true, &mut control).await,
+        Err(reason) => return dead_letter(&ctx, &lease, &reason, &mut control).await,
     };
     let Some(runner) = ctx.runners.get(route.runner) else {
         let reason = format!("No runner configured for '{}'.", route.runner);
-        return dead_letter(&ctx, &lease, &reason, true, &mut control).await;
+        return dead_letter(&ctx, &lease, &reason, &mut control).await;
     };
 
     // Capped so that no runner's `Instant + timeout` can overflow, whatever
@@ -168,8 +168,7 @@ pub(crate) async fn run(
     };
 
     if cancel_sent {
-        let fence =
-            write(&ctx, &mut control, "finish_cancelled", || ctx.store.finish_cancelled(&lease, ctx.clock.now())).await;
+        let fence = write(&ctx, &mut control, "finish_cancelled", || ctx.store.finish_cancelled(&lease)).await;
         return ended(fence, Ending::Cancelled, &lease);
     }
     if matches!(result, Err(PoolError::ShuttingDown)) {
@@ -196,7 +195,7 @@ pub(crate) async fn run(
             debug!(job_id = %lease.job_id, attempt, error = %error, delay_ms = delay.as_millis() as u64, "retry scheduled");
             ended(fence, Ending::Retried, &lease)
         }
-        Decision::DeadLetter { reason } => dead_letter(&ctx, &lease, &reason, true, &mut control).await,
+        Decision::DeadLetter { reason } => dead_letter(&ctx, &lease, &reason, &mut control).await,
     }
 }
 
@@ -276,21 +275,34 @@ fn next_request_id() -> String {
     uuid::Uuid::from_u128(BASE.wrapping_add(u128::from(n))).to_string()
 }
 
-/// Moves a claimed job to the DLQ (also used for quarantine).
+/// Moves a claimed job to the DLQ, counting the attempt that led there.
 pub(crate) async fn dead_letter(
     ctx: &WorkerContext,
     lease: &Lease,
     reason: &str,
-    count_attempt: bool,
     control: &mut watch::Receiver<Control>,
 ) -> Ending {
     info!(job_id = %lease.job_id, queue = %lease.queue, reason, "moving job to the dead letter queue");
     tracing::Span::current().record("error", reason);
     let fence = write(ctx, control, "dead_letter", || {
-        let attempt = if count_attempt { AttemptCount::Counted } else { AttemptCount::NotCounted };
-        ctx.store.dead_letter(lease, reason, attempt, ctx.clock.now(), &ctx.defaults)
+        ctx.store.dead_letter(lease, reason, AttemptCount::Counted, ctx.clock.now(), &ctx.defaults)
     })
     .await;
+    ended(fence, Ending::DeadLettered, lease)
+}
+
+/// Moves a claimed job that must not run (unreadable, payload over the
+/// limit) to the DLQ unrun, without counting an attempt.
+pub(crate) async fn quarantine(
+    ctx: &WorkerContext,
+    lease: &Lease,
+    reason: &str,
+    control: &mut watch::Receiver<Control>,
+) -> Ending {
+    info!(job_id = %lease.job_id, queue = %lease.queue, reason, "quarantining job to the dead letter queue");
+    tracing::Span::current().record("error", reason);
+    let fence =
+        write(ctx, control, "quarantine", || ctx.store.quarantine(lease, reason, ctx.clock.now(), &ctx.defaults)).await;
     ended(fence, Ending::DeadLettered, lease)
 }
 

@@ -353,7 +353,7 @@ impl LoopState {
         error!(job_id = %id.job_id, panic = %message, "job task panicked; moving the job to the dead letter queue");
         let reason = format!("Job task panicked: {message}. Moved to DLQ.");
         let ctx = self.ctx.clone();
-        self.spawn_for(id, async move { job_task::dead_letter(&ctx, &lease, &reason, true, &mut control).await });
+        self.spawn_for(id, async move { job_task::dead_letter(&ctx, &lease, &reason, &mut control).await });
     }
 
     async fn heartbeat(&mut self) {

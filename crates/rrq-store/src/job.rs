@@ -305,7 +305,7 @@ impl Job {
     }
 }
 
-fn legacy_params(fields: &HashMap<String, String>) -> Result<Map<String, Value>, JobParseError> {
+pub(crate) fn legacy_params(fields: &HashMap<String, String>) -> Result<Map<String, Value>, JobParseError> {
     let mut params = match opt(fields, "job_kwargs") {
         None | Some("null") => Map::new(),
         Some(v) => match serde_json::from_str::<Value>(v) {

@@ -20,6 +20,10 @@
 //!   tag;
 //! * [`MemoryStore`]: the same semantics in memory, for tests and embedding;
 //! * [`Job`] / [`NewJob`]: the job hash, parsed and to be written;
+//! * [`JobView`]: a job as inspection tools see it (every field typed, the
+//!   stored hash kept, the parse problem named), [`WorkerInfo`] (a health
+//!   record, typed) and [`SyntheticJob`], the typed record the
+//!   synthetic-data verb writes;
 //! * [`Clock`], [`SystemClock`], [`ManualClock`]: wall time as a seam.
 //!
 //! Invariants: keys and field encodings are those of rrq 0.11.1 (see
@@ -56,6 +60,7 @@ mod memory;
 mod redis;
 mod shared;
 mod store;
+mod view;
 
 pub use clock::{Clock, ManualClock, SystemClock, epoch_ms, format_timestamp, parse_timestamp};
 pub use error::{BoxError, StoreError, mask_dsn};
@@ -67,6 +72,7 @@ pub use store::{
     Fence, InspectStore, Lease, LeaseState, QueueInfo, ReadySignals, Recovery, Signal, Store, WorkerHealth,
     WorkerRecord, WorkerStore,
 };
+pub use view::{JobView, StoredField, SyntheticJob, WorkerInfo};
 
 /// The store traits, for calling verbs on a concrete [`RedisStore`] or
 /// [`MemoryStore`] (`use rrq_store::prelude::*;`): Rust brings a supertrait's

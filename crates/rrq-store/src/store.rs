@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::error::StoreError;
 use crate::job::{Job, JobDefaults, JobParseError, JobStatus, NewJob};
+use crate::view::{JobView, SyntheticJob, WorkerInfo};
 
 /// How an enqueue treats duplicates.
 #[derive(Clone, Debug, PartialEq)]
@@ -357,13 +358,27 @@ pub trait WorkerStore: Send + Sync + std::fmt::Debug + 'static {
         defaults: &JobDefaults,
     ) -> Result<Fence, StoreError>;
 
+    /// Moves a claimed job that must not run (its hash does not parse, its
+    /// payload is over the limit) to its DLQ with `reason` as `last_error`,
+    /// unrun: no attempt is counted.
+    async fn quarantine(
+        &self,
+        lease: &Lease,
+        reason: &str,
+        now: DateTime<Utc>,
+        defaults: &JobDefaults,
+    ) -> Result<Fence, StoreError> {
+        self.dead_letter(lease, reason, AttemptCount::NotCounted, now, defaults).await
+    }
+
     /// Puts a claimed job back on the queue it was claimed from, ready now,
     /// without counting an attempt (shutdown, lost lock before dispatch).
     async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError>;
 
     /// Ends a running job whose cancel was requested: `CANCELLED`, lock and
-    /// active entry released.
-    async fn finish_cancelled(&self, lease: &Lease, now: DateTime<Utc>) -> Result<Fence, StoreError>;
+    /// active entry released. Like [`AdminStore::cancel`], it writes no time
+    /// (the reference records none for a cancel), so it takes none.
+    async fn finish_cancelled(&self, lease: &Lease) -> Result<Fence, StoreError>;
 
     /// Writes a worker's health record with a TTL.
     async fn heartbeat(&self, health: &WorkerHealth, ttl: Duration) -> Result<(), StoreError>;
@@ -409,13 +424,27 @@ pub trait InspectStore: Send + Sync + std::fmt::Debug + 'static {
     /// Reads and parses a job; `Ok(None)` when it does not exist.
     async fn job(&self, id: &JobId) -> Result<Option<Result<Job, JobParseError>>, StoreError>;
 
-    /// Raw hash fields of a job, for inspection tools.
+    /// Raw hash fields of a job, as stored. Inspection tools read
+    /// [`InspectStore::job_view`] instead, which names no field.
     async fn job_fields(&self, id: &JobId) -> Result<Option<BTreeMap<String, String>>, StoreError>;
 
     /// Raw hash fields of many jobs, in the order of `ids`; `None` where no
     /// job hash exists. Reads in chunks (one round trip each), so inspection
     /// tools can load thousands of jobs without a round trip per job.
     async fn job_fields_batch(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError>;
+
+    /// A job as inspection tools see it (every known field typed, the stored
+    /// hash kept, its parse problem named); `Ok(None)` when it does not exist.
+    async fn job_view(&self, id: &JobId) -> Result<Option<JobView>, StoreError> {
+        Ok(self.job_fields(id).await?.map(|raw| JobView::from_fields(id, raw)))
+    }
+
+    /// [`InspectStore::job_view`] of many jobs, in the order of `ids`; `None`
+    /// where no job exists. Reads as [`InspectStore::job_fields_batch`] does.
+    async fn job_views(&self, ids: &[JobId]) -> Result<Vec<Option<JobView>>, StoreError> {
+        let hashes = self.job_fields_batch(ids).await?;
+        Ok(ids.iter().zip(hashes).map(|(id, raw)| raw.map(|raw| JobView::from_fields(id, raw))).collect())
+    }
 
     /// Blocks up to `timeout` for a new entry in the job's events stream
     /// after `after` (`None` = only entries newer than now). Returns the id of
@@ -452,6 +481,11 @@ pub trait InspectStore: Send + Sync + std::fmt::Debug + 'static {
     /// The health records of all workers that wrote one recently (scan of
     /// the health keys), sorted by worker id.
     async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
+
+    /// [`InspectStore::workers`], each record's members typed.
+    async fn worker_infos(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        Ok(self.workers().await?.into_iter().map(WorkerInfo::from).collect())
+    }
 
     /// Ids of stored jobs, in no particular order; at most `limit` of them
     /// (`0` = all). A keyspace scan: meant for inspection tools.
@@ -496,11 +530,21 @@ pub trait AdminStore: Send + Sync + std::fmt::Debug + 'static {
     /// script call, so a large purge never blocks the server for long.
     async fn dlq_purge(&self, dlq: &DlqName, ids: &[JobId]) -> Result<u64, StoreError>;
 
-    /// **Admin/test verb** (`rrq debug generate-jobs`): sets the given fields
-    /// of a job hash as they are (other fields are kept), without queueing
-    /// the job, recording an event, checking the values or setting an
-    /// expiry. Workers never call it; use [`EnqueueStore::enqueue`] to create jobs.
+    /// **Test verb**: sets the given fields of a job hash as they are (other
+    /// fields are kept), without queueing the job, recording an event,
+    /// checking the values or setting an expiry: how tests plant the
+    /// malformed hashes other producers may write. Nothing in RRQ calls it;
+    /// use [`EnqueueStore::enqueue`] to create jobs and
+    /// [`AdminStore::insert_synthetic_job`] for synthetic data.
     async fn put_job_fields(&self, id: &JobId, fields: &BTreeMap<String, String>) -> Result<(), StoreError>;
+
+    /// **Admin verb** (`rrq debug generate-jobs`): writes a job hash as a
+    /// worker would have left it in `job.status` (replacing the fields it
+    /// names, keeping others), without queueing the job, recording an event
+    /// or setting an expiry. Workers never call it.
+    async fn insert_synthetic_job(&self, job: &SyntheticJob) -> Result<(), StoreError> {
+        self.put_job_fields(&job.id, &job.to_fields()).await
+    }
 
     /// **Admin/test verb** (`rrq debug clear`): counts the keys matching the
     /// Redis glob `pattern` (applied to full key names as given, not limited

@@ -3,7 +3,7 @@
 //! names the file, the line and the rule.
 //!
 //! A line is code unless it is a comment (`//`, `///`, `//!`). In a `src/`
-//! file, everything after a `#[cfg(test)]` line is test code, as are the
+//! file, everything after a `#[cfg(test)]` (or `#![cfg(test)]`) line is test code, as are the
 //! files under a `tests/` directory and `rrq-test-support`.
 
 use std::fmt;
@@ -38,8 +38,36 @@ const SPAWN: Rule = Rule {
     what: "a process started (`Command::new`) outside rrq-pool (runners) and rrq-cli (the conformance kit, watch mode)",
 };
 
+const HASH_FIELD: Rule = Rule {
+    name: "job field",
+    what: "a job-hash field name spelt as a string outside rrq-store: read jobs through the store's typed views (`JobView`)",
+};
+
 /// Every source rule, in the order findings are reported.
-pub(crate) const RULES: [Rule; 5] = [KEY_LITERAL, WALL_CLOCK, ENVIRONMENT, SPAWN, SLEEP];
+pub(crate) const RULES: [Rule; 6] = [KEY_LITERAL, HASH_FIELD, WALL_CLOCK, ENVIRONMENT, SPAWN, SLEEP];
+
+/// Fields of the job hash (docs/redis-schema.md) that no other schema of RRQ
+/// uses: not a config key, a runner-protocol member or a name the CLI prints.
+/// Spelt as a string, one of them can only be reading or writing the hash.
+/// (`id`, `status`, `result`, `function_name`, `queue_name`, `worker_id`,
+/// `enqueue_time` and `trace_context` are shared with those schemas, so
+/// they are not listed.)
+const HASH_ONLY_FIELDS: [&str; 14] = [
+    "job_params",
+    "job_args",
+    "job_kwargs",
+    "current_retries",
+    "max_retries",
+    "next_scheduled_run_time",
+    "job_timeout_seconds",
+    "result_ttl_seconds",
+    "start_time",
+    "completion_time",
+    "last_error",
+    "job_unique_key",
+    "dlq_name",
+    "correlation_context",
+];
 
 /// Crates that start processes (test support starts Redis servers).
 const SPAWNERS: [&str; 3] = ["rrq-pool", "rrq-cli", "rrq-test-support"];
@@ -146,7 +174,8 @@ pub(crate) fn scan(path: &str, text: &str) -> Vec<Finding> {
     let mut found = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let code = line.trim_start();
-        if code.starts_with("#[cfg(test)]") {
+        // `#![cfg(test)]` opens a test module in a file of its own.
+        if code.starts_with("#[cfg(test)]") || code.starts_with("#![cfg(test)]") {
             in_test = true;
         }
         let mut hit = |rule: &Rule| {
@@ -156,6 +185,9 @@ pub(crate) fn scan(path: &str, text: &str) -> Vec<Finding> {
             if !in_test {
                 if code.contains("\"rrq:") && !KEY_OWNERS.contains(&krate) && path != WIRE_NAMES {
                     hit(&KEY_LITERAL);
+                }
+                if !KEY_OWNERS.contains(&krate) && HASH_ONLY_FIELDS.iter().any(|f| code.contains(&format!("\"{f}\""))) {
+                    hit(&HASH_FIELD);
                 }
                 if CLOCK_READS.iter().any(|c| code.contains(c)) && file_name != "clock.rs" {
                     hit(&WALL_CLOCK);
@@ -197,9 +229,29 @@ mod tests {
     }
 
     #[test]
+    fn a_job_field_read_by_name_outside_the_store_is_named() {
+        let text = "let e = fields.get(\"last_error\");\nlet n = \"last_error_count\";\nlet s = f[\"status\"];\n";
+        assert_eq!(
+            rules("crates/rrq-cli/src/dlq.rs", text),
+            [(1, "job field")],
+            "exact names only, shared ones allowed"
+        );
+        assert!(rules("crates/rrq-store/src/view.rs", text).is_empty(), "the store owns the schema");
+        let json = "json!({\"job_params\": p, \"current_retries\": 0})";
+        assert_eq!(rules("crates/rrq-dashboard/src/data.rs", json), [(1, "job field")]);
+        let test = format!("fn f() {{}}\n#[cfg(test)]\nmod tests {{\n{text}}}\n");
+        assert!(rules("crates/rrq-cli/src/dlq.rs", &test).is_empty(), "tests may plant hashes");
+    }
+
+    #[test]
     fn comments_and_test_modules_are_not_code() {
         let text = "/// `\"rrq:job:x\"` in a doc\n// Utc::now() in a comment\n#[cfg(test)]\nmod tests {\n    const K: &str = \"rrq:job:1\";\n    fn t() { let _ = Utc::now(); }\n}\n";
         assert!(rules("crates/rrq-core/src/worker.rs", text).is_empty());
+        let file = "//! Tests of the parent module.\n#![cfg(test)]\nconst K: &str = \"rrq:job:1\";\n";
+        assert!(
+            rules("crates/rrq-config/src/settings/tests.rs", file).is_empty(),
+            "a test module in a file of its own"
+        );
     }
 
     #[test]

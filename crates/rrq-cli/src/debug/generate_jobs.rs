@@ -1,6 +1,7 @@
 //! `rrq debug generate-jobs`: synthetic jobs in the asked states. Pending
-//! ones are real enqueues (so workers run them); the others are job hashes
-//! written as a worker would have left them.
+//! ones are real enqueues (so workers run them, and they have not run yet);
+//! the others are written as a worker would have left them
+//! ([`AdminStore::insert_synthetic_job`](rrq_store::AdminStore::insert_synthetic_job)).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::join_all;
 use rrq_producer::EnqueueOptions;
 use rrq_protocol::{JobId, QueueName};
-use rrq_store::{Clock as _, SystemClock, format_timestamp};
+use rrq_store::{Clock as _, JobStatus, SyntheticJob, SystemClock};
 use serde_json::{Map, Value, json};
 
 use super::{Rng, queues_arg};
@@ -24,6 +25,8 @@ const DEFAULT_QUEUES: &[&str] = &["test", "urgent", "low_priority", "default"];
 const DEFAULT_STATUSES: &[&str] = &["pending", "completed", "failed", "retrying"];
 /// Statuses understood.
 const KNOWN_STATUSES: &[&str] = &["pending", "active", "retrying", "completed", "failed"];
+/// Total attempts of every synthetic job.
+const MAX_RETRIES: u32 = 3;
 /// Function names of synthetic jobs.
 const FUNCTIONS: &[&str] = &["send_welcome_email", "resize_upload", "sync_inventory", "build_invoice", "notify_slack"];
 
@@ -69,7 +72,7 @@ struct FakeJob {
     params: Map<String, Value>,
     queue: QueueName,
     status: &'static str,
-    current_retries: u64,
+    current_retries: u32,
     enqueued: DateTime<Utc>,
 }
 
@@ -88,54 +91,53 @@ impl FakeJob {
             params: params.as_object().cloned().unwrap_or_default(),
             queue: rng.pick(queues).clone(),
             status: rng.pick::<&str>(statuses),
-            current_retries: rng.below(4),
+            current_retries: u32::try_from(rng.below(4)).unwrap_or(0),
             enqueued,
         }
     }
 
-    /// The hash of a job that is not pending: what a worker would have left.
-    fn fields(&self, rng: &mut Rng) -> BTreeMap<String, String> {
+    /// A job that is not pending, as a worker would have left it.
+    fn synthetic(&self, rng: &mut Rng) -> SyntheticJob {
         let started = self.enqueued + TimeDelta::milliseconds(rng.below(5_000) as i64);
         let finished = started + TimeDelta::milliseconds(1 + rng.below(30_000) as i64);
-        let mut f: BTreeMap<String, String> = [
-            ("id", self.id.as_str().to_owned()),
-            ("function_name", self.function.to_owned()),
-            ("job_params", Value::Object(self.params.clone()).to_string()),
-            ("enqueue_time", format_timestamp(self.enqueued)),
-            ("status", self.status.to_ascii_uppercase()),
-            ("current_retries", self.current_retries.to_string()),
-            ("max_retries", "3".to_owned()),
-            ("job_timeout_seconds", "300".to_owned()),
-            ("result_ttl_seconds", "86400".to_owned()),
-            ("queue_name", self.queue.as_str().to_owned()),
-            ("result", "null".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let mut set = |k: &str, v: String| f.insert(k.to_owned(), v);
-        match self.status {
-            "active" => {
-                set("start_time", format_timestamp(started));
-                set("worker_id", format!("test_worker_{}", rng.below(5)));
+        let mut job = SyntheticJob {
+            id: self.id.clone(),
+            function_name: self.function.to_owned(),
+            params: self.params.clone(),
+            queue: self.queue.clone(),
+            status: JobStatus::parse(self.status).unwrap_or(JobStatus::Pending),
+            enqueue_time: self.enqueued,
+            current_retries: self.current_retries,
+            max_retries: MAX_RETRIES,
+            job_timeout_seconds: 300,
+            result_ttl_seconds: 86_400,
+            start_time: None,
+            worker_id: None,
+            completion_time: None,
+            next_scheduled_run_time: None,
+            result: None,
+            last_error: None,
+        };
+        match job.status {
+            JobStatus::Active => {
+                job.start_time = Some(started);
+                job.worker_id = Some(format!("test_worker_{}", rng.below(5)));
             }
-            "completed" => {
-                set("start_time", format_timestamp(started));
-                set("completion_time", format_timestamp(finished));
-                set("result", json!({"ok": true, "processed": rng.below(1_000)}).to_string());
+            JobStatus::Completed => {
+                (job.start_time, job.completion_time) = (Some(started), Some(finished));
+                job.result = Some(json!({"ok": true, "processed": rng.below(1_000)}));
             }
-            "failed" => {
-                set("start_time", format_timestamp(started));
-                set("completion_time", format_timestamp(finished));
-                set("last_error", "synthetic failure (rrq debug generate-jobs)".to_owned());
+            JobStatus::Failed => {
+                (job.start_time, job.completion_time) = (Some(started), Some(finished));
+                job.last_error = Some("synthetic failure (rrq debug generate-jobs)".to_owned());
             }
-            "retrying" => {
-                set("last_error", "synthetic transient error (rrq debug generate-jobs)".to_owned());
-                set("next_scheduled_run_time", format_timestamp(finished));
+            JobStatus::Retrying => {
+                job.last_error = Some("synthetic transient error (rrq debug generate-jobs)".to_owned());
+                job.next_scheduled_run_time = Some(finished);
             }
-            _ => {}
+            JobStatus::Pending | JobStatus::Cancelled => {}
         }
-        f
+        job
     }
 }
 
@@ -159,24 +161,20 @@ pub(super) async fn run(args: GenerateJobsArgs) -> Result<Exit, CliError> {
         let jobs: Vec<FakeJob> =
             (next..end).map(|i| FakeJob::new(&mut rng, &prefix, i, &queues, &statuses, args.age_hours)).collect();
         let writes = jobs.iter().map(|job| {
-            let fields = (job.status != "pending").then(|| job.fields(&mut rng));
+            let synthetic = (job.status != "pending").then(|| job.synthetic(&mut rng));
             let (store, producer) = (&store, &producer);
             async move {
-                match fields {
-                    Some(fields) => store.put_job_fields(&job.id, &fields).await.map_err(CliError::from),
+                match synthetic {
+                    Some(synthetic) => store.insert_synthetic_job(&synthetic).await.map_err(CliError::from),
                     None => {
                         let options = EnqueueOptions {
                             job_id: Some(job.id.as_str().to_owned()),
                             enqueue_time: Some(job.enqueued),
-                            max_retries: Some(3),
+                            max_retries: Some(MAX_RETRIES),
                             ..EnqueueOptions::queue(job.queue.as_str())
                         };
                         let params = Value::Object(job.params.clone());
                         producer.enqueue(job.function, params, options).await.map_err(producer_error)?;
-                        if job.current_retries > 0 {
-                            let retries = [("current_retries".to_owned(), job.current_retries.to_string())].into();
-                            store.put_job_fields(&job.id, &retries).await?;
-                        }
                         Ok(())
                     }
                 }

@@ -4,8 +4,8 @@
 //! subcommand; this one holds the command enum and what they share.
 //!
 //! Everything goes through the `Store` trait (and the producer for real
-//! enqueues); the synthetic job hashes use the admin verb
-//! [`AdminStore::put_job_fields`](rrq_store::AdminStore::put_job_fields), the clean-up
+//! enqueues); the synthetic jobs use the admin verb
+//! [`AdminStore::insert_synthetic_job`](rrq_store::AdminStore::insert_synthetic_job), the clean-up
 //! [`AdminStore::delete_matching`](rrq_store::AdminStore::delete_matching).
 
 mod clear;

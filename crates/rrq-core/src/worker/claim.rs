@@ -195,7 +195,7 @@ impl LoopState {
             Err(parse_error) => {
                 let task = async move {
                     let reason = format!("Failed to parse claimed job definition ({parse_error}). Moved to DLQ.");
-                    job_task::dead_letter(&ctx, &task_lease, &reason, false, &mut rx).await
+                    job_task::quarantine(&ctx, &task_lease, &reason, &mut rx).await
                 };
                 self.track(lease, tx, held_until, task.instrument(span));
             }

@@ -149,9 +149,9 @@ impl WorkerStore for HookedStore {
         self.inner.release(lease, reason, now).await
     }
 
-    async fn finish_cancelled(&self, lease: &Lease, now: DateTime<Utc>) -> Result<Fence, StoreError> {
+    async fn finish_cancelled(&self, lease: &Lease) -> Result<Fence, StoreError> {
         self.enter("finish_cancelled", lease.job_id.as_str()).await;
-        self.inner.finish_cancelled(lease, now).await
+        self.inner.finish_cancelled(lease).await
     }
 
     async fn heartbeat(&self, health: &WorkerHealth, ttl: Duration) -> Result<(), StoreError> {

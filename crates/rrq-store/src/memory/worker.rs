@@ -253,7 +253,7 @@ impl WorkerStore for MemoryStore {
         Ok(Fence::Applied)
     }
 
-    async fn finish_cancelled(&self, lease: &Lease, _now: DateTime<Utc>) -> Result<Fence, StoreError> {
+    async fn finish_cancelled(&self, lease: &Lease) -> Result<Fence, StoreError> {
         let (mut st, clock_now) = self.state();
         if let Some(f) = st.check_fence(lease, &[JobStatus::Cancelled], clock_now) {
             return Ok(f);

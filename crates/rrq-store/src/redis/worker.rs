@@ -153,7 +153,7 @@ impl WorkerStore for RedisStore {
         self.run(call).await
     }
 
-    async fn finish_cancelled(&self, lease: &Lease, _now: DateTime<Utc>) -> Result<Fence, StoreError> {
+    async fn finish_cancelled(&self, lease: &Lease) -> Result<Fence, StoreError> {
         self.run(FinishCancelled { fenced: Fenced::new(lease), events_key: keys::events(&lease.job_id) }).await
     }
 

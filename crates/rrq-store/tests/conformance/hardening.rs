@@ -210,7 +210,7 @@ async fn every_cancel_releases_the_unique_lock_and_wakes_waiters(h: Harness) {
     let mut batch = h.claim(&q, &h.worker("w"), 1, h.now).await;
     let lease = batch.jobs.remove(0).lease;
     assert_eq!(h.store.cancel(&lease.job_id).await.unwrap(), CancelResult::CancelRequested);
-    assert_eq!(h.store.finish_cancelled(&lease, h.now).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.finish_cancelled(&lease).await.unwrap(), Fence::Applied);
     assert_eq!(h.store.unique_lock_ttl(&key).await.unwrap(), None, "a finished cancel frees the lock");
     assert_cancelled(&h, &lease.job_id, &q).await;
     // A lock held by another job is left alone.
@@ -420,7 +420,7 @@ async fn a_blocked_waiter_wakes_when_the_event_is_appended(h: Harness) {
         }
     }
     assert_eq!(h.store.cancel(&lease.job_id).await.unwrap(), CancelResult::CancelRequested);
-    assert_eq!(h.store.finish_cancelled(&lease, h.now).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.finish_cancelled(&lease).await.unwrap(), Fence::Applied);
     let seen = waiter.await.unwrap().unwrap();
     assert!(seen.is_some(), "the waiter saw the event");
     assert!(started.elapsed() < Duration::from_secs(5), "woken, not timed out: {:?}", started.elapsed());
@@ -462,7 +462,7 @@ async fn every_script_survives_absurd_job_fields() {
     ran.insert("release");
     h.store.cancel(&h.id("fc")).await.unwrap();
     ran.insert("cancel");
-    assert_eq!(h.store.finish_cancelled(&lease("fc"), h.now).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.finish_cancelled(&lease("fc")).await.unwrap(), Fence::Applied);
     ran.insert("finish_cancelled");
     h.expire_lock(&h.id("rec")).await;
     h.store.recover(h.at(LEASE.as_secs_f64() + 2.0), 1000, &d).await.unwrap();

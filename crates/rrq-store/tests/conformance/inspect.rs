@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rrq_store::{AttemptCount, EnqueueMode, Fence, WorkerHealth};
+use rrq_store::{AttemptCount, EnqueueMode, Fence, JobParseError, JobStatus, SyntheticJob, WorkerHealth};
 use serde_json::json;
 
 use crate::harness::Harness;
@@ -14,6 +14,8 @@ conformance!(
         workers_are_listed_with_their_record_and_ttl,
         job_ids_and_dlq_lengths_are_counted,
         job_fields_are_read_in_batches_in_the_order_asked,
+        job_views_type_the_stored_fields_and_name_a_problem,
+        a_synthetic_job_is_written_unqueued_and_reads_back_typed,
         a_dlq_purge_removes_exactly_the_ids_given,
         put_job_fields_writes_a_hash_without_queueing_it,
         delete_matching_counts_then_deletes_the_matching_keys;
@@ -79,6 +81,18 @@ async fn workers_are_listed_with_their_record_and_ttl(h: Harness) {
         assert_eq!(health["timestamp"], 1_795_824_000, "a numeric timestamp is kept as is");
         let ttl = w.ttl.expect("the record expires");
         assert!(ttl > Duration::from_secs(60) && ttl <= Duration::from_secs(70), "{ttl:?}");
+    }
+    let infos: Vec<_> =
+        h.store.worker_infos().await.unwrap().into_iter().filter(|w| names.contains(&w.worker_id)).collect();
+    assert_eq!(infos.len(), 2);
+    for (i, w) in infos.iter().enumerate() {
+        assert_eq!(
+            (w.status.as_deref(), w.active_jobs, w.concurrency_limit),
+            (Some("polling"), Some(i as u64), Some(4))
+        );
+        assert_eq!(w.queues, Some(vec![h.queue("q").to_string()]));
+        assert_eq!(w.last_heartbeat.map(|t| t.timestamp()), Some(1_795_824_000), "epoch seconds read as a time");
+        assert!(w.ttl.is_some());
     }
 }
 
@@ -192,4 +206,75 @@ async fn delete_matching_counts_then_deletes_the_matching_keys(h: Harness) {
     assert_eq!(h.store.delete_matching(queue.as_str(), false).await.unwrap(), 1, "a pattern may be a plain key");
     assert_eq!(h.store.queue_len(&queue).await.unwrap(), 0);
     assert_eq!(h.store.delete_matching(&pattern, false).await.unwrap(), 0, "nothing left to match");
+}
+
+async fn job_views_type_the_stored_fields_and_name_a_problem(h: Harness) {
+    let (q, d) = (h.queue("q"), h.defaults());
+    h.store.enqueue(h.new_job("a", &q), EnqueueMode::Standard).await.unwrap();
+    let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
+    assert_eq!(h.store.dead_letter(&lease, "boom", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
+    let odd: std::collections::BTreeMap<String, String> =
+        [("status", "weird"), ("enqueue_time", "yesterday"), ("colour", "blue")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+    h.store.put_job_fields(&h.id("odd"), &odd).await.unwrap();
+
+    let ids = [h.id("a"), h.id("missing"), h.id("odd")];
+    let views = h.store.job_views(&ids).await.unwrap();
+    assert_eq!(views.len(), 3);
+    assert_eq!(views[0], h.store.job_view(&ids[0]).await.unwrap(), "one view reads as the batch does");
+    assert_eq!(views[1], None, "a missing job has no view");
+    assert_eq!(h.store.job_view(&ids[1]).await.unwrap(), None);
+
+    let a = views[0].as_ref().expect("a exists");
+    assert_eq!((a.id.clone(), a.function_name.as_deref()), (ids[0].clone(), Some("echo")));
+    assert_eq!((a.status, a.status_label()), (Some(JobStatus::Failed), "FAILED".to_owned()));
+    assert_eq!((a.queue.as_ref(), a.current_retries), (Some(&q), Some(1)));
+    assert_eq!(a.last_error.as_deref(), Some("boom"));
+    assert!(a.start_time.is_some() && a.completion_time.is_some() && a.enqueue_time.is_some() && a.params.is_some());
+    assert_eq!((a.worker_id.as_deref(), a.problem.as_ref()), (Some(h.worker("w").as_str()), None));
+    assert_eq!(a.raw, h.store.job_fields(&ids[0]).await.unwrap().unwrap(), "the stored hash is kept whole");
+
+    let odd = views[2].as_ref().expect("odd exists");
+    assert_eq!((odd.status, odd.status_label()), (None, "WEIRD".to_owned()));
+    assert_eq!((odd.enqueue_time, odd.function_name.as_ref()), (None, None));
+    assert_eq!(odd.problem, Some(JobParseError::Missing("function_name")), "why a worker could not run it");
+    assert_eq!(odd.raw["colour"], "blue", "fields RRQ does not know are kept");
+    assert!(h.store.job_views(&[]).await.unwrap().is_empty());
+}
+
+async fn a_synthetic_job_is_written_unqueued_and_reads_back_typed(h: Harness) {
+    let (id, queue) = (h.id("synthetic"), h.queue("q"));
+    let job = SyntheticJob {
+        id: id.clone(),
+        function_name: "echo".into(),
+        params: json!({"n": 1}).as_object().cloned().unwrap(),
+        queue: queue.clone(),
+        status: JobStatus::Failed,
+        enqueue_time: h.at(0.0),
+        current_retries: 2,
+        max_retries: 3,
+        job_timeout_seconds: 300,
+        result_ttl_seconds: 86_400,
+        start_time: Some(h.at(1.0)),
+        worker_id: Some("w".into()),
+        completion_time: Some(h.at(2.0)),
+        next_scheduled_run_time: None,
+        result: None,
+        last_error: Some("synthetic".into()),
+    };
+    h.store.insert_synthetic_job(&job).await.unwrap();
+    assert_eq!(h.store.queue_len(&queue).await.unwrap(), 0, "nothing was queued");
+    let view = h.store.job_view(&id).await.unwrap().expect("written");
+    assert_eq!(view.problem, None, "a worker could read it");
+    assert_eq!(
+        (view.status, view.queue.as_ref(), view.current_retries),
+        (Some(JobStatus::Failed), Some(&queue), Some(2))
+    );
+    assert_eq!((view.start_time, view.completion_time), (job.start_time, job.completion_time));
+    assert_eq!((view.last_error.as_deref(), view.result.as_ref()), (Some("synthetic"), None));
+    assert_eq!(view.params.as_ref(), Some(&job.params));
+    let parsed = h.job(&id).await;
+    assert_eq!((parsed.max_retries, parsed.job_timeout_seconds), (Some(3), Some(300)));
 }

@@ -101,7 +101,7 @@ async fn a_stale_lease_writes_nothing(h: Harness) {
         assert_eq!(h.store.retry(f, "e", h.now, h.now, &d).await.unwrap(), Fence::Stale);
         assert_eq!(h.store.dead_letter(f, "e", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Stale);
         assert_eq!(h.store.release(f, Some("e"), h.now).await.unwrap(), Fence::Stale);
-        assert_eq!(h.store.finish_cancelled(f, h.now).await.unwrap(), Fence::Stale);
+        assert_eq!(h.store.finish_cancelled(f).await.unwrap(), Fence::Stale);
     }
     assert_eq!(h.store.job_fields(&lease.job_id).await.unwrap(), before);
     assert_eq!(h.store.queue_len(&q).await.unwrap(), 0);
@@ -171,9 +171,12 @@ async fn a_quarantine_does_not_count_the_attempt(h: Harness) {
     let (_, lease) = claimed(&h, "a").await;
     let d = h.defaults();
     let msg = "Failed to parse claimed job definition. Moved to DLQ.";
-    assert_eq!(h.store.dead_letter(&lease, msg, AttemptCount::NotCounted, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.quarantine(&lease, msg, h.now, &d).await.unwrap(), Fence::Applied);
     let job = h.job(&lease.job_id).await;
     assert_eq!(job.current_retries, 0);
+    assert_eq!(job.last_error.as_deref(), Some(msg));
+    assert_eq!(h.store.quarantine(&lease, "again", h.now, &d).await.unwrap(), Fence::Applied, "a re-sent write");
+    assert_eq!(h.job(&lease.job_id).await.last_error.as_deref(), Some(msg), "is not applied twice");
     assert_eq!(job.status, Some(JobStatus::Failed));
     assert_eq!(h.store.dlq_ids(&d.dlq, 0, 10).await.unwrap(), vec![lease.job_id.clone()]);
 }
@@ -217,11 +220,12 @@ async fn renewals_report_held_lost_and_cancel_requested(h: Harness) {
         vec![LeaseState::CancelRequested, LeaseState::Held, LeaseState::Lost]
     );
 
-    assert_eq!(h.store.finish_cancelled(&leases[0], h.at(1.0)).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.finish_cancelled(&leases[0]).await.unwrap(), Fence::Applied);
     let fields = h.store.job_fields(&leases[0].job_id).await.unwrap().unwrap();
     assert_eq!(fields["status"], "CANCELLED");
     assert!(!fields.contains_key("cancel_requested"));
-    assert_eq!(h.store.finish_cancelled(&leases[0], h.at(1.0)).await.unwrap(), Fence::Applied);
+    assert!(!fields.contains_key("completion_time"), "a cancel records no time");
+    assert_eq!(h.store.finish_cancelled(&leases[0]).await.unwrap(), Fence::Applied);
     assert_eq!(h.store.renew(&leases, LEASE).await.unwrap(), vec![LeaseState::Lost, LeaseState::Held]);
 }
 
