@@ -2,6 +2,8 @@
 //! walk (bounded by [`DLQ_SCAN_LIMIT`]) that filtered pages and the "all
 //! matching" actions share.
 
+use std::collections::BTreeMap;
+
 use rrq_protocol::{DlqName, JobId, QueueName};
 use rrq_store::{Job, Store, StoreError};
 use serde::Serialize;
@@ -10,8 +12,11 @@ use super::{JobRow, Known, parse, row};
 
 /// Most DLQ entries one filtered DLQ read looks at (newest first). A DLQ
 /// longer than this is filtered over its newest entries only, and the answer
-/// says so (`scanned` < `total`).
-pub const DLQ_SCAN_LIMIT: usize = 10_000;
+/// says so (`scanned` < `total`). Each entry costs about 30 µs (its hash
+/// read, and parsed when its raw fields can match), so this bound keeps a
+/// filtered page within 200 ms (`cargo xtask bench dashboard`,
+/// docs/dashboard.md); 10,000 took 300–400 ms.
+pub const DLQ_SCAN_LIMIT: usize = 4_000;
 
 /// How many job hashes are read per round trip when filtering a DLQ.
 const DLQ_CHUNK: usize = 500;
@@ -37,6 +42,19 @@ impl DlqFilter {
     fn is_empty(&self) -> bool {
         let (q, f, e) = self.normalised();
         q.is_none() && f.is_none() && e.is_none()
+    }
+
+    /// A cheap test on the raw hash, before parsing it: false only where
+    /// [`DlqFilter::keeps`] would be false too (its text criteria read these
+    /// same fields, and a hash without them does not parse), so entries that
+    /// cannot match are never parsed.
+    fn may_keep(&self, fields: Option<&BTreeMap<String, String>>) -> bool {
+        let (_, function, error) = self.normalised();
+        let Some(fields) = fields else { return function.is_none() && error.is_none() };
+        let has = |name: &str, part: &Option<String>| {
+            part.as_ref().is_none_or(|p| fields.get(name).is_some_and(|v| v.to_lowercase().contains(p.as_str())))
+        };
+        has("function_name", &function) && has("last_error", &error)
     }
 
     fn keeps(&self, job: &Option<Result<Job, String>>, default_queue: &QueueName) -> bool {
@@ -93,6 +111,9 @@ async fn dlq_walk(
         let hashes = store.job_fields_batch(&ids).await?;
         for (id, fields) in ids.iter().zip(hashes) {
             scanned += 1;
+            if !filter.may_keep(fields.as_ref()) {
+                continue;
+            }
             let job = parse(id, fields);
             if filter.keeps(&job, &known.default_queue) {
                 let index = matched as usize;
