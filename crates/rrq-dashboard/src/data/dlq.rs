@@ -182,3 +182,45 @@ pub async fn dlq_matching(
     .await?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn the_raw_precheck_never_drops_an_entry_the_filter_keeps() {
+        let base = [("enqueue_time", "2026-01-01T00:00:00Z"), ("status", "FAILED"), ("job_params", "{}")];
+        let hashes = [
+            hash(&[base[0], base[1], base[2], ("function_name", "Charge_Card"), ("last_error", "Card DECLINED")]),
+            hash(&[base[0], base[1], base[2], ("function_name", "send_email"), ("last_error", "timeout")]),
+            hash(&[base[0], base[1], base[2], ("function_name", "charge_card")]),
+            hash(&[base[0], base[1], ("function_name", "charge_card"), ("job_params", "not json")]),
+            hash(&[("last_error", "declined")]),
+        ];
+        let filters = [
+            DlqFilter::default(),
+            DlqFilter { function: Some("charge".into()), ..DlqFilter::default() },
+            DlqFilter { error: Some(" Declined ".into()), ..DlqFilter::default() },
+            DlqFilter { function: Some("CHARGE".into()), error: Some("declined".into()), queue: None },
+            DlqFilter { queue: Some("elsewhere".into()), ..DlqFilter::default() },
+        ];
+        let default_queue = QueueName::new("default");
+        let id = JobId::new("j");
+        let mut rejected = 0;
+        for filter in &filters {
+            for fields in hashes.iter().map(Some).chain([None]) {
+                let kept = filter.keeps(&parse(&id, fields.cloned()), &default_queue);
+                let may = filter.may_keep(fields);
+                assert!(may || !kept, "{filter:?} on {fields:?}: the precheck dropped a kept entry");
+                rejected += usize::from(!may);
+            }
+        }
+        assert!(rejected >= 8, "the precheck rejects entries that cannot match ({rejected})");
+        let charge = &filters[1];
+        assert!(charge.may_keep(Some(&hashes[0])) && !charge.may_keep(Some(&hashes[1])));
+    }
+}
