@@ -183,7 +183,7 @@ fn path(endpoint: &str, round: usize, sizes: Sizes, tag: &str) -> String {
         "overview" => "/api/overview".to_owned(),
         "queue" => "/api/queue?name=default".to_owned(),
         "queue_deep" => format!("/api/queue?name=default&offset={}", sizes.deep_offset()),
-        "job" if round % 2 == 0 => format!("/api/job?id={}", job_id(tag, round * 37_831 % sizes.queued)),
+        "job" if round.is_multiple_of(2) => format!("/api/job?id={}", job_id(tag, round * 37_831 % sizes.queued)),
         "job" => format!("/api/job?id={}", job_id(&dead_tag(tag), round * 7_919 % sizes.dead)),
         "dlq" => "/api/dlq".to_owned(),
         "dlq_function" => format!("/api/dlq?function={FUNCTION_FILTER}"),
