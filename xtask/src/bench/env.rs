@@ -134,13 +134,16 @@ pub(crate) struct Setup {
     pub redis: Redis,
     /// RRQ's orchestrator (`rrq`, release build).
     pub rrq: PathBuf,
-    /// The reference orchestrator binary from the `rrq==0.11.1` wheel.
+    /// The reference orchestrator binary from the `rrq==0.11.1` wheel
+    /// (empty, like the venv's other paths, when no chosen scenario runs the
+    /// reference or its Python code).
     pub reference: PathBuf,
     /// RRQ's example runner (release build): the Rust runner of both sides.
     pub rust_runner: PathBuf,
     /// The reference Python runner (`rrq-runner` in the venv).
     pub python_runner: PathBuf,
-    /// The TypeScript SDK's example runner: `node .../main.js` (built with npm).
+    /// The TypeScript SDK's example runner: `node .../main.js` (built with
+    /// npm; empty unless `drain-node` is chosen).
     pub node_runner: Vec<String>,
     /// The venv's interpreter (reference client benchmark).
     pub python: PathBuf,
@@ -164,7 +167,10 @@ settings = PythonRunnerSettings(registry=registry)
 "#;
 
 impl Setup {
-    pub(crate) fn prepare() -> Result<Setup> {
+    /// Checks the release binaries and prepares what `scenarios` need: the
+    /// reference venv for all but the RRQ-only `dashboard`, the TypeScript
+    /// runner for `drain-node`.
+    pub(crate) fn prepare(scenarios: &[&str]) -> Result<Setup> {
         let release = target_dir().join("release");
         let rrq = release.join("rrq");
         let rust_runner = release.join("rrq-example-runner");
@@ -173,27 +179,23 @@ impl Setup {
                 bail!("{} is missing; run the benchmark through `cargo xtask bench`, which builds it", bin.display());
             }
         }
-        super::progress("reference package: Python venv with rrq==0.11.1 (installed on first use)");
-        let venv = rrq_test_support::python::venv();
-        let reference = venv.reference_orchestrator();
-        if !reference.exists() {
-            bail!("the reference orchestrator is missing at {}", reference.display());
+        let (mut reference, mut python_runner, mut python) = (PathBuf::new(), PathBuf::new(), PathBuf::new());
+        if scenarios.iter().any(|s| *s != "dashboard") {
+            super::progress("reference package: Python venv with rrq==0.11.1 (installed on first use)");
+            let venv = rrq_test_support::python::venv();
+            reference = venv.reference_orchestrator();
+            if !reference.exists() {
+                bail!("the reference orchestrator is missing at {}", reference.display());
+            }
+            (python_runner, python) = (venv.runner(), venv.python());
         }
         let work = std::env::temp_dir().join(format!("rrq-bench-{}", std::process::id()));
         std::fs::create_dir_all(&work)?;
         std::fs::write(work.join("bench_handlers.py"), HANDLERS_PY)?;
         let redis = Redis::start()?;
-        let node_runner = rrq_test_support::node::typescript_runner();
-        Ok(Setup {
-            redis,
-            rrq,
-            reference,
-            rust_runner,
-            python_runner: venv.runner(),
-            node_runner,
-            python: venv.python(),
-            work,
-        })
+        let node_runner =
+            if scenarios.contains(&"drain-node") { rrq_test_support::node::typescript_runner() } else { Vec::new() };
+        Ok(Setup { redis, rrq, reference, rust_runner, python_runner, node_runner, python, work })
     }
 }
 

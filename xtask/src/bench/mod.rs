@@ -7,13 +7,15 @@
 //! `drain-python`, `drain-1x1`, `pickup`, `pickup-python` (idle pickup with the reference's Python
 //! client as the producer), `deferred` (due → started of jobs deferred by 200–800 ms), `cancel`
 //! (cancel → `CANCELLED` of a running job, RRQ only), `enqueue`, `backlog`, `idle` (Redis commands/s
-//! of an idle orchestrator), `retained` (Redis bytes per completed job kept for its result)
-//! (default: all).
+//! of an idle orchestrator), `retained` (Redis bytes per completed job kept for its result),
+//! `dashboard` (RRQ only: the dashboard's JSON endpoints over `--backlog-jobs` queued jobs and a
+//! tenth as many in the DLQ, see `dashboard.rs`) (default: all).
 //!
 //! Every run starts from an empty database (`FLUSHDB`), both orchestrators
 //! read the same generated `rrq.toml` with logs at warn, and the two sides
 //! alternate which goes first. Figures are medians over the repetitions.
 
+mod dashboard;
 mod env;
 mod orchestrator;
 mod report;
@@ -31,7 +33,7 @@ use orchestrator::{Pool, RunnerKind, Side};
 use report::{Figure, Target, median, percentile};
 use scenarios::Ctx;
 
-const SCENARIOS: [&str; 12] = [
+const SCENARIOS: [&str; 13] = [
     "drain-rust",
     "drain-python",
     "drain-node",
@@ -44,6 +46,7 @@ const SCENARIOS: [&str; 12] = [
     "backlog",
     "idle",
     "retained",
+    "dashboard",
 ];
 
 /// Running jobs the cancel scenario cancels, one at a time.
@@ -118,58 +121,67 @@ fn parse(args: &[String]) -> Result<Options> {
 }
 
 fn figures() -> Vec<Figure> {
-    vec![
-        Figure::new("drain_rust", "drain 20k no-op jobs, Rust runner 4×50", "jobs/s", 0)
-            .target(Target::AtLeast(20_000.0))
-            .target(Target::RatioAtLeast(10.0)),
-        Figure::new("drain_python", "drain 20k no-op jobs, Python runner 4×50", "jobs/s", 0)
-            .target(Target::RatioAtLeast(2.0)),
-        Figure::new("drain_node", "drain 20k no-op jobs, Node (TypeScript SDK) runner 4×50", "jobs/s", 0),
-        Figure::new("drain_1x1", "drain, Rust runner 1×1 (RRQ 20k, ref 200 jobs)", "jobs/s", 0)
-            .target(Target::RatioAtLeast(100.0)),
-        Figure::new("pickup_p50", "idle pickup, enqueue → completion, p50", "ms", 2).target(Target::AtMost(2.0)),
-        Figure::new("pickup_p99", "idle pickup, enqueue → completion, p99", "ms", 2).target(Target::AtMost(10.0)),
-        Figure::new("pickup_py_p50", "idle pickup, Python client enqueue → completion, p50", "ms", 2)
-            .target(Target::AtMost(2.0)),
-        Figure::new("pickup_py_p99", "idle pickup, Python client enqueue → completion, p99", "ms", 2)
-            .target(Target::AtMost(10.0)),
-        Figure::new("deferred_p50", "deferred job (200–800 ms) lateness, due → started, p50", "ms", 2)
-            .target(Target::AtMost(5.0)),
-        Figure::new("deferred_p99", "deferred job (200–800 ms) lateness, due → started, p99", "ms", 2),
-        Figure::new("cancel_p50", "cancel of a running job → CANCELLED, p50", "ms", 2)
-            .reference_note("cannot cancel a running job"),
-        Figure::new("cancel_p99", "cancel of a running job → CANCELLED, p99", "ms", 2)
-            .target(Target::AtMost(100.0))
-            .reference_note("cannot cancel a running job"),
-        Figure::new("cpu_rust", "orchestrator CPU per 1,000 jobs (Rust drain)", "s", 3).target(Target::AtMost(0.05)),
-        Figure::new("runner_cpu_rust", "runner processes' CPU per 1,000 jobs (Rust drain)", "s", 3),
-        Figure::new("redis_cpu_rust", "Redis server CPU per 1,000 jobs (Rust drain)", "s", 3),
-        Figure::new("cpu_python", "orchestrator CPU per 1,000 jobs (Python drain)", "s", 3),
-        Figure::new("cpu_node", "orchestrator CPU per 1,000 jobs (Node drain)", "s", 3),
-        Figure::new("cpu_1x1", "orchestrator CPU per 1,000 jobs (1×1 drain)", "s", 3),
-        Figure::new("rss_rust", "orchestrator peak RSS (Rust drain)", "MB", 1),
-        Figure::new("commands_rust", "Redis commands per job (Rust drain)", "calls", 1),
-        Figure::new("scripts_rust", "Redis script calls per job (Rust drain)", "calls", 2),
-        Figure::new("enqueue_seq", "enqueue, one job per call, sequential", "jobs/s", 0),
-        Figure::new("enqueue_par", "enqueue, one job per call, 64 in flight", "jobs/s", 0),
-        Figure::new("enqueue_batch", "enqueue, batches of 1,000", "jobs/s", 0)
-            .target(Target::AtLeast(100_000.0))
-            .reference_note("no batch API"),
-        Figure::new("backlog_1k_head", "first 1,000 jobs done, 1k backlog", "ms", 1),
-        Figure::new("backlog_1m_head", "first 1,000 jobs done, 1M backlog", "ms", 1).target(Target::AtMostFactorOf(
-            "backlog_1k_head",
-            "1k backlog",
-            1.1,
-        )),
-        Figure::new("backlog_1m_rss", "orchestrator peak RSS, 1M backlog", "MB", 1).target(Target::AtMost(64.0)),
-        Figure::new("idle_commands", "idle orchestrator, Redis commands/s (10 s window)", "calls/s", 1)
-            .target(Target::AtMost(20.0)),
-        Figure::new("retained_fresh", "Redis bytes per completed job, just after completion", "bytes", 0),
-        Figure::new("retained_bytes", "Redis bytes per completed job kept for its result", "bytes", 0)
-            .target(Target::AtMost(1024.0)),
-        Figure::new("backlog_1m_enqueue", "enqueue the 1M backlog (batches of 10,000)", "jobs/s", 0)
-            .reference_note("RRQ producer"),
-    ]
+    let mut figures =
+        vec![
+            Figure::new("drain_rust", "drain 20k no-op jobs, Rust runner 4×50", "jobs/s", 0)
+                .target(Target::AtLeast(20_000.0))
+                .target(Target::RatioAtLeast(10.0)),
+            Figure::new("drain_python", "drain 20k no-op jobs, Python runner 4×50", "jobs/s", 0)
+                .target(Target::RatioAtLeast(2.0)),
+            Figure::new("drain_node", "drain 20k no-op jobs, Node (TypeScript SDK) runner 4×50", "jobs/s", 0),
+            Figure::new("drain_1x1", "drain, Rust runner 1×1 (RRQ 20k, ref 200 jobs)", "jobs/s", 0)
+                .target(Target::RatioAtLeast(100.0)),
+            Figure::new("pickup_p50", "idle pickup, enqueue → completion, p50", "ms", 2).target(Target::AtMost(2.0)),
+            Figure::new("pickup_p99", "idle pickup, enqueue → completion, p99", "ms", 2).target(Target::AtMost(10.0)),
+            Figure::new("pickup_py_p50", "idle pickup, Python client enqueue → completion, p50", "ms", 2)
+                .target(Target::AtMost(2.0)),
+            Figure::new("pickup_py_p99", "idle pickup, Python client enqueue → completion, p99", "ms", 2)
+                .target(Target::AtMost(10.0)),
+            Figure::new("deferred_p50", "deferred job (200–800 ms) lateness, due → started, p50", "ms", 2)
+                .target(Target::AtMost(5.0)),
+            Figure::new("deferred_p99", "deferred job (200–800 ms) lateness, due → started, p99", "ms", 2),
+            Figure::new("cancel_p50", "cancel of a running job → CANCELLED, p50", "ms", 2)
+                .reference_note("cannot cancel a running job"),
+            Figure::new("cancel_p99", "cancel of a running job → CANCELLED, p99", "ms", 2)
+                .target(Target::AtMost(100.0))
+                .reference_note("cannot cancel a running job"),
+            Figure::new("cpu_rust", "orchestrator CPU per 1,000 jobs (Rust drain)", "s", 3)
+                .target(Target::AtMost(0.05)),
+            Figure::new("runner_cpu_rust", "runner processes' CPU per 1,000 jobs (Rust drain)", "s", 3),
+            Figure::new("redis_cpu_rust", "Redis server CPU per 1,000 jobs (Rust drain)", "s", 3),
+            Figure::new("cpu_python", "orchestrator CPU per 1,000 jobs (Python drain)", "s", 3),
+            Figure::new("cpu_node", "orchestrator CPU per 1,000 jobs (Node drain)", "s", 3),
+            Figure::new("cpu_1x1", "orchestrator CPU per 1,000 jobs (1×1 drain)", "s", 3),
+            Figure::new("rss_rust", "orchestrator peak RSS (Rust drain)", "MB", 1),
+            Figure::new("commands_rust", "Redis commands per job (Rust drain)", "calls", 1),
+            Figure::new("scripts_rust", "Redis script calls per job (Rust drain)", "calls", 2),
+            Figure::new("enqueue_seq", "enqueue, one job per call, sequential", "jobs/s", 0),
+            Figure::new("enqueue_par", "enqueue, one job per call, 64 in flight", "jobs/s", 0),
+            Figure::new("enqueue_batch", "enqueue, batches of 1,000", "jobs/s", 0)
+                .target(Target::AtLeast(100_000.0))
+                .reference_note("no batch API"),
+            Figure::new("backlog_1k_head", "first 1,000 jobs done, 1k backlog", "ms", 1),
+            Figure::new("backlog_1m_head", "first 1,000 jobs done, 1M backlog", "ms", 1)
+                .target(Target::AtMostFactorOf("backlog_1k_head", "1k backlog", 1.1)),
+            Figure::new("backlog_1m_rss", "orchestrator peak RSS, 1M backlog", "MB", 1).target(Target::AtMost(64.0)),
+            Figure::new("idle_commands", "idle orchestrator, Redis commands/s (10 s window)", "calls/s", 1)
+                .target(Target::AtMost(20.0)),
+            Figure::new("retained_fresh", "Redis bytes per completed job, just after completion", "bytes", 0),
+            Figure::new("retained_bytes", "Redis bytes per completed job kept for its result", "bytes", 0)
+                .target(Target::AtMost(1024.0)),
+            Figure::new("backlog_1m_enqueue", "enqueue the 1M backlog (batches of 10,000)", "jobs/s", 0)
+                .reference_note("RRQ producer"),
+        ];
+    for e in &dashboard::ENDPOINTS {
+        for (key, label) in [(e.p50, e.label50), (e.p99, e.label99)] {
+            figures.push(
+                Figure::new(key, label, "ms", 2)
+                    .target(Target::AtMost(dashboard::TARGET_MS))
+                    .reference_note("RRQ only"),
+            );
+        }
+    }
+    figures
 }
 
 fn push(figures: &mut [Figure], key: &str, side: Side, value: f64) {
@@ -192,7 +204,7 @@ pub(crate) fn main() -> Result<ExitCode> {
         if options.reps == 1 { "" } else { "s" }
     ));
     let load_at_start = if options.no_wait { loadavg()[0] } else { wait_for_quiet_machine() };
-    let setup = Setup::prepare()?;
+    let setup = Setup::prepare(&options.scenarios)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     progress(&format!(
         "Redis {} at {}; {cpus} CPUs; 1-minute load {load_at_start:.2}",
@@ -430,6 +442,35 @@ async fn run_scenario(
                         });
                     }
                 }
+                "dashboard" => {
+                    if side == Side::Reference {
+                        continue;
+                    }
+                    let sizes = dashboard::Sizes::for_backlog(o.backlog_jobs);
+                    progress(&format!(
+                        "dashboard #{}: {} queued + {} scheduled, {} in the DLQ; {} requests per endpoint",
+                        rep + 1,
+                        sizes.queued,
+                        sizes.scheduled,
+                        sizes.dead,
+                        dashboard::REQUESTS
+                    ));
+                    let run = dashboard::run(ctx, sizes, &tag).await?;
+                    let mut endpoints = serde_json::Map::new();
+                    for (e, lat) in dashboard::ENDPOINTS.iter().zip(&run.latencies) {
+                        let (p50, p99) = (percentile(lat, 50.0), percentile(lat, 99.0));
+                        progress(&format!(
+                            "  {:<13} p50 {p50:>7.2} ms, p99 {p99:>7.2} ms (target ≤ {} ms)",
+                            e.name,
+                            dashboard::TARGET_MS
+                        ));
+                        push(figures, e.p50, side, p50);
+                        push(figures, e.p99, side, p99);
+                        endpoints.insert(e.name.to_owned(), json!({"p50_ms": p50, "p99_ms": p99, "latencies_ms": lat}));
+                    }
+                    record["endpoints"] = Value::Object(endpoints);
+                    record["details"] = run.details;
+                }
                 "idle" => {
                     progress(&format!("idle #{}: {} idle for 10 s", rep + 1, side.label()));
                     let rate = scenarios::idle(ctx, side, &tag).await?;
@@ -486,6 +527,7 @@ fn scenario_of(key: &str) -> &'static str {
         k if k.starts_with("enqueue") => "enqueue",
         "idle_commands" => "idle",
         "retained_fresh" | "retained_bytes" => "retained",
+        k if k.starts_with("dashboard_") => "dashboard",
         _ => "backlog",
     }
 }
@@ -506,6 +548,24 @@ mod tests {
         assert_eq!(scenario_of("pickup_py_p99"), "pickup-python");
         assert_eq!(scenario_of("deferred_p50"), "deferred");
         assert_eq!(scenario_of("cancel_p99"), "cancel");
+    }
+
+    #[test]
+    fn the_dashboard_scenario_owns_a_p50_and_a_p99_per_endpoint_with_the_page_target() {
+        let o = parse(&["--backlog-jobs".to_owned(), "20000".to_owned(), "dashboard".to_owned()]).unwrap();
+        assert_eq!((o.scenarios.as_slice(), o.backlog_jobs), (["dashboard"].as_slice(), 20_000));
+        let all = figures();
+        for e in &dashboard::ENDPOINTS {
+            for key in [e.p50, e.p99] {
+                let f = all.iter().find(|f| f.key == key).unwrap_or_else(|| panic!("no figure {key}"));
+                assert_eq!(scenario_of(key), "dashboard");
+                assert_eq!(f.unit, "ms");
+                assert!(matches!(f.targets.as_slice(), [Target::AtMost(ms)] if *ms == 200.0), "{key}");
+            }
+        }
+        let owned = all.iter().filter(|f| scenario_of(f.key) == "dashboard").count();
+        assert_eq!(owned, 2 * dashboard::ENDPOINTS.len(), "no other figure falls to the dashboard");
+        assert_eq!(scenario_of("backlog_1m_rss"), "backlog");
     }
 
     #[test]

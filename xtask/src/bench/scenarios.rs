@@ -95,12 +95,12 @@ async fn read_times(store: &Arc<dyn Store>, ids: &[JobId], own: &mut OwnCalls) -
     Ok(out)
 }
 
-fn job_id(tag: &str, i: usize) -> String {
+pub(crate) fn job_id(tag: &str, i: usize) -> String {
     format!("{tag}-{i:08}")
 }
 
 /// Enqueues `n` no-op jobs in batches; returns their ids in order.
-async fn enqueue_noops(producer: &Producer, tag: &str, n: usize, batch: usize) -> Result<Vec<JobId>> {
+pub(crate) async fn enqueue_noops(producer: &Producer, tag: &str, n: usize, batch: usize) -> Result<Vec<JobId>> {
     let mut ids = Vec::with_capacity(n);
     let started = Instant::now();
     for start in (0..n).step_by(batch) {
