@@ -321,7 +321,7 @@ async function cronPage() {
       h("thead", h("tr", ...["Entry", "Function", "Schedule", "Queue", "Last run", "Next run"].map(t => h("th", {text: t})))),
       h("tbody", c.entries.length ? c.entries.map(e => e.error
         ? h("tr", h("td", {text: e.key}), h("td.error", {colspan: 5, text: e.error}))
-        : h("tr", h("td", {text: e.key}), h("td", {text: e.function}),
+        : h("tr", h("td", {text: e.name, title: e.key}), h("td", {text: e.function}),
           h("td", h("code", {text: e.schedule}), " ", h("span.muted", {text: e.timezone})),
           h("td", queueLink(e.queue)), h("td", {text: e.last_tick ? `${fmtTime(e.last_tick)} (${ago(e.last_tick)})` : "never"}),
           h("td", {text: e.next_run ? `${fmtTime(e.next_run)} (${ago(e.next_run)})` : "none"})))

@@ -211,6 +211,9 @@ pub async fn job_detail(store: &dyn Store, known: &Known, id: &JobId) -> Result<
 pub struct CronView {
     /// The configuration key (`rrq.cron_jobs[0]`).
     pub key: String,
+    /// The entry's `name`, or `{function} ({schedule})` when it has none
+    /// (the configuration key for an invalid entry).
+    pub name: String,
     /// The entry id ticks are recorded under.
     pub id: String,
     /// The function.
@@ -237,6 +240,7 @@ pub async fn cron(store: &dyn Store, known: &Known, now: DateTime<Utc>) -> Resul
     for job in &known.cron {
         out.push(CronView {
             key: job.key().to_owned(),
+            name: job.name().to_owned(),
             id: job.id().to_owned(),
             function: job.function_name().to_owned(),
             schedule: job.schedule().to_owned(),
@@ -251,6 +255,7 @@ pub async fn cron(store: &dyn Store, known: &Known, now: DateTime<Utc>) -> Resul
     for (key, error) in &known.cron_errors {
         out.push(CronView {
             key: key.clone(),
+            name: key.clone(),
             id: String::new(),
             function: String::new(),
             schedule: String::new(),

@@ -311,6 +311,7 @@ async fn no_answer_carries_the_redis_password_or_dsn() {
     assert_eq!(seen, 10);
     let cron = get(&d, "/api/cron").await.json();
     assert_eq!(cron["entries"][0]["function"], "nightly", "the store behind the password answered: {cron}");
+    assert_eq!(cron["entries"][0]["name"], "nightly (0 3 * * *)", "an unnamed entry shows its derived name");
     assert!(cron["entries"][0]["next_run"].is_string());
 }
 

@@ -209,7 +209,10 @@ async fn wait_status(env: &Env, id: &JobId, want: JobStatus) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overview_shows_the_queues_workers_and_the_chart() {
-    let env = Env::new("[[rrq.cron_jobs]]\nfunction_name = \"nightly_report\"\nschedule = \"0 3 * * *\"").await;
+    let env = Env::new(
+        "[[rrq.cron_jobs]]\nname = \"nightly-report\"\nfunction_name = \"nightly_report\"\nschedule = \"0 3 * * *\"",
+    )
+    .await;
     let worker = RunningWorker::start(&env, &["default", "emails"]);
     for _ in 0..3 {
         env.failed("report", "reports", "ValueError: missing column 'total'").await;
@@ -264,7 +267,11 @@ async fn the_overview_shows_the_queues_workers_and_the_chart() {
     assert!(!workers.contains("http"), "queues show as names: {workers}");
     browser.screenshot("workers").await;
     browser.click("a[data-nav=cron]").await;
-    browser.text_until("#cron", |t| t.contains("nightly_report") && t.contains("0 3 * * *")).await;
+    browser
+        .text_until("#cron", |t| {
+            t.contains("nightly-report") && t.contains("nightly_report") && t.contains("0 3 * * *")
+        })
+        .await;
     browser.screenshot("cron").await;
     browser.close().await;
     stop.cancel();
