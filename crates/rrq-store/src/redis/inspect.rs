@@ -129,8 +129,11 @@ impl InspectStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let stop = offset.saturating_add(limit) - 1;
-        let args = vec![keys::queue(queue).to_owned(), offset.to_string(), stop.to_string(), "WITHSCORES".to_owned()];
+        // Redis indexes with signed 64-bit integers: a larger offset is past
+        // the end anyway, and must not become an error.
+        let start = i64::try_from(offset).unwrap_or(i64::MAX);
+        let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)).saturating_sub(1);
+        let args = vec![keys::queue(queue).to_owned(), start.to_string(), stop.to_string(), "WITHSCORES".to_owned()];
         let flat = array(OP, self.command(OP, "ZRANGE", args).await?)?;
         let mut out = Vec::with_capacity(flat.len() / 2);
         let mut it = flat.into_iter();

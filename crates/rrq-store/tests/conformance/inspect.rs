@@ -11,6 +11,7 @@ conformance!(
     shared:
         queues_are_listed_with_their_score_range,
         queue_entries_page_in_ready_order,
+        absurd_page_offsets_answer_an_empty_page,
         workers_are_listed_with_their_record_and_ttl,
         job_ids_and_dlq_lengths_are_counted,
         job_fields_are_read_in_batches_in_the_order_asked,
@@ -43,6 +44,19 @@ async fn queues_are_listed_with_their_score_range(h: Harness) {
         (second.queue.clone(), second.len, second.oldest, second.newest),
         (two, 1, Some(h.at(5.0)), Some(h.at(5.0)))
     );
+}
+
+/// An offset or limit past anything Redis can index (an operator's typo, a
+/// crafted dashboard URL) is an empty page, not an error.
+async fn absurd_page_offsets_answer_an_empty_page(h: Harness) {
+    let q = h.queue("q");
+    h.store.enqueue(h.new_job("a", &q), EnqueueMode::Standard).await.unwrap();
+    let dlq = rrq_protocol::DlqName::new(h.queue("dlq").bare());
+    for (offset, limit) in [(usize::MAX, 10), (usize::MAX - 1, usize::MAX), (1 << 63, 1)] {
+        assert!(h.store.queue_entries(&q, offset, limit).await.unwrap().is_empty(), "queue at {offset}+{limit}");
+        assert!(h.store.dlq_ids(&dlq, offset, limit).await.unwrap().is_empty(), "dlq at {offset}+{limit}");
+    }
+    assert_eq!(h.store.queue_entries(&q, 0, usize::MAX).await.unwrap().len(), 1, "a huge limit is all of it");
 }
 
 async fn queue_entries_page_in_ready_order(h: Harness) {
