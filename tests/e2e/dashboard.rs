@@ -50,8 +50,7 @@ async fn a_worker_serves_the_dashboard_with_its_own_completions() {
             }
         }
         assert!(Instant::now() < deadline, "no completion rate on the in-process dashboard: {overview}");
-        // sleep-ok: polling the dashboard with a deadline while it samples every 2 s.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await; // sleep-ok: polling the dashboard with a deadline while it samples every 2 s.
     };
     assert!(completed > 0.0);
     assert!(overview["queues"].as_array().unwrap().iter().any(|q| q["name"] == "default"), "{overview}");

@@ -59,8 +59,7 @@ impl Browser {
         let deadline = Instant::now() + PATIENCE;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not listen on {port}");
-            // sleep-ok: waiting for an external process to open its port.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await; // sleep-ok: waiting for an external process to open its port.
         }
         let profile = std::env::temp_dir().join(format!("rrq-dashboard-chromium-{}-{port}", std::process::id()));
         let mut caps = serde_json::Map::new();
@@ -103,8 +102,7 @@ impl Browser {
                 self.screenshot("timeout").await;
                 panic!("{css} never matched; last text: {last:?}");
             }
-            // sleep-ok: polling the page with a deadline (the page refreshes itself).
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await; // sleep-ok: polling the page with a deadline (the page refreshes itself).
         }
     }
 
@@ -202,8 +200,7 @@ async fn wait_status(env: &Env, id: &JobId, want: JobStatus) {
     let deadline = Instant::now() + PATIENCE;
     while status(env, id).await != Some(want) {
         assert!(Instant::now() < deadline, "job {id} never became {want}: {:?}", status(env, id).await);
-        // sleep-ok: polling Redis with a deadline for a state the worker writes.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await; // sleep-ok: polling Redis with a deadline for a state the worker writes.
     }
 }
 
@@ -235,8 +232,7 @@ async fn the_overview_shows_the_queues_workers_and_the_chart() {
         let deadline = Instant::now() + PATIENCE;
         while worker.completed.load(Ordering::SeqCst) < expected {
             assert!(Instant::now() < deadline, "the worker did not finish round {round}");
-            // sleep-ok: polling the worker's completion count with a deadline.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await; // sleep-ok: polling the worker's completion count with a deadline.
         }
     }
     for _ in 0..4 {
