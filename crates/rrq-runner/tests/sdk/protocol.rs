@@ -268,37 +268,61 @@ async fn pipelined_requests_are_answered_as_they_finish() {
     server.stop().await;
 }
 
+/// A `hold` handler that never finishes on its own and tells when it starts
+/// and when the SDK drops it (its request was stopped).
+struct Held {
+    dropped: Arc<AtomicBool>,
+    on_drop: Arc<Notify>,
+    on_start: Arc<Notify>,
+}
+
+impl Held {
+    fn new() -> Held {
+        Held { dropped: Arc::default(), on_drop: Arc::default(), on_start: Arc::default() }
+    }
+
+    fn registry(&self) -> Registry {
+        struct SetOnDrop(Arc<AtomicBool>, Arc<Notify>);
+        impl Drop for SetOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+                self.1.notify_one();
+            }
+        }
+        let mut registry = Registry::new();
+        let (d, s, st) = (Arc::clone(&self.dropped), Arc::clone(&self.on_drop), Arc::clone(&self.on_start));
+        registry.register("hold", move |_: Value, _ctx: JobContext| {
+            let guard = SetOnDrop(Arc::clone(&d), Arc::clone(&s));
+            let st = Arc::clone(&st);
+            async move {
+                let _guard = guard;
+                st.notify_one();
+                std::future::pending::<()>().await;
+                HandlerResult::Ok(())
+            }
+        });
+        registry
+    }
+
+    async fn started(&self) {
+        tokio::time::timeout(crate::support::PATIENCE, self.on_start.notified()).await.expect("handler started");
+    }
+
+    async fn dropped(&self) {
+        tokio::time::timeout(crate::support::PATIENCE, self.on_drop.notified()).await.expect("handler dropped");
+        assert!(self.dropped.load(Ordering::SeqCst));
+    }
+}
+
 #[tokio::test]
 async fn closing_the_connection_cancels_its_requests() {
-    struct SetOnDrop(Arc<AtomicBool>, Arc<Notify>);
-    impl Drop for SetOnDrop {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
-            self.1.notify_one();
-        }
-    }
-    let dropped = Arc::new(AtomicBool::new(false));
-    let signal = Arc::new(Notify::new());
-    let started = Arc::new(Notify::new());
-    let mut registry = Registry::new();
-    let (d, s, st) = (Arc::clone(&dropped), Arc::clone(&signal), Arc::clone(&started));
-    registry.register("hold", move |_: Value, _ctx: JobContext| {
-        let guard = SetOnDrop(Arc::clone(&d), Arc::clone(&s));
-        let st = Arc::clone(&st);
-        async move {
-            let _guard = guard;
-            st.notify_one();
-            std::future::pending::<()>().await;
-            HandlerResult::Ok(())
-        }
-    });
-    let server = Running::start(registry).await;
+    let held = Held::new();
+    let server = Running::start(held.registry()).await;
     let mut client = server.client().await;
     client.send(&Envelope::Request(request("j", "hold", json!({})))).await;
-    tokio::time::timeout(crate::support::PATIENCE, started.notified()).await.expect("handler started");
+    held.started().await;
     drop(client);
-    tokio::time::timeout(crate::support::PATIENCE, signal.notified()).await.expect("handler dropped");
-    assert!(dropped.load(Ordering::SeqCst));
+    held.dropped().await;
     server.stop().await;
 }
 
@@ -478,36 +502,14 @@ async fn the_handler_gets_trace_and_correlation_context_untouched() {
 
 #[tokio::test]
 async fn a_malformed_frame_stops_the_requests_its_connection_carried() {
-    struct SetOnDrop(Arc<AtomicBool>, Arc<Notify>);
-    impl Drop for SetOnDrop {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
-            self.1.notify_one();
-        }
-    }
-    let dropped = Arc::new(AtomicBool::new(false));
-    let signal = Arc::new(Notify::new());
-    let started = Arc::new(Notify::new());
-    let mut registry = Registry::new();
-    let (d, s, st) = (Arc::clone(&dropped), Arc::clone(&signal), Arc::clone(&started));
-    registry.register("hold", move |_: Value, _ctx: JobContext| {
-        let guard = SetOnDrop(Arc::clone(&d), Arc::clone(&s));
-        let st = Arc::clone(&st);
-        async move {
-            let _guard = guard;
-            st.notify_one();
-            std::future::pending::<()>().await;
-            HandlerResult::Ok(())
-        }
-    });
-    let server = Running::start(registry).await;
+    let held = Held::new();
+    let server = Running::start(held.registry()).await;
     let mut client = server.client().await;
     client.send(&Envelope::Request(request("j", "hold", json!({})))).await;
-    tokio::time::timeout(crate::support::PATIENCE, started.notified()).await.expect("handler started");
+    held.started().await;
     // The connection stays open on our side: only the bad frame can stop it.
     client.send_raw(b"\x00\x00\x00\x05hello").await;
-    tokio::time::timeout(crate::support::PATIENCE, signal.notified()).await.expect("handler dropped");
-    assert!(dropped.load(Ordering::SeqCst));
+    held.dropped().await;
     assert!(client.recv().await.is_none(), "closed without an answer");
     server.stop().await;
 }
