@@ -57,14 +57,20 @@ pub(crate) async fn connect(args: &ConfigArgs) -> Result<Connected, CliError> {
             return Err(CliError::new(exit, anyhow::Error::new(e).context(hint)));
         }
     };
-    let defaults = JobDefaults {
+    let defaults = job_defaults(&settings);
+    Ok(Connected { settings, store: Arc::new(store.with_defaults(defaults)) })
+}
+
+/// The job defaults the settings name (`default_*`): every store the CLI
+/// builds carries them, and a worker reads them from its store.
+pub(crate) fn job_defaults(settings: &Settings) -> JobDefaults {
+    JobDefaults {
         max_retries: settings.default_max_retries,
         job_timeout_seconds: settings.default_job_timeout_seconds,
         result_ttl_seconds: settings.default_result_ttl_seconds,
         queue: settings.default_queue.clone(),
         dlq: settings.default_dlq.clone(),
-    };
-    Ok(Connected { settings, store: Arc::new(store.with_defaults(defaults)) })
+    }
 }
 
 /// An error that exits with [`Exit::NotFound`].

@@ -9,7 +9,7 @@ use rrq_config::{RunnerMode, Settings};
 use rrq_core::{Backoff, Routing, Worker, WorkerConfig};
 use rrq_pool::Runner;
 use rrq_protocol::QueueName;
-use rrq_store::{JobDefaults, RedisStore, Store};
+use rrq_store::{RedisStore, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -134,13 +134,6 @@ pub(crate) fn worker_config(
     burst: bool,
 ) -> Result<WorkerConfig, CliError> {
     let mut config = WorkerConfig::new(queues);
-    config.defaults = JobDefaults {
-        max_retries: settings.default_max_retries,
-        job_timeout_seconds: settings.default_job_timeout_seconds,
-        result_ttl_seconds: settings.default_result_ttl_seconds,
-        queue: settings.default_queue.clone(),
-        dlq: settings.default_dlq.clone(),
-    };
     config.backoff = Backoff { base: settings.base_retry_delay, max: settings.max_retry_delay };
     config.routing =
         Routing { default_runner: settings.default_runner_name.clone(), queue_routes: settings.runner_routes.clone() };
@@ -240,7 +233,7 @@ pub(crate) async fn build_worker(settings: &Settings, queues: Vec<QueueName>, bu
             rrq_store::ConnectOptions::default().with_ca_file_opt(settings.redis_ca_file.clone()),
         )
         .await?
-        .with_defaults(config.defaults.clone())
+        .with_defaults(crate::ops::job_defaults(settings))
         .with_keyspace_notifications(settings.keyspace_notifications)
         .with_events_ttl(settings.job_events_ttl),
     );

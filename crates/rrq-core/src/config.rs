@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use rrq_protocol::QueueName;
-use rrq_store::JobDefaults;
 
 use crate::cron::CronJob;
 use crate::policy::{Backoff, Routing};
@@ -15,8 +14,6 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// Queues to take jobs from (full keys, sorted, without duplicates).
     pub queues: Vec<QueueName>,
-    /// Values used where a job hash lacks a field.
-    pub defaults: JobDefaults,
     /// Delay between attempts when the runner did not ask for one.
     pub backoff: Backoff,
     /// Which runner serves which job.
@@ -63,20 +60,16 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// A configuration with the reference's defaults for `queues` (the
-    /// default queue when empty) and a fresh worker id.
+    /// A configuration with the reference's settings and a fresh worker id.
+    /// With no `queues`, the worker takes from its store's default queue
+    /// ([`rrq_store::JobDefaults`], read from the store when it starts).
     pub fn new(queues: impl IntoIterator<Item = QueueName>) -> Self {
-        let defaults = JobDefaults::default();
         let mut queues: Vec<QueueName> = queues.into_iter().collect();
-        if queues.is_empty() {
-            queues.push(defaults.queue.clone());
-        }
         queues.sort();
         queues.dedup();
         Self {
             worker_id: new_worker_id(),
             queues,
-            defaults,
             backoff: Backoff::default(),
             routing: Routing { default_runner: "python".to_owned(), ..Routing::default() },
             poll_interval: Duration::from_millis(100),

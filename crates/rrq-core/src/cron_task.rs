@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rrq_store::{EnqueueMode, NewJob, StoreError, format_timestamp};
+use rrq_store::{EnqueueMode, JobDefaults, NewJob, StoreError, format_timestamp};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -36,9 +36,10 @@ enum Fired {
 }
 
 impl CronTask {
-    /// The cron state of a worker starting at `start`.
-    pub(crate) fn new(config: &WorkerConfig, start: DateTime<Utc>) -> CronTask {
-        let timeout = Duration::from_secs(u64::try_from(config.defaults.job_timeout_seconds).unwrap_or(0));
+    /// The cron state of a worker starting at `start`; its jobs take the
+    /// store's `defaults`.
+    pub(crate) fn new(config: &WorkerConfig, defaults: &JobDefaults, start: DateTime<Utc>) -> CronTask {
+        let timeout = Duration::from_secs(u64::try_from(defaults.job_timeout_seconds).unwrap_or(0));
         // The reference's rule; a cron job is never deferred, so the
         // deferral term is one second.
         let lock_ttl = config
@@ -165,7 +166,8 @@ impl CronTask {
                 }
             }
             let now = ctx.clock.now();
-            let queue = job.queue().cloned().unwrap_or_else(|| ctx.defaults.queue.clone());
+            let defaults = ctx.store.job_defaults();
+            let queue = job.queue().cloned().unwrap_or_else(|| defaults.queue.clone());
             let new = NewJob {
                 id: id.clone(),
                 function_name: job.function_name().to_owned(),
@@ -173,9 +175,9 @@ impl CronTask {
                 queue: queue.clone(),
                 enqueue_time: now,
                 scheduled_time: now,
-                max_retries: ctx.defaults.max_retries,
-                job_timeout_seconds: ctx.defaults.job_timeout_seconds,
-                result_ttl_seconds: ctx.defaults.result_ttl_seconds,
+                max_retries: defaults.max_retries,
+                job_timeout_seconds: defaults.job_timeout_seconds,
+                result_ttl_seconds: defaults.result_ttl_seconds,
                 trace_context: current_trace(),
                 correlation_context: BTreeMap::new(),
                 unique_key: lock.clone(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use rrq_pool::{PoolError, Runner};
 use rrq_protocol::{ExecutionContext, ExecutionOutcome, ExecutionRequest, OutcomeStatus, PROTOCOL_VERSION};
-use rrq_store::{AttemptCount, Clock, Fence, Job, JobDefaults, Lease, Store, StoreError};
+use rrq_store::{AttemptCount, Clock, Fence, Job, Lease, Store, StoreError};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
@@ -50,7 +50,6 @@ pub(crate) struct WorkerContext {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub runners: BTreeMap<String, Arc<dyn Runner>>,
-    pub defaults: JobDefaults,
     pub backoff: Backoff,
     pub routing: Routing,
     pub worker_id: String,
@@ -74,9 +73,9 @@ pub(crate) async fn run(
     job: Job,
     mut control: watch::Receiver<Control>,
 ) -> Ending {
-    let timeout_secs = job.timeout_seconds(&ctx.defaults);
+    let timeout_secs = job.timeout_seconds(ctx.store.job_defaults());
     let attempt = job.attempt();
-    let max_attempts = job.max_attempts(&ctx.defaults);
+    let max_attempts = job.max_attempts(ctx.store.job_defaults());
 
     if timeout_secs <= 0 {
         let reason = format!("Invalid job timeout: {timeout_secs}. Must be positive.");
@@ -178,10 +177,8 @@ pub(crate) async fn run(
     let attempt_facts = Attempt { number: attempt, max_attempts, timeout_secs, deadline_passed };
     match decide(attempt_facts, result, &ctx.backoff) {
         Decision::Complete(value) => {
-            let fence = write(&ctx, &mut control, "complete", || {
-                ctx.store.complete(&lease, &value, ctx.clock.now(), &ctx.defaults)
-            })
-            .await;
+            let fence =
+                write(&ctx, &mut control, "complete", || ctx.store.complete(&lease, &value, ctx.clock.now())).await;
             ended(fence, Ending::Completed, &lease)
         }
         Decision::Retry { error, delay } => {
@@ -189,7 +186,7 @@ pub(crate) async fn run(
             let fence = write(&ctx, &mut control, "retry", || {
                 let now = ctx.clock.now();
                 let ready_at = later(now, delay);
-                ctx.store.retry(&lease, &error, ready_at, now, &ctx.defaults)
+                ctx.store.retry(&lease, &error, ready_at, now)
             })
             .await;
             debug!(job_id = %lease.job_id, attempt, error = %error, delay_ms = delay.as_millis() as u64, "retry scheduled");
@@ -285,7 +282,7 @@ pub(crate) async fn dead_letter(
     info!(job_id = %lease.job_id, queue = %lease.queue, reason, "moving job to the dead letter queue");
     tracing::Span::current().record("error", reason);
     let fence = write(ctx, control, "dead_letter", || {
-        ctx.store.dead_letter(lease, reason, AttemptCount::Counted, ctx.clock.now(), &ctx.defaults)
+        ctx.store.dead_letter(lease, reason, AttemptCount::Counted, ctx.clock.now())
     })
     .await;
     ended(fence, Ending::DeadLettered, lease)
@@ -301,8 +298,7 @@ pub(crate) async fn quarantine(
 ) -> Ending {
     info!(job_id = %lease.job_id, queue = %lease.queue, reason, "quarantining job to the dead letter queue");
     tracing::Span::current().record("error", reason);
-    let fence =
-        write(ctx, control, "quarantine", || ctx.store.quarantine(lease, reason, ctx.clock.now(), &ctx.defaults)).await;
+    let fence = write(ctx, control, "quarantine", || ctx.store.quarantine(lease, reason, ctx.clock.now())).await;
     ended(fence, Ending::DeadLettered, lease)
 }
 

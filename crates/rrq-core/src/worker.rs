@@ -111,12 +111,14 @@ impl Worker {
             return Err(ConfigProblem::NoRunner.into());
         }
         let concurrency = self.concurrency();
-        let config = self.config;
+        let mut config = self.config;
+        if config.queues.is_empty() {
+            config.queues.push(self.store.job_defaults().queue.clone());
+        }
         let ctx = Arc::new(WorkerContext {
             store: self.store.clone(),
             clock: self.clock.clone(),
             runners: self.runners,
-            defaults: config.defaults.clone(),
             backoff: config.backoff,
             routing: config.routing.clone(),
             worker_id: config.worker_id.clone(),
@@ -160,7 +162,7 @@ struct LoopState {
 
 impl LoopState {
     fn new(config: WorkerConfig, ctx: Arc<WorkerContext>, concurrency: usize) -> Self {
-        let cron = CronTask::new(&config, ctx.clock.now());
+        let cron = CronTask::new(&config, ctx.store.job_defaults(), ctx.clock.now());
         Self {
             config,
             ctx,
@@ -402,7 +404,7 @@ impl LoopState {
     /// still recovered within one recovery interval.
     async fn recover(&mut self) {
         for _ in 0..MAX_RECOVERY_PASSES {
-            match self.ctx.store.recover(self.ctx.clock.now(), RECOVERY_BATCH, &self.config.defaults).await {
+            match self.ctx.store.recover(self.ctx.clock.now(), RECOVERY_BATCH).await {
                 Ok(r) => {
                     let n = r.requeued.len() + r.dead_lettered.len() + r.cancelled.len();
                     if n > 0 {

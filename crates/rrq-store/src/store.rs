@@ -318,6 +318,13 @@ pub trait EnqueueStore: Send + Sync + std::fmt::Debug + 'static {
 /// wake-ups that drive its loop.
 #[async_trait]
 pub trait WorkerStore: Send + Sync + std::fmt::Debug + 'static {
+    /// The values used where a job hash lacks a field (queue, DLQ, attempts,
+    /// timeout, result TTL). They are the store's: every verb that needs one
+    /// (a claim's quarantine, an outcome, recovery, a cancel) reads them here,
+    /// and so does the worker, so no two copies can disagree. Set them with
+    /// `with_defaults` when the store is built.
+    fn job_defaults(&self) -> &JobDefaults;
+
     /// Atomically takes up to `max` ready jobs of a queue, skipping (and
     /// dropping) terminal or vanished ones.
     async fn claim(&self, req: ClaimRequest) -> Result<ClaimBatch, StoreError>;
@@ -328,13 +335,7 @@ pub trait WorkerStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Records success: stores `result`, `COMPLETED`, the `completed` event and
     /// the result TTL; releases the lock and unique lock.
-    async fn complete(
-        &self,
-        lease: &Lease,
-        result: &Value,
-        now: DateTime<Utc>,
-        defaults: &JobDefaults,
-    ) -> Result<Fence, StoreError>;
+    async fn complete(&self, lease: &Lease, result: &Value, now: DateTime<Utc>) -> Result<Fence, StoreError>;
 
     /// Counts the failed attempt and schedules the next one at `ready_at` on
     /// the job's own queue.
@@ -344,7 +345,6 @@ pub trait WorkerStore: Send + Sync + std::fmt::Debug + 'static {
         error: &str,
         ready_at: DateTime<Utc>,
         now: DateTime<Utc>,
-        defaults: &JobDefaults,
     ) -> Result<Fence, StoreError>;
 
     /// Moves the job to its DLQ with `reason` as `last_error`, counting the
@@ -355,20 +355,13 @@ pub trait WorkerStore: Send + Sync + std::fmt::Debug + 'static {
         reason: &str,
         attempt: AttemptCount,
         now: DateTime<Utc>,
-        defaults: &JobDefaults,
     ) -> Result<Fence, StoreError>;
 
     /// Moves a claimed job that must not run (its hash does not parse, its
     /// payload is over the limit) to its DLQ with `reason` as `last_error`,
     /// unrun: no attempt is counted.
-    async fn quarantine(
-        &self,
-        lease: &Lease,
-        reason: &str,
-        now: DateTime<Utc>,
-        defaults: &JobDefaults,
-    ) -> Result<Fence, StoreError> {
-        self.dead_letter(lease, reason, AttemptCount::NotCounted, now, defaults).await
+    async fn quarantine(&self, lease: &Lease, reason: &str, now: DateTime<Utc>) -> Result<Fence, StoreError> {
+        self.dead_letter(lease, reason, AttemptCount::NotCounted, now).await
     }
 
     /// Puts a claimed job back on the queue it was claimed from, ready now,
@@ -386,7 +379,7 @@ pub trait WorkerStore: Send + Sync + std::fmt::Debug + 'static {
     /// Re-queues (or dead-letters, when the lost attempt used up the budget)
     /// up to `limit` running jobs whose lock has expired. Finds them through
     /// the lease index, never by scanning the keyspace.
-    async fn recover(&self, now: DateTime<Utc>, limit: usize, defaults: &JobDefaults) -> Result<Recovery, StoreError>;
+    async fn recover(&self, now: DateTime<Utc>, limit: usize) -> Result<Recovery, StoreError>;
 
     /// A channel of wake-ups: a queue whenever jobs are added to it, and the
     /// id of a running job whose cancel was requested (best effort: a missed

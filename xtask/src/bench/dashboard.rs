@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use rrq_producer::EnqueueOptions;
 use rrq_protocol::QueueName;
-use rrq_store::{
-    AttemptCount, ClaimRequest, Clock as _, Fence, JobDefaults, Store, SystemClock, WorkerHealth, format_timestamp,
-};
+use rrq_store::{AttemptCount, ClaimRequest, Clock as _, Fence, Store, SystemClock, WorkerHealth, format_timestamp};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -336,7 +334,6 @@ async fn dead_letter_many(ctx: &Ctx, n: usize, tag: &str) -> Result<()> {
             r?;
         }
     }
-    let defaults = Arc::new(JobDefaults::default());
     let mut done = 0;
     while done < n {
         let req = ClaimRequest {
@@ -352,14 +349,13 @@ async fn dead_letter_many(ctx: &Ctx, n: usize, tag: &str) -> Result<()> {
         let leases: Vec<_> = batch.jobs.into_iter().map(|c| c.lease).collect();
         let mut tasks = tokio::task::JoinSet::new();
         for lane in 0..IN_FLIGHT.min(leases.len()) {
-            let (store, defaults): (Arc<dyn Store>, _) = (ctx.store.clone(), defaults.clone());
+            let store: Arc<dyn Store> = ctx.store.clone();
             let mine: Vec<_> = leases.iter().skip(lane).step_by(IN_FLIGHT).cloned().collect();
             tasks.spawn(async move {
                 for lease in mine {
                     let index = lease.job_id.as_str().rsplit('-').next().and_then(|i| i.parse().ok()).unwrap_or(0);
-                    let fence = store
-                        .dead_letter(&lease, &dead_error(index), AttemptCount::Counted, SystemClock.now(), &defaults)
-                        .await?;
+                    let fence =
+                        store.dead_letter(&lease, &dead_error(index), AttemptCount::Counted, SystemClock.now()).await?;
                     ensure!(fence == Fence::Applied, "dead-lettering {} was refused as stale", lease.job_id);
                 }
                 anyhow::Ok(())

@@ -127,9 +127,7 @@ async fn dlq_retry_all_and_purge_are_confirmed() {
     // Fail two of them again, then purge.
     let leases = env.claim("again", 2).await;
     for lease in &leases {
-        let defaults = rrq_store::JobDefaults::default();
-        let fence =
-            env.store.dead_letter(lease, "still broken", AttemptCount::Counted, chrono::Utc::now(), &defaults).await;
+        let fence = env.store.dead_letter(lease, "still broken", AttemptCount::Counted, chrono::Utc::now()).await;
         assert_eq!(fence.unwrap(), rrq_store::Fence::Applied);
     }
     let refused = env.rrq(&["dlq", "purge"]).code(2);

@@ -143,7 +143,7 @@ async fn job_trace_shows_the_timeline() {
     let env = Env::new().await;
     let id = env.enqueue("crunch", json!({}), "default").await;
     let lease = env.claim("default", 1).await.pop().unwrap();
-    let done = env.store.complete(&lease, &json!({"ok": true}), Utc::now(), &JobDefaults::default()).await;
+    let done = env.store.complete(&lease, &json!({"ok": true}), Utc::now()).await;
     assert_eq!(done.unwrap(), Fence::Applied);
 
     let run = env.rrq(&["job", "trace", id.as_str()]).ok();

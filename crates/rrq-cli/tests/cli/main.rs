@@ -29,7 +29,7 @@ use std::time::Duration;
 use chrono::Utc;
 use rrq_producer::{EnqueueOptions, Producer, ProducerConfig};
 use rrq_protocol::{JobId, QueueName};
-use rrq_store::{AttemptCount, ClaimRequest, Fence, InspectStore, JobDefaults, Lease, RedisStore, WorkerStore};
+use rrq_store::{AttemptCount, ClaimRequest, Fence, InspectStore, Lease, RedisStore, WorkerStore};
 use rrq_test_support::TestRedis;
 use serde_json::Value;
 
@@ -87,8 +87,7 @@ impl Env {
         let id = self.enqueue(function, serde_json::json!({"why": error}), queue).await;
         let lease = self.claim(queue, 1).await.pop().expect("the job is ready");
         assert_eq!(lease.job_id, id, "the queue held only this job");
-        let fence =
-            self.store.dead_letter(&lease, error, AttemptCount::Counted, Utc::now(), &JobDefaults::default()).await;
+        let fence = self.store.dead_letter(&lease, error, AttemptCount::Counted, Utc::now()).await;
         assert_eq!(fence.expect("dead_letter"), Fence::Applied);
         id
     }

@@ -93,11 +93,7 @@ async fn queue_stats_counts_jobs_by_status() {
     }
     let mut leases = env.claim("stats", 2).await;
     let doomed = leases.pop().unwrap();
-    let fence = env
-        .store
-        .dead_letter(&doomed, "boom", AttemptCount::Counted, chrono::Utc::now(), &Default::default())
-        .await
-        .unwrap();
+    let fence = env.store.dead_letter(&doomed, "boom", AttemptCount::Counted, chrono::Utc::now()).await.unwrap();
     assert_eq!(fence, rrq_store::Fence::Applied);
 
     let stats = env.rrq(&["queue", "stats", "--json"]).ok().json();

@@ -229,11 +229,12 @@ impl rrq_store::Clock for LaggingClock {
 
 #[tokio::test(start_paused = true)]
 async fn a_tick_fires_once_even_after_its_job_hash_expired() {
-    let h = Harness::new(ScriptedRunner::new(4).on("tick", Behavior::Reply(success)));
+    let mut h = Harness::new(ScriptedRunner::new(4).on("tick", Behavior::Reply(success)));
+    // Results live one second: the job of a tick is gone soon after it ran.
+    let short = rrq_store::JobDefaults { result_ttl_seconds: 1, ..Default::default() };
+    h.store = std::sync::Arc::new(rrq_store::MemoryStore::with_clock(h.clock.clone()).with_defaults(short));
     let cron = entry("*/10 * * * * *", "tick", false, false);
     let mut config = h.cron_config("rrq_worker_test_000001", vec![cron.clone()]);
-    // Results live one second: the job of a tick is gone soon after it ran.
-    config.defaults.result_ttl_seconds = 1;
     let start = Instant::now();
     let first = h.spawn(config.clone());
     // A second worker whose clock is 5 s behind sees each tick 5 s later,

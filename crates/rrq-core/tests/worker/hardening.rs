@@ -40,7 +40,7 @@ async fn an_old_attempts_end_does_not_drop_the_new_attempt_of_the_same_job() {
     // attempt is still ending.
     h.store.delete_matching("rrq:lock:job:j", false).await.unwrap();
     let later = h.clock.now() + TimeDelta::seconds(15);
-    let recovered = h.store.recover(later, 10, &Default::default()).await.unwrap();
+    let recovered = h.store.recover(later, 10).await.unwrap();
     assert_eq!(recovered.requeued, [JobId::new("j")]);
     let job = h.wait_for("j", JobStatus::Completed).await;
     let attempts: Vec<u32> = h.runner.calls_for("j").iter().map(|c| c.context.attempt).collect();

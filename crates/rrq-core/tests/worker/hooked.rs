@@ -104,20 +104,18 @@ impl WorkerStore for HookedStore {
         batch
     }
 
+    fn job_defaults(&self) -> &JobDefaults {
+        self.inner.job_defaults()
+    }
+
     async fn renew(&self, leases: &[Lease], ttl: Duration) -> Result<Vec<LeaseState>, StoreError> {
         self.enter("renew", "").await;
         self.inner.renew(leases, ttl).await
     }
 
-    async fn complete(
-        &self,
-        lease: &Lease,
-        result: &Value,
-        now: DateTime<Utc>,
-        defaults: &JobDefaults,
-    ) -> Result<Fence, StoreError> {
+    async fn complete(&self, lease: &Lease, result: &Value, now: DateTime<Utc>) -> Result<Fence, StoreError> {
         self.enter("complete", lease.job_id.as_str()).await;
-        self.inner.complete(lease, result, now, defaults).await
+        self.inner.complete(lease, result, now).await
     }
 
     async fn retry(
@@ -126,10 +124,9 @@ impl WorkerStore for HookedStore {
         error: &str,
         ready_at: DateTime<Utc>,
         now: DateTime<Utc>,
-        defaults: &JobDefaults,
     ) -> Result<Fence, StoreError> {
         self.enter("retry", lease.job_id.as_str()).await;
-        self.inner.retry(lease, error, ready_at, now, defaults).await
+        self.inner.retry(lease, error, ready_at, now).await
     }
 
     async fn dead_letter(
@@ -138,10 +135,9 @@ impl WorkerStore for HookedStore {
         reason: &str,
         attempt: AttemptCount,
         now: DateTime<Utc>,
-        defaults: &JobDefaults,
     ) -> Result<Fence, StoreError> {
         self.enter("dead_letter", lease.job_id.as_str()).await;
-        self.inner.dead_letter(lease, reason, attempt, now, defaults).await
+        self.inner.dead_letter(lease, reason, attempt, now).await
     }
 
     async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError> {
@@ -159,9 +155,9 @@ impl WorkerStore for HookedStore {
         self.inner.heartbeat(health, ttl).await
     }
 
-    async fn recover(&self, now: DateTime<Utc>, limit: usize, defaults: &JobDefaults) -> Result<Recovery, StoreError> {
+    async fn recover(&self, now: DateTime<Utc>, limit: usize) -> Result<Recovery, StoreError> {
         self.enter("recover", "").await;
-        self.inner.recover(now, limit, defaults).await
+        self.inner.recover(now, limit).await
     }
 
     async fn subscribe_ready(&self) -> Result<mpsc::Receiver<rrq_store::Signal>, StoreError> {

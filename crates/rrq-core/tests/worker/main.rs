@@ -7,6 +7,7 @@ mod hooked;
 mod support;
 mod trace;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +15,8 @@ use chrono::TimeDelta;
 use rrq_core::{CoreError, Worker, WorkerConfig, WorkerStats};
 use rrq_protocol::{DlqName, JobId, QueueName};
 use rrq_store::{
-    AdminStore, CancelResult, ClaimRequest, Clock, EnqueueMode, EnqueueStore, InspectStore, Job, JobStatus,
-    MemoryStore, NewJob, Store, WorkerStore,
+    AdminStore, CancelResult, ClaimRequest, Clock, EnqueueMode, EnqueueStore, InspectStore, Job, JobDefaults,
+    JobStatus, MemoryStore, NewJob, Store, WorkerStore,
 };
 use serde_json::{Map, Value, json};
 use support::{Behavior, ScriptedRunner, TokioClock, fail, retry_once, success};
@@ -476,4 +477,41 @@ async fn retries_without_a_delay_back_off_and_end_in_the_dlq() {
     // The default backoff (5 s, then 10 s) stands in for the missing delay.
     assert!(start.elapsed() >= Duration::from_secs(15), "{:?}", start.elapsed());
     assert!(start.elapsed() < Duration::from_secs(20), "{:?}", start.elapsed());
+}
+
+/// Job defaults have one source, the store: a worker never holds a second
+/// copy that could disagree with it. Here the store's DLQ is `graveyard`;
+/// the job the claim itself quarantines (an unknown status) and the job
+/// whose handler fails fatally must end in that same DLQ, and a worker told
+/// no queue listens on the store's default queue.
+#[tokio::test(start_paused = true)]
+async fn every_outcome_uses_the_stores_job_defaults() {
+    let clock = TokioClock::new();
+    let defaults =
+        JobDefaults { queue: QueueName::new("main"), dlq: DlqName::new("graveyard"), ..JobDefaults::default() };
+    let store = Arc::new(MemoryStore::with_clock(clock.clone()).with_defaults(defaults));
+    let h = Harness {
+        store,
+        clock,
+        runner: ScriptedRunner::new(4).on("success", Behavior::Reply(success)),
+        shutdown: CancellationToken::new(),
+    };
+    h.enqueue("bogus", "success", json!({}), |j| j.queue = QueueName::new("main")).await;
+    let bogus = BTreeMap::from([("status".to_owned(), "BOGUS".to_owned())]);
+    h.store.put_job_fields(&JobId::new("bogus"), &bogus).await.unwrap();
+    h.enqueue("doomed", "nope", json!({}), |j| j.queue = QueueName::new("main")).await;
+    let _w = h.start(h.config(&[]));
+    h.wait_for("doomed", JobStatus::Failed).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let graveyard = loop {
+        let ids = h.store.dlq_ids(&DlqName::new("graveyard"), 0, 10).await.unwrap();
+        if ids.len() == 2 || tokio::time::Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await; // sleep-ok: paused (virtual) time, deadline poll
+    };
+    let mut graveyard: Vec<String> = graveyard.into_iter().map(JobId::into_string).collect();
+    graveyard.sort();
+    assert_eq!(graveyard, ["bogus", "doomed"], "both end in the store's DLQ");
+    assert!(h.dlq().await.is_empty(), "nothing in the reference's default DLQ");
 }

@@ -15,7 +15,7 @@ use rrq_config::Settings;
 use rrq_dashboard::{Dashboard, Options};
 use rrq_producer::{EnqueueOptions, Producer, ProducerConfig};
 use rrq_protocol::{JobId, QueueName};
-use rrq_store::{ClaimRequest, Fence, JobDefaults, RedisStore, Store};
+use rrq_store::{ClaimRequest, Fence, RedisStore, Store};
 use rrq_test_support::TestRedis;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -85,10 +85,7 @@ impl Env {
         };
         let lease = self.store.claim(req).await.expect("claim").jobs.pop().expect("a ready job").lease;
         assert_eq!(lease.job_id, id);
-        let fence = self
-            .store
-            .dead_letter(&lease, error, rrq_store::AttemptCount::Counted, Utc::now(), &JobDefaults::default())
-            .await;
+        let fence = self.store.dead_letter(&lease, error, rrq_store::AttemptCount::Counted, Utc::now()).await;
         assert_eq!(fence.expect("dead_letter"), Fence::Applied);
         id
     }

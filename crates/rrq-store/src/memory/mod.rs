@@ -38,7 +38,7 @@ use crate::job::JobDefaults;
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
-    /// The queue of jobs without one (see [`MemoryStore::with_defaults`]).
+    /// Job defaults (see [`MemoryStore::with_defaults`]).
     defaults: Arc<JobDefaults>,
 }
 
@@ -81,9 +81,11 @@ impl MemoryStore {
         }
     }
 
-    /// Sets the defaults used where a call has none of its own: the queue
-    /// [`AdminStore::cancel`](crate::AdminStore::cancel) assumes for a job without `queue_name` (the DLQ is
-    /// there for parity with [`RedisStore`](crate::RedisStore)).
+    /// Sets the job defaults (the `default_*` settings) every verb applies
+    /// where a job hash lacks a field, and that a worker on this store reads
+    /// through [`WorkerStore::job_defaults`](crate::WorkerStore::job_defaults): the one place they live.
+    /// Without this call they are the reference's (`rrq:queue:default`,
+    /// `rrq:dlq:default`, 5 attempts, 300 s, a day).
     #[must_use]
     pub fn with_defaults(self, defaults: JobDefaults) -> Self {
         MemoryStore { defaults: Arc::new(defaults), ..self }

@@ -28,6 +28,10 @@ use crate::store::{
 
 #[async_trait]
 impl WorkerStore for MemoryStore {
+    fn job_defaults(&self) -> &JobDefaults {
+        &self.defaults
+    }
+
     async fn claim(&self, req: ClaimRequest) -> Result<ClaimBatch, StoreError> {
         let (mut st, clock_now) = self.state();
         let queue_key = keys::queue(&req.queue).to_owned();
@@ -134,13 +138,7 @@ impl WorkerStore for MemoryStore {
             .collect())
     }
 
-    async fn complete(
-        &self,
-        lease: &Lease,
-        result: &Json,
-        now: DateTime<Utc>,
-        defaults: &JobDefaults,
-    ) -> Result<Fence, StoreError> {
+    async fn complete(&self, lease: &Lease, result: &Json, now: DateTime<Utc>) -> Result<Fence, StoreError> {
         let (mut st, clock_now) = self.state();
         if let Some(f) = st.check_fence(lease, &[JobStatus::Completed], clock_now) {
             return Ok(f);
@@ -157,7 +155,7 @@ impl WorkerStore for MemoryStore {
         );
         st.add_event(id, clock_now);
         let ttl =
-            shared::seconds(st.field(id, "result_ttl_seconds", clock_now).as_deref(), defaults.result_ttl_seconds);
+            shared::seconds(st.field(id, "result_ttl_seconds", clock_now).as_deref(), self.defaults.result_ttl_seconds);
         if ttl > 0 {
             st.expire_job(id, Some(clock_now + TimeDelta::seconds(ttl)));
         } else if ttl == 0 {
@@ -174,7 +172,6 @@ impl WorkerStore for MemoryStore {
         error: &str,
         ready_at: DateTime<Utc>,
         now: DateTime<Utc>,
-        defaults: &JobDefaults,
     ) -> Result<Fence, StoreError> {
         let (mut st, clock_now) = self.state();
         if let Some(f) = st.check_fence(lease, &[JobStatus::Retrying, JobStatus::Cancelled], clock_now) {
@@ -188,7 +185,7 @@ impl WorkerStore for MemoryStore {
             st.end_attempt(lease, clock_now);
             return Ok(Fence::Applied);
         }
-        let queue = queue_of(st.field(id, "queue_name", clock_now).as_ref(), &defaults.queue);
+        let queue = queue_of(st.field(id, "queue_name", clock_now).as_ref(), &self.defaults.queue);
         st.set_fields(
             id,
             clock_now,
@@ -213,7 +210,6 @@ impl WorkerStore for MemoryStore {
         reason: &str,
         attempt: AttemptCount,
         now: DateTime<Utc>,
-        defaults: &JobDefaults,
     ) -> Result<Fence, StoreError> {
         let (mut st, clock_now) = self.state();
         if let Some(f) = st.check_fence(lease, &[JobStatus::Failed], clock_now) {
@@ -224,7 +220,7 @@ impl WorkerStore for MemoryStore {
             let retries = shared::next_count(st.field(id, "current_retries", clock_now).as_deref());
             st.set_fields(id, clock_now, &[("current_retries", retries.to_string())]);
         }
-        let dlq = st.dlq_of(id, &defaults.dlq, clock_now);
+        let dlq = st.dlq_of(id, &self.defaults.dlq, clock_now);
         st.move_to_dlq(id, &dlq, reason, &format_timestamp(now), clock_now);
         st.release_unique(id, clock_now);
         st.end_attempt(lease, clock_now);
@@ -271,7 +267,8 @@ impl WorkerStore for MemoryStore {
         Ok(())
     }
 
-    async fn recover(&self, now: DateTime<Utc>, limit: usize, defaults: &JobDefaults) -> Result<Recovery, StoreError> {
+    async fn recover(&self, now: DateTime<Utc>, limit: usize) -> Result<Recovery, StoreError> {
+        let defaults = &*self.defaults;
         let (mut st, clock_now) = self.state();
         st.sweep(clock_now);
         let now_ms = epoch_ms(now);

@@ -17,7 +17,6 @@ use super::reply::protocol;
 use super::scripts::{self, Attempt, Complete, LuaScript};
 use crate::clock::format_timestamp;
 use crate::error::StoreError;
-use crate::job::JobDefaults;
 use crate::keys;
 use crate::shared;
 use crate::store::{Fence, Lease};
@@ -38,7 +37,6 @@ pub(super) async fn complete(
     lease: &Lease,
     result: &Json,
     now: DateTime<Utc>,
-    defaults: &JobDefaults,
 ) -> Result<Fence, StoreError> {
     let (reply, fenced) = oneshot::channel();
     let attempt = Attempt {
@@ -51,7 +49,7 @@ pub(super) async fn complete(
         token: lease.token.clone(),
         result: shared::result_json(result),
         completion_time: format_timestamp(now),
-        default_result_ttl: defaults.result_ttl_seconds,
+        default_result_ttl: store.defaults.result_ttl_seconds,
         events_ttl_ms: u64::try_from(store.events_ttl.as_millis()).unwrap_or(u64::MAX).max(1),
     };
     let closed = || store.unavailable("the completion task has stopped");

@@ -101,10 +101,11 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Sets the defaults used where a call has none of its own: the DLQ that
-    /// [`WorkerStore::claim`](crate::WorkerStore::claim) quarantines broken job keys into and the queue
-    /// [`AdminStore::cancel`](crate::AdminStore::cancel) assumes for a job without `queue_name`. Both default
-    /// to the reference's (`rrq:dlq:default`, `rrq:queue:default`).
+    /// Sets the job defaults (the `default_*` settings) every verb applies
+    /// where a job hash lacks a field, and that a worker on this store reads
+    /// through [`WorkerStore::job_defaults`](crate::WorkerStore::job_defaults): the one place they live.
+    /// Without this call they are the reference's (`rrq:queue:default`,
+    /// `rrq:dlq:default`, 5 attempts, 300 s, a day).
     #[must_use]
     pub fn with_defaults(self, defaults: JobDefaults) -> Self {
         RedisStore { defaults: Arc::new(defaults), ..self }

@@ -33,6 +33,10 @@ const READY_BUFFER: usize = 256;
 
 #[async_trait]
 impl WorkerStore for RedisStore {
+    fn job_defaults(&self) -> &JobDefaults {
+        &self.defaults
+    }
+
     async fn claim(&self, req: ClaimRequest) -> Result<ClaimBatch, StoreError> {
         let token = format_timestamp(req.now);
         let now_ms = epoch_ms(req.now);
@@ -93,14 +97,8 @@ impl WorkerStore for RedisStore {
         Ok(states)
     }
 
-    async fn complete(
-        &self,
-        lease: &Lease,
-        result: &Json,
-        now: DateTime<Utc>,
-        defaults: &JobDefaults,
-    ) -> Result<Fence, StoreError> {
-        batch::complete(self, lease, result, now, defaults).await
+    async fn complete(&self, lease: &Lease, result: &Json, now: DateTime<Utc>) -> Result<Fence, StoreError> {
+        batch::complete(self, lease, result, now).await
     }
 
     async fn retry(
@@ -109,12 +107,11 @@ impl WorkerStore for RedisStore {
         error: &str,
         ready_at: DateTime<Utc>,
         now: DateTime<Utc>,
-        defaults: &JobDefaults,
     ) -> Result<Fence, StoreError> {
         let call = Retry {
             fenced: Fenced::new(lease),
             events_key: keys::events(&lease.job_id),
-            default_queue_key: keys::queue(&defaults.queue).to_owned(),
+            default_queue_key: keys::queue(&self.defaults.queue).to_owned(),
             error: error.to_owned(),
             ready_ms: epoch_ms(ready_at),
             ready_text: shared::retry_time_text(ready_at),
@@ -129,12 +126,11 @@ impl WorkerStore for RedisStore {
         reason: &str,
         attempt: AttemptCount,
         now: DateTime<Utc>,
-        defaults: &JobDefaults,
     ) -> Result<Fence, StoreError> {
         let call = DeadLetter {
             fenced: Fenced::new(lease),
             events_key: keys::events(&lease.job_id),
-            default_dlq_key: keys::dlq(&defaults.dlq).to_owned(),
+            default_dlq_key: keys::dlq(&self.defaults.dlq).to_owned(),
             reason: reason.to_owned(),
             count_attempt: attempt == AttemptCount::Counted,
             completion_time: format_timestamp(now),
@@ -167,7 +163,8 @@ impl WorkerStore for RedisStore {
             .map_err(|e| self.error("heartbeat", e))
     }
 
-    async fn recover(&self, now: DateTime<Utc>, limit: usize, defaults: &JobDefaults) -> Result<Recovery, StoreError> {
+    async fn recover(&self, now: DateTime<Utc>, limit: usize) -> Result<Recovery, StoreError> {
+        let defaults = &self.defaults;
         let call = Recover {
             default_queue_key: keys::queue(&defaults.queue).to_owned(),
             default_dlq_key: keys::dlq(&defaults.dlq).to_owned(),

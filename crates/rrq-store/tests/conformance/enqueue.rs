@@ -206,7 +206,7 @@ async fn only_ready_jobs_signal_their_queue(h: Harness) {
     // A retry that is due now signals the job's own queue.
     let batch = h.claim(&now, &h.worker("w"), 1, h.now).await;
     let lease = &batch.jobs[0].lease;
-    assert_eq!(h.store.retry(lease, "again", h.now, h.now, &h.defaults()).await.unwrap(), rrq_store::Fence::Applied);
+    assert_eq!(h.store.retry(lease, "again", h.now, h.now).await.unwrap(), rrq_store::Fence::Applied);
     signals_until(&mut ready, &now, &[]).await;
 }
 

@@ -58,17 +58,15 @@ async fn absurd_result_ttls_never_fail_a_completion(h: Harness) {
         let (_, leases) = claimed_with(&h, &[&format!("big-{ttl}"), &format!("ok-{ttl}")], &[]).await;
         let f = BTreeMap::from([("result_ttl_seconds".to_owned(), ttl.to_owned())]);
         h.store.put_job_fields(&leases[0].job_id, &f).await.unwrap();
-        let d = h.defaults();
         let (one, two) = (json!(1), json!(2));
-        let (a, b) =
-            tokio::join!(h.store.complete(&leases[0], &one, h.now, &d), h.store.complete(&leases[1], &two, h.now, &d));
+        let (a, b) = tokio::join!(h.store.complete(&leases[0], &one, h.now), h.store.complete(&leases[1], &two, h.now));
         assert_eq!((a.unwrap(), b.unwrap()), (Fence::Applied, Fence::Applied), "ttl {ttl}");
         for lease in &leases {
             let fields = h.store.job_fields(&lease.job_id).await.unwrap().expect("kept");
             assert_eq!(fields["status"], "COMPLETED", "ttl {ttl}");
             assert_eq!(h.store.renew(std::slice::from_ref(lease), LEASE).await.unwrap(), [LeaseState::Lost]);
             // A re-sent completion is told it applied and appends nothing.
-            assert_eq!(h.store.complete(lease, &json!(3), h.now, &d).await.unwrap(), Fence::Applied);
+            assert_eq!(h.store.complete(lease, &json!(3), h.now).await.unwrap(), Fence::Applied);
             assert_eq!(events(&h, lease).await, 1, "one completed event (ttl {ttl})");
         }
     }
@@ -83,13 +81,12 @@ async fn absurd_numbers_in_a_job_never_fail_an_outcome(h: Harness) {
         ("result_ttl_seconds", "inf"),
         ("job_timeout_seconds", "1e309"),
     ];
-    let d = h.defaults();
     let (q, leases) = claimed_with(&h, &["r", "dl", "rel", "rec"], &absurd).await;
-    assert_eq!(h.store.retry(&leases[0], "e", h.now, h.now, &d).await.unwrap(), Fence::Applied);
-    assert_eq!(h.store.dead_letter(&leases[1], "e", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.retry(&leases[0], "e", h.now, h.now).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&leases[1], "e", AttemptCount::Counted, h.now).await.unwrap(), Fence::Applied);
     assert_eq!(h.store.release(&leases[2], None, h.now).await.unwrap(), Fence::Applied);
     h.expire_lock(&leases[3].job_id).await;
-    h.store.recover(h.at(LEASE.as_secs_f64() + 2.0), 100, &d).await.unwrap();
+    h.store.recover(h.at(LEASE.as_secs_f64() + 2.0), 100).await.unwrap();
     let fields = h.store.job_fields(&leases[1].job_id).await.unwrap().unwrap();
     assert_eq!(fields["status"], "FAILED");
     let fields = h.store.job_fields(&leases[0].job_id).await.unwrap().unwrap();
@@ -127,12 +124,11 @@ async fn enqueue_refuses_absurd_durations(h: Harness) {
 /// A job flagged for cancel while it ran, whose worker then died: recovery
 /// ends it CANCELLED instead of running it again.
 async fn recovery_ends_a_cancel_requested_job_cancelled(h: Harness) {
-    let d = h.defaults();
     let (q, leases) = claimed_with(&h, &["a"], &[]).await;
     let id = &leases[0].job_id;
     assert_eq!(h.store.cancel(id).await.unwrap(), CancelResult::CancelRequested);
     h.expire_lock(id).await;
-    let rec = h.store.recover(h.at(LEASE.as_secs_f64() + 2.0), 100, &d).await.unwrap();
+    let rec = h.store.recover(h.at(LEASE.as_secs_f64() + 2.0), 100).await.unwrap();
     assert!(rec.requeued.is_empty() && rec.dead_lettered.is_empty(), "{rec:?}");
     assert_eq!(rec.cancelled, vec![id.clone()]);
     assert_cancelled(&h, id, &q).await;
@@ -143,10 +139,10 @@ async fn a_retry_of_a_cancel_requested_job_ends_it_cancelled(h: Harness) {
     let (q, leases) = claimed_with(&h, &["a"], &[]).await;
     let id = &leases[0].job_id;
     assert_eq!(h.store.cancel(id).await.unwrap(), CancelResult::CancelRequested);
-    assert_eq!(h.store.retry(&leases[0], "boom", h.now, h.now, &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.retry(&leases[0], "boom", h.now, h.now).await.unwrap(), Fence::Applied);
     assert_cancelled(&h, id, &q).await;
     // A re-sent retry after a lost reply is told it applied.
-    assert_eq!(h.store.retry(&leases[0], "boom", h.now, h.now, &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.retry(&leases[0], "boom", h.now, h.now).await.unwrap(), Fence::Applied);
     assert_eq!(events(&h, &leases[0]).await, 1);
 }
 
@@ -180,10 +176,7 @@ async fn a_requeued_job_loses_a_stale_cancel_request(h: Harness) {
     let (q, leases) = claimed_with(&h, &["a"], &[]).await;
     let id = &leases[0].job_id;
     assert_eq!(h.store.cancel(id).await.unwrap(), CancelResult::CancelRequested);
-    assert_eq!(
-        h.store.dead_letter(&leases[0], "boom", AttemptCount::Counted, h.now, &d).await.unwrap(),
-        Fence::Applied
-    );
+    assert_eq!(h.store.dead_letter(&leases[0], "boom", AttemptCount::Counted, h.now).await.unwrap(), Fence::Applied);
     assert!(h.store.dlq_requeue(&d.dlq, id, &q, h.at(1.0)).await.unwrap());
     assert!(!h.store.job_fields(id).await.unwrap().unwrap().contains_key("cancel_requested"));
     let mut batch = h.claim(&q, &h.worker("w2"), 5, h.at(1.0)).await;
@@ -243,7 +236,7 @@ async fn raw(h: &Harness, args: &[&str]) -> fred::types::Value {
 async fn an_absurd_result_ttl_is_clamped_to_the_documented_maximum() {
     let h = Harness::redis().await;
     let (_, leases) = claimed_with(&h, &["big"], &[("result_ttl_seconds", "9223372036854775807")]).await;
-    assert_eq!(h.store.complete(&leases[0], &json!(1), h.now, &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.complete(&leases[0], &json!(1), h.now).await.unwrap(), Fence::Applied);
     let key = rrq_store::keys::job(&leases[0].job_id);
     let ttl = raw(&h, &["TTL", &key]).await.as_i64().unwrap();
     assert!((rrq_store::MAX_DURATION_SECONDS - 5..=rrq_store::MAX_DURATION_SECONDS).contains(&ttl), "{ttl}");
@@ -267,14 +260,11 @@ async fn targets_of_another_type_never_fail_a_step_half_way() {
     h.store.put_job_fields(&leases[1].job_id, &f).await.unwrap();
     h.store.put_job_fields(&leases[2].job_id, &f).await.unwrap();
 
-    assert_eq!(
-        h.store.dead_letter(&leases[0], "boom", AttemptCount::Counted, h.now, &d).await.unwrap(),
-        Fence::Applied
-    );
+    assert_eq!(h.store.dead_letter(&leases[0], "boom", AttemptCount::Counted, h.now).await.unwrap(), Fence::Applied);
     assert_eq!(h.store.dlq_ids(&d.dlq, 0, 10).await.unwrap(), vec![leases[0].job_id.clone()]);
-    assert_eq!(h.store.retry(&leases[1], "e", h.now, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.retry(&leases[1], "e", h.now, h.now).await.unwrap(), Fence::Applied);
     h.expire_lock(&leases[2].job_id).await;
-    let rec = h.store.recover(h.at(LEASE.as_secs_f64() + 2.0), 1000, &d).await.unwrap();
+    let rec = h.store.recover(h.at(LEASE.as_secs_f64() + 2.0), 1000).await.unwrap();
     assert!(rec.requeued.contains(&leases[2].job_id), "{rec:?}");
     let queued: Vec<_> = h.store.queue_entries(&d.queue, 0, 10).await.unwrap().into_iter().map(|(i, _)| i).collect();
     assert_eq!(queued.len(), 2, "both went to the default queue: {queued:?}");
@@ -452,11 +442,11 @@ async fn every_script_survives_absurd_job_fields() {
     let lease = |id: &str| leases.iter().find(|l| l.job_id == h.id(id)).unwrap().clone();
     h.store.renew(&leases, LEASE).await.unwrap();
     ran.insert("renew");
-    assert_eq!(h.store.complete(&lease("c"), &json!(1), h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.complete(&lease("c"), &json!(1), h.now).await.unwrap(), Fence::Applied);
     ran.insert("complete");
-    assert_eq!(h.store.retry(&lease("r"), "e", h.now, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.retry(&lease("r"), "e", h.now, h.now).await.unwrap(), Fence::Applied);
     ran.insert("retry");
-    assert_eq!(h.store.dead_letter(&lease("dl"), "e", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&lease("dl"), "e", AttemptCount::Counted, h.now).await.unwrap(), Fence::Applied);
     ran.insert("dead_letter");
     assert_eq!(h.store.release(&lease("rel"), Some("shutdown"), h.now).await.unwrap(), Fence::Applied);
     ran.insert("release");
@@ -465,14 +455,14 @@ async fn every_script_survives_absurd_job_fields() {
     assert_eq!(h.store.finish_cancelled(&lease("fc")).await.unwrap(), Fence::Applied);
     ran.insert("finish_cancelled");
     h.expire_lock(&h.id("rec")).await;
-    h.store.recover(h.at(LEASE.as_secs_f64() + 2.0), 1000, &d).await.unwrap();
+    h.store.recover(h.at(LEASE.as_secs_f64() + 2.0), 1000).await.unwrap();
     ran.insert("recover");
     assert!(h.store.dlq_requeue(&d.dlq, &h.id("dl"), &q, h.now).await.unwrap(), "dl went to the default DLQ");
     ran.insert("dlq_requeue");
     let again = h.claim(&q, &h.worker("w2"), 10, h.at(LEASE.as_secs_f64() + 3.0)).await;
     for c in &again.jobs {
         assert_eq!(
-            h.store.dead_letter(&c.lease, "again", AttemptCount::NotCounted, h.now, &d).await.unwrap(),
+            h.store.dead_letter(&c.lease, "again", AttemptCount::NotCounted, h.now).await.unwrap(),
             Fence::Applied
         );
     }

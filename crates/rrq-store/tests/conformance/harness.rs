@@ -38,8 +38,9 @@ impl Harness {
     pub async fn memory() -> Harness {
         let now = parse_timestamp("2030-01-01T00:00:00Z").unwrap();
         let clock = ManualClock::new(now);
-        let store = MemoryStore::with_clock(Arc::new(clock.clone()));
-        Harness { store: Arc::new(store), now, ns: ns(), backend: Backend::Memory { clock } }
+        let ns = ns();
+        let store = MemoryStore::with_clock(Arc::new(clock.clone())).with_defaults(defaults_for(&ns));
+        Harness { store: Arc::new(store), now, ns, backend: Backend::Memory { clock } }
     }
 
     /// A [`RedisStore`] on the test Redis (possibly shared: isolate by name).
@@ -56,15 +57,17 @@ impl Harness {
     async fn on(redis: TestRedis) -> Harness {
         // Keyspace notifications off: the shared tests count RRQ's own ready
         // signals; `signals.rs` tests the notifications.
+        let ns = ns();
         let store = RedisStore::connect(redis.url())
             .await
             .expect("connect to the test redis")
+            .with_defaults(defaults_for(&ns))
             .with_keyspace_notifications(false);
         let client = raw_client(redis.url()).await;
         // Real wall time (whole milliseconds, like queue scores), so "ready
         // now" and stream ids line up with `now`.
         let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
-        Harness { store: Arc::new(store), now, ns: ns(), backend: Backend::Redis { client, _redis: redis } }
+        Harness { store: Arc::new(store), now, ns, backend: Backend::Redis { client, _redis: redis } }
     }
 
     /// A raw client on the test server (Redis only).
@@ -105,9 +108,9 @@ impl Harness {
         format!("{name}-{}", self.ns)
     }
 
-    /// Defaults whose queue and DLQ are unique to this test.
+    /// The store's job defaults: a queue and DLQ unique to this test.
     pub fn defaults(&self) -> JobDefaults {
-        JobDefaults { queue: self.queue("default"), dlq: self.dlq("default"), ..JobDefaults::default() }
+        defaults_for(&self.ns)
     }
 
     /// A new job, ready at `now`, on `queue`.
@@ -169,4 +172,13 @@ pub async fn raw_client(url: &str) -> Client {
 
 fn ns() -> String {
     uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Job defaults whose queue and DLQ carry the test's suffix `ns`.
+fn defaults_for(ns: &str) -> JobDefaults {
+    JobDefaults {
+        queue: QueueName::new(&format!("default-{ns}")),
+        dlq: DlqName::new(&format!("default-{ns}")),
+        ..JobDefaults::default()
+    }
 }

@@ -122,7 +122,7 @@ async fn job_ids_and_dlq_lengths_are_counted(h: Harness) {
     let d = h.defaults();
     assert_eq!(h.store.dlq_len(&d.dlq).await.unwrap(), 0);
     let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
-    assert_eq!(h.store.dead_letter(&lease, "e", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&lease, "e", AttemptCount::Counted, h.now).await.unwrap(), Fence::Applied);
     assert_eq!(h.store.dlq_len(&d.dlq).await.unwrap(), 1);
 }
 
@@ -157,14 +157,14 @@ async fn a_dlq_purge_removes_exactly_the_ids_given(h: Harness) {
     let late = leases.pop().unwrap();
     assert_eq!(late.job_id, h.id("late"));
     for lease in &leases {
-        assert_eq!(h.store.dead_letter(lease, "boom", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
+        assert_eq!(h.store.dead_letter(lease, "boom", AttemptCount::Counted, h.now).await.unwrap(), Fence::Applied);
     }
     // What a purge asks about: the ids as listed, newest first.
     let shown = h.store.dlq_ids(&d.dlq, 0, 10).await.unwrap();
     assert_eq!(shown, vec![h.id("c"), h.id("b"), h.id("a")]);
     // Meanwhile `a` is requeued and a new job is dead-lettered.
     assert!(h.store.dlq_requeue(&d.dlq, &h.id("a"), &q, h.now).await.unwrap());
-    assert_eq!(h.store.dead_letter(&late, "boom", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&late, "boom", AttemptCount::Counted, h.now).await.unwrap(), Fence::Applied);
 
     assert_eq!(h.store.dlq_purge(&d.dlq, &[]).await.unwrap(), 0, "no ids, nothing removed");
     assert_eq!(h.store.dlq_purge(&d.dlq, &shown).await.unwrap(), 2, "b and c; a had left");
@@ -223,10 +223,10 @@ async fn delete_matching_counts_then_deletes_the_matching_keys(h: Harness) {
 }
 
 async fn job_views_type_the_stored_fields_and_name_a_problem(h: Harness) {
-    let (q, d) = (h.queue("q"), h.defaults());
+    let q = h.queue("q");
     h.store.enqueue(h.new_job("a", &q), EnqueueMode::Standard).await.unwrap();
     let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
-    assert_eq!(h.store.dead_letter(&lease, "boom", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&lease, "boom", AttemptCount::Counted, h.now).await.unwrap(), Fence::Applied);
     let odd: std::collections::BTreeMap<String, String> =
         [("status", "weird"), ("enqueue_time", "yesterday"), ("colour", "blue")]
             .into_iter()

@@ -26,9 +26,8 @@ async fn cancel_follows_the_job_state(h: Harness) {
     h.store.enqueue(pending, EnqueueMode::Standard).await.unwrap();
     let batch = h.claim(&q, &h.worker("w"), 3, h.now).await;
     let lease_of = |id| batch.jobs.iter().find(|c| c.lease.job_id == h.id(id)).unwrap().lease.clone();
-    let d = h.defaults();
-    assert_eq!(h.store.retry(&lease_of("retrying"), "e", h.at(60.0), h.now, &d).await.unwrap(), Fence::Applied);
-    assert_eq!(h.store.complete(&lease_of("done"), &json!(1), h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.retry(&lease_of("retrying"), "e", h.at(60.0), h.now).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.complete(&lease_of("done"), &json!(1), h.now).await.unwrap(), Fence::Applied);
     let pending = h.id("pending");
     assert_eq!(h.job(&pending).await.status, Some(JobStatus::Pending), "not due, so not claimed");
 
@@ -52,7 +51,7 @@ async fn a_dlq_requeue_gives_a_fresh_attempt_budget(h: Harness) {
     job.max_retries = 1;
     h.store.enqueue(job, EnqueueMode::Standard).await.unwrap();
     let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
-    assert_eq!(h.store.dead_letter(&lease, "boom", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&lease, "boom", AttemptCount::Counted, h.now).await.unwrap(), Fence::Applied);
     assert_eq!(h.store.dlq_ids(&d.dlq, 0, 10).await.unwrap(), vec![lease.job_id.clone()]);
 
     assert!(!h.store.dlq_requeue(&h.dlq("elsewhere"), &lease.job_id, &target, h.at(1.0)).await.unwrap());
@@ -85,14 +84,13 @@ async fn queue_lengths_count_ready_and_scheduled_jobs(h: Harness) {
 
 async fn recovery_requeues_a_job_whose_lock_expired(h: Harness) {
     let q = h.queue("q");
-    let d = h.defaults();
     h.store.enqueue(h.new_job("a", &q), EnqueueMode::Standard).await.unwrap();
     let mut ready = h.store.subscribe_ready().await.unwrap();
     let lease = h.claim(&q, &h.worker("dead"), 1, h.now).await.jobs.remove(0).lease;
     h.expire_lock(&lease.job_id).await;
 
     let later = h.now + LEASE + LEASE;
-    let rec = h.store.recover(later, 100, &d).await.unwrap();
+    let rec = h.store.recover(later, 100).await.unwrap();
     assert_eq!(rec.requeued, vec![lease.job_id.clone()]);
     assert!(rec.dead_lettered.is_empty());
     let fields = h.store.job_fields(&lease.job_id).await.unwrap().unwrap();
@@ -104,8 +102,8 @@ async fn recovery_requeues_a_job_whose_lock_expired(h: Harness) {
     assert_eq!(signal, Some(rrq_store::Signal::Ready(q.clone())));
 
     // Only once, and the dead worker's late outcome is refused.
-    assert_eq!(h.store.recover(later, 100, &d).await.unwrap(), Default::default());
-    assert_eq!(h.store.complete(&lease, &json!(1), later, &d).await.unwrap(), Fence::Stale);
+    assert_eq!(h.store.recover(later, 100).await.unwrap(), Default::default());
+    assert_eq!(h.store.complete(&lease, &json!(1), later).await.unwrap(), Fence::Stale);
     let again = h.claim(&q, &h.worker("alive"), 1, later).await;
     assert_eq!(again.jobs[0].job.as_ref().unwrap().attempt(), 2);
 }
@@ -120,7 +118,7 @@ async fn recovery_dead_letters_a_job_out_of_attempts(h: Harness) {
         let now = h.now + (LEASE * 3) * round;
         let lease = h.claim(&q, &h.worker("dead"), 1, now).await.jobs.remove(0).lease;
         h.expire_lock(&lease.job_id).await;
-        let rec = h.store.recover(now + LEASE * 2, 100, &d).await.unwrap();
+        let rec = h.store.recover(now + LEASE * 2, 100).await.unwrap();
         if round == 1 {
             assert_eq!(rec.requeued, vec![lease.job_id.clone()]);
         } else {
@@ -141,9 +139,9 @@ async fn recovery_leaves_held_leases_alone(h: Harness) {
     h.store.enqueue(h.new_job("a", &q), EnqueueMode::Standard).await.unwrap();
     let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
     // Its index entry says "expired" at this `now`, but the lock is still there.
-    let rec = h.store.recover(h.now + LEASE * 2, 100, &h.defaults()).await.unwrap();
+    let rec = h.store.recover(h.now + LEASE * 2, 100).await.unwrap();
     assert_eq!(rec, Default::default());
     assert_eq!(h.store.renew(std::slice::from_ref(&lease), LEASE).await.unwrap(), vec![LeaseState::Held]);
     assert_eq!(h.job(&lease.job_id).await.status, Some(JobStatus::Active));
-    assert_eq!(h.store.recover(h.now, 0, &h.defaults()).await.unwrap(), Default::default());
+    assert_eq!(h.store.recover(h.now, 0).await.unwrap(), Default::default());
 }

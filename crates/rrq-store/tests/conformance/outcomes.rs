@@ -34,7 +34,7 @@ async fn a_success_is_recorded_once_and_ends_the_lease(h: Harness) {
     let (_, lease) = claimed(&h, "a").await;
     let done = h.at(1.5);
     let result = json!({"b": [1, 2], "a": "x"});
-    assert_eq!(h.store.complete(&lease, &result, done, &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.complete(&lease, &result, done).await.unwrap(), Fence::Applied);
 
     let fields = h.store.job_fields(&lease.job_id).await.unwrap().unwrap();
     assert_eq!(fields["status"], "COMPLETED");
@@ -45,10 +45,10 @@ async fn a_success_is_recorded_once_and_ends_the_lease(h: Harness) {
     assert_eq!(h.store.renew(std::slice::from_ref(&lease), LEASE).await.unwrap(), vec![LeaseState::Lost]);
 
     // A caller re-sending the same write after a lost reply is told it applied.
-    assert_eq!(h.store.complete(&lease, &json!("other"), h.at(2.0), &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.complete(&lease, &json!("other"), h.at(2.0)).await.unwrap(), Fence::Applied);
     assert_eq!(h.job(&lease.job_id).await.result, Some(result), "the re-sent write changed nothing");
     // Other outcomes for the finished attempt are stale.
-    assert_eq!(h.store.retry(&lease, "e", h.now, h.now, &h.defaults()).await.unwrap(), Fence::Stale);
+    assert_eq!(h.store.retry(&lease, "e", h.now, h.now).await.unwrap(), Fence::Stale);
     assert_eq!(h.job(&lease.job_id).await.status, Some(JobStatus::Completed));
 }
 
@@ -68,9 +68,9 @@ async fn concurrent_successes_keep_their_own_fences(h: Harness) {
         if stale {
             lease.token = format_timestamp(h.at(-1.0));
         }
-        let (store, done, defaults) = (h.store.clone(), h.at(1.0), h.defaults());
+        let (store, done) = (h.store.clone(), h.at(1.0));
         tasks.spawn(async move {
-            let fence = store.complete(&lease, &json!(i), done, &defaults).await.unwrap();
+            let fence = store.complete(&lease, &json!(i), done).await.unwrap();
             (lease.job_id, stale, i, fence)
         });
     }
@@ -97,9 +97,9 @@ async fn a_stale_lease_writes_nothing(h: Harness) {
     ];
     let d = h.defaults();
     for f in &forged {
-        assert_eq!(h.store.complete(f, &json!(1), h.now, &d).await.unwrap(), Fence::Stale);
-        assert_eq!(h.store.retry(f, "e", h.now, h.now, &d).await.unwrap(), Fence::Stale);
-        assert_eq!(h.store.dead_letter(f, "e", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Stale);
+        assert_eq!(h.store.complete(f, &json!(1), h.now).await.unwrap(), Fence::Stale);
+        assert_eq!(h.store.retry(f, "e", h.now, h.now).await.unwrap(), Fence::Stale);
+        assert_eq!(h.store.dead_letter(f, "e", AttemptCount::Counted, h.now).await.unwrap(), Fence::Stale);
         assert_eq!(h.store.release(f, Some("e"), h.now).await.unwrap(), Fence::Stale);
         assert_eq!(h.store.finish_cancelled(f).await.unwrap(), Fence::Stale);
     }
@@ -117,7 +117,7 @@ async fn a_retry_counts_the_attempt_and_reschedules_on_the_jobs_queue(h: Harness
     let lease = h.claim(&home, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
     let lease = Lease { queue: elsewhere.clone(), ..lease };
     let ready_at = h.at(5.5004);
-    assert_eq!(h.store.retry(&lease, "boom", ready_at, h.at(0.5), &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.retry(&lease, "boom", ready_at, h.at(0.5)).await.unwrap(), Fence::Applied);
 
     let job = h.job(&lease.job_id).await;
     assert_eq!(job.status, Some(JobStatus::Retrying));
@@ -135,7 +135,7 @@ async fn a_retry_counts_the_attempt_and_reschedules_on_the_jobs_queue(h: Harness
     let job = again.jobs[0].job.as_ref().unwrap();
     assert_eq!(job.attempt(), 2);
     // A late write of the earlier attempt is stale: the job belongs to the new one.
-    assert_eq!(h.store.retry(&lease, "boom", ready_at, h.at(0.5), &h.defaults()).await.unwrap(), Fence::Stale);
+    assert_eq!(h.store.retry(&lease, "boom", ready_at, h.at(0.5)).await.unwrap(), Fence::Stale);
     assert_eq!(h.job(&lease.job_id).await.status, Some(JobStatus::Active));
 }
 
@@ -145,7 +145,7 @@ async fn a_dead_letter_moves_the_job_to_its_dlq(h: Harness) {
     for name in ["first", "second"] {
         let (_, lease) = claimed(&h, name).await;
         assert_eq!(
-            h.store.dead_letter(&lease, "Job timed out after 1s.", AttemptCount::Counted, h.at(2.0), &d).await.unwrap(),
+            h.store.dead_letter(&lease, "Job timed out after 1s.", AttemptCount::Counted, h.at(2.0)).await.unwrap(),
             Fence::Applied
         );
         ids.push(lease.job_id.clone());
@@ -155,7 +155,7 @@ async fn a_dead_letter_moves_the_job_to_its_dlq(h: Harness) {
         assert_eq!(job.last_error.as_deref(), Some("Job timed out after 1s."));
         assert_eq!(job.completion_time, Some(h.at(2.0)));
         assert_eq!(
-            h.store.dead_letter(&lease, "again", AttemptCount::Counted, h.at(3.0), &d).await.unwrap(),
+            h.store.dead_letter(&lease, "again", AttemptCount::Counted, h.at(3.0)).await.unwrap(),
             Fence::Applied,
             "a re-sent write is acknowledged"
         );
@@ -171,11 +171,11 @@ async fn a_quarantine_does_not_count_the_attempt(h: Harness) {
     let (_, lease) = claimed(&h, "a").await;
     let d = h.defaults();
     let msg = "Failed to parse claimed job definition. Moved to DLQ.";
-    assert_eq!(h.store.quarantine(&lease, msg, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.quarantine(&lease, msg, h.now).await.unwrap(), Fence::Applied);
     let job = h.job(&lease.job_id).await;
     assert_eq!(job.current_retries, 0);
     assert_eq!(job.last_error.as_deref(), Some(msg));
-    assert_eq!(h.store.quarantine(&lease, "again", h.now, &d).await.unwrap(), Fence::Applied, "a re-sent write");
+    assert_eq!(h.store.quarantine(&lease, "again", h.now).await.unwrap(), Fence::Applied, "a re-sent write");
     assert_eq!(h.job(&lease.job_id).await.last_error.as_deref(), Some(msg), "is not applied twice");
     assert_eq!(job.status, Some(JobStatus::Failed));
     assert_eq!(h.store.dlq_ids(&d.dlq, 0, 10).await.unwrap(), vec![lease.job_id.clone()]);
@@ -242,7 +242,7 @@ async fn a_waiter_wakes_on_the_terminal_event(h: Harness) {
         tokio::spawn(
             async move { store.wait_job_event(&waiter_id, Some("0-0".into()), Duration::from_secs(20)).await },
         );
-    assert_eq!(h.store.complete(&lease, &json!(null), h.now, &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.complete(&lease, &json!(null), h.now).await.unwrap(), Fence::Applied);
     let entry = waiter.await.unwrap().unwrap().expect("the waiter sees the completed event");
     // Nothing after that entry.
     assert_eq!(h.store.wait_job_event(&id, Some(entry.clone()), Duration::from_millis(20)).await.unwrap(), None);

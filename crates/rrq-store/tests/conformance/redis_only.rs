@@ -98,8 +98,8 @@ async fn a_success_writes_the_event_and_the_result_ttl() {
         job.result_ttl_seconds = ttl;
         h.store.enqueue(job, EnqueueMode::Standard).await.unwrap();
         let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
-        assert_eq!(h.store.complete(&lease, &json!({"ok": true}), h.now, &h.defaults()).await.unwrap(), Fence::Applied);
-        assert_eq!(h.store.complete(&lease, &json!({"ok": true}), h.now, &h.defaults()).await.unwrap(), Fence::Applied);
+        assert_eq!(h.store.complete(&lease, &json!({"ok": true}), h.now).await.unwrap(), Fence::Applied);
+        assert_eq!(h.store.complete(&lease, &json!({"ok": true}), h.now).await.unwrap(), Fence::Applied);
 
         let (job_key, events) = (keys::job(&lease.job_id), keys::events(&lease.job_id));
         let entries = stream(raw, &events).await;
@@ -128,10 +128,7 @@ async fn a_dead_letter_expires_in_seven_days_and_honours_dlq_name() {
     let lease = claimed(&h, "a").await;
     let custom = h.dlq("custom");
     cmd(raw, &["HSET", &keys::job(&lease.job_id), "dlq_name", custom.bare()]).await;
-    assert_eq!(
-        h.store.dead_letter(&lease, "boom", AttemptCount::Counted, h.now, &h.defaults()).await.unwrap(),
-        Fence::Applied
-    );
+    assert_eq!(h.store.dead_letter(&lease, "boom", AttemptCount::Counted, h.now).await.unwrap(), Fence::Applied);
     assert_eq!(strings(raw, &["LRANGE", custom.as_str(), "0", "-1"]).await, vec![lease.job_id.as_str()]);
     assert_eq!(int(raw, &["EXISTS", h.defaults().dlq.as_str()]).await, 0);
     for key in [keys::job(&lease.job_id), keys::events(&lease.job_id)] {
@@ -157,7 +154,7 @@ async fn the_unique_lock_is_released_only_by_its_holder() {
         let holder = if holder.is_empty() { h.id(id).to_string() } else { holder.to_owned() };
         cmd(raw, &["SET", &lock, &holder]).await;
         let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
-        assert_eq!(h.store.complete(&lease, &json!(1), h.now, &h.defaults()).await.unwrap(), Fence::Applied);
+        assert_eq!(h.store.complete(&lease, &json!(1), h.now).await.unwrap(), Fence::Applied);
         assert_eq!(int(raw, &["EXISTS", &lock]).await == 0, released, "job {id}, lock held by {holder}");
     }
 }
@@ -310,7 +307,7 @@ async fn a_claim_whose_reply_is_lost_hands_out_the_same_jobs_on_its_repeat() {
     }
     assert_eq!(int(raw, &["ZCARD", q.as_str()]).await, 1, "c is still queued");
     // The leases handed out are the real ones.
-    let done = store.complete(&batch.jobs[0].lease, &json!(1), h.now, &h.defaults()).await.unwrap();
+    let done = store.complete(&batch.jobs[0].lease, &json!(1), h.now).await.unwrap();
     assert_eq!(done, Fence::Applied);
 
     // The next claim (a new token) takes the rest, never a or b again.
@@ -381,10 +378,7 @@ async fn an_unparsable_job_is_claimed_as_an_error() {
     // The worker quarantines it through its lease.
     let lease = &batch.jobs[0].lease;
     let msg = "Failed to parse claimed job definition. Moved to DLQ.";
-    assert_eq!(
-        h.store.dead_letter(lease, msg, AttemptCount::NotCounted, h.now, &h.defaults()).await.unwrap(),
-        Fence::Applied
-    );
+    assert_eq!(h.store.dead_letter(lease, msg, AttemptCount::NotCounted, h.now).await.unwrap(), Fence::Applied);
     assert_eq!(text(raw, &["HGET", &keys::job(&id), "status"]).await.as_deref(), Some("FAILED"));
 }
 
@@ -479,7 +473,7 @@ async fn a_lock_that_really_expires_is_recovered() {
     let lease = h.store.claim(req).await.unwrap().jobs.remove(0).lease;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let rec = h.store.recover(Utc::now(), 100, &h.defaults()).await.unwrap();
+        let rec = h.store.recover(Utc::now(), 100).await.unwrap();
         if rec.requeued == vec![lease.job_id.clone()] {
             break;
         }
@@ -654,7 +648,7 @@ async fn a_failed_completion_keeps_the_cause_chain() {
     };
     let lease = store.claim(req).await.unwrap().jobs.remove(0).lease;
     redis.kill();
-    let err = store.complete(&lease, &json!(1), Utc::now(), &h.defaults()).await.unwrap_err();
+    let err = store.complete(&lease, &json!(1), Utc::now()).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     let top = err.to_string();
     assert!(top.starts_with("redis is unreachable ("), "{top}");

@@ -83,7 +83,7 @@ async fn a_dlq_requeue_signals_the_target_queue(h: Harness) {
     let d = h.defaults();
     h.store.enqueue(h.new_job("a", &q), EnqueueMode::Standard).await.unwrap();
     let lease = h.claim(&q, &h.worker("w"), 1, h.now).await.jobs.remove(0).lease;
-    assert_eq!(h.store.dead_letter(&lease, "boom", AttemptCount::Counted, h.now, &d).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.dead_letter(&lease, "boom", AttemptCount::Counted, h.now).await.unwrap(), Fence::Applied);
     let mut rx = h.store.subscribe_ready().await.unwrap();
     assert!(h.store.dlq_requeue(&d.dlq, &lease.job_id, &target, h.now).await.unwrap());
     ready_for(&mut rx, &target).await;
@@ -172,7 +172,7 @@ async fn a_raw_zadd_a_deferred_job_and_a_backoff_retry_each_wake_the_subscriber(
     let lease = store.claim(req).await.unwrap().jobs.remove(0).lease;
     ready_for(&mut rx, &retried).await; // the enqueue's
     let later = now + chrono::TimeDelta::seconds(60);
-    assert_eq!(store.retry(&lease, "again", later, now, &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_eq!(store.retry(&lease, "again", later, now).await.unwrap(), Fence::Applied);
     ready_for(&mut rx, &retried).await;
 }
 
@@ -199,7 +199,7 @@ async fn a_job_requeued_by_recovery_wakes_the_subscriber() {
     ready_for(&mut rx, &fence).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let rec = h.store.recover(chrono::Utc::now(), 100, &h.defaults()).await.unwrap();
+        let rec = h.store.recover(chrono::Utc::now(), 100).await.unwrap();
         if rec.requeued == vec![lease.job_id.clone()] {
             break;
         }
@@ -294,7 +294,6 @@ async fn a_completed_job_keeps_its_events_stream_only_briefly() {
     let redis = TestRedis::start();
     let raw = raw_client(redis.url()).await;
     let h = Harness::memory().await; // names and jobs only
-    let d = h.defaults();
     let q = h.queue("q");
     for (name, store, max_ttl_ms) in [
         ("default", notified(&redis).await, 60_000),
@@ -313,7 +312,7 @@ async fn a_completed_job_keeps_its_events_stream_only_briefly() {
             max_payload_bytes: usize::MAX,
         };
         let lease = store.claim(req).await.unwrap().jobs.remove(0).lease;
-        assert_eq!(store.complete(&lease, &json!({"ok": true}), now, &d).await.unwrap(), Fence::Applied);
+        assert_eq!(store.complete(&lease, &json!({"ok": true}), now).await.unwrap(), Fence::Applied);
         let (job_key, events) = (keys::job(&lease.job_id), keys::events(&lease.job_id));
         let stream_ttl = cmd(&raw, &["PTTL", &events]).await.as_i64().unwrap();
         assert!(0 < stream_ttl && stream_ttl <= max_ttl_ms, "{name}: stream PTTL {stream_ttl}");

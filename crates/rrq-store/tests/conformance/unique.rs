@@ -64,7 +64,7 @@ async fn a_held_unique_lock_defers_the_job_and_only_its_holder_releases_it(h: Ha
     assert_eq!(batch.jobs.len(), 1);
     let holder = &batch.jobs[0].lease;
     let result = serde_json::json!("ok");
-    assert_eq!(h.store.complete(holder, &result, h.now, &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.complete(holder, &result, h.now).await.unwrap(), Fence::Applied);
     assert_eq!(h.store.unique_lock_ttl(&key).await.unwrap(), None, "released by its holder");
     let next = h.new_job("next", &q);
     h.store.enqueue(next.clone(), mode).await.unwrap();
@@ -74,7 +74,7 @@ async fn a_held_unique_lock_defers_the_job_and_only_its_holder_releases_it(h: Ha
     // The deferred job completing does not release the lock it never held (D8).
     let batch = h.claim(&q, &h.worker("w"), 10, h.at(101.0)).await;
     let lease = batch.jobs.iter().map(|c| &c.lease).find(|l| l.job_id == deferred.id).expect("deferred job is due");
-    assert_eq!(h.store.complete(lease, &result, h.at(101.0), &h.defaults()).await.unwrap(), Fence::Applied);
+    assert_eq!(h.store.complete(lease, &result, h.at(101.0)).await.unwrap(), Fence::Applied);
     assert!(h.store.unique_lock_ttl(&key).await.unwrap().is_some(), "the lock is still the next job's");
 }
 
