@@ -204,15 +204,32 @@ local function end_attempt(lock_key, active_key, leases_key, id, worker)
   redis.call('ZREM', leases_key, id)
 end
 
--- Deletes the job's orchestrator unique lock, only if this job holds it.
-local function release_unique(job_key, id, unique_prefix)
-  local unique = redis.call('HGET', job_key, 'job_unique_key')
+-- Writes a new job's hash from the field pairs at ARGV[first_field..], queues
+-- it at `score` and, when `notify` is '1', publishes `queue` on `channel`.
+-- Returns the enqueue scripts' "created" reply.
+local function create_job(job_key, queue, id, score, notify, channel, first_field)
+  redis.call('HSET', job_key, unpack(ARGV, first_field))
+  redis.call('ZADD', queue, score, id)
+  if notify == '1' then
+    redis.call('PUBLISH', channel, queue)
+  end
+  return {1, id}
+end
+
+-- Deletes the orchestrator unique lock named `unique` (a job's
+-- job_unique_key, possibly empty), only if job `id` holds it.
+local function drop_unique(unique, id, unique_prefix)
   if unique and unique ~= '' then
     local key = unique_prefix .. unique
     if get_string(key) == id then
       redis.call('DEL', key)
     end
   end
+end
+
+-- Deletes the job's orchestrator unique lock, only if this job holds it.
+local function release_unique(job_key, id, unique_prefix)
+  drop_unique(redis.call('HGET', job_key, 'job_unique_key'), id, unique_prefix)
 end
 
 -- Appends a terminal event to the job's stream (a stream key of another type

@@ -48,13 +48,7 @@ for j = 0, (#KEYS - 2) / 4 - 1 do
       events_ms = ttl * 1000
     end
     redis.pcall('PEXPIRE', events, int_arg(events_ms))
-    local unique = cur[5]
-    if unique and unique ~= '' then
-      local key = unique_prefix .. unique
-      if get_string(key) == id then
-        redis.call('DEL', key)
-      end
-    end
+    drop_unique(cur[5], id, unique_prefix)
     -- The lock was read above: it is this worker's.
     redis.call('DEL', lock_key)
     leave_active(active, id)

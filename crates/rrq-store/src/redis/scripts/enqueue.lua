@@ -38,9 +38,4 @@ if idem then
     return {0, redis.call('GET', idem)}
   end
 end
-redis.call('HSET', job_key, unpack(ARGV, 6))
-redis.call('ZADD', queue, ARGV[2], id)
-if ARGV[4] == '1' then
-  redis.call('PUBLISH', ARGV[5], queue)
-end
-return {1, id}
+return create_job(job_key, queue, id, ARGV[2], ARGV[4], ARGV[5], 6)

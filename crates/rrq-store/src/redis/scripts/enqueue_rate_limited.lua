@@ -16,9 +16,4 @@ if redis.call('EXISTS', job_key) == 1 then
   redis.call('DEL', limiter)
   return {-1, id}
 end
-redis.call('HSET', job_key, unpack(ARGV, 6))
-redis.call('ZADD', queue, ARGV[2], id)
-if ARGV[4] == '1' then
-  redis.call('PUBLISH', ARGV[5], queue)
-end
-return {1, id}
+return create_job(job_key, queue, id, ARGV[2], ARGV[4], ARGV[5], 6)
