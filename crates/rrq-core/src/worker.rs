@@ -357,7 +357,16 @@ impl LoopState {
     }
 
     async fn heartbeat(&mut self) {
+        // Counts kept in memory ride the periodic record: readers derive
+        // rates from two records, with no write per job.
+        let mut active_by_queue = BTreeMap::new();
+        for attempt in self.attempts.lock().values() {
+            *active_by_queue.entry(attempt.lease.queue.as_str().to_owned()).or_insert(0u64) += 1;
+        }
         let health = WorkerHealth {
+            completed_jobs: Some(self.stats.completed),
+            failed_jobs: Some(self.stats.dead_lettered),
+            active_by_queue: Some(active_by_queue),
             active_jobs: self.attempts.len() as u64,
             concurrency_limit: self.concurrency as u64,
             queues: self.config.queues.iter().map(|q| q.as_str().to_owned()).collect(),

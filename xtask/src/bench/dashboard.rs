@@ -309,6 +309,9 @@ async fn seed(ctx: &Ctx, sizes: Sizes, tag: &str) -> Result<Value> {
             status: "running".to_owned(),
             timestamp: json!(format_timestamp(now)),
             worker_id: format!("{tag}-worker-{w}"),
+            completed_jobs: None,
+            failed_jobs: None,
+            active_by_queue: None,
         };
         ctx.store.heartbeat(&health, Duration::from_secs(3600)).await?;
     }

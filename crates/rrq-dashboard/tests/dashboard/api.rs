@@ -328,6 +328,9 @@ async fn requests_answer_from_the_background_sample_not_from_a_scan() {
         status: "running".to_owned(),
         timestamp: json!(chrono::Utc::now().to_rfc3339()),
         worker_id: "w-dash-1".to_owned(),
+        completed_jobs: None,
+        failed_jobs: None,
+        active_by_queue: None,
     };
     env.store.heartbeat(&health, Duration::from_secs(60)).await.unwrap();
     // Neither the new queue nor the new worker is seen before the next
