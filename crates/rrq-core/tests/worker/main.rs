@@ -517,3 +517,38 @@ async fn the_heartbeat_carries_cumulative_counts_and_jobs_in_flight_per_queue() 
         "the running job is counted under its queue, idle queues left out"
     );
 }
+
+/// A job of a dead worker whose lost attempt used its budget is moved to the
+/// DLQ by this worker's recovery: the heartbeat counts it as failed too.
+#[tokio::test(start_paused = true)]
+async fn the_heartbeat_counts_jobs_its_recovery_dead_letters_as_failed() {
+    let h = Harness::new(ScriptedRunner::new(2).on("success", Behavior::Reply(success)));
+    h.enqueue("orphan", "success", json!({}), |j| j.max_retries = 1).await;
+    let claimed = h
+        .store
+        .claim(ClaimRequest {
+            queue: QueueName::new("default"),
+            worker_id: "rrq_worker_dead_0000".into(),
+            max: 1,
+            now: h.clock.now(),
+            lease_ttl: Duration::from_secs(15),
+            max_payload_bytes: usize::MAX,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.jobs.len(), 1);
+    let mut config = h.config(&[]);
+    config.heartbeat_interval = Duration::from_secs(1);
+    let _w = h.start(config);
+    h.wait_for("orphan", JobStatus::Failed).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let infos = h.store.worker_infos().await.unwrap();
+        if infos.iter().any(|w| w.failed_jobs == Some(1)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the recovered failure is never counted: {infos:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await; // sleep-ok: paused (virtual) time
+    }
+    assert_eq!(h.dlq().await, ["orphan"]);
+}
