@@ -1,12 +1,12 @@
 //! `rrq cron list`: the cron entries of `rrq.toml` as a table or JSON (the
-//! rows come from [`crate::inspect::cron`]).
+//! rows come from [`rrq_core::inspect`]).
 
 use chrono::{DateTime, Utc};
 use rrq_protocol::QueueName;
 
 use crate::ConfigArgs;
 use crate::exit::{CliError, Exit};
-use crate::inspect::cron::{self, CronRow};
+use crate::inspect::{self, CronRow};
 use crate::ops::{self, Connected};
 use crate::output::{self, OutputArgs};
 use rrq_store::{Clock as _, SystemClock};
@@ -40,8 +40,8 @@ pub async fn run(cmd: CronCommand) -> Result<Exit, CliError> {
 async fn list(args: ListArgs) -> Result<Exit, CliError> {
     let Connected { settings, store } = ops::connect(&args.config).await?;
     let now = SystemClock.now();
-    let jobs = cron::entries(&settings, now).map_err(|e| CliError::new(Exit::Config, e))?;
-    let rows = cron::cron(store.as_ref(), &jobs, &settings.default_queue, now, usize::from(args.next)).await?;
+    let jobs = inspect::cron_entries(&settings, now).map_err(|e| CliError::new(Exit::Config, e))?;
+    let rows = inspect::cron_rows(store.as_ref(), &jobs, &settings.default_queue, now, usize::from(args.next)).await?;
     if args.out.json {
         output::print_json(&serde_json::to_value(&rows)?);
         return Ok(Exit::Ok);

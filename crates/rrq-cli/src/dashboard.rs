@@ -80,8 +80,10 @@ pub async fn run(args: DashboardArgs) -> Result<Exit, CliError> {
 }
 
 /// The in-process dashboard of `rrq worker run` (`dashboard_listen`): the
-/// token comes from RRQ_DASHBOARD_TOKEN only; the chart's completions are
-/// this worker's own (`rrq_jobs_completed_total` of its metrics recorder).
+/// token comes from RRQ_DASHBOARD_TOKEN only. The chart reads the
+/// workers' heartbeat counts like a standalone dashboard; this worker's own
+/// completions (`rrq_jobs_completed_total` of its metrics recorder) serve
+/// while no live health record carries counts.
 pub(crate) async fn start_in_worker(
     settings: &Settings,
     store: Arc<dyn Store>,

@@ -153,7 +153,7 @@ pub(crate) fn worker_config(
     config.recovery_interval = settings.lease_ttl / 3;
     // Terminating a runner waits out the pool's SIGTERM grace, then SIGKILLs.
     config.terminate_budget = settings.runner_term_grace + Duration::from_secs(1);
-    config.cron = crate::inspect::cron::entries(settings, rrq_store::Clock::now(&rrq_store::SystemClock))
+    config.cron = crate::inspect::cron_entries(settings, rrq_store::Clock::now(&rrq_store::SystemClock))
         .map_err(|e| CliError::new(Exit::Config, e))?;
     Ok(config)
 }

@@ -1,12 +1,12 @@
 //! `rrq worker list`: the live workers as a table or JSON (the rows come
-//! from [`crate::inspect::workers`]).
+//! from [`rrq_core::inspect`]).
 
 use chrono::Utc;
 use rrq_protocol::QueueName;
 
 use crate::ConfigArgs;
 use crate::exit::{CliError, Exit};
-use crate::inspect::workers::{self, WorkerRow};
+use crate::inspect::{self, WorkerRow};
 use crate::ops::{self, Connected};
 use crate::output::{self, OutputArgs};
 use rrq_store::{Clock as _, SystemClock};
@@ -25,7 +25,7 @@ pub struct ListArgs {
 pub async fn run(args: ListArgs) -> Result<Exit, CliError> {
     let Connected { store, .. } = ops::connect(&args.config).await?;
     let now = SystemClock.now();
-    let rows = workers::workers(store.as_ref(), now).await?;
+    let rows = inspect::worker_rows(store.as_ref(), now).await?;
     if args.out.json {
         output::print_json(&serde_json::to_value(&rows)?);
         return Ok(Exit::Ok);

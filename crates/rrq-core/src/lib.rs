@@ -9,7 +9,9 @@
 //! Main types: [`Worker`] (one event loop), [`WorkerConfig`], the pure
 //! policy in [`policy`] (routing, backoff, outcome classification), and
 //! [`CronJob`] / [`CronScheduler`] in [`cron`] (schedule syntax, which ticks
-//! fire, catch-up).
+//! fire, catch-up), and the operator rows of [`inspect`] (workers and cron
+//! entries as the CLI's `--json` and the dashboard's API both serialise
+//! them).
 //!
 //! Invariants: a job is only ever written through its lease (fenced writes);
 //! a worker that cannot renew a lease abandons the attempt before the lease
@@ -26,6 +28,7 @@ pub mod cron;
 mod cron_task;
 mod error;
 mod in_process;
+pub mod inspect;
 mod job_task;
 mod lease_watch;
 pub mod policy;

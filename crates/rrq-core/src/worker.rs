@@ -148,6 +148,10 @@ struct LoopState {
     /// Which attempt each task works for, so a panicked task maps back to it.
     task_ids: HashMap<tokio::task::Id, AttemptId>,
     stats: WorkerStats,
+    /// Jobs of dead workers this worker's recovery moved to a DLQ (counted
+    /// in `stats.recovered` with the requeued ones): the heartbeat's
+    /// `failed_jobs` adds them to `stats.dead_lettered`.
+    recovered_to_dlq: u64,
     /// Rotating start index for fair polling.
     rotation: usize,
     /// Claim as soon as there is room (a signal arrived, or the last claim
@@ -171,6 +175,7 @@ impl LoopState {
             tasks: JoinSet::new(),
             task_ids: HashMap::new(),
             stats: WorkerStats::default(),
+            recovered_to_dlq: 0,
             rotation: 0,
             want_claim: true,
             next_poll: Instant::now(),
@@ -359,7 +364,16 @@ impl LoopState {
     }
 
     async fn heartbeat(&mut self) {
+        // Counts kept in memory ride the periodic record: readers derive
+        // rates from two records, with no write per job.
+        let mut active_by_queue = BTreeMap::new();
+        for attempt in self.attempts.lock().values() {
+            *active_by_queue.entry(attempt.lease.queue.as_str().to_owned()).or_insert(0u64) += 1;
+        }
         let health = WorkerHealth {
+            completed_jobs: Some(self.stats.completed),
+            failed_jobs: Some(self.stats.dead_lettered + self.recovered_to_dlq),
+            active_by_queue: Some(active_by_queue),
             active_jobs: self.attempts.len() as u64,
             concurrency_limit: self.concurrency as u64,
             queues: self.config.queues.iter().map(|q| q.as_str().to_owned()).collect(),
@@ -409,6 +423,7 @@ impl LoopState {
                     let n = r.requeued.len() + r.dead_lettered.len() + r.cancelled.len();
                     if n > 0 {
                         self.stats.recovered += n as u64;
+                        self.recovered_to_dlq += r.dead_lettered.len() as u64;
                         info!(
                             requeued = r.requeued.len(),
                             dead_lettered = r.dead_lettered.len(),

@@ -41,6 +41,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use rrq_config::Settings;
+use rrq_core::inspect::WorkerRow;
 use rrq_protocol::{DlqName, JobId, QueueName};
 use rrq_store::{Clock as _, Store, SystemClock};
 use serde::Deserialize;
@@ -152,7 +153,8 @@ impl Dashboard {
         Ok(Self { state, options, completed: None })
     }
 
-    /// Adds a count of completed jobs to the chart (a worker serving the
+    /// Adds a count of completed jobs to the chart, used while no live
+    /// worker's health record carries counts (a worker serving the
     /// dashboard in-process passes its own count).
     pub fn with_completed_counter(mut self, counter: CompletedCounter) -> Self {
         self.completed = Some(counter);
@@ -395,7 +397,8 @@ async fn queue_page(State(s): State<Shared>, Query(q): Query<PageQuery>) -> Resp
         Err(r) => return r.into_response(),
     };
     let (offset, limit) = page_bounds(q.offset, q.limit);
-    match data::queue_page(s.store.as_ref(), &queue, offset, limit, SystemClock.now()).await {
+    let active = data::active_by_queue(&s.samples.discovery().workers).get(queue.as_str()).copied().unwrap_or(0);
+    match data::queue_page(s.store.as_ref(), &queue, offset, limit, SystemClock.now(), active).await {
         Ok(page) => Json(page).into_response(),
         Err(e) => store_error(e),
     }
@@ -571,14 +574,28 @@ async fn dlq_purge(State(s): State<Shared>, Json(b): Json<DlqAction>) -> Respons
     }
 }
 
+/// The workers of the last discovery as `rrq worker list --json` prints
+/// them (the same rows), ages measured now.
 async fn workers(State(s): State<Shared>) -> Response {
     let d = s.samples.discovery();
-    Json(json!({"workers": d.workers, "discovered_at": d.at})).into_response()
+    let now = SystemClock.now();
+    // The TTLs were read at the discovery: what is left of them now.
+    let elapsed = d.at.map_or(0, |at| u64::try_from((now - at).num_seconds()).unwrap_or(0));
+    let rows: Vec<WorkerRow> = d
+        .workers
+        .iter()
+        .map(|w| {
+            let mut row = rrq_core::inspect::worker_row(w, now);
+            row.ttl_seconds = row.ttl_seconds.map(|t| t.saturating_sub(elapsed));
+            row
+        })
+        .collect();
+    Json(json!({"workers": rows, "discovered_at": d.at})).into_response()
 }
 
 async fn cron(State(s): State<Shared>) -> Response {
     match data::cron(s.store.as_ref(), &s.known, SystemClock.now()).await {
-        Ok(entries) => Json(json!({"entries": entries})).into_response(),
+        Ok(page) => Json(page).into_response(),
         Err(e) => store_error(e),
     }
 }

@@ -2,6 +2,13 @@
 //! overview shows (one cheap read per queue) into a snapshot and a bounded
 //! ring buffer of rates, and less often it runs the scanning discovery of
 //! queues and workers. Requests read the snapshot; none of them scans.
+//!
+//! The chart's rates come from the workers' health records when they carry
+//! cumulative counts (`rates`): that works for a dashboard running apart
+//! from any worker. Without such records it falls back to a completion
+//! counter of the process, if any, and to the growth of the default DLQ.
+
+mod rates;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,17 +21,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::data::{self, Discovery, Known, QueueCounts};
+pub use rates::HeartbeatRates;
 
 /// One point of the throughput chart.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Point {
     /// End of the interval.
     pub t: DateTime<Utc>,
-    /// Jobs per second that completed in the interval, when a completion
-    /// count is available (see [`crate::CompletedCounter`]).
+    /// Jobs per second that completed: summed over the workers whose
+    /// health records carry counts (their rate between their last two
+    /// heartbeats), else from the process's [`crate::CompletedCounter`];
+    /// `None` when neither is available.
     pub completed: Option<f64>,
-    /// Jobs per second that reached the DLQ in the interval (growth of the
-    /// DLQ; a requeue or purge in the same interval hides as many).
+    /// Jobs per second that reached a DLQ: from the workers' health
+    /// records like `completed`, else the growth of the default DLQ in the
+    /// interval (a requeue or purge in the same interval hides as many).
     pub failed: f64,
 }
 
@@ -64,6 +75,7 @@ struct Inner {
     discovery: Discovery,
     points: VecDeque<Point>,
     last: Option<(DateTime<Utc>, u64, Option<u64>)>,
+    rates: HeartbeatRates,
 }
 
 impl Samples {
@@ -97,17 +109,25 @@ impl Samples {
         self.capacity
     }
 
-    /// Records the totals read at `t`: the rate since the previous totals
-    /// becomes a point (counts that went down, e.g. by a requeue, count 0).
+    /// Records the totals read at `t` and makes a point of the rates since
+    /// the previous totals: the workers' heartbeat rates when there are
+    /// some, else these totals' growth (counts that went down, e.g. by a
+    /// requeue, count 0).
     pub fn record(&self, t: DateTime<Utc>, failed_total: u64, completed_total: Option<u64>) {
         let mut inner = self.lock();
+        let heartbeats = inner.rates.rates();
         if let Some((t0, f0, c0)) = inner.last {
             let secs = (t - t0).num_milliseconds() as f64 / 1000.0;
             if secs > 0.0 {
-                let failed = failed_total.saturating_sub(f0) as f64 / secs;
-                let completed = match (completed_total, c0) {
-                    (Some(c), Some(c0)) => Some(c.saturating_sub(c0) as f64 / secs),
-                    _ => None,
+                let (completed, failed) = match heartbeats {
+                    Some((completed, failed)) => (Some(completed), failed),
+                    None => (
+                        match (completed_total, c0) {
+                            (Some(c), Some(c0)) => Some(c.saturating_sub(c0) as f64 / secs),
+                            _ => None,
+                        },
+                        failed_total.saturating_sub(f0) as f64 / secs,
+                    ),
                 };
                 inner.points.push_back(Point { t, completed, failed });
                 while inner.points.len() > self.capacity {
@@ -123,7 +143,9 @@ impl Samples {
     }
 
     fn set_discovery(&self, discovery: Discovery) {
-        self.lock().discovery = discovery;
+        let mut inner = self.lock();
+        inner.rates.observe(&discovery.workers);
+        inner.discovery = discovery;
     }
 }
 
@@ -136,13 +158,21 @@ const PASS_BUDGET: Duration = Duration::from_secs(3);
 /// (a worker serving the dashboard in-process counts its own completions).
 pub type CompletedCounter = Arc<dyn Fn() -> u64 + Send + Sync>;
 
-/// The queues the overview lists: configured, discovered and paused ones.
+/// The queues the overview lists: configured, discovered and paused ones,
+/// and those live workers poll or run jobs of (a queue whose every job is
+/// running has an empty sorted set, yet is busy).
 fn overview_queues(
     known: &Known,
     discovery: &Discovery,
     paused: &[rrq_protocol::QueueName],
 ) -> Vec<rrq_protocol::QueueName> {
-    let set: BTreeSet<_> = known.queues.iter().chain(discovery.queues.iter()).chain(paused.iter()).cloned().collect();
+    let from_workers = discovery.workers.iter().flat_map(|w| {
+        let polled = w.queues.iter().flatten();
+        let running = w.active_by_queue.iter().flat_map(|m| m.keys());
+        polled.chain(running).filter_map(|q| rrq_protocol::QueueName::parse(q))
+    });
+    let set: BTreeSet<_> =
+        known.queues.iter().chain(discovery.queues.iter()).chain(paused.iter()).cloned().chain(from_workers).collect();
     set.into_iter().collect()
 }
 
@@ -156,9 +186,11 @@ pub async fn sample_once(
     let now = SystemClock.now();
     let discovery = samples.discovery();
     let paused = data::paused(store).await?;
+    let active = data::active_by_queue(&discovery.workers);
     let mut queues = Vec::new();
     for q in overview_queues(known, &discovery, &paused) {
-        queues.push(data::queue_counts(store, &q, now, paused.contains(&q)).await?);
+        let running = active.get(q.as_str()).copied().unwrap_or(0);
+        queues.push(data::queue_counts(store, &q, now, paused.contains(&q), running).await?);
     }
     let failed = data::dlq_len(store, &known.default_dlq).await?;
     samples.record(now, failed, completed.map(|c| c()));
@@ -257,5 +289,28 @@ mod tests {
         assert_eq!(points.len(), 3, "bounded");
         assert_eq!(points[0].t, at(4), "oldest dropped first");
         assert_eq!(points[2].completed, None, "no counter, no completion rate");
+    }
+
+    #[test]
+    fn heartbeat_counts_make_the_points_when_workers_report_them() {
+        let s = Samples::new(Duration::from_secs(2), Duration::from_secs(60));
+        let worker = |t: i64, completed: u64, failed: u64| {
+            let mut w = rrq_store::WorkerInfo::from(rrq_store::WorkerRecord {
+                worker_id: "w".into(),
+                health: Some(serde_json::json!({})),
+                ttl: None,
+            });
+            (w.last_heartbeat, w.completed_jobs, w.failed_jobs) = (Some(at(t)), Some(completed), Some(failed));
+            Discovery { queues: vec![], workers: vec![w], at: Some(at(t)) }
+        };
+        s.set_discovery(worker(0, 40, 1));
+        s.record(at(0), 7, None);
+        s.set_discovery(worker(10, 90, 3));
+        s.record(at(2), 100, None);
+        assert_eq!(
+            s.points(),
+            vec![Point { t: at(2), completed: Some(5.0), failed: 0.2 }],
+            "the workers' own rates, not the DLQ's growth"
+        );
     }
 }

@@ -336,10 +336,25 @@ mod tests {
             status: "polling".into(),
             timestamp: serde_json::json!("2026-11-28T00:03:30.262169652+00:00"),
             worker_id: "rrq_worker_9836_3b940c".into(),
+            completed_jobs: None,
+            failed_jobs: None,
+            active_by_queue: None,
         };
         assert_eq!(
             health_json(&h).unwrap(),
             r#"{"active_jobs":0,"concurrency_limit":2,"queues":["rrq:queue:default"],"status":"polling","timestamp":"2026-11-28T00:03:30.262169652+00:00","worker_id":"rrq_worker_9836_3b940c"}"#
+        );
+        // RRQ's additions come after, in the same sorted order, and leave
+        // every reference member as it was.
+        let counted = crate::store::WorkerHealth {
+            completed_jobs: Some(7),
+            failed_jobs: Some(1),
+            active_by_queue: Some([("rrq:queue:default".to_owned(), 2)].into()),
+            ..h
+        };
+        assert_eq!(
+            health_json(&counted).unwrap(),
+            r#"{"active_by_queue":{"rrq:queue:default":2},"active_jobs":0,"completed_jobs":7,"concurrency_limit":2,"failed_jobs":1,"queues":["rrq:queue:default"],"status":"polling","timestamp":"2026-11-28T00:03:30.262169652+00:00","worker_id":"rrq_worker_9836_3b940c"}"#
         );
     }
 }

@@ -191,6 +191,19 @@ pub struct WorkerHealth {
     pub timestamp: Value,
     /// The worker id.
     pub worker_id: String,
+    /// Jobs this worker completed since it started (an RRQ addition,
+    /// omitted when `None`; readers tolerate its absence). Cumulative, so a
+    /// reader derives a rate from two records of the same worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_jobs: Option<u64>,
+    /// Jobs this worker moved to a DLQ since it started (an RRQ addition,
+    /// like `completed_jobs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_jobs: Option<u64>,
+    /// Jobs running in this worker per full queue key, queues with none
+    /// left out (an RRQ addition, like `completed_jobs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_by_queue: Option<BTreeMap<String, u64>>,
 }
 
 /// What one orphan-recovery pass did.

@@ -325,6 +325,15 @@ pub struct WorkerInfo {
     /// When it wrote the record (RFC 3339 text, or epoch seconds as some
     /// writers put it).
     pub last_heartbeat: Option<DateTime<Utc>>,
+    /// Jobs it completed since it started (`completed_jobs`, an RRQ
+    /// addition; `None` in records of other writers).
+    pub completed_jobs: Option<u64>,
+    /// Jobs it moved to a DLQ since it started (`failed_jobs`, an RRQ
+    /// addition).
+    pub failed_jobs: Option<u64>,
+    /// Jobs running in it per full queue key (`active_by_queue`, an RRQ
+    /// addition; members that are not counts are skipped).
+    pub active_by_queue: Option<BTreeMap<String, u64>>,
     /// Time left before the record expires; `None` when it has no expiry.
     pub ttl: Option<Duration>,
     /// The record's JSON as stored; `None` when it is not JSON.
@@ -355,6 +364,11 @@ impl From<WorkerRecord> for WorkerInfo {
                 .and_then(Value::as_array)
                 .map(|qs| qs.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
             last_heartbeat: h.and_then(heartbeat_time),
+            completed_jobs: member("completed_jobs").and_then(Value::as_u64),
+            failed_jobs: member("failed_jobs").and_then(Value::as_u64),
+            active_by_queue: member("active_by_queue")
+                .and_then(Value::as_object)
+                .map(|m| m.iter().filter_map(|(q, n)| Some((q.clone(), n.as_u64()?))).collect()),
             worker_id: record.worker_id,
             ttl: record.ttl,
             health: record.health,
@@ -501,6 +515,21 @@ mod tests {
         });
         assert_eq!(epoch.last_heartbeat, Some(at("2030-01-01T00:00:00.5Z")), "epoch seconds read too");
         assert_eq!((epoch.status, epoch.queues), (None, None));
+        assert_eq!((epoch.completed_jobs, epoch.failed_jobs, epoch.active_by_queue), (None, None, None));
+        let counted = WorkerInfo::from(WorkerRecord {
+            worker_id: "w4".into(),
+            health: Some(serde_json::json!({
+                "completed_jobs": 12, "failed_jobs": 3,
+                "active_by_queue": {"rrq:queue:a": 2, "rrq:queue:b": "x"},
+            })),
+            ttl: None,
+        });
+        assert_eq!((counted.completed_jobs, counted.failed_jobs), (Some(12), Some(3)));
+        assert_eq!(
+            counted.active_by_queue,
+            Some(BTreeMap::from([("rrq:queue:a".to_owned(), 2)])),
+            "members that are not counts are skipped"
+        );
         let broken = WorkerInfo::from(WorkerRecord { worker_id: "w3".into(), health: None, ttl: None });
         assert_eq!((broken.last_heartbeat, broken.health), (None, None));
     }

@@ -248,7 +248,8 @@ fn check(endpoint: &str, body: &Value, sizes: Sizes, tag: &str) -> Result<()> {
         "cron" => {
             let entries = body["entries"].as_array().context("no `entries`")?;
             ensure!(entries.len() == 3, "{} cron entries, not 3", entries.len());
-            ensure!(entries.iter().all(|e| e["error"].is_null() && !e["next_run"].is_null()), "a cron entry failed");
+            ensure!(body["invalid"].as_array().is_some_and(Vec::is_empty), "a cron entry failed: {}", body["invalid"]);
+            ensure!(entries.iter().all(|e| e["next_runs"].as_array().is_some_and(|r| !r.is_empty())), "no next runs");
         }
         other => bail!("no check for {other}"),
     }
@@ -307,6 +308,9 @@ async fn seed(ctx: &Ctx, sizes: Sizes, tag: &str) -> Result<Value> {
             status: "running".to_owned(),
             timestamp: json!(format_timestamp(now)),
             worker_id: format!("{tag}-worker-{w}"),
+            completed_jobs: None,
+            failed_jobs: None,
+            active_by_queue: None,
         };
         ctx.store.heartbeat(&health, Duration::from_secs(3600)).await?;
     }

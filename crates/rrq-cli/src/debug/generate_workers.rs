@@ -61,6 +61,9 @@ pub(super) async fn run(args: GenerateWorkersArgs) -> Result<Exit, CliError> {
                 status: rng.pick(&["running", "polling", "idle (no jobs)"]).to_string(),
                 timestamp: json!(epoch),
                 worker_id: format!("test_worker_{i}"),
+                completed_jobs: None,
+                failed_jobs: None,
+                active_by_queue: None,
             };
             store.heartbeat(&health, HEALTH_TTL).await?;
         }

@@ -21,6 +21,9 @@ async fn health_lists_live_workers_and_fails_without_any() {
         status: "idle (no jobs)".into(),
         timestamp: json!(rrq_store::format_timestamp(chrono::Utc::now())),
         worker_id: "worker-7".into(),
+        completed_jobs: None,
+        failed_jobs: None,
+        active_by_queue: None,
     };
     env.store.heartbeat(&health, Duration::from_secs(60)).await.unwrap();
 

@@ -17,6 +17,9 @@ fn health(id: &str, active: u64, queues: &[&str], status: &str, age_secs: i64) -
         status: status.to_owned(),
         timestamp: json!(format_timestamp(Utc::now() - TimeDelta::seconds(age_secs))),
         worker_id: id.to_owned(),
+        completed_jobs: None,
+        failed_jobs: None,
+        active_by_queue: None,
     }
 }
 

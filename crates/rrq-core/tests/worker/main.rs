@@ -515,3 +515,78 @@ async fn every_outcome_uses_the_stores_job_defaults() {
     assert_eq!(graveyard, ["bogus", "doomed"], "both end in the store's DLQ");
     assert!(h.dlq().await.is_empty(), "nothing in the reference's default DLQ");
 }
+
+/// The health record carries the worker's cumulative completed and failed
+/// counts and its jobs in flight per queue, so a reader (the dashboard)
+/// derives rates and per-queue active counts with no store call per job.
+#[tokio::test(start_paused = true)]
+async fn the_heartbeat_carries_cumulative_counts_and_jobs_in_flight_per_queue() {
+    let h = Harness::new(
+        ScriptedRunner::new(4)
+            .on("success", Behavior::Reply(success))
+            .on("fail", Behavior::Reply(fail))
+            .on("hang", Behavior::Hang),
+    );
+    h.enqueue("ok1", "success", json!({"value": "a"}), |_| {}).await;
+    h.enqueue("ok2", "success", json!({"value": "b"}), |_| {}).await;
+    h.enqueue("bad", "fail", json!({}), |j| j.max_retries = 1).await;
+    h.enqueue("held", "hang", json!({}), |j| j.queue = QueueName::new("slow")).await;
+    let mut config = h.config(&["default", "slow"]);
+    config.heartbeat_interval = Duration::from_secs(1);
+    let _w = h.start(config);
+    h.wait_for("ok1", JobStatus::Completed).await;
+    h.wait_for("ok2", JobStatus::Completed).await;
+    h.wait_for("bad", JobStatus::Failed).await;
+    h.wait_for("held", JobStatus::Active).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let worker = loop {
+        let infos = h.store.worker_infos().await.unwrap();
+        if let Some(w) = infos.into_iter().find(|w| w.completed_jobs == Some(2)) {
+            break w;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no heartbeat counted the completions");
+        tokio::time::sleep(Duration::from_millis(100)).await; // sleep-ok: paused (virtual) time
+    };
+    assert_eq!(worker.failed_jobs, Some(1));
+    assert_eq!(worker.active_jobs, Some(1));
+    assert_eq!(
+        worker.active_by_queue,
+        Some(std::collections::BTreeMap::from([("rrq:queue:slow".to_owned(), 1)])),
+        "the running job is counted under its queue, idle queues left out"
+    );
+}
+
+/// A job of a dead worker whose lost attempt used its budget is moved to the
+/// DLQ by this worker's recovery: the heartbeat counts it as failed too.
+#[tokio::test(start_paused = true)]
+async fn the_heartbeat_counts_jobs_its_recovery_dead_letters_as_failed() {
+    let h = Harness::new(ScriptedRunner::new(2).on("success", Behavior::Reply(success)));
+    h.enqueue("orphan", "success", json!({}), |j| j.max_retries = 1).await;
+    let claimed = h
+        .store
+        .claim(ClaimRequest {
+            queue: QueueName::new("default"),
+            worker_id: "rrq_worker_dead_0000".into(),
+            max: 1,
+            now: h.clock.now(),
+            lease_ttl: Duration::from_secs(15),
+            max_payload_bytes: usize::MAX,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.jobs.len(), 1);
+    let mut config = h.config(&[]);
+    config.heartbeat_interval = Duration::from_secs(1);
+    let _w = h.start(config);
+    h.wait_for("orphan", JobStatus::Failed).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let infos = h.store.worker_infos().await.unwrap();
+        if infos.iter().any(|w| w.failed_jobs == Some(1)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the recovered failure is never counted: {infos:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await; // sleep-ok: paused (virtual) time
+    }
+    assert_eq!(h.dlq().await, ["orphan"]);
+}

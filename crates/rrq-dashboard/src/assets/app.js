@@ -137,8 +137,8 @@ function chart(series) {
   const hasCompleted = pts.some(p => p.completed !== null && p.completed !== undefined);
   return h("div.chart",
     h("div.legend",
-      h("span.c", {text: hasCompleted ? "● completed/s" : "● completed/s (not counted by this process)"}),
-      h("span.f", {text: "● failed/s (new DLQ entries)"}),
+      h("span.c", {text: hasCompleted ? "● completed/s" : "● completed/s (no worker reports counts yet)"}),
+      h("span.f", {text: "● failed/s (moved to a DLQ)"}),
       h("span.muted", {text: `sampled every ${series.interval_seconds}s, up to the last hour`})),
     svg);
 }
@@ -150,7 +150,7 @@ async function overview() {
   const card = (n, l, id) => h("div.card", {id}, h("div.n", {text: n}), h("div.l", {text: l}));
   const rows = o.queues.map(q => h("tr", {"data-queue-row": q.name},
     h("td", queueLink(q.queue), q.paused ? [" ", h("span.badge.paused", {text: "paused"})] : null),
-    h("td.num", {text: q.ready}), h("td.num", {text: q.scheduled}),
+    h("td.num", {text: q.ready}), h("td.num", {text: q.scheduled}), h("td.num", {text: q.active}),
     h("td", q.paused ? action("Resume", "", () => pause(q.name, false, overview))
                      : action("Pause", "", () => pause(q.name, true, overview)))));
   render(h("div",
@@ -163,8 +163,9 @@ async function overview() {
     chart(o.series),
     h("h2", {text: "Queues"}),
     h("table", {id: "queues"},
-      h("thead", h("tr", h("th", {text: "Queue"}), h("th.num", {text: "Ready"}), h("th.num", {text: "Scheduled"}), h("th"))),
-      h("tbody", rows.length ? rows : h("tr", h("td", {colspan: 4, class: "muted", text: "No queues yet"})))),
+      h("thead", h("tr", h("th", {text: "Queue"}), h("th.num", {text: "Ready"}), h("th.num", {text: "Scheduled"}),
+        h("th.num", {text: "Active"}), h("th"))),
+      h("tbody", rows.length ? rows : h("tr", h("td", {colspan: 5, class: "muted", text: "No queues yet"})))),
     h("p.muted", {text: `Counts read ${ago(o.sampled_at)}; queues and workers discovered ${ago(o.discovered_at)}.`})));
   refreshIn(3000, overview);
 }
@@ -302,13 +303,15 @@ async function workersPage() {
   render(h("div",
     h("h1", {text: "Workers"}),
     h("table", {id: "workers"},
-      h("thead", h("tr", ...["Worker", "Status", "Active", "Concurrency", "Queues", "Heartbeat", "Expires in"].map(t => h("th", {text: t})))),
+      h("thead", h("tr", ...["Worker", "Status", "Active", "Concurrency", "Queues", "Completed", "Failed", "Heartbeat", "Expires in"].map(t => h("th", {text: t})))),
       h("tbody", w.workers.length ? w.workers.map(x => h("tr",
-        h("td", h("code", {text: x.worker_id})), h("td", {text: x.status || ""}),
+        h("td", h("code", {text: x.worker_id})), h("td", {text: x.readable ? (x.status || "") : "health data unreadable"}),
         h("td.num", {text: x.active_jobs ?? ""}), h("td.num", {text: x.concurrency_limit ?? ""}),
-        h("td", x.queues.map(q => [queueLink(q), " "])), h("td", {text: typeof x.timestamp === "string" ? ago(x.timestamp) : String(x.timestamp ?? "")}),
-        h("td", {text: x.ttl_seconds === null ? "no expiry" : Math.round(x.ttl_seconds) + "s"})))
-        : h("tr", h("td", {colspan: 7, class: "muted", text: "No live worker"})))),
+        h("td", x.queues.map(q => [queueLink(q), x.active_by_queue && x.active_by_queue[q] ? ` (${x.active_by_queue[q]}) ` : " "])),
+        h("td.num", {text: x.completed_jobs ?? ""}), h("td.num", {text: x.failed_jobs ?? ""}),
+        h("td", {text: x.last_heartbeat ? ago(x.last_heartbeat) : ""}),
+        h("td", {text: x.ttl_seconds === null ? "no expiry" : x.ttl_seconds + "s"})))
+        : h("tr", h("td", {colspan: 9, class: "muted", text: "No live worker"})))),
     h("p.muted", {text: "Discovered " + ago(w.discovered_at)})));
   refreshIn(5000, workersPage);
 }
@@ -319,12 +322,13 @@ async function cronPage() {
     h("h1", {text: "Cron"}),
     h("table", {id: "cron"},
       h("thead", h("tr", ...["Entry", "Function", "Schedule", "Queue", "Last run", "Next run"].map(t => h("th", {text: t})))),
-      h("tbody", c.entries.length ? c.entries.map(e => e.error
-        ? h("tr", h("td", {text: e.key}), h("td.error", {colspan: 5, text: e.error}))
-        : h("tr", h("td", {text: e.name, title: e.key}), h("td", {text: e.function}),
+      h("tbody", c.entries.length || c.invalid.length ? [
+        ...c.invalid.map(e => h("tr", h("td", {text: e.key}), h("td.error", {colspan: 5, text: e.error}))),
+        ...c.entries.map(e => h("tr", h("td", {text: e.name, title: e.key}), h("td", {text: e.function}),
           h("td", h("code", {text: e.schedule}), " ", h("span.muted", {text: e.timezone})),
           h("td", queueLink(e.queue)), h("td", {text: e.last_tick ? `${fmtTime(e.last_tick)} (${ago(e.last_tick)})` : "never"}),
-          h("td", {text: e.next_run ? `${fmtTime(e.next_run)} (${ago(e.next_run)})` : "none"})))
+          h("td", {title: e.next_runs.map(fmtTime).join("\n"),
+            text: e.next_runs.length ? `${fmtTime(e.next_runs[0])} (${ago(e.next_runs[0])})` : "none"})))]
         : h("tr", h("td", {colspan: 6, class: "muted", text: "No cron entries in the configuration"}))))));
 }
 

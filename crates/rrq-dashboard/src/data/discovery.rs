@@ -1,20 +1,21 @@
 //! The sampler's reads: queues and workers found by the (scanning)
 //! discovery, and the counts the overview shows.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use rrq_protocol::{DlqName, QueueName};
-use rrq_store::{Store, StoreError, WorkerRecord};
+use rrq_store::{Store, StoreError, WorkerInfo};
 use serde::Serialize;
-use serde_json::Value;
 
 /// Queue names found by a keyspace scan, and worker records: the slow,
 /// scanning reads, refreshed in the background only.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct Discovery {
     /// Queues that held jobs at the last scan.
     pub queues: Vec<QueueName>,
-    /// Workers with a live health record at the last scan.
-    pub workers: Vec<WorkerView>,
+    /// Workers with a live health record at the last scan, sorted by id.
+    pub workers: Vec<WorkerInfo>,
     /// When the scan finished.
     pub at: Option<DateTime<Utc>>,
 }
@@ -22,44 +23,20 @@ pub struct Discovery {
 /// Runs the scanning reads (`queues`, `workers`).
 pub async fn discover(store: &dyn Store, now: DateTime<Utc>) -> Result<Discovery, StoreError> {
     let queues = store.queues().await?.into_iter().map(|q| q.queue).collect();
-    let workers = store.workers().await?.iter().map(worker_view).collect();
+    let mut workers = store.worker_infos().await?;
+    workers.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
     Ok(Discovery { queues, workers, at: Some(now) })
 }
 
-/// A worker as the dashboard shows it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct WorkerView {
-    /// The worker id.
-    pub worker_id: String,
-    /// Poll-loop state, when the record has one.
-    pub status: Option<String>,
-    /// Jobs running in it.
-    pub active_jobs: Option<u64>,
-    /// Jobs it may run at once.
-    pub concurrency_limit: Option<u64>,
-    /// Queues it polls (full keys).
-    pub queues: Vec<String>,
-    /// When the record was written, as stored.
-    pub timestamp: Option<Value>,
-    /// Seconds before the record expires.
-    pub ttl_seconds: Option<f64>,
-}
-
-fn worker_view(r: &WorkerRecord) -> WorkerView {
-    let h = r.health.as_ref();
-    let get = |name: &str| h.and_then(|h| h.get(name));
-    WorkerView {
-        worker_id: r.worker_id.clone(),
-        status: get("status").and_then(Value::as_str).map(str::to_owned),
-        active_jobs: get("active_jobs").and_then(Value::as_u64),
-        concurrency_limit: get("concurrency_limit").and_then(Value::as_u64),
-        queues: get("queues")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-            .unwrap_or_default(),
-        timestamp: get("timestamp").cloned(),
-        ttl_seconds: r.ttl.map(|t| t.as_secs_f64()),
+/// Jobs running per full queue key, summed over the workers' health
+/// records (the in-flight counts their heartbeats carry; a worker whose
+/// record lacks them adds nothing).
+pub fn active_by_queue(workers: &[WorkerInfo]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (queue, n) in workers.iter().filter_map(|w| w.active_by_queue.as_ref()).flatten() {
+        *out.entry(queue.clone()).or_insert(0u64) += n;
     }
+    out
 }
 
 /// Counts of one queue.
@@ -73,18 +50,23 @@ pub struct QueueCounts {
     pub ready: u64,
     /// Jobs waiting for a later time (deferred or retrying).
     pub scheduled: u64,
+    /// Jobs of this queue running in workers, from the in-flight counts
+    /// of their last heartbeats (as of the last discovery).
+    pub active: u64,
     /// Whether workers skip it.
     pub paused: bool,
 }
 
 /// Ready and scheduled counts of a queue: the length, then a binary search
 /// over the sorted set's scores for the first entry after `now` (about
-/// log2(len) reads of one entry each; never a scan).
+/// log2(len) reads of one entry each; never a scan). `active` comes from
+/// the last discovery ([`active_by_queue`]), not from the store.
 pub async fn queue_counts(
     store: &dyn Store,
     queue: &QueueName,
     now: DateTime<Utc>,
     paused: bool,
+    active: u64,
 ) -> Result<QueueCounts, StoreError> {
     let len = store.queue_len(queue).await?;
     let (mut lo, mut hi) = (0u64, len);
@@ -104,6 +86,7 @@ pub async fn queue_counts(
         name: queue.bare().to_owned(),
         ready,
         scheduled: len - ready,
+        active,
         paused,
     })
 }

@@ -26,9 +26,12 @@ mod dlq;
 mod reads;
 
 pub use actions::{cancel_job, dlq_purge, dlq_requeue, queues_of, replay_job, retry_job, set_paused};
-pub use discovery::{Discovery, QueueCounts, WorkerView, discover, dlq_len, paused, queue_counts};
+pub use discovery::{Discovery, QueueCounts, active_by_queue, discover, dlq_len, paused, queue_counts};
 pub use dlq::{DLQ_SCAN_LIMIT, DlqFilter, DlqPage, dlq_matching, dlq_page};
-pub use reads::{CronView, JobActions, JobDetail, QueuePage, TimelineEvent, cron, job_detail, queue_page};
+pub use reads::{
+    CRON_NEXT_RUNS, CronPage, InvalidCron, JobActions, JobDetail, QueuePage, TimelineEvent, cron, job_detail,
+    queue_page,
+};
 
 /// Why a dashboard read or action failed.
 #[derive(Debug, thiserror::Error)]

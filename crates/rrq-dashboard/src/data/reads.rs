@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use rrq_core::inspect::CronRow;
 use rrq_protocol::{JobId, QueueName};
 use rrq_store::{Job, JobStatus, Store, StoreError};
 use serde::Serialize;
@@ -25,16 +26,18 @@ pub struct QueuePage {
 }
 
 /// One page of a queue: `offset..offset+limit` of the sorted set, then the
-/// hashes of those jobs in one batched read.
+/// hashes of those jobs in one batched read. `active` is the queue's
+/// running jobs as the last discovery counted them.
 pub async fn queue_page(
     store: &dyn Store,
     queue: &QueueName,
     offset: usize,
     limit: usize,
     now: DateTime<Utc>,
+    active: u64,
 ) -> Result<QueuePage, StoreError> {
     let paused = store.paused().await?.contains(queue);
-    let counts = queue_counts(store, queue, now, paused).await?;
+    let counts = queue_counts(store, queue, now, paused, active).await?;
     let entries = store.queue_entries(queue, offset, limit).await?;
     let ids: Vec<JobId> = entries.iter().map(|(id, _)| id.clone()).collect();
     let hashes = store.job_fields_batch(&ids).await?;
@@ -206,68 +209,36 @@ pub async fn job_detail(store: &dyn Store, known: &Known, id: &JobId) -> Result<
     Ok(d)
 }
 
-/// A cron entry as the dashboard shows it.
+/// How many next runs a cron row lists (the CLI's default).
+pub const CRON_NEXT_RUNS: usize = 3;
+
+/// The cron entries: the valid ones as the rows `rrq cron list --json`
+/// prints (the same struct), and the invalid ones with their reason.
 #[derive(Clone, Debug, Serialize)]
-pub struct CronView {
-    /// The configuration key (`rrq.cron_jobs[0]`).
-    pub key: String,
-    /// The entry's `name`, or `{function} ({schedule})` when it has none
-    /// (the configuration key for an invalid entry).
-    pub name: String,
-    /// The entry id ticks are recorded under.
-    pub id: String,
-    /// The function.
-    pub function: String,
-    /// The schedule as written.
-    pub schedule: String,
-    /// The time zone.
-    pub timezone: String,
-    /// The queue (the default queue when unset).
-    pub queue: String,
-    /// Whether it holds the unique lock.
-    pub unique: bool,
-    /// The last tick any worker handled.
-    pub last_tick: Option<DateTime<Utc>>,
-    /// The next tick after now.
-    pub next_run: Option<DateTime<Utc>>,
-    /// Why the entry is invalid (then nothing else is filled in).
-    pub error: Option<String>,
+pub struct CronPage {
+    /// The valid entries, in configuration order.
+    pub entries: Vec<CronRow>,
+    /// The entries that failed validation (a worker refuses to start with
+    /// them, and `rrq cron list` names the first).
+    pub invalid: Vec<InvalidCron>,
 }
 
-/// The configured cron entries with their last and next ticks.
-pub async fn cron(store: &dyn Store, known: &Known, now: DateTime<Utc>) -> Result<Vec<CronView>, StoreError> {
-    let mut out = Vec::new();
-    for job in &known.cron {
-        out.push(CronView {
-            key: job.key().to_owned(),
-            name: job.name().to_owned(),
-            id: job.id().to_owned(),
-            function: job.function_name().to_owned(),
-            schedule: job.schedule().to_owned(),
-            timezone: job.timezone().to_string(),
-            queue: job.queue().unwrap_or(&known.default_queue).as_str().to_owned(),
-            unique: job.is_unique(),
-            last_tick: store.cron_tick(job.id()).await?,
-            next_run: job.next_after(now),
-            error: None,
-        });
-    }
-    for (key, error) in &known.cron_errors {
-        out.push(CronView {
-            key: key.clone(),
-            name: key.clone(),
-            id: String::new(),
-            function: String::new(),
-            schedule: String::new(),
-            timezone: String::new(),
-            queue: String::new(),
-            unique: false,
-            last_tick: None,
-            next_run: None,
-            error: Some(error.clone()),
-        });
-    }
-    Ok(out)
+/// A cron entry that failed validation.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct InvalidCron {
+    /// The configuration key (`rrq.cron_jobs[0]`).
+    pub key: String,
+    /// Why it is refused.
+    pub error: String,
+}
+
+/// The configured cron entries with their last and next ticks (one read
+/// per entry).
+pub async fn cron(store: &dyn Store, known: &Known, now: DateTime<Utc>) -> Result<CronPage, StoreError> {
+    let entries = rrq_core::inspect::cron_rows(store, &known.cron, &known.default_queue, now, CRON_NEXT_RUNS).await?;
+    let invalid =
+        known.cron_errors.iter().map(|(key, error)| InvalidCron { key: key.clone(), error: error.clone() }).collect();
+    Ok(CronPage { entries, invalid })
 }
 
 #[cfg(test)]

@@ -312,7 +312,8 @@ async fn no_answer_carries_the_redis_password_or_dsn() {
     let cron = get(&d, "/api/cron").await.json();
     assert_eq!(cron["entries"][0]["function"], "nightly", "the store behind the password answered: {cron}");
     assert_eq!(cron["entries"][0]["name"], "nightly (0 3 * * *)", "an unnamed entry shows its derived name");
-    assert!(cron["entries"][0]["next_run"].is_string());
+    assert_eq!(cron["entries"][0]["next_runs"].as_array().map(Vec::len), Some(3), "{cron}");
+    assert_eq!(cron["invalid"], json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,6 +329,9 @@ async fn requests_answer_from_the_background_sample_not_from_a_scan() {
         status: "running".to_owned(),
         timestamp: json!(chrono::Utc::now().to_rfc3339()),
         worker_id: "w-dash-1".to_owned(),
+        completed_jobs: None,
+        failed_jobs: None,
+        active_by_queue: None,
     };
     env.store.heartbeat(&health, Duration::from_secs(60)).await.unwrap();
     // Neither the new queue nor the new worker is seen before the next
@@ -344,7 +348,61 @@ async fn requests_answer_from_the_background_sample_not_from_a_scan() {
     assert_eq!((w["worker_id"].as_str(), w["status"].as_str()), (Some("w-dash-1"), Some("running")));
     assert_eq!((w["active_jobs"].as_u64(), w["concurrency_limit"].as_u64()), (Some(2), Some(8)));
     assert_eq!(w["queues"], json!(["rrq:queue:fresh"]));
-    assert!(w["ttl_seconds"].as_f64().unwrap() > 50.0);
+    assert!(w["ttl_seconds"].as_u64().unwrap() > 50);
+}
+
+/// A health record written by a worker at `at` with these cumulative counts.
+fn counted_health(id: &str, at: chrono::DateTime<chrono::Utc>, completed: u64, failed: u64) -> rrq_store::WorkerHealth {
+    rrq_store::WorkerHealth {
+        active_jobs: 3,
+        concurrency_limit: 8,
+        queues: vec!["rrq:queue:busy".to_owned(), "rrq:queue:calm".to_owned()],
+        status: "running".to_owned(),
+        timestamp: json!(rrq_store::format_timestamp(at)),
+        worker_id: id.to_owned(),
+        completed_jobs: Some(completed),
+        failed_jobs: Some(failed),
+        active_by_queue: Some([("rrq:queue:busy".to_owned(), 2), ("rrq:queue:calm".to_owned(), 1)].into()),
+    }
+}
+
+/// A dashboard running apart from any worker charts completions and
+/// failures from two heartbeats of each worker, and shows the jobs running
+/// per queue from the same records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_dashboard_charts_rates_and_per_queue_activity_from_heartbeats() {
+    let env = Env::new("").await;
+    env.enqueue("work", "busy").await;
+    let t0 = chrono::Utc::now() - chrono::Duration::seconds(20);
+    env.store.heartbeat(&counted_health("w-1", t0, 100, 4), Duration::from_secs(60)).await.unwrap();
+    let d = env.dashboard(|_| {});
+    d.refresh().await.unwrap();
+    // The next heartbeat, ten seconds later: 50 more completed, 2 more failed.
+    let t1 = t0 + chrono::Duration::seconds(10);
+    env.store.heartbeat(&counted_health("w-1", t1, 150, 6), Duration::from_secs(60)).await.unwrap();
+    // A worker seen for the first time, with large counts: no spike.
+    env.store.heartbeat(&counted_health("w-2", t1, 1_000_000, 900), Duration::from_secs(60)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let o = loop {
+        d.refresh().await.unwrap();
+        let o = get(&d, "/api/overview").await.json();
+        if !o["series"]["points"].as_array().unwrap().is_empty() {
+            break o;
+        }
+        // Two samples within the same millisecond make no point yet.
+        assert!(std::time::Instant::now() < deadline, "no point was ever made: {o}");
+    };
+    let point = &o["series"]["points"][0];
+    assert_eq!((point["completed"].as_f64(), point["failed"].as_f64()), (Some(5.0), Some(0.2)), "{o}");
+    let (busy, calm) = (queue(&o, "busy"), queue(&o, "calm"));
+    assert_eq!((busy["active"].as_u64(), calm["active"].as_u64()), (Some(4), Some(2)), "summed over workers: {o}");
+    assert_eq!(busy["ready"], 1);
+    assert_eq!(o["active"], 6);
+    let page = get(&d, "/api/queue?name=busy").await.json();
+    assert_eq!(page["counts"]["active"], 4, "{page}");
+    let w = get(&d, "/api/workers").await.json();
+    assert_eq!(w["workers"][0]["active_by_queue"], json!({"rrq:queue:busy": 2, "rrq:queue:calm": 1}));
+    assert_eq!(w["workers"][0]["completed_jobs"], 150);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

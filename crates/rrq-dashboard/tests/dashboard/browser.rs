@@ -214,7 +214,9 @@ async fn the_overview_shows_the_queues_workers_and_the_chart() {
     for _ in 0..3 {
         env.failed("report", "reports", "ValueError: missing column 'total'").await;
     }
-    let (url, stop) = serve(&env, Some(&worker), |_| {}).await;
+    // No completion counter from this process: the chart reads the worker's
+    // heartbeats, as a standalone `rrq dashboard` does.
+    let (url, stop) = serve(&env, None, |_| {}).await;
     let browser = Browser::start().await;
     browser.client.goto(&url).await.unwrap();
     // Work flows in rounds while the page watches: completions and failures
@@ -247,8 +249,11 @@ async fn the_overview_shows_the_queues_workers_and_the_chart() {
     browser.text_until("#c-workers .n", |t| t == "1").await;
     browser.text_until("#c-failed .n", |t| t == "7").await;
     browser.text_until("#c-scheduled .n", |t| t == "4").await;
-    let chart = browser.client.find(Locator::Css("#throughput polyline[data-series=completed]")).await;
-    assert!(chart.is_ok(), "the completed series is drawn");
+    let deadline = Instant::now() + PATIENCE;
+    while browser.client.find(Locator::Css("#throughput polyline[data-series=completed]")).await.is_err() {
+        assert!(Instant::now() < deadline, "the completed series is never drawn");
+        tokio::time::sleep(Duration::from_millis(100)).await; // sleep-ok: polling the page with a deadline for its next refresh.
+    }
     let shot = browser.screenshot("overview").await;
     assert!(std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false), "a real screenshot: {shot:?}");
     // Search by id from the overview opens the job page.
@@ -328,6 +333,10 @@ async fn cancelling_a_running_job_from_the_page_stops_it() {
     wait_status(&env, &id, JobStatus::Active).await;
     let (url, stop) = serve(&env, Some(&worker), |_| {}).await;
     let browser = Browser::start().await;
+    // The overview counts the running job under its queue (from the
+    // worker's heartbeat).
+    browser.client.goto(&url).await.unwrap();
+    browser.text_until("tr[data-queue-row=default] td:nth-child(4)", |t| t == "1").await;
     browser.client.goto(&format!("{url}/#/job/{id}")).await.unwrap();
     browser.text_until("#job-status", |t| t == "ACTIVE").await;
     browser.click("button[data-action=cancel]").await;

@@ -506,6 +506,9 @@ async fn every_script_survives_absurd_job_fields() {
         status: "\u{0}".into(),
         timestamp: json!(f64::MAX),
         worker_id: h.worker("w"),
+        completed_jobs: None,
+        failed_jobs: None,
+        active_by_queue: None,
     };
     h.store.heartbeat(&health, Duration::MAX).await.unwrap();
     h.store.workers().await.unwrap();

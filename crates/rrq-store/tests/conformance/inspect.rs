@@ -84,6 +84,9 @@ async fn workers_are_listed_with_their_record_and_ttl(h: Harness) {
             status: "polling".into(),
             timestamp: json!(1_795_824_000),
             worker_id: name.clone(),
+            completed_jobs: None,
+            failed_jobs: None,
+            active_by_queue: None,
         };
         h.store.heartbeat(&health, Duration::from_secs(70)).await.unwrap();
     }

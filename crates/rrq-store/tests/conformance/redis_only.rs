@@ -393,6 +393,9 @@ async fn a_heartbeat_writes_sorted_compact_json_with_a_ttl() {
         queues: vec!["rrq:queue:default".into()],
         concurrency_limit: 2,
         active_jobs: 0,
+        completed_jobs: None,
+        failed_jobs: None,
+        active_by_queue: None,
     };
     h.store.heartbeat(&health, Duration::from_secs(70)).await.unwrap();
     let key = keys::health(&worker);

@@ -1,14 +1,14 @@
-//! The configured cron entries: their schedule read by the scheduler's own
-//! code, their next runs, and the last tick the workers recorded.
+//! The cron entries: their schedule read by the scheduler's own code, their
+//! next runs, and the last tick the workers recorded.
 
 use chrono::{DateTime, Utc};
-use rrq_config::Settings;
-use rrq_core::{CronEntry, CronError, CronJob};
 use rrq_protocol::QueueName;
 use rrq_store::{Store, StoreError};
 use serde::Serialize;
 
-/// One cron entry of `rrq.toml`.
+use crate::cron::CronJob;
+
+/// One cron entry of the configuration.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CronRow {
     /// The entry's `name`, or `{function} ({schedule})` when it has none.
@@ -46,29 +46,6 @@ pub struct CronRow {
     pub last_job_id: Option<String>,
 }
 
-/// The cron entries of the settings, validated exactly as the worker
-/// validates them at start-up (each must still fire after `now`).
-pub fn entries(settings: &Settings, now: DateTime<Utc>) -> Result<Vec<CronJob>, CronError> {
-    settings
-        .cron
-        .iter()
-        .map(|entry| {
-            let entry = CronEntry {
-                key: entry.key.clone(),
-                name: entry.name.clone(),
-                function_name: entry.function_name.clone(),
-                schedule: entry.schedule.clone(),
-                params: entry.params.clone(),
-                queue: entry.queue.clone(),
-                unique: entry.unique,
-                timezone: entry.timezone.clone(),
-                catch_up: entry.catch_up,
-            };
-            CronJob::new(entry, now)
-        })
-        .collect()
-}
-
 /// The first `count` ticks of `job` strictly after `now`.
 pub fn next_runs(job: &CronJob, now: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
     let mut out = Vec::with_capacity(count);
@@ -86,8 +63,8 @@ pub fn next_runs(job: &CronJob, now: DateTime<Utc>, count: usize) -> Vec<DateTim
 }
 
 /// The row of one entry: its next `count` runs after `now` and the last
-/// tick `store` recorded for it.
-pub async fn row(
+/// tick `store` recorded for it (one read).
+pub async fn cron_row(
     store: &dyn Store,
     job: &CronJob,
     default_queue: &QueueName,
@@ -95,9 +72,19 @@ pub async fn row(
     count: usize,
 ) -> Result<CronRow, StoreError> {
     let last_tick = store.cron_tick(job.id()).await?;
+    Ok(row_at(job, default_queue, now, count, last_tick))
+}
+
+fn row_at(
+    job: &CronJob,
+    default_queue: &QueueName,
+    now: DateTime<Utc>,
+    count: usize,
+    last_tick: Option<DateTime<Utc>>,
+) -> CronRow {
     let next = next_runs(job, now, count);
     let tz = job.timezone();
-    Ok(CronRow {
+    CronRow {
         name: job.name().to_owned(),
         named: job.has_given_name(),
         key: job.key().to_owned(),
@@ -112,11 +99,11 @@ pub async fn row(
         next_runs: next,
         last_tick,
         last_job_id: last_tick.map(|t| job.job_id(t).into_string()),
-    })
+    }
 }
 
-/// Every entry of `jobs` (from [`entries`]), in configuration order.
-pub async fn cron(
+/// The rows of `jobs`, in their order (one read per entry).
+pub async fn cron_rows(
     store: &dyn Store,
     jobs: &[CronJob],
     default_queue: &QueueName,
@@ -125,7 +112,7 @@ pub async fn cron(
 ) -> Result<Vec<CronRow>, StoreError> {
     let mut rows = Vec::with_capacity(jobs.len());
     for job in jobs {
-        rows.push(row(store, job, default_queue, now, count).await?);
+        rows.push(cron_row(store, job, default_queue, now, count).await?);
     }
     Ok(rows)
 }
@@ -133,35 +120,43 @@ pub async fn cron(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cron::CronEntry;
 
     fn at(s: &str) -> DateTime<Utc> {
         rrq_store::parse_timestamp(s).unwrap()
     }
 
-    #[test]
-    fn next_runs_follow_the_schedule_and_stop_when_it_ends() {
-        let (settings, _) = rrq_config::parse(
-            "[[rrq.cron_jobs]]\nfunction_name = \"f\"\nschedule = \"0 0 12 * * * 2099\"\ntimezone = \"Asia/Tokyo\"\n\
-             [[rrq.cron_jobs]]\nname = \"once\"\nfunction_name = \"g\"\nschedule = \"0 0 0 31 12 * 2099\"\n",
-        )
-        .unwrap();
-        let jobs = entries(&settings, Utc::now()).unwrap();
-        assert_eq!(
-            next_runs(&jobs[0], at("2099-06-01T00:00:00Z"), 2),
-            [at("2099-06-01T03:00:00Z"), at("2099-06-02T03:00:00Z")],
-            "noon in Tokyo"
-        );
-        assert_eq!(next_runs(&jobs[1], at("2099-06-01T00:00:00Z"), 3), [at("2099-12-31T00:00:00Z")]);
-        assert!(next_runs(&jobs[1], at("2099-06-01T00:00:00Z"), 0).is_empty());
-        assert_eq!((jobs[1].name(), jobs[0].name()), ("once", "f (0 0 12 * * * 2099)"));
+    fn job(entry: CronEntry) -> CronJob {
+        CronJob::new(entry, at("2099-01-01T00:00:00Z")).unwrap()
     }
 
     #[test]
-    fn an_invalid_entry_is_refused_with_its_key() {
-        let (settings, _) = rrq_config::parse(
-            "[[rrq.cron_jobs]]\nfunction_name = \"f\"\nschedule = \"0 0 * * *\"\ntimezone = \"Nowhere\"",
-        )
-        .unwrap();
-        assert_eq!(entries(&settings, Utc::now()).unwrap_err().key, "rrq.cron_jobs[0].timezone");
+    fn next_runs_follow_the_schedule_and_stop_when_it_ends() {
+        let mut tokyo = CronEntry::new("rrq.cron_jobs[0]", "f", "0 0 12 * * * 2099");
+        tokyo.timezone = Some("Asia/Tokyo".into());
+        let tokyo = job(tokyo);
+        let mut once = CronEntry::new("rrq.cron_jobs[1]", "g", "0 0 0 31 12 * 2099");
+        once.name = Some("once".into());
+        let once = job(once);
+        let june = at("2099-06-01T00:00:00Z");
+        assert_eq!(
+            next_runs(&tokyo, june, 2),
+            [at("2099-06-01T03:00:00Z"), at("2099-06-02T03:00:00Z")],
+            "noon in Tokyo"
+        );
+        assert_eq!(next_runs(&once, june, 3), [at("2099-12-31T00:00:00Z")]);
+        assert!(next_runs(&once, june, 0).is_empty());
+
+        let row = row_at(&tokyo, &QueueName::new("default"), june, 1, Some(at("2099-05-31T03:00:00Z")));
+        assert_eq!(
+            (row.name.as_str(), row.named, row.timezone.as_str()),
+            ("f (0 0 12 * * * 2099)", false, "Asia/Tokyo")
+        );
+        assert_eq!(row.queue, "rrq:queue:default", "the default queue when the entry names none");
+        assert_eq!(row.next_runs_local, ["2099-06-01T12:00:00+09:00"]);
+        assert_eq!(row.last_job_id.as_deref(), Some(tokyo.job_id(at("2099-05-31T03:00:00Z")).as_str()));
+        let v = serde_json::to_value(&row).unwrap();
+        assert_eq!(v["next_runs"], serde_json::json!(["2099-06-01T03:00:00+00:00"]));
+        assert_eq!(v["last_tick"], "2099-05-31T03:00:00+00:00");
     }
 }

@@ -1,5 +1,7 @@
 //! The live workers, from the health records they refresh while running.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use rrq_store::{Store, StoreError, WorkerInfo};
 use serde::Serialize;
@@ -17,10 +19,19 @@ pub struct WorkerRow {
     pub status: Option<String>,
     /// Jobs running in the worker when it wrote the record.
     pub active_jobs: Option<u64>,
+    /// Those jobs per full queue key, queues with none left out (`null`
+    /// when the writer does not report it).
+    pub active_by_queue: Option<BTreeMap<String, u64>>,
     /// Jobs the worker may run at once.
     pub concurrency_limit: Option<u64>,
     /// Full queue keys the worker polls (`rrq:queue:NAME`).
     pub queues: Vec<String>,
+    /// Jobs the worker completed since it started (`null` when the writer
+    /// does not report it).
+    pub completed_jobs: Option<u64>,
+    /// Jobs the worker moved to a DLQ since it started (`null` when the
+    /// writer does not report it).
+    pub failed_jobs: Option<u64>,
     /// When the record was written.
     #[serde(serialize_with = "super::rfc3339_opt")]
     pub last_heartbeat: Option<DateTime<Utc>>,
@@ -33,24 +44,34 @@ pub struct WorkerRow {
     pub readable: bool,
 }
 
+/// Seconds from `from` to `to`, with sub-second precision.
+fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    let d = to - from;
+    d.num_microseconds().map_or_else(|| d.num_seconds() as f64, |us| us as f64 / 1e6)
+}
+
 /// The row of one worker, with ages measured at `now`.
-pub fn row(worker: &WorkerInfo, now: DateTime<Utc>) -> WorkerRow {
+pub fn worker_row(worker: &WorkerInfo, now: DateTime<Utc>) -> WorkerRow {
     WorkerRow {
         worker_id: worker.worker_id.clone(),
         status: worker.status.clone(),
         active_jobs: worker.active_jobs,
+        active_by_queue: worker.active_by_queue.clone(),
         concurrency_limit: worker.concurrency_limit,
         queues: worker.queues.clone().unwrap_or_default(),
+        completed_jobs: worker.completed_jobs,
+        failed_jobs: worker.failed_jobs,
         last_heartbeat: worker.last_heartbeat,
-        heartbeat_age_seconds: worker.last_heartbeat.map(|t| crate::output::seconds_between(t, now)),
+        heartbeat_age_seconds: worker.last_heartbeat.map(|t| seconds_between(t, now)),
         ttl_seconds: worker.ttl.map(|t| t.as_secs()),
         readable: worker.health.is_some(),
     }
 }
 
-/// Every live worker, sorted by id.
-pub async fn workers(store: &dyn Store, now: DateTime<Utc>) -> Result<Vec<WorkerRow>, StoreError> {
-    let mut rows: Vec<WorkerRow> = store.worker_infos().await?.iter().map(|w| row(w, now)).collect();
+/// Every live worker, sorted by id (one keyspace scan: for a command or a
+/// background task, never per request).
+pub async fn worker_rows(store: &dyn Store, now: DateTime<Utc>) -> Result<Vec<WorkerRow>, StoreError> {
+    let mut rows: Vec<WorkerRow> = store.worker_infos().await?.iter().map(|w| worker_row(w, now)).collect();
     rows.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
     Ok(rows)
 }
@@ -76,15 +97,20 @@ mod tests {
             concurrency_limit: Some(4),
             queues: Some(vec!["q-a".into()]),
             last_heartbeat: Some(at("2030-01-01T00:00:00Z")),
+            completed_jobs: Some(9),
+            failed_jobs: Some(1),
+            active_by_queue: Some(BTreeMap::from([("q-a".to_owned(), 2)])),
             ttl: Some(Duration::from_secs(55)),
             health: Some(json!({})),
         };
-        let r = row(&worker, at("2030-01-01T00:00:12.5Z"));
+        let r = worker_row(&worker, at("2030-01-01T00:00:12.5Z"));
         assert_eq!((r.status.as_deref(), r.active_jobs, r.concurrency_limit), (Some("running"), Some(2), Some(4)));
         assert_eq!(r.queues, ["q-a"]);
+        assert_eq!((r.completed_jobs, r.failed_jobs), (Some(9), Some(1)));
         assert_eq!((r.heartbeat_age_seconds, r.ttl_seconds, r.readable), (Some(12.5), Some(55), true));
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["last_heartbeat"], "2030-01-01T00:00:00+00:00");
+        assert_eq!(v["active_by_queue"], json!({"q-a": 2}));
 
         let broken = WorkerInfo {
             worker_id: "w2".into(),
@@ -93,12 +119,16 @@ mod tests {
             concurrency_limit: None,
             queues: None,
             last_heartbeat: None,
+            completed_jobs: None,
+            failed_jobs: None,
+            active_by_queue: None,
             ttl: None,
             health: None,
         };
-        let r = row(&broken, at("2030-01-01T00:00:00Z"));
+        let r = worker_row(&broken, at("2030-01-01T00:00:00Z"));
         assert_eq!((r.status.as_deref(), r.active_jobs, r.last_heartbeat, r.readable), (None, None, None, false));
         assert!(r.queues.is_empty());
-        assert_eq!(serde_json::to_value(&r).unwrap()["last_heartbeat"], Value::Null);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!((&v["last_heartbeat"], &v["active_by_queue"]), (&Value::Null, &Value::Null));
     }
 }

@@ -1,14 +1,17 @@
-//! What the operator commands show, gathered as plain serialisable rows,
-//! apart from how a terminal renders them: `rrq worker list` and
-//! `rrq cron list` print these rows as tables or as `--json`, and anything
-//! else that shows the same data (a dashboard's JSON API) can call the same
-//! functions and serialise the same rows.
+//! What operators look at, gathered as plain serialisable rows apart from
+//! how anything renders them: the live workers and the cron entries.
+//! `rrq worker list` and `rrq cron list` print these rows (as tables, or as
+//! they serialise with `--json`), and the dashboard's JSON API answers with
+//! the very same rows, so the two cannot drift apart.
 //!
 //! Times serialise as RFC 3339 in UTC (the store's format), `null` when
-//! absent.
+//! absent. Every function takes `now` rather than reading a clock.
 
 pub mod cron;
 pub mod workers;
+
+pub use cron::{CronRow, cron_row, cron_rows, next_runs};
+pub use workers::{WorkerRow, worker_row, worker_rows};
 
 use chrono::{DateTime, Utc};
 use serde::Serializer;
