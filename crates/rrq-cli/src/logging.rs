@@ -87,7 +87,20 @@ where
     #[cfg(not(feature = "otlp"))]
     let tracer: Option<opentelemetry::trace::noop::NoopTracer> = None;
     let filter = tracing_subscriber::filter::filter_fn(|meta| only_rrq(meta) && *meta.level() <= tracing::Level::INFO);
-    tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t).with_filter(filter))
+    // Each poll of a job's task enters and leaves its span; what the layer
+    // does there by default (busy/idle timing, activating an OpenTelemetry
+    // context that nothing in RRQ reads: the runner gets the job's own
+    // carrier) was most of export's cost per job. Thread and source-location
+    // attributes say nothing about a job and only grow every span.
+    tracer.map(|t| {
+        tracing_opentelemetry::layer()
+            .with_tracer(t)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_filter(filter)
+    })
 }
 
 /// The layer exporting log records when logs are exported: RRQ's events

@@ -519,12 +519,24 @@ fn panic_message(e: JoinError) -> String {
 
 /// Makes the job's span a child of the producer's span, when the job carries
 /// a trace context the installed propagator understands.
-fn continue_trace(span: &tracing::Span, carrier: Option<&std::collections::BTreeMap<String, String>>) {
+fn continue_trace(span: &tracing::Span, carrier: Option<&BTreeMap<String, String>>) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let Some(carrier) = carrier else { return };
-    let carrier: HashMap<String, String> = carrier.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Carrier(carrier)));
     let _ = span.set_parent(parent);
+}
+
+/// A job's `trace_context`, read in place by the propagator (no copy per job).
+struct Carrier<'a>(&'a BTreeMap<String, String>);
+
+impl opentelemetry::propagation::Extractor for Carrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
 }
 
 async fn recv_ready(rx: &mut Option<mpsc::Receiver<Signal>>) -> Option<Signal> {

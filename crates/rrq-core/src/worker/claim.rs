@@ -165,13 +165,19 @@ impl LoopState {
         let Claimed { lease, job } = claimed;
         let (tx, mut rx) = watch::channel(Control::Run);
         let ctx = self.ctx.clone();
+        // Everything known at the claim goes in at creation: each later
+        // `record` costs an exporting subscriber a span look-up.
+        let (attempt, function) = match &job {
+            Ok(job) => (Some(job.attempt()), Some(job.function_name.as_str())),
+            Err(_) => (None, None),
+        };
         let span = info_span!(
             "rrq.job",
             otel.kind = "consumer",
             job_id = %lease.job_id,
             queue = %lease.queue,
-            attempt = tracing::field::Empty,
-            function = tracing::field::Empty,
+            attempt,
+            function,
             outcome = tracing::field::Empty,
             error = tracing::field::Empty,
         );
@@ -179,8 +185,6 @@ impl LoopState {
         telemetry::claimed(lease.queue.as_str());
         match job {
             Ok(job) => {
-                span.record("attempt", job.attempt());
-                span.record("function", job.function_name.as_str());
                 continue_trace(&span, job.trace_context.as_ref());
                 let (queue, function) = (lease.queue.as_str().to_owned(), job.function_name.clone());
                 let started = Instant::now();
