@@ -14,6 +14,7 @@ use super::{DEFAULT_EVENTS_TTL, Inner, RedisStore, batch, notify};
 use crate::error::{BoxError, StoreError, mask_dsn};
 use crate::job::JobDefaults;
 use crate::keys;
+use crate::keys::Layout;
 use crate::store::ReadySignals;
 
 /// How long [`RedisStore::connect`] waits for the first `PING` answer.
@@ -86,6 +87,7 @@ impl RedisStore {
                         completions,
                     }),
                     defaults: Arc::new(JobDefaults::default()),
+                    layout: Layout::single(),
                     keyspace: true,
                     events_ttl: DEFAULT_EVENTS_TTL,
                 });
