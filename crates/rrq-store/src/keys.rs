@@ -317,6 +317,20 @@ impl Layout {
         self.shard_of_text(key)
     }
 
+    /// The queue and shard of a ready key this layout built (what the ready
+    /// channel carries): `None` for a key of another layout or no queue.
+    pub fn queue_of(&self, key: &str) -> Option<(QueueName, Shard)> {
+        let (name, shard) = match self.tags {
+            None => (key.to_owned(), Shard::FIRST),
+            Some(_) => {
+                let shard = self.shard_of_key(key)?;
+                let tag = self.tag(shard)?;
+                (format!("{NAMESPACE}{}", key.strip_prefix(NAMESPACE)?.strip_prefix(tag)?.strip_prefix(':')?), shard)
+            }
+        };
+        name.starts_with(QueueName::PREFIX).then(|| (QueueName::new(&name), shard))
+    }
+
     /// A worker's health record (`rrq:health:worker:WORKER`), cluster-wide.
     pub fn health(&self, worker_id: &str) -> String {
         self.global(&health(worker_id))

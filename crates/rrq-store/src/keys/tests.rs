@@ -209,3 +209,21 @@ fn the_default_shards_split_evenly_over_three_masters() {
     }
     assert_eq!(per_master, [21, 22, 21]);
 }
+
+#[test]
+fn ready_keys_name_their_queue_and_shard() {
+    let queue = QueueName::new("a{b}:c");
+    let single = Layout::single();
+    assert_eq!(single.queue_of(&single.queue(&queue, Shard::FIRST)), Some((queue.clone(), Shard::FIRST)));
+    assert_eq!(single.queue_of("rrq:dlq:x"), None);
+    let layout = Layout::sharded(DEFAULT_QUEUE_SHARDS).unwrap();
+    for shard in layout.shards() {
+        assert_eq!(layout.queue_of(&layout.queue(&queue, shard)), Some((queue.clone(), shard)));
+        assert_eq!(layout.queue_of(&layout.dlq(&DlqName::new("x"), shard)), None);
+    }
+    // A single-layout key, or another shard count's, names no shard here.
+    assert_eq!(layout.queue_of(queue.as_str()), None);
+    let other = Layout::sharded(16).unwrap();
+    let foreign = other.queue(&queue, other.shards().nth(5).unwrap());
+    assert_eq!(layout.queue_of(&foreign), None, "{foreign}");
+}

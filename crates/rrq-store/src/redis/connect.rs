@@ -14,7 +14,6 @@ use super::{DEFAULT_EVENTS_TTL, Inner, RedisStore, batch, notify};
 use crate::error::{BoxError, StoreError, mask_dsn};
 use crate::job::JobDefaults;
 use crate::keys;
-use crate::keys::Layout;
 use crate::store::ReadySignals;
 
 /// How long [`RedisStore::connect`] waits for the first `PING` answer.
@@ -87,7 +86,7 @@ impl RedisStore {
                         completions,
                     }),
                     defaults: Arc::new(JobDefaults::default()),
-                    layout: Layout::single(),
+                    layout: keys::Layout::single(),
                     keyspace: true,
                     events_ttl: DEFAULT_EVENTS_TTL,
                 });
