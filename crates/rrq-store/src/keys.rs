@@ -1,7 +1,24 @@
 //! Every Redis key RRQ reads or writes. No other module (and no other crate)
 //! spells a key.
+//!
+//! The free functions and constants are the rrq 0.11.1 names, which the
+//! single-server layout uses unchanged (the reference's Python client reads
+//! and writes them). [`Layout`] is how the Redis store builds every key: in
+//! its single form it yields exactly those names; in its sharded form (for
+//! Redis Cluster) every key of one shard carries the shard's hash tag, so
+//! each script's keys fall in one cluster slot (see `docs/cluster.md`).
+
+use std::sync::Arc;
 
 use rrq_protocol::{DlqName, JobId, QueueName};
+
+use crate::error::StoreError;
+
+mod slot;
+#[cfg(test)]
+mod tests;
+
+pub use slot::{SLOTS, crc16, key_slot};
 
 /// Prefix of job hashes.
 pub const JOB_PREFIX: &str = "rrq:job:";
@@ -97,4 +114,267 @@ pub fn unique_lock(key: &str) -> String {
 
 fn prefixed(prefix: &str, key: &str) -> String {
     if key.starts_with(prefix) { key.to_owned() } else { format!("{prefix}{key}") }
+}
+
+/// Shards per queue of the sharded layout unless configured (`queue_shards`):
+/// enough that three masters of a default cluster carry a third each (within
+/// a shard), and that up to about twenty masters stay balanced.
+pub const DEFAULT_QUEUE_SHARDS: u16 = 64;
+/// The most shards the sharded layout accepts.
+pub const MAX_QUEUE_SHARDS: u16 = 256;
+/// The hash tag of the sharded layout's cluster-wide keys (worker health,
+/// cron ticks): one slot, so a script may read many of them at once.
+pub const GLOBAL_TAG: &str = "{global}";
+/// The namespace every key starts with; the sharded layout puts its hash
+/// tag right after it.
+const NAMESPACE: &str = "rrq:";
+
+/// One shard of the key space: an index below [`Layout::shard_count`]. The
+/// single layout has one shard, [`Shard::FIRST`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Shard(u16);
+
+impl Shard {
+    /// The first shard (the only one of the single layout).
+    pub const FIRST: Shard = Shard(0);
+
+    /// The shard's index.
+    pub fn index(self) -> u16 {
+        self.0
+    }
+}
+
+/// How keys are named: the rrq 0.11.1 names on one server, or sharded for
+/// Redis Cluster. Cheap to clone.
+///
+/// Sharded, a key is its single-layout name with the shard's hash tag after
+/// the `rrq:` namespace: `rrq:job:ID` becomes `rrq:{TAG}:job:ID`, the queue
+/// `rrq:queue:NAME` has one ready set per shard, `rrq:{TAG}:queue:NAME`. A
+/// job id's shard is `crc16(id) % shard_count` ([`Layout::shard_of`]), so
+/// anyone holding an id finds its keys without a lookup. A dedup key
+/// (idempotency, rate limit, debounce, unique lock) lives on the shard of
+/// its own text (hashed the same way), so duplicates meet there; a job
+/// enqueued under one must have an id of that shard. Worker health and cron
+/// ticks share the cluster-wide tag [`GLOBAL_TAG`]; the pub/sub channels are
+/// not keys and keep their names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// The hash tag of each shard (braces included); `None`: single.
+    tags: Option<Arc<[String]>>,
+}
+
+impl Layout {
+    /// The rrq 0.11.1 layout: every key exactly the reference's name.
+    pub fn single() -> Layout {
+        Layout { tags: None }
+    }
+
+    /// The sharded layout with `shards` shards per queue (1 to
+    /// [`MAX_QUEUE_SHARDS`]).
+    pub fn sharded(shards: u16) -> Result<Layout, StoreError> {
+        if !(1..=MAX_QUEUE_SHARDS).contains(&shards) {
+            return Err(StoreError::InvalidInput {
+                what: "queue_shards",
+                reason: format!("{shards} is outside 1..={MAX_QUEUE_SHARDS}"),
+            });
+        }
+        Ok(Layout { tags: Some((0..shards).map(|i| shard_tag(i, shards)).collect()) })
+    }
+
+    /// Whether keys carry shard hash tags.
+    pub fn is_sharded(&self) -> bool {
+        self.tags.is_some()
+    }
+
+    /// Shards per queue (1 for the single layout).
+    pub fn shard_count(&self) -> u16 {
+        self.tags.as_ref().map_or(1, |t| t.len() as u16)
+    }
+
+    /// Every shard, in order.
+    pub fn shards(&self) -> impl Iterator<Item = Shard> + use<> {
+        (0..self.shard_count()).map(Shard)
+    }
+
+    /// The hash tag of a shard (braces included); `None` in the single layout.
+    pub fn tag(&self, shard: Shard) -> Option<&str> {
+        self.tags.as_ref().map(|t| t[usize::from(shard.0) % t.len()].as_str())
+    }
+
+    /// The shard holding every key of job `id`: CRC16/XMODEM of the id's
+    /// bytes modulo the shard count.
+    pub fn shard_of(&self, id: &JobId) -> Shard {
+        self.shard_of_text(id.as_str())
+    }
+
+    /// The shard a key names by its hash tag (`None`: untagged, the
+    /// cluster-wide tag, or another shard count's tag).
+    pub fn shard_of_key(&self, key: &str) -> Option<Shard> {
+        let tags = self.tags.as_ref()?;
+        let tag = tagged(key)?;
+        let index: u16 = tag[1..].split('.').next()?.parse().ok()?;
+        (tags.get(usize::from(index))? == tag).then_some(Shard(index))
+    }
+
+    fn shard_of_text(&self, text: &str) -> Shard {
+        Shard(crc16(text.as_bytes()) % self.shard_count())
+    }
+
+    /// A single-layout key or key prefix placed on `shard`: unchanged in the
+    /// single layout, the shard's tag after `rrq:` in the sharded one.
+    pub fn on_shard(&self, shard: Shard, name: &str) -> String {
+        match self.tag(shard) {
+            None => name.to_owned(),
+            Some(tag) => with_tag(tag, name),
+        }
+    }
+
+    /// A single-layout key placed among the cluster-wide keys.
+    fn global(&self, name: &str) -> String {
+        if self.is_sharded() { with_tag(GLOBAL_TAG, name) } else { name.to_owned() }
+    }
+
+    /// The job hash (`rrq:job:ID`).
+    pub fn job(&self, id: &JobId) -> String {
+        self.on_shard(self.shard_of(id), &job(id))
+    }
+
+    /// The job lock (`rrq:lock:job:ID`).
+    pub fn lock(&self, id: &JobId) -> String {
+        self.on_shard(self.shard_of(id), &lock(id))
+    }
+
+    /// The job's events stream (`rrq:events:job:ID`).
+    pub fn events(&self, id: &JobId) -> String {
+        self.on_shard(self.shard_of(id), &events(id))
+    }
+
+    /// A queue's ready set on `shard` (`rrq:queue:NAME`).
+    pub fn queue(&self, queue: &QueueName, shard: Shard) -> String {
+        self.on_shard(shard, queue.as_str())
+    }
+
+    /// A DLQ's list on `shard` (`rrq:dlq:NAME`).
+    pub fn dlq(&self, dlq_name: &DlqName, shard: Shard) -> String {
+        self.on_shard(shard, dlq_name.as_str())
+    }
+
+    /// A worker's active set on `shard` (`rrq:active:jobs:WORKER`).
+    pub fn active(&self, worker_id: &str, shard: Shard) -> String {
+        self.on_shard(shard, &active(worker_id))
+    }
+
+    /// The lease index of `shard` (`rrq:leases`).
+    pub fn leases(&self, shard: Shard) -> String {
+        self.on_shard(shard, LEASES)
+    }
+
+    /// The paused-queue set `shard`'s claims read (`rrq:paused_queues`).
+    pub fn paused(&self, shard: Shard) -> String {
+        self.on_shard(shard, PAUSED)
+    }
+
+    /// The idempotency key (`rrq:idempotency:KEY`), on the shard of `key`.
+    pub fn idempotency(&self, key: &str) -> String {
+        self.on_shard(self.idempotency_shard(key), &idempotency(key))
+    }
+
+    /// The shard of an idempotency key (and of the job enqueued under it).
+    pub fn idempotency_shard(&self, key: &str) -> Shard {
+        self.shard_of_text(key)
+    }
+
+    /// The rate-limit key (`rrq:rate_limit:KEY`, prefixed unless already),
+    /// on the shard of the key without its prefix.
+    pub fn rate_limit(&self, key: &str) -> String {
+        self.on_shard(self.rate_limit_shard(key), &rate_limit(key))
+    }
+
+    /// The shard of a rate-limit key (and of the job enqueued under it).
+    pub fn rate_limit_shard(&self, key: &str) -> Shard {
+        self.shard_of_text(key.strip_prefix(RATE_LIMIT_PREFIX).unwrap_or(key))
+    }
+
+    /// The debounce key (`rrq:debounce:KEY`, prefixed unless already), on
+    /// the shard of the key without its prefix.
+    pub fn debounce(&self, key: &str) -> String {
+        self.on_shard(self.debounce_shard(key), &debounce(key))
+    }
+
+    /// The shard of a debounce key (and of the job enqueued under it).
+    pub fn debounce_shard(&self, key: &str) -> Shard {
+        self.shard_of_text(key.strip_prefix(DEBOUNCE_PREFIX).unwrap_or(key))
+    }
+
+    /// The orchestrator unique lock (`rrq:lock:unique:KEY`), on the shard of
+    /// `key`.
+    pub fn unique_lock(&self, key: &str) -> String {
+        self.on_shard(self.unique_lock_shard(key), &unique_lock(key))
+    }
+
+    /// The shard of a unique key (and of the job that holds its lock).
+    pub fn unique_lock_shard(&self, key: &str) -> Shard {
+        self.shard_of_text(key)
+    }
+
+    /// The queue and shard of a ready key this layout built (what the ready
+    /// channel carries): `None` for a key of another layout or no queue.
+    pub fn queue_of(&self, key: &str) -> Option<(QueueName, Shard)> {
+        let (name, shard) = match self.tags {
+            None => (key.to_owned(), Shard::FIRST),
+            Some(_) => {
+                let shard = self.shard_of_key(key)?;
+                let tag = self.tag(shard)?;
+                (format!("{NAMESPACE}{}", key.strip_prefix(NAMESPACE)?.strip_prefix(tag)?.strip_prefix(':')?), shard)
+            }
+        };
+        name.starts_with(QueueName::PREFIX).then(|| (QueueName::new(&name), shard))
+    }
+
+    /// A worker's health record (`rrq:health:worker:WORKER`), cluster-wide.
+    pub fn health(&self, worker_id: &str) -> String {
+        self.global(&health(worker_id))
+    }
+
+    /// The prefix of every health record.
+    pub fn health_prefix(&self) -> String {
+        self.global(HEALTH_PREFIX)
+    }
+
+    /// The cron tick record (`rrq:cron:ticks`), cluster-wide.
+    pub fn cron_ticks(&self) -> String {
+        self.global(CRON_TICKS)
+    }
+}
+
+/// `name` with `tag` after the `rrq:` namespace.
+fn with_tag(tag: &str, name: &str) -> String {
+    let rest = name.strip_prefix(NAMESPACE).unwrap_or(name);
+    format!("{NAMESPACE}{tag}:{rest}")
+}
+
+/// The hash tag a sharded key carries right after `rrq:`, braces included.
+fn tagged(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(NAMESPACE)?;
+    if !rest.starts_with('{') {
+        return None;
+    }
+    rest.find('}').map(|end| &rest[..=end])
+}
+
+/// The hash tag of shard `index` of `shards`: `{index.salt}` with the
+/// smallest salt (0, 1, ...) whose slot lies within an eighth of a band of
+/// the centre of the shard's band of slots (band `i` runs from
+/// `i * 16384 / shards` up to band `i + 1`; integer division).
+/// Spreading the tags over the slot range spreads the shards over the
+/// masters whatever their slot ranges are, within a band.
+fn shard_tag(index: u16, shards: u16) -> String {
+    let band = |i: u32| i * u32::from(SLOTS) / u32::from(shards);
+    let (lo, hi) = (band(u32::from(index)), band(u32::from(index) + 1));
+    let (centre, reach) = ((lo + hi) / 2, (hi - lo) / 8);
+    let inner = centre.saturating_sub(reach)..=(centre + reach).min(hi - 1);
+    (0u32..)
+        .map(|salt| format!("{{{index}.{salt}}}"))
+        .find(|tag| inner.contains(&u32::from(key_slot(tag.as_bytes()))))
+        .expect("some salt reaches every band")
 }

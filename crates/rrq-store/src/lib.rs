@@ -18,6 +18,10 @@
 //!   passed in KEYS (whole, or as a prefix for ids the script learns as it
 //!   runs), so the scripts can run on Redis Cluster once keys share a hash
 //!   tag;
+//! * [`keys::Layout`]: how every key is named: the rrq 0.11.1 names
+//!   (`Layout::single`, what every store uses today) or the sharded layout
+//!   for Redis Cluster (`Layout::sharded`: one hash tag per shard, a job's
+//!   shard computed from its id; `docs/cluster.md`);
 //! * [`MemoryStore`]: the same semantics in memory, for tests and embedding;
 //! * [`Job`] / [`NewJob`]: the job hash, parsed and to be written;
 //! * [`JobView`]: a job as inspection tools see it (every field typed, the
@@ -50,7 +54,11 @@
 //! `RedisStore` (a private `redis-server` per test, or the server named by
 //! `RRQ_TEST_REDIS_URL`), plus Redis-only checks of the exact key layout; a
 //! check over the Lua sources (`redis/scripts/lint.rs`) fails when a script
-//! builds a key from ARGV: `cargo test -p rrq-store`.
+//! builds a key from ARGV; golden tables pin both key layouts
+//! (`keys/tests.rs`), `redis/scripts/slots.rs` checks that every script
+//! call's keys share one cluster slot in the sharded layout, and
+//! `tests/conformance/layout.rs` holds the layout against a real cluster:
+//! `cargo test -p rrq-store`.
 
 mod clock;
 mod error;

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::clock::{epoch_ms, format_timestamp};
 use crate::error::StoreError;
 use crate::job::{MAX_DURATION_SECONDS, NewJob};
+use crate::keys::Layout;
 use crate::store::EnqueueMode;
 
 /// Messages written by the store itself (not by the worker's policy).
@@ -144,11 +145,12 @@ pub(crate) enum Plan {
 /// Validates every job of a batch of standard enqueues, before any is
 /// written.
 pub(crate) fn check_batch(jobs: &[NewJob]) -> Result<(), StoreError> {
-    jobs.iter().try_for_each(|job| plan(job, &EnqueueMode::Standard).map(drop))
+    jobs.iter().try_for_each(|job| plan(job, &EnqueueMode::Standard, &Layout::single()).map(drop))
 }
 
 /// Validates a mode and computes its key and TTL for `job`.
-pub(crate) fn plan(job: &NewJob, mode: &EnqueueMode) -> Result<Plan, StoreError> {
+/// Keys are named by `layout` (the memory store's is the single one).
+pub(crate) fn plan(job: &NewJob, mode: &EnqueueMode, layout: &Layout) -> Result<Plan, StoreError> {
     if job.id.as_str().is_empty() {
         return Err(StoreError::InvalidInput { what: "job id", reason: "must not be empty".to_owned() });
     }
@@ -174,19 +176,18 @@ pub(crate) fn plan(job: &NewJob, mode: &EnqueueMode) -> Result<Plan, StoreError>
             // before the job even ran.
             let deferral = (job.scheduled_time - job.enqueue_time).to_std().unwrap_or_default();
             let ttl = if ttl.is_zero() { 0 } else { ceil_seconds(*ttl).max(ceil_seconds(deferral)) };
-            Plan::Idempotent { key: crate::keys::idempotency(&key_of("idempotency key", key)?), ttl }
+            Plan::Idempotent { key: layout.idempotency(&key_of("idempotency key", key)?), ttl }
         }
         EnqueueMode::RateLimited { key, window: w } => Plan::RateLimited {
-            key: crate::keys::rate_limit(&key_of("rate-limit key", key)?),
+            key: layout.rate_limit(&key_of("rate-limit key", key)?),
             ttl: window("rate-limit window", *w)?,
         },
-        EnqueueMode::Debounced { key, window: w } => Plan::Debounced {
-            key: crate::keys::debounce(&key_of("debounce key", key)?),
-            ttl: window("debounce window", *w)?,
-        },
+        EnqueueMode::Debounced { key, window: w } => {
+            Plan::Debounced { key: layout.debounce(&key_of("debounce key", key)?), ttl: window("debounce window", *w)? }
+        }
         EnqueueMode::UniqueLock { key, ttl } => {
             let unique = key_of("unique key", key)?;
-            Plan::UniqueLock { key: crate::keys::unique_lock(&unique), unique, ttl: window("unique lock TTL", *ttl)? }
+            Plan::UniqueLock { key: layout.unique_lock(&unique), unique, ttl: window("unique lock TTL", *ttl)? }
         }
     })
 }
@@ -289,20 +290,35 @@ mod tests {
     fn idempotency_ttl_covers_the_deferral() {
         let j = job("2026-01-01T00:00:00Z", "2026-01-01T00:01:40.5Z");
         let mode = EnqueueMode::Idempotent { key: "order".into(), ttl: Duration::from_secs(30) };
-        assert_eq!(plan(&j, &mode).unwrap(), Plan::Idempotent { key: "rrq:idempotency:order".into(), ttl: 101 });
+        assert_eq!(
+            plan(&j, &mode, &Layout::single()).unwrap(),
+            Plan::Idempotent { key: "rrq:idempotency:order".into(), ttl: 101 }
+        );
         let mode = EnqueueMode::Idempotent { key: "order".into(), ttl: Duration::from_secs(21_600) };
-        assert_eq!(plan(&j, &mode).unwrap(), Plan::Idempotent { key: "rrq:idempotency:order".into(), ttl: 21_600 });
+        assert_eq!(
+            plan(&j, &mode, &Layout::single()).unwrap(),
+            Plan::Idempotent { key: "rrq:idempotency:order".into(), ttl: 21_600 }
+        );
     }
 
     #[test]
     fn windows_round_up_and_must_be_positive() {
         let j = job("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z");
         let mode = EnqueueMode::RateLimited { key: "rrq:rate_limit:u".into(), window: Duration::from_millis(2500) };
-        assert_eq!(plan(&j, &mode).unwrap(), Plan::RateLimited { key: "rrq:rate_limit:u".into(), ttl: 3 });
+        assert_eq!(
+            plan(&j, &mode, &Layout::single()).unwrap(),
+            Plan::RateLimited { key: "rrq:rate_limit:u".into(), ttl: 3 }
+        );
         let mode = EnqueueMode::Debounced { key: "d".into(), window: Duration::ZERO };
-        assert!(matches!(plan(&j, &mode), Err(StoreError::InvalidInput { what: "debounce window", .. })));
+        assert!(matches!(
+            plan(&j, &mode, &Layout::single()),
+            Err(StoreError::InvalidInput { what: "debounce window", .. })
+        ));
         let mode = EnqueueMode::Debounced { key: " ".into(), window: Duration::from_secs(1) };
-        assert!(matches!(plan(&j, &mode), Err(StoreError::InvalidInput { what: "debounce key", .. })));
+        assert!(matches!(
+            plan(&j, &mode, &Layout::single()),
+            Err(StoreError::InvalidInput { what: "debounce key", .. })
+        ));
     }
 
     #[test]

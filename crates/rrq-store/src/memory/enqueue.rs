@@ -20,7 +20,7 @@ use crate::store::{EnqueueMode, EnqueueStore, Enqueued};
 #[async_trait]
 impl EnqueueStore for MemoryStore {
     async fn enqueue(&self, job: NewJob, mode: EnqueueMode) -> Result<Enqueued, StoreError> {
-        let plan = shared::plan(&job, &mode)?;
+        let plan = shared::plan(&job, &mode, &keys::Layout::single())?;
         let (mut st, now) = self.state();
         let id = job.id.as_str().to_owned();
         match plan {

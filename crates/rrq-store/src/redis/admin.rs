@@ -14,7 +14,7 @@ use super::reply::{self, array, protocol, text};
 use super::scripts::{Cancel, DlqPurge, DlqRequeue};
 use crate::clock::{epoch_ms, format_timestamp};
 use crate::error::StoreError;
-use crate::keys;
+use crate::keys::{self, Shard};
 use crate::store::{AdminStore, CancelResult};
 
 /// Ids per script call in [`dlq_purge`]: each is one `LREM` that stops at
@@ -24,26 +24,37 @@ const PURGE_CHUNK: usize = 100;
 #[async_trait]
 impl AdminStore for RedisStore {
     async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError> {
-        let added: i64 =
-            self.inner.client.sadd(keys::PAUSED, keys::queue(queue)).await.map_err(|e| self.error("pause", e))?;
+        // The single layout's one paused set (the cluster store writes every shard's).
+        let (layout, shard) = (&self.layout, Shard::FIRST);
+        let added: i64 = self
+            .inner
+            .client
+            .sadd(layout.paused(shard), layout.queue(queue, shard))
+            .await
+            .map_err(|e| self.error("pause", e))?;
         Ok(added > 0)
     }
 
     async fn resume(&self, queue: &QueueName) -> Result<bool, StoreError> {
-        let removed: i64 =
-            self.inner.client.srem(keys::PAUSED, keys::queue(queue)).await.map_err(|e| self.error("resume", e))?;
+        let (layout, shard) = (&self.layout, Shard::FIRST);
+        let removed: i64 = self
+            .inner
+            .client
+            .srem(layout.paused(shard), layout.queue(queue, shard))
+            .await
+            .map_err(|e| self.error("resume", e))?;
         // Resuming adds nothing to the queue, so no keyspace event tells
         // workers to claim its waiting jobs: say so on the ready channel.
         self.inner
             .client
-            .publish::<(), _, _>(keys::READY_CHANNEL, keys::queue(queue))
+            .publish::<(), _, _>(keys::READY_CHANNEL, layout.queue(queue, shard))
             .await
             .map_err(|e| self.error("resume", e))?;
         Ok(removed > 0)
     }
 
     async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {
-        self.run(Cancel { id, default_queue_key: keys::queue(&self.defaults.queue).to_owned() }).await
+        self.run(Cancel { layout: &self.layout, id, default_queue: &self.defaults.queue }).await
     }
 
     async fn dlq_requeue(
@@ -54,10 +65,10 @@ impl AdminStore for RedisStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let call = DlqRequeue {
-            dlq_key: keys::dlq(dlq).to_owned(),
-            queue_key: keys::queue(target).to_owned(),
-            job_key: keys::job(id),
-            id: id.as_str().to_owned(),
+            layout: &self.layout,
+            dlq,
+            queue: target,
+            id,
             now_ms: epoch_ms(now),
             now_text: format_timestamp(now),
         };
@@ -67,7 +78,7 @@ impl AdminStore for RedisStore {
     async fn dlq_purge(&self, dlq: &DlqName, ids: &[JobId]) -> Result<u64, StoreError> {
         let mut taken = 0u64;
         for chunk in ids.chunks(PURGE_CHUNK) {
-            taken += self.run(DlqPurge { dlq_key: keys::dlq(dlq).to_owned(), ids: chunk }).await?;
+            taken += self.run(DlqPurge { layout: &self.layout, dlq, ids: chunk }).await?;
         }
         Ok(taken)
     }
@@ -76,7 +87,7 @@ impl AdminStore for RedisStore {
         if fields.is_empty() {
             return Ok(());
         }
-        let mut args = vec![keys::job(id)];
+        let mut args = vec![self.layout.job(id)];
         for (k, v) in fields {
             args.extend([k.clone(), v.clone()]);
         }

@@ -17,7 +17,6 @@ use super::reply::protocol;
 use super::scripts::{self, Attempt, Complete, LuaScript};
 use crate::clock::format_timestamp;
 use crate::error::StoreError;
-use crate::keys;
 use crate::shared;
 use crate::store::{Fence, Lease};
 
@@ -40,11 +39,8 @@ pub(super) async fn complete(
 ) -> Result<Fence, StoreError> {
     let (reply, fenced) = oneshot::channel();
     let attempt = Attempt {
-        job_key: keys::job(&lease.job_id),
-        lock_key: keys::lock(&lease.job_id),
-        active_key: keys::active(&lease.worker_id),
-        events_key: keys::events(&lease.job_id),
-        id: lease.job_id.as_str().to_owned(),
+        layout: store.layout.clone(),
+        id: lease.job_id.clone(),
         worker: lease.worker_id.clone(),
         token: lease.token.clone(),
         result: shared::result_json(result),

@@ -86,6 +86,7 @@ impl RedisStore {
                         completions,
                     }),
                     defaults: Arc::new(JobDefaults::default()),
+                    layout: keys::Layout::single(),
                     keyspace: true,
                     events_ttl: DEFAULT_EVENTS_TTL,
                 });

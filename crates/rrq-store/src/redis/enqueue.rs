@@ -36,21 +36,24 @@ const WAIT_MARGIN: Duration = Duration::from_secs(5);
 #[async_trait]
 impl EnqueueStore for RedisStore {
     async fn enqueue(&self, job: NewJob, mode: EnqueueMode) -> Result<Enqueued, StoreError> {
-        let plan = shared::plan(&job, &mode)?;
+        let plan = shared::plan(&job, &mode, &self.layout)?;
         let ready_now = shared::ready_at_enqueue(&job);
+        let layout = &self.layout;
         match plan {
             Plan::Standard => {
-                self.run(Enqueue { job: NewJobCall::new(&job, 0, ready_now), idempotency_key: None }).await?
+                self.run(Enqueue { job: NewJobCall::new(layout, &job, 0, ready_now), idempotency_key: None }).await?
             }
             Plan::Idempotent { key, ttl } => {
-                self.run(Enqueue { job: NewJobCall::new(&job, ttl, ready_now), idempotency_key: Some(key) }).await?
+                self.run(Enqueue { job: NewJobCall::new(layout, &job, ttl, ready_now), idempotency_key: Some(key) })
+                    .await?
             }
             Plan::RateLimited { key, ttl } => {
-                self.run(EnqueueRateLimited { job: NewJobCall::new(&job, ttl, ready_now), limit_key: key }).await?
+                self.run(EnqueueRateLimited { job: NewJobCall::new(layout, &job, ttl, ready_now), limit_key: key })
+                    .await?
             }
             Plan::Debounced { key, ttl } => {
                 let call = EnqueueDebounced {
-                    job: NewJobCall::new(&job, ttl, ready_now),
+                    job: NewJobCall::new(layout, &job, ttl, ready_now),
                     debounce_key: key,
                     has_trace_context: !job.trace_context.is_empty(),
                     has_correlation_context: !job.correlation_context.is_empty(),
@@ -61,7 +64,7 @@ impl EnqueueStore for RedisStore {
                 let mut job = job;
                 job.unique_key = Some(unique);
                 let call = EnqueueUnique {
-                    job: NewJobCall::new(&job, ttl, ready_now),
+                    job: NewJobCall::new(layout, &job, ttl, ready_now),
                     lock_key: key,
                     enqueue_time: epoch_ms(job.enqueue_time),
                 };
@@ -115,17 +118,7 @@ impl EnqueueStore for RedisStore {
 async fn enqueue_chunk(store: &RedisStore, jobs: &[NewJob]) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
     let call = EnqueueBatch {
         channel: keys::READY_CHANNEL,
-        jobs: jobs
-            .iter()
-            .map(|job| BatchJob {
-                job_key: keys::job(&job.id),
-                queue_key: keys::queue(&job.queue).to_owned(),
-                id: job.id.as_str().to_owned(),
-                score: epoch_ms(job.scheduled_time),
-                ready_now: shared::ready_at_enqueue(job),
-                fields: job.to_fields(),
-            })
-            .collect(),
+        jobs: jobs.iter().map(|job| BatchJob::new(&store.layout, job)).collect(),
     };
     let created = store.run(call).await?;
     if created.len() != jobs.len() {

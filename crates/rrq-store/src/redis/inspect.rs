@@ -16,7 +16,7 @@ use super::reply::{self, array, protocol, strict_text, text};
 use super::scripts::{InspectJobs, InspectQueues, InspectWorkers, LuaScript};
 use crate::error::StoreError;
 use crate::job::{Job, JobParseError};
-use crate::keys;
+use crate::keys::{self, Shard};
 use crate::store::{InspectStore, QueueInfo, WorkerRecord};
 
 /// Keys asked for per `SCAN` step, and keys per inspection script call.
@@ -27,7 +27,7 @@ const BLOCK_MARGIN: Duration = Duration::from_secs(5);
 #[async_trait]
 impl InspectStore for RedisStore {
     async fn job(&self, id: &JobId) -> Result<Option<Result<Job, JobParseError>>, StoreError> {
-        let key = keys::job(id);
+        let key = self.layout.job(id);
         match self.inner.client.hgetall::<Value, _>(&key).await {
             Ok(v) => {
                 let f = reply::fields("job", v)?;
@@ -42,7 +42,12 @@ impl InspectStore for RedisStore {
     }
 
     async fn job_fields(&self, id: &JobId) -> Result<Option<BTreeMap<String, String>>, StoreError> {
-        let v = self.inner.client.hgetall::<Value, _>(keys::job(id)).await.map_err(|e| self.error("job_fields", e))?;
+        let v = self
+            .inner
+            .client
+            .hgetall::<Value, _>(self.layout.job(id))
+            .await
+            .map_err(|e| self.error("job_fields", e))?;
         let f = reply::fields("job_fields", v)?;
         Ok(if f.is_empty() { None } else { Some(f.into_iter().collect()) })
     }
@@ -50,7 +55,7 @@ impl InspectStore for RedisStore {
     async fn job_fields_batch(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(SCAN_COUNT) {
-            let hashes = self.run(InspectJobs(chunk.iter().map(keys::job).collect())).await?;
+            let hashes = self.run(InspectJobs::of(&self.layout, chunk)).await?;
             if hashes.len() != chunk.len() {
                 return Err(protocol(InspectJobs::OP, format!("{} hashes for {} ids", hashes.len(), chunk.len())));
             }
@@ -72,7 +77,7 @@ impl InspectStore for RedisStore {
         // BLOCK 0 would wait forever: a zero timeout is a plain read.
         let block = (!timeout.is_zero()).then(|| block_ms.max(1));
         let options = Options { timeout: Some(timeout + BLOCK_MARGIN), max_attempts: Some(1), ..Default::default() };
-        match client.with_options(&options).xread::<Value, _, _>(Some(1), block, keys::events(id), after).await {
+        match client.with_options(&options).xread::<Value, _, _>(Some(1), block, self.layout.events(id), after).await {
             Ok(v) => Ok(reply::first_entry_id(v)),
             // A block that ends without data may surface as a timeout.
             Err(e) if *e.kind() == ErrorKind::Timeout => Ok(None),
@@ -81,7 +86,7 @@ impl InspectStore for RedisStore {
     }
 
     async fn queue_len(&self, queue: &QueueName) -> Result<u64, StoreError> {
-        self.inner.client.zcard(keys::queue(queue)).await.map_err(|e| self.error("queue_len", e))
+        self.inner.client.zcard(self.layout.queue(queue, Shard::FIRST)).await.map_err(|e| self.error("queue_len", e))
     }
 
     async fn dlq_ids(&self, dlq: &DlqName, offset: usize, limit: usize) -> Result<Vec<JobId>, StoreError> {
@@ -90,13 +95,17 @@ impl InspectStore for RedisStore {
         }
         let start = i64::try_from(offset).unwrap_or(i64::MAX);
         let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)).saturating_sub(1);
-        let listed: Value =
-            self.inner.client.lrange(keys::dlq(dlq), start, stop).await.map_err(|e| self.error("dlq_ids", e))?;
+        let listed: Value = self
+            .inner
+            .client
+            .lrange(self.layout.dlq(dlq, Shard::FIRST), start, stop)
+            .await
+            .map_err(|e| self.error("dlq_ids", e))?;
         reply::ids("dlq_ids", listed)
     }
 
     async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError> {
-        self.inner.client.llen(keys::dlq(dlq)).await.map_err(|e| self.error("dlq_len", e))
+        self.inner.client.llen(self.layout.dlq(dlq, Shard::FIRST)).await.map_err(|e| self.error("dlq_len", e))
     }
 
     async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
@@ -133,7 +142,8 @@ impl InspectStore for RedisStore {
         // the end anyway, and must not become an error.
         let start = i64::try_from(offset).unwrap_or(i64::MAX);
         let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)).saturating_sub(1);
-        let args = vec![keys::queue(queue).to_owned(), start.to_string(), stop.to_string(), "WITHSCORES".to_owned()];
+        let args =
+            vec![self.layout.queue(queue, Shard::FIRST), start.to_string(), stop.to_string(), "WITHSCORES".to_owned()];
         let flat = array(OP, self.command(OP, "ZRANGE", args).await?)?;
         let mut out = Vec::with_capacity(flat.len() / 2);
         let mut it = flat.into_iter();
@@ -154,7 +164,8 @@ impl InspectStore for RedisStore {
     }
 
     async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
-        let keys = scan(self, InspectWorkers::OP, keys::HEALTH_PREFIX, "string", 0).await?;
+        let prefix = self.layout.health_prefix();
+        let keys = scan(self, InspectWorkers::OP, &prefix, "string", 0).await?;
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(SCAN_COUNT) {
             let records = self.run(InspectWorkers(chunk.to_vec())).await?;
@@ -163,7 +174,7 @@ impl InspectStore for RedisStore {
                     continue; // expired between the scan and the read
                 }
                 out.push(WorkerRecord {
-                    worker_id: key[keys::HEALTH_PREFIX.len()..].to_owned(),
+                    worker_id: key[prefix.len()..].to_owned(),
                     health: record.value.and_then(|s| serde_json::from_str::<Json>(&s).ok()),
                     ttl: u64::try_from(record.pttl).ok().map(Duration::from_millis),
                 });
@@ -174,13 +185,14 @@ impl InspectStore for RedisStore {
     }
 
     async fn job_ids(&self, limit: usize) -> Result<Vec<JobId>, StoreError> {
-        let keys = scan(self, "job_ids", keys::JOB_PREFIX, "hash", limit).await?;
-        Ok(keys.into_iter().map(|k| JobId::new(&k[keys::JOB_PREFIX.len()..])).collect())
+        let prefix = self.layout.on_shard(Shard::FIRST, keys::JOB_PREFIX);
+        let keys = scan(self, "job_ids", &prefix, "hash", limit).await?;
+        Ok(keys.into_iter().map(|k| JobId::new(&k[prefix.len()..])).collect())
     }
 
     async fn paused(&self) -> Result<Vec<QueueName>, StoreError> {
         let mut names: Vec<String> =
-            self.inner.client.smembers(keys::PAUSED).await.map_err(|e| self.error("paused", e))?;
+            self.inner.client.smembers(self.layout.paused(Shard::FIRST)).await.map_err(|e| self.error("paused", e))?;
         names.sort();
         Ok(names.iter().map(|n| QueueName::new(n)).collect())
     }

@@ -56,6 +56,7 @@ pub use self::options::{CA_FILE_ENV, ConnectOptions};
 use self::scripts::LuaScript;
 use crate::error::StoreError;
 use crate::job::JobDefaults;
+use crate::keys::Layout;
 use crate::store::ReadySignals;
 
 /// How long a job's events stream outlives its terminal event by default
@@ -68,6 +69,9 @@ pub struct RedisStore {
     inner: Arc<Inner>,
     /// Where claims quarantine broken jobs, and the queue of jobs without one.
     defaults: Arc<JobDefaults>,
+    /// How keys are named: always the single (rrq 0.11.1) layout for now;
+    /// the sharded one waits for the cluster connection mode.
+    layout: Layout,
     /// Whether the subscription uses keyspace notifications.
     keyspace: bool,
     /// Expiry of a job's events stream after its terminal event.

@@ -18,7 +18,7 @@ use super::{RedisStore, batch, notify};
 use crate::clock::{epoch_ms, format_timestamp};
 use crate::error::StoreError;
 use crate::job::{Job, JobDefaults};
-use crate::keys;
+use crate::keys::Shard;
 use crate::shared;
 use crate::store::{
     AttemptCount, ClaimBatch, ClaimRequest, Claimed, Fence, Lease, LeaseState, ReadySignals, Recovery, Signal,
@@ -42,9 +42,11 @@ impl WorkerStore for RedisStore {
         let now_ms = epoch_ms(req.now);
         let ttl_ms = shared::lease_ms(req.lease_ttl);
         let call = Claim {
-            queue_key: keys::queue(&req.queue).to_owned(),
-            active_key: keys::active(&req.worker_id),
-            default_dlq_key: keys::dlq(&self.defaults.dlq).to_owned(),
+            layout: self.layout.clone(),
+            // The single layout's one shard (the cluster store claims shard by shard).
+            shard: Shard::FIRST,
+            queue: req.queue.clone(),
+            default_dlq: self.defaults.dlq.clone(),
             worker: req.worker_id.clone(),
             now_ms,
             max: req.max,
@@ -90,7 +92,7 @@ impl WorkerStore for RedisStore {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let states = self.run(Renew { leases, ttl_ms: shared::lease_ms(ttl) }).await?;
+        let states = self.run(Renew { layout: &self.layout, leases, ttl_ms: shared::lease_ms(ttl) }).await?;
         if states.len() != leases.len() {
             return Err(protocol(Renew::OP, format!("{} states for {} leases", states.len(), leases.len())));
         }
@@ -109,9 +111,8 @@ impl WorkerStore for RedisStore {
         now: DateTime<Utc>,
     ) -> Result<Fence, StoreError> {
         let call = Retry {
-            fenced: Fenced::new(lease),
-            events_key: keys::events(&lease.job_id),
-            default_queue_key: keys::queue(&self.defaults.queue).to_owned(),
+            fenced: Fenced::new(&self.layout, lease),
+            default_queue: self.defaults.queue.clone(),
             error: error.to_owned(),
             ready_ms: epoch_ms(ready_at),
             ready_text: shared::retry_time_text(ready_at),
@@ -128,9 +129,8 @@ impl WorkerStore for RedisStore {
         now: DateTime<Utc>,
     ) -> Result<Fence, StoreError> {
         let call = DeadLetter {
-            fenced: Fenced::new(lease),
-            events_key: keys::events(&lease.job_id),
-            default_dlq_key: keys::dlq(&self.defaults.dlq).to_owned(),
+            fenced: Fenced::new(&self.layout, lease),
+            default_dlq: self.defaults.dlq.clone(),
             reason: reason.to_owned(),
             count_attempt: attempt == AttemptCount::Counted,
             completion_time: format_timestamp(now),
@@ -140,9 +140,8 @@ impl WorkerStore for RedisStore {
 
     async fn release(&self, lease: &Lease, reason: Option<&str>, now: DateTime<Utc>) -> Result<Fence, StoreError> {
         let call = Release {
-            fenced: Fenced::new(lease),
-            queue_key: keys::queue(&lease.queue).to_owned(),
-            events_key: keys::events(&lease.job_id),
+            fenced: Fenced::new(&self.layout, lease),
+            queue: lease.queue.clone(),
             reason: reason.map(str::to_owned),
             now_ms: epoch_ms(now),
         };
@@ -150,7 +149,7 @@ impl WorkerStore for RedisStore {
     }
 
     async fn finish_cancelled(&self, lease: &Lease) -> Result<Fence, StoreError> {
-        self.run(FinishCancelled { fenced: Fenced::new(lease), events_key: keys::events(&lease.job_id) }).await
+        self.run(FinishCancelled { fenced: Fenced::new(&self.layout, lease) }).await
     }
 
     async fn heartbeat(&self, health: &WorkerHealth, ttl: Duration) -> Result<(), StoreError> {
@@ -158,7 +157,7 @@ impl WorkerStore for RedisStore {
         let ttl = i64::try_from(shared::health_ttl(ttl)).unwrap_or(i64::MAX);
         self.inner
             .client
-            .set::<(), _, _>(keys::health(&health.worker_id), json, Some(Expiration::EX(ttl)), None, false)
+            .set::<(), _, _>(self.layout.health(&health.worker_id), json, Some(Expiration::EX(ttl)), None, false)
             .await
             .map_err(|e| self.error("heartbeat", e))
     }
@@ -166,8 +165,11 @@ impl WorkerStore for RedisStore {
     async fn recover(&self, now: DateTime<Utc>, limit: usize) -> Result<Recovery, StoreError> {
         let defaults = &self.defaults;
         let call = Recover {
-            default_queue_key: keys::queue(&defaults.queue).to_owned(),
-            default_dlq_key: keys::dlq(&defaults.dlq).to_owned(),
+            layout: self.layout.clone(),
+            // The single layout's one shard (the cluster store recovers shard by shard).
+            shard: Shard::FIRST,
+            default_queue: defaults.queue.clone(),
+            default_dlq: defaults.dlq.clone(),
             now_ms: epoch_ms(now),
             limit,
             now_text: format_timestamp(now),
@@ -214,7 +216,7 @@ impl WorkerStore for RedisStore {
     async fn cron_tick(&self, entry: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         const OP: &str = "cron_tick";
         shared::cron_entry(entry)?;
-        let score = self.command(OP, "ZSCORE", vec![keys::CRON_TICKS.to_owned(), entry.to_owned()]).await?;
+        let score = self.command(OP, "ZSCORE", vec![self.layout.cron_ticks(), entry.to_owned()]).await?;
         let secs = match score {
             Value::Null => None,
             Value::Double(f) => Some(f),
@@ -229,12 +231,12 @@ impl WorkerStore for RedisStore {
 
     async fn record_cron_tick(&self, entry: &str, tick: DateTime<Utc>) -> Result<(), StoreError> {
         shared::cron_entry(entry)?;
-        self.run(CronTick { entry, tick: tick.timestamp() }).await
+        self.run(CronTick { layout: &self.layout, entry, tick: tick.timestamp() }).await
     }
 
     async fn unique_lock_ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
         const OP: &str = "unique_lock_ttl";
-        let ms = int(OP, &self.command(OP, "PTTL", vec![keys::unique_lock(key)]).await?)?;
+        let ms = int(OP, &self.command(OP, "PTTL", vec![self.layout.unique_lock(key)]).await?)?;
         Ok(u64::try_from(ms).ok().filter(|ms| *ms > 0).map(Duration::from_millis))
     }
 }

@@ -51,6 +51,7 @@ mod enqueue;
 mod hardening;
 mod harness;
 mod inspect;
+mod layout;
 mod lifecycle;
 mod outcomes;
 mod redis_only;

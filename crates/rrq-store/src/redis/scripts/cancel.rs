@@ -8,15 +8,17 @@ use rrq_protocol::{JobId, QueueName};
 use super::LuaScript;
 use crate::error::StoreError;
 use crate::job::JobStatus;
-use crate::keys;
+use crate::keys::{self, Layout};
 use crate::redis::reply::{self, protocol};
 use crate::store::CancelResult;
 
 pub(crate) struct Cancel<'a> {
+    /// Every key is on the job's shard.
+    pub layout: &'a Layout,
     /// KEYS[1] and KEYS[3] (job and events stream), ARGV[1].
     pub id: &'a JobId,
     /// KEYS[2]: for a job without `queue_name`.
-    pub default_queue_key: String,
+    pub default_queue: &'a QueueName,
 }
 
 impl LuaScript for Cancel<'_> {
@@ -26,12 +28,13 @@ impl LuaScript for Cancel<'_> {
     lua_source!("cancel.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
+        let (layout, shard) = (self.layout, self.layout.shard_of(self.id));
         let keys = vec![
-            keys::job(self.id),
-            self.default_queue_key,
-            keys::events(self.id),
-            QueueName::PREFIX.to_owned(),
-            keys::UNIQUE_LOCK_PREFIX.to_owned(),
+            layout.job(self.id),
+            layout.queue(self.default_queue, shard),
+            layout.events(self.id),
+            layout.on_shard(shard, QueueName::PREFIX),
+            layout.on_shard(shard, keys::UNIQUE_LOCK_PREFIX),
         ];
         let args = vec![self.id.as_str().into(), Value::from_static_str(keys::CANCEL_CHANNEL)];
         (keys, args)

@@ -113,7 +113,7 @@ if max > taken then
       local t = key_type(job_key)
       local kept = quarantine_prefix .. id
       redis.call('RENAME', job_key, kept)
-      redis.call('HSET', job_key, 'id', id, 'queue_name', queue)
+      redis.call('HSET', job_key, 'id', id, 'queue_name', untagged(queue))
       removed[#removed + 1] = id
       move_to_dlq(job_key, events_prefix .. id, dlq, id,
         'job key had type ' .. t .. '; original preserved at ' .. kept, now_text)

@@ -14,18 +14,19 @@ use rrq_protocol::{DlqName, JobId, QueueName};
 
 use super::{LuaScript, flag};
 use crate::error::StoreError;
-use crate::keys;
+use crate::keys::{self, Layout, Shard};
 use crate::redis::reply::{self, protocol};
 
 #[derive(Clone)]
 pub(crate) struct Claim {
+    /// Every key is on the claimed shard.
+    pub layout: Layout,
+    pub shard: Shard,
     /// KEYS[1]
-    pub queue_key: String,
-    /// KEYS[2]
-    pub active_key: String,
+    pub queue: QueueName,
     /// KEYS[5]: where broken jobs are quarantined.
-    pub default_dlq_key: String,
-    /// ARGV[1]
+    pub default_dlq: DlqName,
+    /// ARGV[1], and KEYS[2] (the worker's active set).
     pub worker: String,
     /// ARGV[2]: epoch ms.
     pub now_ms: i64,
@@ -66,19 +67,21 @@ impl LuaScript for Claim {
     lua_source!("claim.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
+        let (layout, shard) = (&self.layout, self.shard);
+        let at = |name: &str| layout.on_shard(shard, name);
         let keys = vec![
-            self.queue_key,
-            self.active_key,
-            keys::LEASES.to_owned(),
-            keys::PAUSED.to_owned(),
-            self.default_dlq_key,
-            keys::JOB_PREFIX.to_owned(),
-            keys::LOCK_PREFIX.to_owned(),
-            keys::QUARANTINE_PREFIX.to_owned(),
-            keys::EVENTS_PREFIX.to_owned(),
-            QueueName::PREFIX.to_owned(),
-            keys::UNIQUE_LOCK_PREFIX.to_owned(),
-            DlqName::PREFIX.to_owned(),
+            layout.queue(&self.queue, shard),
+            layout.active(&self.worker, shard),
+            layout.leases(shard),
+            layout.paused(shard),
+            layout.dlq(&self.default_dlq, shard),
+            at(keys::JOB_PREFIX),
+            at(keys::LOCK_PREFIX),
+            at(keys::QUARANTINE_PREFIX),
+            at(keys::EVENTS_PREFIX),
+            at(QueueName::PREFIX),
+            at(keys::UNIQUE_LOCK_PREFIX),
+            at(DlqName::PREFIX),
         ];
         let args = vec![
             self.worker.into(),

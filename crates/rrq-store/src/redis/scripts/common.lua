@@ -34,7 +34,20 @@ local function hash_fields(key, ...)
   return v
 end
 
--- A bare or full name turned into its full key, trimmed; `fallback_key` when empty.
+-- A key or prefix without the shard hash tag the sharded layout puts after
+-- the namespace (`rrq:{7.3}:queue:x` is the shard's copy of `rrq:queue:x`).
+-- Single-layout names have no brace there and come back unchanged.
+local function untagged(key)
+  local head, rest = string.match(key, '^([^:{]*:)%b{}:(.*)$')
+  if head then
+    return head .. rest
+  end
+  return key
+end
+
+-- A bare or full name (a job's `queue_name` or `dlq_name`, which always
+-- holds the untagged name) turned into its key under `prefix`, trimmed;
+-- `fallback_key` when empty. In the single layout the key is the full name.
 local function full_name(name, prefix, fallback_key)
   if not name then
     return fallback_key
@@ -43,8 +56,9 @@ local function full_name(name, prefix, fallback_key)
   if name == '' then
     return fallback_key
   end
-  if string.sub(name, 1, #prefix) == prefix then
-    return name
+  local plain = untagged(prefix)
+  if string.sub(name, 1, #plain) == plain then
+    name = string.sub(name, #plain + 1)
   end
   return prefix .. name
 end

@@ -4,26 +4,25 @@
 //! only in the script: its prefix is a KEYS entry.
 
 use fred::prelude::*;
+use rrq_protocol::JobId;
 
 use super::LuaScript;
 use crate::error::StoreError;
-use crate::keys;
+use crate::keys::{self, Layout};
 use crate::redis::reply;
 use crate::store::Fence;
 
 /// KEYS[1] the lease index and KEYS[2] the unique-lock prefix, then the
-/// attempts.
+/// attempts (all of the first attempt's shard).
 pub(crate) struct Complete {
     pub attempts: Vec<Attempt>,
 }
 
-/// One attempt: four KEYS and seven ARGV.
+/// One attempt: four KEYS (job, lock, the worker's active set, events
+/// stream) and seven ARGV.
 pub(crate) struct Attempt {
-    pub job_key: String,
-    pub lock_key: String,
-    pub active_key: String,
-    pub events_key: String,
-    pub id: String,
+    pub layout: Layout,
+    pub id: JobId,
     pub worker: String,
     pub token: String,
     /// Compact JSON.
@@ -46,11 +45,15 @@ impl LuaScript for Complete {
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let mut keys = Vec::with_capacity(2 + 4 * self.attempts.len());
         let mut args = Vec::with_capacity(7 * self.attempts.len());
-        keys.extend([keys::LEASES.to_owned(), keys::UNIQUE_LOCK_PREFIX.to_owned()]);
+        if let Some(first) = self.attempts.first() {
+            let shard = first.layout.shard_of(&first.id);
+            keys.extend([first.layout.leases(shard), first.layout.on_shard(shard, keys::UNIQUE_LOCK_PREFIX)]);
+        }
         for a in self.attempts {
-            keys.extend([a.job_key, a.lock_key, a.active_key, a.events_key]);
+            let (layout, shard) = (&a.layout, a.layout.shard_of(&a.id));
+            keys.extend([layout.job(&a.id), layout.lock(&a.id), layout.active(&a.worker, shard), layout.events(&a.id)]);
             args.extend([
-                a.id.into(),
+                a.id.into_string().into(),
                 a.worker.into(),
                 a.token.into(),
                 a.result.into(),

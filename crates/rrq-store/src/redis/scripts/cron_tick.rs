@@ -5,10 +5,11 @@ use fred::prelude::*;
 
 use super::LuaScript;
 use crate::error::StoreError;
-use crate::keys;
+use crate::keys::Layout;
 
 /// KEYS[1] the tick record; ARGV[1] the entry, ARGV[2] the tick.
 pub(crate) struct CronTick<'a> {
+    pub layout: &'a Layout,
     pub entry: &'a str,
     /// Epoch seconds.
     pub tick: i64,
@@ -22,7 +23,7 @@ impl LuaScript for CronTick<'_> {
     lua_source!("cron_tick.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
-        (vec![keys::CRON_TICKS.to_owned()], vec![self.entry.into(), self.tick.into()])
+        (vec![self.layout.cron_ticks()], vec![self.entry.into(), self.tick.into()])
     }
 
     fn decode(_: Value) -> Result<(), StoreError> {

@@ -11,12 +11,10 @@ use crate::keys;
 use crate::store::Fence;
 
 pub(crate) struct DeadLetter {
-    /// KEYS[1-4], ARGV[1-3].
+    /// KEYS[1-4] and KEYS[5] (events stream), ARGV[1-3].
     pub fenced: Fenced,
-    /// KEYS[5]
-    pub events_key: String,
-    /// KEYS[6]: for a job without `dlq_name`.
-    pub default_dlq_key: String,
+    /// KEYS[6] (on the job's shard): for a job without `dlq_name`.
+    pub default_dlq: DlqName,
     /// ARGV[4]
     pub reason: String,
     /// ARGV[5]: the failed attempt counts.
@@ -34,10 +32,10 @@ impl LuaScript for DeadLetter {
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let (mut keys, mut args) = self.fenced.head();
         keys.extend([
-            self.events_key,
-            self.default_dlq_key,
-            DlqName::PREFIX.to_owned(),
-            keys::UNIQUE_LOCK_PREFIX.to_owned(),
+            self.fenced.events_key(),
+            self.fenced.at(self.default_dlq.as_str()),
+            self.fenced.at(DlqName::PREFIX),
+            self.fenced.at(keys::UNIQUE_LOCK_PREFIX),
         ]);
         args.extend([self.reason.into(), flag(self.count_attempt), self.completion_time.into()]);
         (keys, args)

@@ -17,7 +17,7 @@ end
 if redis.call('LREM', dlq, 1, id) == 0 then
   return 0
 end
-redis.call('HSET', job_key, 'status', 'PENDING', 'queue_name', queue, 'current_retries', '0',
+redis.call('HSET', job_key, 'status', 'PENDING', 'queue_name', untagged(queue), 'current_retries', '0',
   'next_scheduled_run_time', ARGV[3])
 redis.call('HDEL', job_key, 'completion_time', 'cancel_requested')
 redis.call('PERSIST', job_key)

@@ -2,28 +2,29 @@
 //! attempt budget.
 
 use fred::prelude::*;
+use rrq_protocol::{DlqName, JobId, QueueName};
 
 use super::LuaScript;
 use crate::error::StoreError;
-use crate::keys;
+use crate::keys::{self, Layout};
 use crate::redis::reply;
 
-pub(crate) struct DlqRequeue {
+/// Every key is on the job's shard.
+pub(crate) struct DlqRequeue<'a> {
+    pub layout: &'a Layout,
     /// KEYS[1]
-    pub dlq_key: String,
+    pub dlq: &'a DlqName,
     /// KEYS[2]
-    pub queue_key: String,
-    /// KEYS[3]
-    pub job_key: String,
-    /// ARGV[1]
-    pub id: String,
+    pub queue: &'a QueueName,
+    /// KEYS[3] (the job) and ARGV[1]
+    pub id: &'a JobId,
     /// ARGV[2]: epoch ms.
     pub now_ms: i64,
     /// ARGV[3]: RFC 3339.
     pub now_text: String,
 }
 
-impl LuaScript for DlqRequeue {
+impl LuaScript for DlqRequeue<'_> {
     const OP: &'static str = "dlq_requeue";
     /// Whether the job was re-queued.
     type Reply = bool;
@@ -31,9 +32,14 @@ impl LuaScript for DlqRequeue {
     lua_source!("dlq_requeue.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
-        let keys = vec![self.dlq_key, self.queue_key, self.job_key];
-        let args =
-            vec![self.id.into(), self.now_ms.into(), self.now_text.into(), Value::from_static_str(keys::READY_CHANNEL)];
+        let (layout, shard) = (self.layout, self.layout.shard_of(self.id));
+        let keys = vec![layout.dlq(self.dlq, shard), layout.queue(self.queue, shard), layout.job(self.id)];
+        let args = vec![
+            self.id.as_str().into(),
+            self.now_ms.into(),
+            self.now_text.into(),
+            Value::from_static_str(keys::READY_CHANNEL),
+        ];
         (keys, args)
     }
 

@@ -24,8 +24,9 @@ impl LuaScript for Enqueue {
     lua_source!("enqueue.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
+        let job_prefix = self.job.at(keys::JOB_PREFIX);
         let (mut keys, mut args, fields) = self.job.head();
-        keys.push(keys::JOB_PREFIX.to_owned());
+        keys.push(job_prefix);
         keys.extend(self.idempotency_key);
         super::push_fields(&mut args, fields);
         (keys, args)

@@ -4,6 +4,8 @@ use fred::prelude::*;
 
 use super::{LuaScript, flag};
 use crate::error::StoreError;
+use crate::job::NewJob;
+use crate::keys::Layout;
 use crate::redis::reply::{self, protocol};
 
 pub(crate) struct EnqueueBatch {
@@ -14,6 +16,7 @@ pub(crate) struct EnqueueBatch {
     pub jobs: Vec<BatchJob>,
 }
 
+/// One job; a call takes jobs of one shard.
 pub(crate) struct BatchJob {
     pub job_key: String,
     pub queue_key: String,
@@ -22,6 +25,19 @@ pub(crate) struct BatchJob {
     pub score: i64,
     pub ready_now: bool,
     pub fields: Vec<(&'static str, String)>,
+}
+
+impl BatchJob {
+    pub(crate) fn new(layout: &Layout, job: &NewJob) -> BatchJob {
+        BatchJob {
+            job_key: layout.job(&job.id),
+            queue_key: layout.queue(&job.queue, layout.shard_of(&job.id)),
+            id: job.id.as_str().to_owned(),
+            score: crate::clock::epoch_ms(job.scheduled_time),
+            ready_now: crate::shared::ready_at_enqueue(job),
+            fields: job.to_fields(),
+        }
+    }
 }
 
 impl LuaScript for EnqueueBatch {

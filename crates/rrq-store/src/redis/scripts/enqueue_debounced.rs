@@ -30,8 +30,10 @@ impl LuaScript for EnqueueDebounced {
     lua_source!("enqueue_debounced.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
+        let prefixes = [self.job.at(keys::JOB_PREFIX), self.job.at(QueueName::PREFIX)];
         let (mut keys, mut args, fields) = self.job.head();
-        keys.extend([self.debounce_key, keys::JOB_PREFIX.to_owned(), QueueName::PREFIX.to_owned()]);
+        keys.push(self.debounce_key);
+        keys.extend(prefixes);
         args.extend([flag(self.has_trace_context), flag(self.has_correlation_context)]);
         super::push_fields(&mut args, fields);
         (keys, args)

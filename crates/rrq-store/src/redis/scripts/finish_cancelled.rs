@@ -10,10 +10,8 @@ use crate::keys;
 use crate::store::Fence;
 
 pub(crate) struct FinishCancelled {
-    /// KEYS[1-4], ARGV[1-3].
+    /// KEYS[1-4] and KEYS[5] (events stream), ARGV[1-3].
     pub fenced: Fenced,
-    /// KEYS[5]
-    pub events_key: String,
 }
 
 impl LuaScript for FinishCancelled {
@@ -24,7 +22,7 @@ impl LuaScript for FinishCancelled {
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let (mut keys, args) = self.fenced.head();
-        keys.extend([self.events_key, keys::UNIQUE_LOCK_PREFIX.to_owned()]);
+        keys.extend([self.fenced.events_key(), self.fenced.at(keys::UNIQUE_LOCK_PREFIX)]);
         (keys, args)
     }
 

@@ -3,13 +3,21 @@
 use std::collections::HashMap;
 
 use fred::prelude::*;
+use rrq_protocol::JobId;
 
 use super::LuaScript;
 use crate::error::StoreError;
+use crate::keys::Layout;
 use crate::redis::reply;
 
-/// KEYS: the job hashes.
+/// KEYS: the job hashes (of one shard).
 pub(crate) struct InspectJobs(pub Vec<String>);
+
+impl InspectJobs {
+    pub(crate) fn of(layout: &Layout, ids: &[JobId]) -> InspectJobs {
+        InspectJobs(ids.iter().map(|id| layout.job(id)).collect())
+    }
+}
 
 impl LuaScript for InspectJobs {
     const OP: &'static str = "job_fields_batch";

@@ -8,13 +8,22 @@
 //! loaded once per process and run by SHA (`EVALSHA`, reloaded on
 //! `NOSCRIPT`). Every key a script touches arrives in KEYS (see the note at
 //! the top of `common.lua`, and `lint.rs`, which checks it).
+//!
+//! A wrapper builds its KEYS from a [`Layout`] and the job's (or the
+//! call's) [`Shard`]: in the single layout they are rrq 0.11.1's names; in
+//! the sharded one every key of one call carries one shard's hash tag, so
+//! the call runs in one Redis Cluster slot (`slots.rs` checks every wrapper).
+//! A call over many jobs (a batch, a purge, a renewal) takes jobs of one
+//! shard.
 
 use fred::prelude::*;
 use fred::types::scripts::Script;
 
 use crate::error::StoreError;
-use crate::store::Lease;
-use crate::{keys, store::Fence};
+use rrq_protocol::JobId;
+
+use crate::keys::{self, Layout, Shard};
+use crate::store::{Fence, Lease};
 
 /// A wrapper's `fn script()`: `common.lua` followed by the given file,
 /// hashed and loaded on first use.
@@ -51,6 +60,8 @@ mod recover;
 mod release;
 mod renew;
 mod retry;
+#[cfg(test)]
+mod slots;
 
 pub(super) use cancel::Cancel;
 pub(super) use claim::Claim;
@@ -97,41 +108,57 @@ pub(super) async fn eval<S: LuaScript>(client: &Client, script: S) -> Result<Val
 /// KEYS 1-4 and ARGV 1-3 of every fenced outcome script (retry, dead
 /// letter, release, finish cancelled): the job, its lock, the worker's
 /// active set and the lease index; the job id, the worker id and the token.
+/// The other keys of the call are on the job's shard too ([`Fenced::at`]).
 pub(super) struct Fenced {
-    job_key: String,
-    lock_key: String,
-    active_key: String,
-    id: String,
+    layout: Layout,
+    shard: Shard,
+    id: JobId,
     worker: String,
     token: String,
 }
 
 impl Fenced {
-    pub(super) fn new(lease: &Lease) -> Fenced {
+    pub(super) fn new(layout: &Layout, lease: &Lease) -> Fenced {
         Fenced {
-            job_key: keys::job(&lease.job_id),
-            lock_key: keys::lock(&lease.job_id),
-            active_key: keys::active(&lease.worker_id),
-            id: lease.job_id.as_str().to_owned(),
+            layout: layout.clone(),
+            shard: layout.shard_of(&lease.job_id),
+            id: lease.job_id.clone(),
             worker: lease.worker_id.clone(),
             token: lease.token.clone(),
         }
     }
 
+    /// A single-layout key or prefix on the job's shard.
+    fn at(&self, name: &str) -> String {
+        self.layout.on_shard(self.shard, name)
+    }
+
+    /// The job's events stream.
+    fn events_key(&self) -> String {
+        self.layout.events(&self.id)
+    }
+
     /// The four keys and three arguments every fenced script starts with.
-    fn head(self) -> (Vec<String>, Vec<Value>) {
-        (
-            vec![self.job_key, self.lock_key, self.active_key, keys::LEASES.to_owned()],
-            vec![self.id.into(), self.worker.into(), self.token.into()],
-        )
+    fn head(&self) -> (Vec<String>, Vec<Value>) {
+        let keys = vec![
+            self.layout.job(&self.id),
+            self.layout.lock(&self.id),
+            self.layout.active(&self.worker, self.shard),
+            self.layout.leases(self.shard),
+        ];
+        (keys, vec![self.id.as_str().into(), self.worker.as_str().into(), self.token.as_str().into()])
     }
 }
 
 /// KEYS 1-2 and ARGV 1-5 of every single-job enqueue script (standard,
-/// rate-limited, debounced, unique): the job and its queue; the job id, its
-/// score, the dedup key's TTL, whether it is ready now and the ready
-/// channel. The job's hash fields are the script's last arguments.
+/// rate-limited, debounced, unique): the job and its queue (on the job's
+/// shard); the job id, its score, the dedup key's TTL, whether it is ready
+/// now and the ready channel. The job's hash fields are the script's last
+/// arguments. A dedup key must be on the job's shard (the cluster store
+/// draws such ids).
 pub(super) struct NewJobCall {
+    layout: Layout,
+    shard: Shard,
     job_key: String,
     queue_key: String,
     id: String,
@@ -144,16 +171,24 @@ pub(super) struct NewJobCall {
 }
 
 impl NewJobCall {
-    pub(super) fn new(job: &crate::job::NewJob, ttl: u64, ready_now: bool) -> NewJobCall {
+    pub(super) fn new(layout: &Layout, job: &crate::job::NewJob, ttl: u64, ready_now: bool) -> NewJobCall {
+        let shard = layout.shard_of(&job.id);
         NewJobCall {
-            job_key: keys::job(&job.id),
-            queue_key: keys::queue(&job.queue).to_owned(),
+            layout: layout.clone(),
+            shard,
+            job_key: layout.job(&job.id),
+            queue_key: layout.queue(&job.queue, shard),
             id: job.id.as_str().to_owned(),
             score: crate::clock::epoch_ms(job.scheduled_time),
             ttl,
             ready_now,
             fields: job.to_fields(),
         }
+    }
+
+    /// A single-layout key or prefix on the job's shard.
+    fn at(&self, name: &str) -> String {
+        self.layout.on_shard(self.shard, name)
     }
 
     /// The two keys and five arguments every single-job enqueue starts

@@ -12,15 +12,18 @@ use rrq_protocol::{DlqName, QueueName};
 
 use super::LuaScript;
 use crate::error::StoreError;
-use crate::keys;
+use crate::keys::{self, Layout, Shard};
 use crate::redis::reply::{self, protocol};
 use crate::store::Recovery;
 
 pub(crate) struct Recover {
+    /// Every key is on the recovered shard (KEYS[1]: its lease index).
+    pub layout: Layout,
+    pub shard: Shard,
     /// KEYS[2]: for a job without `queue_name`.
-    pub default_queue_key: String,
+    pub default_queue: QueueName,
     /// KEYS[3]: for a job without `dlq_name`.
-    pub default_dlq_key: String,
+    pub default_dlq: DlqName,
     /// ARGV[1]: epoch ms.
     pub now_ms: i64,
     /// ARGV[2]
@@ -38,17 +41,19 @@ impl LuaScript for Recover {
     lua_source!("recover.lua");
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
+        let (layout, shard) = (&self.layout, self.shard);
+        let at = |name: &str| layout.on_shard(shard, name);
         let keys = vec![
-            keys::LEASES.to_owned(),
-            self.default_queue_key,
-            self.default_dlq_key,
-            keys::JOB_PREFIX.to_owned(),
-            keys::LOCK_PREFIX.to_owned(),
-            keys::ACTIVE_PREFIX.to_owned(),
-            keys::EVENTS_PREFIX.to_owned(),
-            QueueName::PREFIX.to_owned(),
-            DlqName::PREFIX.to_owned(),
-            keys::UNIQUE_LOCK_PREFIX.to_owned(),
+            layout.leases(shard),
+            layout.queue(&self.default_queue, shard),
+            layout.dlq(&self.default_dlq, shard),
+            at(keys::JOB_PREFIX),
+            at(keys::LOCK_PREFIX),
+            at(keys::ACTIVE_PREFIX),
+            at(keys::EVENTS_PREFIX),
+            at(QueueName::PREFIX),
+            at(DlqName::PREFIX),
+            at(keys::UNIQUE_LOCK_PREFIX),
         ];
         let args = vec![
             self.now_ms.into(),

@@ -3,6 +3,7 @@
 //! the script: its prefix is a KEYS entry.
 
 use fred::prelude::*;
+use rrq_protocol::QueueName;
 
 use super::{Fenced, LuaScript, flag};
 use crate::error::StoreError;
@@ -10,12 +11,10 @@ use crate::keys;
 use crate::store::Fence;
 
 pub(crate) struct Release {
-    /// KEYS[1-4], ARGV[1-3].
+    /// KEYS[1-4] and KEYS[6] (events stream), ARGV[1-3].
     pub fenced: Fenced,
-    /// KEYS[5]: the queue it was claimed from.
-    pub queue_key: String,
-    /// KEYS[6]
-    pub events_key: String,
+    /// KEYS[5] (on the job's shard): the queue it was claimed from.
+    pub queue: QueueName,
     /// ARGV[4-5]: written as `last_error` when given.
     pub reason: Option<String>,
     /// ARGV[6]: epoch ms.
@@ -30,7 +29,11 @@ impl LuaScript for Release {
 
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let (mut keys, mut args) = self.fenced.head();
-        keys.extend([self.queue_key, self.events_key, keys::UNIQUE_LOCK_PREFIX.to_owned()]);
+        keys.extend([
+            self.fenced.at(self.queue.as_str()),
+            self.fenced.events_key(),
+            self.fenced.at(keys::UNIQUE_LOCK_PREFIX),
+        ]);
         args.extend([
             flag(self.reason.is_some()),
             self.reason.unwrap_or_default().into(),

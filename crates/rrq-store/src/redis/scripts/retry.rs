@@ -11,12 +11,10 @@ use crate::keys;
 use crate::store::Fence;
 
 pub(crate) struct Retry {
-    /// KEYS[1-4], ARGV[1-3].
+    /// KEYS[1-4] and KEYS[5] (events stream), ARGV[1-3].
     pub fenced: Fenced,
-    /// KEYS[5]
-    pub events_key: String,
-    /// KEYS[6]: for a job without `queue_name`.
-    pub default_queue_key: String,
+    /// KEYS[6] (on the job's shard): for a job without `queue_name`.
+    pub default_queue: QueueName,
     /// ARGV[4]
     pub error: String,
     /// ARGV[5]: epoch ms.
@@ -36,10 +34,10 @@ impl LuaScript for Retry {
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let (mut keys, mut args) = self.fenced.head();
         keys.extend([
-            self.events_key,
-            self.default_queue_key,
-            QueueName::PREFIX.to_owned(),
-            keys::UNIQUE_LOCK_PREFIX.to_owned(),
+            self.fenced.events_key(),
+            self.fenced.at(self.default_queue.as_str()),
+            self.fenced.at(QueueName::PREFIX),
+            self.fenced.at(keys::UNIQUE_LOCK_PREFIX),
         ]);
         args.extend([
             self.error.into(),
