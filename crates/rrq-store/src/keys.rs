@@ -217,6 +217,10 @@ impl Layout {
     }
 
     fn shard_of_text(&self, text: &str) -> Shard {
+        if self.tags.is_none() {
+            // One shard: no checksum on the single layout's hot path.
+            return Shard::FIRST;
+        }
         Shard(crc16(text.as_bytes()) % self.shard_count())
     }
 
@@ -229,6 +233,15 @@ impl Layout {
         }
     }
 
+    /// [`Layout::on_shard`] for a name built for the call: the single
+    /// layout hands it back without a copy.
+    fn place(&self, shard: Shard, name: String) -> String {
+        match self.tag(shard) {
+            None => name,
+            Some(tag) => with_tag(tag, &name),
+        }
+    }
+
     /// A single-layout key placed among the cluster-wide keys.
     fn global(&self, name: &str) -> String {
         if self.is_sharded() { with_tag(GLOBAL_TAG, name) } else { name.to_owned() }
@@ -236,17 +249,17 @@ impl Layout {
 
     /// The job hash (`rrq:job:ID`).
     pub fn job(&self, id: &JobId) -> String {
-        self.on_shard(self.shard_of(id), &job(id))
+        self.place(self.shard_of(id), job(id))
     }
 
     /// The job lock (`rrq:lock:job:ID`).
     pub fn lock(&self, id: &JobId) -> String {
-        self.on_shard(self.shard_of(id), &lock(id))
+        self.place(self.shard_of(id), lock(id))
     }
 
     /// The job's events stream (`rrq:events:job:ID`).
     pub fn events(&self, id: &JobId) -> String {
-        self.on_shard(self.shard_of(id), &events(id))
+        self.place(self.shard_of(id), events(id))
     }
 
     /// A queue's ready set on `shard` (`rrq:queue:NAME`).
@@ -261,7 +274,7 @@ impl Layout {
 
     /// A worker's active set on `shard` (`rrq:active:jobs:WORKER`).
     pub fn active(&self, worker_id: &str, shard: Shard) -> String {
-        self.on_shard(shard, &active(worker_id))
+        self.place(shard, active(worker_id))
     }
 
     /// The lease index of `shard` (`rrq:leases`).
@@ -276,7 +289,7 @@ impl Layout {
 
     /// The idempotency key (`rrq:idempotency:KEY`), on the shard of `key`.
     pub fn idempotency(&self, key: &str) -> String {
-        self.on_shard(self.idempotency_shard(key), &idempotency(key))
+        self.place(self.idempotency_shard(key), idempotency(key))
     }
 
     /// The shard of an idempotency key (and of the job enqueued under it).
@@ -287,7 +300,7 @@ impl Layout {
     /// The rate-limit key (`rrq:rate_limit:KEY`, prefixed unless already),
     /// on the shard of the key without its prefix.
     pub fn rate_limit(&self, key: &str) -> String {
-        self.on_shard(self.rate_limit_shard(key), &rate_limit(key))
+        self.place(self.rate_limit_shard(key), rate_limit(key))
     }
 
     /// The shard of a rate-limit key (and of the job enqueued under it).
@@ -298,7 +311,7 @@ impl Layout {
     /// The debounce key (`rrq:debounce:KEY`, prefixed unless already), on
     /// the shard of the key without its prefix.
     pub fn debounce(&self, key: &str) -> String {
-        self.on_shard(self.debounce_shard(key), &debounce(key))
+        self.place(self.debounce_shard(key), debounce(key))
     }
 
     /// The shard of a debounce key (and of the job enqueued under it).
@@ -309,7 +322,7 @@ impl Layout {
     /// The orchestrator unique lock (`rrq:lock:unique:KEY`), on the shard of
     /// `key`.
     pub fn unique_lock(&self, key: &str) -> String {
-        self.on_shard(self.unique_lock_shard(key), &unique_lock(key))
+        self.place(self.unique_lock_shard(key), unique_lock(key))
     }
 
     /// The shard of a unique key (and of the job that holds its lock).
