@@ -140,3 +140,58 @@ fn a_bad_metric_interval_is_reported_with_the_variable() {
         assert!(err.contains("OTEL_METRIC_EXPORT_INTERVAL") && err.contains(bad), "{err}");
     }
 }
+
+/// Starts a batch loop over a fresh queue; each export arrives on the
+/// returned channel with the (paused) time it was made at.
+fn batching() -> (Queue<u32>, mpsc::UnboundedReceiver<(Vec<u32>, tokio::time::Instant)>) {
+    let (queue, rx) = Queue::<u32>::new("rrq_otlp_test_batches_dropped_total");
+    let (tx, sent) = mpsc::unbounded_channel();
+    tokio::spawn(batch_loop(rx, Outage::new(Signal::Traces, "http://c"), move |batch| {
+        let tx = tx.clone();
+        async move {
+            tx.send((batch, tokio::time::Instant::now())).unwrap();
+            Ok(())
+        }
+    }));
+    (queue, sent)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_batch_goes_at_once_and_a_partial_one_after_the_delay() {
+    let (queue, mut sent) = batching();
+    let start = tokio::time::Instant::now();
+    for i in 0..MAX_BATCH as u32 + 3 {
+        queue.offer(i);
+    }
+    let (full, at) = sent.recv().await.unwrap();
+    assert_eq!((full.len(), at), (MAX_BATCH, start), "a full batch does not wait");
+    let (rest, at) = sent.recv().await.unwrap();
+    assert_eq!(rest, [512, 513, 514]);
+    assert_eq!(at, start + BATCH_DELAY, "a partial batch waits the batch delay, no longer");
+}
+
+#[tokio::test(start_paused = true)]
+async fn items_trickling_in_within_the_delay_share_one_batch() {
+    let (queue, mut sent) = batching();
+    let start = tokio::time::Instant::now();
+    for i in 0..10 {
+        queue.offer(i);
+        tokio::time::sleep(Duration::from_millis(30)).await; // sleep-ok: paused time, paces the producer
+    }
+    let (batch, at) = sent.recv().await.unwrap();
+    assert_eq!(batch, (0..10).collect::<Vec<_>>(), "one request for the ten");
+    assert_eq!(at, start + BATCH_DELAY);
+    assert!(sent.try_recv().is_err(), "and no other");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flush_sends_the_open_batch_before_it_answers() {
+    let (queue, mut sent) = batching();
+    let start = tokio::time::Instant::now();
+    queue.offer(7);
+    queue.offer(8);
+    queue.flush(start + Duration::from_secs(5)).await;
+    let (batch, at) = sent.try_recv().expect("exported before the flush returned");
+    assert_eq!(batch, [7, 8]);
+    assert!(at < start + BATCH_DELAY, "without waiting for the batch delay: {:?}", at - start);
+}
