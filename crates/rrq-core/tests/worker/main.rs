@@ -95,6 +95,24 @@ impl Harness {
         }
     }
 
+    /// Claims the one ready job of the default queue for a worker that then
+    /// dies: its lease (15 s) is never renewed.
+    async fn claim_as_dead_worker(&self) {
+        let claimed = self
+            .store
+            .claim(ClaimRequest {
+                queue: QueueName::new("default"),
+                worker_id: "rrq_worker_dead_0000".into(),
+                max: 1,
+                now: self.clock.now(),
+                lease_ttl: Duration::from_secs(15),
+                max_payload_bytes: usize::MAX,
+            })
+            .await
+            .unwrap();
+        assert_eq!(claimed.jobs.len(), 1);
+    }
+
     async fn dlq(&self) -> Vec<String> {
         self.store
             .dlq_ids(&DlqName::new("default"), 0, 100)
@@ -407,19 +425,7 @@ async fn jobs_of_a_dead_worker_are_recovered_within_a_bounded_time() {
     let h = Harness::new(ScriptedRunner::new(2).on("success", Behavior::Reply(success)));
     h.enqueue("orphan", "success", json!({}), |j| j.job_timeout_seconds = 3600).await;
     // A worker claims the job and dies without renewing its lease.
-    let claimed = h
-        .store
-        .claim(ClaimRequest {
-            queue: QueueName::new("default"),
-            worker_id: "rrq_worker_dead_0000".into(),
-            max: 1,
-            now: h.clock.now(),
-            lease_ttl: Duration::from_secs(15),
-            max_payload_bytes: usize::MAX,
-        })
-        .await
-        .unwrap();
-    assert_eq!(claimed.jobs.len(), 1);
+    h.claim_as_dead_worker().await;
     let start = tokio::time::Instant::now();
     let _w = h.start(h.config(&[]));
     let job = h.wait_for("orphan", JobStatus::Completed).await;
@@ -562,19 +568,7 @@ async fn the_heartbeat_carries_cumulative_counts_and_jobs_in_flight_per_queue() 
 async fn the_heartbeat_counts_jobs_its_recovery_dead_letters_as_failed() {
     let h = Harness::new(ScriptedRunner::new(2).on("success", Behavior::Reply(success)));
     h.enqueue("orphan", "success", json!({}), |j| j.max_retries = 1).await;
-    let claimed = h
-        .store
-        .claim(ClaimRequest {
-            queue: QueueName::new("default"),
-            worker_id: "rrq_worker_dead_0000".into(),
-            max: 1,
-            now: h.clock.now(),
-            lease_ttl: Duration::from_secs(15),
-            max_payload_bytes: usize::MAX,
-        })
-        .await
-        .unwrap();
-    assert_eq!(claimed.jobs.len(), 1);
+    h.claim_as_dead_worker().await;
     let mut config = h.config(&[]);
     config.heartbeat_interval = Duration::from_secs(1);
     let _w = h.start(config);
