@@ -1,8 +1,8 @@
 //! `tracing` events as OpenTelemetry log records: a subscriber layer that
 //! turns each event into a record (message as body, fields as attributes,
-//! the level as severity) stamped with the trace and span of the active
-//! OpenTelemetry context, that is of the `tracing` span the event happened
-//! in; and the processor that queues records for export.
+//! the level as severity) stamped with the trace and span of the `tracing`
+//! span the event happened in; and the processor that queues records for
+//! export.
 
 use std::time::Duration;
 
@@ -102,8 +102,11 @@ impl Visit for Fields<'_> {
     }
 }
 
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogBridge {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+impl<S> tracing_subscriber::Layer<S> for LogBridge
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
         let mut record = self.logger.create_log_record();
         record.set_timestamp(SystemClock.now().into());
@@ -111,8 +114,22 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogBridge {
         record.set_severity_text(meta.level().as_str());
         record.set_target(meta.target().to_owned());
         event.record(&mut Fields(&mut record));
-        // The logger stamps the record with the current OpenTelemetry
-        // context, which the tracing layer activates for the entered span.
+        // The trace and span of the `tracing` span the event happened in,
+        // read from that span (the trace layer activates no OpenTelemetry
+        // context on enter: that cost every job's every poll). Without one,
+        // the logger falls back to the current OpenTelemetry context.
+        if let Some(span) = ctx.event_span(event) {
+            let id = span.id();
+            drop(span);
+            let cx = tracing::dispatcher::get_default(|d| tracing_opentelemetry::get_otel_context(&id, d));
+            if let Some(cx) = cx {
+                use opentelemetry::trace::TraceContextExt as _;
+                let sc = cx.span().span_context().clone();
+                if sc.is_valid() {
+                    record.set_trace_context(sc.trace_id(), sc.span_id(), Some(sc.trace_flags()));
+                }
+            }
+        }
         self.logger.emit(record);
     }
 }
