@@ -39,6 +39,26 @@ pub(crate) fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// How often the Prometheus recorder folds recorded histogram samples into
+/// its buckets. The recorder keeps every sample until then, so without this
+/// a worker whose `/metrics` nobody scrapes would hold one per job forever.
+pub(crate) const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs `upkeep` (the recorder's `run_upkeep`) every [`UPKEEP_INTERVAL`]
+/// until `stop` is cancelled.
+pub(crate) fn spawn_upkeep(upkeep: impl Fn() + Send + 'static, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => upkeep(),
+            }
+        }
+    });
+}
+
 /// Binds `addr` and serves until `stop` is cancelled. Returns the bound
 /// address (useful with port 0).
 pub(crate) async fn spawn(
@@ -147,4 +167,27 @@ async fn check(health: &HealthSources) -> (bool, String) {
         "runners": runners,
     });
     (ok, report.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn upkeep_runs_every_interval_until_stopped() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let counted = runs.clone();
+        spawn_upkeep(move || _ = counted.fetch_add(1, Ordering::SeqCst), stop.clone());
+        // sleep-ok: paused time; each advance lets the task see its next tick
+        tokio::time::sleep(UPKEEP_INTERVAL * 3 + Duration::from_millis(1)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 4, "at start, then every interval");
+        stop.cancel();
+        tokio::task::yield_now().await;
+        // sleep-ok: paused time; nothing may run after the stop
+        tokio::time::sleep(UPKEEP_INTERVAL * 3).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 4, "no upkeep after the stop");
+    }
 }

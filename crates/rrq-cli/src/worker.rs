@@ -184,6 +184,10 @@ async fn run_worker(args: RunArgs) -> Result<Exit, CliError> {
     let recorder = metrics_addr.zip(handle.clone());
     let built = build_worker(&settings, queues, args.burst).await?;
     let shutdown = CancellationToken::new();
+    if let Some(handle) = &handle {
+        let handle = handle.clone();
+        crate::serve::spawn_upkeep(move || handle.run_upkeep(), shutdown.child_token());
+    }
     if let Some((addr, handle)) = recorder {
         let health =
             crate::serve::HealthSources { store: built.store.clone(), probe_queue, runners: built.runners.clone() };
