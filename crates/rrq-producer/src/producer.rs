@@ -381,7 +381,7 @@ impl Producer {
         let id = match options.job_id {
             Some(id) if id.trim().is_empty() => return Err(invalid("job_id cannot be empty")),
             Some(id) => JobId::new(id),
-            None => JobId::new(uuid::Uuid::new_v4().to_string()),
+            None => self.store.new_job_id(&mode),
         };
         let mut trace_context = options.trace_context;
         inject_current_trace(&mut trace_context);

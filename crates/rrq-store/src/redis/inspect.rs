@@ -86,6 +86,9 @@ impl InspectStore for RedisStore {
     }
 
     async fn queue_len(&self, queue: &QueueName) -> Result<u64, StoreError> {
+        if self.layout.is_sharded() {
+            return self.sum_over_shards("queue_len", "ZCARD", |shard| self.layout.queue(queue, shard)).await;
+        }
         self.inner.client.zcard(self.layout.queue(queue, Shard::FIRST)).await.map_err(|e| self.error("queue_len", e))
     }
 
@@ -105,6 +108,9 @@ impl InspectStore for RedisStore {
     }
 
     async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError> {
+        if self.layout.is_sharded() {
+            return self.sum_over_shards("dlq_len", "LLEN", |shard| self.layout.dlq(dlq, shard)).await;
+        }
         self.inner.client.llen(self.layout.dlq(dlq, Shard::FIRST)).await.map_err(|e| self.error("dlq_len", e))
     }
 
@@ -200,6 +206,24 @@ impl InspectStore for RedisStore {
 
 /// Keys matching `prefix*` of one Redis type, each once; stops early once
 /// `limit` keys were found (`0` = no limit).
+impl RedisStore {
+    /// The sum of a counting command (`ZCARD`, `LLEN`) over one key per
+    /// shard, asked of every shard at once (sharded layout).
+    async fn sum_over_shards(
+        &self,
+        op: &'static str,
+        command: &'static str,
+        key: impl Fn(Shard) -> String,
+    ) -> Result<u64, StoreError> {
+        let counts = self.layout.shards().map(|shard| self.command(op, command, vec![key(shard)]));
+        let mut total = 0u64;
+        for count in futures::future::join_all(counts).await {
+            total += u64::try_from(reply::int(op, &count?)?).unwrap_or(0);
+        }
+        Ok(total)
+    }
+}
+
 async fn scan(
     store: &RedisStore,
     op: &'static str,

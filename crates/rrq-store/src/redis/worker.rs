@@ -2,6 +2,7 @@
 //! renewal, the fenced outcomes other than success (see `batch.rs`),
 //! heartbeat, orphan recovery, cron ticks and the ready subscription.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,42 +40,26 @@ impl WorkerStore for RedisStore {
 
     async fn claim(&self, req: ClaimRequest) -> Result<ClaimBatch, StoreError> {
         let token = format_timestamp(req.now);
-        let now_ms = epoch_ms(req.now);
-        let ttl_ms = shared::lease_ms(req.lease_ttl);
-        let call = Claim {
-            layout: self.layout.clone(),
-            // The single layout's one shard (the cluster store claims shard by shard).
-            shard: Shard::FIRST,
-            queue: req.queue.clone(),
-            default_dlq: self.defaults.dlq.clone(),
-            worker: req.worker_id.clone(),
-            now_ms,
-            max: req.max,
-            lease_ttl_ms: ttl_ms,
-            token: token.clone(),
-            start_score: req.now.timestamp(),
-            lock_expiry: now_ms.saturating_add(ttl_ms),
-            replay: false,
-            max_payload_bytes: req.max_payload_bytes,
-        };
-        let reply = match scripts::eval(&self.inner.client, call.clone()).await {
-            Ok(reply) => reply,
-            // The connection broke with the script sent: it may have run and
-            // only its reply been lost. Asking again with the same token
-            // returns what that run took; otherwise its jobs would sit locked
-            // until their lease expired and recovery re-queued them with an
-            // attempt counted. (A timeout is not repeated: during an outage
-            // that would only double the wait.)
-            // The repeat is tried a few times, with backoff, while the
-            // connection is still coming back.
-            Err(e) if lost_reply(&e) => replay(self, Claim { replay: true, ..call }, e).await?,
-            Err(e) => return Err(self.error(Claim::OP, e)),
-        };
-        let reply = Claim::decode(reply)?;
-        let jobs = reply
-            .claimed
-            .into_iter()
-            .map(|(id, fields)| {
+        // Every shard of the queue (the single layout has one), starting at
+        // the shard after the previous claim's start, so that a worker that
+        // fills its batch early does not always drain the same shards first.
+        let n = usize::from(self.layout.shard_count());
+        let first = if n == 1 { 0 } else { self.inner.rotation.fetch_add(1, Ordering::Relaxed) % n };
+        let mut batch = ClaimBatch { jobs: Vec::new(), dropped: Vec::new(), next_ready: None, paused: false };
+        let shards: Vec<Shard> = self.layout.shards().collect();
+        for &shard in shards.iter().cycle().skip(first).take(n) {
+            let room = req.max.saturating_sub(batch.jobs.len());
+            if room == 0 && !batch.jobs.is_empty() {
+                break;
+            }
+            let reply = claim_on(self, &req, shard, room, &token).await?;
+            batch.paused |= reply.paused;
+            batch.dropped.extend(reply.dropped);
+            batch.next_ready = match (batch.next_ready, reply.head) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            batch.jobs.extend(reply.claimed.into_iter().map(|(id, fields)| {
                 let job = Job::from_fields(id.as_str(), &fields);
                 let lease = Lease {
                     job_id: id,
@@ -83,20 +68,37 @@ impl WorkerStore for RedisStore {
                     queue: req.queue.clone(),
                 };
                 Claimed { lease, job }
-            })
-            .collect();
-        Ok(ClaimBatch { jobs, dropped: reply.dropped, next_ready: reply.head, paused: reply.paused })
+            }));
+        }
+        Ok(batch)
     }
 
     async fn renew(&self, leases: &[Lease], ttl: Duration) -> Result<Vec<LeaseState>, StoreError> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let states = self.run(Renew { layout: &self.layout, leases, ttl_ms: shared::lease_ms(ttl) }).await?;
-        if states.len() != leases.len() {
-            return Err(protocol(Renew::OP, format!("{} states for {} leases", states.len(), leases.len())));
+        let ttl_ms = shared::lease_ms(ttl);
+        let groups = self.by_shard(leases, |l| self.layout.shard_of(&l.job_id));
+        if let [(_, _)] = groups.as_slice() {
+            // One shard (always, in the single layout): one call, no copy.
+            let states = self.run(Renew { layout: &self.layout, leases, ttl_ms }).await?;
+            if states.len() != leases.len() {
+                return Err(protocol(Renew::OP, format!("{} states for {} leases", states.len(), leases.len())));
+            }
+            return Ok(states);
         }
-        Ok(states)
+        let mut out = vec![LeaseState::Lost; leases.len()];
+        for (_, indices) in groups {
+            let group: Vec<Lease> = indices.iter().map(|&i| leases[i].clone()).collect();
+            let states = self.run(Renew { layout: &self.layout, leases: &group, ttl_ms }).await?;
+            if states.len() != group.len() {
+                return Err(protocol(Renew::OP, format!("{} states for {} leases", states.len(), group.len())));
+            }
+            for (i, state) in indices.into_iter().zip(states) {
+                out[i] = state;
+            }
+        }
+        Ok(out)
     }
 
     async fn complete(&self, lease: &Lease, result: &Json, now: DateTime<Utc>) -> Result<Fence, StoreError> {
@@ -164,31 +166,48 @@ impl WorkerStore for RedisStore {
 
     async fn recover(&self, now: DateTime<Utc>, limit: usize) -> Result<Recovery, StoreError> {
         let defaults = &self.defaults;
-        let call = Recover {
-            layout: self.layout.clone(),
-            // The single layout's one shard (the cluster store recovers shard by shard).
-            shard: Shard::FIRST,
-            default_queue: defaults.queue.clone(),
-            default_dlq: defaults.dlq.clone(),
-            now_ms: epoch_ms(now),
-            limit,
-            now_text: format_timestamp(now),
-            default_max_retries: defaults.max_retries,
-        };
-        self.run(call).await
+        // Every shard's lease index in turn (the single layout has one),
+        // until `limit` jobs are handled.
+        let mut recovery = Recovery::default();
+        for shard in self.layout.shards() {
+            let handled = recovery.requeued.len() + recovery.dead_lettered.len() + recovery.cancelled.len();
+            let room = limit.saturating_sub(handled);
+            if room == 0 && handled > 0 {
+                break;
+            }
+            let call = Recover {
+                layout: self.layout.clone(),
+                shard,
+                default_queue: defaults.queue.clone(),
+                default_dlq: defaults.dlq.clone(),
+                now_ms: epoch_ms(now),
+                limit: room,
+                now_text: format_timestamp(now),
+                default_max_retries: defaults.max_retries,
+            };
+            let found = self.run(call).await?;
+            if !self.layout.is_sharded() {
+                return Ok(found);
+            }
+            recovery.requeued.extend(found.requeued);
+            recovery.dead_lettered.extend(found.dead_lettered);
+            recovery.cancelled.extend(found.cancelled);
+        }
+        Ok(recovery)
     }
 
     async fn subscribe_ready(&self) -> Result<mpsc::Receiver<Signal>, StoreError> {
         let sub = self.subscriber().await?;
         let (mut messages, mut keyspace) = (sub.message_rx(), sub.keyspace_event_rx());
         let db = self.inner.db;
+        let layout = self.layout.clone();
         let (tx, rx) = mpsc::channel(READY_BUFFER);
         tokio::spawn(async move {
             loop {
                 let signal = tokio::select! {
                     _ = tx.closed() => break,
                     msg = messages.recv() => match msg {
-                        Ok(msg) => notify::signal(&msg.channel, &msg.value),
+                        Ok(msg) => notify::signal(&msg.channel, &msg.value, &layout),
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                     },
@@ -239,6 +258,48 @@ impl WorkerStore for RedisStore {
         let ms = int(OP, &self.command(OP, "PTTL", vec![self.layout.unique_lock(key)]).await?)?;
         Ok(u64::try_from(ms).ok().filter(|ms| *ms > 0).map(Duration::from_millis))
     }
+}
+
+/// One claim call on one shard of the request's queue, asked again after
+/// a lost reply.
+async fn claim_on(
+    store: &RedisStore,
+    req: &ClaimRequest,
+    shard: Shard,
+    max: usize,
+    token: &str,
+) -> Result<scripts::ClaimReply, StoreError> {
+    let now_ms = epoch_ms(req.now);
+    let ttl_ms = shared::lease_ms(req.lease_ttl);
+    let call = Claim {
+        layout: store.layout.clone(),
+        shard,
+        queue: req.queue.clone(),
+        default_dlq: store.defaults.dlq.clone(),
+        worker: req.worker_id.clone(),
+        now_ms,
+        max,
+        lease_ttl_ms: ttl_ms,
+        token: token.to_owned(),
+        start_score: req.now.timestamp(),
+        lock_expiry: now_ms.saturating_add(ttl_ms),
+        replay: false,
+        max_payload_bytes: req.max_payload_bytes,
+    };
+    let reply = match scripts::eval(&store.inner.client, call.clone()).await {
+        Ok(reply) => reply,
+        // The connection broke with the script sent: it may have run and
+        // only its reply been lost. Asking again with the same token
+        // returns what that run took; otherwise its jobs would sit locked
+        // until their lease expired and recovery re-queued them with an
+        // attempt counted. (A timeout is not repeated: during an outage
+        // that would only double the wait.)
+        // The repeat is tried a few times, with backoff, while the
+        // connection is still coming back.
+        Err(e) if lost_reply(&e) => replay(store, Claim { replay: true, ..call }, e).await?,
+        Err(e) => return Err(store.error(Claim::OP, e)),
+    };
+    Claim::decode(reply)
 }
 
 fn lost_reply(e: &Error) -> bool {
