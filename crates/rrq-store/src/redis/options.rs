@@ -53,6 +53,15 @@ impl ConnectOptions {
         self
     }
 
+    /// [`ConnectOptions::with_queue_shards`] when `shards` is `Some`.
+    #[must_use]
+    pub fn with_queue_shards_opt(self, shards: Option<u16>) -> ConnectOptions {
+        match shards {
+            Some(shards) => self.with_queue_shards(shards),
+            None => self,
+        }
+    }
+
     /// The shards per queue asked for, if any.
     pub fn queue_shards(&self) -> Option<u16> {
         self.queue_shards
