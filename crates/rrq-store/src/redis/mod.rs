@@ -1,4 +1,7 @@
-//! [`RedisStore`]: the [`Store`](crate::Store) on Redis (or Valkey), in rrq 0.11.1's schema.
+//! [`RedisStore`]: the [`Store`](crate::Store) on Redis (or Valkey), in rrq 0.11.1's schema
+//! on one server or behind Sentinel, in the sharded layout on a Redis Cluster
+//! (see `docs/cluster.md`: the job life cycle works there, inspection does
+//! not yet).
 //!
 //! One file per family:
 //! * `connect.rs`: DSN handling, connecting, the connections opened on first

@@ -190,3 +190,36 @@ async fn a_dead_letter_lands_on_the_jobs_shard_of_its_dlq() {
     assert_eq!(listed, vec![lease.job_id.as_str().to_owned()]);
     assert_eq!(h.store.queue_len(&q).await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successive_claims_start_at_successive_shards() {
+    let h = Harness::cluster().await;
+    let q = h.queue("q");
+    let layout = h.layout().clone();
+    let shards = usize::from(layout.shard_count());
+    // Two jobs on every shard: a claim of one job takes it from the shard
+    // it starts at, so a claim that always started at the same shard would
+    // take both of that shard's jobs before any other's.
+    let mut per_shard = vec![0; shards];
+    for n in 0.. {
+        let id = h.id(&format!("j{n}"));
+        let shard = usize::from(layout.shard_of(&id).index());
+        if per_shard[shard] < 2 {
+            per_shard[shard] += 1;
+            let mut job = h.new_job("x", &q);
+            job.id = id;
+            h.store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+        }
+        if per_shard.iter().all(|n| *n == 2) {
+            break;
+        }
+    }
+    let mut taken = std::collections::BTreeSet::new();
+    for _ in 0..shards {
+        let batch = h.claim(&q, &h.worker("w"), 1, h.now).await;
+        assert_eq!(batch.jobs.len(), 1);
+        taken.insert(layout.shard_of(&batch.jobs[0].lease.job_id));
+    }
+    assert_eq!(taken.len(), shards, "one claim per shard, each from another shard");
+    assert_eq!(h.store.queue_len(&q).await.unwrap(), u64::try_from(shards).unwrap());
+}
