@@ -8,10 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fred::prelude::*;
+use rrq_protocol::QueueName;
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
 
-use super::reply::{int, protocol, text};
+use super::reply::{array, int, protocol, score_time, text};
 use super::scripts::{
     self, Claim, CronTick, DeadLetter, Fenced, FinishCancelled, LuaScript, Recover, Release, Renew, Retry,
 };
@@ -46,8 +47,24 @@ impl WorkerStore for RedisStore {
         let n = usize::from(self.layout.shard_count());
         let first = if n == 1 { 0 } else { self.inner.rotation.fetch_add(1, Ordering::Relaxed) % n };
         let mut batch = ClaimBatch { jobs: Vec::new(), dropped: Vec::new(), next_ready: None, paused: false };
+        // On a cluster, only the shards with a due job are claimed from
+        // (their heads asked of every shard at once); the single layout's
+        // one shard is always claimed from, as before.
+        let mut due = vec![true; n];
+        if self.layout.is_sharded() {
+            let now_ms = epoch_ms(req.now);
+            for (i, head) in shard_heads(self, &req.queue).await?.into_iter().enumerate() {
+                due[i] = head.is_some_and(|at| epoch_ms(at) <= now_ms);
+                if !due[i] {
+                    batch.next_ready = earliest(batch.next_ready, head);
+                }
+            }
+        }
         let shards: Vec<Shard> = self.layout.shards().collect();
         for &shard in shards.iter().cycle().skip(first).take(n) {
+            if !due[usize::from(shard.index())] {
+                continue;
+            }
             let room = req.max.saturating_sub(batch.jobs.len());
             if room == 0 && !batch.jobs.is_empty() {
                 break;
@@ -55,10 +72,7 @@ impl WorkerStore for RedisStore {
             let reply = claim_on(self, &req, shard, room, &token).await?;
             batch.paused |= reply.paused;
             batch.dropped.extend(reply.dropped);
-            batch.next_ready = match (batch.next_ready, reply.head) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            batch.next_ready = earliest(batch.next_ready, reply.head);
             batch.jobs.extend(reply.claimed.into_iter().map(|(id, fields)| {
                 let job = Job::from_fields(id.as_str(), &fields);
                 let lease = Lease {
@@ -258,6 +272,39 @@ impl WorkerStore for RedisStore {
         let ms = int(OP, &self.command(OP, "PTTL", vec![self.layout.unique_lock(key)]).await?)?;
         Ok(u64::try_from(ms).ok().filter(|ms| *ms > 0).map(Duration::from_millis))
     }
+}
+
+/// The earlier of two optional times.
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When the first job of each shard's ready set of `queue` is due (`None`:
+/// the shard is empty), in shard order: one `ZRANGE` per shard, sent
+/// together (the client pipelines them, one round trip per node).
+async fn shard_heads(store: &RedisStore, queue: &QueueName) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
+    const OP: &str = Claim::OP;
+    let asks = store.layout.shards().map(|shard| {
+        let key = store.layout.queue(queue, shard);
+        store.command(OP, "ZRANGE", vec![key, "0".to_owned(), "0".to_owned(), "WITHSCORES".to_owned()])
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .map(|reply| {
+            let mut items = array(OP, reply?)?.into_iter();
+            // RESP3 answers [[member, score]], RESP2 [member, score].
+            let score = match items.next() {
+                None => return Ok(None),
+                Some(Value::Array(mut pair)) if pair.len() == 2 => pair.pop().unwrap_or(Value::Null),
+                Some(_) => items.next().unwrap_or(Value::Null),
+            };
+            score_time(&score).map(Some).ok_or_else(|| protocol(OP, format!("bad score {score:?}")))
+        })
+        .collect()
 }
 
 /// One claim call on one shard of the request's queue, asked again after

@@ -223,3 +223,59 @@ async fn successive_claims_start_at_successive_shards() {
     assert_eq!(taken.len(), shards, "one claim per shard, each from another shard");
     assert_eq!(h.store.queue_len(&q).await.unwrap(), u64::try_from(shards).unwrap());
 }
+
+/// `EVALSHA` calls served by every master of `cluster` so far.
+fn script_calls(cluster: &TestCluster) -> u64 {
+    cluster
+        .masters()
+        .iter()
+        .map(|m| match resp::call(m.port, &["INFO", "commandstats"]) {
+            Ok(Reply::Bulk(Some(info))) => info
+                .lines()
+                .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+                .map_or(0, |rest| rest.split(',').next().unwrap().parse::<u64>().unwrap()),
+            other => panic!("INFO on {}: {other:?}", m.addr()),
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_runs_the_claim_script_only_on_shards_with_a_due_job() {
+    let cluster = tokio::task::spawn_blocking(TestCluster::start).await.unwrap();
+    let store = RedisStore::connect(&cluster.dsn()).await.unwrap().with_keyspace_notifications(false);
+    let h = Harness::memory().await;
+    let q = h.queue("q");
+    let now = chrono::Utc::now();
+    let claim = |max| ClaimRequest {
+        queue: q.clone(),
+        worker_id: "w".into(),
+        max,
+        now,
+        lease_ttl: LEASE,
+        max_payload_bytes: usize::MAX,
+    };
+    let job = |name: &str, at| {
+        let mut job = h.new_job(name, &q);
+        (job.enqueue_time, job.scheduled_time) = (now, at);
+        job
+    };
+    // Loads the scripts on every master.
+    store.enqueue(job("warm", now), EnqueueMode::Standard).await.unwrap();
+    assert_eq!(store.claim(claim(10)).await.unwrap().jobs.len(), 1);
+
+    let before = script_calls(&cluster);
+    let idle = store.claim(claim(10)).await.unwrap();
+    assert!(idle.jobs.is_empty() && idle.next_ready.is_none());
+    assert_eq!(script_calls(&cluster) - before, 0, "no script runs for an empty queue");
+
+    let later = now + chrono::TimeDelta::seconds(60);
+    store.enqueue(job("due", now), EnqueueMode::Standard).await.unwrap();
+    store.enqueue(job("later", later), EnqueueMode::Standard).await.unwrap();
+    let before = script_calls(&cluster);
+    let batch = store.claim(claim(10)).await.unwrap();
+    let claims = script_calls(&cluster) - before;
+    assert_eq!(batch.jobs.len(), 1);
+    assert_eq!(batch.jobs[0].lease.job_id, h.id("due"));
+    assert_eq!(batch.next_ready.map(|t| t.timestamp_millis()), Some(later.timestamp_millis()));
+    assert_eq!(claims, 1, "one claim call, on the due job's shard");
+}
