@@ -279,3 +279,22 @@ async fn a_claim_runs_the_claim_script_only_on_shards_with_a_due_job() {
     assert_eq!(batch.next_ready.map(|t| t.timestamp_millis()), Some(later.timestamp_millis()));
     assert_eq!(claims, 1, "one claim call, on the due job's shard");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyspace_notifications_are_reported_unused_on_a_cluster() {
+    let cluster = tokio::task::spawn_blocking(TestCluster::start).await.unwrap();
+    let store = RedisStore::connect(&cluster.dsn()).await.unwrap();
+    let _rx = store.subscribe_ready().await.unwrap();
+    match store.ready_signals() {
+        rrq_store::ReadySignals::Partial { reason } => assert!(reason.contains("Redis Cluster"), "{reason}"),
+        other => panic!("expected Partial, got {other:?}"),
+    }
+    for master in cluster.masters() {
+        match resp::call(master.port, &["CONFIG", "GET", "notify-keyspace-events"]) {
+            Ok(Reply::Array(Some(items))) => {
+                assert_eq!(items.get(1), Some(&Reply::Bulk(Some(String::new()))), "{}", master.addr())
+            }
+            other => panic!("CONFIG GET on {}: {other:?}", master.addr()),
+        }
+    }
+}
