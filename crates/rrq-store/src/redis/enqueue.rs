@@ -138,7 +138,8 @@ impl EnqueueStore for RedisStore {
     /// script goes through the one multiplexed client), so it covers them.
     /// The server holds that connection's later commands until `WAIT`
     /// answers, so the store's other calls wait too: one replica round trip
-    /// when the replicas keep up, up to `timeout` when they do not.
+    /// when the replicas keep up, up to `timeout` when they do not. On a
+    /// cluster every master gets its `WAIT` on its own connection.
     async fn confirm_replicated(&self, replicas: u32, timeout: Duration) -> Result<(), StoreError> {
         if replicas == 0 {
             return Ok(());
@@ -146,13 +147,31 @@ impl EnqueueStore for RedisStore {
         // `WAIT n 0` would block forever.
         let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX).max(1);
         let options = Options { timeout: Some(timeout + WAIT_MARGIN), max_attempts: Some(1), ..Default::default() };
-        let acked: i64 = self
-            .inner
-            .client
-            .with_options(&options)
-            .wait(i64::from(replicas), ms)
-            .await
-            .map_err(|e| self.error("confirm_replicated", e))?;
+        let acked = if self.layout.is_sharded() {
+            // The writes went to several masters, each over its own
+            // connection: every master's `WAIT` covers what it took, and
+            // the least of the answers is what all of them hold.
+            let masters = self.inner.client.active_connections();
+            if masters.is_empty() {
+                return Err(self.unavailable("no connection to any master"));
+            }
+            let waits = masters.into_iter().map(|server| {
+                let options = Options { cluster_node: Some(server), ..options.clone() };
+                async move { self.inner.client.with_options(&options).wait::<i64>(i64::from(replicas), ms).await }
+            });
+            let mut least = i64::MAX;
+            for acked in futures::future::join_all(waits).await {
+                least = least.min(acked.map_err(|e| self.error("confirm_replicated", e))?);
+            }
+            least
+        } else {
+            self.inner
+                .client
+                .with_options(&options)
+                .wait(i64::from(replicas), ms)
+                .await
+                .map_err(|e| self.error("confirm_replicated", e))?
+        };
         let acked = u32::try_from(acked).unwrap_or(0);
         if acked >= replicas { Ok(()) } else { Err(StoreError::NotReplicated { wanted: replicas, acked, timeout }) }
     }

@@ -298,3 +298,43 @@ async fn keyspace_notifications_are_reported_unused_on_a_cluster() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_wait_covers_every_master_that_took_a_write() {
+    let mut cluster = tokio::task::spawn_blocking(TestCluster::start).await.unwrap();
+    let store = RedisStore::connect(&cluster.dsn()).await.unwrap();
+    let h = Harness::memory().await;
+    let q = h.queue("q");
+    let layout = Layout::sharded(DEFAULT_QUEUE_SHARDS).unwrap();
+    // One job on a shard of each master: every replica confirms.
+    let masters = cluster.masters();
+    for (n, master) in masters.iter().enumerate() {
+        let mut job = h.new_job("x", &q);
+        job.id = (0..)
+            .map(|i| JobId::new(format!("m{n}-{i}")))
+            .find(|id| master.serves(cluster.slot_of(&layout.job(id))))
+            .unwrap();
+        store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+    }
+    store.confirm_replicated(1, Duration::from_secs(5)).await.unwrap();
+
+    // The replica of one master dies; a job written to that master alone
+    // cannot be confirmed, whichever master a single `WAIT` would reach.
+    let victim = &masters[1];
+    let replica = cluster
+        .nodes()
+        .into_iter()
+        .find(|n| matches!(&n.role, rrq_test_support::cluster::Role::Replica { master_id } if *master_id == victim.id))
+        .unwrap();
+    cluster.kill(replica.port);
+    let mut job = h.new_job("y", &q);
+    job.id =
+        (0..).map(|i| JobId::new(format!("v-{i}"))).find(|id| victim.serves(cluster.slot_of(&layout.job(id)))).unwrap();
+    store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+    for _ in 0..3 {
+        match store.confirm_replicated(1, Duration::from_millis(200)).await {
+            Err(StoreError::NotReplicated { wanted: 1, acked: 0, .. }) => {}
+            other => panic!("expected NotReplicated with 0 acks, got {other:?}"),
+        }
+    }
+}
