@@ -200,6 +200,10 @@ impl InspectStore for RedisStore {
         let mut names: Vec<String> =
             self.inner.client.smembers(self.layout.paused(Shard::FIRST)).await.map_err(|e| self.error("paused", e))?;
         names.sort();
+        if self.layout.is_sharded() {
+            // The first shard's copy of every shard's set, in its keys.
+            return Ok(names.iter().filter_map(|n| self.layout.queue_of(n)).map(|(queue, _)| queue).collect());
+        }
         Ok(names.iter().map(|n| QueueName::new(n)).collect())
     }
 }

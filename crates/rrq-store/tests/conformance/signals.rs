@@ -32,6 +32,7 @@ conformance!(
         readiness_at_enqueue_follows_the_callers_clock;
     private: ;
     cluster:
+        resuming_a_queue_signals_it,
         a_cancel_of_a_running_job_is_signalled_with_its_id,
         readiness_at_enqueue_follows_the_callers_clock,
 );
