@@ -53,15 +53,19 @@ impl InspectStore for RedisStore {
     }
 
     async fn job_fields_batch(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(SCAN_COUNT) {
-            let hashes = self.run(InspectJobs::of(&self.layout, chunk)).await?;
-            if hashes.len() != chunk.len() {
-                return Err(protocol(InspectJobs::OP, format!("{} hashes for {} ids", hashes.len(), chunk.len())));
+        if self.layout.is_sharded() {
+            // One script call reads jobs of one shard: each shard's ids in
+            // turn, the answers put back in the order asked.
+            let mut out = vec![None; ids.len()];
+            for (_, indices) in self.by_shard(ids, |id| self.layout.shard_of(id)) {
+                let group: Vec<JobId> = indices.iter().map(|&i| ids[i].clone()).collect();
+                for (i, fields) in indices.into_iter().zip(self.job_fields_in_chunks(&group).await?) {
+                    out[i] = fields;
+                }
             }
-            out.extend(hashes.into_iter().map(|f| if f.is_empty() { None } else { Some(f.into_iter().collect()) }));
+            return Ok(out);
         }
-        Ok(out)
+        self.job_fields_in_chunks(ids).await
     }
 
     async fn wait_job_event(
@@ -211,6 +215,19 @@ impl InspectStore for RedisStore {
 /// Keys matching `prefix*` of one Redis type, each once; stops early once
 /// `limit` keys were found (`0` = no limit).
 impl RedisStore {
+    /// [`InspectStore::job_fields_batch`] for ids of one shard.
+    async fn job_fields_in_chunks(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(SCAN_COUNT) {
+            let hashes = self.run(InspectJobs::of(&self.layout, chunk)).await?;
+            if hashes.len() != chunk.len() {
+                return Err(protocol(InspectJobs::OP, format!("{} hashes for {} ids", hashes.len(), chunk.len())));
+            }
+            out.extend(hashes.into_iter().map(|f| if f.is_empty() { None } else { Some(f.into_iter().collect()) }));
+        }
+        Ok(out)
+    }
+
     /// The sum of a counting command (`ZCARD`, `LLEN`) over one key per
     /// shard, asked of every shard at once (sharded layout).
     async fn sum_over_shards(
