@@ -69,7 +69,16 @@ impl WorkerStore for RedisStore {
             if room == 0 && !batch.jobs.is_empty() {
                 break;
             }
-            let reply = claim_on(self, &req, shard, room, &token).await?;
+            let reply = match claim_on(self, &req, shard, room, &token).await {
+                Ok(reply) => reply,
+                // Jobs already taken from other shards are the caller's now:
+                // an error would leave them locked until their lease expired.
+                Err(e) if !batch.jobs.is_empty() => {
+                    tracing::warn!(error = %e, shard = shard.index(), "a claim on one shard failed; returning the jobs taken from the others");
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             batch.paused |= reply.paused;
             batch.dropped.extend(reply.dropped);
             batch.next_ready = earliest(batch.next_ready, reply.head);

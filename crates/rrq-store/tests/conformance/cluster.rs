@@ -338,3 +338,30 @@ async fn a_replication_wait_covers_every_master_that_took_a_write() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_taken_from_one_shard_are_returned_when_a_later_shard_fails() {
+    let h = Harness::cluster().await;
+    let q = h.queue("q");
+    let worker = h.worker("w");
+    let layout = h.layout().clone();
+    let ids: Vec<JobId> = (0..).map(|n| h.id(&format!("j{n}"))).take(200).collect();
+    // The store's first claim visits the shards in order: a job on a low
+    // shard, and one on a higher shard whose claim fails (the worker's
+    // active set there is a string, so the script's SADD is refused).
+    let low = ids.iter().min_by_key(|id| layout.shard_of(id)).unwrap().clone();
+    let high = ids.iter().max_by_key(|id| layout.shard_of(id)).unwrap().clone();
+    assert!(layout.shard_of(&low) < layout.shard_of(&high));
+    for id in [&low, &high] {
+        let mut job = h.new_job("x", &q);
+        job.id = id.clone();
+        h.store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+    }
+    let broken = layout.active(&worker, layout.shard_of(&high));
+    let _: () = fred::prelude::KeysInterface::set(h.raw(), broken, "not a set", None, None, false).await.unwrap();
+
+    let batch = h.claim(&q, &worker, 10, h.now).await;
+    let taken: Vec<JobId> = batch.jobs.iter().map(|c| c.lease.job_id.clone()).collect();
+    assert_eq!(taken, vec![low.clone()]);
+    assert_eq!(h.job(&low).await.status, Some(JobStatus::Active));
+}
