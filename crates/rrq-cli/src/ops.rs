@@ -35,12 +35,14 @@ pub(crate) async fn connect(args: &ConfigArgs) -> Result<Connected, CliError> {
     }
     let settings = loaded.settings;
     let dsn = mask_dsn(&settings.redis_dsn);
-    let options = rrq_store::ConnectOptions::default().with_ca_file_opt(settings.redis_ca_file.clone());
+    let options = rrq_store::ConnectOptions::default()
+        .with_ca_file_opt(settings.redis_ca_file.clone())
+        .with_queue_shards_opt(settings.queue_shards);
     let store = match RedisStore::connect_with(&settings.redis_dsn, options).await {
         Ok(store) => store,
         Err(e @ StoreError::InvalidDsn { .. }) => {
             let hint = format!(
-                "fix redis_dsn in {path} (or RRQ_REDIS_DSN); it must look like redis://host:6379/0 (or rediss://, or redis-sentinel://host:26379/0?sentinelServiceName=NAME)"
+                "fix redis_dsn in {path} (or RRQ_REDIS_DSN); it must look like redis://host:6379/0 (or rediss://, redis-sentinel://host:26379/0?sentinelServiceName=NAME, or redis-cluster://host:7000?node=host2:7001)"
             );
             return Err(CliError::new(Exit::Config, anyhow::Error::new(e).context(hint)));
         }

@@ -234,7 +234,9 @@ pub(crate) async fn build_worker(settings: &Settings, queues: Vec<QueueName>, bu
     let store: Arc<dyn Store> = Arc::new(
         RedisStore::connect_with(
             &settings.redis_dsn,
-            rrq_store::ConnectOptions::default().with_ca_file_opt(settings.redis_ca_file.clone()),
+            rrq_store::ConnectOptions::default()
+                .with_ca_file_opt(settings.redis_ca_file.clone())
+                .with_queue_shards_opt(settings.queue_shards),
         )
         .await?
         .with_defaults(crate::ops::job_defaults(settings))

@@ -50,6 +50,7 @@ pub(crate) const RRQ_KEYS: &[&str] = &[
     "lease_ttl_seconds",
     "min_replicas_acked",
     "replica_ack_timeout_seconds",
+    "queue_shards",
     "telemetry",
 ];
 
@@ -142,6 +143,7 @@ pub(crate) struct RawRrq {
     pub lease_ttl_seconds: Option<f64>,
     pub min_replicas_acked: Option<i64>,
     pub replica_ack_timeout_seconds: Option<f64>,
+    pub queue_shards: Option<i64>,
     pub telemetry: Option<RawTelemetry>,
 }
 

@@ -252,9 +252,17 @@ pub struct Settings {
     /// enqueue fails (RRQ extension `replica_ack_timeout_seconds`, default
     /// 1 s, at most 60 s).
     pub replica_ack_timeout: Duration,
+    /// Shards per queue on a Redis Cluster (RRQ extension `queue_shards`, 1
+    /// to 256; unset: the store's default, 64). The same in every producer
+    /// and worker of one cluster; ignored on a single server and Sentinel.
+    pub queue_shards: Option<u16>,
     /// OTLP export (`[rrq.telemetry]`, RRQ extension).
     pub telemetry: TelemetrySettings,
 }
+
+/// The most shards per queue `queue_shards` accepts (rrq-store's
+/// `keys::MAX_QUEUE_SHARDS`; this crate does not depend on the store).
+const MAX_QUEUE_SHARDS: u16 = 256;
 
 fn invalid(key: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Error {
     Error::Invalid { key: key.into(), value: value.to_string(), reason: reason.into() }
@@ -393,6 +401,12 @@ pub(crate) fn validate(
         .ok()
         .filter(|n| *n <= 100)
         .ok_or_else(|| invalid("rrq.min_replicas_acked", acked, "must be a whole number from 0 (off) to 100"))?;
+    let queue_shards = match raw.queue_shards {
+        None => None,
+        Some(n) => Some(u16::try_from(n).ok().filter(|n| (1..=MAX_QUEUE_SHARDS).contains(n)).ok_or_else(|| {
+            invalid("rrq.queue_shards", n, format!("must be a whole number from 1 to {MAX_QUEUE_SHARDS}"))
+        })?),
+    };
     let ack_timeout = raw.replica_ack_timeout_seconds.unwrap_or(1.0);
     if !ack_timeout.is_finite() || !(0.001..=60.0).contains(&ack_timeout) {
         return Err(invalid(
@@ -457,6 +471,7 @@ pub(crate) fn validate(
         lease_ttl: Duration::from_secs_f64(lease),
         min_replicas_acked,
         replica_ack_timeout: Duration::from_secs_f64(ack_timeout),
+        queue_shards,
         telemetry: validate_telemetry(raw.telemetry.unwrap_or_default())?,
     })
 }

@@ -39,6 +39,9 @@ pub struct ProducerConfig {
     /// How long an enqueue waits for those replicas before failing with
     /// [`StoreError::NotReplicated`] (`[rrq] replica_ack_timeout_seconds`).
     pub replica_ack_timeout: Duration,
+    /// Shards per queue on a Redis Cluster (`[rrq] queue_shards`; `None`:
+    /// the store's default). Read only by [`Producer::connect`].
+    pub queue_shards: Option<u16>,
 }
 
 impl Default for ProducerConfig {
@@ -53,6 +56,7 @@ impl Default for ProducerConfig {
             correlation_mappings: BTreeMap::new(),
             min_replicas_acked: 0,
             replica_ack_timeout: Duration::from_secs(1),
+            queue_shards: None,
         }
     }
 }
@@ -69,6 +73,7 @@ impl ProducerConfig {
             correlation_mappings: s.correlation_mappings.clone(),
             min_replicas_acked: s.min_replicas_acked,
             replica_ack_timeout: s.replica_ack_timeout,
+            queue_shards: s.queue_shards,
         }
     }
 }
@@ -177,7 +182,9 @@ impl Producer {
     pub async fn connect(dsn: &str, config: ProducerConfig) -> Result<Self, ProducerError> {
         // A DSN alone carries no CA file: take it from the environment, as
         // the `rrq` command does through its settings.
-        let options = rrq_store::ConnectOptions::default().with_ca_file_opt(rrq_config::redis_ca_file_from_env());
+        let options = rrq_store::ConnectOptions::default()
+            .with_ca_file_opt(rrq_config::redis_ca_file_from_env())
+            .with_queue_shards_opt(config.queue_shards);
         let store = RedisStore::connect_with(dsn, options).await?;
         Ok(Self::with_store(Arc::new(store), config))
     }
@@ -381,7 +388,7 @@ impl Producer {
         let id = match options.job_id {
             Some(id) if id.trim().is_empty() => return Err(invalid("job_id cannot be empty")),
             Some(id) => JobId::new(id),
-            None => JobId::new(uuid::Uuid::new_v4().to_string()),
+            None => self.store.new_job_id(&mode),
         };
         let mut trace_context = options.trace_context;
         inject_current_trace(&mut trace_context);

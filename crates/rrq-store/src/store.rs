@@ -309,6 +309,15 @@ pub trait EnqueueStore: Send + Sync + std::fmt::Debug + 'static {
     /// result (a taken id fails only that job).
     async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError>;
 
+    /// A fresh id for a job the caller enqueues in `mode` without an id of
+    /// its own (a random UUID). On a Redis Cluster a job enqueued under a
+    /// deduplication key must be on the key's shard, so the cluster store
+    /// draws ids until one is.
+    fn new_job_id(&self, mode: &EnqueueMode) -> JobId {
+        let _ = mode;
+        JobId::new(uuid::Uuid::new_v4().to_string())
+    }
+
     /// Waits until at least `replicas` replicas hold every write this store
     /// has made so far, at most `timeout` (Redis `WAIT`); `0` returns at
     /// once. Producers with `[rrq] min_replicas_acked` call it after each

@@ -248,6 +248,7 @@ fn replica_acknowledgement_is_off_by_default_and_validated() {
     let (s, w) = parse("").unwrap();
     assert!(w.is_empty());
     assert_eq!(s.min_replicas_acked, 0);
+    assert_eq!(s.queue_shards, None);
     assert_eq!(s.replica_ack_timeout, std::time::Duration::from_secs(1));
     let (s, w) = parse("[rrq]\nmin_replicas_acked = 2\nreplica_ack_timeout_seconds = 0.25").unwrap();
     assert!(w.is_empty(), "known keys: {w:?}");
@@ -260,5 +261,16 @@ fn replica_acknowledgement_is_off_by_default_and_validated() {
     for bad in ["0", "-1", "61", "nan"] {
         let err = parse(&format!("[rrq]\nreplica_ack_timeout_seconds = {bad}")).unwrap_err();
         assert!(err.to_string().contains("replica_ack_timeout_seconds"), "{err}");
+    }
+}
+
+#[test]
+fn queue_shards_is_a_count_from_1_to_256() {
+    let (s, _) = parse("[rrq]\nqueue_shards = 16").unwrap();
+    assert_eq!(s.queue_shards, Some(16));
+    for bad in ["0", "257", "-1", "70000"] {
+        let err = parse(&format!("[rrq]\nqueue_shards = {bad}")).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("rrq.queue_shards") && message.contains("from 1 to 256"), "{message}");
     }
 }

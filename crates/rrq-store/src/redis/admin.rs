@@ -24,33 +24,49 @@ const PURGE_CHUNK: usize = 100;
 #[async_trait]
 impl AdminStore for RedisStore {
     async fn pause(&self, queue: &QueueName) -> Result<bool, StoreError> {
-        // The single layout's one paused set (the cluster store writes every shard's).
-        let (layout, shard) = (&self.layout, Shard::FIRST);
-        let added: i64 = self
-            .inner
-            .client
-            .sadd(layout.paused(shard), layout.queue(queue, shard))
-            .await
-            .map_err(|e| self.error("pause", e))?;
-        Ok(added > 0)
+        // Every shard's paused set (a claim reads its own shard's): the
+        // single layout has one. Repeating after an error is harmless.
+        let layout = &self.layout;
+        let adds = layout.shards().map(|shard| async move {
+            let added: i64 = self
+                .inner
+                .client
+                .sadd(layout.paused(shard), layout.queue(queue, shard))
+                .await
+                .map_err(|e| self.error("pause", e))?;
+            Ok::<_, StoreError>(added)
+        });
+        let mut changed = false;
+        for added in futures::future::join_all(adds).await {
+            changed |= added? > 0;
+        }
+        Ok(changed)
     }
 
     async fn resume(&self, queue: &QueueName) -> Result<bool, StoreError> {
-        let (layout, shard) = (&self.layout, Shard::FIRST);
-        let removed: i64 = self
-            .inner
-            .client
-            .srem(layout.paused(shard), layout.queue(queue, shard))
-            .await
-            .map_err(|e| self.error("resume", e))?;
+        let layout = &self.layout;
+        let removals = layout.shards().map(|shard| async move {
+            let removed: i64 = self
+                .inner
+                .client
+                .srem(layout.paused(shard), layout.queue(queue, shard))
+                .await
+                .map_err(|e| self.error("resume", e))?;
+            Ok::<_, StoreError>(removed)
+        });
+        let mut changed = false;
+        for removed in futures::future::join_all(removals).await {
+            changed |= removed? > 0;
+        }
         // Resuming adds nothing to the queue, so no keyspace event tells
-        // workers to claim its waiting jobs: say so on the ready channel.
+        // workers to claim its waiting jobs: say so on the ready channel
+        // (any shard's key names the queue).
         self.inner
             .client
-            .publish::<(), _, _>(keys::READY_CHANNEL, layout.queue(queue, shard))
+            .publish::<(), _, _>(keys::READY_CHANNEL, layout.queue(queue, Shard::FIRST))
             .await
             .map_err(|e| self.error("resume", e))?;
-        Ok(removed > 0)
+        Ok(changed)
     }
 
     async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {

@@ -69,32 +69,51 @@ pub(super) async fn complete_batches(client: Client, dsn: String, mut pending: m
                 next = pending.try_recv().ok();
             }
         }
-        let n = waiting.len();
-        let call = Complete { attempts: std::mem::take(&mut attempts) };
-        let fences = match scripts::eval(&client, call).await {
-            Ok(reply) => match Complete::decode(reply) {
-                Ok(fences) if fences.len() == n => Ok(fences),
-                Ok(fences) => Err(Failure::Reply(format!("{} codes for {n} attempts", fences.len()))),
-                Err(StoreError::Protocol { detail, .. }) => Err(Failure::Reply(detail)),
-                Err(other) => Err(Failure::Reply(other.to_string())),
-            },
-            Err(e) => Err(Failure::Client(e.kind().clone(), Arc::new(e))),
-        };
-        match fences {
-            Ok(fences) => {
-                for (reply, fence) in waiting.drain(..).zip(fences) {
-                    let _ = reply.send(fence);
+        // One script call per shard present in the batch (the single
+        // layout has one), run side by side; each attempt gets its own answer.
+        let batch = std::mem::take(&mut attempts);
+        let groups = super::by_shard(&batch[0].layout, &batch, |a| a.layout.shard_of(&a.id));
+        let mut slots: Vec<Option<Attempt>> = batch.into_iter().map(Some).collect();
+        let calls = groups.into_iter().map(|(_, indices)| {
+            let attempts: Vec<Attempt> = indices.iter().filter_map(|&i| slots[i].take()).collect();
+            let client = client.clone();
+            async move { (indices, run_batch(&client, attempts).await) }
+        });
+        let mut answers: Vec<Option<Result<Fence, StoreError>>> = (0..waiting.len()).map(|_| None).collect();
+        for (indices, fences) in futures::future::join_all(calls).await {
+            match fences {
+                Ok(fences) => {
+                    for (i, fence) in indices.into_iter().zip(fences) {
+                        answers[i] = Some(fence);
+                    }
                 }
-            }
-            Err(failure) => {
-                // Every attempt of the batch gets the error (the call may or
-                // may not have run; a retry of each is safe either way), each
-                // with the client's error itself as its source.
-                for reply in waiting.drain(..) {
-                    let _ = reply.send(Err(failure.to_error(&dsn)));
+                Err(failure) => {
+                    // Every attempt of the call gets the error (the call may
+                    // or may not have run; a retry of each is safe either
+                    // way), each with the client's error itself as its source.
+                    for i in indices {
+                        answers[i] = Some(Err(failure.to_error(&dsn)));
+                    }
                 }
             }
         }
+        for (reply, answer) in waiting.drain(..).zip(answers) {
+            let _ = reply.send(answer.unwrap_or_else(|| Err(protocol(Complete::OP, "no answer for an attempt"))));
+        }
+    }
+}
+
+/// One `complete.lua` call for attempts of one shard: a fence per attempt.
+async fn run_batch(client: &Client, attempts: Vec<Attempt>) -> Result<Vec<Result<Fence, StoreError>>, Failure> {
+    let n = attempts.len();
+    match scripts::eval(client, Complete { attempts }).await {
+        Ok(reply) => match Complete::decode(reply) {
+            Ok(fences) if fences.len() == n => Ok(fences),
+            Ok(fences) => Err(Failure::Reply(format!("{} codes for {n} attempts", fences.len()))),
+            Err(StoreError::Protocol { detail, .. }) => Err(Failure::Reply(detail)),
+            Err(other) => Err(Failure::Reply(other.to_string())),
+        },
+        Err(e) => Err(Failure::Client(e.kind().clone(), Arc::new(e))),
     }
 }
 

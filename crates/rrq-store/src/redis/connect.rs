@@ -2,6 +2,7 @@
 //! on first use (blocking reads, the subscription), closing, and how a
 //! client error becomes a [`StoreError`].
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,9 +35,13 @@ impl RedisStore {
     /// `sentinelUsername` / `sentinelPassword`), and the `valkey` spellings
     /// of each. Behind Sentinel every connection (commands, blocking reads,
     /// the subscription) asks the sentinels for the master whenever it
-    /// reconnects, so all of them follow a failover. Redis Cluster URLs are
-    /// refused: the 0.11.1 key layout cannot span hash slots (see
-    /// `docs/cluster.md`).
+    /// reconnects, so all of them follow a failover. Redis Cluster as
+    /// `redis-cluster://[user:password@]host[:port][?node=host:port…]`
+    /// (`rediss-cluster://` for TLS; any node of the cluster, the client
+    /// learns the rest): the store then uses the sharded key layout
+    /// ([`Layout::sharded`](crate::keys::Layout::sharded), with
+    /// [`ConnectOptions::with_queue_shards`] shards per queue), which the
+    /// rrq 0.11.1 Python client cannot read (see `docs/cluster.md`).
     ///
     /// TLS trusts the system's root certificates; use
     /// [`RedisStore::connect_with`] to trust a private CA's PEM file too.
@@ -59,7 +64,11 @@ impl RedisStore {
     /// As [`RedisStore::connect`].
     pub async fn connect_with(dsn: &str, options: ConnectOptions) -> Result<RedisStore, StoreError> {
         let masked = mask_dsn(dsn);
-        let config = parse_dsn(dsn, &masked, &options)?;
+        let (config, mode) = parse_dsn(dsn, &masked, &options)?;
+        let layout = match mode {
+            Mode::Server => keys::Layout::single(),
+            Mode::Cluster => keys::Layout::sharded(options.queue_shards().unwrap_or(keys::DEFAULT_QUEUE_SHARDS))?,
+        };
         let db = config.database.unwrap_or(0);
         let builder = builder(config);
         let client = builder
@@ -84,9 +93,10 @@ impl RedisStore {
                         db,
                         dsn: masked,
                         completions,
+                        rotation: AtomicUsize::new(0),
                     }),
                     defaults: Arc::new(JobDefaults::default()),
-                    layout: keys::Layout::single(),
+                    layout,
                     keyspace: true,
                     events_ttl: DEFAULT_EVENTS_TTL,
                 });
@@ -155,7 +165,7 @@ impl RedisStore {
                     // A detached task that re-subscribes after every reconnect.
                     drop(sub.manage_subscriptions());
                     sub.subscribe(vec![keys::READY_CHANNEL, keys::CANCEL_CHANNEL]).await?;
-                    if self.keyspace {
+                    if self.keyspace && !self.layout.is_sharded() {
                         sub.psubscribe(notify::pattern(self.inner.db)).await?;
                     }
                     // fred sends (P)SUBSCRIBE without waiting for a reply: an
@@ -183,6 +193,14 @@ impl RedisStore {
         if !self.keyspace {
             *signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ReadySignals::Partial {
                 reason: format!("keyspace notifications are turned off (`[rrq] {} = false`)", notify::CONFIG_KEY),
+            };
+            return;
+        }
+        if self.layout.is_sharded() {
+            *signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ReadySignals::Partial {
+                reason: "keyspace notifications are not used on a Redis Cluster yet (each node reports only its own \
+                         keys): jobs enqueued without an RRQ ready signal are picked up by the regular poll"
+                    .to_owned(),
             };
             return;
         }
@@ -236,23 +254,26 @@ pub(super) fn classify_cause(dsn: &str, op: &'static str, kind: &ErrorKind, sour
     }
 }
 
-/// Where [`parse_dsn`] sends a user who asked for Redis Cluster.
-pub(super) const CLUSTER_REFUSAL: &str = "Redis Cluster is not supported yet: the rrq 0.11.1 key layout puts \
-    the keys of one queue in different hash slots, so its scripts cannot run on a cluster; use a single server \
-    (redis://) or Sentinel (redis-sentinel://...?sentinelServiceName=NAME) for now, and see docs/cluster.md \
-    for the sharded layout that is planned";
+/// What a DSN connects to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One server, directly or behind Sentinel: the single layout.
+    Server,
+    /// A Redis Cluster: the sharded layout.
+    Cluster,
+}
 
 /// Parses a DSN into a client configuration, refusing what we cannot serve.
-fn parse_dsn(dsn: &str, masked: &str, options: &ConnectOptions) -> Result<Config, StoreError> {
+fn parse_dsn(dsn: &str, masked: &str, options: &ConnectOptions) -> Result<(Config, Mode), StoreError> {
     let invalid = |reason: &str| StoreError::InvalidDsn { dsn: masked.to_owned(), reason: reason.to_owned() };
     let (scheme, rest) = dsn.split_once("://").ok_or_else(|| invalid("missing scheme"))?;
     let scheme = scheme.to_ascii_lowercase();
-    if scheme.contains("cluster") {
-        return Err(invalid(CLUSTER_REFUSAL));
-    }
-    let (base, sentinel) = match scheme.strip_suffix("-sentinel") {
-        Some(base) => (base, true),
-        None => (scheme.as_str(), false),
+    let (base, sentinel, cluster) = if let Some(base) = scheme.strip_suffix("-sentinel") {
+        (base, true, false)
+    } else if let Some(base) = scheme.strip_suffix("-cluster") {
+        (base, false, true)
+    } else {
+        (scheme.as_str(), false, false)
     };
     let tls = match base {
         "redis" | "valkey" => false,
@@ -264,7 +285,8 @@ fn parse_dsn(dsn: &str, masked: &str, options: &ConnectOptions) -> Result<Config
         }
         _ => {
             return Err(invalid(
-                "the scheme must be redis://, rediss:// (TLS), redis-sentinel:// or rediss-sentinel:// (Sentinel)",
+                "the scheme must be redis://, rediss:// (TLS), redis-sentinel:// or rediss-sentinel:// (Sentinel), \
+                 or redis-cluster:// or rediss-cluster:// (Redis Cluster)",
             ));
         }
     };
@@ -275,7 +297,15 @@ fn parse_dsn(dsn: &str, masked: &str, options: &ConnectOptions) -> Result<Config
             "a Sentinel DSN needs `?sentinelServiceName=NAME`, the name the sentinels monitor the master under",
         ));
     }
-    if !sentinel && let Some(name) = ["sentinelServiceName", "node"].into_iter().find(|n| has(n)) {
+    if cluster && has("sentinelServiceName") {
+        return Err(invalid(
+            "`sentinelServiceName` is only read with the redis-sentinel:// scheme, not redis-cluster://",
+        ));
+    }
+    if !sentinel
+        && !cluster
+        && let Some(name) = ["sentinelServiceName", "node"].into_iter().find(|n| has(n))
+    {
         return Err(invalid(&format!(
             "`{name}` is only read with the redis-sentinel:// (or rediss-sentinel://) scheme; \
              a redis:// DSN names a single server"
@@ -286,7 +316,13 @@ fn parse_dsn(dsn: &str, masked: &str, options: &ConnectOptions) -> Result<Config
     // one). Its messages never contain the URL, so no password leaks. With
     // Sentinel, the credentials before `@` are the data nodes'; the
     // sentinels get `sentinelUsername` / `sentinelPassword`, or none.
-    let plain = if sentinel { format!("redis-sentinel://{rest}") } else { format!("redis://{rest}") };
+    let plain = if sentinel {
+        format!("redis-sentinel://{rest}")
+    } else if cluster {
+        format!("redis-cluster://{rest}")
+    } else {
+        format!("redis://{rest}")
+    };
     #[cfg_attr(not(feature = "tls"), expect(unused_mut))]
     let mut config = Config::from_url(&plain).map_err(|e| invalid(e.details()))?;
     #[cfg(feature = "tls")]
@@ -297,7 +333,7 @@ fn parse_dsn(dsn: &str, masked: &str, options: &ConnectOptions) -> Result<Config
     }
     #[cfg(not(feature = "tls"))]
     let _ = (tls, options);
-    Ok(config)
+    Ok((config, if cluster { Mode::Cluster } else { Mode::Server }))
 }
 
 /// Why the first connection failed: a TLS handshake the client refused, or
@@ -335,7 +371,7 @@ mod tests {
     use super::*;
 
     fn parse(dsn: &str) -> Result<Config, StoreError> {
-        parse_dsn(dsn, &mask_dsn(dsn), &ConnectOptions::default())
+        parse_dsn(dsn, &mask_dsn(dsn), &ConnectOptions::default()).map(|(config, _)| config)
     }
 
     fn refusal(dsn: &str) -> String {
@@ -390,12 +426,23 @@ mod tests {
     }
 
     #[test]
-    fn cluster_dsns_are_refused_with_a_pointer_to_the_cluster_doc() {
-        for dsn in ["redis-cluster://h:1?node=h:2", "rediss-cluster://u:s3cret@h:1", "valkey-cluster://h:1"] {
-            let reason = refusal(dsn);
-            assert!(reason.contains("Redis Cluster is not supported yet"), "{reason}");
-            assert!(reason.contains("docs/cluster.md") && reason.contains("redis-sentinel://"), "{reason}");
-            assert!(!reason.contains("s3cret"));
+    fn cluster_dsns_name_every_node_and_select_the_sharded_layout() {
+        let dsn = "redis-cluster://rrq:s3cret@10.0.0.1:7000?node=10.0.0.2:7001&node=10.0.0.3:7002";
+        let (config, mode) = parse_dsn(dsn, &mask_dsn(dsn), &ConnectOptions::default()).unwrap();
+        assert_eq!(mode, Mode::Cluster);
+        assert_eq!((config.username.as_deref(), config.password.as_deref()), (Some("rrq"), Some("s3cret")));
+        let ServerConfig::Clustered { hosts, .. } = config.server else {
+            panic!("not a cluster configuration: {:?}", config.server)
+        };
+        let mut ports: Vec<u16> = hosts.iter().map(|h| h.port).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, [7000, 7001, 7002]);
+        for dsn in ["redis://h:1", "redis-sentinel://h:1/0?sentinelServiceName=jobs"] {
+            assert_eq!(parse_dsn(dsn, dsn, &ConnectOptions::default()).unwrap().1, Mode::Server, "{dsn}");
         }
+        let reason = refusal("valkey-cluster://h:1?sentinelServiceName=jobs");
+        assert!(reason.contains("`sentinelServiceName` is only read with the redis-sentinel://"), "{reason}");
+        #[cfg(feature = "tls")]
+        assert!(parse("rediss-cluster://h:1").unwrap().tls.is_some());
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fred::prelude::*;
 use futures::StreamExt as _;
+use rrq_protocol::JobId;
 
 use super::RedisStore;
 use super::reply::protocol;
@@ -15,7 +16,7 @@ use super::scripts::{
 use crate::clock::epoch_ms;
 use crate::error::StoreError;
 use crate::job::NewJob;
-use crate::keys;
+use crate::keys::{self, Layout, Shard};
 use crate::shared::{self, Plan};
 use crate::store::{EnqueueMode, EnqueueStore, Enqueued};
 
@@ -37,6 +38,21 @@ const WAIT_MARGIN: Duration = Duration::from_secs(5);
 impl EnqueueStore for RedisStore {
     async fn enqueue(&self, job: NewJob, mode: EnqueueMode) -> Result<Enqueued, StoreError> {
         let plan = shared::plan(&job, &mode, &self.layout)?;
+        if let Some(shard) = dedup_shard(&self.layout, &mode)
+            && self.layout.shard_of(&job.id) != shard
+        {
+            return Err(StoreError::InvalidInput {
+                what: "job id",
+                reason: format!(
+                    "on a Redis Cluster a job enqueued under a deduplication key must have an id of the key's \
+                     shard ({} of {}), and `{}` is on shard {}: leave the id out and the store draws one that fits",
+                    shard.index(),
+                    self.layout.shard_count(),
+                    job.id,
+                    self.layout.shard_of(&job.id).index()
+                ),
+            });
+        }
         let ready_now = shared::ready_at_enqueue(&job);
         let layout = &self.layout;
         match plan {
@@ -75,27 +91,55 @@ impl EnqueueStore for RedisStore {
 
     async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
         shared::check_batch(&jobs)?;
+        // One script call takes jobs of one shard (the single layout has
+        // one): chunks of each shard's jobs, answers put back in order.
+        let chunks: Vec<Vec<usize>> = self
+            .by_shard(&jobs, |job| self.layout.shard_of(&job.id))
+            .into_iter()
+            .flat_map(|(_, indices)| indices.chunks(BATCH_CHUNK).map(<[usize]>::to_vec).collect::<Vec<_>>())
+            .collect();
         // A few chunks always in flight: the client encodes the next while
         // Redis runs the previous (the connection pipelines them in order).
-        let mut chunks = jobs.chunks(BATCH_CHUNK);
+        let mut chunks = chunks.into_iter();
         let mut in_flight = futures::stream::FuturesOrdered::new();
-        let mut out = Vec::with_capacity(jobs.len());
+        let mut out: Vec<Option<Result<Enqueued, StoreError>>> = (0..jobs.len()).map(|_| None).collect();
         loop {
             while in_flight.len() < BATCH_IN_FLIGHT {
                 let Some(chunk) = chunks.next() else { break };
-                in_flight.push_back(enqueue_chunk(self, chunk));
+                let jobs = &jobs;
+                in_flight.push_back(async move {
+                    let reply = enqueue_chunk(self, chunk.iter().map(|&i| &jobs[i]).collect()).await;
+                    (chunk, reply)
+                });
             }
-            let Some(reply) = in_flight.next().await else { break };
-            out.extend(reply?);
+            let Some((chunk, reply)) = in_flight.next().await else { break };
+            for (i, result) in chunk.into_iter().zip(reply?) {
+                out[i] = Some(result);
+            }
         }
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(protocol(EnqueueBatch::OP, "no answer for a job"))))
+            .collect())
+    }
+
+    fn new_job_id(&self, mode: &EnqueueMode) -> JobId {
+        let fresh = || JobId::new(uuid::Uuid::new_v4().to_string());
+        match dedup_shard(&self.layout, mode) {
+            // About `queue_shards` draws on average.
+            Some(shard) => {
+                std::iter::repeat_with(fresh).find(|id| self.layout.shard_of(id) == shard).unwrap_or_else(fresh)
+            }
+            None => fresh(),
+        }
     }
 
     /// `WAIT` on the connection that ran the enqueues (every command and
     /// script goes through the one multiplexed client), so it covers them.
     /// The server holds that connection's later commands until `WAIT`
     /// answers, so the store's other calls wait too: one replica round trip
-    /// when the replicas keep up, up to `timeout` when they do not.
+    /// when the replicas keep up, up to `timeout` when they do not. On a
+    /// cluster every master gets its `WAIT` on its own connection.
     async fn confirm_replicated(&self, replicas: u32, timeout: Duration) -> Result<(), StoreError> {
         if replicas == 0 {
             return Ok(());
@@ -103,19 +147,56 @@ impl EnqueueStore for RedisStore {
         // `WAIT n 0` would block forever.
         let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX).max(1);
         let options = Options { timeout: Some(timeout + WAIT_MARGIN), max_attempts: Some(1), ..Default::default() };
-        let acked: i64 = self
-            .inner
-            .client
-            .with_options(&options)
-            .wait(i64::from(replicas), ms)
-            .await
-            .map_err(|e| self.error("confirm_replicated", e))?;
+        let acked = if self.layout.is_sharded() {
+            // The writes went to several masters, each over its own
+            // connection: every master's `WAIT` covers what it took, and
+            // the least of the answers is what all of them hold.
+            let masters = self.inner.client.active_connections();
+            if masters.is_empty() {
+                return Err(self.unavailable("no connection to any master"));
+            }
+            let waits = masters.into_iter().map(|server| {
+                let options = Options { cluster_node: Some(server), ..options.clone() };
+                async move { self.inner.client.with_options(&options).wait::<i64>(i64::from(replicas), ms).await }
+            });
+            let mut least = i64::MAX;
+            for acked in futures::future::join_all(waits).await {
+                least = least.min(acked.map_err(|e| self.error("confirm_replicated", e))?);
+            }
+            least
+        } else {
+            self.inner
+                .client
+                .with_options(&options)
+                .wait(i64::from(replicas), ms)
+                .await
+                .map_err(|e| self.error("confirm_replicated", e))?
+        };
         let acked = u32::try_from(acked).unwrap_or(0);
         if acked >= replicas { Ok(()) } else { Err(StoreError::NotReplicated { wanted: replicas, acked, timeout }) }
     }
 }
 
-async fn enqueue_chunk(store: &RedisStore, jobs: &[NewJob]) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
+/// The shard a job enqueued in `mode` must be on, in the sharded layout:
+/// its deduplication key's (`None` for a standard enqueue, and always in
+/// the single layout).
+fn dedup_shard(layout: &Layout, mode: &EnqueueMode) -> Option<Shard> {
+    if !layout.is_sharded() {
+        return None;
+    }
+    match mode {
+        EnqueueMode::Standard => None,
+        EnqueueMode::Idempotent { key, .. } => Some(layout.idempotency_shard(key)),
+        EnqueueMode::RateLimited { key, .. } => Some(layout.rate_limit_shard(key)),
+        EnqueueMode::Debounced { key, .. } => Some(layout.debounce_shard(key)),
+        EnqueueMode::UniqueLock { key, .. } => Some(layout.unique_lock_shard(key)),
+    }
+}
+
+async fn enqueue_chunk(
+    store: &RedisStore,
+    jobs: Vec<&NewJob>,
+) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
     let call = EnqueueBatch {
         channel: keys::READY_CHANNEL,
         jobs: jobs.iter().map(|job| BatchJob::new(&store.layout, job)).collect(),

@@ -53,15 +53,19 @@ impl InspectStore for RedisStore {
     }
 
     async fn job_fields_batch(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(SCAN_COUNT) {
-            let hashes = self.run(InspectJobs::of(&self.layout, chunk)).await?;
-            if hashes.len() != chunk.len() {
-                return Err(protocol(InspectJobs::OP, format!("{} hashes for {} ids", hashes.len(), chunk.len())));
+        if self.layout.is_sharded() {
+            // One script call reads jobs of one shard: each shard's ids in
+            // turn, the answers put back in the order asked.
+            let mut out = vec![None; ids.len()];
+            for (_, indices) in self.by_shard(ids, |id| self.layout.shard_of(id)) {
+                let group: Vec<JobId> = indices.iter().map(|&i| ids[i].clone()).collect();
+                for (i, fields) in indices.into_iter().zip(self.job_fields_in_chunks(&group).await?) {
+                    out[i] = fields;
+                }
             }
-            out.extend(hashes.into_iter().map(|f| if f.is_empty() { None } else { Some(f.into_iter().collect()) }));
+            return Ok(out);
         }
-        Ok(out)
+        self.job_fields_in_chunks(ids).await
     }
 
     async fn wait_job_event(
@@ -86,6 +90,9 @@ impl InspectStore for RedisStore {
     }
 
     async fn queue_len(&self, queue: &QueueName) -> Result<u64, StoreError> {
+        if self.layout.is_sharded() {
+            return self.sum_over_shards("queue_len", "ZCARD", |shard| self.layout.queue(queue, shard)).await;
+        }
         self.inner.client.zcard(self.layout.queue(queue, Shard::FIRST)).await.map_err(|e| self.error("queue_len", e))
     }
 
@@ -105,6 +112,9 @@ impl InspectStore for RedisStore {
     }
 
     async fn dlq_len(&self, dlq: &DlqName) -> Result<u64, StoreError> {
+        if self.layout.is_sharded() {
+            return self.sum_over_shards("dlq_len", "LLEN", |shard| self.layout.dlq(dlq, shard)).await;
+        }
         self.inner.client.llen(self.layout.dlq(dlq, Shard::FIRST)).await.map_err(|e| self.error("dlq_len", e))
     }
 
@@ -194,12 +204,47 @@ impl InspectStore for RedisStore {
         let mut names: Vec<String> =
             self.inner.client.smembers(self.layout.paused(Shard::FIRST)).await.map_err(|e| self.error("paused", e))?;
         names.sort();
+        if self.layout.is_sharded() {
+            // The first shard's copy of every shard's set, in its keys.
+            return Ok(names.iter().filter_map(|n| self.layout.queue_of(n)).map(|(queue, _)| queue).collect());
+        }
         Ok(names.iter().map(|n| QueueName::new(n)).collect())
     }
 }
 
 /// Keys matching `prefix*` of one Redis type, each once; stops early once
 /// `limit` keys were found (`0` = no limit).
+impl RedisStore {
+    /// [`InspectStore::job_fields_batch`] for ids of one shard.
+    async fn job_fields_in_chunks(&self, ids: &[JobId]) -> Result<Vec<Option<BTreeMap<String, String>>>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(SCAN_COUNT) {
+            let hashes = self.run(InspectJobs::of(&self.layout, chunk)).await?;
+            if hashes.len() != chunk.len() {
+                return Err(protocol(InspectJobs::OP, format!("{} hashes for {} ids", hashes.len(), chunk.len())));
+            }
+            out.extend(hashes.into_iter().map(|f| if f.is_empty() { None } else { Some(f.into_iter().collect()) }));
+        }
+        Ok(out)
+    }
+
+    /// The sum of a counting command (`ZCARD`, `LLEN`) over one key per
+    /// shard, asked of every shard at once (sharded layout).
+    async fn sum_over_shards(
+        &self,
+        op: &'static str,
+        command: &'static str,
+        key: impl Fn(Shard) -> String,
+    ) -> Result<u64, StoreError> {
+        let counts = self.layout.shards().map(|shard| self.command(op, command, vec![key(shard)]));
+        let mut total = 0u64;
+        for count in futures::future::join_all(counts).await {
+            total += u64::try_from(reply::int(op, &count?)?).unwrap_or(0);
+        }
+        Ok(total)
+    }
+}
+
 async fn scan(
     store: &RedisStore,
     op: &'static str,

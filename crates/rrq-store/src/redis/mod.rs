@@ -1,4 +1,7 @@
-//! [`RedisStore`]: the [`Store`](crate::Store) on Redis (or Valkey), in rrq 0.11.1's schema.
+//! [`RedisStore`]: the [`Store`](crate::Store) on Redis (or Valkey), in rrq 0.11.1's schema
+//! on one server or behind Sentinel, in the sharded layout on a Redis Cluster
+//! (see `docs/cluster.md`: the job life cycle works there, inspection does
+//! not yet).
 //!
 //! One file per family:
 //! * `connect.rs`: DSN handling, connecting, the connections opened on first
@@ -56,7 +59,7 @@ pub use self::options::{CA_FILE_ENV, ConnectOptions};
 use self::scripts::LuaScript;
 use crate::error::StoreError;
 use crate::job::JobDefaults;
-use crate::keys::Layout;
+use crate::keys::{Layout, Shard};
 use crate::store::ReadySignals;
 
 /// How long a job's events stream outlives its terminal event by default
@@ -69,8 +72,8 @@ pub struct RedisStore {
     inner: Arc<Inner>,
     /// Where claims quarantine broken jobs, and the queue of jobs without one.
     defaults: Arc<JobDefaults>,
-    /// How keys are named: always the single (rrq 0.11.1) layout for now;
-    /// the sharded one waits for the cluster connection mode.
+    /// How keys are named: the single (rrq 0.11.1) layout on one server and
+    /// behind Sentinel, the sharded one on a Redis Cluster.
     layout: Layout,
     /// Whether the subscription uses keyspace notifications.
     keyspace: bool,
@@ -96,6 +99,8 @@ struct Inner {
     dsn: String,
     /// Successes waiting for the batching task (see `batch.rs`).
     completions: mpsc::UnboundedSender<batch::Completion>,
+    /// Where the next claim starts among a queue's shards (sharded layout).
+    rotation: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -142,9 +147,32 @@ impl RedisStore {
         S::decode(reply)
     }
 
+    /// The indices of `items` grouped by the shard `shard_of` names, each
+    /// group in the items' order, the groups in the order of their first
+    /// item. The single layout has one group of every item (no checksum).
+    fn by_shard<T>(&self, items: &[T], shard_of: impl Fn(&T) -> Shard) -> Vec<(Shard, Vec<usize>)> {
+        by_shard(&self.layout, items, shard_of)
+    }
+
     /// Runs one plain command.
     async fn command(&self, op: &'static str, name: &'static str, args: Vec<String>) -> Result<Value, StoreError> {
         let cmd = fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::FirstKey, false);
         self.inner.client.custom(cmd, args).await.map_err(|e| self.error(op, e))
     }
+}
+
+/// [`RedisStore::by_shard`] for callers without a store at hand.
+fn by_shard<T>(layout: &Layout, items: &[T], shard_of: impl Fn(&T) -> Shard) -> Vec<(Shard, Vec<usize>)> {
+    if !layout.is_sharded() {
+        return vec![(Shard::FIRST, (0..items.len()).collect())];
+    }
+    let mut groups: Vec<(Shard, Vec<usize>)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let shard = shard_of(item);
+        match groups.iter_mut().find(|(s, _)| *s == shard) {
+            Some((_, group)) => group.push(i),
+            None => groups.push((shard, vec![i])),
+        }
+    }
+    groups
 }

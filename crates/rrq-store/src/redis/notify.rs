@@ -15,7 +15,7 @@ use fred::types::KeyspaceEvent;
 use rrq_protocol::{JobId, QueueName};
 use tracing::warn;
 
-use crate::keys;
+use crate::keys::{self, Layout};
 use crate::store::{ReadySignals, Signal};
 
 /// The configuration parameter that turns keyspace notifications on.
@@ -90,9 +90,15 @@ fn flags_of(reply: &Value) -> String {
 }
 
 /// The signal a message on RRQ's own channels stands for, if any.
-pub(super) fn signal(channel: &str, value: &Value) -> Option<Signal> {
+/// In the sharded layout the ready channel carries a shard's ready key:
+/// the signal names its queue.
+pub(super) fn signal(channel: &str, value: &Value, layout: &Layout) -> Option<Signal> {
     if channel == keys::READY_CHANNEL {
-        return value.as_string().map(|q| Signal::Ready(QueueName::new(&q)));
+        let key = value.as_string()?;
+        if layout.is_sharded() {
+            return layout.queue_of(&key).map(|(queue, _)| Signal::Ready(queue));
+        }
+        return Some(Signal::Ready(QueueName::new(&key)));
     }
     if channel == keys::CANCEL_CHANNEL {
         return value.as_string().filter(|id| !id.is_empty()).map(|id| Signal::Cancel(JobId::new(id)));
@@ -141,10 +147,22 @@ mod tests {
     }
 
     #[test]
+    fn a_sharded_ready_key_signals_its_queue() {
+        let layout = Layout::sharded(8).unwrap();
+        let queue = QueueName::new("emails");
+        let shard = layout.shards().nth(5).unwrap();
+        let key = Value::from(layout.queue(&queue, shard));
+        assert_eq!(signal(keys::READY_CHANNEL, &key, &layout), Some(Signal::Ready(queue)));
+        assert_eq!(signal(keys::READY_CHANNEL, &Value::from("rrq:{x}:queue:a"), &layout), None);
+    }
+
+    #[test]
     fn rrq_channels_carry_queues_and_job_ids() {
-        assert_eq!(signal(keys::READY_CHANNEL, &Value::from("rrq:queue:a")), Some(Signal::Ready(QueueName::new("a"))));
-        assert_eq!(signal(keys::CANCEL_CHANNEL, &Value::from("j1")), Some(Signal::Cancel(JobId::new("j1"))));
-        assert_eq!(signal(keys::CANCEL_CHANNEL, &Value::from("")), None);
-        assert_eq!(signal("other", &Value::from("x")), None);
+        let single = Layout::single();
+        let signal = |channel: &str, value: &str| signal(channel, &Value::from(value), &single);
+        assert_eq!(signal(keys::READY_CHANNEL, "rrq:queue:a"), Some(Signal::Ready(QueueName::new("a"))));
+        assert_eq!(signal(keys::CANCEL_CHANNEL, "j1"), Some(Signal::Cancel(JobId::new("j1"))));
+        assert_eq!(signal(keys::CANCEL_CHANNEL, ""), None);
+        assert_eq!(signal("other", "x"), None);
     }
 }

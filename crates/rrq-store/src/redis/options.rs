@@ -20,6 +20,7 @@ pub const CA_FILE_ENV: &str = "RRQ_REDIS_CA_FILE";
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnectOptions {
     ca_file: Option<PathBuf>,
+    queue_shards: Option<u16>,
 }
 
 impl ConnectOptions {
@@ -39,6 +40,31 @@ impl ConnectOptions {
     pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> ConnectOptions {
         self.ca_file = Some(path.into());
         self
+    }
+
+    /// Shards per queue on a Redis Cluster (`[rrq] queue_shards`; default
+    /// [`DEFAULT_QUEUE_SHARDS`](crate::keys::DEFAULT_QUEUE_SHARDS), 1 to
+    /// [`MAX_QUEUE_SHARDS`](crate::keys::MAX_QUEUE_SHARDS)). Every producer
+    /// and worker of one cluster must use the same number. Ignored for a
+    /// single server and Sentinel, whose layout has no shards.
+    #[must_use]
+    pub fn with_queue_shards(mut self, shards: u16) -> ConnectOptions {
+        self.queue_shards = Some(shards);
+        self
+    }
+
+    /// [`ConnectOptions::with_queue_shards`] when `shards` is `Some`.
+    #[must_use]
+    pub fn with_queue_shards_opt(self, shards: Option<u16>) -> ConnectOptions {
+        match shards {
+            Some(shards) => self.with_queue_shards(shards),
+            None => self,
+        }
+    }
+
+    /// The shards per queue asked for, if any.
+    pub fn queue_shards(&self) -> Option<u16> {
+        self.queue_shards
     }
 
     /// The PEM file of extra trusted CA certificates, if any.

@@ -2,15 +2,17 @@
 //! renewal, the fenced outcomes other than success (see `batch.rs`),
 //! heartbeat, orphan recovery, cron ticks and the ready subscription.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fred::prelude::*;
+use rrq_protocol::QueueName;
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
 
-use super::reply::{int, protocol, text};
+use super::reply::{array, int, protocol, score_time, text};
 use super::scripts::{
     self, Claim, CronTick, DeadLetter, Fenced, FinishCancelled, LuaScript, Recover, Release, Renew, Retry,
 };
@@ -39,42 +41,48 @@ impl WorkerStore for RedisStore {
 
     async fn claim(&self, req: ClaimRequest) -> Result<ClaimBatch, StoreError> {
         let token = format_timestamp(req.now);
-        let now_ms = epoch_ms(req.now);
-        let ttl_ms = shared::lease_ms(req.lease_ttl);
-        let call = Claim {
-            layout: self.layout.clone(),
-            // The single layout's one shard (the cluster store claims shard by shard).
-            shard: Shard::FIRST,
-            queue: req.queue.clone(),
-            default_dlq: self.defaults.dlq.clone(),
-            worker: req.worker_id.clone(),
-            now_ms,
-            max: req.max,
-            lease_ttl_ms: ttl_ms,
-            token: token.clone(),
-            start_score: req.now.timestamp(),
-            lock_expiry: now_ms.saturating_add(ttl_ms),
-            replay: false,
-            max_payload_bytes: req.max_payload_bytes,
-        };
-        let reply = match scripts::eval(&self.inner.client, call.clone()).await {
-            Ok(reply) => reply,
-            // The connection broke with the script sent: it may have run and
-            // only its reply been lost. Asking again with the same token
-            // returns what that run took; otherwise its jobs would sit locked
-            // until their lease expired and recovery re-queued them with an
-            // attempt counted. (A timeout is not repeated: during an outage
-            // that would only double the wait.)
-            // The repeat is tried a few times, with backoff, while the
-            // connection is still coming back.
-            Err(e) if lost_reply(&e) => replay(self, Claim { replay: true, ..call }, e).await?,
-            Err(e) => return Err(self.error(Claim::OP, e)),
-        };
-        let reply = Claim::decode(reply)?;
-        let jobs = reply
-            .claimed
-            .into_iter()
-            .map(|(id, fields)| {
+        // Every shard of the queue (the single layout has one), starting at
+        // the shard after the previous claim's start, so that a worker that
+        // fills its batch early does not always drain the same shards first.
+        let n = usize::from(self.layout.shard_count());
+        let first = if n == 1 { 0 } else { self.inner.rotation.fetch_add(1, Ordering::Relaxed) % n };
+        let mut batch = ClaimBatch { jobs: Vec::new(), dropped: Vec::new(), next_ready: None, paused: false };
+        // On a cluster, only the shards with a due job are claimed from
+        // (their heads asked of every shard at once); the single layout's
+        // one shard is always claimed from, as before.
+        let mut due = vec![true; n];
+        if self.layout.is_sharded() {
+            let now_ms = epoch_ms(req.now);
+            for (i, head) in shard_heads(self, &req.queue).await?.into_iter().enumerate() {
+                due[i] = head.is_some_and(|at| epoch_ms(at) <= now_ms);
+                if !due[i] {
+                    batch.next_ready = earliest(batch.next_ready, head);
+                }
+            }
+        }
+        let shards: Vec<Shard> = self.layout.shards().collect();
+        for &shard in shards.iter().cycle().skip(first).take(n) {
+            if !due[usize::from(shard.index())] {
+                continue;
+            }
+            let room = req.max.saturating_sub(batch.jobs.len());
+            if room == 0 && !batch.jobs.is_empty() {
+                break;
+            }
+            let reply = match claim_on(self, &req, shard, room, &token).await {
+                Ok(reply) => reply,
+                // Jobs already taken from other shards are the caller's now:
+                // an error would leave them locked until their lease expired.
+                Err(e) if !batch.jobs.is_empty() => {
+                    tracing::warn!(error = %e, shard = shard.index(), "a claim on one shard failed; returning the jobs taken from the others");
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            batch.paused |= reply.paused;
+            batch.dropped.extend(reply.dropped);
+            batch.next_ready = earliest(batch.next_ready, reply.head);
+            batch.jobs.extend(reply.claimed.into_iter().map(|(id, fields)| {
                 let job = Job::from_fields(id.as_str(), &fields);
                 let lease = Lease {
                     job_id: id,
@@ -83,20 +91,37 @@ impl WorkerStore for RedisStore {
                     queue: req.queue.clone(),
                 };
                 Claimed { lease, job }
-            })
-            .collect();
-        Ok(ClaimBatch { jobs, dropped: reply.dropped, next_ready: reply.head, paused: reply.paused })
+            }));
+        }
+        Ok(batch)
     }
 
     async fn renew(&self, leases: &[Lease], ttl: Duration) -> Result<Vec<LeaseState>, StoreError> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let states = self.run(Renew { layout: &self.layout, leases, ttl_ms: shared::lease_ms(ttl) }).await?;
-        if states.len() != leases.len() {
-            return Err(protocol(Renew::OP, format!("{} states for {} leases", states.len(), leases.len())));
+        let ttl_ms = shared::lease_ms(ttl);
+        let groups = self.by_shard(leases, |l| self.layout.shard_of(&l.job_id));
+        if let [(_, _)] = groups.as_slice() {
+            // One shard (always, in the single layout): one call, no copy.
+            let states = self.run(Renew { layout: &self.layout, leases, ttl_ms }).await?;
+            if states.len() != leases.len() {
+                return Err(protocol(Renew::OP, format!("{} states for {} leases", states.len(), leases.len())));
+            }
+            return Ok(states);
         }
-        Ok(states)
+        let mut out = vec![LeaseState::Lost; leases.len()];
+        for (_, indices) in groups {
+            let group: Vec<Lease> = indices.iter().map(|&i| leases[i].clone()).collect();
+            let states = self.run(Renew { layout: &self.layout, leases: &group, ttl_ms }).await?;
+            if states.len() != group.len() {
+                return Err(protocol(Renew::OP, format!("{} states for {} leases", states.len(), group.len())));
+            }
+            for (i, state) in indices.into_iter().zip(states) {
+                out[i] = state;
+            }
+        }
+        Ok(out)
     }
 
     async fn complete(&self, lease: &Lease, result: &Json, now: DateTime<Utc>) -> Result<Fence, StoreError> {
@@ -164,31 +189,48 @@ impl WorkerStore for RedisStore {
 
     async fn recover(&self, now: DateTime<Utc>, limit: usize) -> Result<Recovery, StoreError> {
         let defaults = &self.defaults;
-        let call = Recover {
-            layout: self.layout.clone(),
-            // The single layout's one shard (the cluster store recovers shard by shard).
-            shard: Shard::FIRST,
-            default_queue: defaults.queue.clone(),
-            default_dlq: defaults.dlq.clone(),
-            now_ms: epoch_ms(now),
-            limit,
-            now_text: format_timestamp(now),
-            default_max_retries: defaults.max_retries,
-        };
-        self.run(call).await
+        // Every shard's lease index in turn (the single layout has one),
+        // until `limit` jobs are handled.
+        let mut recovery = Recovery::default();
+        for shard in self.layout.shards() {
+            let handled = recovery.requeued.len() + recovery.dead_lettered.len() + recovery.cancelled.len();
+            let room = limit.saturating_sub(handled);
+            if room == 0 && handled > 0 {
+                break;
+            }
+            let call = Recover {
+                layout: self.layout.clone(),
+                shard,
+                default_queue: defaults.queue.clone(),
+                default_dlq: defaults.dlq.clone(),
+                now_ms: epoch_ms(now),
+                limit: room,
+                now_text: format_timestamp(now),
+                default_max_retries: defaults.max_retries,
+            };
+            let found = self.run(call).await?;
+            if !self.layout.is_sharded() {
+                return Ok(found);
+            }
+            recovery.requeued.extend(found.requeued);
+            recovery.dead_lettered.extend(found.dead_lettered);
+            recovery.cancelled.extend(found.cancelled);
+        }
+        Ok(recovery)
     }
 
     async fn subscribe_ready(&self) -> Result<mpsc::Receiver<Signal>, StoreError> {
         let sub = self.subscriber().await?;
         let (mut messages, mut keyspace) = (sub.message_rx(), sub.keyspace_event_rx());
         let db = self.inner.db;
+        let layout = self.layout.clone();
         let (tx, rx) = mpsc::channel(READY_BUFFER);
         tokio::spawn(async move {
             loop {
                 let signal = tokio::select! {
                     _ = tx.closed() => break,
                     msg = messages.recv() => match msg {
-                        Ok(msg) => notify::signal(&msg.channel, &msg.value),
+                        Ok(msg) => notify::signal(&msg.channel, &msg.value, &layout),
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                     },
@@ -239,6 +281,81 @@ impl WorkerStore for RedisStore {
         let ms = int(OP, &self.command(OP, "PTTL", vec![self.layout.unique_lock(key)]).await?)?;
         Ok(u64::try_from(ms).ok().filter(|ms| *ms > 0).map(Duration::from_millis))
     }
+}
+
+/// The earlier of two optional times.
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When the first job of each shard's ready set of `queue` is due (`None`:
+/// the shard is empty), in shard order: one `ZRANGE` per shard, sent
+/// together (the client pipelines them, one round trip per node).
+async fn shard_heads(store: &RedisStore, queue: &QueueName) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
+    const OP: &str = Claim::OP;
+    let asks = store.layout.shards().map(|shard| {
+        let key = store.layout.queue(queue, shard);
+        store.command(OP, "ZRANGE", vec![key, "0".to_owned(), "0".to_owned(), "WITHSCORES".to_owned()])
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .map(|reply| {
+            let mut items = array(OP, reply?)?.into_iter();
+            // RESP3 answers [[member, score]], RESP2 [member, score].
+            let score = match items.next() {
+                None => return Ok(None),
+                Some(Value::Array(mut pair)) if pair.len() == 2 => pair.pop().unwrap_or(Value::Null),
+                Some(_) => items.next().unwrap_or(Value::Null),
+            };
+            score_time(&score).map(Some).ok_or_else(|| protocol(OP, format!("bad score {score:?}")))
+        })
+        .collect()
+}
+
+/// One claim call on one shard of the request's queue, asked again after
+/// a lost reply.
+async fn claim_on(
+    store: &RedisStore,
+    req: &ClaimRequest,
+    shard: Shard,
+    max: usize,
+    token: &str,
+) -> Result<scripts::ClaimReply, StoreError> {
+    let now_ms = epoch_ms(req.now);
+    let ttl_ms = shared::lease_ms(req.lease_ttl);
+    let call = Claim {
+        layout: store.layout.clone(),
+        shard,
+        queue: req.queue.clone(),
+        default_dlq: store.defaults.dlq.clone(),
+        worker: req.worker_id.clone(),
+        now_ms,
+        max,
+        lease_ttl_ms: ttl_ms,
+        token: token.to_owned(),
+        start_score: req.now.timestamp(),
+        lock_expiry: now_ms.saturating_add(ttl_ms),
+        replay: false,
+        max_payload_bytes: req.max_payload_bytes,
+    };
+    let reply = match scripts::eval(&store.inner.client, call.clone()).await {
+        Ok(reply) => reply,
+        // The connection broke with the script sent: it may have run and
+        // only its reply been lost. Asking again with the same token
+        // returns what that run took; otherwise its jobs would sit locked
+        // until their lease expired and recovery re-queued them with an
+        // attempt counted. (A timeout is not repeated: during an outage
+        // that would only double the wait.)
+        // The repeat is tried a few times, with backoff, while the
+        // connection is still coming back.
+        Err(e) if lost_reply(&e) => replay(store, Claim { replay: true, ..call }, e).await?,
+        Err(e) => return Err(store.error(Claim::OP, e)),
+    };
+    Claim::decode(reply)
 }
 
 fn lost_reply(e: &Error) -> bool {

@@ -10,7 +10,10 @@ conformance!(
         a_claim_takes_at_most_max_jobs,
         a_claimed_job_is_not_claimed_again,
         a_paused_queue_is_skipped_until_resumed;
-    private:
+    private:;
+    cluster:
+        a_claimed_job_is_not_claimed_again,
+        a_paused_queue_is_skipped_until_resumed,
 );
 
 async fn a_claim_takes_due_jobs_in_score_order(h: Harness) {

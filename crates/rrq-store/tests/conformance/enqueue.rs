@@ -22,7 +22,11 @@ conformance!(
         a_batch_reports_each_job_and_signals_each_queue_once,
         a_large_batch_answers_in_order_across_chunks,
         only_ready_jobs_signal_their_queue;
-    private:
+    private:;
+    cluster:
+        standard_enqueue_writes_the_reference_fields,
+        a_taken_id_is_refused_and_left_alone,
+        a_large_batch_answers_in_order_across_chunks,
 );
 
 async fn standard_enqueue_writes_the_reference_fields(h: Harness) {

@@ -7,11 +7,13 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use fred::prelude::*;
 use rrq_protocol::{DlqName, JobId, QueueName};
+use rrq_store::keys::Layout;
 use rrq_store::{
     ClaimBatch, ClaimRequest, Job, JobDefaults, ManualClock, MemoryStore, NewJob, RedisStore, Store, keys,
     parse_timestamp,
 };
 use rrq_test_support::TestRedis;
+use rrq_test_support::cluster::TestCluster;
 
 /// The lease TTL used by tests that do not care: long enough never to expire
 /// on its own while a test runs.
@@ -30,7 +32,13 @@ pub struct Harness {
 
 enum Backend {
     Memory { clock: ManualClock },
-    Redis { client: Client, _redis: TestRedis },
+    Redis { client: Client, _server: Server, layout: Layout },
+}
+
+/// The servers a Redis harness runs on, stopped when it is dropped.
+enum Server {
+    Single(#[allow(dead_code, reason = "held to keep the server running")] TestRedis),
+    Cluster(#[allow(dead_code, reason = "held to keep the cluster running")] TestCluster),
 }
 
 impl Harness {
@@ -67,7 +75,33 @@ impl Harness {
         // Real wall time (whole milliseconds, like queue scores), so "ready
         // now" and stream ids line up with `now`.
         let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
-        Harness { store: Arc::new(store), now, ns, backend: Backend::Redis { client, _redis: redis } }
+        let backend = Backend::Redis { client, _server: Server::Single(redis), layout: Layout::single() };
+        Harness { store: Arc::new(store), now, ns, backend }
+    }
+
+    /// A [`RedisStore`] on a Redis Cluster of its own (three masters, three
+    /// replicas), in the sharded layout with the default shard count.
+    pub async fn cluster() -> Harness {
+        let cluster = tokio::task::spawn_blocking(TestCluster::start).await.unwrap();
+        let ns = ns();
+        let store = RedisStore::connect(&cluster.dsn())
+            .await
+            .expect("connect to the test cluster")
+            .with_defaults(defaults_for(&ns))
+            .with_keyspace_notifications(false);
+        let client = raw_client(&cluster.dsn()).await;
+        let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+        let layout = Layout::sharded(keys::DEFAULT_QUEUE_SHARDS).unwrap();
+        let backend = Backend::Redis { client, _server: Server::Cluster(cluster), layout };
+        Harness { store: Arc::new(store), now, ns, backend }
+    }
+
+    /// The key layout of the Redis store (Redis only).
+    pub fn layout(&self) -> &Layout {
+        match &self.backend {
+            Backend::Redis { layout, .. } => layout,
+            Backend::Memory { .. } => panic!("a key layout exists only for the Redis store"),
+        }
     }
 
     /// A raw client on the test server (Redis only).
@@ -155,8 +189,8 @@ impl Harness {
     pub async fn expire_lock(&self, id: &JobId) {
         match &self.backend {
             Backend::Memory { clock } => clock.advance(LEASE + Duration::from_secs(1)),
-            Backend::Redis { client, .. } => {
-                let removed: i64 = client.del(keys::lock(id)).await.unwrap();
+            Backend::Redis { client, layout, .. } => {
+                let removed: i64 = client.del(layout.lock(id)).await.unwrap();
                 assert_eq!(removed, 1, "the lock of {id} should have existed");
             }
         }

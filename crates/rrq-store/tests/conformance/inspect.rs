@@ -20,7 +20,9 @@ conformance!(
         a_dlq_purge_removes_exactly_the_ids_given,
         put_job_fields_writes_a_hash_without_queueing_it,
         delete_matching_counts_then_deletes_the_matching_keys;
-    private:
+    private: ;
+    cluster:
+        job_fields_are_read_in_batches_in_the_order_asked,
 );
 
 async fn queues_are_listed_with_their_score_range(h: Harness) {

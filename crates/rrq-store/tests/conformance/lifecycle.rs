@@ -13,6 +13,10 @@ conformance!(
     private:
         recovery_requeues_a_job_whose_lock_expired,
         recovery_dead_letters_a_job_out_of_attempts,
+        recovery_leaves_held_leases_alone;
+    cluster:
+        cancel_follows_the_job_state,
+        recovery_requeues_a_job_whose_lock_expired,
         recovery_leaves_held_leases_alone,
 );
 

@@ -12,8 +12,25 @@
 /// Instantiates each named generic test for both stores.
 ///
 /// `shared: a, b;` tests run on the (possibly shared) test Redis;
-/// `private: c;` tests get a Redis server of their own.
+/// `private: c;` tests get a Redis server of their own; the tests named in
+/// an optional `cluster: d;` also run on a Redis Cluster of their own (the
+/// sharded layout), each test at most once per list.
 macro_rules! conformance {
+    (
+        shared: $($shared:ident),* $(,)? ;
+        private: $($private:ident),* $(,)? ;
+        cluster: $($cluster:ident),* $(,)? $(;)?
+    ) => {
+        conformance!(shared: $($shared),* ; private: $($private),* ;);
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $cluster() {
+                    super::$cluster(crate::harness::Harness::cluster().await).await;
+                }
+            )*
+        }
+    };
     (shared: $($shared:ident),* $(,)? ; private: $($private:ident),* $(,)? $(;)?) => {
         mod memory {
             $(
@@ -47,6 +64,7 @@ macro_rules! conformance {
 }
 
 mod claim;
+mod cluster;
 mod enqueue;
 mod hardening;
 mod harness;

@@ -19,7 +19,15 @@ conformance!(
         a_release_puts_the_job_back_without_counting,
         renewals_report_held_lost_and_cancel_requested,
         a_waiter_wakes_on_the_terminal_event;
-    private:
+    private:;
+    cluster:
+        a_success_is_recorded_once_and_ends_the_lease,
+        a_stale_lease_writes_nothing,
+        concurrent_successes_keep_their_own_fences,
+        a_retry_counts_the_attempt_and_reschedules_on_the_jobs_queue,
+        a_release_puts_the_job_back_without_counting,
+        renewals_report_held_lost_and_cancel_requested,
+        a_waiter_wakes_on_the_terminal_event,
 );
 
 /// Enqueues one job on a fresh queue and claims it.

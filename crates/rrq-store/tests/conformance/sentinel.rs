@@ -177,10 +177,13 @@ async fn confirm_replicated_fails_naming_the_setting_when_too_few_replicas_answe
 }
 
 #[tokio::test]
-async fn cluster_dsns_are_refused_pointing_at_the_cluster_doc() {
-    let err = RedisStore::connect("redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001").await.unwrap_err();
+async fn a_cluster_dsn_with_sentinel_parameters_or_a_bad_shard_count_is_refused_before_connecting() {
+    let err = RedisStore::connect("redis-cluster://127.0.0.1:7000?sentinelServiceName=x").await.unwrap_err();
     let StoreError::InvalidDsn { reason, .. } = &err else { panic!("{err:?}") };
-    assert!(reason.contains("Redis Cluster is not supported yet") && reason.contains("docs/cluster.md"), "{reason}");
+    assert!(reason.contains("`sentinelServiceName` is only read with the redis-sentinel://"), "{reason}");
+    let options = rrq_store::ConnectOptions::default().with_queue_shards(0);
+    let err = RedisStore::connect_with("redis-cluster://127.0.0.1:7000", options).await.unwrap_err();
+    assert!(matches!(&err, StoreError::InvalidInput { what: "queue_shards", .. }), "{err:?}");
 }
 
 fn chain(err: &dyn std::error::Error) -> String {

@@ -30,7 +30,12 @@ conformance!(
         a_dlq_requeue_signals_the_target_queue,
         a_cancel_of_a_running_job_is_signalled_with_its_id,
         readiness_at_enqueue_follows_the_callers_clock;
-    private:
+    private: ;
+    cluster:
+        resuming_a_queue_signals_it,
+        a_dlq_requeue_signals_the_target_queue,
+        a_cancel_of_a_running_job_is_signalled_with_its_id,
+        readiness_at_enqueue_follows_the_callers_clock,
 );
 
 /// The next signal that `wanted` accepts (other tests' signals are skipped).

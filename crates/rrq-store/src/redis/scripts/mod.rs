@@ -64,7 +64,7 @@ mod retry;
 mod slots;
 
 pub(super) use cancel::Cancel;
-pub(super) use claim::Claim;
+pub(super) use claim::{Claim, ClaimReply};
 pub(super) use complete::{Attempt, Complete};
 pub(super) use cron_tick::CronTick;
 pub(super) use dead_letter::DeadLetter;
