@@ -20,20 +20,7 @@ fn a_public_address_without_a_token_exits_3_naming_the_option() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_serves_its_api_on_loopback() {
     let env = Env::new().await;
-    let config = env.dir.path("rrq.toml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rrq"))
-        .args(["dashboard", "--listen", "127.0.0.1:0", "--read-only", "--config"])
-        .arg(&config)
-        .env_remove("RRQ_DASHBOARD_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start rrq dashboard");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("the address line");
-    let addr = line.trim().strip_prefix("Dashboard on http://").unwrap_or_else(|| panic!("{line}"));
-    let addr = addr.trim_end_matches(" (read-only)").to_owned();
+    let (mut child, addr) = start_read_only_dashboard(&env);
     let mut stream = TcpStream::connect(&addr).expect("connect");
     write!(stream, "GET /api/session HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").unwrap();
     let mut answer = String::new();
@@ -139,19 +126,7 @@ async fn the_api_serves_the_rows_of_worker_list_and_cron_list_json() {
     let cli_cron = env.rrq(&["cron", "list", "--json"]).ok().json();
     let cli_workers = env.rrq(&["worker", "list", "--json"]).ok().json();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rrq"))
-        .args(["dashboard", "--listen", "127.0.0.1:0", "--read-only", "--config"])
-        .arg(env.dir.path("rrq.toml"))
-        .env_remove("RRQ_DASHBOARD_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start rrq dashboard");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("the address line");
-    let addr = line.trim().strip_prefix("Dashboard on http://").unwrap_or_else(|| panic!("{line}"));
-    let addr = addr.trim_end_matches(" (read-only)").to_owned();
+    let (mut child, addr) = start_read_only_dashboard(&env);
     // The workers come from the dashboard's background discovery, which
     // starts with it: wait for its first pass.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -183,4 +158,22 @@ async fn the_api_serves_the_rows_of_worker_list_and_cron_list_json() {
     }
     assert_eq!(cli_rows[0]["completed_jobs"], 41);
     assert_eq!(cli_rows[1]["completed_jobs"], serde_json::Value::Null, "the reference writes no counts");
+}
+
+/// Starts `rrq dashboard --read-only` on a free loopback port over the
+/// environment's config; returns the process and the address it printed.
+fn start_read_only_dashboard(env: &Env) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rrq"))
+        .args(["dashboard", "--listen", "127.0.0.1:0", "--read-only", "--config"])
+        .arg(env.dir.path("rrq.toml"))
+        .env_remove("RRQ_DASHBOARD_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rrq dashboard");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("the address line");
+    let addr = line.trim().strip_prefix("Dashboard on http://").unwrap_or_else(|| panic!("{line}"));
+    (child, addr.trim_end_matches(" (read-only)").to_owned())
 }
