@@ -457,7 +457,7 @@ async fn a_served_dashboard_reports_redis_going_away_and_keeps_serving() {
             }
             assert!(std::time::Instant::now() < deadline, "{status} {body}");
             // sleep-ok: polling the served overview with a deadline.
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50)); // sleep-ok: deadline poll
         }
     };
     let o = overview(&|v| v["queues"].as_array().is_some_and(|q| q.iter().any(|q| q["ready"] == 1)));

@@ -301,7 +301,7 @@ async fn a_response_timeout_on_a_shared_connection_cancels_on_a_fresh_one_and_ke
     let slow_req = peer.request().await;
     // sleep-ok: the two response timers must be staggered, so that only the
     // first expires while the second request is still in flight.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await; // sleep-ok: staggers the timers
     let other = call(&pool, "other", LONG);
     let other_req = peer.request().await;
     assert_eq!(transport(outcome(slow).await), "runner response timeout");
