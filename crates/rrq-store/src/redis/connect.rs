@@ -239,7 +239,9 @@ impl Drop for Inner {
 
 /// A client error as a [`StoreError`]: connection trouble is `Unavailable`.
 pub(super) fn classify(dsn: &str, op: &'static str, e: Error) -> StoreError {
-    let kind = e.kind().clone();
+    // A call fred could not write again (after a redirection or a broken
+    // connection) may have run: as unknown as a lost reply.
+    let kind = if super::scripts::outcome_unknown(&e) { ErrorKind::IO } else { e.kind().clone() };
     classify_cause(dsn, op, &kind, Box::new(e))
 }
 

@@ -359,7 +359,7 @@ async fn claim_on(
 }
 
 fn lost_reply(e: &Error) -> bool {
-    matches!(e.kind(), ErrorKind::IO | ErrorKind::Canceled)
+    scripts::outcome_unknown(e)
 }
 
 /// Asks for a claim again (`call.replay` set) until it is answered, the

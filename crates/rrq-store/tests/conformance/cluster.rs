@@ -365,3 +365,71 @@ async fn jobs_taken_from_one_shard_are_returned_when_a_later_shard_fails() {
     assert_eq!(taken, vec![low.clone()]);
     assert_eq!(h.job(&low).await.status, Some(JobStatus::Active));
 }
+
+/// Ids of this test on `shard`, `n` of them.
+fn ids_on_shard(h: &Harness, shard: rrq_store::keys::Shard, n: usize) -> Vec<JobId> {
+    (0..).map(|i| h.id(&format!("s{i}"))).filter(|id| h.layout().shard_of(id) == shard).take(n).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueues_and_claims_follow_their_slot_to_another_master() {
+    let h = Harness::cluster().await;
+    let q = h.queue("q");
+    let probe = h.id("probe");
+    let shard = h.layout().shard_of(&probe);
+    let ids = ids_on_shard(&h, shard, 4);
+    let slot = h.test_cluster().slot_of(&h.layout().job(&probe));
+    let source = h.test_cluster().master_for_slot(slot);
+    let target = h.test_cluster().masters().into_iter().find(|m| m.port != source.port).unwrap();
+    let enqueue = |id: &JobId| {
+        let mut job = h.new_job("unused", &q);
+        job.id = id.clone();
+        h.store.enqueue(job, EnqueueMode::Standard)
+    };
+    // The shard's queue exists on the source before the migration starts.
+    assert_eq!(enqueue(&ids[0]).await.unwrap(), Enqueued::Created(ids[0].clone()));
+
+    // The slot moves to another master after the store learnt the layout.
+    tokio::task::block_in_place(|| h.test_cluster().migrate_slots(slot..=slot, target.port));
+    assert_eq!(enqueue(&ids[1]).await.unwrap(), Enqueued::Created(ids[1].clone()), "an enqueue after a move");
+    assert_eq!(h.test_cluster().master_for_slot(slot).port, target.port);
+
+    // Moved back while the store still routes the slot to the target:
+    // enqueues (one alone, one in a batch) and a claim follow `MOVED`.
+    tokio::task::block_in_place(|| h.test_cluster().migrate_slots(slot..=slot, source.port));
+    assert_eq!(enqueue(&ids[2]).await.unwrap(), Enqueued::Created(ids[2].clone()));
+    tokio::task::block_in_place(|| h.test_cluster().migrate_slots(slot..=slot, target.port));
+    let mut job = h.new_job("unused", &q);
+    job.id = ids[3].clone();
+    let batch = h.store.enqueue_batch(vec![job]).await.unwrap();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch.into_iter().next().unwrap().unwrap(), Enqueued::Created(ids[3].clone()));
+    tokio::task::block_in_place(|| h.test_cluster().migrate_slots(slot..=slot, source.port));
+    let claimed = h.claim(&q, &h.worker("w"), 10, h.now).await;
+    let mut got: Vec<JobId> = claimed.jobs.iter().map(|c| c.lease.job_id.clone()).collect();
+    got.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(got, want, "every job enqueued around the migrations is claimed once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_marks_its_call_and_another_call_under_its_id_is_refused() {
+    // What makes a client's second send of an enqueue (after a redirection
+    // or a lost reply) safe: the script knows the mark of its own call;
+    // a new call, even identical in every field, has another mark.
+    let h = Harness::cluster().await;
+    let q = h.queue("q");
+    let job = h.new_job("twice", &q);
+    assert_eq!(h.store.enqueue(job.clone(), EnqueueMode::Standard).await.unwrap(), Enqueued::Created(job.id.clone()));
+    let fields = h.store.job_fields(&job.id).await.unwrap().unwrap();
+    let mark = fields.get("enqueue_call").cloned().expect("a cluster enqueue marks its call");
+    assert_eq!(mark.len(), 32, "{mark}");
+    // (A second run of the same call, with this mark, answers "created":
+    // `redis::scripts::resend` in the crate's unit tests.)
+    // Another call under the same id (identical in every other field) is refused.
+    assert!(h.store.enqueue(job.clone(), EnqueueMode::Standard).await.is_err(), "another enqueue under a taken id");
+    let batch = h.store.enqueue_batch(vec![job.clone()]).await.unwrap();
+    assert!(batch.into_iter().next().unwrap().is_err(), "another enqueue under a taken id, in a batch");
+    assert_eq!(h.store.queue_len(&q).await.unwrap(), 1);
+}

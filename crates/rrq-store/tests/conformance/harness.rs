@@ -38,7 +38,7 @@ enum Backend {
 /// The servers a Redis harness runs on, stopped when it is dropped.
 enum Server {
     Single(#[allow(dead_code, reason = "held to keep the server running")] TestRedis),
-    Cluster(#[allow(dead_code, reason = "held to keep the cluster running")] TestCluster),
+    Cluster(TestCluster),
 }
 
 impl Harness {
@@ -94,6 +94,19 @@ impl Harness {
         let layout = Layout::sharded(keys::DEFAULT_QUEUE_SHARDS).unwrap();
         let backend = Backend::Redis { client, _server: Server::Cluster(cluster), layout };
         Harness { store: Arc::new(store), now, ns, backend }
+    }
+
+    /// Whether this harness runs on a cluster (the sharded layout).
+    pub fn is_cluster(&self) -> bool {
+        matches!(&self.backend, Backend::Redis { _server: Server::Cluster(_), .. })
+    }
+
+    /// The cluster under a [`Harness::cluster`] store.
+    pub fn test_cluster(&self) -> &TestCluster {
+        match &self.backend {
+            Backend::Redis { _server: Server::Cluster(cluster), .. } => cluster,
+            _ => panic!("only a cluster harness has a cluster"),
+        }
     }
 
     /// The key layout of the Redis store (Redis only).

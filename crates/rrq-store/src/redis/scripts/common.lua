@@ -230,6 +230,19 @@ local function create_job(job_key, queue, id, score, notify, channel, first_fiel
   return {1, id}
 end
 
+-- Whether the job hash at job_key was written by an earlier run of this very
+-- call (a client sent it again after a redirection or a lost reply): the
+-- call's `enqueue_call` mark, among its fields ARGV[first..last] as
+-- name/value pairs, is the job's. Only sharded-layout calls carry a mark.
+local function written_by_this_call(job_key, first, last)
+  for i = first, last - 1, 2 do
+    if ARGV[i] == 'enqueue_call' then
+      return redis.call('HGET', job_key, 'enqueue_call') == ARGV[i + 1]
+    end
+  end
+  return false
+end
+
 -- Deletes the orchestrator unique lock named `unique` (a job's
 -- job_unique_key, possibly empty), only if job `id` holds it.
 local function drop_unique(unique, id, unique_prefix)

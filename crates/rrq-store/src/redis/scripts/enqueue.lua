@@ -6,7 +6,8 @@
 --       4 publish a ready signal (1/0), 5 ready channel,
 --       6.. the hash fields as name/value pairs
 --
--- Returns {status, id}: 1 created, 0 an existing job represents the request,
+-- Returns {status, id}: 1 created (also to a re-sent call whose first run
+-- created it), 0 an existing job represents the request,
 -- -1 the job id is taken.
 local job_key, queue, job_prefix, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id = ARGV[1]
@@ -14,6 +15,10 @@ local id = ARGV[1]
 -- after the job hash was written.
 require_type(queue, 'zset')
 
+-- A re-sent call whose first run created the job answers as that run did.
+if redis.call('EXISTS', job_key) == 1 and written_by_this_call(job_key, 6, #ARGV) then
+  return {1, id}
+end
 if idem then
   local existing = get_string(idem)
   if existing then

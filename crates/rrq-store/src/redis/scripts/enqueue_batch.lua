@@ -4,7 +4,8 @@
 -- ARGV: 1 ready channel, then per job: id, score (epoch ms), ready now (1/0),
 --       number of field values n, then n values (names and values alternating)
 --
--- Returns one status per job: 1 created, -1 the job id is taken. Each queue
+-- Returns one status per job: 1 created (also when an earlier run of this
+-- very call, re-sent by the client, created it), -1 the job id is taken. Each queue
 -- that received a ready job gets one ready signal.
 local statuses, ready, order = {}, {}, {}
 -- Every queue is checked before the first write: a queue key of another
@@ -21,7 +22,8 @@ for k = 1, #KEYS, 2 do
   local first = a + 4
   a = first + n
   if redis.call('EXISTS', job_key) == 1 then
-    statuses[#statuses + 1] = -1
+    -- Created already by an earlier run of this very call (re-sent), or taken.
+    statuses[#statuses + 1] = written_by_this_call(job_key, first, first + n - 1) and 1 or -1
   else
     redis.call('HSET', job_key, unpack(ARGV, first, first + n - 1))
     if not members[queue] then

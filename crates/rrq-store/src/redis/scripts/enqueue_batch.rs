@@ -17,6 +17,7 @@ pub(crate) struct EnqueueBatch {
 }
 
 /// One job; a call takes jobs of one shard.
+#[derive(Clone)]
 pub(crate) struct BatchJob {
     pub job_key: String,
     pub queue_key: String,
@@ -35,13 +36,15 @@ impl BatchJob {
             id: job.id.as_str().to_owned(),
             score: crate::clock::epoch_ms(job.scheduled_time),
             ready_now: crate::shared::ready_at_enqueue(job),
-            fields: job.to_fields(),
+            fields: super::call_fields(layout, job),
         }
     }
 }
 
 impl LuaScript for EnqueueBatch {
     const OP: &'static str = "enqueue_batch";
+    /// A re-sent call finds the job its first run created and answers "created".
+    const RESENDABLE: bool = true;
     /// Per job: created (`true`) or its id was taken.
     type Reply = Vec<bool>;
 

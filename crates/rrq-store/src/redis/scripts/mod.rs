@@ -16,6 +16,8 @@
 //! A call over many jobs (a batch, a purge, a renewal) takes jobs of one
 //! shard.
 
+use std::time::Duration;
+
 use fred::prelude::*;
 use fred::types::scripts::Script;
 
@@ -59,6 +61,8 @@ mod lint;
 mod recover;
 mod release;
 mod renew;
+#[cfg(test)]
+mod resend;
 mod retry;
 #[cfg(test)]
 mod slots;
@@ -96,13 +100,117 @@ pub(super) trait LuaScript {
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>);
     /// Decodes the script's reply.
     fn decode(reply: Value) -> Result<Self::Reply, StoreError>;
+    /// Whether a second run of the very same call answers as the first one
+    /// did (the script recognises what its earlier run wrote), so that on a
+    /// cluster the client may send it again: fred counts the write after a
+    /// `MOVED` or `ASK` redirection as an attempt, and with one attempt a
+    /// redirected call would fail. Calls that are not marked keep one
+    /// attempt, and a redirection fails them as a lost reply would (see
+    /// [`outcome_unknown`]).
+    const RESENDABLE: bool = false;
 }
 
+/// Writes allowed for a [`LuaScript::RESENDABLE`] call on a cluster: the
+/// first, one after a redirection (or a lost reply), one after an `ASK`.
+const RESEND_ATTEMPTS: u32 = 3;
+
+/// How long a call refused with `TRYAGAIN` (a multi-key call on a slot
+/// being migrated; nothing ran) is sent again before the error is returned.
+const TRYAGAIN_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Runs a script on `client`, leaving the client's error as it is (the
-/// caller classifies it, or, for a claim, decides to ask again).
+/// caller classifies it, or, for a claim, decides to ask again). On a
+/// cluster, a call refused with `TRYAGAIN` while its slot migrates is sent
+/// again, with backoff, until the migration of the slot ends (the refusal
+/// comes before the script runs, so nothing is applied twice).
 pub(super) async fn eval<S: LuaScript>(client: &Client, script: S) -> Result<Value, Error> {
     let (keys, args) = script.keys_and_args();
-    S::script().evalsha_with_reload::<Value, _, _>(client, keys, args).await
+    let script = S::script();
+    let mut refused = Refused::new();
+    loop {
+        let result = if S::RESENDABLE && client.is_clustered() {
+            match resendable(client, script, &keys, &args).await {
+                // Redirected more often than fred had writes for (a slot
+                // in the middle of its move): safe to send again.
+                Err(e) if redirected_out(&e) && refused.wait().await => continue,
+                result => result,
+            }
+        } else {
+            script.evalsha_with_reload::<Value, _, _>(client, keys.clone(), args.clone()).await
+        };
+        match result {
+            Err(e) if refused.again(&e, false).await => {}
+            result => return result,
+        }
+    }
+}
+
+/// `EVALSHA` with [`RESEND_ATTEMPTS`] writes: sent as a custom command,
+/// since fred applies per-call options to those but not to its script
+/// calls. Routed by the first key (`sha numkeys key…`).
+async fn resendable(client: &Client, script: &Script, keys: &[String], args: &[Value]) -> Result<Value, Error> {
+    let options = Options { max_attempts: Some(RESEND_ATTEMPTS), ..Options::default() };
+    let cmd = fred::types::CustomCommand::new_static("EVALSHA", fred::types::ClusterHash::Offset(2), false);
+    let mut call: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
+    call.push(Value::from(script.sha1().clone()));
+    call.push(Value::from(i64::try_from(keys.len()).unwrap_or(i64::MAX)));
+    call.extend(keys.iter().map(|k| Value::from(k.as_str())));
+    call.extend(args.iter().cloned());
+    let with = client.with_options(&options);
+    match with.custom::<Value, _>(cmd.clone(), call.clone()).await {
+        Err(e) if e.details().starts_with("NOSCRIPT") => {
+            script.load(client).await?;
+            with.custom(cmd, call).await
+        }
+        result => result,
+    }
+}
+
+/// Backoff for calls refused with `TRYAGAIN` (a multi-key call on a slot
+/// being migrated, refused before anything ran): sending them again is
+/// safe, for at most [`TRYAGAIN_DEADLINE`].
+pub(super) struct Refused {
+    deadline: tokio::time::Instant,
+    delay: Duration,
+}
+
+impl Refused {
+    pub(super) fn new() -> Refused {
+        Refused { deadline: tokio::time::Instant::now() + TRYAGAIN_DEADLINE, delay: Duration::from_millis(2) }
+    }
+
+    /// Whether the call that failed with `e` should be sent again (after
+    /// waiting here): `TRYAGAIN` means nothing ran; a `resendable` call
+    /// (a read, or a script that knows its own earlier run) is sent again
+    /// after fred ran out of writes while following redirections.
+    pub(super) async fn again(&mut self, e: &Error, resendable: bool) -> bool {
+        (e.details().starts_with("TRYAGAIN") || (resendable && redirected_out(e))) && self.wait().await
+    }
+
+    /// Waits before the next send; `false` (at once) past the deadline.
+    async fn wait(&mut self) -> bool {
+        if tokio::time::Instant::now() + self.delay >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_millis(100));
+        true
+    }
+}
+
+/// Whether fred gave up on a call because it would have had to write it
+/// once more than allowed (after redirections, or a broken connection).
+fn redirected_out(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Unknown | ErrorKind::Routing)
+        && matches!(e.details(), "Too many failed write attempts." | "Max attempts reached.")
+}
+
+/// Whether an error leaves the outcome of a call unknown although the
+/// server may have run it: the connection broke with the call sent, or
+/// fred would have had to write it again (after a redirection or a broken
+/// connection) and had no attempt left.
+pub(super) fn outcome_unknown(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Cluster) || redirected_out(e)
 }
 
 /// KEYS 1-4 and ARGV 1-3 of every fenced outcome script (retry, dead
@@ -156,6 +264,7 @@ impl Fenced {
 /// now and the ready channel. The job's hash fields are the script's last
 /// arguments. A dedup key must be on the job's shard (the cluster store
 /// draws such ids).
+#[derive(Clone)]
 pub(super) struct NewJobCall {
     layout: Layout,
     shard: Shard,
@@ -182,7 +291,7 @@ impl NewJobCall {
             score: crate::clock::epoch_ms(job.scheduled_time),
             ttl,
             ready_now,
-            fields: job.to_fields(),
+            fields: call_fields(layout, job),
         }
     }
 
@@ -203,6 +312,21 @@ impl NewJobCall {
         ];
         (vec![self.job_key, self.queue_key], args, self.fields)
     }
+}
+
+/// The job hash field that marks which enqueue call wrote a job, in the
+/// sharded layout only (the single layout keeps rrq 0.11.1's fields): a
+/// re-sent call finds its own mark and answers as its first run did.
+pub(crate) const ENQUEUE_CALL_FIELD: &str = "enqueue_call";
+
+/// A job's hash fields for an enqueue call: in the sharded layout with a
+/// fresh [`ENQUEUE_CALL_FIELD`] mark.
+pub(super) fn call_fields(layout: &Layout, job: &crate::job::NewJob) -> Vec<(&'static str, String)> {
+    let mut fields = job.to_fields();
+    if layout.is_sharded() {
+        fields.push((ENQUEUE_CALL_FIELD, uuid::Uuid::new_v4().simple().to_string()));
+    }
+    fields
 }
 
 /// `1`/`0` for a flag argument.
