@@ -13,6 +13,7 @@
 #![cfg(target_os = "linux")]
 
 mod chaos;
+mod cluster;
 mod harness;
 mod orchestrator;
 mod poison;
