@@ -2,9 +2,7 @@
 //! started by the test): the real `rrq` binary drains jobs enqueued by the
 //! Rust producer on a `redis-cluster://` DSN, while the cluster reshards or
 //! loses a master. Every acknowledged job must complete, exactly once where
-//! the cluster stays up. The resharding test is ignored: it finds jobs
-//! stranded by claims that run while their slot migrates (see
-//! `docs/cluster.md`).
+//! the cluster stays up.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -100,8 +98,6 @@ async fn twenty_thousand_jobs_drained_by_two_workers_on_a_cluster_run_once_each_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "fails: a claim during a slot migration drops queue entries whose job hash moved first \
-            (docs/cluster.md, \"Cluster events\"); run with --ignored"]
 async fn a_resharding_during_a_drain_loses_and_duplicates_nothing() {
     const T: &str = "cluster_resharding";
     let cluster = tokio::task::spawn_blocking(TestCluster::start).await.expect("start the cluster");

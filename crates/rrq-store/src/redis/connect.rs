@@ -70,7 +70,7 @@ impl RedisStore {
             Mode::Cluster => keys::Layout::sharded(options.queue_shards().unwrap_or(keys::DEFAULT_QUEUE_SHARDS))?,
         };
         let db = config.database.unwrap_or(0);
-        let builder = builder(config);
+        let builder = builder(config, mode);
         let client = builder
             .build()
             .map_err(|e| StoreError::InvalidDsn { dsn: masked.clone(), reason: e.details().to_owned() })?;
@@ -348,7 +348,20 @@ fn connect_error(e: Error, dsn: String) -> StoreError {
     StoreError::Unavailable { dsn, source: Box::new(e) }
 }
 
-fn builder(config: Config) -> Builder {
+/// Writes fred may make of one command on a cluster, and the redirections
+/// it may follow. fred counts the write after a `MOVED` or `ASK` as an
+/// attempt, and an `ASK` that arrives with no attempt left ends fred's
+/// connection task for good (every later command of the client times out).
+/// With more attempts than redirections, a command runs out of
+/// redirections first, and that only fails the command. The price: after a
+/// broken connection fred may send a command again, so every script is
+/// safe to run twice on a cluster (outcomes are fenced and recognise their
+/// own earlier run, enqueues carry a call mark, claims always look for the
+/// jobs their token already took).
+pub(super) const CLUSTER_ATTEMPTS: u32 = 8;
+const CLUSTER_REDIRECTIONS: u32 = 5;
+
+fn builder(config: Config, mode: Mode) -> Builder {
     let mut builder = Builder::from_config(config);
     builder
         // Reconnection is off unless a policy is set; retry forever, 100 ms to 2 s apart.
@@ -357,8 +370,12 @@ fn builder(config: Config) -> Builder {
             c.connection_timeout = CONNECT_DEADLINE;
             c.internal_command_timeout = CONNECT_DEADLINE;
             // A reply lost with the connection must surface as an error,
-            // never as a silent second run of a script.
+            // never as a silent second run of a script (on one server).
             c.max_command_attempts = 1;
+            if mode == Mode::Cluster {
+                c.max_command_attempts = CLUSTER_ATTEMPTS;
+                c.max_redirections = CLUSTER_REDIRECTIONS;
+            }
         })
         .with_performance_config(|p| {
             p.default_command_timeout = COMMAND_TIMEOUT;

@@ -339,7 +339,10 @@ async fn claim_on(
         token: token.to_owned(),
         start_score: req.now.timestamp(),
         lock_expiry: now_ms.saturating_add(ttl_ms),
-        replay: false,
+        // On a cluster fred may write a call twice (see
+        // `connect::CLUSTER_ATTEMPTS`): every claim then first hands out
+        // what its token already took, so a second run takes nothing twice.
+        replay: store.layout.is_sharded(),
         max_payload_bytes: req.max_payload_bytes,
     };
     let reply = match scripts::eval(&store.inner.client, call.clone()).await {

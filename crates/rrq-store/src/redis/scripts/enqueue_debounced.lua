@@ -14,6 +14,11 @@ local job_key, queue, debounce, job_prefix, queue_prefix = KEYS[1], KEYS[2], KEY
 local id = ARGV[1]
 require_type(queue, 'zset')
 
+-- A re-sent call whose first run created the job answers as that run did.
+if redis.call('EXISTS', job_key) == 1 and written_by_this_call(job_key, 8, #ARGV) then
+  return {1, id}
+end
+
 local fields = {}
 for i = 8, #ARGV, 2 do
   fields[ARGV[i]] = ARGV[i + 1]

@@ -9,6 +9,11 @@ local job_key, queue, limiter = KEYS[1], KEYS[2], KEYS[3]
 local id = ARGV[1]
 require_type(queue, 'zset')
 
+-- A re-sent call whose first run created the job answers as that run did.
+if redis.call('EXISTS', job_key) == 1 and written_by_this_call(job_key, 6, #ARGV) then
+  return {1, id}
+end
+
 if not redis.call('SET', limiter, id, 'NX', 'EX', ARGV[3]) then
   return {2, ''}
 end

@@ -12,6 +12,11 @@ local job_key, queue, lock = KEYS[1], KEYS[2], KEYS[3]
 local id = ARGV[1]
 require_type(queue, 'zset')
 
+-- A re-sent call whose first run created the job answers as that run did.
+if redis.call('EXISTS', job_key) == 1 and written_by_this_call(job_key, 7, #ARGV) then
+  return {1, id}
+end
+
 -- An epoch-milliseconds time as the job hash stores it: RFC 3339, UTC,
 -- `+00:00`, with three fractional digits only when they are not all zero.
 local function timestamp_ms(ms)

@@ -101,18 +101,13 @@ pub(super) trait LuaScript {
     /// Decodes the script's reply.
     fn decode(reply: Value) -> Result<Self::Reply, StoreError>;
     /// Whether a second run of the very same call answers as the first one
-    /// did (the script recognises what its earlier run wrote), so that on a
-    /// cluster the client may send it again: fred counts the write after a
-    /// `MOVED` or `ASK` redirection as an attempt, and with one attempt a
-    /// redirected call would fail. Calls that are not marked keep one
-    /// attempt, and a redirection fails them as a lost reply would (see
-    /// [`outcome_unknown`]).
+    /// did (the script recognises what its earlier run wrote). On a cluster
+    /// every call may be written more than once by fred (see
+    /// `connect::CLUSTER_ATTEMPTS`); a resendable call is also sent again
+    /// by the store when fred's writes ran out while following
+    /// redirections.
     const RESENDABLE: bool = false;
 }
-
-/// Writes allowed for a [`LuaScript::RESENDABLE`] call on a cluster: the
-/// first, one after a redirection (or a lost reply), one after an `ASK`.
-const RESEND_ATTEMPTS: u32 = 3;
 
 /// How long a call refused with `TRYAGAIN` (a multi-key call on a slot
 /// being migrated; nothing ran) is sent again before the error is returned.
@@ -128,41 +123,12 @@ pub(super) async fn eval<S: LuaScript>(client: &Client, script: S) -> Result<Val
     let script = S::script();
     let mut refused = Refused::new();
     loop {
-        let result = if S::RESENDABLE && client.is_clustered() {
-            match resendable(client, script, &keys, &args).await {
-                // Redirected more often than fred had writes for (a slot
-                // in the middle of its move): safe to send again.
-                Err(e) if redirected_out(&e) && refused.wait().await => continue,
-                result => result,
-            }
-        } else {
-            script.evalsha_with_reload::<Value, _, _>(client, keys.clone(), args.clone()).await
-        };
-        match result {
-            Err(e) if refused.again(&e, false).await => {}
+        match script.evalsha_with_reload::<Value, _, _>(client, keys.clone(), args.clone()).await {
+            // Redirected more often than fred had writes for (a slot in the
+            // middle of its move): a resendable call is sent again.
+            Err(e) if refused.again(&e, S::RESENDABLE && client.is_clustered()).await => {}
             result => return result,
         }
-    }
-}
-
-/// `EVALSHA` with [`RESEND_ATTEMPTS`] writes: sent as a custom command,
-/// since fred applies per-call options to those but not to its script
-/// calls. Routed by the first key (`sha numkeys key…`).
-async fn resendable(client: &Client, script: &Script, keys: &[String], args: &[Value]) -> Result<Value, Error> {
-    let options = Options { max_attempts: Some(RESEND_ATTEMPTS), ..Options::default() };
-    let cmd = fred::types::CustomCommand::new_static("EVALSHA", fred::types::ClusterHash::Offset(2), false);
-    let mut call: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
-    call.push(Value::from(script.sha1().clone()));
-    call.push(Value::from(i64::try_from(keys.len()).unwrap_or(i64::MAX)));
-    call.extend(keys.iter().map(|k| Value::from(k.as_str())));
-    call.extend(args.iter().cloned());
-    let with = client.with_options(&options);
-    match with.custom::<Value, _>(cmd.clone(), call.clone()).await {
-        Err(e) if e.details().starts_with("NOSCRIPT") => {
-            script.load(client).await?;
-            with.custom(cmd, call).await
-        }
-        result => result,
     }
 }
 
@@ -180,11 +146,11 @@ impl Refused {
     }
 
     /// Whether the call that failed with `e` should be sent again (after
-    /// waiting here): `TRYAGAIN` means nothing ran; a `resendable` call
+    /// waiting here): [`not_run`] calls always; a `resendable` call
     /// (a read, or a script that knows its own earlier run) is sent again
     /// after fred ran out of writes while following redirections.
     pub(super) async fn again(&mut self, e: &Error, resendable: bool) -> bool {
-        (e.details().starts_with("TRYAGAIN") || (resendable && redirected_out(e))) && self.wait().await
+        (not_run(e) || (resendable && redirected_out(e))) && self.wait().await
     }
 
     /// Waits before the next send; `false` (at once) past the deadline.
@@ -196,6 +162,13 @@ impl Refused {
         self.delay = (self.delay * 2).min(Duration::from_millis(100));
         true
     }
+}
+
+/// Whether the server ran nothing of a failed call: refused with
+/// `TRYAGAIN` (a slot being migrated), or redirected more often than fred
+/// follows (every send of it was answered with a redirection).
+fn not_run(e: &Error) -> bool {
+    e.details().starts_with("TRYAGAIN") || (*e.kind() == ErrorKind::Routing && e.details() == "Too many redirections.")
 }
 
 /// Whether fred gave up on a call because it would have had to write it
