@@ -318,6 +318,17 @@ pub trait EnqueueStore: Send + Sync + std::fmt::Debug + 'static {
         JobId::new(uuid::Uuid::new_v4().to_string())
     }
 
+    /// The id to enqueue a job under in `mode` when every caller derives the
+    /// same `id` by rule (a cron tick's `ENTRY:TICK`), so that duplicates
+    /// still meet on the id: `id` itself wherever the store accepts it
+    /// (always outside a Redis Cluster, and for a standard enqueue), else the
+    /// first of `id~0`, `id~1`, … on the deduplication key's shard, the same
+    /// for every caller.
+    fn fitted_job_id(&self, id: JobId, mode: &EnqueueMode) -> JobId {
+        let _ = mode;
+        id
+    }
+
     /// Waits until at least `replicas` replicas hold every write this store
     /// has made so far, at most `timeout` (Redis `WAIT`); `0` returns at
     /// once. Producers with `[rrq] min_replicas_acked` call it after each

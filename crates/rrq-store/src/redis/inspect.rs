@@ -100,6 +100,9 @@ impl InspectStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        if self.layout.is_sharded() {
+            return self.dlq_ids_sharded(dlq, offset, limit).await;
+        }
         let start = i64::try_from(offset).unwrap_or(i64::MAX);
         let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)).saturating_sub(1);
         let listed: Value = self
@@ -119,6 +122,9 @@ impl InspectStore for RedisStore {
     }
 
     async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        if self.layout.is_sharded() {
+            return self.queues_sharded().await;
+        }
         let keys = scan(self, InspectQueues::OP, QueueName::PREFIX, "zset", 0).await?;
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(SCAN_COUNT) {
@@ -148,34 +154,28 @@ impl InspectStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        if self.layout.is_sharded() {
+            return self.queue_entries_sharded(queue, offset, limit).await;
+        }
         // Redis indexes with signed 64-bit integers: a larger offset is past
         // the end anyway, and must not become an error.
         let start = i64::try_from(offset).unwrap_or(i64::MAX);
         let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)).saturating_sub(1);
         let args =
             vec![self.layout.queue(queue, Shard::FIRST), start.to_string(), stop.to_string(), "WITHSCORES".to_owned()];
-        let flat = array(OP, self.command(OP, "ZRANGE", args).await?)?;
-        let mut out = Vec::with_capacity(flat.len() / 2);
-        let mut it = flat.into_iter();
-        while let Some(member) = it.next() {
-            // RESP3 answers [member, score] pairs, RESP2 a flat list.
-            let (member, score) = match member {
-                Value::Array(mut pair) if pair.len() == 2 => {
-                    let score = pair.pop().unwrap_or(Value::Null);
-                    (pair.pop().unwrap_or(Value::Null), score)
-                }
-                m => (m, it.next().unwrap_or(Value::Null)),
-            };
-            let id = reply::job_id(OP, &member)?;
-            let at = reply::score_time(&score).ok_or_else(|| protocol(OP, format!("bad score {score:?}")))?;
-            out.push((id, at));
-        }
-        Ok(out)
+        scored_entries(OP, self.command(OP, "ZRANGE", args).await?)
     }
 
     async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
         let prefix = self.layout.health_prefix();
-        let keys = scan(self, InspectWorkers::OP, &prefix, "string", 0).await?;
+        let keys = if self.layout.is_sharded() {
+            // One slot (`{global}`), on whichever master holds it now.
+            let pattern = format!("{}*", keys::glob_escape(&prefix));
+            let found = self.scan_masters(InspectWorkers::OP, &pattern, Some("string"), 0).await?;
+            found.into_iter().filter_map(|k| String::from_utf8(k).ok()).collect()
+        } else {
+            scan(self, InspectWorkers::OP, &prefix, "string", 0).await?
+        };
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(SCAN_COUNT) {
             let records = self.run(InspectWorkers(chunk.to_vec())).await?;
@@ -195,6 +195,12 @@ impl InspectStore for RedisStore {
     }
 
     async fn job_ids(&self, limit: usize) -> Result<Vec<JobId>, StoreError> {
+        if self.layout.is_sharded() {
+            let pattern = self.layout.shards_glob(keys::JOB_PREFIX);
+            let found = self.scan_masters("job_ids", &pattern, Some("hash"), limit).await?;
+            let ids = found.into_iter().filter_map(|k| String::from_utf8(k).ok());
+            return Ok(ids.filter_map(|k| self.layout.job_of_key(&k)).collect());
+        }
         let prefix = self.layout.on_shard(Shard::FIRST, keys::JOB_PREFIX);
         let keys = scan(self, "job_ids", &prefix, "hash", limit).await?;
         Ok(keys.into_iter().map(|k| JobId::new(&k[prefix.len()..])).collect())
@@ -245,6 +251,27 @@ impl RedisStore {
     }
 }
 
+/// The `(id, ready time)` pairs of a `ZRANGE … WITHSCORES` answer.
+pub(super) fn scored_entries(op: &'static str, answer: Value) -> Result<Vec<(JobId, DateTime<Utc>)>, StoreError> {
+    let flat = array(op, answer)?;
+    let mut out = Vec::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let Some(member) = it.next() {
+        // RESP3 answers [member, score] pairs, RESP2 a flat list.
+        let (member, score) = match member {
+            Value::Array(mut pair) if pair.len() == 2 => {
+                let score = pair.pop().unwrap_or(Value::Null);
+                (pair.pop().unwrap_or(Value::Null), score)
+            }
+            m => (m, it.next().unwrap_or(Value::Null)),
+        };
+        let id = reply::job_id(op, &member)?;
+        let at = reply::score_time(&score).ok_or_else(|| protocol(op, format!("bad score {score:?}")))?;
+        out.push((id, at));
+    }
+    Ok(out)
+}
+
 async fn scan(
     store: &RedisStore,
     op: &'static str,
@@ -252,7 +279,7 @@ async fn scan(
     kind: &str,
     limit: usize,
 ) -> Result<Vec<String>, StoreError> {
-    let pattern = format!("{}*", glob_escape(prefix));
+    let pattern = format!("{}*", keys::glob_escape(prefix));
     let mut cursor = "0".to_owned();
     let mut found = std::collections::BTreeSet::new();
     loop {
@@ -282,16 +309,4 @@ async fn scan(
         keys.truncate(limit);
     }
     Ok(keys)
-}
-
-/// Escapes glob characters so a prefix matches literally in `SCAN MATCH`.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }

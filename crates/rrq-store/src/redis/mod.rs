@@ -39,6 +39,7 @@ mod admin;
 mod batch;
 mod connect;
 mod enqueue;
+mod fanout;
 mod inspect;
 mod notify;
 mod options;

@@ -110,6 +110,11 @@ impl Harness {
         matches!(self.backend, Backend::Redis { .. })
     }
 
+    /// Whether this harness runs on a Redis Cluster (the sharded layout).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Redis { _server: Server::Cluster(_), .. })
+    }
+
     pub fn raw(&self) -> &Client {
         match &self.backend {
             Backend::Redis { client, .. } => client,
