@@ -14,6 +14,7 @@ use serde_json::Value as Json;
 use super::RedisStore;
 use super::reply::{self, array, protocol, strict_text, text};
 use super::scripts::{InspectJobs, InspectQueues, InspectWorkers, LuaScript};
+use crate::clock::epoch_ms;
 use crate::error::StoreError;
 use crate::job::{Job, JobParseError};
 use crate::keys::{self, Shard};
@@ -94,6 +95,21 @@ impl InspectStore for RedisStore {
             return self.sum_over_shards("queue_len", "ZCARD", |shard| self.layout.queue(queue, shard)).await;
         }
         self.inner.client.zcard(self.layout.queue(queue, Shard::FIRST)).await.map_err(|e| self.error("queue_len", e))
+    }
+
+    async fn queue_ready_len(&self, queue: &QueueName, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        const OP: &str = "queue_ready_len";
+        // One `ZCOUNT` per shard (one on a single server). Scores are epoch
+        // ms: `< now_ms + 1` is "ready time at or before now".
+        let below = format!("({}", epoch_ms(now).saturating_add(1));
+        let counts = self.layout.shards().map(|shard| {
+            self.command(OP, "ZCOUNT", vec![self.layout.queue(queue, shard), "-inf".to_owned(), below.clone()])
+        });
+        let mut total = 0u64;
+        for count in futures::future::join_all(counts).await {
+            total += reply::count(OP, &count?)?;
+        }
+        Ok(total)
     }
 
     async fn dlq_ids(&self, dlq: &DlqName, offset: usize, limit: usize) -> Result<Vec<JobId>, StoreError> {

@@ -11,6 +11,7 @@ conformance!(
     shared:
         queues_are_listed_with_their_score_range,
         queue_entries_page_in_ready_order,
+        ready_jobs_are_counted_up_to_a_time,
         absurd_page_offsets_answer_an_empty_page,
         workers_are_listed_with_their_record_and_ttl,
         job_ids_and_dlq_lengths_are_counted,
@@ -24,6 +25,7 @@ conformance!(
     cluster:
         queues_are_listed_with_their_score_range,
         queue_entries_page_in_ready_order,
+        ready_jobs_are_counted_up_to_a_time,
         absurd_page_offsets_answer_an_empty_page,
         workers_are_listed_with_their_record_and_ttl,
         job_ids_and_dlq_lengths_are_counted,
@@ -82,6 +84,25 @@ async fn queue_entries_page_in_ready_order(h: Harness) {
     assert!(h.store.queue_entries(&q, 0, 0).await.unwrap().is_empty());
     assert!(h.store.queue_entries(&q, 5, 10).await.unwrap().is_empty());
     assert!(h.store.queue_entries(&h.queue("none"), 0, 10).await.unwrap().is_empty());
+}
+
+/// Ready means a ready time at or before the moment asked (to the
+/// millisecond), whichever shard a job is on.
+async fn ready_jobs_are_counted_up_to_a_time(h: Harness) {
+    let q = h.queue("q");
+    assert_eq!(h.store.queue_ready_len(&q, h.now).await.unwrap(), 0, "an empty queue");
+    for (n, at) in [-2.0, -1.0, 0.0, 0.0, 0.001, 1.0, 5.0, 5.0].into_iter().enumerate() {
+        let mut job = h.new_job(&format!("j{n}"), &q);
+        job.scheduled_time = h.at(at);
+        h.store.enqueue(job, rrq_store::EnqueueMode::Standard).await.unwrap();
+    }
+    let ready = async |at: f64| h.store.queue_ready_len(&q, h.at(at)).await.unwrap();
+    assert_eq!(ready(-10.0).await, 0);
+    assert_eq!(ready(-2.0).await, 1, "a job due exactly then is ready");
+    assert_eq!(ready(0.0).await, 4);
+    assert_eq!(ready(0.001).await, 5, "one millisecond later");
+    assert_eq!(ready(4.999).await, 6);
+    assert_eq!(ready(5.0).await, 8);
 }
 
 async fn workers_are_listed_with_their_record_and_ttl(h: Harness) {
