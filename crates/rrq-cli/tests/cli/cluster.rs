@@ -44,6 +44,24 @@ impl ClusterEnv {
         rrq_in(self.dir.root(), &all, &[])
     }
 
+    /// Claims every job of `queue` (`count` of them) and dead-letters it.
+    async fn fail_all(&self, queue: &str, count: usize) {
+        let req = ClaimRequest {
+            queue: QueueName::new(queue),
+            worker_id: "cli-test-worker".into(),
+            max: count + 10,
+            now: Utc::now(),
+            lease_ttl: Duration::from_secs(60),
+            max_payload_bytes: usize::MAX,
+        };
+        let batch = self.store.claim(req).await.unwrap();
+        assert_eq!(batch.jobs.len(), count);
+        for claimed in &batch.jobs {
+            let fence = self.store.dead_letter(&claimed.lease, "disk full", AttemptCount::Counted, Utc::now()).await;
+            assert_eq!(fence.unwrap(), Fence::Applied);
+        }
+    }
+
     /// Job hashes on each master.
     fn jobs_per_master(&self) -> Vec<i64> {
         let count = "return #redis.call('KEYS', ARGV[1])";
@@ -81,20 +99,7 @@ async fn operations_commands_see_jobs_on_every_master_of_a_cluster() {
     assert!(env.jobs_per_master().iter().all(|n| *n > 0), "{:?}", env.jobs_per_master());
 
     // Every `reports` job fails for good.
-    let req = ClaimRequest {
-        queue: QueueName::new("reports"),
-        worker_id: "cli-test-worker".into(),
-        max: 100,
-        now: Utc::now(),
-        lease_ttl: Duration::from_secs(60),
-        max_payload_bytes: usize::MAX,
-    };
-    let batch = env.store.claim(req).await.unwrap();
-    assert_eq!(batch.jobs.len(), failed.len());
-    for claimed in &batch.jobs {
-        let fence = env.store.dead_letter(&claimed.lease, "disk full", AttemptCount::Counted, Utc::now()).await;
-        assert_eq!(fence.unwrap(), Fence::Applied);
-    }
+    env.fail_all("reports", failed.len()).await;
     let health = WorkerHealth {
         active_jobs: 0,
         concurrency_limit: 8,
@@ -136,6 +141,15 @@ async fn operations_commands_see_jobs_on_every_master_of_a_cluster() {
     // `worker list`: the health record on `{global}`.
     let workers = env.rrq(&["worker", "list", "--json"]).ok().json();
     assert_eq!(ids_of(&workers, "worker_id"), BTreeSet::from(["cluster-worker-1".to_owned()]));
+
+    // `dlq requeue --all` takes every shard's entries back to their queue;
+    // then they fail again.
+    let all = env.rrq(&["dlq", "requeue", "--all", "--yes", "--json"]).ok().json();
+    assert_eq!(ids_of(&all["requeued"], "job_id"), failed.iter().map(ToString::to_string).collect());
+    assert_eq!(all["skipped"], json!([]));
+    assert_eq!(env.store.dlq_len(&rrq_protocol::DlqName::new("default")).await.unwrap(), 0);
+    assert_eq!(env.store.queue_len(&QueueName::new("reports")).await.unwrap(), failed.len() as u64);
+    env.fail_all("reports", failed.len()).await;
 
     // `dlq requeue` one by id, then `dlq purge` the rest.
     let one = failed[3].as_str();
