@@ -33,7 +33,8 @@ const IN_FLIGHT: usize = 16;
 
 /// Records the layout's shard count in the cluster unless one is recorded
 /// (`SET … NX`), and refuses a store whose count differs from the record
-/// ([`StoreError::ShardCountMismatch`]). The single layout records nothing.
+/// ([`StoreError::ShardCountMismatch`]). The single layout records nothing;
+/// a user refused the write (`NOPERM`) only compares.
 pub(super) async fn check_shard_count(client: &Client, layout: &Layout, dsn: &str) -> Result<(), StoreError> {
     const OP: &str = "connect";
     let Some(record) = layout.shard_count_record() else { return Ok(()) };
@@ -42,13 +43,18 @@ pub(super) async fn check_shard_count(client: &Client, layout: &Layout, dsn: &st
     // A record deleted between the two commands (`rrq debug clear`) is
     // written again on the next turn.
     for _ in 0..3 {
-        let set: Option<String> =
-            client.set(&record, ours.as_str(), None, Some(SetOptions::NX), false).await.map_err(failed)?;
-        if set.is_some() {
-            return Ok(());
-        }
+        // A user without write access (a read-only inspection account) can
+        // still compare with the record, and records nothing.
+        let may_write =
+            match client.set::<Option<String>, _, _>(&record, ours.as_str(), None, Some(SetOptions::NX), false).await {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) => true,
+                Err(e) if e.details().contains("NOPERM") => false,
+                Err(e) => return Err(failed(e)),
+            };
         let recorded: Option<String> = client.get(&record).await.map_err(failed)?;
         match recorded {
+            None if !may_write => return Ok(()),
             None => continue,
             Some(recorded) if recorded == ours => return Ok(()),
             Some(recorded) => {

@@ -573,3 +573,35 @@ async fn a_store_with_another_shard_count_is_refused_naming_both_counts() {
         other => panic!("expected ShardCountMismatch, got {other:?}"),
     }
 }
+
+/// A user refused writes (a read-only inspection account) compares its
+/// count with the record without writing one, and is refused on a mismatch
+/// all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_user_compares_the_shard_count_without_recording_it() {
+    let cluster = tokio::task::spawn_blocking(TestCluster::start).await.unwrap();
+    for port in cluster.ports() {
+        let acl = ["ACL", "SETUSER", "reader", "on", ">s3cret", "~*", "&*", "+@read", "+@connection", "+cluster"];
+        assert_eq!(resp::call(port, &acl).unwrap(), Reply::Status("OK".into()), "ACL on {port}");
+    }
+    let reader = cluster.dsn().replacen("redis-cluster://", "redis-cluster://reader:s3cret@", 1);
+    let record = Layout::sharded(DEFAULT_QUEUE_SHARDS).unwrap().shard_count_record().unwrap();
+    let recorded = || {
+        let master = cluster.master_for_slot(cluster.slot_of(&record));
+        resp::call(master.port, &["GET", &record]).unwrap()
+    };
+    let store = RedisStore::connect(&reader).await.expect("a reader connects without a record");
+    assert_eq!(recorded(), Reply::Bulk(None), "and records nothing");
+    let h = Harness::memory().await;
+    let err = store.enqueue(h.new_job("a", &h.queue("q")), EnqueueMode::Standard).await.unwrap_err();
+    assert!(format!("{err:?}").contains("NOPERM"), "the reader may not write: {err:?}");
+
+    RedisStore::connect(&cluster.dsn()).await.expect("a writer records 64");
+    assert_eq!(recorded(), Reply::Bulk(Some("64".into())));
+    RedisStore::connect(&reader).await.expect("the same count reads the record");
+    let with = rrq_store::ConnectOptions::default().with_queue_shards(16);
+    match RedisStore::connect_with(&reader, with).await {
+        Err(StoreError::ShardCountMismatch { configured: 16, recorded, .. }) => assert_eq!(recorded, "64"),
+        other => panic!("expected ShardCountMismatch, got {other:?}"),
+    }
+}
