@@ -179,4 +179,12 @@ async fn a_config_with_another_queue_shards_is_refused_naming_the_setting() {
     }
     assert!(run.stderr.contains("other.toml"), "names the file to fix:\n{}", run.stderr);
     assert_eq!(env.rrq(&["queue", "list", "--json"]).ok().json(), json!([]));
+
+    // The documented way to change the count on an emptied cluster.
+    let record = "rrq:{global}:layout";
+    let cleared = env.rrq(&["debug", "clear", "--pattern", record, "--confirm", "--json"]).ok().json();
+    assert_eq!(cleared, json!({"pattern": record, "matched": 1, "deleted": 1}));
+    assert_eq!(env.rrq_with("other.toml", &["queue", "list", "--json"]).ok().json(), json!([]));
+    let run = env.rrq(&["queue", "list", "--json"]).code(3);
+    assert!(run.stderr.contains("is 64") && run.stderr.contains("32 shards per queue"), "{}", run.stderr);
 }
