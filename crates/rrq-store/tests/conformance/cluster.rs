@@ -605,3 +605,52 @@ async fn a_read_only_user_compares_the_shard_count_without_recording_it() {
         other => panic!("expected ShardCountMismatch, got {other:?}"),
     }
 }
+
+/// Listings while a slot is migrating: a shard's slot half-way to another
+/// master (`MIGRATING` on its master, `IMPORTING` on the target, no key
+/// moved yet; reads of keys the master lacks are redirected with `-ASK`).
+/// Every job is still listed once, the counts add up, and a delete by
+/// pattern reaches every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_add_up_while_a_slot_is_migrating() {
+    let cluster = tokio::task::spawn_blocking(TestCluster::start).await.unwrap();
+    let store = RedisStore::connect(&cluster.dsn()).await.unwrap().with_keyspace_notifications(false);
+    let layout = Layout::sharded(DEFAULT_QUEUE_SHARDS).unwrap();
+    let h = Harness::memory().await;
+    let q = QueueName::new("moving");
+    let now = chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis()).unwrap();
+    let mut ids = Vec::new();
+    for n in 0..200 {
+        let mut job = h.new_job("x", &q);
+        (job.id, job.enqueue_time, job.scheduled_time) = (JobId::new(format!("m-{n}")), now, now);
+        ids.push(job.id.clone());
+        store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+    }
+    // The slot of a shard holding jobs starts moving to another master.
+    let moving = cluster.slot_of(layout.tag(layout.shard_of(&ids[0])).unwrap());
+    let home = cluster.master_for_slot(moving);
+    let target = cluster.masters().into_iter().find(|m| m.port != home.port).unwrap();
+    let _cluster = tokio::task::spawn_blocking(move || {
+        cluster.begin_slot_migration(moving, target.port);
+        cluster
+    })
+    .await
+    .unwrap();
+
+    let queues = store.queues().await.unwrap();
+    assert_eq!(queues.len(), 1, "{:?}", queues.iter().map(|i| i.queue.to_string()).collect::<Vec<_>>());
+    assert_eq!(queues[0].len, 200);
+    assert_eq!(store.queue_len(&q).await.unwrap(), 200);
+    let entries = store.queue_entries(&q, 0, 1000).await.unwrap();
+    let mut listed: Vec<String> = entries.into_iter().map(|e| e.0.to_string()).collect();
+    listed.sort();
+    let mut want: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    let mut found: Vec<String> = store.job_ids(0).await.unwrap().into_iter().map(|id| id.to_string()).collect();
+    found.sort();
+    assert_eq!(found, want, "every job hash once, moved or not");
+    assert_eq!(store.delete_matching("rrq:*:job:m-*", true).await.unwrap(), 200);
+    assert_eq!(store.delete_matching("rrq:*:job:m-*", false).await.unwrap(), 200, "DEL follows the moves");
+    assert!(store.job_ids(0).await.unwrap().is_empty());
+}
