@@ -26,7 +26,7 @@ use super::reply::{self, array, protocol, text};
 use super::scripts::InspectQueues;
 use crate::error::StoreError;
 use crate::keys::{Layout, Shard, key_slot};
-use crate::store::QueueInfo;
+use crate::store::{InspectStore, QueueInfo};
 
 /// Script calls and commands in flight at once when a listing fans out.
 const IN_FLIGHT: usize = 16;
@@ -176,8 +176,9 @@ impl RedisStore {
 
     /// [`InspectStore::queue_entries`](crate::InspectStore::queue_entries) on
     /// a cluster: the first `offset + limit` entries of every shard (one
-    /// `ZRANGE` each, sent together), merged by ready time, then by id (the
-    /// order of equal scores within one sorted set).
+    /// `ZRANGE` each, sent together; at most the whole queue), merged by
+    /// ready time, then by id (the order of equal scores within one sorted
+    /// set).
     pub(super) async fn queue_entries_sharded(
         &self,
         queue: &QueueName,
@@ -185,6 +186,11 @@ impl RedisStore {
         limit: usize,
     ) -> Result<Vec<(JobId, DateTime<Utc>)>, StoreError> {
         const OP: &str = "queue_entries";
+        // A page past the end (a crafted offset) would read every entry:
+        // one `ZCARD` per shard answers it instead.
+        if offset > 0 && u64::try_from(offset).unwrap_or(u64::MAX) >= self.queue_len(queue).await? {
+            return Ok(Vec::new());
+        }
         let stop = i64::try_from(offset.saturating_add(limit)).unwrap_or(i64::MAX).saturating_sub(1);
         let heads = self.layout.shards().map(|shard| async move {
             let args = vec![self.layout.queue(queue, shard), "0".to_owned(), stop.to_string(), "WITHSCORES".to_owned()];
