@@ -60,12 +60,14 @@
 
 use std::fmt::Write as _;
 use std::str::FromStr as _;
+use std::time::Duration;
 
 use chrono::{DateTime, Timelike as _, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::CronParser;
 use rrq_protocol::{JobId, QueueName};
+use rrq_store::EnqueueMode;
 use serde_json::{Map, Value};
 
 mod scheduler;
@@ -285,6 +287,10 @@ impl CronJob {
     }
 
     /// The deterministic id of the job of `tick`: `{id}:{tick epoch seconds}`.
+    /// On a Redis Cluster a `unique` entry's job is enqueued under the id
+    /// the store fits to its lock's shard
+    /// ([`EnqueueStore::fitted_job_id`](rrq_store::EnqueueStore::fitted_job_id)),
+    /// which every worker derives alike.
     pub fn job_id(&self, tick: DateTime<Utc>) -> JobId {
         JobId::new(format!("{}:{}", self.id, tick.timestamp()))
     }
@@ -293,6 +299,15 @@ impl CronJob {
     /// `cron:{function_name}` (the reference's key), else `None`.
     pub fn unique_lock_key(&self) -> Option<String> {
         self.unique.then(|| format!("cron:{}", self.function_name))
+    }
+
+    /// How the job of a tick is enqueued: under the unique lock for
+    /// `lock_ttl` when the entry is `unique`, else as a standard job.
+    pub fn enqueue_mode(&self, lock_ttl: Duration) -> EnqueueMode {
+        match self.unique_lock_key() {
+            Some(key) => EnqueueMode::UniqueLock { key, ttl: lock_ttl },
+            None => EnqueueMode::Standard,
+        }
     }
 
     /// The first tick strictly after `t`; `None` when the schedule has no

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rrq_store::{EnqueueMode, JobDefaults, NewJob, StoreError, format_timestamp};
+use rrq_store::{JobDefaults, NewJob, StoreError, format_timestamp};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -123,7 +123,11 @@ impl CronTask {
     /// at or after it was recorded) or the entry's unique lock is held;
     /// records every tick it handled (for the check above and catch-up).
     async fn fire(&self, ctx: &WorkerContext, job: &CronJob, tick: DateTime<Utc>) -> Fired {
-        let id = job.job_id(tick);
+        let mode = job.enqueue_mode(self.lock_ttl);
+        // On a Redis Cluster a unique entry's job must be on its lock's
+        // shard: the store fits the tick's id alike for every worker, so a
+        // tick enqueued twice still meets on one id.
+        let id = ctx.store.fitted_job_id(job.job_id(tick), &mode);
         let tick_text = format_timestamp(tick);
         let span = info_span!(
             "rrq.cron",
@@ -182,11 +186,7 @@ impl CronTask {
                 correlation_context: BTreeMap::new(),
                 unique_key: lock.clone(),
             };
-            let mode = match lock {
-                Some(key) => EnqueueMode::UniqueLock { key, ttl: self.lock_ttl },
-                None => EnqueueMode::Standard,
-            };
-            match ctx.store.enqueue(new, mode).await {
+            match ctx.store.enqueue(new, mode.clone()).await {
                 Ok(_) => {
                     info!(
                         job_id = %id,

@@ -75,6 +75,22 @@ pub enum StoreError {
         /// How long the confirmations were awaited.
         timeout: std::time::Duration,
     },
+    /// A cluster store's shard count (`[rrq] queue_shards`) differs from the
+    /// one recorded in the cluster by the first store that connected: its
+    /// keys would name other shards, so it would not see the cluster's jobs.
+    #[error(
+        "`[rrq] queue_shards` is {configured} here, but this cluster's keys are named with {recorded} shards per \
+         queue (recorded in `{record}`): set `queue_shards = {recorded}` in every producer, worker and `rrq` \
+         configuration that uses this cluster; to change the count, drain the cluster and delete `{record}` first"
+    )]
+    ShardCountMismatch {
+        /// This store's shard count.
+        configured: u16,
+        /// What the cluster's record says.
+        recorded: String,
+        /// The record's key.
+        record: String,
+    },
     /// A script returned something it never returns (a bug or a foreign
     /// script with the same SHA).
     #[error("unexpected reply to `{op}`: {detail}")]

@@ -53,6 +53,10 @@ pub const CANCEL_CHANNEL: &str = "rrq:cancel";
 /// RRQ extension: ZSET of cron entry ids scored by the last tick handled
 /// (epoch seconds), read by workers that start after missed ticks.
 pub const CRON_TICKS: &str = "rrq:cron:ticks";
+/// RRQ extension, sharded layout only (cluster-wide, as
+/// `rrq:{global}:layout`): the shard count the cluster's keys are named
+/// with, recorded by the first store that connects.
+const LAYOUT_RECORD: &str = "rrq:layout";
 /// RRQ extension: prefix under which a job key of the wrong type is preserved
 /// when it is quarantined.
 pub const QUARANTINE_PREFIX: &str = "rrq:quarantine:";
@@ -344,6 +348,49 @@ impl Layout {
         name.starts_with(QueueName::PREFIX).then(|| (QueueName::new(&name), shard))
     }
 
+    /// A Redis glob (for `SCAN MATCH`) of every key whose single-layout
+    /// name starts with `prefix`, on any shard: the prefix as is in the
+    /// single layout, `rrq:{*}:` and the rest in the sharded one (braces are
+    /// not glob characters; [`Layout::untag`] then keeps the keys of this
+    /// layout's own shards).
+    pub fn shards_glob(&self, prefix: &str) -> String {
+        if self.is_sharded() {
+            let rest = prefix.strip_prefix(NAMESPACE).unwrap_or(prefix);
+            format!("{NAMESPACE}{{*}}:{}*", glob_escape(rest))
+        } else {
+            format!("{}*", glob_escape(prefix))
+        }
+    }
+
+    /// The shard a key of this layout is on and its single-layout name:
+    /// `rrq:{TAG}:job:ID` gives the shard of `{TAG}` and `rrq:job:ID`.
+    /// `None` for an untagged key, the cluster-wide tag, or a tag of
+    /// another shard count. The single layout hands every key back as is.
+    pub fn untag(&self, key: &str) -> Option<(Shard, String)> {
+        if self.tags.is_none() {
+            return Some((Shard::FIRST, key.to_owned()));
+        }
+        let shard = self.shard_of_key(key)?;
+        let tag = self.tag(shard)?;
+        let rest = key.strip_prefix(NAMESPACE)?.strip_prefix(tag)?.strip_prefix(':')?;
+        Some((shard, format!("{NAMESPACE}{rest}")))
+    }
+
+    /// The id of a job hash key this layout built (`rrq:job:ID` on the id's
+    /// own shard); `None` for any other key.
+    pub fn job_of_key(&self, key: &str) -> Option<JobId> {
+        let (shard, name) = self.untag(key)?;
+        let id = JobId::new(name.strip_prefix(JOB_PREFIX)?);
+        (self.shard_of(&id) == shard).then_some(id)
+    }
+
+    /// The record of the shard count a cluster's keys are named with
+    /// (`rrq:{global}:layout`, sharded layout only): every store connecting
+    /// to the cluster compares its own count with it.
+    pub fn shard_count_record(&self) -> Option<String> {
+        self.is_sharded().then(|| self.global(LAYOUT_RECORD))
+    }
+
     /// A worker's health record (`rrq:health:worker:WORKER`), cluster-wide.
     pub fn health(&self, worker_id: &str) -> String {
         self.global(&health(worker_id))
@@ -358,6 +405,18 @@ impl Layout {
     pub fn cron_ticks(&self) -> String {
         self.global(CRON_TICKS)
     }
+}
+
+/// Escapes glob characters so `s` matches literally in `SCAN MATCH`.
+pub(crate) fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `name` with `tag` after the `rrq:` namespace.

@@ -45,7 +45,10 @@
 //! `rediss://` and `rediss-sentinel://` need the crate feature `tls` (rustls with the ring backend,
 //! on by default), which trusts the system's roots plus the CA file named by
 //! `RRQ_REDIS_CA_FILE` or [`ConnectOptions`]. Passwords never appear in
-//! errors ([`mask_dsn`]). Redis Cluster is refused (see `docs/cluster.md`).
+//! errors ([`mask_dsn`]). Redis Cluster: `redis-cluster://host[:port][?node=…]`,
+//! in the sharded layout, its shard count recorded in the cluster and a
+//! store with another refused ([`StoreError::ShardCountMismatch`]; see
+//! `docs/cluster.md`).
 //! [`EnqueueStore::confirm_replicated`] (`WAIT`) lets a producer wait until
 //! replicas hold its enqueues.
 //!

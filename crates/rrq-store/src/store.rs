@@ -318,6 +318,17 @@ pub trait EnqueueStore: Send + Sync + std::fmt::Debug + 'static {
         JobId::new(uuid::Uuid::new_v4().to_string())
     }
 
+    /// The id to enqueue a job under in `mode` when every caller derives the
+    /// same `id` by rule (a cron tick's `ENTRY:TICK`), so that duplicates
+    /// still meet on the id: `id` itself wherever the store accepts it
+    /// (always outside a Redis Cluster, and for a standard enqueue), else the
+    /// first of `id~0`, `id~1`, … on the deduplication key's shard, the same
+    /// for every caller.
+    fn fitted_job_id(&self, id: JobId, mode: &EnqueueMode) -> JobId {
+        let _ = mode;
+        id
+    }
+
     /// Waits until at least `replicas` replicas hold every write this store
     /// has made so far, at most `timeout` (Redis `WAIT`); `0` returns at
     /// once. Producers with `[rrq] min_replicas_acked` call it after each
@@ -474,7 +485,10 @@ pub trait InspectStore: Send + Sync + std::fmt::Debug + 'static {
     /// Number of jobs in a queue (ready or scheduled).
     async fn queue_len(&self, queue: &QueueName) -> Result<u64, StoreError>;
 
-    /// Ids in a DLQ, newest first, `offset..offset+limit`.
+    /// Ids in a DLQ, newest first, `offset..offset+limit`. On a Redis
+    /// Cluster the DLQ is one list per shard: the ids come shard after shard
+    /// (in shard order), newest first within each, so pages of an unchanged
+    /// DLQ add up to the whole without repeats.
     async fn dlq_ids(&self, dlq: &DlqName, offset: usize, limit: usize) -> Result<Vec<JobId>, StoreError>;
 
     /// Number of ids in a DLQ (dangling ones included).
@@ -484,8 +498,32 @@ pub trait InspectStore: Send + Sync + std::fmt::Debug + 'static {
     /// queue keys: meant for inspection tools, not for the worker's hot path.
     async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError>;
 
+    /// How many jobs of a queue are ready at `now` (ready time at or before
+    /// it); the rest of [`InspectStore::queue_len`] is scheduled later. The
+    /// default searches the entries by ready time (about log2(len) reads of
+    /// one entry, never a scan); `RedisStore` counts with one `ZCOUNT` per
+    /// shard (one on a single server), since on a cluster an entry's rank
+    /// costs a read of every shard's head.
+    async fn queue_ready_len(&self, queue: &QueueName, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let len = self.queue_len(queue).await?;
+        let (mut lo, mut hi) = (0u64, len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let entry = self.queue_entries(queue, usize::try_from(mid).unwrap_or(usize::MAX), 1).await?;
+            match entry.first() {
+                Some((_, at)) if *at <= now => lo = mid + 1,
+                Some(_) => hi = mid,
+                // The queue shrank meanwhile: what is left is all before `mid`.
+                None => hi = mid,
+            }
+        }
+        Ok(lo.min(len))
+    }
+
     /// Entries of a queue in ready order, `offset..offset+limit`: job id and
-    /// ready time.
+    /// ready time. On a Redis Cluster the order runs across the shards (by
+    /// ready time, then id), and a page costs reading the first
+    /// `offset + limit` entries of every shard: page from the start.
     async fn queue_entries(
         &self,
         queue: &QueueName,

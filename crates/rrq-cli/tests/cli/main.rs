@@ -6,6 +6,7 @@
 //! Every test owns its Redis server and its scratch directory, so tests run
 //! in parallel without seeing each other's queues.
 
+mod cluster;
 mod cron;
 mod dashboard;
 mod debug;

@@ -72,7 +72,12 @@ pub async fn cron_row(
     count: usize,
 ) -> Result<CronRow, StoreError> {
     let last_tick = store.cron_tick(job.id()).await?;
-    Ok(row_at(job, default_queue, now, count, last_tick))
+    let mut row = row_at(job, default_queue, now, count, last_tick);
+    // The id the workers enqueued under (fitted to the unique lock's shard
+    // on a Redis Cluster; the lock's TTL plays no part in it).
+    let mode = job.enqueue_mode(std::time::Duration::ZERO);
+    row.last_job_id = last_tick.map(|t| store.fitted_job_id(job.job_id(t), &mode).into_string());
+    Ok(row)
 }
 
 fn row_at(

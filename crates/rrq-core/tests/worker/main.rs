@@ -1,6 +1,8 @@
 //! The worker against `MemoryStore`, a scripted runner and paused tokio time:
-//! every transition of the job state machine, with no real sleeps.
+//! every transition of the job state machine, with no real sleeps; and
+//! (`cluster.rs`) what only a Redis Cluster shows, in real time.
 
+mod cluster;
 mod cron;
 mod hardening;
 mod hooked;

@@ -57,10 +57,11 @@ pub struct QueueCounts {
     pub paused: bool,
 }
 
-/// Ready and scheduled counts of a queue: the length, then a binary search
-/// over the sorted set's scores for the first entry after `now` (about
-/// log2(len) reads of one entry each; never a scan). `active` comes from
-/// the last discovery ([`active_by_queue`]), not from the store.
+/// Ready and scheduled counts of a queue: the length, then the jobs ready
+/// by `now` ([`InspectStore::queue_ready_len`](rrq_store::InspectStore::queue_ready_len):
+/// one count per shard of the Redis store, one on a single server; never a
+/// scan). `active` comes from the last discovery
+/// ([`active_by_queue`]), not from the store.
 pub async fn queue_counts(
     store: &dyn Store,
     queue: &QueueName,
@@ -69,18 +70,8 @@ pub async fn queue_counts(
     active: u64,
 ) -> Result<QueueCounts, StoreError> {
     let len = store.queue_len(queue).await?;
-    let (mut lo, mut hi) = (0u64, len);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let entry = store.queue_entries(queue, mid as usize, 1).await?;
-        match entry.first() {
-            Some((_, at)) if *at <= now => lo = mid + 1,
-            Some(_) => hi = mid,
-            // The queue shrank meanwhile: what is left is all before `mid`.
-            None => hi = mid,
-        }
-    }
-    let ready = lo.min(len);
+    // The queue may have grown between the two reads.
+    let ready = store.queue_ready_len(queue, now).await?.min(len);
     Ok(QueueCounts {
         queue: queue.as_str().to_owned(),
         name: queue.bare().to_owned(),

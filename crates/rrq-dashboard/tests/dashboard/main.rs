@@ -1,9 +1,10 @@
 //! The dashboard against a private `redis-server`: the JSON API through the
 //! router (no socket), and the web UI in headless Chromium driven through
-//! ChromeDriver.
+//! ChromeDriver; and the JSON API on a Redis Cluster (`cluster.rs`).
 
 mod api;
 mod browser;
+mod cluster;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -227,3 +227,41 @@ fn ready_keys_name_their_queue_and_shard() {
     let foreign = other.queue(&queue, other.shards().nth(5).unwrap());
     assert_eq!(layout.queue_of(&foreign), None, "{foreign}");
 }
+
+#[test]
+fn scan_globs_match_every_shard_and_escape_the_prefix() {
+    assert_eq!(Layout::single().shards_glob(QueueName::PREFIX), "rrq:queue:*");
+    assert_eq!(Layout::single().shards_glob("rrq:job:a*b?[c]\\"), "rrq:job:a\\*b\\?\\[c\\]\\\\*");
+    let layout = Layout::sharded(DEFAULT_QUEUE_SHARDS).unwrap();
+    assert_eq!(layout.shards_glob(QueueName::PREFIX), "rrq:{*}:queue:*");
+    assert_eq!(layout.shards_glob(JOB_PREFIX), "rrq:{*}:job:*");
+    assert_eq!(layout.shards_glob("rrq:job:x*"), "rrq:{*}:job:x\\**");
+}
+
+#[test]
+fn untagging_gives_back_the_shard_and_the_single_name() {
+    let (id, queue, dlq) = sample();
+    let single = Layout::single();
+    assert_eq!(single.untag("rrq:job:x"), Some((Shard::FIRST, "rrq:job:x".to_owned())));
+    assert_eq!(single.job_of_key(&single.job(&id)), Some(id.clone()));
+    assert_eq!(single.job_of_key("rrq:lock:job:x"), None);
+    assert_eq!(single.shard_count_record(), None, "one server records nothing");
+
+    let layout = Layout::sharded(DEFAULT_QUEUE_SHARDS).unwrap();
+    let other = Layout::sharded(32).unwrap();
+    for shard in layout.shards() {
+        for name in [queue.as_str(), dlq.as_str(), LEASES, "rrq:job:x"] {
+            assert_eq!(layout.untag(&layout.on_shard(shard, name)), Some((shard, name.to_owned())));
+        }
+    }
+    for shard in other.shards() {
+        assert_eq!(layout.untag(&other.on_shard(shard, "rrq:job:x")), None, "another count's tag");
+    }
+    assert_eq!(layout.untag(&layout.health("w")), None, "the cluster-wide tag is no shard");
+    assert_eq!(layout.untag("rrq:job:x"), None, "an untagged key");
+    assert_eq!(layout.job_of_key(&layout.job(&id)), Some(id.clone()));
+    let elsewhere = layout.shards().find(|s| *s != layout.shard_of(&id)).unwrap();
+    assert_eq!(layout.job_of_key(&layout.on_shard(elsewhere, &job(&id))), None, "not the id's own shard");
+    assert_eq!(layout.job_of_key(&layout.lock(&id)), None);
+    assert_eq!(layout.shard_count_record().as_deref(), Some("rrq:{global}:layout"));
+}

@@ -92,9 +92,14 @@ impl AdminStore for RedisStore {
     }
 
     async fn dlq_purge(&self, dlq: &DlqName, ids: &[JobId]) -> Result<u64, StoreError> {
+        // One script call touches one shard's DLQ and jobs (the single
+        // layout: one group of every id, in the order given).
         let mut taken = 0u64;
-        for chunk in ids.chunks(PURGE_CHUNK) {
-            taken += self.run(DlqPurge { layout: &self.layout, dlq, ids: chunk }).await?;
+        for (_, indices) in self.by_shard(ids, |id| self.layout.shard_of(id)) {
+            let group: Vec<JobId> = indices.into_iter().map(|i| ids[i].clone()).collect();
+            for chunk in group.chunks(PURGE_CHUNK) {
+                taken += self.run(DlqPurge { layout: &self.layout, dlq, ids: chunk }).await?;
+            }
         }
         Ok(taken)
     }
@@ -113,6 +118,9 @@ impl AdminStore for RedisStore {
 
     async fn delete_matching(&self, pattern: &str, dry_run: bool) -> Result<u64, StoreError> {
         const OP: &str = "delete_matching";
+        if self.layout.is_sharded() {
+            return self.delete_matching_sharded(pattern, dry_run).await;
+        }
         let mut cursor = "0".to_owned();
         // Key names as bytes: a name that is not UTF-8 is deleted as it is.
         let mut found = std::collections::BTreeSet::<Vec<u8>>::new();

@@ -80,6 +80,10 @@ impl RedisStore {
         };
         let failure = match tokio::time::timeout(CONNECT_DEADLINE, ready).await {
             Ok(Ok(_)) => {
+                if let Err(refused) = super::fanout::check_shard_count(&client, &layout, &masked).await {
+                    tokio::spawn(async move { tokio::time::timeout(CONNECT_DEADLINE, client.quit()).await });
+                    return Err(refused);
+                }
                 let (completions, pending) = mpsc::unbounded_channel();
                 // Ends when the last handle is dropped (the sender goes with `Inner`).
                 tokio::spawn(batch::complete_batches(client.clone(), masked.clone(), pending));

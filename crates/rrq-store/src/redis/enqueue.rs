@@ -134,6 +134,20 @@ impl EnqueueStore for RedisStore {
         }
     }
 
+    fn fitted_job_id(&self, id: JobId, mode: &EnqueueMode) -> JobId {
+        match dedup_shard(&self.layout, mode) {
+            Some(shard) if self.layout.shard_of(&id) != shard => {
+                // About `queue_shards` checksums; a salt always exists (the
+                // bound only keeps a broken checksum from looping).
+                (0u32..1 << 20)
+                    .map(|salt| JobId::new(format!("{id}~{salt}")))
+                    .find(|salted| self.layout.shard_of(salted) == shard)
+                    .unwrap_or(id)
+            }
+            _ => id,
+        }
+    }
+
     /// `WAIT` on the connection that ran the enqueues (every command and
     /// script goes through the one multiplexed client), so it covers them.
     /// The server holds that connection's later commands until `WAIT`

@@ -14,6 +14,7 @@ use serde_json::Value as Json;
 use super::RedisStore;
 use super::reply::{self, array, protocol, strict_text, text};
 use super::scripts::{InspectJobs, InspectQueues, InspectWorkers, LuaScript};
+use crate::clock::epoch_ms;
 use crate::error::StoreError;
 use crate::job::{Job, JobParseError};
 use crate::keys::{self, Shard};
@@ -96,9 +97,27 @@ impl InspectStore for RedisStore {
         self.inner.client.zcard(self.layout.queue(queue, Shard::FIRST)).await.map_err(|e| self.error("queue_len", e))
     }
 
+    async fn queue_ready_len(&self, queue: &QueueName, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        const OP: &str = "queue_ready_len";
+        // One `ZCOUNT` per shard (one on a single server). Scores are epoch
+        // ms: `< now_ms + 1` is "ready time at or before now".
+        let below = format!("({}", epoch_ms(now).saturating_add(1));
+        let counts = self.layout.shards().map(|shard| {
+            self.command(OP, "ZCOUNT", vec![self.layout.queue(queue, shard), "-inf".to_owned(), below.clone()])
+        });
+        let mut total = 0u64;
+        for count in futures::future::join_all(counts).await {
+            total += reply::count(OP, &count?)?;
+        }
+        Ok(total)
+    }
+
     async fn dlq_ids(&self, dlq: &DlqName, offset: usize, limit: usize) -> Result<Vec<JobId>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
+        }
+        if self.layout.is_sharded() {
+            return self.dlq_ids_sharded(dlq, offset, limit).await;
         }
         let start = i64::try_from(offset).unwrap_or(i64::MAX);
         let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)).saturating_sub(1);
@@ -119,6 +138,9 @@ impl InspectStore for RedisStore {
     }
 
     async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        if self.layout.is_sharded() {
+            return self.queues_sharded().await;
+        }
         let keys = scan(self, InspectQueues::OP, QueueName::PREFIX, "zset", 0).await?;
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(SCAN_COUNT) {
@@ -148,34 +170,28 @@ impl InspectStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        if self.layout.is_sharded() {
+            return self.queue_entries_sharded(queue, offset, limit).await;
+        }
         // Redis indexes with signed 64-bit integers: a larger offset is past
         // the end anyway, and must not become an error.
         let start = i64::try_from(offset).unwrap_or(i64::MAX);
         let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)).saturating_sub(1);
         let args =
             vec![self.layout.queue(queue, Shard::FIRST), start.to_string(), stop.to_string(), "WITHSCORES".to_owned()];
-        let flat = array(OP, self.command(OP, "ZRANGE", args).await?)?;
-        let mut out = Vec::with_capacity(flat.len() / 2);
-        let mut it = flat.into_iter();
-        while let Some(member) = it.next() {
-            // RESP3 answers [member, score] pairs, RESP2 a flat list.
-            let (member, score) = match member {
-                Value::Array(mut pair) if pair.len() == 2 => {
-                    let score = pair.pop().unwrap_or(Value::Null);
-                    (pair.pop().unwrap_or(Value::Null), score)
-                }
-                m => (m, it.next().unwrap_or(Value::Null)),
-            };
-            let id = reply::job_id(OP, &member)?;
-            let at = reply::score_time(&score).ok_or_else(|| protocol(OP, format!("bad score {score:?}")))?;
-            out.push((id, at));
-        }
-        Ok(out)
+        scored_entries(OP, self.command(OP, "ZRANGE", args).await?)
     }
 
     async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
         let prefix = self.layout.health_prefix();
-        let keys = scan(self, InspectWorkers::OP, &prefix, "string", 0).await?;
+        let keys = if self.layout.is_sharded() {
+            // One slot (`{global}`), on whichever master holds it now.
+            let pattern = format!("{}*", keys::glob_escape(&prefix));
+            let found = self.scan_masters(InspectWorkers::OP, &pattern, Some("string"), 0).await?;
+            found.into_iter().filter_map(|k| String::from_utf8(k).ok()).collect()
+        } else {
+            scan(self, InspectWorkers::OP, &prefix, "string", 0).await?
+        };
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(SCAN_COUNT) {
             let records = self.run(InspectWorkers(chunk.to_vec())).await?;
@@ -195,6 +211,12 @@ impl InspectStore for RedisStore {
     }
 
     async fn job_ids(&self, limit: usize) -> Result<Vec<JobId>, StoreError> {
+        if self.layout.is_sharded() {
+            let pattern = self.layout.shards_glob(keys::JOB_PREFIX);
+            let found = self.scan_masters("job_ids", &pattern, Some("hash"), limit).await?;
+            let ids = found.into_iter().filter_map(|k| String::from_utf8(k).ok());
+            return Ok(ids.filter_map(|k| self.layout.job_of_key(&k)).collect());
+        }
         let prefix = self.layout.on_shard(Shard::FIRST, keys::JOB_PREFIX);
         let keys = scan(self, "job_ids", &prefix, "hash", limit).await?;
         Ok(keys.into_iter().map(|k| JobId::new(&k[prefix.len()..])).collect())
@@ -245,6 +267,27 @@ impl RedisStore {
     }
 }
 
+/// The `(id, ready time)` pairs of a `ZRANGE … WITHSCORES` answer.
+pub(super) fn scored_entries(op: &'static str, answer: Value) -> Result<Vec<(JobId, DateTime<Utc>)>, StoreError> {
+    let flat = array(op, answer)?;
+    let mut out = Vec::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let Some(member) = it.next() {
+        // RESP3 answers [member, score] pairs, RESP2 a flat list.
+        let (member, score) = match member {
+            Value::Array(mut pair) if pair.len() == 2 => {
+                let score = pair.pop().unwrap_or(Value::Null);
+                (pair.pop().unwrap_or(Value::Null), score)
+            }
+            m => (m, it.next().unwrap_or(Value::Null)),
+        };
+        let id = reply::job_id(op, &member)?;
+        let at = reply::score_time(&score).ok_or_else(|| protocol(op, format!("bad score {score:?}")))?;
+        out.push((id, at));
+    }
+    Ok(out)
+}
+
 async fn scan(
     store: &RedisStore,
     op: &'static str,
@@ -252,7 +295,7 @@ async fn scan(
     kind: &str,
     limit: usize,
 ) -> Result<Vec<String>, StoreError> {
-    let pattern = format!("{}*", glob_escape(prefix));
+    let pattern = format!("{}*", keys::glob_escape(prefix));
     let mut cursor = "0".to_owned();
     let mut found = std::collections::BTreeSet::new();
     loop {
@@ -282,16 +325,4 @@ async fn scan(
         keys.truncate(limit);
     }
     Ok(keys)
-}
-
-/// Escapes glob characters so a prefix matches literally in `SCAN MATCH`.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -1,7 +1,7 @@
 //! [`RedisStore`]: the [`Store`](crate::Store) on Redis (or Valkey), in rrq 0.11.1's schema
 //! on one server or behind Sentinel, in the sharded layout on a Redis Cluster
-//! (see `docs/cluster.md`: the job life cycle works there, inspection does
-//! not yet).
+//! (see `docs/cluster.md`: the job life cycle, inspection and administration
+//! work there; listings fan out over every shard and master).
 //!
 //! One file per family:
 //! * `connect.rs`: DSN handling, connecting, the connections opened on first
@@ -12,6 +12,9 @@
 //!   trait each ([`EnqueueStore`](crate::EnqueueStore),
 //!   [`WorkerStore`](crate::WorkerStore), [`InspectStore`](crate::InspectStore),
 //!   [`AdminStore`](crate::AdminStore)), implemented over the wrappers;
+//! * `fanout.rs`: on a cluster, the key scans over every master, the
+//!   listings merged over the shards, and the check of the recorded shard
+//!   count when connecting;
 //! * `batch.rs`: the task that records successes in batches;
 //! * `reply.rs`: reply decoding; `notify.rs`: keyspace notifications.
 //!
@@ -39,6 +42,7 @@ mod admin;
 mod batch;
 mod connect;
 mod enqueue;
+mod fanout;
 mod inspect;
 mod notify;
 mod options;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use rrq_protocol::{JobId, QueueName};
 use rrq_store::keys::{DEFAULT_QUEUE_SHARDS, Layout};
 use rrq_store::{
-    ClaimRequest, EnqueueMode, EnqueueStore, Enqueued, Fence, InspectStore, JobStatus, RedisStore, StoreError,
-    WorkerStore,
+    AdminStore, ClaimRequest, EnqueueMode, EnqueueStore, Enqueued, Fence, InspectStore, JobStatus, RedisStore,
+    StoreError, WorkerStore,
 };
 use rrq_test_support::cluster::TestCluster;
 use rrq_test_support::resp::{self, Reply};
@@ -432,4 +432,293 @@ async fn an_enqueue_marks_its_call_and_another_call_under_its_id_is_refused() {
     let batch = h.store.enqueue_batch(vec![job.clone()]).await.unwrap();
     assert!(batch.into_iter().next().unwrap().is_err(), "another enqueue under a taken id, in a batch");
     assert_eq!(h.store.queue_len(&q).await.unwrap(), 1);
+}
+
+/// Keys matching `pattern` on each master of `cluster`.
+fn keys_per_master(cluster: &TestCluster, pattern: &str) -> Vec<usize> {
+    let count = "return #redis.call('KEYS', ARGV[1])";
+    cluster
+        .masters()
+        .iter()
+        .map(|m| match resp::call(m.port, &["EVAL", count, "0", pattern]) {
+            Ok(Reply::Int(n)) => usize::try_from(n).unwrap(),
+            other => panic!("counting {pattern} on {}: {other:?}", m.addr()),
+        })
+        .collect()
+}
+
+/// Inspection and administration see every shard on every master: jobs on
+/// all 64 shards (so on all three masters) are listed once per queue, paged
+/// in one order without gaps or repeats, purged from the DLQ and deleted by
+/// pattern, each call staying within one slot per script or `DEL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspection_and_administration_see_every_shard_on_every_master() {
+    let cluster = tokio::task::spawn_blocking(TestCluster::start).await.unwrap();
+    let store = RedisStore::connect(&cluster.dsn()).await.unwrap().with_keyspace_notifications(false);
+    let layout = Layout::sharded(DEFAULT_QUEUE_SHARDS).unwrap();
+    let shards = usize::from(layout.shard_count());
+    let h = Harness::memory().await;
+    let (wide, narrow, doomed) = (QueueName::new("wide"), QueueName::new("narrow"), QueueName::new("doomed"));
+    let now = chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis()).unwrap();
+    let job = |id: &JobId, q: &QueueName, at| {
+        let mut job = h.new_job("x", q);
+        (job.id, job.enqueue_time, job.scheduled_time) = (id.clone(), now, at);
+        job
+    };
+
+    // Three jobs of `wide` and two of `doomed` on every shard; `wide`'s
+    // ready times repeat (ties across shards), and some are in the future.
+    let (mut wide_ids, mut doomed_ids) = (Vec::new(), Vec::new());
+    let (mut on_wide, mut on_doomed) = (vec![0; shards], vec![0; shards]);
+    for n in 0.. {
+        let id = JobId::new(format!("job-{n}"));
+        let shard = usize::from(layout.shard_of(&id).index());
+        if on_wide[shard] < 3 {
+            on_wide[shard] += 1;
+            let at = now + chrono::TimeDelta::seconds(n % 50 - 10);
+            store.enqueue(job(&id, &wide, at), EnqueueMode::Standard).await.unwrap();
+            wide_ids.push((id, at));
+        } else if on_doomed[shard] < 2 {
+            on_doomed[shard] += 1;
+            store.enqueue(job(&id, &doomed, now), EnqueueMode::Standard).await.unwrap();
+            doomed_ids.push(id);
+        }
+        if on_wide.iter().all(|n| *n == 3) && on_doomed.iter().all(|n| *n == 2) {
+            break;
+        }
+    }
+    let lone = JobId::new("lone");
+    store.enqueue(job(&lone, &narrow, now), EnqueueMode::Standard).await.unwrap();
+    let total = wide_ids.len() + doomed_ids.len() + 1;
+    let per_master = keys_per_master(&cluster, "rrq:{*}:job:*");
+    assert_eq!(per_master.iter().sum::<usize>(), total);
+    assert!(per_master.iter().all(|n| *n > 0), "every master holds jobs: {per_master:?}");
+
+    // Every job of `doomed` dead-lettered.
+    let req = ClaimRequest {
+        queue: doomed.clone(),
+        worker_id: "w".into(),
+        max: doomed_ids.len() + 10,
+        now,
+        lease_ttl: LEASE,
+        max_payload_bytes: usize::MAX,
+    };
+    let batch = store.claim(req).await.unwrap();
+    assert_eq!(batch.jobs.len(), doomed_ids.len());
+    for claimed in &batch.jobs {
+        let counted = rrq_store::AttemptCount::Counted;
+        assert_eq!(store.dead_letter(&claimed.lease, "boom", counted, now).await.unwrap(), Fence::Applied);
+    }
+
+    // One row per logical queue, its length and span over every shard.
+    let queues = store.queues().await.unwrap();
+    let names: Vec<&str> = queues.iter().map(|i| i.queue.as_str()).collect();
+    assert_eq!(names, ["rrq:queue:narrow", "rrq:queue:wide"], "sorted, each once, the emptied one left out");
+    let (earliest, latest) = (wide_ids.iter().map(|j| j.1).min(), wide_ids.iter().map(|j| j.1).max());
+    assert_eq!((queues[1].len, queues[1].oldest, queues[1].newest), (wide_ids.len() as u64, earliest, latest));
+    assert_eq!((queues[0].len, queues[0].oldest, queues[0].newest), (1, Some(now), Some(now)));
+
+    // Entries by ready time, ties by id, whatever shard they are on; pages
+    // add up to the whole.
+    let mut expected = wide_ids.clone();
+    expected.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
+    assert_eq!(store.queue_entries(&wide, 0, usize::MAX).await.unwrap(), expected);
+    let mut paged = Vec::new();
+    for page in 0.. {
+        let entries = store.queue_entries(&wide, page * 25, 25).await.unwrap();
+        if entries.is_empty() {
+            break;
+        }
+        paged.extend(entries);
+    }
+    assert_eq!(paged, expected, "pages of 25 add up to the whole, in order");
+    assert_eq!(store.queue_entries(&wide, expected.len() - 3, 10).await.unwrap(), expected[expected.len() - 3..]);
+
+    // Job ids from every master.
+    let mut ids = store.job_ids(0).await.unwrap();
+    ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    let mut all: Vec<JobId> = wide_ids.iter().map(|j| j.0.clone()).chain(doomed_ids.clone()).collect();
+    all.push(lone.clone());
+    all.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(ids, all);
+    assert_eq!(store.job_ids(7).await.unwrap().len(), 7);
+
+    // The DLQ: shard after shard, newest first within a shard; pages add up.
+    let dlq = rrq_store::JobDefaults::default().dlq;
+    assert_eq!(store.dlq_len(&dlq).await.unwrap(), doomed_ids.len() as u64);
+    let listed = store.dlq_ids(&dlq, 0, usize::MAX).await.unwrap();
+    let mut sorted = listed.clone();
+    sorted.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    sorted.dedup();
+    let mut want = doomed_ids.clone();
+    want.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(sorted, want, "every dead-lettered id once");
+    assert!(listed.windows(2).all(|w| layout.shard_of(&w[0]) <= layout.shard_of(&w[1])), "shard after shard");
+    let mut paged = Vec::new();
+    for page in 0.. {
+        let ids = store.dlq_ids(&dlq, page * 9, 9).await.unwrap();
+        if ids.is_empty() {
+            break;
+        }
+        paged.extend(ids);
+    }
+    assert_eq!(paged, listed, "pages of 9 add up to the listing");
+    assert_eq!(store.dlq_ids(&dlq, listed.len() - 1, 5).await.unwrap(), [listed[listed.len() - 1].clone()]);
+
+    // Worker health records, wherever `{global}` lives.
+    for name in ["w-a", "w-b", "w-c"] {
+        let health = rrq_store::WorkerHealth {
+            active_jobs: 0,
+            concurrency_limit: 1,
+            queues: vec![wide.to_string()],
+            status: "polling".into(),
+            timestamp: json!(1_795_824_000),
+            worker_id: name.into(),
+            completed_jobs: None,
+            failed_jobs: None,
+            active_by_queue: None,
+        };
+        store.heartbeat(&health, Duration::from_secs(60)).await.unwrap();
+    }
+    let workers: Vec<String> = store.workers().await.unwrap().into_iter().map(|w| w.worker_id).collect();
+    assert_eq!(workers, ["w-a", "w-b", "w-c"]);
+
+    // A purge given ids of every shard, interleaved (not in listing order).
+    let mut interleaved = listed.clone();
+    interleaved.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(store.dlq_purge(&dlq, &interleaved).await.unwrap(), listed.len() as u64);
+    assert_eq!(store.dlq_len(&dlq).await.unwrap(), 0);
+    assert!(store.job_fields_batch(&listed).await.unwrap().iter().all(Option::is_none), "the failed jobs are gone");
+
+    // Delete by pattern: the keys of every master, many slots per call.
+    let everything: usize = keys_per_master(&cluster, "*").iter().sum();
+    assert_eq!(store.delete_matching("*", true).await.unwrap(), everything as u64, "a dry run counts every master");
+    let hashes = store.delete_matching("rrq:*:job:*", true).await.unwrap();
+    assert!(hashes >= (total - listed.len()) as u64);
+    assert_eq!(store.delete_matching("rrq:*:job:*", false).await.unwrap(), hashes);
+    assert_eq!(keys_per_master(&cluster, "rrq:*:job:*"), [0, 0, 0]);
+    assert!(store.job_ids(0).await.unwrap().is_empty());
+    assert_eq!(store.queue_len(&wide).await.unwrap(), wide_ids.len() as u64, "the ready sets did not match");
+}
+
+/// The shard count the cluster's keys are named with is recorded by the
+/// first store; a store with another count is refused, naming both counts
+/// and the fix, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_with_another_shard_count_is_refused_naming_both_counts() {
+    let cluster = tokio::task::spawn_blocking(TestCluster::start).await.unwrap();
+    let record = Layout::sharded(DEFAULT_QUEUE_SHARDS).unwrap().shard_count_record().unwrap();
+    assert_eq!(record, "rrq:{global}:layout");
+    let first = RedisStore::connect(&cluster.dsn()).await.unwrap();
+    let recorded = |cluster: &TestCluster| {
+        let master = cluster.master_for_slot(cluster.slot_of(&record));
+        resp::call(master.port, &["GET", &record]).unwrap()
+    };
+    assert_eq!(recorded(&cluster), Reply::Bulk(Some("64".into())));
+    RedisStore::connect(&cluster.dsn()).await.expect("the same count connects again");
+
+    let with = |n| rrq_store::ConnectOptions::default().with_queue_shards(n);
+    let err = RedisStore::connect_with(&cluster.dsn(), with(32)).await.unwrap_err();
+    match &err {
+        StoreError::ShardCountMismatch { configured: 32, recorded, .. } => assert_eq!(recorded, "64"),
+        other => panic!("expected ShardCountMismatch, got {other:?}"),
+    }
+    let text = err.to_string();
+    for part in ["`[rrq] queue_shards` is 32", "64 shards per queue", "set `queue_shards = 64`", "rrq:{global}:layout"]
+    {
+        assert!(text.contains(part), "{part:?} missing from: {text}");
+    }
+    assert_eq!(recorded(&cluster), Reply::Bulk(Some("64".into())), "the refused store changed nothing");
+    drop(first);
+
+    // Once the record is gone (an emptied cluster), the next store's count
+    // is the one recorded, and the default is refused in turn.
+    let master = cluster.master_for_slot(cluster.slot_of(&record));
+    assert_eq!(resp::call(master.port, &["DEL", &record]).unwrap(), Reply::Int(1));
+    RedisStore::connect_with(&cluster.dsn(), with(32)).await.expect("the first store records its count");
+    match RedisStore::connect(&cluster.dsn()).await {
+        Err(StoreError::ShardCountMismatch { configured: 64, recorded, .. }) => assert_eq!(recorded, "32"),
+        other => panic!("expected ShardCountMismatch, got {other:?}"),
+    }
+}
+
+/// A user refused writes (a read-only inspection account) compares its
+/// count with the record without writing one, and is refused on a mismatch
+/// all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_user_compares_the_shard_count_without_recording_it() {
+    let cluster = tokio::task::spawn_blocking(TestCluster::start).await.unwrap();
+    for port in cluster.ports() {
+        let acl = ["ACL", "SETUSER", "reader", "on", ">s3cret", "~*", "&*", "+@read", "+@connection", "+cluster"];
+        assert_eq!(resp::call(port, &acl).unwrap(), Reply::Status("OK".into()), "ACL on {port}");
+    }
+    let reader = cluster.dsn().replacen("redis-cluster://", "redis-cluster://reader:s3cret@", 1);
+    let record = Layout::sharded(DEFAULT_QUEUE_SHARDS).unwrap().shard_count_record().unwrap();
+    let recorded = || {
+        let master = cluster.master_for_slot(cluster.slot_of(&record));
+        resp::call(master.port, &["GET", &record]).unwrap()
+    };
+    let store = RedisStore::connect(&reader).await.expect("a reader connects without a record");
+    assert_eq!(recorded(), Reply::Bulk(None), "and records nothing");
+    let h = Harness::memory().await;
+    let err = store.enqueue(h.new_job("a", &h.queue("q")), EnqueueMode::Standard).await.unwrap_err();
+    assert!(format!("{err:?}").contains("NOPERM"), "the reader may not write: {err:?}");
+
+    RedisStore::connect(&cluster.dsn()).await.expect("a writer records 64");
+    assert_eq!(recorded(), Reply::Bulk(Some("64".into())));
+    RedisStore::connect(&reader).await.expect("the same count reads the record");
+    let with = rrq_store::ConnectOptions::default().with_queue_shards(16);
+    match RedisStore::connect_with(&reader, with).await {
+        Err(StoreError::ShardCountMismatch { configured: 16, recorded, .. }) => assert_eq!(recorded, "64"),
+        other => panic!("expected ShardCountMismatch, got {other:?}"),
+    }
+}
+
+/// Listings while a slot is migrating: a shard's slot half-way to another
+/// master (`MIGRATING` on its master, `IMPORTING` on the target, no key
+/// moved yet; reads of keys the master lacks are redirected with `-ASK`).
+/// Every job is still listed once, the counts add up, and a delete by
+/// pattern reaches every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_add_up_while_a_slot_is_migrating() {
+    let cluster = tokio::task::spawn_blocking(TestCluster::start).await.unwrap();
+    let store = RedisStore::connect(&cluster.dsn()).await.unwrap().with_keyspace_notifications(false);
+    let layout = Layout::sharded(DEFAULT_QUEUE_SHARDS).unwrap();
+    let h = Harness::memory().await;
+    let q = QueueName::new("moving");
+    let now = chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis()).unwrap();
+    let mut ids = Vec::new();
+    for n in 0..200 {
+        let mut job = h.new_job("x", &q);
+        (job.id, job.enqueue_time, job.scheduled_time) = (JobId::new(format!("m-{n}")), now, now);
+        ids.push(job.id.clone());
+        store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+    }
+    // The slot of a shard holding jobs starts moving to another master.
+    let moving = cluster.slot_of(layout.tag(layout.shard_of(&ids[0])).unwrap());
+    let home = cluster.master_for_slot(moving);
+    let target = cluster.masters().into_iter().find(|m| m.port != home.port).unwrap();
+    let _cluster = tokio::task::spawn_blocking(move || {
+        cluster.begin_slot_migration(moving, target.port);
+        cluster
+    })
+    .await
+    .unwrap();
+
+    let queues = store.queues().await.unwrap();
+    assert_eq!(queues.len(), 1, "{:?}", queues.iter().map(|i| i.queue.to_string()).collect::<Vec<_>>());
+    assert_eq!(queues[0].len, 200);
+    assert_eq!(store.queue_len(&q).await.unwrap(), 200);
+    let entries = store.queue_entries(&q, 0, 1000).await.unwrap();
+    let mut listed: Vec<String> = entries.into_iter().map(|e| e.0.to_string()).collect();
+    listed.sort();
+    let mut want: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    let mut found: Vec<String> = store.job_ids(0).await.unwrap().into_iter().map(|id| id.to_string()).collect();
+    found.sort();
+    assert_eq!(found, want, "every job hash once, moved or not");
+    assert_eq!(store.delete_matching("rrq:*:job:m-*", true).await.unwrap(), 200);
+    assert_eq!(store.delete_matching("rrq:*:job:m-*", false).await.unwrap(), 200, "DEL follows the moves");
+    assert!(store.job_ids(0).await.unwrap().is_empty());
 }

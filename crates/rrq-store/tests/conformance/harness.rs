@@ -96,11 +96,6 @@ impl Harness {
         Harness { store: Arc::new(store), now, ns, backend }
     }
 
-    /// Whether this harness runs on a cluster (the sharded layout).
-    pub fn is_cluster(&self) -> bool {
-        matches!(&self.backend, Backend::Redis { _server: Server::Cluster(_), .. })
-    }
-
     /// The cluster under a [`Harness::cluster`] store.
     pub fn test_cluster(&self) -> &TestCluster {
         match &self.backend {
@@ -117,12 +112,17 @@ impl Harness {
         }
     }
 
-    /// A raw client on the test server (Redis only).
     /// Whether this harness runs on Redis (else on the memory store).
     pub fn is_redis(&self) -> bool {
         matches!(self.backend, Backend::Redis { .. })
     }
 
+    /// Whether this harness runs on a Redis Cluster (the sharded layout).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Redis { _server: Server::Cluster(_), .. })
+    }
+
+    /// A raw client on the test server (Redis only).
     pub fn raw(&self) -> &Client {
         match &self.backend {
             Backend::Redis { client, .. } => client,

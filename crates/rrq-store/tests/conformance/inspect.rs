@@ -11,6 +11,7 @@ conformance!(
     shared:
         queues_are_listed_with_their_score_range,
         queue_entries_page_in_ready_order,
+        ready_jobs_are_counted_up_to_a_time,
         absurd_page_offsets_answer_an_empty_page,
         workers_are_listed_with_their_record_and_ttl,
         job_ids_and_dlq_lengths_are_counted,
@@ -22,7 +23,16 @@ conformance!(
         delete_matching_counts_then_deletes_the_matching_keys;
     private: ;
     cluster:
+        queues_are_listed_with_their_score_range,
+        queue_entries_page_in_ready_order,
+        ready_jobs_are_counted_up_to_a_time,
+        absurd_page_offsets_answer_an_empty_page,
+        workers_are_listed_with_their_record_and_ttl,
+        job_ids_and_dlq_lengths_are_counted,
         job_fields_are_read_in_batches_in_the_order_asked,
+        job_views_type_the_stored_fields_and_name_a_problem,
+        a_dlq_purge_removes_exactly_the_ids_given,
+        put_job_fields_writes_a_hash_without_queueing_it,
 );
 
 async fn queues_are_listed_with_their_score_range(h: Harness) {
@@ -74,6 +84,25 @@ async fn queue_entries_page_in_ready_order(h: Harness) {
     assert!(h.store.queue_entries(&q, 0, 0).await.unwrap().is_empty());
     assert!(h.store.queue_entries(&q, 5, 10).await.unwrap().is_empty());
     assert!(h.store.queue_entries(&h.queue("none"), 0, 10).await.unwrap().is_empty());
+}
+
+/// Ready means a ready time at or before the moment asked (to the
+/// millisecond), whichever shard a job is on.
+async fn ready_jobs_are_counted_up_to_a_time(h: Harness) {
+    let q = h.queue("q");
+    assert_eq!(h.store.queue_ready_len(&q, h.now).await.unwrap(), 0, "an empty queue");
+    for (n, at) in [-2.0, -1.0, 0.0, 0.0, 0.001, 1.0, 5.0, 5.0].into_iter().enumerate() {
+        let mut job = h.new_job(&format!("j{n}"), &q);
+        job.scheduled_time = h.at(at);
+        h.store.enqueue(job, rrq_store::EnqueueMode::Standard).await.unwrap();
+    }
+    let ready = async |at: f64| h.store.queue_ready_len(&q, h.at(at)).await.unwrap();
+    assert_eq!(ready(-10.0).await, 0);
+    assert_eq!(ready(-2.0).await, 1, "a job due exactly then is ready");
+    assert_eq!(ready(0.0).await, 4);
+    assert_eq!(ready(0.001).await, 5, "one millisecond later");
+    assert_eq!(ready(4.999).await, 6);
+    assert_eq!(ready(5.0).await, 8);
 }
 
 async fn workers_are_listed_with_their_record_and_ttl(h: Harness) {
@@ -159,14 +188,22 @@ async fn a_dlq_purge_removes_exactly_the_ids_given(h: Harness) {
         h.store.enqueue(h.new_job(id, &q), EnqueueMode::Standard).await.unwrap();
     }
     let mut leases: Vec<_> = h.claim(&q, &h.worker("w"), 4, h.now).await.jobs.into_iter().map(|c| c.lease).collect();
-    let late = leases.pop().unwrap();
-    assert_eq!(late.job_id, h.id("late"));
+    // (A cluster claims shard by shard, not in enqueue order.)
+    let late = leases.remove(leases.iter().position(|l| l.job_id == h.id("late")).expect("late was claimed"));
     for lease in &leases {
         assert_eq!(h.store.dead_letter(lease, "boom", AttemptCount::Counted, h.now).await.unwrap(), Fence::Applied);
     }
-    // What a purge asks about: the ids as listed, newest first.
+    // What a purge asks about: the ids as listed, newest first (on a
+    // cluster, newest first within each shard, shard after shard).
     let shown = h.store.dlq_ids(&d.dlq, 0, 10).await.unwrap();
-    assert_eq!(shown, vec![h.id("c"), h.id("b"), h.id("a")]);
+    if h.is_cluster() {
+        let layout = h.layout();
+        let mut expected = vec![h.id("c"), h.id("b"), h.id("a")];
+        expected.sort_by_key(|id| layout.shard_of(id));
+        assert_eq!(shown, expected);
+    } else {
+        assert_eq!(shown, vec![h.id("c"), h.id("b"), h.id("a")]);
+    }
     // Meanwhile `a` is requeued and a new job is dead-lettered.
     assert!(h.store.dlq_requeue(&d.dlq, &h.id("a"), &q, h.now).await.unwrap());
     assert_eq!(h.store.dead_letter(&late, "boom", AttemptCount::Counted, h.now).await.unwrap(), Fence::Applied);

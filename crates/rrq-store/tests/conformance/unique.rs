@@ -18,8 +18,12 @@ conformance!(
         a_taken_id_leaves_the_unique_lock_alone,
         invalid_unique_locks_are_refused,
         cron_tick_records_only_move_forward,
-        concurrent_enqueues_of_one_id_create_one_job;
-    private:
+        concurrent_enqueues_of_one_id_create_one_job,
+        a_fitted_job_id_is_the_same_everywhere_and_accepted_under_its_key;
+    private: ;
+    cluster:
+        concurrent_enqueues_of_one_id_create_one_job,
+        a_fitted_job_id_is_the_same_everywhere_and_accepted_under_its_key;
 );
 
 fn unique(h: &Harness, ttl_secs: u64) -> (String, EnqueueMode) {
@@ -144,23 +148,28 @@ async fn cron_tick_records_only_move_forward(h: Harness) {
     assert_eq!(h.store.cron_tick(&other).await.unwrap(), None, "entries are kept apart");
 }
 
+/// Racers derive the id by rule, as cron's workers do, each fitting it to
+/// the store (`EnqueueStore::fitted_job_id`: on a cluster, a unique job's
+/// id must be on its lock's shard).
 async fn concurrent_enqueues_of_one_id_create_one_job(h: Harness) {
     let q = h.queue("cron");
     let (_, unique_mode) = unique(&h, 100);
     for (m, mode) in [EnqueueMode::Standard, unique_mode].into_iter().enumerate() {
         for round in 0..10 {
-            let id = format!("tick-{m}-{round}");
+            let base = h.id(&format!("tick-{m}-{round}"));
+            let id = h.store.fitted_job_id(base.clone(), &mode);
             let racers: Vec<_> = (0..4)
                 .map(|_| {
-                    let (store, job, mode) = (h.store.clone(), h.new_job(&id, &q), mode.clone());
+                    let (store, mut job, mode) = (h.store.clone(), h.new_job("x", &q), mode.clone());
+                    job.id = store.fitted_job_id(base.clone(), &mode);
                     tokio::spawn(async move { store.enqueue(job, mode).await })
                 })
                 .collect();
             let (mut created, mut taken) = (0, 0);
             for racer in racers {
                 match racer.await.unwrap() {
-                    Ok(Enqueued::Created(got)) if got == h.id(&id) => created += 1,
-                    Err(StoreError::JobIdTaken(got)) if got == h.id(&id) => taken += 1,
+                    Ok(Enqueued::Created(got)) if got == id => created += 1,
+                    Err(StoreError::JobIdTaken(got)) if got == id => taken += 1,
                     other => panic!("{id}: unexpected {other:?}"),
                 }
             }
@@ -168,6 +177,44 @@ async fn concurrent_enqueues_of_one_id_create_one_job(h: Harness) {
         }
     }
     assert_eq!(h.store.queue_len(&q).await.unwrap(), 20);
+}
+
+/// A fitted id is the id itself wherever the store takes it (one server,
+/// any standard enqueue, an id already on the key's shard), else the id
+/// with the smallest `~N` suffix on the key's shard; asking again gives the
+/// same answer, and the store accepts it.
+async fn a_fitted_job_id_is_the_same_everywhere_and_accepted_under_its_key(h: Harness) {
+    let q = h.queue("cron");
+    let mut suffixed = 0;
+    for n in 0..20 {
+        let key = h.worker(&format!("cron:fn{n}"));
+        let mode = EnqueueMode::UniqueLock { key: key.clone(), ttl: Duration::from_secs(100) };
+        let base = h.id(&format!("cron:fn{n}:1795824000"));
+        assert_eq!(h.store.fitted_job_id(base.clone(), &EnqueueMode::Standard), base, "a standard job keeps its id");
+        let fitted = h.store.fitted_job_id(base.clone(), &mode);
+        assert_eq!(h.store.fitted_job_id(base.clone(), &mode), fitted, "the same id every time");
+        if h.is_cluster() {
+            let layout = h.layout();
+            let shard = layout.unique_lock_shard(&key);
+            assert_eq!(layout.shard_of(&fitted), shard, "{fitted} is on the lock's shard");
+            if layout.shard_of(&base) == shard {
+                assert_eq!(fitted, base, "an id that fits is kept");
+            } else {
+                suffixed += 1;
+                let salt: u32 = fitted.as_str().strip_prefix(&format!("{base}~")).expect("base~N").parse().unwrap();
+                let smaller = (0..salt).map(|s| rrq_protocol::JobId::new(format!("{base}~{s}")));
+                assert!(smaller.into_iter().all(|id| layout.shard_of(&id) != shard), "the smallest salt");
+            }
+        } else {
+            assert_eq!(fitted, base, "outside a cluster every id fits");
+        }
+        let mut job = h.new_job("x", &q);
+        job.id = fitted.clone();
+        assert_eq!(h.store.enqueue(job, mode).await.unwrap(), Enqueued::Created(fitted));
+    }
+    if h.is_cluster() {
+        assert!(suffixed > 10, "most of 20 ids are on another shard than their key: {suffixed}");
+    }
 }
 
 /// The lock's key, value and expiry as the reference reads them.
