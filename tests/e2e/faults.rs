@@ -13,6 +13,7 @@
 #![cfg(target_os = "linux")]
 
 mod chaos;
+mod docker_cluster;
 mod harness;
 mod orchestrator;
 mod poison;

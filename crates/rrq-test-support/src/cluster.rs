@@ -373,7 +373,7 @@ impl TestCluster {
 }
 
 /// Node ids with the slot ranges they serve, as one node sees them.
-type SlotOwners = Vec<(String, Vec<RangeInclusive<u16>>)>;
+pub(crate) type SlotOwners = Vec<(String, Vec<RangeInclusive<u16>>)>;
 
 /// `CLUSTER NODES` of the node on `port`, parsed.
 fn view_of(port: u16) -> Result<Vec<ClusterNode>, String> {

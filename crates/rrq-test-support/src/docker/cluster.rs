@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::DockerRedis;
-use crate::cluster::{ClusterNode, Role, SLOTS, parse_node_line_with_host};
+use crate::cluster::{ClusterNode, Role, SLOTS, SlotOwners, parse_node_line_with_host};
 use crate::resp;
 use crate::wait;
 
@@ -256,7 +256,7 @@ impl DockerCluster {
     /// replica's link is up. With `all_known`, each must know all six nodes.
     fn wait_until_settled(&self, what: &str, all_known: bool) {
         wait::until(&format!("{what} settling"), SETTLE_DEADLINE, || {
-            let mut first: Option<(usize, Vec<(String, Vec<RangeInclusive<u16>>)>)> = None;
+            let mut first: Option<(usize, SlotOwners)> = None;
             for i in self.reachable_indices() {
                 let port = self.redis.nodes()[i].host_port();
                 let field = |name| resp::info_field(port, &["CLUSTER", "INFO"], name);
@@ -277,7 +277,7 @@ impl DockerCluster {
                         return Err(format!("replica {i}: master_link_status {link:?}"));
                     }
                 }
-                let mut owners: Vec<_> =
+                let mut owners: SlotOwners =
                     view.into_iter().filter(|n| !n.slots.is_empty()).map(|n| (n.id, n.slots)).collect();
                 owners.sort_by(|a, b| a.0.cmp(&b.0));
                 match &first {
@@ -305,9 +305,17 @@ impl DockerCluster {
             let (host, ClusterNode { id, role, slots, failed, .. }) = parse_node_line_with_host(line)?;
             // A node that has not learnt its own address yet lists itself
             // without one.
-            let k = if host.is_empty() && line.contains("myself") { Some(i) } else { index.get(host.as_str()).copied() };
+            let k =
+                if host.is_empty() && line.contains("myself") { Some(i) } else { index.get(host.as_str()).copied() };
             let k = k.ok_or_else(|| format!("node {i} lists a node at {host:?}, not one of the containers"))?;
-            nodes.push(DockerClusterNode { index: k, ip: self.redis.nodes()[k].ip().to_owned(), id, role, slots, failed });
+            nodes.push(DockerClusterNode {
+                index: k,
+                ip: self.redis.nodes()[k].ip().to_owned(),
+                id,
+                role,
+                slots,
+                failed,
+            });
         }
         nodes.sort_by_key(|n| n.index);
         Ok(nodes)
