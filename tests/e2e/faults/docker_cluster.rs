@@ -25,9 +25,7 @@ use rrq_store::keys::{self, Layout};
 use rrq_test_support::docker::{self, DockerCluster};
 use serde_json::{Value, json};
 
-use super::harness::{
-    Config, Orchestrator, POLL, Records, count_runs, enqueue_many, poll_until, soak, store, wait_all_completed,
-};
+use super::harness::{Config, Orchestrator, POLL, Records, count_runs, enqueue_many, soak, store, wait_all_completed};
 use super::redis::{audit, wait_runs};
 use crate::report;
 use crate::support::TempDir;
@@ -37,7 +35,9 @@ use crate::support::TempDir;
 const ENQUEUE_LIMIT: Duration = Duration::from_secs(30);
 /// How long after the failover the producer may take to reach the promoted
 /// master (and be refused for want of a replica there).
-const REFUSAL_LIMIT: Duration = Duration::from_secs(40);
+const REFUSAL_LIMIT: Duration = Duration::from_secs(30);
+/// How long after the healing the producer may take to acknowledge again.
+const AFTER_HEALING_LIMIT: Duration = Duration::from_secs(40);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_master_cut_off_mid_drain_in_a_docker_cluster_loses_no_acknowledged_job() {
@@ -70,6 +70,7 @@ async fn a_master_cut_off_mid_drain_in_a_docker_cluster_loses_no_acknowledged_jo
     let pending = acknowledged.iter().filter(|id| on_cut(id)).count();
     cluster.disconnect(cut.index);
     let cut_at = Instant::now();
+    let cut_wall = epoch_seconds();
     let failover = tokio::task::spawn_blocking(move || {
         let promoted = cluster.wait_for_failover(cut.index);
         (cluster, promoted, cut_at.elapsed())
@@ -78,7 +79,7 @@ async fn a_master_cut_off_mid_drain_in_a_docker_cluster_loses_no_acknowledged_jo
     // Enqueue while the failover runs, one job at a time.
     let mut during = Attempts::default();
     while !failover.is_finished() {
-        during.enqueue(&producer, "during the failover", &params).await;
+        during.enqueue(&producer, &params).await;
     }
     let (mut cluster, promoted, took) = failover.await.expect("the failover thread");
     report!(
@@ -95,29 +96,43 @@ async fn a_master_cut_off_mid_drain_in_a_docker_cluster_loses_no_acknowledged_jo
     // The promoted master has no replica while the old one is cut off: an
     // acknowledged enqueue is refused, naming the setting, once the
     // producer's connections have moved on (before that, they may time out).
+    // A producer that never moves on is noted, and the test goes on to heal
+    // the partition, to see whether that unblocks it, before it fails.
     let failed_over = Instant::now();
-    let refused = loop {
+    let mut stuck = None;
+    loop {
         let last = match timed_enqueue(&producer, &params).await {
-            Err(ProducerError::Store(e @ StoreError::NotReplicated { .. })) => break e.to_string(),
+            Err(ProducerError::Store(e @ StoreError::NotReplicated { .. })) => {
+                let refused = e.to_string();
+                assert!(
+                    refused.contains("`[rrq] min_replicas_acked`") && refused.contains("only 0 of the 1"),
+                    "{refused}"
+                );
+                report!(T, "observed: with the promoted master alone, an acknowledged enqueue is refused: {refused}");
+                break;
+            }
             Err(ProducerError::Store(e @ StoreError::Unavailable { .. })) => chain(&e),
             other => panic!("expected NotReplicated with the old master cut off, got {other:?}"),
         };
-        assert!(
-            failed_over.elapsed() < REFUSAL_LIMIT,
-            "{:.0}s after node {}'s replica took over, the producer's enqueues still fail as if the cluster were \
-             unreachable (the store has not moved on from the cut-off master); last error: {last}",
-            failed_over.elapsed().as_secs_f64(),
-            cut.index
-        );
+        if failed_over.elapsed() >= REFUSAL_LIMIT {
+            let why = format!(
+                "{:.0}s after node {}'s replica took over, the producer's enqueues still failed as if the cluster \
+                 were unreachable (the store had not moved on from the cut-off master); last error: {last}",
+                failed_over.elapsed().as_secs_f64(),
+                cut.index
+            );
+            report!(T, "observed: {why}");
+            stuck = Some(why);
+            break;
+        }
         tokio::time::sleep(POLL).await; // sleep-ok: polling with a deadline
-    };
-    assert!(refused.contains("`[rrq] min_replicas_acked`") && refused.contains("only 0 of the 1"), "{refused}");
-    report!(T, "observed: with the promoted master alone, an acknowledged enqueue is refused: {refused}");
+    }
 
     // Heal the partition: the old master comes back as the promoted one's
     // replica, and acknowledged enqueues work again.
     cluster.reconnect(cut.index);
     let healing = Instant::now();
+    let healed_wall = epoch_seconds();
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.wait_rejoined_as_replica(cut.index, &promoted.id);
         cluster
@@ -131,10 +146,18 @@ async fn a_master_cut_off_mid_drain_in_a_docker_cluster_loses_no_acknowledged_jo
         healing.elapsed().as_secs_f64()
     );
     let mut after = Attempts::default();
-    let first = poll_until(Duration::from_secs(60), "an acknowledged enqueue after the healing", async || {
-        after.enqueue(&producer, "after the healing", &params).await
-    })
-    .await;
+    let healed = Instant::now();
+    let first = loop {
+        if let Some(id) = after.enqueue(&producer, &params).await {
+            break id;
+        }
+        assert!(
+            healed.elapsed() < AFTER_HEALING_LIMIT,
+            "no acknowledged enqueue within {AFTER_HEALING_LIMIT:?} of the healing: {}",
+            after.summary()
+        );
+        tokio::time::sleep(POLL).await; // sleep-ok: polling with a deadline
+    };
     report!(T, "observed: enqueues after the healing, until one was acknowledged: {}", after.summary());
     acknowledged.extend(during.acknowledged.iter().cloned());
     acknowledged.extend(after.acknowledged.iter().cloned());
@@ -151,10 +174,25 @@ async fn a_master_cut_off_mid_drain_in_a_docker_cluster_loses_no_acknowledged_jo
     );
     let runs = audit(T, &record, &acknowledged);
     check_reruns(T, &runs, on_cut);
+    let (cut_off, elsewhere) = started_between(&runs, cut_wall, healed_wall, on_cut);
+    report!(
+        T,
+        "observed: while node {} was cut off ({:.1}s), {cut_off} executions started, {elsewhere} of them of jobs on \
+         the masters that stayed up",
+        cut.index,
+        healed_wall - cut_wall
+    );
     assert!(worker.is_running(), "the worker rode the partition out");
     worker.signal("TERM");
     assert!(worker.wait_exit(Duration::from_secs(15)).await.success());
     report!(T, "total run time {:.1}s", started.elapsed().as_secs_f64());
+    // Checked last, so that the report above says what happened after it.
+    if let Some(why) = stuck {
+        panic!("{why}");
+    }
+    for (when, attempts) in [("during the failover", &during), ("after the healing", &after)] {
+        assert!(attempts.unclear.is_empty(), "enqueues {when} failed without a clear error: {:?}", attempts.unclear);
+    }
     drop(cluster);
 }
 
@@ -162,6 +200,25 @@ async fn a_master_cut_off_mid_drain_in_a_docker_cluster_loses_no_acknowledged_jo
 fn slot_of(id: &JobId) -> u16 {
     let layout = Layout::sharded(keys::DEFAULT_QUEUE_SHARDS).expect("the default shard count is valid");
     keys::key_slot(layout.job(id).as_bytes())
+}
+
+/// Executions that started in `[from, to)` (epoch seconds), and how many of
+/// them were of jobs not on the cut-off master.
+fn started_between(runs: &Records, from: f64, to: f64, on_cut: impl Fn(&JobId) -> bool) -> (usize, usize) {
+    let mut counts = (0, 0);
+    for (id, list) in &runs.runs {
+        let n = list.iter().filter(|r| (from..to).contains(&r.start)).count();
+        counts.0 += n;
+        if !on_cut(&JobId::new(id.as_str())) {
+            counts.1 += n;
+        }
+    }
+    counts
+}
+
+/// Seconds since the Unix epoch, as the `record` handler writes them.
+fn epoch_seconds() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Re-runs are allowed only for jobs of the cut-off master's shards.
@@ -190,37 +247,40 @@ async fn timed_enqueue(producer: &Producer, params: &Value) -> Result<JobId, Pro
 #[derive(Debug, Default)]
 struct Attempts {
     acknowledged: Vec<JobId>,
-    /// Refusals by their message.
+    /// Refusals that say what went wrong (the cluster unreachable, too few
+    /// replicas), by their message.
     refused: BTreeMap<String, usize>,
+    /// Any other error, by its message: not a clear answer to an enqueue.
+    unclear: BTreeMap<String, usize>,
     slowest: Duration,
 }
 
 impl Attempts {
-    /// One enqueue; the id when it was acknowledged. A refusal must be an
-    /// error that says what went wrong: the store unreachable, or too few
-    /// replicas.
-    async fn enqueue(&mut self, producer: &Producer, what: &str, params: &Value) -> Option<JobId> {
+    /// One enqueue; the id when it was acknowledged.
+    async fn enqueue(&mut self, producer: &Producer, params: &Value) -> Option<JobId> {
         let asked = Instant::now();
         let result = timed_enqueue(producer, params).await;
         self.slowest = self.slowest.max(asked.elapsed());
-        match result {
+        let bucket = match result {
             Ok(id) => {
                 self.acknowledged.push(id.clone());
-                Some(id)
+                return Some(id);
             }
             Err(ProducerError::Store(e @ (StoreError::Unavailable { .. } | StoreError::NotReplicated { .. }))) => {
-                *self.refused.entry(chain(&e)).or_insert(0) += 1;
-                None
+                (&mut self.refused, chain(&e))
             }
-            Err(other) => panic!("an enqueue {what} failed with an unexpected error: {}", chain(&other)),
-        }
+            Err(other) => (&mut self.unclear, chain(&other)),
+        };
+        *bucket.0.entry(bucket.1).or_insert(0) += 1;
+        None
     }
 
     fn summary(&self) -> String {
         format!(
-            "{} acknowledged, refused {:?}, slowest answer {:.1}s",
+            "{} acknowledged, refused {:?}, other errors {:?}, slowest answer {:.1}s",
             self.acknowledged.len(),
             self.refused,
+            self.unclear,
             self.slowest.as_secs_f64()
         )
     }
