@@ -67,7 +67,7 @@ async fn a_master_cut_off_mid_drain_in_a_docker_cluster_loses_no_acknowledged_jo
     let ran = count_runs(&record);
     let cut = cluster.masters().into_iter().next().expect("a master");
     let on_cut = |id: &JobId| cut.serves(slot_of(id));
-    let pending = acknowledged.iter().filter(|id| on_cut(id)).count();
+    let on_its_shards = acknowledged.iter().filter(|id| on_cut(id)).count();
     cluster.disconnect(cut.index);
     let cut_at = Instant::now();
     let cut_wall = epoch_seconds();
@@ -84,7 +84,7 @@ async fn a_master_cut_off_mid_drain_in_a_docker_cluster_loses_no_acknowledged_jo
     let (mut cluster, promoted, took) = failover.await.expect("the failover thread");
     report!(
         T,
-        "injected: master {} ({}, {pending} of the {n} jobs on its shards) cut off the network after {ran} \
+        "injected: master {} ({}, {on_its_shards} of the {n} jobs on its shards) cut off the network after {ran} \
          executions; its replica {} took over {:.1}s later",
         cut.index,
         cut.ip,
