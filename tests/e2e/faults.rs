@@ -14,6 +14,7 @@
 
 mod chaos;
 mod cluster;
+mod docker_cluster;
 mod harness;
 mod orchestrator;
 mod poison;

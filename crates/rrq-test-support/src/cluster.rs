@@ -373,7 +373,7 @@ impl TestCluster {
 }
 
 /// Node ids with the slot ranges they serve, as one node sees them.
-type SlotOwners = Vec<(String, Vec<RangeInclusive<u16>>)>;
+pub(crate) type SlotOwners = Vec<(String, Vec<RangeInclusive<u16>>)>;
 
 /// `CLUSTER NODES` of the node on `port`, parsed.
 fn view_of(port: u16) -> Result<Vec<ClusterNode>, String> {
@@ -386,13 +386,20 @@ fn view_of(port: u16) -> Result<Vec<ClusterNode>, String> {
 /// One line of `CLUSTER NODES`:
 /// `<id> <ip:port@bus[,host]> <flags> <master|-> <ping> <pong> <epoch> <link> <slot>...`.
 fn parse_node_line(line: &str) -> Result<ClusterNode, String> {
+    parse_node_line_with_host(line).map(|(_, node)| node)
+}
+
+/// [`parse_node_line`], with the host the node announces (its IP; the port
+/// alone tells nodes apart only when they all run on one host).
+pub(crate) fn parse_node_line_with_host(line: &str) -> Result<(String, ClusterNode), String> {
     let fields: Vec<&str> = line.split_whitespace().collect();
     let bad = || format!("unexpected CLUSTER NODES line {line:?}");
     if fields.len() < 8 {
         return Err(bad());
     }
     let addr = fields[1].split(['@', ',']).next().ok_or_else(bad)?;
-    let port = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).ok_or_else(bad)?;
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let port = port.parse().map_err(|_| bad())?;
     let flags: Vec<&str> = fields[2].split(',').collect();
     let role = if flags.contains(&"master") {
         Role::Master
@@ -408,7 +415,8 @@ fn parse_node_line(line: &str) -> Result<ClusterNode, String> {
         let (from, to) = (from.parse().map_err(|_| bad())?, to.parse().map_err(|_| bad())?);
         slots.push(from..=to);
     }
-    Ok(ClusterNode { port, id: fields[0].to_owned(), role, slots, failed: flags.contains(&"fail") })
+    let node = ClusterNode { port, id: fields[0].to_owned(), role, slots, failed: flags.contains(&"fail") };
+    Ok((host.to_owned(), node))
 }
 
 /// `CLUSTER SETSLOT IMPORTING` on the target, then `MIGRATING` on the

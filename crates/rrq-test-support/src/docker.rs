@@ -11,6 +11,9 @@
 //! node's port 6379 is published on a fixed host port, so
 //! its host address stays the same across a disconnect and a reconnect.
 //!
+//! [`DockerCluster`] joins six such nodes into a Redis Cluster (three
+//! masters, one replica each) whose masters can be cut off the same way.
+//!
 //! Tests that need Docker call [`require_docker`] first. Without a daemon it
 //! panics with the fix, unless `RRQ_TEST_NO_DOCKER=1` is set, in which case it
 //! prints a skip line and the test returns: the opt-out is for machines
@@ -29,6 +32,9 @@ use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 use crate::redis::{free_port, server_program};
+
+pub mod cluster;
+pub use cluster::{DockerCluster, DockerClusterNode};
 
 /// The repository of the image [`local_image`] builds.
 pub const IMAGE_NAME: &str = "rrq-test/redis";

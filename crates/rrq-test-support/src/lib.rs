@@ -9,7 +9,8 @@
 //! * [`sentinel::TestSentinel`]: a master, a replica and three sentinels,
 //!   with a helper to kill the master and wait for the failover.
 //! * [`docker`]: Redis nodes in Docker containers on a private network, for
-//!   tests that cut a node off (`docker network disconnect`).
+//!   tests that cut a node off (`docker network disconnect`), and
+//!   [`docker::DockerCluster`], a Redis Cluster of such containers.
 //! * [`resp`]: a tiny blocking RESP2 client to look at servers directly.
 //! * [`python`]: a virtualenv with the reference `rrq==0.11.1` package from
 //!   PyPI, created on first use and shared by every test.
