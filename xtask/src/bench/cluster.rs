@@ -10,13 +10,16 @@
 //! client's routing alone.
 //!
 //! `jobs` no-op jobs are enqueued with the Rust producer (batches of 1,000),
-//! then the `rrq` worker (release build, Rust runner 4 × 50, the defaults of
-//! `[rrq]`, so 64 shards on the cluster) drains them. From its first claim to
-//! the moment every queue shard and lease index is empty, each master's
-//! `INFO commandstats` calls and `INFO cpu` (`used_cpu_user +
-//! used_cpu_sys`) are diffed; the harness's own polling `ZCARD`s and `INFO`s
-//! are taken out of the counts. A job's master is the one serving its
-//! shard's slot (`Layout::shard_of`).
+//! the idle masters are watched for one second, then the `rrq` worker
+//! (release build, Rust runner 4 × 50, the defaults of `[rrq]`, so 64 shards
+//! on the cluster) drains them. From its first claim to the moment every
+//! queue shard and lease index is empty, each master's `INFO commandstats`
+//! (calls and µs per command), `INFO cpu` (`used_cpu_user`, `used_cpu_sys`)
+//! and `INFO stats` (socket reads and writes) are diffed; the harness's own
+//! polling `ZCARD`s and `INFO`s are taken out of the counts. A job's master
+//! is the one serving its shard's slot (`Layout::shard_of`).
+//! `RRQ_BENCH_REDIS_CONFIG="name value"` applies a `CONFIG SET` to every
+//! master of both runs first, for experiments.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -55,6 +58,10 @@ const CAPACITY_UTILISATION: f64 = 0.5;
 
 /// Jobs per enqueue batch.
 const ENQUEUE_BATCH: usize = 1_000;
+
+/// `CONFIG SET` arguments applied to every master of both runs before the
+/// jobs are enqueued, for experiments (e.g. `zset-max-listpack-entries 0`).
+const CONFIG_ENV: &str = "RRQ_BENCH_REDIS_CONFIG";
 
 /// How long the masters' idle CPU is measured before the worker starts.
 const IDLE_WINDOW: Duration = Duration::from_secs(1);
@@ -285,6 +292,9 @@ fn snapshot(probe: &mut Probe) -> Result<Snapshot> {
     })
 }
 
+/// One command's calls and µs per job.
+pub(crate) type PerJob = (f64, f64);
+
 /// One master's part of a drain.
 #[derive(Clone, Debug)]
 pub(crate) struct NodeRun {
@@ -352,9 +362,9 @@ impl Run {
     }
 
     /// Calls and µs per job, summed over every master, per command name.
-    pub(crate) fn profile(&self) -> BTreeMap<String, (f64, f64)> {
+    pub(crate) fn profile(&self) -> BTreeMap<String, PerJob> {
         let n = self.jobs as f64;
-        let mut sum: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        let mut sum: BTreeMap<String, PerJob> = BTreeMap::new();
         for node in &self.nodes {
             for (c, st) in &node.by_command {
                 let e = sum.entry(c.clone()).or_default();
@@ -540,6 +550,18 @@ pub(crate) async fn drain(setup: &Setup, mode: Mode, jobs: usize, tag: &str) -> 
         bail!("some shard of {} has no master serving its slot", mode.label());
     }
 
+    let mut probes: Vec<Probe> = masters.iter().map(|(p, _)| Probe::open(*p)).collect::<Result<_>>()?;
+    if let Some(config) = std::env::var(CONFIG_ENV).ok().filter(|c| !c.trim().is_empty()) {
+        let mut args = vec!["CONFIG", "SET"];
+        args.extend(config.split_whitespace());
+        for probe in &mut probes {
+            match probe.pipeline(&[args.clone()])?.pop() {
+                Some(Answer::Text(ok)) if ok == "OK" => {}
+                other => bail!("{CONFIG_ENV}: {args:?} on port {} answered {other:?}", probe.port),
+            }
+        }
+        progress(&format!("  {CONFIG_ENV}: CONFIG SET {config} on every master"));
+    }
     progress(&format!("  enqueueing {jobs} jobs (batches of {ENQUEUE_BATCH})"));
     let ids = enqueue(&producer, tag, jobs).await?;
     let mut jobs_on: BTreeMap<u16, usize> = BTreeMap::new();
@@ -553,7 +575,6 @@ pub(crate) async fn drain(setup: &Setup, mode: Mode, jobs: usize, tag: &str) -> 
         queue_keys.entry(port_of(s)).or_default().push(layout.queue(&queue, s));
         lease_keys.entry(port_of(s)).or_default().push(layout.leases(s));
     }
-    let mut probes: Vec<Probe> = masters.iter().map(|(p, _)| Probe::open(*p)).collect::<Result<_>>()?;
 
     // What the masters cost when idle (a cluster's nodes ping each other).
     let idle_from: Vec<Snapshot> = probes.iter_mut().map(snapshot).collect::<Result<_>>()?;
@@ -632,7 +653,7 @@ pub(crate) async fn drain(setup: &Setup, mode: Mode, jobs: usize, tag: &str) -> 
             };
             let calls = delta.calls.saturating_sub(own);
             // The harness's share of the time, in proportion to its calls.
-            let usec = if delta.calls == 0 { 0 } else { delta.usec * calls / delta.calls };
+            let usec = (delta.usec * calls).checked_div(delta.calls).unwrap_or(0);
             if calls > 0 {
                 by_command.insert(c.clone(), Stat { calls, usec });
             }
@@ -809,7 +830,7 @@ pub(crate) fn difference(single: &Run, cluster: &Run) -> String {
         cluster.idle_us_per_s(),
     );
     let (a, b) = (single.profile(), cluster.profile());
-    let mut rows: Vec<(String, (f64, f64), (f64, f64))> = a
+    let mut rows: Vec<(String, PerJob, PerJob)> = a
         .keys()
         .chain(b.keys())
         .collect::<std::collections::BTreeSet<_>>()
