@@ -108,16 +108,32 @@ pub(crate) fn free_port() -> Result<u16> {
 
 /// A base port with `count` consecutive free ports (a runner pool uses
 /// `tcp_port .. tcp_port + pool_size`).
+///
+/// Tried first around ports the system hands out; when outgoing connections
+/// hold most of the ephemeral range (tens of thousands of sockets in
+/// `TIME_WAIT` after many short connections, which take its even ports),
+/// below that range, where no outgoing connection lands.
 pub(crate) fn free_ports(count: usize) -> Result<u16> {
+    let all_free = |base: u16| (0..count as u16).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
     for _ in 0..50 {
         let base = free_port()?;
         if usize::from(base) + count >= 65_000 {
             continue;
         }
-        let all_free = (0..count as u16).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
+        if all_free(base) {
             return Ok(base);
         }
+    }
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or(32_768);
+    let step = count.max(1) + 1;
+    if let Some(base) = (20_000..ephemeral_low.saturating_sub(count)).step_by(step).find_map(|b| {
+        let base = u16::try_from(b).ok()?;
+        all_free(base).then_some(base)
+    }) {
+        return Ok(base);
     }
     bail!("no {count} consecutive free ports found")
 }
@@ -168,7 +184,7 @@ settings = PythonRunnerSettings(registry=registry)
 
 impl Setup {
     /// Checks the release binaries and prepares what `scenarios` need: the
-    /// reference venv for all but the RRQ-only `dashboard`, the TypeScript
+    /// reference venv for all but the RRQ-only `dashboard` and `cluster`, the TypeScript
     /// runner for `drain-node`.
     pub(crate) fn prepare(scenarios: &[&str]) -> Result<Setup> {
         let release = target_dir().join("release");
@@ -180,7 +196,7 @@ impl Setup {
             }
         }
         let (mut reference, mut python_runner, mut python) = (PathBuf::new(), PathBuf::new(), PathBuf::new());
-        if scenarios.iter().any(|s| *s != "dashboard") {
+        if scenarios.iter().any(|s| !matches!(*s, "dashboard" | "cluster")) {
             super::progress("reference package: Python venv with rrq==0.11.1 (installed on first use)");
             let venv = rrq_test_support::python::venv();
             reference = venv.reference_orchestrator();

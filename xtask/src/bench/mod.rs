@@ -3,18 +3,21 @@
 //! and memory, a large backlog. See `docs/performance.md`.
 //!
 //! Usage: `rrq-bench [--quick] [--reps N] [--check] [--no-wait]
-//! [--only rrq|reference] [--drain-jobs N] [--backlog-jobs N] [SCENARIO...]` with scenarios `drain-rust`,
+//! [--only rrq|reference] [--drain-jobs N] [--backlog-jobs N] [--cluster-jobs N] [SCENARIO...]` with scenarios `drain-rust`,
 //! `drain-python`, `drain-1x1`, `pickup`, `pickup-python` (idle pickup with the reference's Python
 //! client as the producer), `deferred` (due → started of jobs deferred by 200–800 ms), `cancel`
 //! (cancel → `CANCELLED` of a running job, RRQ only), `enqueue`, `backlog`, `idle` (Redis commands/s
 //! of an idle orchestrator), `retained` (Redis bytes per completed job kept for its result),
 //! `dashboard` (RRQ only: the dashboard's JSON endpoints over `--backlog-jobs` queued jobs and a
-//! tenth as many in the DLQ, see `dashboard.rs`) (default: all).
+//! tenth as many in the DLQ, see `dashboard.rs`), `cluster` (RRQ only: the same drain of
+//! `--cluster-jobs N` jobs, default 50,000, on one node and on a three-master Redis Cluster, with
+//! each master's commands and CPU per job, see `cluster.rs`) (default: all).
 //!
 //! Every run starts from an empty database (`FLUSHDB`), both orchestrators
 //! read the same generated `rrq.toml` with logs at warn, and the two sides
 //! alternate which goes first. Figures are medians over the repetitions.
 
+mod cluster;
 mod dashboard;
 mod env;
 mod orchestrator;
@@ -33,7 +36,7 @@ use orchestrator::{Pool, RunnerKind, Side};
 use report::{Figure, Target, median, percentile};
 use scenarios::Ctx;
 
-const SCENARIOS: [&str; 13] = [
+const SCENARIOS: [&str; 14] = [
     "drain-rust",
     "drain-python",
     "drain-node",
@@ -47,6 +50,7 @@ const SCENARIOS: [&str; 13] = [
     "idle",
     "retained",
     "dashboard",
+    "cluster",
 ];
 
 /// Running jobs the cancel scenario cancels, one at a time.
@@ -75,6 +79,8 @@ struct Options {
     check: bool,
     drain_jobs: usize,
     backlog_jobs: usize,
+    /// Jobs of each drain of the `cluster` scenario.
+    cluster_jobs: usize,
     scenarios: Vec<&'static str>,
 }
 
@@ -86,6 +92,7 @@ fn parse(args: &[String]) -> Result<Options> {
         check: false,
         drain_jobs: 20_000,
         backlog_jobs: 1_000_000,
+        cluster_jobs: 50_000,
         scenarios: Vec::new(),
     };
     let mut it = args.iter();
@@ -107,6 +114,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--reps" => o.reps = number(it.next(), "--reps")?.max(1),
             "--drain-jobs" => o.drain_jobs = number(it.next(), "--drain-jobs")?.max(1),
             "--backlog-jobs" => o.backlog_jobs = number(it.next(), "--backlog-jobs")?.max(1000),
+            "--cluster-jobs" => o.cluster_jobs = number(it.next(), "--cluster-jobs")?.max(1),
             "all" => o.scenarios.extend(SCENARIOS),
             s => match SCENARIOS.iter().find(|k| **k == s) {
                 Some(k) => o.scenarios.push(k),
@@ -172,6 +180,7 @@ fn figures() -> Vec<Figure> {
             Figure::new("backlog_1m_enqueue", "enqueue the 1M backlog (batches of 10,000)", "jobs/s", 0)
                 .reference_note("RRQ producer"),
         ];
+    figures.extend(cluster::figures());
     for e in &dashboard::ENDPOINTS {
         for (key, label) in [(e.p50, e.label50), (e.p99, e.label99)] {
             figures.push(
@@ -221,6 +230,7 @@ pub(crate) fn main() -> Result<ExitCode> {
         "repetitions": options.reps,
         "drain_jobs": options.drain_jobs,
         "backlog_jobs": options.backlog_jobs,
+        "cluster_jobs": options.cluster_jobs,
         "load_at_start": load_at_start,
         "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     });
@@ -276,6 +286,12 @@ async fn run_scenario(
     runs: &mut Vec<Value>,
 ) -> Result<()> {
     let n = o.drain_jobs;
+    if scenario == "cluster" {
+        if o.only == Some(Side::Reference) {
+            return Ok(());
+        }
+        return cluster::run(&ctx.setup, o.reps, o.cluster_jobs, figures, runs).await;
+    }
     for rep in 0..o.reps {
         for side in Side::order(rep) {
             if o.only.is_some_and(|only| only != side) {
@@ -528,6 +544,7 @@ fn scenario_of(key: &str) -> &'static str {
         "idle_commands" => "idle",
         "retained_fresh" | "retained_bytes" => "retained",
         k if k.starts_with("dashboard_") => "dashboard",
+        k if k.starts_with("cluster_") => "cluster",
         _ => "backlog",
     }
 }
@@ -574,5 +591,17 @@ mod tests {
         let o = parse(&args).unwrap();
         assert_eq!(o.scenarios, ["pickup-python", "deferred", "cancel"]);
         assert_eq!(o.reps, 1);
+    }
+
+    #[test]
+    fn the_cluster_scenario_takes_its_job_count_and_owns_its_figures() {
+        let args: Vec<String> = ["--cluster-jobs", "2000", "cluster"].map(String::from).into();
+        let o = parse(&args).unwrap();
+        assert_eq!((o.scenarios.as_slice(), o.cluster_jobs), (["cluster"].as_slice(), 2000));
+        assert_eq!(parse(&["cluster".to_owned()]).unwrap().cluster_jobs, 50_000);
+        assert!(parse(&["--cluster-jobs".to_owned(), "many".to_owned()]).is_err());
+        let owned: Vec<&str> = figures().iter().filter(|f| scenario_of(f.key) == "cluster").map(|f| f.key).collect();
+        assert_eq!(owned.len(), cluster::figures().len());
+        assert!(owned.contains(&"cluster_cpu_ratio"));
     }
 }

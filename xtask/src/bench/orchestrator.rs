@@ -70,6 +70,18 @@ impl Orchestrator {
     /// Writes the run's `rrq.toml` (identical for both sides) and starts the
     /// orchestrator with logs at warn.
     pub(crate) fn start(setup: &Setup, side: Side, runner: RunnerKind, pool: Pool, tag: &str) -> Result<Orchestrator> {
+        Orchestrator::start_on(setup, &setup.redis.dsn, side, runner, pool, tag)
+    }
+
+    /// As [`Orchestrator::start`], on the Redis (or cluster) at `dsn`.
+    pub(crate) fn start_on(
+        setup: &Setup,
+        dsn: &str,
+        side: Side,
+        runner: RunnerKind,
+        pool: Pool,
+        tag: &str,
+    ) -> Result<Orchestrator> {
         let port = free_ports(pool.size)?;
         let (cmd, env) = match runner {
             RunnerKind::Rust => (format!("[{:?}]", setup.rust_runner.display().to_string()), String::new()),
@@ -88,7 +100,6 @@ impl Orchestrator {
         let config = format!(
             "[rrq]\nredis_dsn = {dsn:?}\ndefault_runner_name = \"bench\"\n\n\
              [rrq.runners.bench]\ncmd = {cmd}\ntcp_port = {port}\npool_size = {size}\nmax_in_flight = {in_flight}\n{env}",
-            dsn = setup.redis.dsn,
             size = pool.size,
             in_flight = pool.in_flight,
         );

@@ -41,7 +41,7 @@ impl Ctx {
 /// Redis commands the harness itself sends while an orchestrator runs, so
 /// they can be taken out of `INFO commandstats`.
 #[derive(Default)]
-struct OwnCalls {
+pub(crate) struct OwnCalls {
     scripts: u64,
     commands: u64,
 }
@@ -57,7 +57,7 @@ impl OwnCalls {
 
 /// What the hash of a job says about its run (epoch seconds).
 #[derive(Clone, Debug, Default)]
-struct Times {
+pub(crate) struct Times {
     status: String,
     enqueue: Option<f64>,
     /// When it was (last) due: `next_scheduled_run_time`.
@@ -74,7 +74,7 @@ fn is_terminal(status: &str) -> bool {
     matches!(status, "COMPLETED" | "FAILED" | "CANCELLED")
 }
 
-async fn read_times(store: &Arc<dyn Store>, ids: &[JobId], own: &mut OwnCalls) -> Result<Vec<Times>> {
+pub(crate) async fn read_times(store: &Arc<dyn Store>, ids: &[JobId], own: &mut OwnCalls) -> Result<Vec<Times>> {
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(20 * READ_CHUNK) {
         own.read(chunk.len());
@@ -171,7 +171,7 @@ async fn wait_all(
 }
 
 /// Checks every job completed; returns the first start and last completion.
-fn span(times: &[Times], ids: &[JobId]) -> Result<(f64, f64)> {
+pub(crate) fn span(times: &[Times], ids: &[JobId]) -> Result<(f64, f64)> {
     let mut first = f64::INFINITY;
     let mut last = f64::NEG_INFINITY;
     for (t, id) in times.iter().zip(ids) {
