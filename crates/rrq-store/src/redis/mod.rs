@@ -32,9 +32,11 @@
 //! its own lease, with its own reply), so a busy worker makes one call per
 //! batch of completions rather than one per job, and an idle one waits for
 //! no one.
-//! A client never re-sends a command after a lost reply
-//! (`max_command_attempts = 1`), and the scripts are written so that a caller
-//! re-running one after an error cannot apply it twice. A claim that fails on
+//! On one server (and behind Sentinel) a client never re-sends a command
+//! after a lost reply (`max_command_attempts = 1`); on a cluster fred must
+//! be allowed to write a command again to follow redirections (see
+//! `connect::CLUSTER_ATTEMPTS` and `docs/cluster.md`). Either way the
+//! scripts are written so that running one twice cannot apply it twice. A claim that fails on
 //! the connection is asked once more with the same token; the repeat returns
 //! the jobs a lost run took, so a dropped reply does not orphan them.
 
