@@ -172,10 +172,17 @@ pub(crate) fn scan(path: &str, text: &str) -> Vec<Finding> {
     // A `sleep-ok` marker in the comment lines right above the current line.
     let mut marked_above = false;
     let mut found = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
         let code = line.trim_start();
-        // `#![cfg(test)]` opens a test module in a file of its own.
-        if code.starts_with("#[cfg(test)]") || code.starts_with("#![cfg(test)]") {
+        // `#![cfg(test)]` opens a test module in a file of its own; a
+        // `#[cfg(test)]` on a module declared in another file (`mod x;`)
+        // opens nothing here.
+        let declares_file = lines.get(i + 1).is_some_and(|next| {
+            let next = next.trim();
+            next.starts_with("mod ") && next.ends_with(';')
+        });
+        if (code.starts_with("#[cfg(test)]") && !declares_file) || code.starts_with("#![cfg(test)]") {
             in_test = true;
         }
         let mut hit = |rule: &Rule| {
@@ -287,6 +294,14 @@ mod tests {
         assert_eq!(rules("tests/e2e/main.rs", text), [(1, "test sleep")]);
         let src = format!("fn f() {{ sleep(d); }}\n#[cfg(test)]\nmod tests {{\n{text}}}\n");
         assert_eq!(rules("crates/rrq-core/src/worker.rs", &src), [(4, "test sleep")]);
+        // A test module declared in a file of its own leaves the code after
+        // it as it is: a backoff there is no test sleep.
+        let declared = "#[cfg(test)]\nmod lint;\nasync fn wait() { tokio::time::sleep(d).await; }\n";
+        assert!(rules("crates/rrq-store/src/redis/scripts/mod.rs", declared).is_empty());
+        assert_eq!(
+            rules("crates/rrq-store/src/redis/scripts/mod.rs", "#[cfg(test)]\nmod t {\nsleep(d);\n}\n"),
+            [(3, "test sleep")]
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A re-sent enqueue call (what fred does after a redirection) answers as
 //! its first run did, and only that call: the sharded layout's call mark.
+#![cfg(test)]
 
 use rrq_protocol::{JobId, QueueName};
 
