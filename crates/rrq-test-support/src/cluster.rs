@@ -214,6 +214,28 @@ impl TestCluster {
         self.alive[i] = false;
     }
 
+    /// Freezes the node on `port` (SIGSTOP): it answers nothing and keeps
+    /// its connections open, as a host cut off the network. Returns at once;
+    /// its replica takes over after the node timeout.
+    ///
+    /// # Panics
+    ///
+    /// When no running node of this cluster listens on `port`.
+    pub fn freeze(&self, port: u16) {
+        let i = self.index_of(port);
+        self.nodes[i].freeze();
+    }
+
+    /// Lets a frozen node go on (SIGCONT).
+    ///
+    /// # Panics
+    ///
+    /// When no node of this cluster listens on `port`.
+    pub fn thaw(&self, port: u16) {
+        let i = self.index_of(port);
+        self.nodes[i].thaw();
+    }
+
     /// Kills the master on `port` with SIGKILL and waits until one of its
     /// replicas has taken over its slots and the cluster is settled again
     /// (`cluster_state:ok` with every slot served, on every running node).

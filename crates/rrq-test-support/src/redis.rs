@@ -254,6 +254,40 @@ impl TestRedis {
         self.server("kill").stop(false);
     }
 
+    /// Freezes a private server with SIGSTOP: its connections stay open and
+    /// nothing answers, as with a host cut off the network. [`TestRedis::thaw`]
+    /// lets it go on.
+    ///
+    /// # Panics
+    ///
+    /// On a shared or stopped server.
+    pub fn freeze(&self) {
+        self.signal("freeze", "STOP");
+    }
+
+    /// Lets a frozen private server go on (SIGCONT).
+    ///
+    /// # Panics
+    ///
+    /// On a shared or stopped server.
+    pub fn thaw(&self) {
+        self.signal("thaw", "CONT");
+    }
+
+    fn signal(&self, what: &str, name: &str) {
+        let pid = match &self.kind {
+            Kind::Private(server) => {
+                server.child.as_ref().unwrap_or_else(|| panic!("{what}: the test redis is not running")).id()
+            }
+            Kind::Shared { .. } => panic!("{what}: a shared test redis is not ours to signal"),
+        };
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("{what}: cannot run kill: {e}"));
+        assert!(status.success(), "{what}: kill -{name} {pid} failed");
+    }
+
     /// Starts a stopped private server again on the same port and directory
     /// and waits until it answers.
     ///

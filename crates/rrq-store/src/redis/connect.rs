@@ -98,6 +98,7 @@ impl RedisStore {
                         dsn: masked,
                         completions,
                         rotation: AtomicUsize::new(0),
+                        suspects: Mutex::new(std::collections::HashMap::new()),
                     }),
                     defaults: Arc::new(JobDefaults::default()),
                     layout,

@@ -107,6 +107,9 @@ struct Inner {
     completions: mpsc::UnboundedSender<batch::Completion>,
     /// Where the next claim starts among a queue's shards (sharded layout).
     rotation: std::sync::atomic::AtomicUsize,
+    /// Shards (by index) whose head did not come in time, left out of
+    /// claims until the instant given (sharded layout).
+    suspects: Mutex<std::collections::HashMap<u16, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for RedisStore {

@@ -30,6 +30,10 @@ use crate::store::{
 /// How many times a claim whose reply was lost is asked for again (with
 /// backoff from 50 ms, about 2.5 s in all: far inside the lease).
 const CLAIM_REPLAYS: usize = 6;
+/// How long a claim waits for one shard's head on a cluster.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a shard whose head did not come is left out of claims.
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
 /// Ready signals buffered per subscriber before new ones are dropped.
 const READY_BUFFER: usize = 256;
 
@@ -294,26 +298,82 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 /// When the first job of each shard's ready set of `queue` is due (`None`:
 /// the shard is empty), in shard order: one `ZRANGE` per shard, sent
 /// together (the client pipelines them, one round trip per node).
+///
+/// A master that does not answer (cut off the network, or frozen) must not
+/// stop the claims from the others: each head is asked with a short
+/// timeout ([`HEAD_TIMEOUT`]); a shard whose head did not come is left out
+/// of this claim and of the next ones for [`SUSPECT_FOR`], then asked
+/// again. The claim fails only when no shard answered.
 async fn shard_heads(store: &RedisStore, queue: &QueueName) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
     const OP: &str = Claim::OP;
+    let now = std::time::Instant::now();
+    let suspect: Vec<bool> = {
+        let until = store.inner.suspects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        store.layout.shards().map(|shard| until.get(&shard.index()).is_some_and(|t| *t > now)).collect()
+    };
+    let options = Options { timeout: Some(HEAD_TIMEOUT), ..Options::default() };
     let asks = store.layout.shards().map(|shard| {
         let key = store.layout.queue(queue, shard);
-        store.command(OP, "ZRANGE", vec![key, "0".to_owned(), "0".to_owned(), "WITHSCORES".to_owned()])
+        let skip = suspect[usize::from(shard.index())];
+        let options = &options;
+        async move {
+            if skip {
+                return None;
+            }
+            let cmd = fred::types::CustomCommand::new_static("ZRANGE", fred::types::ClusterHash::FirstKey, false);
+            let args = vec![key, "0".to_owned(), "0".to_owned(), "WITHSCORES".to_owned()];
+            Some(store.inner.client.with_options(options).custom::<Value, _>(cmd, args).await)
+        }
     });
-    futures::future::join_all(asks)
-        .await
-        .into_iter()
-        .map(|reply| {
-            let mut items = array(OP, reply?)?.into_iter();
-            // RESP3 answers [[member, score]], RESP2 [member, score].
-            let score = match items.next() {
-                None => return Ok(None),
-                Some(Value::Array(mut pair)) if pair.len() == 2 => pair.pop().unwrap_or(Value::Null),
-                Some(_) => items.next().unwrap_or(Value::Null),
-            };
-            score_time(&score).map(Some).ok_or_else(|| protocol(OP, format!("bad score {score:?}")))
-        })
-        .collect()
+    let replies = futures::future::join_all(asks).await;
+    let mut heads = Vec::with_capacity(replies.len());
+    let (mut answered, mut first_error) = (0usize, None);
+    let mut silent = Vec::new();
+    for (shard, reply) in store.layout.shards().zip(replies) {
+        match reply {
+            None => heads.push(None),
+            Some(Ok(v)) => {
+                answered += 1;
+                heads.push(head_of(OP, v)?);
+            }
+            Some(Err(e)) => {
+                // Only silence makes a shard suspect; another failure (say,
+                // a redirection during a resharding) skips it this once.
+                if *e.kind() == ErrorKind::Timeout {
+                    silent.push(shard.index());
+                }
+                first_error.get_or_insert(e);
+                heads.push(None);
+            }
+        }
+    }
+    if !silent.is_empty() {
+        let until = now + SUSPECT_FOR;
+        let mut suspects = store.inner.suspects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for shard in &silent {
+            suspects.insert(*shard, until);
+        }
+    }
+    match first_error {
+        Some(e) if answered == 0 => Err(store.error(OP, e)),
+        Some(e) => {
+            tracing::warn!(error = %e, silent = ?silent, "some shards' heads did not come; claiming from the others (silent shards are asked again in {}s)", SUSPECT_FOR.as_secs());
+            Ok(heads)
+        }
+        None => Ok(heads),
+    }
+}
+
+/// The score of a `ZRANGE … 0 0 WITHSCORES` reply's one member, if any.
+fn head_of(op: &'static str, reply: Value) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let mut items = array(op, reply)?.into_iter();
+    // RESP3 answers [[member, score]], RESP2 [member, score].
+    let score = match items.next() {
+        None => return Ok(None),
+        Some(Value::Array(mut pair)) if pair.len() == 2 => pair.pop().unwrap_or(Value::Null),
+        Some(_) => items.next().unwrap_or(Value::Null),
+    };
+    score_time(&score).map(Some).ok_or_else(|| protocol(op, format!("bad score {score:?}")))
 }
 
 /// One claim call on one shard of the request's queue, asked again after

@@ -722,3 +722,70 @@ async fn listings_add_up_while_a_slot_is_migrating() {
     assert_eq!(store.delete_matching("rrq:*:job:m-*", false).await.unwrap(), 200, "DEL follows the moves");
     assert!(store.job_ids(0).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_go_on_from_the_other_masters_while_one_hangs() {
+    let h = Harness::cluster().await;
+    let q = h.queue("q");
+    // A job on every shard, so every master holds some.
+    let layout = h.layout().clone();
+    let mut ids = Vec::new();
+    for shard in layout.shards() {
+        let id = ids_on_shard(&h, shard, 1).remove(0);
+        let mut job = h.new_job("unused", &q);
+        job.id = id.clone();
+        h.store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+        ids.push(id);
+    }
+    let cluster = h.test_cluster();
+    let frozen = cluster.masters()[0].clone();
+    let on_frozen: Vec<&JobId> = ids.iter().filter(|id| frozen.serves(cluster.slot_of(&layout.job(id)))).collect();
+    assert!(!on_frozen.is_empty() && on_frozen.len() < ids.len());
+
+    cluster.freeze(frozen.port);
+    let started = Instant::now();
+    let first = h.claim(&q, &h.worker("w"), ids.len(), h.now).await;
+    let took = started.elapsed();
+    let got: Vec<&JobId> = first.jobs.iter().map(|c| &c.lease.job_id).collect();
+    assert_eq!(got.len(), ids.len() - on_frozen.len(), "every job of the masters that answer: {got:?}");
+    assert!(got.iter().all(|id| !on_frozen.contains(id)));
+    assert!(took < Duration::from_secs(5), "the claim waited {took:?} for the frozen master");
+    // The silent shards are left out for a while: the next claim does not
+    // wait for them again.
+    let started = Instant::now();
+    let second = h.claim(&q, &h.worker("w"), ids.len(), h.now).await;
+    assert!(second.jobs.is_empty());
+    assert!(started.elapsed() < Duration::from_millis(900), "waited {:?}", started.elapsed());
+
+    // Back (its replica may have taken over meanwhile): its jobs are claimed.
+    cluster.thaw(frozen.port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut rest = Vec::new();
+    while rest.len() < on_frozen.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the frozen master's jobs after it came back: {} of {}",
+            rest.len(),
+            on_frozen.len()
+        );
+        if let Ok(batch) = h.store.claim(claim_request(&h, &q)).await {
+            rest.extend(batch.jobs.into_iter().map(|c| c.lease.job_id));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await; // sleep-ok: polling with a deadline
+    }
+    rest.sort();
+    let mut want: Vec<JobId> = on_frozen.into_iter().cloned().collect();
+    want.sort();
+    assert_eq!(rest, want);
+}
+
+fn claim_request(h: &Harness, q: &QueueName) -> ClaimRequest {
+    ClaimRequest {
+        queue: q.clone(),
+        worker_id: h.worker("w"),
+        max: 1000,
+        now: h.now,
+        lease_ttl: LEASE,
+        max_payload_bytes: usize::MAX,
+    }
+}

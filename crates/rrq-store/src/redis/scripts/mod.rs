@@ -123,12 +123,26 @@ pub(super) async fn eval<S: LuaScript>(client: &Client, script: S) -> Result<Val
     let script = S::script();
     let mut refused = Refused::new();
     loop {
-        match script.evalsha_with_reload::<Value, _, _>(client, keys.clone(), args.clone()).await {
+        match evalsha_or_eval(client, script, &keys, &args).await {
             // Redirected more often than fred had writes for (a slot in the
             // middle of its move): a resendable call is sent again.
             Err(e) if refused.again(&e, S::RESENDABLE && client.is_clustered()).await => {}
             result => return result,
         }
+    }
+}
+
+/// `EVALSHA`, and on `NOSCRIPT` the script's source with `EVAL`, which runs
+/// it and caches it on the node that serves the call. (fred's own reload
+/// sends `SCRIPT LOAD` to every node of a cluster, so one node that does
+/// not answer would hold up every call that needs a reload.)
+async fn evalsha_or_eval(client: &Client, script: &Script, keys: &[String], args: &[Value]) -> Result<Value, Error> {
+    match client.evalsha::<Value, _, _, _>(script.sha1().clone(), keys.to_vec(), args.to_vec()).await {
+        Err(e) if e.details().starts_with("NOSCRIPT") => match script.lua() {
+            Some(source) => client.eval(source.clone(), keys.to_vec(), args.to_vec()).await,
+            None => Err(e),
+        },
+        result => result,
     }
 }
 
