@@ -166,13 +166,10 @@ impl RedisStore {
     /// Runs one plain command.
     async fn command(&self, op: &'static str, name: &'static str, args: Vec<String>) -> Result<Value, StoreError> {
         let cmd = fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::FirstKey, false);
-        // A read sent again changes nothing: it follows a slot however
-        // often the cluster redirects it while the slot moves.
-        let read = !matches!(name, "HSET" | "DEL" | "SET");
         let mut refused = scripts::Refused::new();
         loop {
             match self.inner.client.custom(cmd.clone(), args.clone()).await {
-                Err(e) if refused.again(&e, read).await => {}
+                Err(e) if refused.again(&e).await => {}
                 result => return result.map_err(|e| self.error(op, e)),
             }
         }

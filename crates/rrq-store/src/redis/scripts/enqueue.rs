@@ -19,8 +19,6 @@ pub(crate) struct Enqueue {
 
 impl LuaScript for Enqueue {
     const OP: &'static str = "enqueue";
-    /// A re-sent call finds the job its first run created and answers "created".
-    const RESENDABLE: bool = true;
     type Reply = Result<Enqueued, StoreError>;
 
     lua_source!("enqueue.lua");

@@ -43,8 +43,6 @@ impl BatchJob {
 
 impl LuaScript for EnqueueBatch {
     const OP: &'static str = "enqueue_batch";
-    /// A re-sent call finds the job its first run created and answers "created".
-    const RESENDABLE: bool = true;
     /// Per job: created (`true`) or its id was taken.
     type Reply = Vec<bool>;
 

@@ -25,8 +25,6 @@ pub(crate) struct EnqueueDebounced {
 
 impl LuaScript for EnqueueDebounced {
     const OP: &'static str = "enqueue";
-    /// A re-sent call finds the job its first run created and answers "created".
-    const RESENDABLE: bool = true;
     type Reply = Result<Enqueued, StoreError>;
 
     lua_source!("enqueue_debounced.lua");

@@ -17,8 +17,6 @@ pub(crate) struct EnqueueRateLimited {
 
 impl LuaScript for EnqueueRateLimited {
     const OP: &'static str = "enqueue";
-    /// A re-sent call finds the job its first run created and answers "created".
-    const RESENDABLE: bool = true;
     type Reply = Result<Enqueued, StoreError>;
 
     lua_source!("enqueue_rate_limited.lua");

@@ -100,13 +100,6 @@ pub(super) trait LuaScript {
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>);
     /// Decodes the script's reply.
     fn decode(reply: Value) -> Result<Self::Reply, StoreError>;
-    /// Whether a second run of the very same call answers as the first one
-    /// did (the script recognises what its earlier run wrote). On a cluster
-    /// every call may be written more than once by fred (see
-    /// `connect::CLUSTER_ATTEMPTS`); a resendable call is also sent again
-    /// by the store when fred's writes ran out while following
-    /// redirections.
-    const RESENDABLE: bool = false;
 }
 
 /// How long a call refused with `TRYAGAIN` (a multi-key call on a slot
@@ -115,18 +108,16 @@ const TRYAGAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Runs a script on `client`, leaving the client's error as it is (the
 /// caller classifies it, or, for a claim, decides to ask again). On a
-/// cluster, a call refused with `TRYAGAIN` while its slot migrates is sent
-/// again, with backoff, until the migration of the slot ends (the refusal
-/// comes before the script runs, so nothing is applied twice).
+/// cluster, a call the server ran nothing of (refused with `TRYAGAIN` while
+/// its slot migrates, or redirected more often than fred follows) is sent
+/// again, with backoff, until the migration of the slot ends.
 pub(super) async fn eval<S: LuaScript>(client: &Client, script: S) -> Result<Value, Error> {
     let (keys, args) = script.keys_and_args();
     let script = S::script();
     let mut refused = Refused::new();
     loop {
         match evalsha_or_eval(client, script, &keys, &args).await {
-            // Redirected more often than fred had writes for (a slot in the
-            // middle of its move): a resendable call is sent again.
-            Err(e) if refused.again(&e, S::RESENDABLE && client.is_clustered()).await => {}
+            Err(e) if refused.again(&e).await => {}
             result => return result,
         }
     }
@@ -160,11 +151,9 @@ impl Refused {
     }
 
     /// Whether the call that failed with `e` should be sent again (after
-    /// waiting here): [`not_run`] calls always; a `resendable` call
-    /// (a read, or a script that knows its own earlier run) is sent again
-    /// after fred ran out of writes while following redirections.
-    pub(super) async fn again(&mut self, e: &Error, resendable: bool) -> bool {
-        (not_run(e) || (resendable && redirected_out(e))) && self.wait().await
+    /// waiting here): only a call the server ran nothing of ([`not_run`]).
+    pub(super) async fn again(&mut self, e: &Error) -> bool {
+        not_run(e) && self.wait().await
     }
 
     /// Waits before the next send; `false` (at once) past the deadline.

@@ -2,29 +2,16 @@
 //! its first run did, and only that call: the sharded layout's call mark.
 #![cfg(test)]
 
-use rrq_protocol::{JobId, QueueName};
+use rrq_protocol::JobId;
 
 use super::{BatchJob, Enqueue, EnqueueBatch, LuaScript, NewJobCall, eval};
 use crate::job::NewJob;
 use crate::keys::Layout;
 use crate::redis::RedisStore;
 
+/// A job of a fresh id (the slot tests' job, under another id).
 fn new_job(id: &str) -> NewJob {
-    let now = chrono::Utc::now();
-    NewJob {
-        id: JobId::new(id),
-        function_name: "f".into(),
-        params: Default::default(),
-        queue: QueueName::new("resend"),
-        enqueue_time: now,
-        scheduled_time: now,
-        max_retries: 5,
-        job_timeout_seconds: 300,
-        result_ttl_seconds: 86_400,
-        trace_context: Default::default(),
-        correlation_context: Default::default(),
-        unique_key: None,
-    }
+    super::slots::new_job(&JobId::new(id))
 }
 
 async fn status(store: &RedisStore, call: Enqueue) -> Vec<fred::prelude::Value> {

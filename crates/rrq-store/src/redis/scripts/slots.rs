@@ -28,7 +28,7 @@ fn ids_in(layout: &Layout, shard: Shard, n: usize) -> Vec<JobId> {
     (0..).map(|n| JobId::new(format!("id-{n}"))).filter(|id| layout.shard_of(id) == shard).take(n).collect()
 }
 
-fn new_job(id: &JobId) -> NewJob {
+pub(super) fn new_job(id: &JobId) -> NewJob {
     NewJob {
         id: id.clone(),
         function_name: "f".into(),
