@@ -159,8 +159,8 @@ impl Shard {
 /// (idempotency, rate limit, debounce, unique lock) lives on the shard of
 /// its own text (hashed the same way), so duplicates meet there; a job
 /// enqueued under one must have an id of that shard. Worker health and cron
-/// ticks share the cluster-wide tag [`GLOBAL_TAG`]; the pub/sub channels are
-/// not keys and keep their names.
+/// ticks share the cluster-wide tag [`GLOBAL_TAG`]. The ready channel is
+/// per shard ([`Layout::ready_channel`]); the cancel channel keeps its name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Layout {
     /// The hash tag of each shard (braces included); `None`: single.
@@ -284,6 +284,23 @@ impl Layout {
     /// The lease index of `shard` (`rrq:leases`).
     pub fn leases(&self, shard: Shard) -> String {
         self.on_shard(shard, LEASES)
+    }
+
+    /// The channel a job added to `shard`'s ready sets is announced on: the
+    /// broadcast `rrq:ready` in the single layout; in the sharded one the
+    /// shard's own channel `rrq:{TAG}:ready` (Redis 7 sharded pub/sub,
+    /// `SPUBLISH`), which only the shard's master and replicas carry. A
+    /// message on the broadcast channel of a sharded store stands for every
+    /// shard of the queue it names (a resumed queue).
+    pub fn ready_channel(&self, shard: Shard) -> String {
+        self.on_shard(shard, READY_CHANNEL)
+    }
+
+    /// Whether `channel` is a shard's ready channel of this (sharded)
+    /// layout, and which.
+    pub fn ready_channel_shard(&self, channel: &str) -> Option<Shard> {
+        let shard = self.shard_of_key(channel)?;
+        (self.ready_channel(shard) == channel).then_some(shard)
     }
 
     /// The paused-queue set `shard`'s claims read (`rrq:paused_queues`).

@@ -99,6 +99,7 @@ impl RedisStore {
                         completions,
                         rotation: AtomicUsize::new(0),
                         suspects: Mutex::new(std::collections::HashMap::new()),
+                        heads: Arc::default(),
                     }),
                     defaults: Arc::new(JobDefaults::default()),
                     layout,
@@ -170,6 +171,13 @@ impl RedisStore {
                     // A detached task that re-subscribes after every reconnect.
                     drop(sub.manage_subscriptions());
                     sub.subscribe(vec![keys::READY_CHANNEL, keys::CANCEL_CHANNEL]).await?;
+                    if self.layout.is_sharded() {
+                        // One shard channel per call: a call's channels
+                        // must share a slot.
+                        for shard in self.layout.shards() {
+                            sub.ssubscribe(self.layout.ready_channel(shard)).await?;
+                        }
+                    }
                     if self.keyspace && !self.layout.is_sharded() {
                         sub.psubscribe(notify::pattern(self.inner.db)).await?;
                     }
@@ -195,17 +203,55 @@ impl RedisStore {
     /// which signals the subscription delivers.
     async fn watch_keyspace_config(&self, sub: &SubscriberClient) {
         let signals = self.inner.signals.clone();
+        if self.layout.is_sharded() {
+            // Keyspace notifications are not used on a cluster (each node
+            // reports only its own keys): only RRQ writes the sharded
+            // layout, and every write that adds a job to a shard's ready set
+            // says so on the shard's channel, subscribed above.
+            *signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ReadySignals::Complete;
+            // Weak: the task ends with the store.
+            let (heads, mut reconnects) = (Arc::downgrade(&self.inner.heads), sub.reconnect_rx());
+            let (sub, layout) = (sub.clone(), self.layout.clone());
+            tokio::spawn(async move {
+                let mut again = tokio::time::interval(RESUBSCRIBE_EVERY);
+                again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                again.tick().await;
+                loop {
+                    tokio::select! {
+                        reconnect = reconnects.recv() => match reconnect {
+                            // Messages may have been missed while the
+                            // connection was down: every head is read again
+                            // at the next claim (fred subscribes again).
+                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => match heads.upgrade() {
+                                Some(heads) => heads.forget(),
+                                None => break,
+                            },
+                            // The subscriber was closed.
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                        },
+                        _ = again.tick() => {
+                            if heads.strong_count() == 0 {
+                                break;
+                            }
+                            // A master that hands a slot to another (a
+                            // resharding, a failover) drops the slot's shard
+                            // subscriptions, and the client does not
+                            // subscribe again by itself: subscribing to a
+                            // channel already subscribed is a no-op.
+                            for shard in layout.shards() {
+                                if let Err(e) = sub.ssubscribe(layout.ready_channel(shard)).await {
+                                    tracing::debug!(error = %e, shard = shard.index(), "subscribing to a shard channel again failed; tried again later");
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            return;
+        }
         if !self.keyspace {
             *signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ReadySignals::Partial {
                 reason: format!("keyspace notifications are turned off (`[rrq] {} = false`)", notify::CONFIG_KEY),
-            };
-            return;
-        }
-        if self.layout.is_sharded() {
-            *signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ReadySignals::Partial {
-                reason: "keyspace notifications are not used on a Redis Cluster yet (each node reports only its own \
-                         keys): jobs enqueued without an RRQ ready signal are picked up by the regular poll"
-                    .to_owned(),
             };
             return;
         }
@@ -364,6 +410,10 @@ fn connect_error(e: Error, dsn: String) -> StoreError {
 /// own earlier run, enqueues carry a call mark, claims always look for the
 /// jobs their token already took).
 pub(super) const CLUSTER_ATTEMPTS: u32 = 8;
+/// How often a store on a cluster subscribes to its shard channels again
+/// (see `watch_keyspace_config`): a message lost in between costs a worker
+/// at most `heads::FRESH_FOR` of delay.
+const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(10);
 const CLUSTER_REDIRECTIONS: u32 = 5;
 
 fn builder(config: Config, mode: Mode) -> Builder {

@@ -16,7 +16,7 @@ use super::scripts::{
 use crate::clock::epoch_ms;
 use crate::error::StoreError;
 use crate::job::NewJob;
-use crate::keys::{self, Layout, Shard};
+use crate::keys::{Layout, Shard};
 use crate::shared::{self, Plan};
 use crate::store::{EnqueueMode, EnqueueStore, Enqueued};
 
@@ -211,8 +211,9 @@ async fn enqueue_chunk(
     store: &RedisStore,
     jobs: Vec<&NewJob>,
 ) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
+    let shard = jobs.first().map_or(Shard::FIRST, |job| store.layout.shard_of(&job.id));
     let call = EnqueueBatch {
-        channel: keys::READY_CHANNEL,
+        channel: store.layout.ready_channel(shard),
         jobs: jobs.iter().map(|job| BatchJob::new(&store.layout, job)).collect(),
     };
     let created = store.run(call).await?;

@@ -16,7 +16,10 @@
 //!   listings merged over the shards, and the check of the recorded shard
 //!   count when connecting;
 //! * `batch.rs`: the task that records successes in batches;
-//! * `reply.rs`: reply decoding; `notify.rs`: keyspace notifications.
+//! * `reply.rs`: reply decoding; `notify.rs`: keyspace notifications and
+//!   what a message on RRQ's channels stands for; `heads.rs`: on a cluster,
+//!   what a store knows of its queues' shard heads, so claims ask only the
+//!   shards that may hold a due job.
 //!
 //! Connections: one multiplexed client runs every command and script; a
 //! small pool of dedicated connections serves blocking reads (`XREAD BLOCK`)
@@ -45,6 +48,7 @@ mod batch;
 mod connect;
 mod enqueue;
 mod fanout;
+mod heads;
 mod inspect;
 mod notify;
 mod options;
@@ -110,6 +114,9 @@ struct Inner {
     /// Shards (by index) whose head did not come in time, left out of
     /// claims until the instant given (sharded layout).
     suspects: Mutex<std::collections::HashMap<u16, std::time::Instant>>,
+    /// What this store knows of each queue's shard heads (sharded layout,
+    /// with the shard channels subscribed; see `heads.rs`).
+    heads: Arc<heads::Heads>,
 }
 
 impl std::fmt::Debug for RedisStore {

@@ -15,7 +15,7 @@ use fred::types::KeyspaceEvent;
 use rrq_protocol::{JobId, QueueName};
 use tracing::warn;
 
-use crate::keys::{self, Layout};
+use crate::keys::{self, Layout, Shard};
 use crate::store::{ReadySignals, Signal};
 
 /// The configuration parameter that turns keyspace notifications on.
@@ -89,21 +89,25 @@ fn flags_of(reply: &Value) -> String {
     }
 }
 
-/// The signal a message on RRQ's own channels stands for, if any.
-/// In the sharded layout the ready channel carries a shard's ready key:
-/// the signal names its queue.
-pub(super) fn signal(channel: &str, value: &Value, layout: &Layout) -> Option<Signal> {
-    if channel == keys::READY_CHANNEL {
-        let key = value.as_string()?;
-        if layout.is_sharded() {
-            return layout.queue_of(&key).map(|(queue, _)| Signal::Ready(queue));
-        }
-        return Some(Signal::Ready(QueueName::new(&key)));
-    }
+/// The signal a message on RRQ's own channels stands for, if any, with the
+/// one shard it names (`None`: every shard of the queue, or no queue).
+///
+/// In the sharded layout a ready message carries a shard's ready key: on
+/// the shard's own channel it names that shard; on the broadcast channel
+/// (a resumed queue) it stands for every shard of its queue.
+pub(super) fn signal(channel: &str, value: &Value, layout: &Layout) -> Option<(Signal, Option<Shard>)> {
     if channel == keys::CANCEL_CHANNEL {
-        return value.as_string().filter(|id| !id.is_empty()).map(|id| Signal::Cancel(JobId::new(id)));
+        return value.as_string().filter(|id| !id.is_empty()).map(|id| (Signal::Cancel(JobId::new(id)), None));
     }
-    None
+    let key = value.as_string()?;
+    if !layout.is_sharded() {
+        return (channel == keys::READY_CHANNEL).then(|| (Signal::Ready(QueueName::new(&key)), None));
+    }
+    let (queue, shard) = layout.queue_of(&key)?;
+    if channel == keys::READY_CHANNEL {
+        return Some((Signal::Ready(queue), None));
+    }
+    (layout.ready_channel_shard(channel) == Some(shard)).then_some((Signal::Ready(queue), Some(shard)))
 }
 
 /// The signal a keyspace event stands for, if any (fred hands keyspace
@@ -147,19 +151,25 @@ mod tests {
     }
 
     #[test]
-    fn a_sharded_ready_key_signals_its_queue() {
+    fn a_sharded_ready_key_signals_its_queue_and_shard() {
         let layout = Layout::sharded(8).unwrap();
         let queue = QueueName::new("emails");
-        let shard = layout.shards().nth(5).unwrap();
+        let (shard, other) = (layout.shards().nth(5).unwrap(), layout.shards().nth(6).unwrap());
         let key = Value::from(layout.queue(&queue, shard));
-        assert_eq!(signal(keys::READY_CHANNEL, &key, &layout), Some(Signal::Ready(queue)));
+        let ready = Signal::Ready(queue.clone());
+        assert_eq!(signal(&layout.ready_channel(shard), &key, &layout), Some((ready.clone(), Some(shard))));
+        // The broadcast channel (a resume) names every shard.
+        assert_eq!(signal(keys::READY_CHANNEL, &key, &layout), Some((ready, None)));
+        // A key of another shard on a shard's channel, or a foreign key, is nothing.
+        assert_eq!(signal(&layout.ready_channel(other), &key, &layout), None);
         assert_eq!(signal(keys::READY_CHANNEL, &Value::from("rrq:{x}:queue:a"), &layout), None);
+        assert_eq!(signal("rrq:{x}:ready", &key, &layout), None);
     }
 
     #[test]
     fn rrq_channels_carry_queues_and_job_ids() {
         let single = Layout::single();
-        let signal = |channel: &str, value: &str| signal(channel, &Value::from(value), &single);
+        let signal = |channel: &str, value: &str| signal(channel, &Value::from(value), &single).map(|(s, _)| s);
         assert_eq!(signal(keys::READY_CHANNEL, "rrq:queue:a"), Some(Signal::Ready(QueueName::new("a"))));
         assert_eq!(signal(keys::CANCEL_CHANNEL, "j1"), Some(Signal::Cancel(JobId::new("j1"))));
         assert_eq!(signal(keys::CANCEL_CHANNEL, ""), None);

@@ -12,6 +12,7 @@ use rrq_protocol::QueueName;
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
 
+use super::heads::{Head, Picture};
 use super::reply::{array, int, protocol, score_time, text};
 use super::scripts::{
     self, Claim, CronTick, DeadLetter, Fenced, FinishCancelled, LuaScript, Recover, Release, Renew, Retry,
@@ -51,19 +52,31 @@ impl WorkerStore for RedisStore {
         let n = usize::from(self.layout.shard_count());
         let first = if n == 1 { 0 } else { self.inner.rotation.fetch_add(1, Ordering::Relaxed) % n };
         let mut batch = ClaimBatch { jobs: Vec::new(), dropped: Vec::new(), next_ready: None, paused: false };
-        // On a cluster, only the shards with a due job are claimed from
-        // (their heads asked of every shard at once); the single layout's
-        // one shard is always claimed from, as before.
+        // On a cluster, only the shards that may hold a due job are claimed
+        // from: those the picture kept from the shard channels says so of
+        // (see `heads.rs`), or else those whose head, asked of every shard
+        // at once, is due. The single layout's one shard is always claimed
+        // from, as before.
         let mut due = vec![true; n];
-        if self.layout.is_sharded() {
+        let picture = if self.layout.is_sharded() {
             let now_ms = epoch_ms(req.now);
-            for (i, head) in shard_heads(self, &req.queue).await?.into_iter().enumerate() {
-                due[i] = head.is_some_and(|at| epoch_ms(at) <= now_ms);
-                if !due[i] {
-                    batch.next_ready = earliest(batch.next_ready, head);
+            let picture = match self.inner.heads.picture(&req.queue, std::time::Instant::now()) {
+                Some(picture) => picture,
+                None => shard_heads(self, &req.queue).await?,
+            };
+            let suspect = suspects(self);
+            for (i, head) in picture.heads.iter().enumerate() {
+                due[i] = head.due(now_ms) && !suspect[i];
+                if let Head::At(at) = head
+                    && !due[i]
+                {
+                    batch.next_ready = earliest(batch.next_ready, DateTime::from_timestamp_millis(*at));
                 }
             }
-        }
+            Some(picture)
+        } else {
+            None
+        };
         let shards: Vec<Shard> = self.layout.shards().collect();
         for &shard in shards.iter().cycle().skip(first).take(n) {
             if !due[usize::from(shard.index())] {
@@ -83,6 +96,14 @@ impl WorkerStore for RedisStore {
                 }
                 Err(e) => return Err(e),
             };
+            if let Some(picture) = &picture {
+                // A paused shard counts as empty until the resume's message.
+                let head = match reply.head {
+                    Some(at) if !reply.paused => Head::At(epoch_ms(at)),
+                    _ => Head::Empty,
+                };
+                self.inner.heads.claimed(&req.queue, picture, shard, head);
+            }
             batch.paused |= reply.paused;
             batch.dropped.extend(reply.dropped);
             batch.next_ready = earliest(batch.next_ready, reply.head);
@@ -228,14 +249,28 @@ impl WorkerStore for RedisStore {
         let (mut messages, mut keyspace) = (sub.message_rx(), sub.keyspace_event_rx());
         let db = self.inner.db;
         let layout = self.layout.clone();
+        let heads = self.inner.heads.clone();
+        // While this task runs, claims may trust what the shard channels
+        // told (sharded layout): it records every message before passing it on.
+        let listening = layout.is_sharded().then(|| heads.listening());
         let (tx, rx) = mpsc::channel(READY_BUFFER);
         tokio::spawn(async move {
+            let _listening = listening;
             loop {
                 let signal = tokio::select! {
                     _ = tx.closed() => break,
                     msg = messages.recv() => match msg {
-                        Ok(msg) => notify::signal(&msg.channel, &msg.value, &layout),
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                        Ok(msg) => notify::signal(&msg.channel, &msg.value, &layout).map(|(signal, shard)| {
+                            if let Signal::Ready(queue) = &signal {
+                                heads.signalled(queue, shard);
+                            }
+                            signal
+                        }),
+                        // Messages were dropped: nothing known can be trusted.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            heads.forget();
+                            None
+                        }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                     },
                     event = keyspace.recv() => match event {
@@ -295,22 +330,29 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
     }
 }
 
-/// When the first job of each shard's ready set of `queue` is due (`None`:
-/// the shard is empty), in shard order: one `ZRANGE` per shard, sent
-/// together (the client pipelines them, one round trip per node).
+/// The shards (by index) left out of claims now: their head did not come
+/// in time a moment ago.
+fn suspects(store: &RedisStore) -> Vec<bool> {
+    let now = std::time::Instant::now();
+    let until = store.inner.suspects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    store.layout.shards().map(|shard| until.get(&shard.index()).is_some_and(|t| *t > now)).collect()
+}
+
+/// Reads the head of each shard's ready set of `queue` (when its first job
+/// is due; [`Head::Empty`]: no job), in shard order: one `ZRANGE` per shard,
+/// sent together (the client pipelines them, one round trip per node), and
+/// records them in the store's picture of the queue.
 ///
 /// A master that does not answer (cut off the network, or frozen) must not
 /// stop the claims from the others: each head is asked with a short
 /// timeout ([`HEAD_TIMEOUT`]); a shard whose head did not come is left out
 /// of this claim and of the next ones for [`SUSPECT_FOR`], then asked
 /// again. The claim fails only when no shard answered.
-async fn shard_heads(store: &RedisStore, queue: &QueueName) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
+async fn shard_heads(store: &RedisStore, queue: &QueueName) -> Result<Picture, StoreError> {
     const OP: &str = Claim::OP;
     let now = std::time::Instant::now();
-    let suspect: Vec<bool> = {
-        let until = store.inner.suspects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        store.layout.shards().map(|shard| until.get(&shard.index()).is_some_and(|t| *t > now)).collect()
-    };
+    let mut picture = store.inner.heads.reading(queue, usize::from(store.layout.shard_count()));
+    let suspect = suspects(store);
     let options = Options { timeout: Some(HEAD_TIMEOUT), ..Options::default() };
     let asks = store.layout.shards().map(|shard| {
         let key = store.layout.queue(queue, shard);
@@ -326,15 +368,16 @@ async fn shard_heads(store: &RedisStore, queue: &QueueName) -> Result<Vec<Option
         }
     });
     let replies = futures::future::join_all(asks).await;
-    let mut heads = Vec::with_capacity(replies.len());
     let (mut answered, mut first_error) = (0usize, None);
     let mut silent = Vec::new();
     for (shard, reply) in store.layout.shards().zip(replies) {
+        let i = usize::from(shard.index());
         match reply {
-            None => heads.push(None),
+            // Left out: asked again once no longer suspect.
+            None => picture.heads[i] = Head::Ask,
             Some(Ok(v)) => {
                 answered += 1;
-                heads.push(head_of(OP, v)?);
+                picture.heads[i] = head_of(OP, v)?.map_or(Head::Empty, |at| Head::At(epoch_ms(at)));
             }
             Some(Err(e)) => {
                 // Only silence makes a shard suspect; another failure (say,
@@ -343,7 +386,7 @@ async fn shard_heads(store: &RedisStore, queue: &QueueName) -> Result<Vec<Option
                     silent.push(shard.index());
                 }
                 first_error.get_or_insert(e);
-                heads.push(None);
+                picture.heads[i] = Head::Ask;
             }
         }
     }
@@ -358,9 +401,13 @@ async fn shard_heads(store: &RedisStore, queue: &QueueName) -> Result<Vec<Option
         Some(e) if answered == 0 => Err(store.error(OP, e)),
         Some(e) => {
             tracing::warn!(error = %e, silent = ?silent, "some shards' heads did not come; claiming from the others (silent shards are asked again in {}s)", SUSPECT_FOR.as_secs());
-            Ok(heads)
+            // Not recorded: the picture is read again at the next claim.
+            Ok(picture)
         }
-        None => Ok(heads),
+        None => {
+            store.inner.heads.read(queue, &picture, now);
+            Ok(picture)
+        }
     }
 }
 

@@ -224,19 +224,26 @@ async fn successive_claims_start_at_successive_shards() {
     assert_eq!(h.store.queue_len(&q).await.unwrap(), u64::try_from(shards).unwrap());
 }
 
-/// `EVALSHA` calls served by every master of `cluster` so far.
-fn script_calls(cluster: &TestCluster) -> u64 {
+/// Calls of `command` (lower case; those scripts make included) served by
+/// every master of `cluster` so far.
+fn calls(cluster: &TestCluster, command: &str) -> u64 {
+    let prefix = format!("cmdstat_{command}:calls=");
     cluster
         .masters()
         .iter()
         .map(|m| match resp::call(m.port, &["INFO", "commandstats"]) {
             Ok(Reply::Bulk(Some(info))) => info
                 .lines()
-                .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
                 .map_or(0, |rest| rest.split(',').next().unwrap().parse::<u64>().unwrap()),
             other => panic!("INFO on {}: {other:?}", m.addr()),
         })
         .sum()
+}
+
+/// `EVALSHA` calls served by every master of `cluster` so far.
+fn script_calls(cluster: &TestCluster) -> u64 {
+    calls(cluster, "evalsha")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,14 +288,13 @@ async fn a_claim_runs_the_claim_script_only_on_shards_with_a_due_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keyspace_notifications_are_reported_unused_on_a_cluster() {
+async fn every_shard_channel_is_subscribed_on_its_master_and_keyspace_notifications_stay_off() {
     let cluster = tokio::task::spawn_blocking(TestCluster::start).await.unwrap();
     let store = RedisStore::connect(&cluster.dsn()).await.unwrap();
     let _rx = store.subscribe_ready().await.unwrap();
-    match store.ready_signals() {
-        rrq_store::ReadySignals::Partial { reason } => assert!(reason.contains("Redis Cluster"), "{reason}"),
-        other => panic!("expected Partial, got {other:?}"),
-    }
+    assert_eq!(store.ready_signals(), rrq_store::ReadySignals::Complete);
+    let layout = Layout::sharded(DEFAULT_QUEUE_SHARDS).unwrap();
+    let mut subscribed = 0;
     for master in cluster.masters() {
         match resp::call(master.port, &["CONFIG", "GET", "notify-keyspace-events"]) {
             Ok(Reply::Array(Some(items))) => {
@@ -296,7 +302,112 @@ async fn keyspace_notifications_are_reported_unused_on_a_cluster() {
             }
             other => panic!("CONFIG GET on {}: {other:?}", master.addr()),
         }
+        match resp::call(master.port, &["PUBSUB", "SHARDCHANNELS", "rrq:{*}:ready"]) {
+            Ok(Reply::Array(Some(items))) => subscribed += items.len(),
+            other => panic!("PUBSUB SHARDCHANNELS on {}: {other:?}", master.addr()),
+        }
     }
+    assert_eq!(subscribed, layout.shards().count(), "each shard's channel, on the master of its slot");
+}
+
+/// What a woken worker asks of the masters: with the shard channels
+/// subscribed, a claim after a job came to one shard runs the claim script
+/// on that shard alone (no head read of the other shards), and claims of an
+/// idle queue read the heads once per `FRESH_FOR` (1 s, `heads.rs`), not
+/// once per claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_woken_for_one_shard_asks_only_that_shard() {
+    const FRESH_FOR: Duration = Duration::from_secs(1);
+    let cluster = tokio::task::spawn_blocking(TestCluster::start).await.unwrap();
+    let store = RedisStore::connect(&cluster.dsn()).await.unwrap();
+    let mut rx = store.subscribe_ready().await.unwrap();
+    let h = Harness::memory().await;
+    let q = h.queue("q");
+    let claim = || ClaimRequest {
+        queue: q.clone(),
+        worker_id: "w".into(),
+        max: 10,
+        now: chrono::Utc::now(),
+        lease_ttl: LEASE,
+        max_payload_bytes: usize::MAX,
+    };
+    let job = |name: &str| {
+        let mut job = h.new_job(name, &q);
+        (job.enqueue_time, job.scheduled_time) = (chrono::Utc::now(), chrono::Utc::now());
+        job
+    };
+    let shards = u64::from(DEFAULT_QUEUE_SHARDS);
+    // Loads the scripts on every master.
+    store.enqueue(job("warm"), EnqueueMode::Standard).await.unwrap();
+    assert_eq!(store.claim(claim()).await.unwrap().jobs.len(), 1);
+
+    // Timing decides only which claim reads the heads: a try where a step
+    // took longer than FRESH_FOR (a loaded machine) proves nothing and is
+    // made again.
+    for attempt in 0.. {
+        assert!(attempt < 10, "no try finished inside {FRESH_FOR:?}");
+        let began = Instant::now();
+        let reads = calls(&cluster, "zrange");
+        assert!(store.claim(claim()).await.unwrap().jobs.is_empty());
+        let first = calls(&cluster, "zrange") - reads;
+        for _ in 0..5 {
+            assert!(store.claim(claim()).await.unwrap().jobs.is_empty());
+        }
+        let idle = calls(&cluster, "zrange") - reads;
+
+        let name = format!("woken-{attempt}");
+        store.enqueue(job(&name), EnqueueMode::Standard).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while rx.recv().await != Some(rrq_store::Signal::Ready(q.clone())) {}
+        })
+        .await
+        .expect("the enqueue is signalled");
+        let (reads, scripts) = (calls(&cluster, "zrange"), script_calls(&cluster));
+        let batch = store.claim(claim()).await.unwrap();
+        let (woken_reads, woken_scripts) = (calls(&cluster, "zrange") - reads, script_calls(&cluster) - scripts);
+        assert_eq!(batch.jobs.len(), 1);
+        assert_eq!(batch.jobs[0].lease.job_id, h.id(&name));
+        if began.elapsed() >= FRESH_FOR {
+            continue;
+        }
+        assert!(first <= shards, "the first claim reads each head at most once: {first}");
+        assert_eq!(idle, first, "idle claims inside {FRESH_FOR:?} read no head again");
+        // The one ZRANGE is the claim script's own look at the shard's new head.
+        assert_eq!((woken_scripts, woken_reads), (1, 1), "the woken claim asks the job's shard alone");
+        break;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_job_is_signalled_on_a_cluster_so_its_time_is_known_at_once() {
+    let cluster = tokio::task::spawn_blocking(TestCluster::start).await.unwrap();
+    let store = RedisStore::connect(&cluster.dsn()).await.unwrap();
+    let mut rx = store.subscribe_ready().await.unwrap();
+    let h = Harness::memory().await;
+    let q = h.queue("q");
+    let claim = |now| ClaimRequest {
+        queue: q.clone(),
+        worker_id: "w".into(),
+        max: 10,
+        now,
+        lease_ttl: LEASE,
+        max_payload_bytes: usize::MAX,
+    };
+    let now = chrono::Utc::now();
+    assert!(store.claim(claim(now)).await.unwrap().next_ready.is_none());
+    let later = now + chrono::TimeDelta::seconds(30);
+    let mut job = h.new_job("later", &q);
+    (job.enqueue_time, job.scheduled_time) = (now, later);
+    store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while rx.recv().await != Some(rrq_store::Signal::Ready(q.clone())) {}
+    })
+    .await
+    .expect("the deferred enqueue is signalled");
+    // Whether or not the picture is still fresh, the claim learns the time.
+    let batch = store.claim(claim(now)).await.unwrap();
+    assert!(batch.jobs.is_empty());
+    assert_eq!(batch.next_ready.map(|t| t.timestamp_millis()), Some(later.timestamp_millis()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -218,15 +218,29 @@ local function end_attempt(lock_key, active_key, leases_key, id, worker)
   redis.call('ZREM', leases_key, id)
 end
 
+-- Tells the workers that `queue` (a ready set's key) gained a job. On one
+-- server `channel` is the broadcast ready channel, published on only when
+-- the job is ready now (keyspace notifications cover the rest). In the
+-- sharded layout `channel` is the shard's own channel (its name carries the
+-- shard's hash tag, so it hashes to this script's slot) and the message goes
+-- out with SPUBLISH, to the shard's nodes only, for a deferred job as well:
+-- a worker keeps each shard's head in mind and asks only the shards a
+-- message named (see the store's claim).
+local function signal_ready(channel, queue, ready_now)
+  if string.find(channel, '{', 1, true) then
+    redis.call('SPUBLISH', channel, queue)
+  elseif ready_now then
+    redis.call('PUBLISH', channel, queue)
+  end
+end
+
 -- Writes a new job's hash from the field pairs at ARGV[first_field..], queues
--- it at `score` and, when `notify` is '1', publishes `queue` on `channel`.
--- Returns the enqueue scripts' "created" reply.
+-- it at `score` and signals `queue` on `channel` (`notify` is '1' when the
+-- job is ready now). Returns the enqueue scripts' "created" reply.
 local function create_job(job_key, queue, id, score, notify, channel, first_field)
   redis.call('HSET', job_key, unpack(ARGV, first_field))
   redis.call('ZADD', queue, score, id)
-  if notify == '1' then
-    redis.call('PUBLISH', channel, queue)
-  end
+  signal_ready(channel, queue, notify == '1')
   return {1, id}
 end
 

@@ -22,5 +22,5 @@ redis.call('HSET', job_key, 'status', 'PENDING', 'queue_name', untagged(queue), 
 redis.call('HDEL', job_key, 'completion_time', 'cancel_requested')
 redis.call('PERSIST', job_key)
 redis.call('ZADD', queue, ARGV[2], id)
-redis.call('PUBLISH', ARGV[4], queue)
+signal_ready(ARGV[4], queue, true)
 return 1

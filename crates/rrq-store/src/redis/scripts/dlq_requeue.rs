@@ -6,7 +6,7 @@ use rrq_protocol::{DlqName, JobId, QueueName};
 
 use super::LuaScript;
 use crate::error::StoreError;
-use crate::keys::{self, Layout};
+use crate::keys::Layout;
 use crate::redis::reply;
 
 /// Every key is on the job's shard.
@@ -34,12 +34,8 @@ impl LuaScript for DlqRequeue<'_> {
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let (layout, shard) = (self.layout, self.layout.shard_of(self.id));
         let keys = vec![layout.dlq(self.dlq, shard), layout.queue(self.queue, shard), layout.job(self.id)];
-        let args = vec![
-            self.id.as_str().into(),
-            self.now_ms.into(),
-            self.now_text.into(),
-            Value::from_static_str(keys::READY_CHANNEL),
-        ];
+        let args =
+            vec![self.id.as_str().into(), self.now_ms.into(), self.now_text.into(), layout.ready_channel(shard).into()];
         (keys, args)
     }
 

@@ -6,8 +6,8 @@
 --
 -- Returns one status per job: 1 created (also when an earlier run of this
 -- very call, re-sent by the client, created it), -1 the job id is taken. Each queue
--- that received a ready job gets one ready signal.
-local statuses, ready, order = {}, {}, {}
+-- that received a job gets one signal (see `signal_ready`).
+local statuses, ready = {}, {}
 -- Every queue is checked before the first write: a queue key of another
 -- type would fail its ZADD after job hashes were written.
 for k = 2, #KEYS, 2 do
@@ -34,10 +34,7 @@ for k = 1, #KEYS, 2 do
     m[#m + 1] = score
     m[#m + 1] = id
     statuses[#statuses + 1] = 1
-    if now == '1' and not ready[queue] then
-      ready[queue] = true
-      order[#order + 1] = queue
-    end
+    ready[queue] = ready[queue] or now == '1'
   end
 end
 for _, queue in ipairs(queues) do
@@ -46,7 +43,7 @@ for _, queue in ipairs(queues) do
     redis.call('ZADD', queue, unpack(m, i, math.min(i + 511, #m)))
   end
 end
-for _, queue in ipairs(order) do
-  redis.call('PUBLISH', ARGV[1], queue)
+for _, queue in ipairs(queues) do
+  signal_ready(ARGV[1], queue, ready[queue])
 end
 return statuses

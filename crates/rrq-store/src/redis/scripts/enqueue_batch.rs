@@ -9,8 +9,8 @@ use crate::keys::Layout;
 use crate::redis::reply::{self, protocol};
 
 pub(crate) struct EnqueueBatch {
-    /// ARGV[1]
-    pub channel: &'static str,
+    /// ARGV[1]: the ready channel of the jobs' shard.
+    pub channel: String,
     /// Then per job: KEYS job and queue; ARGV id, score, ready now, the
     /// number of field values and the values.
     pub jobs: Vec<BatchJob>,
@@ -51,7 +51,7 @@ impl LuaScript for EnqueueBatch {
     fn keys_and_args(self) -> (Vec<String>, Vec<Value>) {
         let mut keys = Vec::with_capacity(self.jobs.len() * 2);
         let mut args = Vec::with_capacity(1 + self.jobs.len() * 30);
-        args.push(Value::from_static_str(self.channel));
+        args.push(self.channel.into());
         for job in self.jobs {
             keys.extend([job.job_key, job.queue_key]);
             args.extend([job.id.into(), job.score.into(), flag(job.ready_now), (job.fields.len() as i64 * 2).into()]);

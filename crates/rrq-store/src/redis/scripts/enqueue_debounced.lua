@@ -47,9 +47,7 @@ if holder then
     end
     redis.call('ZADD', queue, ARGV[2], holder)
     redis.call('EXPIRE', debounce, ARGV[3])
-    if ARGV[4] == '1' then
-      redis.call('PUBLISH', ARGV[5], queue)
-    end
+    signal_ready(ARGV[5], queue, ARGV[4] == '1')
     return {0, holder}
   end
 end

@@ -76,7 +76,5 @@ end
 
 redis.call('HSET', job_key, unpack(fields))
 redis.call('ZADD', queue, int_arg(score), id)
-if ready then
-  redis.call('PUBLISH', ARGV[5], queue)
-end
+signal_ready(ARGV[5], queue, ready)
 return {1, id}

@@ -14,7 +14,8 @@
 //!    where the local `x` was bound from ARGV); further on in a chain it is
 //!    text in a message;
 //! 3. no ARGV value is the key argument of `redis.call` / `redis.pcall`
-//!    (pub/sub channels are not keys: `PUBLISH`'s argument is exempt);
+//!    (pub/sub channels are not keys: `PUBLISH`'s argument is exempt, and
+//!    so is `SPUBLISH`'s, a shard channel named with its shard's hash tag);
 //! 4. no ARGV value is passed where a helper takes a key (a parameter named
 //!    `key`, `prefix`, `…_key` or `…_prefix`);
 //! 5. every local named `…_prefix` is bound from KEYS.
@@ -22,7 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Commands whose first argument is not a key.
-const KEYLESS: &[&str] = &["PUBLISH", "TIME"];
+const KEYLESS: &[&str] = &["PUBLISH", "SPUBLISH", "TIME"];
 
 /// One file's problems, as `file: line: rule`.
 pub(super) fn check(file: &str, common: &str, source: &str) -> Vec<String> {

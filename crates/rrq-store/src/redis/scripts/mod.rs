@@ -24,7 +24,7 @@ use fred::types::scripts::Script;
 use crate::error::StoreError;
 use rrq_protocol::JobId;
 
-use crate::keys::{self, Layout, Shard};
+use crate::keys::{Layout, Shard};
 use crate::store::{Fence, Lease};
 
 /// A wrapper's `fn script()`: `common.lua` followed by the given file,
@@ -212,6 +212,11 @@ impl Fenced {
         }
     }
 
+    /// The ready channel of the job's shard.
+    fn ready_channel(&self) -> String {
+        self.layout.ready_channel(self.shard)
+    }
+
     /// A single-layout key or prefix on the job's shard.
     fn at(&self, name: &str) -> String {
         self.layout.on_shard(self.shard, name)
@@ -284,7 +289,7 @@ impl NewJobCall {
             self.score.into(),
             self.ttl.to_string().into(),
             flag(self.ready_now),
-            Value::from_static_str(keys::READY_CHANNEL),
+            self.layout.ready_channel(self.shard).into(),
         ];
         (vec![self.job_key, self.queue_key], args, self.fields)
     }

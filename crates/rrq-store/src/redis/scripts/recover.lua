@@ -56,7 +56,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now_ms, 'LIMIT',
           'next_scheduled_run_time', now_text)
         redis.call('HDEL', job_key, 'start_time', 'worker_id')
         redis.pcall('ZADD', queue, now_ms, id)
-        redis.call('PUBLISH', channel, queue)
+        signal_ready(channel, queue, true)
         requeued[#requeued + 1] = id
       end
     end

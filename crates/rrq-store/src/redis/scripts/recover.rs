@@ -60,7 +60,7 @@ impl LuaScript for Recover {
             self.limit.to_string().into(),
             self.now_text.into(),
             i64::from(self.default_max_retries).into(),
-            Value::from_static_str(keys::READY_CHANNEL),
+            layout.ready_channel(shard).into(),
         ];
         (keys, args)
     }

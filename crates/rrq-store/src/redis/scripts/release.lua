@@ -29,5 +29,5 @@ end
 redis.call('HDEL', job_key, 'start_time', 'worker_id')
 redis.pcall('ZADD', queue, ARGV[6], id)
 end_attempt(lock_key, active, leases, id, worker)
-redis.call('PUBLISH', ARGV[7], queue)
+signal_ready(ARGV[7], queue, true)
 return 1

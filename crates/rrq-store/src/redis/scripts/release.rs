@@ -38,7 +38,7 @@ impl LuaScript for Release {
             flag(self.reason.is_some()),
             self.reason.unwrap_or_default().into(),
             self.now_ms.into(),
-            Value::from_static_str(keys::READY_CHANNEL),
+            self.fenced.ready_channel().into(),
         ]);
         (keys, args)
     }

@@ -37,8 +37,8 @@ async fn the_same_call_sent_again_is_created_and_another_call_under_its_id_is_no
     assert_eq!(other[0], fred::prelude::Value::Integer(-1), "another call under the same id is refused");
 
     // In a batch, per job.
-    let batch = |jobs: Vec<BatchJob>| EnqueueBatch { channel: crate::keys::READY_CHANNEL, jobs };
     let second = new_job(&format!("resend-{}", uuid::Uuid::new_v4()));
+    let batch = |jobs: Vec<BatchJob>| EnqueueBatch { channel: layout.ready_channel(layout.shard_of(&second.id)), jobs };
     let jobs = vec![BatchJob::new(&layout, &second)];
     let decode = |v| <EnqueueBatch as LuaScript>::decode(v).unwrap();
     let once = decode(eval(&store.inner.client, batch(jobs.clone())).await.unwrap());

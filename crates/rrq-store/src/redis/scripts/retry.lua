@@ -31,7 +31,5 @@ redis.call('HSET', job_key, 'current_retries', int_arg(retries), 'status', 'RETR
   'next_scheduled_run_time', ARGV[6])
 redis.pcall('ZADD', queue, ARGV[5], id)
 end_attempt(lock_key, active, leases, id, worker)
-if tonumber(ARGV[5]) <= tonumber(ARGV[7]) then
-  redis.call('PUBLISH', ARGV[8], queue)
-end
+signal_ready(ARGV[8], queue, tonumber(ARGV[5]) <= tonumber(ARGV[7]))
 return 1

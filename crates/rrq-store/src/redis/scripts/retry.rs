@@ -44,7 +44,7 @@ impl LuaScript for Retry {
             self.ready_ms.into(),
             self.ready_text.into(),
             self.now_ms.into(),
-            Value::from_static_str(keys::READY_CHANNEL),
+            self.fenced.ready_channel().into(),
         ]);
         (keys, args)
     }

@@ -147,7 +147,7 @@ fn every_call(layout: &Layout, shard: Shard) -> Vec<(&'static str, Vec<String>)>
             "enqueue_batch",
             keys(
                 EnqueueBatch {
-                    channel: keys::READY_CHANNEL,
+                    channel: layout.ready_channel(shard),
                     jobs: ids.iter().map(|id| BatchJob::new(layout, &new_job(id))).collect(),
                 }
                 .keys_and_args(),
@@ -228,7 +228,7 @@ fn every_call_of_the_sharded_layout_is_one_slot() {
             assert_eq!(slots(&keys), [want].into(), "{what} on shard {}: {keys:?}", shard.index());
         }
     }
-    let want = key_slot(keys::GLOBAL_TAG.as_bytes());
+    let want = key_slot(crate::keys::GLOBAL_TAG.as_bytes());
     for (what, keys) in global_calls(&layout) {
         assert_eq!(slots(&keys), [want].into(), "{what}: {keys:?}");
     }
