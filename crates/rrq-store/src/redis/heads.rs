@@ -10,7 +10,10 @@
 //! of each shard: empty, a job due at some time, or "ask" (a message named
 //! the shard, or nothing is known). A claim then runs the claim script only
 //! on the shards that are "ask" or due, and each reply tells the shard's new
-//! head. Everything is asked again once the picture is [`FRESH_FOR`] old, so
+//! head. A claim that took nothing from the picture reads every head before
+//! it answers empty (see `worker.rs`), so an empty answer is as true as a
+//! read of every shard. Everything is asked again once the picture is
+//! [`FRESH_FOR`] old, so
 //! a message lost to a reconnect, a slot moving to another master, or a
 //! write no RRQ code made costs at most that long; the picture is trusted
 //! only while a subscription is live.

@@ -46,78 +46,27 @@ impl WorkerStore for RedisStore {
 
     async fn claim(&self, req: ClaimRequest) -> Result<ClaimBatch, StoreError> {
         let token = format_timestamp(req.now);
-        // Every shard of the queue (the single layout has one), starting at
-        // the shard after the previous claim's start, so that a worker that
-        // fills its batch early does not always drain the same shards first.
-        let n = usize::from(self.layout.shard_count());
-        let first = if n == 1 { 0 } else { self.inner.rotation.fetch_add(1, Ordering::Relaxed) % n };
         let mut batch = ClaimBatch { jobs: Vec::new(), dropped: Vec::new(), next_ready: None, paused: false };
+        if !self.layout.is_sharded() {
+            // The single layout's one shard is always claimed from.
+            claim_shards(self, &req, &token, None, &mut batch).await?;
+            return Ok(batch);
+        }
         // On a cluster, only the shards that may hold a due job are claimed
         // from: those the picture kept from the shard channels says so of
-        // (see `heads.rs`), or else those whose head, asked of every shard
-        // at once, is due. The single layout's one shard is always claimed
-        // from, as before.
-        let mut due = vec![true; n];
-        let picture = if self.layout.is_sharded() {
-            let now_ms = epoch_ms(req.now);
-            let picture = match self.inner.heads.picture(&req.queue, std::time::Instant::now()) {
-                Some(picture) => picture,
-                None => shard_heads(self, &req.queue).await?,
-            };
-            let suspect = suspects(self);
-            for (i, head) in picture.heads.iter().enumerate() {
-                due[i] = head.due(now_ms) && !suspect[i];
-                if let Head::At(at) = head
-                    && !due[i]
-                {
-                    batch.next_ready = earliest(batch.next_ready, DateTime::from_timestamp_millis(*at));
-                }
+        // (see `heads.rs`), or else those whose head, read of every shard at
+        // once, is due. An empty answer is never the picture's alone: a job
+        // whose message is still on its way would be missed (and a worker
+        // in burst mode would stop), so every head is read before it.
+        if let Some(picture) = self.inner.heads.picture(&req.queue, std::time::Instant::now()) {
+            claim_shards(self, &req, &token, Some(picture), &mut batch).await?;
+            if !batch.jobs.is_empty() {
+                return Ok(batch);
             }
-            Some(picture)
-        } else {
-            None
-        };
-        let shards: Vec<Shard> = self.layout.shards().collect();
-        for &shard in shards.iter().cycle().skip(first).take(n) {
-            if !due[usize::from(shard.index())] {
-                continue;
-            }
-            let room = req.max.saturating_sub(batch.jobs.len());
-            if room == 0 && !batch.jobs.is_empty() {
-                break;
-            }
-            let reply = match claim_on(self, &req, shard, room, &token).await {
-                Ok(reply) => reply,
-                // Jobs already taken from other shards are the caller's now:
-                // an error would leave them locked until their lease expired.
-                Err(e) if !batch.jobs.is_empty() => {
-                    tracing::warn!(error = %e, shard = shard.index(), "a claim on one shard failed; returning the jobs taken from the others");
-                    break;
-                }
-                Err(e) => return Err(e),
-            };
-            if let Some(picture) = &picture {
-                // A paused shard counts as empty until the resume's message.
-                let head = match reply.head {
-                    Some(at) if !reply.paused => Head::At(epoch_ms(at)),
-                    _ => Head::Empty,
-                };
-                self.inner.heads.claimed(&req.queue, picture, shard, head);
-            }
-            batch.paused |= reply.paused;
-            batch.dropped.extend(reply.dropped);
-            batch.next_ready = earliest(batch.next_ready, reply.head);
-            batch.jobs.extend(reply.claimed.into_iter().map(|(id, fields)| {
-                let job = Job::from_fields(id.as_str(), &fields);
-                let lease = Lease {
-                    job_id: id,
-                    worker_id: req.worker_id.clone(),
-                    token: token.clone(),
-                    queue: req.queue.clone(),
-                };
-                Claimed { lease, job }
-            }));
+            batch.next_ready = None;
         }
+        let picture = shard_heads(self, &req.queue).await?;
+        claim_shards(self, &req, &token, Some(picture), &mut batch).await?;
         Ok(batch)
     }
 
@@ -320,6 +269,77 @@ impl WorkerStore for RedisStore {
         let ms = int(OP, &self.command(OP, "PTTL", vec![self.layout.unique_lock(key)]).await?)?;
         Ok(u64::try_from(ms).ok().filter(|ms| *ms > 0).map(Duration::from_millis))
     }
+}
+
+/// Claims from every shard of the request's queue that `picture` (`None`:
+/// the single layout's one shard) says may hold a due job, into `batch`,
+/// starting at the shard after the previous claim's start, so that a worker
+/// that fills its batch early does not always drain the same shards first.
+/// Each claim's reply updates the picture.
+async fn claim_shards(
+    store: &RedisStore,
+    req: &ClaimRequest,
+    token: &str,
+    picture: Option<Picture>,
+    batch: &mut ClaimBatch,
+) -> Result<(), StoreError> {
+    let n = usize::from(store.layout.shard_count());
+    let first = if n == 1 { 0 } else { store.inner.rotation.fetch_add(1, Ordering::Relaxed) % n };
+    let mut due = vec![true; n];
+    if let Some(picture) = &picture {
+        let now_ms = epoch_ms(req.now);
+        let suspect = suspects(store);
+        for (i, head) in picture.heads.iter().enumerate() {
+            due[i] = head.due(now_ms) && !suspect[i];
+            if let Head::At(at) = head
+                && !due[i]
+            {
+                batch.next_ready = earliest(batch.next_ready, DateTime::from_timestamp_millis(*at));
+            }
+        }
+    }
+    let shards: Vec<Shard> = store.layout.shards().collect();
+    for &shard in shards.iter().cycle().skip(first).take(n) {
+        if !due[usize::from(shard.index())] {
+            continue;
+        }
+        let room = req.max.saturating_sub(batch.jobs.len());
+        if room == 0 && !batch.jobs.is_empty() {
+            break;
+        }
+        let reply = match claim_on(store, req, shard, room, token).await {
+            Ok(reply) => reply,
+            // Jobs already taken from other shards are the caller's now:
+            // an error would leave them locked until their lease expired.
+            Err(e) if !batch.jobs.is_empty() => {
+                tracing::warn!(error = %e, shard = shard.index(), "a claim on one shard failed; returning the jobs taken from the others");
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(picture) = &picture {
+            // A paused shard counts as empty until the resume's message.
+            let head = match reply.head {
+                Some(at) if !reply.paused => Head::At(epoch_ms(at)),
+                _ => Head::Empty,
+            };
+            store.inner.heads.claimed(&req.queue, picture, shard, head);
+        }
+        batch.paused |= reply.paused;
+        batch.dropped.extend(reply.dropped);
+        batch.next_ready = earliest(batch.next_ready, reply.head);
+        batch.jobs.extend(reply.claimed.into_iter().map(|(id, fields)| {
+            let job = Job::from_fields(id.as_str(), &fields);
+            let lease = Lease {
+                job_id: id,
+                worker_id: req.worker_id.clone(),
+                token: token.to_owned(),
+                queue: req.queue.clone(),
+            };
+            Claimed { lease, job }
+        }));
+    }
+    Ok(())
 }
 
 /// The earlier of two optional times.
