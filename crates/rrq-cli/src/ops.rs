@@ -46,6 +46,9 @@ pub(crate) async fn connect(args: &ConfigArgs) -> Result<Connected, CliError> {
             );
             return Err(CliError::new(Exit::Config, anyhow::Error::new(e).context(hint)));
         }
+        Err(e @ StoreError::ClusterTooOld { .. }) => {
+            return Err(CliError::new(Exit::Config, anyhow::Error::new(e)));
+        }
         Err(e @ StoreError::ShardCountMismatch { .. }) => {
             let hint = format!("fix queue_shards in {path}: it must match what this cluster's keys use");
             return Err(CliError::new(Exit::Config, anyhow::Error::new(e).context(hint)));

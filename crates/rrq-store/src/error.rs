@@ -75,6 +75,16 @@ pub enum StoreError {
         /// How long the confirmations were awaited.
         timeout: std::time::Duration,
     },
+    /// A Redis Cluster whose servers predate what the sharded layout needs
+    /// (Redis 7.0: sharded pub/sub carries the wake-ups).
+    #[error(
+        "this Redis Cluster runs Redis {version}; RRQ on a cluster needs Redis 7.0 or later (its wake-ups use sharded \
+         pub/sub, `SPUBLISH`): upgrade the cluster, or use one Redis server (`redis://`) or Sentinel"
+    )]
+    ClusterTooOld {
+        /// The `redis_version` a node reported.
+        version: String,
+    },
     /// A cluster store's shard count (`[rrq] queue_shards`) differs from the
     /// one recorded in the cluster by the first store that connected: its
     /// keys would name other shards, so it would not see the cluster's jobs.

@@ -229,6 +229,22 @@ fn ready_keys_name_their_queue_and_shard() {
 }
 
 #[test]
+fn a_shards_ready_channel_hashes_to_its_slot_and_names_its_shard() {
+    assert_eq!(Layout::single().ready_channel(Shard::FIRST), READY_CHANNEL);
+    assert_eq!(Layout::single().ready_channel_shard(READY_CHANNEL), None);
+    let layout = Layout::sharded(DEFAULT_QUEUE_SHARDS).unwrap();
+    let queue = QueueName::new("q");
+    for shard in layout.shards() {
+        let channel = layout.ready_channel(shard);
+        // SPUBLISH in a script on the shard's slot must stay in that slot.
+        assert_eq!(key_slot(channel.as_bytes()), key_slot(layout.queue(&queue, shard).as_bytes()), "{channel}");
+        assert_eq!(layout.ready_channel_shard(&channel), Some(shard));
+    }
+    assert_eq!(layout.ready_channel_shard(READY_CHANNEL), None);
+    assert_eq!(layout.ready_channel_shard(&layout.leases(layout.shards().nth(3).unwrap())), None);
+}
+
+#[test]
 fn scan_globs_match_every_shard_and_escape_the_prefix() {
     assert_eq!(Layout::single().shards_glob(QueueName::PREFIX), "rrq:queue:*");
     assert_eq!(Layout::single().shards_glob("rrq:job:a*b?[c]\\"), "rrq:job:a\\*b\\?\\[c\\]\\\\*");

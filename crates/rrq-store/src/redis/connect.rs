@@ -100,6 +100,7 @@ impl RedisStore {
                         rotation: AtomicUsize::new(0),
                         suspects: Mutex::new(std::collections::HashMap::new()),
                         heads: Arc::default(),
+                        alive: tokio::sync::watch::channel(()).0,
                     }),
                     defaults: Arc::new(JobDefaults::default()),
                     layout,
@@ -209,19 +210,20 @@ impl RedisStore {
             // layout, and every write that adds a job to a shard's ready set
             // says so on the shard's channel, subscribed above.
             *signals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ReadySignals::Complete;
-            // Weak: the task ends with the store.
+            // The task ends with the store (its `alive` sender dropped).
             let (heads, mut reconnects) = (Arc::downgrade(&self.inner.heads), sub.reconnect_rx());
-            let (sub, layout) = (sub.clone(), self.layout.clone());
+            let (sub, layout, mut alive) = (sub.clone(), self.layout.clone(), self.inner.alive.subscribe());
             tokio::spawn(async move {
                 let mut again = tokio::time::interval(RESUBSCRIBE_EVERY);
                 again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 again.tick().await;
                 loop {
                     tokio::select! {
+                        _ = alive.changed() => break,
                         reconnect = reconnects.recv() => match reconnect {
                             // Messages may have been missed while the
                             // connection was down: every head is read again
-                            // at the next claim (fred subscribes again).
+                            // at the next claim.
                             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => match heads.upgrade() {
                                 Some(heads) => heads.forget(),
                                 None => break,
@@ -229,21 +231,18 @@ impl RedisStore {
                             // The subscriber was closed.
                             Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                         },
-                        _ = again.tick() => {
-                            if heads.strong_count() == 0 {
-                                break;
-                            }
-                            // A master that hands a slot to another (a
-                            // resharding, a failover) drops the slot's shard
-                            // subscriptions, and the client does not
-                            // subscribe again by itself: subscribing to a
-                            // channel already subscribed is a no-op.
-                            for shard in layout.shards() {
-                                if let Err(e) = sub.ssubscribe(layout.ready_channel(shard)).await {
-                                    tracing::debug!(error = %e, shard = shard.index(), "subscribing to a shard channel again failed; tried again later");
-                                }
-                            }
-                        }
+                        _ = again.tick() => {}
+                    }
+                    // After a reconnect (fred's own re-subscription stops at
+                    // its first failure, and it first sends a PSUBSCRIBE
+                    // with no pattern, which a server refuses) and every
+                    // RESUBSCRIBE_EVERY (a master that hands a slot to
+                    // another, in a resharding or a failover, drops the
+                    // slot's shard subscriptions without the client knowing):
+                    // subscribing to a channel already subscribed is a no-op.
+                    tokio::select! {
+                        _ = alive.changed() => break,
+                        () = subscribe_shards(&sub, &layout) => {}
                     }
                 }
             });
@@ -414,6 +413,30 @@ pub(super) const CLUSTER_ATTEMPTS: u32 = 8;
 /// (see `watch_keyspace_config`): a message lost in between costs a worker
 /// at most `heads::FRESH_FOR` of delay.
 const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(10);
+/// How long one shard channel's subscription may take when made again.
+const RESUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Subscribes to every shard's ready channel again, one call per channel
+/// (fred follows a `MOVED` of an `SSUBSCRIBE` only when they are not
+/// pipelined); stops at the first call that does not answer in time (a
+/// master unreachable: the next round tries again).
+async fn subscribe_shards(sub: &SubscriberClient, layout: &keys::Layout) {
+    for shard in layout.shards() {
+        match tokio::time::timeout(RESUBSCRIBE_TIMEOUT, sub.ssubscribe(layout.ready_channel(shard))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, shard = shard.index(), "subscribing to a shard channel again failed; tried again later");
+            }
+            Err(_) => {
+                tracing::debug!(
+                    shard = shard.index(),
+                    "subscribing to a shard channel again timed out; tried again later"
+                );
+                return;
+            }
+        }
+    }
+}
 const CLUSTER_REDIRECTIONS: u32 = 5;
 
 fn builder(config: Config, mode: Mode) -> Builder {

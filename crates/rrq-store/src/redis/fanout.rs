@@ -28,6 +28,31 @@ use crate::error::StoreError;
 use crate::keys::{Layout, Shard, key_slot};
 use crate::store::{InspectStore, QueueInfo};
 
+/// Refuses a cluster older than Redis 7.0 ([`StoreError::ClusterTooOld`]):
+/// the scripts' `SPUBLISH` would fail there after their writes. One node is
+/// asked (a cluster mid-upgrade is not told apart), and a user refused
+/// `INFO` is let through.
+async fn check_version(client: &Client, dsn: &str) -> Result<(), StoreError> {
+    let cmd = fred::types::CustomCommand::new_static("INFO", fred::types::ClusterHash::Random, false);
+    let info: String = match client.custom(cmd, vec!["server"]).await {
+        Ok(info) => info,
+        // A user without `INFO` (a read-only account) is not asked.
+        Err(e) if e.details().contains("NOPERM") => return Ok(()),
+        Err(e) => return Err(super::connect::classify(dsn, "connect", e)),
+    };
+    match redis_version(&info) {
+        Some((version, major)) if major < 7 => Err(StoreError::ClusterTooOld { version: version.to_owned() }),
+        _ => Ok(()),
+    }
+}
+
+/// The `redis_version` of an `INFO server` reply, and its major number.
+fn redis_version(info: &str) -> Option<(&str, u32)> {
+    let version = info.lines().find_map(|l| l.strip_prefix("redis_version:"))?.trim();
+    let major = version.split('.').next()?.parse().ok()?;
+    Some((version, major))
+}
+
 /// Script calls and commands in flight at once when a listing fans out.
 const IN_FLIGHT: usize = 16;
 
@@ -38,6 +63,7 @@ const IN_FLIGHT: usize = 16;
 pub(super) async fn check_shard_count(client: &Client, layout: &Layout, dsn: &str) -> Result<(), StoreError> {
     const OP: &str = "connect";
     let Some(record) = layout.shard_count_record() else { return Ok(()) };
+    check_version(client, dsn).await?;
     let ours = layout.shard_count().to_string();
     let failed = |e: Error| super::connect::classify(dsn, OP, e);
     // A record deleted between the two commands (`rrq debug clear`) is
@@ -290,5 +316,19 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redis_version;
+
+    #[test]
+    fn the_server_version_is_read_from_info() {
+        let info = "# Server\r\nredis_version:6.2.14\r\nredis_mode:cluster\r\n";
+        assert_eq!(redis_version(info), Some(("6.2.14", 6)));
+        assert_eq!(redis_version("redis_version:7.0.15\r\n"), Some(("7.0.15", 7)));
+        assert_eq!(redis_version("redis_version:unstable\r\n"), None);
+        assert_eq!(redis_version("# Server\r\n"), None);
     }
 }

@@ -40,8 +40,11 @@ pub(super) const FRESH_FOR: Duration = Duration::from_secs(1);
 pub(super) enum Head {
     /// Ask it: a message named it, or its read did not come.
     Ask,
-    /// No job (or the queue is paused there: a resume is signalled).
+    /// No job.
     Empty,
+    /// The queue is paused there (not claimed from; a resume is signalled
+    /// on the broadcast channel).
+    Paused,
     /// The first job is due at this epoch ms.
     At(i64),
 }
@@ -51,7 +54,7 @@ impl Head {
     pub(super) fn due(self, now_ms: i64) -> bool {
         match self {
             Head::Ask => true,
-            Head::Empty => false,
+            Head::Empty | Head::Paused => false,
             Head::At(at) => at <= now_ms,
         }
     }
@@ -62,13 +65,8 @@ impl Head {
 pub(super) struct Picture {
     pub heads: Vec<Head>,
     generations: Vec<u64>,
-}
-
-impl Picture {
-    /// A picture to be filled by reading every head (no shard trusted).
-    fn unknown(generations: Vec<u64>) -> Picture {
-        Picture { heads: vec![Head::Ask; generations.len()], generations }
-    }
+    /// The view's epoch when taken (see [`Heads::forget`]).
+    epoch: u64,
 }
 
 struct View {
@@ -76,6 +74,9 @@ struct View {
     generations: Vec<u64>,
     /// When every head was last read (`None`: to be read).
     read_at: Option<Instant>,
+    /// Bumped when everything is forgotten: a read begun before is not
+    /// recorded.
+    epoch: u64,
 }
 
 /// The pictures of every queue a store has claimed from.
@@ -101,7 +102,7 @@ impl Heads {
         let views = self.views();
         let view =
             views.get(queue).filter(|v| v.read_at.is_some_and(|at| now.saturating_duration_since(at) < FRESH_FOR))?;
-        Some(Picture { heads: view.heads.clone(), generations: view.generations.clone() })
+        Some(Picture { heads: view.heads.clone(), generations: view.generations.clone(), epoch: view.epoch })
     }
 
     /// Starts reading every head of `queue` (of `shards` shards): the
@@ -109,14 +110,14 @@ impl Heads {
     pub(super) fn reading(&self, queue: &QueueName, shards: usize) -> Picture {
         let mut views = self.views();
         let view = views.entry(queue.clone()).or_insert_with(|| View::new(shards));
-        Picture::unknown(view.generations.clone())
+        Picture { heads: vec![Head::Ask; shards], generations: view.generations.clone(), epoch: view.epoch }
     }
 
     /// Records every head read for `picture` (begun at `began`), except
     /// those of shards a message named since.
     pub(super) fn read(&self, queue: &QueueName, picture: &Picture, began: Instant) {
         let mut views = self.views();
-        let Some(view) = views.get_mut(queue) else { return };
+        let Some(view) = views.get_mut(queue).filter(|v| v.epoch == picture.epoch) else { return };
         for (i, head) in picture.heads.iter().enumerate() {
             if view.generations.get(i) == picture.generations.get(i) {
                 view.heads[i] = *head;
@@ -159,20 +160,25 @@ impl Heads {
     pub(super) fn forget(&self) {
         for view in self.views().values_mut() {
             view.read_at = None;
+            view.epoch = view.epoch.wrapping_add(1);
+            view.heads.iter_mut().for_each(|h| *h = Head::Ask);
             view.generations.iter_mut().for_each(|g| *g = g.wrapping_add(1));
         }
     }
 
     /// A ready subscription starts listening; the guard stops counting it.
     pub(super) fn listening(self: &std::sync::Arc<Self>) -> Listening {
-        self.live.fetch_add(1, Ordering::AcqRel);
+        if self.live.fetch_add(1, Ordering::AcqRel) == 0 {
+            // Reads made while no one listened missed the messages since.
+            self.forget();
+        }
         Listening(self.clone())
     }
 }
 
 impl View {
     fn new(shards: usize) -> View {
-        View { heads: vec![Head::Ask; shards], generations: vec![0; shards], read_at: None }
+        View { heads: vec![Head::Ask; shards], generations: vec![0; shards], read_at: None, epoch: 0 }
     }
 }
 
@@ -200,11 +206,10 @@ mod tests {
     fn without_a_live_subscription_nothing_is_trusted() {
         let heads = Arc::new(Heads::default());
         let q = QueueName::new("q");
+        let live = heads.listening();
         let mut p = heads.reading(&q, 4);
         p.heads = vec![Head::Empty; 4];
         heads.read(&q, &p, Instant::now());
-        assert!(heads.picture(&q, Instant::now()).is_none());
-        let live = heads.listening();
         assert_eq!(heads.picture(&q, Instant::now()).unwrap().heads, vec![Head::Empty; 4]);
         drop(live);
         assert!(heads.picture(&q, Instant::now()).is_none());
@@ -268,9 +273,32 @@ mod tests {
     }
 
     #[test]
+    fn a_read_across_a_reconnect_or_made_before_anyone_listened_is_not_trusted() {
+        let heads = Arc::new(Heads::default());
+        let q = QueueName::new("q");
+        // Read while no subscription listened: forgotten when one starts.
+        let mut p = heads.reading(&q, 4);
+        p.heads = vec![Head::Empty; 4];
+        heads.read(&q, &p, Instant::now());
+        let _live = heads.listening();
+        assert!(heads.picture(&q, Instant::now()).is_none());
+        // A read begun before a reconnect records nothing, not even its time.
+        let mut p = heads.reading(&q, 4);
+        heads.forget();
+        p.heads = vec![Head::Empty; 4];
+        heads.read(&q, &p, Instant::now());
+        assert!(heads.picture(&q, Instant::now()).is_none());
+        let mut p = heads.reading(&q, 4);
+        p.heads = vec![Head::Empty; 4];
+        heads.read(&q, &p, Instant::now());
+        assert_eq!(heads.picture(&q, Instant::now()).unwrap().heads, vec![Head::Empty; 4]);
+    }
+
+    #[test]
     fn due_shards_are_those_to_ask_or_whose_head_has_come() {
         assert!(Head::Ask.due(0));
         assert!(!Head::Empty.due(i64::MAX));
+        assert!(!Head::Paused.due(i64::MAX));
         assert!(Head::At(10).due(10) && !Head::At(11).due(10));
     }
 }

@@ -117,6 +117,8 @@ struct Inner {
     /// What this store knows of each queue's shard heads (sharded layout,
     /// with the shard channels subscribed; see `heads.rs`).
     heads: Arc<heads::Heads>,
+    /// Dropped with the store: tasks that watch it end.
+    alive: tokio::sync::watch::Sender<()>,
 }
 
 impl std::fmt::Debug for RedisStore {

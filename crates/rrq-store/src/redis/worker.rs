@@ -291,6 +291,7 @@ async fn claim_shards(
         let suspect = suspects(store);
         for (i, head) in picture.heads.iter().enumerate() {
             due[i] = head.due(now_ms) && !suspect[i];
+            batch.paused |= *head == Head::Paused;
             if let Head::At(at) = head
                 && !due[i]
             {
@@ -318,10 +319,11 @@ async fn claim_shards(
             Err(e) => return Err(e),
         };
         if let Some(picture) = &picture {
-            // A paused shard counts as empty until the resume's message.
+            // A paused shard is not claimed from until the resume's message.
             let head = match reply.head {
-                Some(at) if !reply.paused => Head::At(epoch_ms(at)),
-                _ => Head::Empty,
+                _ if reply.paused => Head::Paused,
+                Some(at) => Head::At(epoch_ms(at)),
+                None => Head::Empty,
             };
             store.inner.heads.claimed(&req.queue, picture, shard, head);
         }

@@ -31,8 +31,15 @@ pub struct Harness {
 }
 
 enum Backend {
-    Memory { clock: ManualClock },
-    Redis { client: Client, _server: Server, layout: Layout },
+    Memory {
+        clock: ManualClock,
+    },
+    Redis {
+        client: Client,
+        _server: Server,
+        layout: Layout,
+        _ready: Option<tokio::sync::mpsc::Receiver<rrq_store::Signal>>,
+    },
 }
 
 /// The servers a Redis harness runs on, stopped when it is dropped.
@@ -75,7 +82,7 @@ impl Harness {
         // Real wall time (whole milliseconds, like queue scores), so "ready
         // now" and stream ids line up with `now`.
         let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
-        let backend = Backend::Redis { client, _server: Server::Single(redis), layout: Layout::single() };
+        let backend = Backend::Redis { client, _server: Server::Single(redis), layout: Layout::single(), _ready: None };
         Harness { store: Arc::new(store), now, ns, backend }
     }
 
@@ -92,7 +99,11 @@ impl Harness {
         let client = raw_client(&cluster.dsn()).await;
         let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
         let layout = Layout::sharded(keys::DEFAULT_QUEUE_SHARDS).unwrap();
-        let backend = Backend::Redis { client, _server: Server::Cluster(cluster), layout };
+        // Subscribed, as a worker's store is: claims then work from the
+        // store's picture of the shard heads (kept from the shard channels)
+        // as well as from reads.
+        let ready = rrq_store::WorkerStore::subscribe_ready(&store).await.expect("subscribe to the test cluster");
+        let backend = Backend::Redis { client, _server: Server::Cluster(cluster), layout, _ready: Some(ready) };
         Harness { store: Arc::new(store), now, ns, backend }
     }
 
