@@ -10,6 +10,7 @@ use fred::clients::{ExclusivePool, SubscriberClient};
 use fred::prelude::*;
 use tokio::sync::{OnceCell, mpsc};
 
+use super::follow::{self, Follow};
 use super::options::ConnectOptions;
 use super::{DEFAULT_EVENTS_TTL, Inner, RedisStore, batch, notify};
 use crate::error::{BoxError, StoreError, mask_dsn};
@@ -85,8 +86,12 @@ impl RedisStore {
                     return Err(refused);
                 }
                 let (completions, pending) = mpsc::unbounded_channel();
+                let follow = Arc::new(Follow::new(mode == Mode::Cluster));
+                if mode == Mode::Cluster {
+                    follow::spawn(client.clone(), &follow);
+                }
                 // Ends when the last handle is dropped (the sender goes with `Inner`).
-                tokio::spawn(batch::complete_batches(client.clone(), masked.clone(), pending));
+                tokio::spawn(batch::complete_batches(client.clone(), masked.clone(), pending, follow.clone()));
                 return Ok(RedisStore {
                     inner: Arc::new(Inner {
                         client,
@@ -99,6 +104,7 @@ impl RedisStore {
                         completions,
                         rotation: AtomicUsize::new(0),
                         suspects: Mutex::new(std::collections::HashMap::new()),
+                        follow,
                     }),
                     defaults: Arc::new(JobDefaults::default()),
                     layout,
@@ -132,6 +138,7 @@ impl RedisStore {
     }
 
     pub(super) fn error(&self, op: &'static str, e: Error) -> StoreError {
+        self.inner.follow.saw(&e);
         classify(&self.inner.dsn, op, e)
     }
 
@@ -364,6 +371,13 @@ fn connect_error(e: Error, dsn: String) -> StoreError {
 /// own earlier run, enqueues carry a call mark, claims always look for the
 /// jobs their token already took).
 pub(super) const CLUSTER_ATTEMPTS: u32 = 8;
+/// How long fred may take to open a connection to one cluster node and
+/// set it up (`HELLO`, `CLUSTER SLOTS` on its side connection). When it
+/// syncs the layout, fred asks the nodes it knows one after the other, in
+/// address order, and a master cut off the network (or frozen) may come
+/// first: every call waits for that sync, so the wait for a silent node
+/// is kept short.
+const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const CLUSTER_REDIRECTIONS: u32 = 5;
 
 fn builder(config: Config, mode: Mode) -> Builder {
@@ -380,6 +394,8 @@ fn builder(config: Config, mode: Mode) -> Builder {
             if mode == Mode::Cluster {
                 c.max_command_attempts = CLUSTER_ATTEMPTS;
                 c.max_redirections = CLUSTER_REDIRECTIONS;
+                c.connection_timeout = CLUSTER_CONNECT_TIMEOUT;
+                c.internal_command_timeout = CLUSTER_CONNECT_TIMEOUT;
             }
         })
         .with_performance_config(|p| {

@@ -175,7 +175,7 @@ impl EnqueueStore for RedisStore {
             });
             let mut least = i64::MAX;
             for acked in futures::future::join_all(waits).await {
-                least = least.min(acked.map_err(|e| self.error("confirm_replicated", e))?);
+                least = least.min(acked.map_err(|e| self.wait_error(e))?);
             }
             least
         } else {
@@ -188,6 +188,29 @@ impl EnqueueStore for RedisStore {
         };
         let acked = u32::try_from(acked).unwrap_or(0);
         if acked >= replicas { Ok(()) } else { Err(StoreError::NotReplicated { wanted: replicas, acked, timeout }) }
+    }
+}
+
+impl RedisStore {
+    /// A failed `WAIT` on a cluster. A node that answers it is a replica
+    /// now (a failover the client has not followed yet: it still holds a
+    /// connection to the old master): what the enqueue wrote there is as
+    /// unconfirmed as after a lost reply, and the layout is looked at again
+    /// (see `follow.rs`).
+    fn wait_error(&self, e: Error) -> StoreError {
+        if e.details().contains("WAIT cannot be used with replica instances") {
+            self.inner.follow.suspect();
+            return StoreError::Unavailable {
+                dsn: self.inner.dsn.clone(),
+                source: format!(
+                    "a node the client still took for a master is a replica now ({}); the client follows the new \
+                     layout, ask again",
+                    e.details()
+                )
+                .into(),
+            };
+        }
+        self.error("confirm_replicated", e)
     }
 }
 

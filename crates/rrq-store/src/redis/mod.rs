@@ -45,6 +45,7 @@ mod batch;
 mod connect;
 mod enqueue;
 mod fanout;
+mod follow;
 mod inspect;
 mod notify;
 mod options;
@@ -110,6 +111,9 @@ struct Inner {
     /// Shards (by index) whose head did not come in time, left out of
     /// claims until the instant given (sharded layout).
     suspects: Mutex<std::collections::HashMap<u16, std::time::Instant>>,
+    /// Calls in flight, watched for a master that stopped answering
+    /// (cluster only, see `follow.rs`).
+    follow: Arc<follow::Follow>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -152,6 +156,7 @@ impl RedisStore {
 
     /// Runs a script through its typed wrapper.
     async fn run<S: LuaScript>(&self, script: S) -> Result<S::Reply, StoreError> {
+        let _busy = self.inner.follow.busy();
         let reply = scripts::eval(&self.inner.client, script).await.map_err(|e| self.error(S::OP, e))?;
         S::decode(reply)
     }
@@ -167,6 +172,7 @@ impl RedisStore {
     async fn command(&self, op: &'static str, name: &'static str, args: Vec<String>) -> Result<Value, StoreError> {
         let cmd = fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::FirstKey, false);
         let mut refused = scripts::Refused::new();
+        let _busy = self.inner.follow.busy();
         loop {
             match self.inner.client.custom(cmd.clone(), args.clone()).await {
                 Err(e) if refused.again(&e).await => {}
