@@ -165,6 +165,10 @@ impl EnqueueStore for RedisStore {
             // The writes went to several masters, each over its own
             // connection: every master's `WAIT` covers what it took, and
             // the least of the answers is what all of them hold.
+            // A `WAIT` on a master cut off the network would hang until
+            // its timeout and the margin: past its own timeout it counts as
+            // a waiting call, and the store looks for a new layout.
+            let _busy = self.inner.follow.busy_after(timeout);
             let masters = self.inner.client.active_connections();
             if masters.is_empty() {
                 return Err(self.unavailable("no connection to any master"));

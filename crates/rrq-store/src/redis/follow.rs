@@ -8,7 +8,7 @@
 //!
 //! * every call of the command client that may write (scripts, plain
 //!   commands, heartbeats, completion batches) is marked in flight while it
-//!   waits ([`Follow::busy`]), and a timeout, a shard head that did not come
+//!   waits ([`Follow::busy`]; a `WAIT` once its own timeout has passed), and a timeout, a shard head that did not come
 //!   or a `WAIT` refused by a replica is noted ([`Follow::suspect`]);
 //! * a task ([`watch`]) looks every [`TICK`] whether a call has waited
 //!   longer than [`STALL`] or something was noted in the last
@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use fred::types::cluster::ClusterRouting;
+use futures::StreamExt as _;
 
 /// How often the watch looks at the calls in flight.
 pub(super) const TICK: Duration = Duration::from_millis(250);
@@ -82,10 +83,16 @@ impl Follow {
 
     /// Marks a call in flight until the guard is dropped.
     pub(super) fn busy(&self) -> Busy<'_> {
+        self.busy_after(Duration::ZERO)
+    }
+
+    /// [`Follow::busy`] for a call that may take `allowed` by itself (a
+    /// `WAIT` with its timeout): it counts as waiting only past that.
+    pub(super) fn busy_after(&self, allowed: Duration) -> Busy<'_> {
         if !self.on {
             return Busy { follow: self, key: None };
         }
-        let key = (Instant::now(), self.next.fetch_add(1, Ordering::Relaxed));
+        let key = (Instant::now() + allowed, self.next.fetch_add(1, Ordering::Relaxed));
         self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(key);
         Busy { follow: self, key: Some(key) }
     }
@@ -164,21 +171,37 @@ async fn layout_moved(client: &Client) -> Option<String> {
         return Some("the client has no layout".to_owned());
     };
     let mine = owners(&ours);
-    let asks = ours.unique_primary_nodes().into_iter().map(|server| {
-        let options = Options {
-            cluster_node: Some(server.clone()),
-            timeout: Some(PROBE_TIMEOUT),
-            max_attempts: Some(1),
-            ..Options::default()
+    // Only masters the client holds a connection to: fred answers a call
+    // for any other node by reconnecting every node (a layout sync that
+    // holds up every call).
+    let connected = client.active_connections();
+    let mut asks: futures::stream::FuturesUnordered<_> = ours
+        .unique_primary_nodes()
+        .into_iter()
+        .filter(|server| connected.contains(server))
+        .map(|server| {
+            let options = Options {
+                cluster_node: Some(server.clone()),
+                timeout: Some(PROBE_TIMEOUT),
+                max_attempts: Some(1),
+                ..Options::default()
+            };
+            async move {
+                let answer = client.with_options(&options).cluster_slots::<Value>().await;
+                (server, answer)
+            }
+        })
+        .collect();
+    // The first answer that differs is enough: the silent master's own
+    // probe is not waited for.
+    while let Some((server, answer)) = asks.next().await {
+        let view = match answer.and_then(|answer| ClusterRouting::from_cluster_slots(answer, server.host.clone())) {
+            Ok(view) => view,
+            Err(e) => {
+                tracing::debug!(%server, error = %e, "no layout from this master");
+                continue;
+            }
         };
-        async move {
-            let answer = client.with_options(&options).cluster_slots::<Value>().await;
-            (server, answer)
-        }
-    });
-    for (server, answer) in futures::future::join_all(asks).await {
-        let Ok(answer) = answer else { continue };
-        let Ok(view) = ClusterRouting::from_cluster_slots(answer, server.host.clone()) else { continue };
         if view.len() > 0 && owners(&view) != mine {
             return Some(format!("{server} reports other slot owners than the client's layout"));
         }
@@ -207,6 +230,11 @@ mod tests {
             let _call = follow.busy();
             assert!(!follow.stalled(Instant::now()), "a fresh call");
             assert!(follow.stalled(Instant::now() + STALL + Duration::from_millis(1)), "a call past the limit");
+        }
+        {
+            let _wait = follow.busy_after(Duration::from_secs(2));
+            assert!(!follow.stalled(Instant::now() + STALL * 2), "within its own allowance");
+            assert!(follow.stalled(Instant::now() + Duration::from_secs(2) + STALL * 2), "past it");
         }
         assert!(!follow.stalled(Instant::now() + STALL * 2), "the call has ended");
         follow.saw(&Error::new(ErrorKind::Timeout, "Request timed out."));
