@@ -236,9 +236,8 @@ async fn a_master_cut_off_mid_drain_in_a_docker_cluster_loses_no_acknowledged_jo
     assert!(worker.wait_exit(Duration::from_secs(15)).await.success());
     report!(T, "total run time {:.1}s", started.elapsed().as_secs_f64());
     // Checked last, so that the report above says what happened after it.
-    for why in [stuck, worker_stuck].into_iter().flatten() {
-        panic!("{why}");
-    }
+    let stalls: Vec<String> = [stuck, worker_stuck].into_iter().flatten().collect();
+    assert!(stalls.is_empty(), "{}", stalls.join("; "));
     for (when, attempts) in [("during the failover", &during), ("after the healing", &after)] {
         assert!(attempts.unclear.is_empty(), "enqueues {when} failed without a clear error: {:?}", attempts.unclear);
     }

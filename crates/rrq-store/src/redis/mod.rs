@@ -16,6 +16,9 @@
 //!   listings merged over the shards, and the check of the recorded shard
 //!   count when connecting;
 //! * `batch.rs`: the task that records successes in batches;
+//! * `follow.rs`: on a cluster, the watch that notices a call waiting on a
+//!   master that stopped answering and has the client follow the cluster's
+//!   new layout once a replica took over;
 //! * `reply.rs`: reply decoding; `notify.rs`: keyspace notifications.
 //!
 //! Connections: one multiplexed client runs every command and script; a
@@ -24,7 +27,9 @@
 //! first use) listens on the ready and cancel channels and, unless turned
 //! off, on keyspace notifications of the queues (see `notify.rs`), so jobs
 //! from any producer wake a worker at once. All of them reconnect with an
-//! exponential backoff, and every command has a timeout.
+//! exponential backoff, and every command has a timeout. On a cluster the
+//! command client's calls are also watched for a master that stops
+//! answering without closing its connections (see `follow.rs`).
 //!
 //! Writes that touch several keys are single Lua scripts. Successes are
 //! recorded in batches: [`WorkerStore::complete`](crate::WorkerStore::complete) hands its attempt to a task that
