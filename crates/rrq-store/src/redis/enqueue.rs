@@ -202,6 +202,14 @@ impl RedisStore {
     /// unconfirmed as after a lost reply, and the layout is looked at again
     /// (see `follow.rs`).
     fn wait_error(&self, e: Error) -> StoreError {
+        // A master whose connection fred dropped (it died, or the client
+        // has just followed a new layout) between listing the connections
+        // and sending: its `WAIT` could not be asked, so what the enqueue
+        // wrote there is as unconfirmed as after a lost reply.
+        if e.details() == "Failed to route command." {
+            self.inner.follow.suspect();
+            return StoreError::Unavailable { dsn: self.inner.dsn.clone(), source: Box::new(e) };
+        }
         if e.details().contains("WAIT cannot be used with replica instances") {
             self.inner.follow.suspect();
             return StoreError::Unavailable {
