@@ -7,18 +7,20 @@
 //! the network heals. So the store watches its own calls instead:
 //!
 //! * every call of the command client that may write (scripts, plain
-//!   commands, heartbeats, completion batches) is marked in flight while it
-//!   waits ([`Follow::busy`]; a `WAIT` once its own timeout has passed), and a timeout, a shard head that did not come
-//!   or a `WAIT` refused by a replica is noted ([`Follow::suspect`]);
+//!   commands, heartbeats, completion batches) is marked in flight while
+//!   it waits ([`Follow::busy`]; a `WAIT` once its own timeout has
+//!   passed), and a timeout, a shard head that did not come or a `WAIT`
+//!   refused by a replica is noted ([`Follow::suspect`]);
 //! * a task ([`watch`]) looks every [`TICK`] whether a call has waited
 //!   longer than [`STALL`] or something was noted in the last
-//!   [`SUSPECT_MEMORY`]; only then it asks every master the client knows
-//!   for its view of the slots (`CLUSTER SLOTS`, [`PROBE_TIMEOUT`] each), and
-//!   when an answer differs from the client's own, has the client sync its
-//!   layout (`sync_cluster`): fred then closes the connection to the
-//!   master that left, opens one to its successor, and sends the calls that
-//!   were waiting on the old connection to the new owner of their slots
-//!   (every script is safe to run twice on a cluster, see `connect.rs`).
+//!   [`SUSPECT_MEMORY`]; only then (and at most every [`PROBE_EVERY`]) it
+//!   asks every master the client is connected to for its view of the
+//!   slots (`CLUSTER SLOTS`, [`PROBE_TIMEOUT`] each), and when an answer
+//!   differs from the client's own, has the client sync its layout
+//!   (`sync_cluster`): fred then closes the connection to the master that
+//!   left, opens one to its successor, and sends the calls that were
+//!   waiting on the old connection to the new owner of their slots (every
+//!   script is safe to run twice on a cluster, see `connect.rs`).
 //!
 //! Nothing of this runs on one server or behind Sentinel, and nothing is
 //! sent to Redis while no call waits: the happy path costs two lock
@@ -43,6 +45,9 @@ pub(super) const STALL: Duration = Duration::from_secs(1);
 pub(super) const SUSPECT_MEMORY: Duration = Duration::from_secs(3);
 /// How long one master may take to answer `CLUSTER SLOTS`.
 pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The least time between two rounds of `CLUSTER SLOTS` (a call that is
+/// only slow must not turn into a stream of them).
+pub(super) const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// How long the watch waits for the client's layout sync.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -137,12 +142,15 @@ pub(super) fn spawn(client: Client, follow: &Arc<Follow>) {
 async fn watch(client: Client, follow: Weak<Follow>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_probe: Option<Instant> = None;
     loop {
         tick.tick().await;
         let Some(follow) = follow.upgrade() else { return };
-        if !follow.stalled(Instant::now()) {
+        let now = Instant::now();
+        if !follow.stalled(now) || last_probe.is_some_and(|t| now.saturating_duration_since(t) < PROBE_EVERY) {
             continue;
         }
+        last_probe = Some(now);
         let Some(reason) = layout_moved(&client).await else { continue };
         tracing::warn!(%reason, "the cluster's layout changed under a waiting call; syncing the client's view");
         match tokio::time::timeout(SYNC_TIMEOUT, client.sync_cluster()).await {
