@@ -196,16 +196,15 @@ impl EnqueueStore for RedisStore {
 }
 
 impl RedisStore {
-    /// A failed `WAIT` on a cluster. A node that answers it is a replica
-    /// now (a failover the client has not followed yet: it still holds a
-    /// connection to the old master): what the enqueue wrote there is as
-    /// unconfirmed as after a lost reply, and the layout is looked at again
-    /// (see `follow.rs`).
+    /// A failed `WAIT` on a cluster. Two failures say the client's view of
+    /// the masters is out of date, and are `Unavailable` (what the enqueue
+    /// wrote there is as unconfirmed as after a lost reply) and make the
+    /// store look at the layout again (see `follow.rs`): a master whose
+    /// connection fred dropped between listing the connections and sending
+    /// (it died, or the client has just followed a new layout), and a node
+    /// that answers as a replica (a failover the client has not followed
+    /// yet, the old master back on its old connection).
     fn wait_error(&self, e: Error) -> StoreError {
-        // A master whose connection fred dropped (it died, or the client
-        // has just followed a new layout) between listing the connections
-        // and sending: its `WAIT` could not be asked, so what the enqueue
-        // wrote there is as unconfirmed as after a lost reply.
         if e.details() == "Failed to route command." {
             self.inner.follow.suspect();
             return StoreError::Unavailable { dsn: self.inner.dsn.clone(), source: Box::new(e) };
