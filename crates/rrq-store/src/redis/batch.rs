@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::RedisStore;
 use super::connect::classify_cause;
+use super::follow::Follow;
 use super::reply::protocol;
 use super::scripts::{self, Attempt, Complete, LuaScript};
 use crate::clock::format_timestamp;
@@ -57,7 +58,12 @@ pub(super) async fn complete(
 /// already waiting (up to [`COMPLETE_BATCH`]), runs one script call for all
 /// of them and answers each. While a call is in flight new successes queue
 /// up, so the batch grows with the load and a lone success goes at once.
-pub(super) async fn complete_batches(client: Client, dsn: String, mut pending: mpsc::UnboundedReceiver<Completion>) {
+pub(super) async fn complete_batches(
+    client: Client,
+    dsn: String,
+    mut pending: mpsc::UnboundedReceiver<Completion>,
+    follow: Arc<Follow>,
+) {
     let mut waiting: Vec<oneshot::Sender<Result<Fence, StoreError>>> = Vec::with_capacity(COMPLETE_BATCH);
     let mut attempts = Vec::with_capacity(COMPLETE_BATCH);
     while let Some(first) = pending.recv().await {
@@ -76,8 +82,8 @@ pub(super) async fn complete_batches(client: Client, dsn: String, mut pending: m
         let mut slots: Vec<Option<Attempt>> = batch.into_iter().map(Some).collect();
         let calls = groups.into_iter().map(|(_, indices)| {
             let attempts: Vec<Attempt> = indices.iter().filter_map(|&i| slots[i].take()).collect();
-            let client = client.clone();
-            async move { (indices, run_batch(&client, attempts).await) }
+            let (client, follow) = (client.clone(), &follow);
+            async move { (indices, run_batch(&client, follow, attempts).await) }
         });
         let mut answers: Vec<Option<Result<Fence, StoreError>>> = (0..waiting.len()).map(|_| None).collect();
         for (indices, fences) in futures::future::join_all(calls).await {
@@ -104,16 +110,26 @@ pub(super) async fn complete_batches(client: Client, dsn: String, mut pending: m
 }
 
 /// One `complete.lua` call for attempts of one shard: a fence per attempt.
-async fn run_batch(client: &Client, attempts: Vec<Attempt>) -> Result<Vec<Result<Fence, StoreError>>, Failure> {
+async fn run_batch(
+    client: &Client,
+    follow: &Follow,
+    attempts: Vec<Attempt>,
+) -> Result<Vec<Result<Fence, StoreError>>, Failure> {
     let n = attempts.len();
-    match scripts::eval(client, Complete { attempts }).await {
+    let busy = follow.busy();
+    let reply = scripts::eval(client, Complete { attempts }).await;
+    drop(busy);
+    match reply {
         Ok(reply) => match Complete::decode(reply) {
             Ok(fences) if fences.len() == n => Ok(fences),
             Ok(fences) => Err(Failure::Reply(format!("{} codes for {n} attempts", fences.len()))),
             Err(StoreError::Protocol { detail, .. }) => Err(Failure::Reply(detail)),
             Err(other) => Err(Failure::Reply(other.to_string())),
         },
-        Err(e) => Err(Failure::Client(e.kind().clone(), Arc::new(e))),
+        Err(e) => {
+            follow.saw(&e);
+            Err(Failure::Client(e.kind().clone(), Arc::new(e)))
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use fred::clients::{ExclusivePool, SubscriberClient};
 use fred::prelude::*;
 use tokio::sync::{OnceCell, mpsc};
 
+use super::follow::{self, Follow};
 use super::options::ConnectOptions;
 use super::{DEFAULT_EVENTS_TTL, Inner, RedisStore, batch, notify};
 use crate::error::{BoxError, StoreError, mask_dsn};
@@ -85,8 +86,12 @@ impl RedisStore {
                     return Err(refused);
                 }
                 let (completions, pending) = mpsc::unbounded_channel();
+                let follow = Arc::new(Follow::new(mode == Mode::Cluster));
+                if mode == Mode::Cluster {
+                    follow::spawn(client.clone(), &follow);
+                }
                 // Ends when the last handle is dropped (the sender goes with `Inner`).
-                tokio::spawn(batch::complete_batches(client.clone(), masked.clone(), pending));
+                tokio::spawn(batch::complete_batches(client.clone(), masked.clone(), pending, follow.clone()));
                 return Ok(RedisStore {
                     inner: Arc::new(Inner {
                         client,
@@ -101,6 +106,7 @@ impl RedisStore {
                         suspects: Mutex::new(std::collections::HashMap::new()),
                         heads: Arc::default(),
                         alive: tokio::sync::watch::channel(()).0,
+                        follow,
                     }),
                     defaults: Arc::new(JobDefaults::default()),
                     layout,
@@ -134,6 +140,7 @@ impl RedisStore {
     }
 
     pub(super) fn error(&self, op: &'static str, e: Error) -> StoreError {
+        self.inner.follow.saw(&e);
         classify(&self.inner.dsn, op, e)
     }
 
@@ -213,33 +220,53 @@ impl RedisStore {
             // The task ends with the store (its `alive` sender dropped).
             let (heads, mut reconnects) = (Arc::downgrade(&self.inner.heads), sub.reconnect_rx());
             let (sub, layout, mut alive) = (sub.clone(), self.layout.clone(), self.inner.alive.subscribe());
+            let follow = Arc::downgrade(&self.inner.follow);
             tokio::spawn(async move {
-                let mut again = tokio::time::interval(RESUBSCRIBE_EVERY);
-                again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                again.tick().await;
+                let mut tick = tokio::time::interval(FOLLOW_TICK);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                let (mut ticks, mut seen_sync) = (0u32, None);
                 loop {
+                    let forget = || heads.upgrade().map(|heads| heads.forget()).is_some();
                     tokio::select! {
                         _ = alive.changed() => break,
                         reconnect = reconnects.recv() => match reconnect {
                             // Messages may have been missed while the
                             // connection was down: every head is read again
                             // at the next claim.
-                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => match heads.upgrade() {
-                                Some(heads) => heads.forget(),
-                                None => break,
-                            },
+                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                                if !forget() {
+                                    break;
+                                }
+                            }
                             // The subscriber was closed.
                             Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                         },
-                        _ = again.tick() => {}
+                        _ = tick.tick() => {
+                            ticks = ticks.wrapping_add(1);
+                            let Some(follow) = follow.upgrade() else { break };
+                            let synced = follow.last_sync();
+                            if synced != seen_sync {
+                                // The command client followed a new layout (a
+                                // master stopped answering and a replica took
+                                // over): the subscriber follows it too, and
+                                // what its old connections missed is forgotten.
+                                seen_sync = synced;
+                                let _ = tokio::time::timeout(RESUBSCRIBE_TIMEOUT, sub.sync_cluster()).await;
+                                forget();
+                            } else if ticks % RESUBSCRIBE_TICKS != 0 {
+                                continue;
+                            }
+                        }
                     }
                     // After a reconnect (fred's own re-subscription stops at
                     // its first failure, and it first sends a PSUBSCRIBE
-                    // with no pattern, which a server refuses) and every
-                    // RESUBSCRIBE_EVERY (a master that hands a slot to
-                    // another, in a resharding or a failover, drops the
-                    // slot's shard subscriptions without the client knowing):
-                    // subscribing to a channel already subscribed is a no-op.
+                    // with no pattern, which a server refuses), a layout
+                    // sync, and every RESUBSCRIBE_TICKS (a master that hands
+                    // a slot to another, in a resharding or a failover, drops
+                    // the slot's shard subscriptions without the client
+                    // knowing): subscribing to a channel already subscribed
+                    // is a no-op.
                     tokio::select! {
                         _ = alive.changed() => break,
                         () = subscribe_shards(&sub, &layout) => {}
@@ -409,10 +436,14 @@ fn connect_error(e: Error, dsn: String) -> StoreError {
 /// own earlier run, enqueues carry a call mark, claims always look for the
 /// jobs their token already took).
 pub(super) const CLUSTER_ATTEMPTS: u32 = 8;
-/// How often a store on a cluster subscribes to its shard channels again
-/// (see `watch_keyspace_config`): a message lost in between costs a worker
-/// at most `heads::FRESH_FOR` of delay.
-const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(10);
+/// How often a store on a cluster looks whether its command client followed
+/// a new layout (then the subscriber follows too; see `follow.rs` and
+/// `watch_keyspace_config`).
+const FOLLOW_TICK: Duration = Duration::from_secs(1);
+/// Every how many [`FOLLOW_TICK`]s the shard channels are subscribed again
+/// (10 s): a message lost in between costs a worker about
+/// `heads::FRESH_FOR` of delay.
+const RESUBSCRIBE_TICKS: u32 = 10;
 /// How long one shard channel's subscription may take when made again.
 const RESUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -437,6 +468,13 @@ async fn subscribe_shards(sub: &SubscriberClient, layout: &keys::Layout) {
         }
     }
 }
+/// How long fred may take to open a connection to one cluster node and
+/// set it up (`HELLO`, `CLUSTER SLOTS` on its side connection). When it
+/// syncs the layout, fred asks the nodes it knows one after the other, in
+/// address order, and a master cut off the network (or frozen) may come
+/// first: every call waits for that sync, so the wait for a silent node
+/// is kept short.
+const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const CLUSTER_REDIRECTIONS: u32 = 5;
 
 fn builder(config: Config, mode: Mode) -> Builder {
@@ -453,6 +491,8 @@ fn builder(config: Config, mode: Mode) -> Builder {
             if mode == Mode::Cluster {
                 c.max_command_attempts = CLUSTER_ATTEMPTS;
                 c.max_redirections = CLUSTER_REDIRECTIONS;
+                c.connection_timeout = CLUSTER_CONNECT_TIMEOUT;
+                c.internal_command_timeout = CLUSTER_CONNECT_TIMEOUT;
             }
         })
         .with_performance_config(|p| {

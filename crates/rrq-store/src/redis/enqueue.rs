@@ -165,6 +165,10 @@ impl EnqueueStore for RedisStore {
             // The writes went to several masters, each over its own
             // connection: every master's `WAIT` covers what it took, and
             // the least of the answers is what all of them hold.
+            // A `WAIT` on a master cut off the network would hang until
+            // its timeout and the margin: past its own timeout it counts as
+            // a waiting call, and the store looks for a new layout.
+            let _busy = self.inner.follow.busy_after(timeout);
             let masters = self.inner.client.active_connections();
             if masters.is_empty() {
                 return Err(self.unavailable("no connection to any master"));
@@ -175,7 +179,7 @@ impl EnqueueStore for RedisStore {
             });
             let mut least = i64::MAX;
             for acked in futures::future::join_all(waits).await {
-                least = least.min(acked.map_err(|e| self.error("confirm_replicated", e))?);
+                least = least.min(acked.map_err(|e| self.wait_error(e))?);
             }
             least
         } else {
@@ -188,6 +192,36 @@ impl EnqueueStore for RedisStore {
         };
         let acked = u32::try_from(acked).unwrap_or(0);
         if acked >= replicas { Ok(()) } else { Err(StoreError::NotReplicated { wanted: replicas, acked, timeout }) }
+    }
+}
+
+impl RedisStore {
+    /// A failed `WAIT` on a cluster. Two failures say the client's view of
+    /// the masters is out of date, and are `Unavailable` (what the enqueue
+    /// wrote there is as unconfirmed as after a lost reply) and make the
+    /// store look at the layout again (see `follow.rs`): a master whose
+    /// connection fred dropped between listing the connections and sending
+    /// (it died, or the client has just followed a new layout), and a node
+    /// that answers as a replica (a failover the client has not followed
+    /// yet, the old master back on its old connection).
+    fn wait_error(&self, e: Error) -> StoreError {
+        if e.details() == "Failed to route command." {
+            self.inner.follow.suspect();
+            return StoreError::Unavailable { dsn: self.inner.dsn.clone(), source: Box::new(e) };
+        }
+        if e.details().contains("WAIT cannot be used with replica instances") {
+            self.inner.follow.suspect();
+            return StoreError::Unavailable {
+                dsn: self.inner.dsn.clone(),
+                source: format!(
+                    "a node the client still took for a master is a replica now ({}); the client follows the new \
+                     layout, ask again",
+                    e.details()
+                )
+                .into(),
+            };
+        }
+        self.error("confirm_replicated", e)
     }
 }
 

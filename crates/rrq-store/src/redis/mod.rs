@@ -16,6 +16,9 @@
 //!   listings merged over the shards, and the check of the recorded shard
 //!   count when connecting;
 //! * `batch.rs`: the task that records successes in batches;
+//! * `follow.rs`: on a cluster, the watch that notices a call waiting on a
+//!   master that stopped answering and has the client follow the cluster's
+//!   new layout once a replica took over;
 //! * `reply.rs`: reply decoding; `notify.rs`: keyspace notifications and
 //!   what a message on RRQ's channels stands for; `heads.rs`: on a cluster,
 //!   what a store knows of its queues' shard heads, so claims ask only the
@@ -27,7 +30,9 @@
 //! first use) listens on the ready and cancel channels and, unless turned
 //! off, on keyspace notifications of the queues (see `notify.rs`), so jobs
 //! from any producer wake a worker at once. All of them reconnect with an
-//! exponential backoff, and every command has a timeout.
+//! exponential backoff, and every command has a timeout. On a cluster the
+//! command client's calls are also watched for a master that stops
+//! answering without closing its connections (see `follow.rs`).
 //!
 //! Writes that touch several keys are single Lua scripts. Successes are
 //! recorded in batches: [`WorkerStore::complete`](crate::WorkerStore::complete) hands its attempt to a task that
@@ -48,6 +53,7 @@ mod batch;
 mod connect;
 mod enqueue;
 mod fanout;
+mod follow;
 mod heads;
 mod inspect;
 mod notify;
@@ -119,6 +125,9 @@ struct Inner {
     heads: Arc<heads::Heads>,
     /// Dropped with the store: tasks that watch it end.
     alive: tokio::sync::watch::Sender<()>,
+    /// Calls in flight, watched for a master that stopped answering
+    /// (cluster only, see `follow.rs`).
+    follow: Arc<follow::Follow>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -161,6 +170,7 @@ impl RedisStore {
 
     /// Runs a script through its typed wrapper.
     async fn run<S: LuaScript>(&self, script: S) -> Result<S::Reply, StoreError> {
+        let _busy = self.inner.follow.busy();
         let reply = scripts::eval(&self.inner.client, script).await.map_err(|e| self.error(S::OP, e))?;
         S::decode(reply)
     }
@@ -176,6 +186,7 @@ impl RedisStore {
     async fn command(&self, op: &'static str, name: &'static str, args: Vec<String>) -> Result<Value, StoreError> {
         let cmd = fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::FirstKey, false);
         let mut refused = scripts::Refused::new();
+        let _busy = self.inner.follow.busy();
         loop {
             match self.inner.client.custom(cmd.clone(), args.clone()).await {
                 Err(e) if refused.again(&e).await => {}

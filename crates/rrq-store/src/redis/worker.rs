@@ -154,6 +154,7 @@ impl WorkerStore for RedisStore {
     async fn heartbeat(&self, health: &WorkerHealth, ttl: Duration) -> Result<(), StoreError> {
         let json = shared::health_json(health)?;
         let ttl = i64::try_from(shared::health_ttl(ttl)).unwrap_or(i64::MAX);
+        let _busy = self.inner.follow.busy();
         self.inner
             .client
             .set::<(), _, _>(self.layout.health(&health.worker_id), json, Some(Expiration::EX(ttl)), None, false)
@@ -356,8 +357,19 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 /// in time a moment ago.
 fn suspects(store: &RedisStore) -> Vec<bool> {
     let now = std::time::Instant::now();
+    // A mark made before the client last followed a new layout is void:
+    // the shard may have a new master that answers.
+    let synced = store.inner.follow.last_sync();
     let until = store.inner.suspects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    store.layout.shards().map(|shard| until.get(&shard.index()).is_some_and(|t| *t > now)).collect()
+    store
+        .layout
+        .shards()
+        .map(|shard| {
+            until.get(&shard.index()).is_some_and(|t| {
+                *t > now && synced.is_none_or(|s| t.checked_sub(SUSPECT_FOR).is_some_and(|marked| marked > s))
+            })
+        })
+        .collect()
 }
 
 /// Reads the head of each shard's ready set of `queue` (when its first job
@@ -413,6 +425,7 @@ async fn shard_heads(store: &RedisStore, queue: &QueueName) -> Result<Picture, S
         }
     }
     if !silent.is_empty() {
+        store.inner.follow.suspect();
         let until = now + SUSPECT_FOR;
         let mut suspects = store.inner.suspects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for shard in &silent {
@@ -474,7 +487,10 @@ async fn claim_on(
         replay: store.layout.is_sharded(),
         max_payload_bytes: req.max_payload_bytes,
     };
-    let reply = match scripts::eval(&store.inner.client, call.clone()).await {
+    let busy = store.inner.follow.busy();
+    let first = scripts::eval(&store.inner.client, call.clone()).await;
+    drop(busy);
+    let reply = match first {
         Ok(reply) => reply,
         // The connection broke with the script sent: it may have run and
         // only its reply been lost. Asking again with the same token
@@ -501,7 +517,10 @@ async fn replay(store: &RedisStore, call: Claim, first: Error) -> Result<Value, 
     for _ in 0..CLAIM_REPLAYS {
         tracing::debug!(error = %last, "claim reply lost with the connection; asking again with the same token");
         tokio::time::sleep(delay).await;
-        match scripts::eval(&store.inner.client, call.clone()).await {
+        let busy = store.inner.follow.busy();
+        let again = scripts::eval(&store.inner.client, call.clone()).await;
+        drop(busy);
+        match again {
             Ok(reply) => return Ok(reply),
             Err(e) if lost_reply(&e) => {
                 last = e;

@@ -12,7 +12,7 @@ use rrq_store::{
     AdminStore, ClaimRequest, EnqueueMode, EnqueueStore, Enqueued, Fence, InspectStore, JobStatus, RedisStore,
     StoreError, WorkerStore,
 };
-use rrq_test_support::cluster::TestCluster;
+use rrq_test_support::cluster::{Role, TestCluster};
 use rrq_test_support::resp::{self, Reply};
 use serde_json::json;
 
@@ -903,5 +903,106 @@ fn claim_request(h: &Harness, q: &QueueName) -> ClaimRequest {
         now: h.now,
         lease_ttl: LEASE,
         max_payload_bytes: usize::MAX,
+    }
+}
+
+/// The role a node reports (`master` or `slave`), `None` while it does not
+/// answer.
+fn role(port: u16) -> Option<String> {
+    resp::info_field(port, &["INFO", "replication"], "role")
+}
+
+/// Polls `role` of the node on `port` until it is `want`.
+async fn wait_for_role(port: u16, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = tokio::task::spawn_blocking(move || role(port)).await.unwrap();
+        if now.as_deref() == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the node on port {port} is still {now:?}, not {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await; // sleep-ok: polling with a deadline
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_follows_a_frozen_masters_replica_that_took_over() {
+    // A master that stops answering but keeps its connections (frozen with
+    // SIGSTOP, as a host cut off the network), and its replica promoted at
+    // once (`CLUSTER FAILOVER TAKEOVER`, instead of waiting for the node
+    // timeout): the calls waiting on the frozen master, and every later one
+    // for its slots, go to the replica within a few seconds, well inside
+    // the store's 10 s command timeout.
+    let h = Harness::cluster().await;
+    let q = h.queue("q");
+    let layout = h.layout().clone();
+    let cluster = h.test_cluster();
+    let nodes = cluster.nodes();
+    let frozen = cluster.masters()[0].clone();
+    let replica = nodes
+        .iter()
+        .find(|n| matches!(&n.role, Role::Replica { master_id } if *master_id == frozen.id))
+        .expect("the master has a replica")
+        .clone();
+    let on_frozen: Vec<JobId> = (0..)
+        .map(|i| h.id(&format!("f{i}")))
+        .filter(|id| frozen.serves(rrq_store::keys::key_slot(layout.job(id).as_bytes())))
+        .take(4)
+        .collect();
+    let enqueue = |id: &JobId| {
+        let mut job = h.new_job("unused", &q);
+        job.id = id.clone();
+        h.store.enqueue(job, EnqueueMode::Standard)
+    };
+    // One job claimed before the freeze: its lease is renewed and its
+    // success recorded afterwards.
+    enqueue(&on_frozen[0]).await.unwrap();
+    let claimed = h.claim(&q, &h.worker("w"), 10, h.now).await;
+    assert_eq!(claimed.jobs.len(), 1);
+    let lease = claimed.jobs[0].lease.clone();
+
+    cluster.freeze(frozen.port);
+    let store = h.store.clone();
+    let mut job = h.new_job("unused", &q);
+    job.id = on_frozen[1].clone();
+    let waiting = tokio::spawn(async move { store.enqueue(job, EnqueueMode::Standard).await });
+    let port = replica.port;
+    let took_over = tokio::task::spawn_blocking(move || resp::call(port, &["CLUSTER", "FAILOVER", "TAKEOVER"]));
+    assert!(matches!(took_over.await.unwrap(), Ok(Reply::Status(ref s)) if s == "OK"));
+    wait_for_role(replica.port, "master").await;
+    let promoted = Instant::now();
+
+    let answer = waiting.await.unwrap();
+    let followed = promoted.elapsed();
+    assert!(matches!(answer, Ok(Enqueued::Created(_))), "the enqueue waiting on the frozen master: {answer:?}");
+    assert!(followed < Duration::from_secs(7), "it waited {followed:?} after the takeover");
+    let started = Instant::now();
+    let states = h.store.renew(std::slice::from_ref(&lease), LEASE).await.unwrap();
+    assert_eq!(states, vec![rrq_store::LeaseState::Held]);
+    assert_eq!(h.store.complete(&lease, &json!("done"), h.now).await.unwrap(), Fence::Applied);
+    assert!(matches!(enqueue(&on_frozen[2]).await, Ok(Enqueued::Created(_))));
+    assert!(started.elapsed() < Duration::from_secs(3), "calls after the sync took {:?}", started.elapsed());
+    // The promoted master has no replica while the old one is frozen: WAIT
+    // is asked of the current masters only, and says so.
+    let refused = h.store.confirm_replicated(1, Duration::from_millis(300)).await;
+    assert!(matches!(refused, Err(StoreError::NotReplicated { acked: 0, .. })), "{refused:?}");
+    let taken = h.claim(&q, &h.worker("w"), 10, h.now).await;
+    let mut got: Vec<JobId> = taken.jobs.into_iter().map(|c| c.lease.job_id).collect();
+    got.sort();
+    let mut want = on_frozen[1..3].to_vec();
+    want.sort();
+    assert_eq!(got, want, "the jobs enqueued on the promoted master are claimed");
+
+    // Thawed, the old master rejoins as the new one's replica, and WAIT
+    // confirms again (never asked of the old master, now a replica).
+    cluster.thaw(frozen.port);
+    wait_for_role(frozen.port, "slave").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match h.store.confirm_replicated(1, Duration::from_millis(500)).await {
+            Ok(()) => break,
+            Err(StoreError::NotReplicated { .. }) if Instant::now() < deadline => {}
+            other => panic!("WAIT after the old master rejoined: {other:?}"),
+        }
     }
 }
