@@ -24,6 +24,9 @@ use crate::store::{Fence, Lease};
 /// Most attempts recorded by one completion script call: bounds the time
 /// one call keeps Redis busy (about 10 commands per attempt).
 const COMPLETE_BATCH: usize = 256;
+/// How long the next batch waits for a call of this one (see
+/// `complete_batches`): far above a call's usual milliseconds.
+const STRAGGLER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One success for the batching task, and where its fence goes.
 pub(super) struct Completion {
@@ -58,13 +61,16 @@ pub(super) async fn complete(
 /// already waiting (up to [`COMPLETE_BATCH`]), runs one script call for all
 /// of them and answers each. While a call is in flight new successes queue
 /// up, so the batch grows with the load and a lone success goes at once.
+/// On a cluster a batch makes one call per shard, side by side; a call to a
+/// master that does not answer holds up the next batch for
+/// [`STRAGGLER_WAIT`] at most.
 pub(super) async fn complete_batches(
     client: Client,
     dsn: String,
     mut pending: mpsc::UnboundedReceiver<Completion>,
     follow: Arc<Follow>,
 ) {
-    let mut waiting: Vec<oneshot::Sender<Result<Fence, StoreError>>> = Vec::with_capacity(COMPLETE_BATCH);
+    let mut waiting: Vec<Reply> = Vec::with_capacity(COMPLETE_BATCH);
     let mut attempts = Vec::with_capacity(COMPLETE_BATCH);
     while let Some(first) = pending.recv().await {
         let mut next = Some(first);
@@ -76,35 +82,52 @@ pub(super) async fn complete_batches(
             }
         }
         // One script call per shard present in the batch (the single
-        // layout has one), run side by side; each attempt gets its own answer.
+        // layout has one), run side by side; each answers its own attempts.
         let batch = std::mem::take(&mut attempts);
         let groups = super::by_shard(&batch[0].layout, &batch, |a| a.layout.shard_of(&a.id));
-        let mut slots: Vec<Option<Attempt>> = batch.into_iter().map(Some).collect();
-        let calls = groups.into_iter().map(|(_, indices)| {
-            let attempts: Vec<Attempt> = indices.iter().filter_map(|&i| slots[i].take()).collect();
-            let (client, follow) = (client.clone(), &follow);
-            async move { (indices, run_batch(&client, follow, attempts).await) }
-        });
-        let mut answers: Vec<Option<Result<Fence, StoreError>>> = (0..waiting.len()).map(|_| None).collect();
-        for (indices, fences) in futures::future::join_all(calls).await {
-            match fences {
-                Ok(fences) => {
-                    for (i, fence) in indices.into_iter().zip(fences) {
-                        answers[i] = Some(fence);
-                    }
-                }
-                Err(failure) => {
-                    // Every attempt of the call gets the error (the call may
-                    // or may not have run; a retry of each is safe either
-                    // way), each with the client's error itself as its source.
-                    for i in indices {
-                        answers[i] = Some(Err(failure.to_error(&dsn)));
-                    }
-                }
+        let mut slots: Vec<Option<(Attempt, Reply)>> = batch.into_iter().zip(waiting.drain(..)).map(Some).collect();
+        let calls: Vec<_> = groups
+            .into_iter()
+            .map(|(_, indices)| {
+                let (attempts, replies): (Vec<Attempt>, Vec<Reply>) =
+                    indices.iter().filter_map(|&i| slots[i].take()).unzip();
+                let (client, follow, dsn) = (client.clone(), follow.clone(), dsn.clone());
+                tokio::spawn(async move {
+                    let fences = run_batch(&client, &follow, attempts).await;
+                    answer(replies, fences, &dsn);
+                })
+            })
+            .collect();
+        // The next batch waits for this one (so batches grow with the load)
+        // but not for a master that does not answer: after STRAGGLER_WAIT
+        // its call goes on by itself and answers its attempts when it ends,
+        // while the successes of the other masters are recorded meanwhile.
+        let _ = tokio::time::timeout(STRAGGLER_WAIT, futures::future::join_all(calls)).await;
+    }
+}
+
+/// Where one attempt's fence goes.
+type Reply = oneshot::Sender<Result<Fence, StoreError>>;
+
+/// Answers each attempt of one call.
+fn answer(replies: Vec<Reply>, fences: Result<Vec<Result<Fence, StoreError>>, Failure>, dsn: &str) {
+    match fences {
+        Ok(fences) => {
+            let n = replies.len();
+            let mut fences = fences.into_iter();
+            for reply in replies {
+                let fence =
+                    fences.next().unwrap_or_else(|| Err(protocol(Complete::OP, format!("no answer among {n}"))));
+                let _ = reply.send(fence);
             }
         }
-        for (reply, answer) in waiting.drain(..).zip(answers) {
-            let _ = reply.send(answer.unwrap_or_else(|| Err(protocol(Complete::OP, "no answer for an attempt"))));
+        // Every attempt of the call gets the error (the call may or may not
+        // have run; a retry of each is safe either way), each with the
+        // client's error itself as its source.
+        Err(failure) => {
+            for reply in replies {
+                let _ = reply.send(Err(failure.to_error(dsn)));
+            }
         }
     }
 }

@@ -1006,3 +1006,59 @@ async fn the_store_follows_a_frozen_masters_replica_that_took_over() {
         }
     }
 }
+
+/// A success of a job on a master that does not answer must not hold up the
+/// successes of the other masters' jobs behind it (the batching task sends
+/// one batch at a time): the next batch goes after a short wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successes_of_the_other_masters_are_recorded_while_one_hangs() {
+    let h = Harness::cluster().await;
+    let q = h.queue("q");
+    let layout = h.layout().clone();
+    let cluster = h.test_cluster();
+    let frozen = cluster.masters()[0].clone();
+    let on = |id: &JobId| frozen.serves(cluster.slot_of(&layout.job(id)));
+    let stuck_id = (0..).map(|i| h.id(&format!("stuck{i}"))).find(|id| on(id)).unwrap();
+    let free_id = (0..).map(|i| h.id(&format!("free{i}"))).find(|id| !on(id)).unwrap();
+    for id in [&stuck_id, &free_id] {
+        let mut job = h.new_job("unused", &q);
+        job.id = id.clone();
+        h.store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+    }
+    let batch = h.claim(&q, &h.worker("w"), 10, h.now).await;
+    assert_eq!(batch.jobs.len(), 2);
+    let lease = |id: &JobId| batch.jobs.iter().find(|c| &c.lease.job_id == id).unwrap().lease.clone();
+    let (stuck, free) = (lease(&stuck_id), lease(&free_id));
+
+    cluster.freeze(frozen.port);
+    wait_silent(frozen.port);
+    let store = h.store.clone();
+    let pending = tokio::spawn(async move { store.complete(&stuck, &json!("a"), chrono::Utc::now()).await });
+    // The stuck success is in flight (its call sent) before the other one.
+    tokio::task::yield_now().await;
+    let started = Instant::now();
+    let recorded = tokio::time::timeout(Duration::from_secs(8), h.store.complete(&free, &json!("b"), h.now)).await;
+    let took = started.elapsed();
+    cluster.thaw(frozen.port);
+    assert_eq!(recorded.expect("the free master's success is not held up").unwrap(), Fence::Applied);
+    assert!(took < Duration::from_secs(5), "waited {took:?} behind the silent master");
+    // The stuck call ends by itself once its master is back (or times out).
+    tokio::time::timeout(Duration::from_secs(30), pending).await.expect("the stuck call ends").unwrap().ok();
+}
+
+/// Waits (with a deadline) until the node on `port` leaves a `PING` on a
+/// fresh connection unanswered for 200 ms: a freeze has taken effect.
+fn wait_silent(port: u16) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "the node on {port} still answers");
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        conn.write_all(b"PING\r\n").unwrap();
+        let mut buf = [0u8; 16];
+        if conn.read(&mut buf).is_err() {
+            return;
+        }
+    }
+}
