@@ -55,7 +55,8 @@ impl EnqueueStore for RedisStore {
         }
         let ready_now = shared::ready_at_enqueue(&job);
         let layout = &self.layout;
-        match plan {
+        let id = job.id.clone();
+        let enqueued = match plan {
             Plan::Standard => {
                 self.run(Enqueue { job: NewJobCall::new(layout, &job, 0, ready_now), idempotency_key: None }).await?
             }
@@ -86,7 +87,12 @@ impl EnqueueStore for RedisStore {
                 };
                 self.run(call).await?
             }
+        };
+        // A worker in this process asks the job's shard at its next claim.
+        if enqueued.is_ok() {
+            self.touched(&id);
         }
+        enqueued
     }
 
     async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
@@ -251,6 +257,9 @@ async fn enqueue_chunk(
         jobs: jobs.iter().map(|job| BatchJob::new(&store.layout, job)).collect(),
     };
     let created = store.run(call).await?;
+    if store.layout.is_sharded() {
+        store.inner.heads.touched(shard);
+    }
     if created.len() != jobs.len() {
         return Err(protocol(EnqueueBatch::OP, format!("{} statuses for {} jobs", created.len(), jobs.len())));
     }

@@ -35,6 +35,12 @@ use crate::keys::Shard;
 /// asked again.
 pub(super) const FRESH_FOR: Duration = Duration::from_secs(1);
 
+/// How long an empty answer may rest on the picture alone after every head
+/// was read: a job another process added this little while before the
+/// claim, its message still on the way, waits for that message (this
+/// process's own writes mark their shard at once, see [`Heads::touched`]).
+pub(super) const EMPTY_TRUSTED_FOR: Duration = Duration::from_millis(250);
+
 /// One shard's head, as last learnt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Head {
@@ -67,6 +73,8 @@ pub(super) struct Picture {
     generations: Vec<u64>,
     /// The view's epoch when taken (see [`Heads::forget`]).
     epoch: u64,
+    /// When every head was last read (`None`: being read now).
+    pub read_at: Option<Instant>,
 }
 
 struct View {
@@ -102,7 +110,12 @@ impl Heads {
         let views = self.views();
         let view =
             views.get(queue).filter(|v| v.read_at.is_some_and(|at| now.saturating_duration_since(at) < FRESH_FOR))?;
-        Some(Picture { heads: view.heads.clone(), generations: view.generations.clone(), epoch: view.epoch })
+        Some(Picture {
+            heads: view.heads.clone(),
+            generations: view.generations.clone(),
+            epoch: view.epoch,
+            read_at: view.read_at,
+        })
     }
 
     /// Starts reading every head of `queue` (of `shards` shards): the
@@ -110,7 +123,12 @@ impl Heads {
     pub(super) fn reading(&self, queue: &QueueName, shards: usize) -> Picture {
         let mut views = self.views();
         let view = views.entry(queue.clone()).or_insert_with(|| View::new(shards));
-        Picture { heads: vec![Head::Ask; shards], generations: view.generations.clone(), epoch: view.epoch }
+        Picture {
+            heads: vec![Head::Ask; shards],
+            generations: view.generations.clone(),
+            epoch: view.epoch,
+            read_at: None,
+        }
     }
 
     /// Records every head read for `picture` (begun at `began`), except
@@ -152,6 +170,19 @@ impl Heads {
         for i in range {
             view.heads[i] = Head::Ask;
             view.generations[i] = view.generations[i].wrapping_add(1);
+        }
+    }
+
+    /// This process added a job to `shard` (any queue: the job's own queue
+    /// is known only in the script): asked at the next claim, without
+    /// waiting for the message.
+    pub(super) fn touched(&self, shard: Shard) {
+        let i = usize::from(shard.index());
+        for view in self.views().values_mut() {
+            if let (Some(head), Some(generation)) = (view.heads.get_mut(i), view.generations.get_mut(i)) {
+                *head = Head::Ask;
+                *generation = generation.wrapping_add(1);
+            }
         }
     }
 
@@ -292,6 +323,26 @@ mod tests {
         p.heads = vec![Head::Empty; 4];
         heads.read(&q, &p, Instant::now());
         assert_eq!(heads.picture(&q, Instant::now()).unwrap().heads, vec![Head::Empty; 4]);
+    }
+
+    #[test]
+    fn this_process_s_own_write_marks_its_shard_in_every_queue() {
+        let heads = Arc::new(Heads::default());
+        let _live = heads.listening();
+        let (a, b) = (QueueName::new("a"), QueueName::new("b"));
+        let began = Instant::now();
+        for q in [&a, &b] {
+            let mut p = heads.reading(q, 4);
+            p.heads = vec![Head::Empty; 4];
+            heads.read(q, &p, began);
+        }
+        let before = heads.picture(&a, began).unwrap();
+        heads.touched(shard(1));
+        // A claim's reply from before the write does not undo the mark.
+        heads.claimed(&a, &before, shard(1), Head::Empty);
+        for q in [&a, &b] {
+            assert_eq!(heads.picture(q, began).unwrap().heads, vec![Head::Empty, Head::Ask, Head::Empty, Head::Empty]);
+        }
     }
 
     #[test]

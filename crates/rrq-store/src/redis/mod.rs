@@ -182,6 +182,15 @@ impl RedisStore {
         by_shard(&self.layout, items, shard_of)
     }
 
+    /// Marks the shard of job `id` to be asked at the next claim: this
+    /// process just added the job to its ready set (sharded layout; see
+    /// `heads.rs`).
+    fn touched(&self, id: &rrq_protocol::JobId) {
+        if self.layout.is_sharded() {
+            self.inner.heads.touched(self.layout.shard_of(id));
+        }
+    }
+
     /// Runs one plain command.
     async fn command(&self, op: &'static str, name: &'static str, args: Vec<String>) -> Result<Value, StoreError> {
         let cmd = fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::FirstKey, false);

@@ -12,7 +12,7 @@ use rrq_protocol::QueueName;
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
 
-use super::heads::{Head, Picture};
+use super::heads::{EMPTY_TRUSTED_FOR, Head, Picture};
 use super::reply::{array, int, protocol, score_time, text};
 use super::scripts::{
     self, Claim, CronTick, DeadLetter, Fenced, FinishCancelled, LuaScript, Recover, Release, Renew, Retry,
@@ -55,12 +55,17 @@ impl WorkerStore for RedisStore {
         // On a cluster, only the shards that may hold a due job are claimed
         // from: those the picture kept from the shard channels says so of
         // (see `heads.rs`), or else those whose head, read of every shard at
-        // once, is due. An empty answer is never the picture's alone: a job
-        // whose message is still on its way would be missed (and a worker
-        // in burst mode would stop), so every head is read before it.
-        if let Some(picture) = self.inner.heads.picture(&req.queue, std::time::Instant::now()) {
+        // once, is due. An empty answer rests on the picture alone only
+        // while every head was read a moment ago (EMPTY_TRUSTED_FOR): a job
+        // another process added just before, its message still on its way,
+        // waits at most that long for the message; otherwise every head is
+        // read first. (This process's own writes mark their shard at once,
+        // so a worker in burst mode sees its own retries.)
+        let now = std::time::Instant::now();
+        if let Some(picture) = self.inner.heads.picture(&req.queue, now) {
+            let recent = picture.read_at.is_some_and(|at| now.saturating_duration_since(at) < EMPTY_TRUSTED_FOR);
             claim_shards(self, &req, &token, Some(picture), &mut batch).await?;
-            if !batch.jobs.is_empty() {
+            if !batch.jobs.is_empty() || recent {
                 return Ok(batch);
             }
             batch.next_ready = None;
@@ -117,7 +122,9 @@ impl WorkerStore for RedisStore {
             ready_text: shared::retry_time_text(ready_at),
             now_ms: epoch_ms(now),
         };
-        self.run(call).await
+        let fence = self.run(call).await?;
+        self.touched(&lease.job_id);
+        Ok(fence)
     }
 
     async fn dead_letter(
@@ -144,7 +151,9 @@ impl WorkerStore for RedisStore {
             reason: reason.map(str::to_owned),
             now_ms: epoch_ms(now),
         };
-        self.run(call).await
+        let fence = self.run(call).await?;
+        self.touched(&lease.job_id);
+        Ok(fence)
     }
 
     async fn finish_cancelled(&self, lease: &Lease) -> Result<Fence, StoreError> {
@@ -186,6 +195,9 @@ impl WorkerStore for RedisStore {
             let found = self.run(call).await?;
             if !self.layout.is_sharded() {
                 return Ok(found);
+            }
+            if !found.requeued.is_empty() {
+                self.inner.heads.touched(shard);
             }
             recovery.requeued.extend(found.requeued);
             recovery.dead_lettered.extend(found.dead_lettered);
