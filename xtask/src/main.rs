@@ -151,8 +151,9 @@ fn test(extra: &[String]) -> Result<()> {
     run(Command::new("npm").arg("test").current_dir(&sdk))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     invariants::check()?;
-    // The fixed chaos seeds (real processes, about five minutes), before the
-    // test runners so the run ends with the test runner's own summary.
+    // The fixed chaos seeds, on one server and on a cluster (real processes,
+    // about three minutes), before the test runners so the run ends with the
+    // test runner's own summary.
     chaos::run(&["--ci".to_owned()])?;
     // Doc tests first, so the run ends with the test runner's own summary.
     run(cargo().args(["test", "--workspace", "--doc"]))?;

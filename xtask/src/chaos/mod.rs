@@ -47,12 +47,22 @@ use check::{FinalJob, Observations, Orphan, Shown, Violation};
 use procs::{Monitor, Orchestrator, Reply, now, resp1};
 use schedule::{Fault, JobKind, Node, Schedule};
 
-/// The seeds `--ci` runs (about five minutes on two cores).
+/// The seeds `--ci` runs (with the cluster ones, about three minutes on two
+/// busy cores: 169 s of schedules on 2026-12-07).
 const CI_SEEDS: &[u64] = &[101, 202, 303, 404, 505, 606, 707];
+/// The seeds `--ci` runs on a cluster (`--cluster`), after those (48 s of
+/// the 169 s): 3 restarts every node and then one, 13 cuts one node's
+/// connections and then every node's.
+const CI_CLUSTER_SEEDS: &[u64] = &[3, 13];
 /// The masters of the `--cluster` variant.
 const CLUSTER_MASTERS: usize = 3;
 /// Restarts of orchestrators that exited by themselves, per schedule.
 const MAX_SUPERVISOR_RESTARTS: usize = 10;
+/// How long after its last start an orchestrator that exited by itself is
+/// restarted, as a supervisor's restart delay: the budget above then covers
+/// an outage of several seconds (a restarted cluster node refuses commands
+/// for up to two seconds, and an orchestrator started then exits 4).
+const SUPERVISOR_DELAY: Duration = Duration::from_secs(1);
 /// The lease TTL of the schedules (`lease_ttl_seconds`).
 const LEASE_TTL: f64 = 6.0;
 /// The job timeout of jobs without their own.
@@ -108,10 +118,10 @@ settings = PythonRunnerSettings(registry=registry)
 "#;
 
 struct Options {
-    seeds: Vec<u64>,
+    /// Seed and cluster masters (0: one server) of each schedule.
+    runs: Vec<(u64, usize)>,
     minutes: Option<f64>,
     release: bool,
-    cluster: bool,
 }
 
 const USAGE: &str = "cargo xtask chaos [--seed S] [--schedules N] [--minutes M] [--ci] [--cluster] [--release]";
@@ -138,14 +148,17 @@ fn parse(args: &[String]) -> Result<Options> {
             other => bail!("unknown argument {other:?}; usage: {USAGE}"),
         }
     }
-    let seeds = if ci {
-        CI_SEEDS.to_vec()
+    let nodes = if cluster { CLUSTER_MASTERS } else { 0 };
+    let runs = if ci {
+        // `--ci` runs both lists; `--ci --cluster` the cluster one only.
+        let single = CI_SEEDS.iter().filter(|_| !cluster).map(|s| (*s, 0));
+        single.chain(CI_CLUSTER_SEEDS.iter().map(|s| (*s, CLUSTER_MASTERS))).collect()
     } else {
         let base = seed.unwrap_or_else(|| (now() * 1000.0) as u64 % 1_000_000);
         let n = schedules.unwrap_or(if minutes.is_some() { 10_000 } else { 10 });
-        (0..n as u64).map(|k| base.wrapping_add(k)).collect()
+        (0..n as u64).map(|k| (base.wrapping_add(k), nodes)).collect()
     };
-    Ok(Options { seeds, minutes, release, cluster })
+    Ok(Options { runs, minutes, release })
 }
 
 /// The binaries and files every schedule uses.
@@ -189,16 +202,17 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the harness runtime")?;
     let started = Instant::now();
-    let total = opts.seeds.len();
-    let mut outcomes: Vec<(u64, Outcome)> = Vec::new();
-    for (k, seed) in opts.seeds.iter().enumerate() {
+    let total = opts.runs.len();
+    let mut outcomes: Vec<(String, Outcome)> = Vec::new();
+    for (k, (seed, nodes)) in opts.runs.iter().enumerate() {
         if let Some(m) = opts.minutes
             && started.elapsed().as_secs_f64() > m * 60.0
         {
             break;
         }
-        let schedule = Schedule::generate(*seed, if opts.cluster { CLUSTER_MASTERS } else { 0 });
-        let label = format!("[{}/{}] seed {seed}", k + 1, total);
+        let schedule = Schedule::generate(*seed, *nodes);
+        let (variant, on) = if *nodes > 0 { (" --cluster", " (cluster)") } else { ("", "") };
+        let label = format!("[{}/{}] seed {seed}{on}", k + 1, total);
         let outcome = run_schedule(&env, &runtime, &schedule, &label)
             .with_context(|| format!("schedule {label}:\n{}", schedule.describe()))?;
         if env.tty {
@@ -222,15 +236,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             if outcome.rendered.len() > 20 {
                 println!("    ... and {} more", outcome.rendered.len() - 20);
             }
-            let variant = if opts.cluster { " --cluster" } else { "" };
             println!("  replay: cargo xtask chaos{variant} --seed {seed} --schedules 1");
         }
         std::io::stdout().flush().ok();
-        outcomes.push((*seed, outcome));
+        outcomes.push((format!("{seed}{on}"), outcome));
     }
     summary(&outcomes, started.elapsed());
     let failed: Vec<String> =
-        outcomes.iter().filter(|(_, o)| !o.violations.is_empty()).map(|(s, _)| s.to_string()).collect();
+        outcomes.iter().filter(|(_, o)| !o.violations.is_empty()).map(|(s, _)| s.clone()).collect();
     if failed.is_empty() {
         Ok(())
     } else {
@@ -238,7 +251,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
 }
 
-fn summary(outcomes: &[(u64, Outcome)], took: Duration) {
+fn summary(outcomes: &[(String, Outcome)], took: Duration) {
     let mut faults: BTreeMap<&str, usize> = BTreeMap::new();
     let mut violations: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, o) in outcomes {
@@ -289,6 +302,8 @@ struct Run<'a> {
     cli_config: PathBuf,
     orchs: Vec<Option<Orchestrator>>,
     generation: Vec<usize>,
+    /// When each orchestrator was last started.
+    started: Vec<Instant>,
     monitor: Monitor,
     // Dropped after the orchestrators and the monitor (field order).
     backend: Backend,
@@ -340,6 +355,7 @@ fn run_schedule(env: &Env, runtime: &tokio::runtime::Runtime, schedule: &Schedul
         cli_config,
         orchs: Vec::new(),
         generation: vec![0; schedule.workers],
+        started: vec![Instant::now(); schedule.workers],
         monitor,
         backend,
         t0: now(),
@@ -495,6 +511,7 @@ impl Run<'_> {
     fn spawn(&mut self, w: usize) -> Result<Orchestrator> {
         let label = format!("w{w}#{}", self.generation[w]);
         self.generation[w] += 1;
+        self.started[w] = Instant::now();
         let log = self.dir.join(format!("{label}.log"));
         let o = Orchestrator::spawn(&self.env.rrq, &self.configs[w], &log, &label)?;
         self.monitor.add_root(o.pid, o.start, &label);
@@ -926,7 +943,10 @@ impl Run<'_> {
     fn restart_exited(&mut self) {
         for w in 0..self.orchs.len() {
             let exited = self.orchs[w].as_mut().is_some_and(|o| o.has_exited());
-            if !exited || self.supervisor_restarts >= MAX_SUPERVISOR_RESTARTS {
+            if !exited
+                || self.supervisor_restarts >= MAX_SUPERVISOR_RESTARTS
+                || self.started[w].elapsed() < SUPERVISOR_DELAY
+            {
                 continue;
             }
             self.supervisor_restarts += 1;
