@@ -13,6 +13,8 @@
 //! as lost jobs. (With replicas, their replication links would have to pass
 //! the proxies too, or a proxy fault would not isolate a master.)
 //!
+//! Needs Redis 7.0 or later (`cluster-port`, `CLUSTER ADDSLOTSRANGE`).
+//!
 //! The harness itself reads keys behind the clients' back, straight from
 //! the server holding each key's slot ([`Backend::routed`]): the slots are
 //! assigned here and never move (no replica, no resharding).
