@@ -7,7 +7,7 @@
 //! * `cargo xtask demo`: Redis (from `RRQ_REDIS_DSN` or a throwaway
 //!   `redis-server`), a worker with the example Rust runner, a few hundred jobs,
 //!   progress and a summary.
-//! * `cargo xtask chaos [--seed S] [--schedules N] [--minutes M] [--ci]`:
+//! * `cargo xtask chaos [--seed S] [--schedules N] [--minutes M] [--ci] [--cluster]`:
 //!   seeded random faults against real orchestrators, runners and Redis, then
 //!   the delivery invariants; see `src/chaos/mod.rs`.
 //! * `cargo xtask bench [--quick] [SCENARIO...]`: RRQ against the reference
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "              RRQ vs the reference rrq 0.11.1 (release builds); table + target/bench-results.json"
             );
-            eprintln!("  chaos [--seed S] [--schedules N] [--minutes M] [--ci] [--release]");
+            eprintln!("  chaos [--seed S] [--schedules N] [--minutes M] [--ci] [--cluster] [--release]");
             eprintln!("              random faults against real workers, runners and Redis; checks the invariants");
             return ExitCode::from(2);
         }
@@ -151,8 +151,9 @@ fn test(extra: &[String]) -> Result<()> {
     run(Command::new("npm").arg("test").current_dir(&sdk))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     invariants::check()?;
-    // The fixed chaos seeds (real processes, about five minutes), before the
-    // test runners so the run ends with the test runner's own summary.
+    // The fixed chaos seeds, on one server and on a cluster (real processes,
+    // about three minutes), before the test runners so the run ends with the
+    // test runner's own summary.
     chaos::run(&["--ci".to_owned()])?;
     // Doc tests first, so the run ends with the test runner's own summary.
     run(cargo().args(["test", "--workspace", "--doc"]))?;

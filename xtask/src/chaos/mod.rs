@@ -1,4 +1,4 @@
-//! `cargo xtask chaos [--seed S] [--schedules N] [--minutes M] [--ci] [--release]`:
+//! `cargo xtask chaos [--seed S] [--schedules N] [--minutes M] [--ci] [--cluster] [--release]`:
 //! a randomized fault harness over real processes.
 //!
 //! Each schedule starts a private redis-server (AOF, `appendfsync always`), a
@@ -10,7 +10,22 @@
 //! acknowledged job is terminal and checks the invariants of
 //! [`check`]. A failing schedule prints its seed and its faults;
 //! `--seed S --schedules 1` replays it.
+//!
+//! `--cluster` runs the same schedules on a Redis Cluster of three masters
+//! (no replicas), each behind a proxy of its own ([`backend`]): the nodes
+//! announce their proxies' ports, so the workers, the producer and the `rrq`
+//! CLI (cluster DSNs, the sharded key layout) reach every node, redirections
+//! included, through its proxy, while the cluster bus stays direct. Every
+//! server-side fault (restart from the AOF, cut, blackhole, `DEBUG SLEEP`,
+//! `CLIENT PAUSE`) hits one node or all of them, as the seed draws; no fault
+//! is left out. The harness reads the job hashes straight from the master of
+//! each key's slot. Unlike on one server, the CLI calls pass the proxies too,
+//! so one made during a proxy fault may fail (counted, not a violation). The
+//! Python runner is unchanged (runners do not touch Redis); the jobs are
+//! enqueued with the Rust producer, as the reference Python client cannot use
+//! the sharded layout.
 
+mod backend;
 mod check;
 mod procs;
 mod proxy;
@@ -25,18 +40,29 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use rrq_producer::{EnqueueOptions, Producer};
 use rrq_protocol::{JobId, QueueName};
-use rrq_store::keys;
 use serde_json::json;
 
+use backend::Backend;
 use check::{FinalJob, Observations, Orphan, Shown, Violation};
-use procs::{Monitor, Orchestrator, Redis, Reply, now, resp, resp1};
-use proxy::Proxy;
-use schedule::{Fault, JobKind, Schedule};
+use procs::{Monitor, Orchestrator, Reply, now, resp1};
+use schedule::{Fault, JobKind, Node, Schedule};
 
-/// The seeds `--ci` runs (about five minutes on two cores).
+/// The seeds `--ci` runs (with the cluster ones, about three minutes on two
+/// busy cores: 169 s of schedules on 2026-12-07).
 const CI_SEEDS: &[u64] = &[101, 202, 303, 404, 505, 606, 707];
+/// The seeds `--ci` runs on a cluster (`--cluster`), after those (48 s of
+/// the 169 s): 3 restarts every node and then one, 13 cuts one node's
+/// connections and then every node's.
+const CI_CLUSTER_SEEDS: &[u64] = &[3, 13];
+/// The masters of the `--cluster` variant.
+const CLUSTER_MASTERS: usize = 3;
 /// Restarts of orchestrators that exited by themselves, per schedule.
 const MAX_SUPERVISOR_RESTARTS: usize = 10;
+/// How long after its last start an orchestrator that exited by itself is
+/// restarted, as a supervisor's restart delay: the budget above then covers
+/// an outage of several seconds (a restarted cluster node refuses commands
+/// for up to two seconds, and an orchestrator started then exits 4).
+const SUPERVISOR_DELAY: Duration = Duration::from_secs(1);
 /// The lease TTL of the schedules (`lease_ttl_seconds`).
 const LEASE_TTL: f64 = 6.0;
 /// The job timeout of jobs without their own.
@@ -92,10 +118,13 @@ settings = PythonRunnerSettings(registry=registry)
 "#;
 
 struct Options {
-    seeds: Vec<u64>,
+    /// Seed and cluster masters (0: one server) of each schedule.
+    runs: Vec<(u64, usize)>,
     minutes: Option<f64>,
     release: bool,
 }
+
+const USAGE: &str = "cargo xtask chaos [--seed S] [--schedules N] [--minutes M] [--ci] [--cluster] [--release]";
 
 fn parse(args: &[String]) -> Result<Options> {
     let mut seed = None;
@@ -103,6 +132,7 @@ fn parse(args: &[String]) -> Result<Options> {
     let mut minutes = None;
     let mut ci = false;
     let mut release = false;
+    let mut cluster = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value")).cloned();
@@ -114,19 +144,21 @@ fn parse(args: &[String]) -> Result<Options> {
             "--minutes" => minutes = Some(value("--minutes")?.parse::<f64>().context("--minutes takes a number")?),
             "--ci" => ci = true,
             "--release" => release = true,
-            other => bail!(
-                "unknown argument {other:?}; usage: cargo xtask chaos [--seed S] [--schedules N] [--minutes M] [--ci] [--release]"
-            ),
+            "--cluster" => cluster = true,
+            other => bail!("unknown argument {other:?}; usage: {USAGE}"),
         }
     }
-    let seeds = if ci {
-        CI_SEEDS.to_vec()
+    let nodes = if cluster { CLUSTER_MASTERS } else { 0 };
+    let runs = if ci {
+        // `--ci` runs both lists; `--ci --cluster` the cluster one only.
+        let single = CI_SEEDS.iter().filter(|_| !cluster).map(|s| (*s, 0));
+        single.chain(CI_CLUSTER_SEEDS.iter().map(|s| (*s, CLUSTER_MASTERS))).collect()
     } else {
         let base = seed.unwrap_or_else(|| (now() * 1000.0) as u64 % 1_000_000);
         let n = schedules.unwrap_or(if minutes.is_some() { 10_000 } else { 10 });
-        (0..n as u64).map(|k| base.wrapping_add(k)).collect()
+        (0..n as u64).map(|k| (base.wrapping_add(k), nodes)).collect()
     };
-    Ok(Options { seeds, minutes, release })
+    Ok(Options { runs, minutes, release })
 }
 
 /// The binaries and files every schedule uses.
@@ -170,16 +202,17 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the harness runtime")?;
     let started = Instant::now();
-    let total = opts.seeds.len();
-    let mut outcomes: Vec<(u64, Outcome)> = Vec::new();
-    for (k, seed) in opts.seeds.iter().enumerate() {
+    let total = opts.runs.len();
+    let mut outcomes: Vec<(String, Outcome)> = Vec::new();
+    for (k, (seed, nodes)) in opts.runs.iter().enumerate() {
         if let Some(m) = opts.minutes
             && started.elapsed().as_secs_f64() > m * 60.0
         {
             break;
         }
-        let schedule = Schedule::generate(*seed);
-        let label = format!("[{}/{}] seed {seed}", k + 1, total);
+        let schedule = Schedule::generate(*seed, *nodes);
+        let (variant, on) = if *nodes > 0 { (" --cluster", " (cluster)") } else { ("", "") };
+        let label = format!("[{}/{}] seed {seed}{on}", k + 1, total);
         let outcome = run_schedule(&env, &runtime, &schedule, &label)
             .with_context(|| format!("schedule {label}:\n{}", schedule.describe()))?;
         if env.tty {
@@ -203,14 +236,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             if outcome.rendered.len() > 20 {
                 println!("    ... and {} more", outcome.rendered.len() - 20);
             }
-            println!("  replay: cargo xtask chaos --seed {seed} --schedules 1");
+            println!("  replay: cargo xtask chaos{variant} --seed {seed} --schedules 1");
         }
         std::io::stdout().flush().ok();
-        outcomes.push((*seed, outcome));
+        outcomes.push((format!("{seed}{on}"), outcome));
     }
     summary(&outcomes, started.elapsed());
     let failed: Vec<String> =
-        outcomes.iter().filter(|(_, o)| !o.violations.is_empty()).map(|(s, _)| s.to_string()).collect();
+        outcomes.iter().filter(|(_, o)| !o.violations.is_empty()).map(|(s, _)| s.clone()).collect();
     if failed.is_empty() {
         Ok(())
     } else {
@@ -218,7 +251,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
 }
 
-fn summary(outcomes: &[(u64, Outcome)], took: Duration) {
+fn summary(outcomes: &[(String, Outcome)], took: Duration) {
     let mut faults: BTreeMap<&str, usize> = BTreeMap::new();
     let mut violations: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, o) in outcomes {
@@ -254,8 +287,8 @@ enum Pending {
     OrchCont(usize, String),
     OrchRestart(usize),
     RunnerCont(u32, u64),
-    RedisStart,
-    Unblackhole,
+    RedisStart(usize),
+    Unblackhole(Vec<usize>),
     OrphanCheck { procs: Vec<(u32, u64)>, after: String },
 }
 
@@ -269,10 +302,11 @@ struct Run<'a> {
     cli_config: PathBuf,
     orchs: Vec<Option<Orchestrator>>,
     generation: Vec<usize>,
+    /// When each orchestrator was last started.
+    started: Vec<Instant>,
     monitor: Monitor,
     // Dropped after the orchestrators and the monitor (field order).
-    proxy: Proxy,
-    redis: Redis,
+    backend: Backend,
     t0: f64,
     frozen: BTreeMap<String, Vec<(f64, f64)>>,
     stopped_since: BTreeMap<String, f64>,
@@ -301,18 +335,17 @@ fn run_schedule(env: &Env, runtime: &tokio::runtime::Runtime, schedule: &Schedul
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("chaos_handlers.py"), HANDLERS_PY)?;
     let record = dir.join("record.jsonl");
-    let redis = Redis::start(&dir.join("redis"))?;
-    let proxy = Proxy::start(redis.port)?;
+    let backend = if schedule.nodes > 0 { Backend::cluster(&dir, schedule.nodes)? } else { Backend::single(&dir)? };
     let monitor = Monitor::start(record.clone());
     let mut configs = Vec::new();
     for w in 0..schedule.workers {
         let port = procs::free_ports(4, schedule.seed.wrapping_add(w as u64 * 31))?;
         let path = dir.join(format!("w{w}.toml"));
-        std::fs::write(&path, worker_config(env, &dir, proxy.port, port))?;
+        std::fs::write(&path, worker_config(env, &dir, &backend.worker_dsn(), port))?;
         configs.push(path);
     }
     let cli_config = dir.join("cli.toml");
-    std::fs::write(&cli_config, format!("[rrq]\nredis_dsn = \"{}\"\n", redis.url()))?;
+    std::fs::write(&cli_config, format!("[rrq]\nredis_dsn = {}\n", toml_str(&backend.tool_dsn())))?;
     let mut run = Run {
         env,
         dir: dir.clone(),
@@ -322,9 +355,9 @@ fn run_schedule(env: &Env, runtime: &tokio::runtime::Runtime, schedule: &Schedul
         cli_config,
         orchs: Vec::new(),
         generation: vec![0; schedule.workers],
+        started: vec![Instant::now(); schedule.workers],
         monitor,
-        proxy,
-        redis,
+        backend,
         t0: now(),
         frozen: BTreeMap::new(),
         stopped_since: BTreeMap::new(),
@@ -389,23 +422,18 @@ fn run_schedule(env: &Env, runtime: &tokio::runtime::Runtime, schedule: &Schedul
     Ok(outcome)
 }
 
-/// The hash of job `id` (keys are spelled by rrq-store only).
-fn job_key(id: &str) -> String {
-    keys::job(&JobId::new(id))
-}
-
 fn toml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
 
-fn worker_config(env: &Env, dir: &Path, proxy_port: u16, port: u16) -> String {
+fn worker_config(env: &Env, dir: &Path, dsn: &str, port: u16) -> String {
     let runner = toml_str(&env.runner.display().to_string());
     let python = toml_str(&env.python_runner.display().to_string());
     // No exec: the runner stays a child of the shell.
     let launcher = toml_str("\"$0\" \"$@\"; status=$?; exit $status");
     format!(
         r#"[rrq]
-redis_dsn = "redis://127.0.0.1:{proxy_port}"
+redis_dsn = {dsn}
 default_runner_name = "rust"
 default_job_timeout_seconds = {DEFAULT_TIMEOUT}
 default_max_retries = 10
@@ -442,6 +470,7 @@ max_in_flight = 8
         py = port + 2,
         sh = port + 3,
         dir = toml_str(&dir.display().to_string()),
+        dsn = toml_str(dsn),
     )
 }
 
@@ -474,9 +503,15 @@ fn cli(rrq: &Path, config: &Path, args: &[&str]) -> bool {
 }
 
 impl Run<'_> {
+    /// The hash of job `id` (keys are spelled by rrq-store only).
+    fn job_key(&self, id: &str) -> String {
+        self.backend.layout.job(&JobId::new(id))
+    }
+
     fn spawn(&mut self, w: usize) -> Result<Orchestrator> {
         let label = format!("w{w}#{}", self.generation[w]);
         self.generation[w] += 1;
+        self.started[w] = Instant::now();
         let log = self.dir.join(format!("{label}.log"));
         let o = Orchestrator::spawn(&self.env.rrq, &self.configs[w], &log, &label)?;
         self.monitor.add_root(o.pid, o.start, &label);
@@ -508,7 +543,7 @@ impl Run<'_> {
 
     /// Enqueues the schedule's jobs; returns how many the producer refused.
     async fn enqueue(&mut self) -> Result<usize> {
-        let producer = Producer::new(&self.redis.url()).await.context("connect the producer")?;
+        let producer = Producer::new(&self.backend.tool_dsn()).await.context("connect the producer")?;
         let path = self.record.display().to_string();
         let mut refused = 0;
         let mut raw: Vec<Vec<String>> = Vec::new();
@@ -559,10 +594,12 @@ impl Run<'_> {
                     let id = id.as_str().to_owned();
                     if let Some((field, value)) = poison_field {
                         // Written behind the producer's back, then made due now.
-                        raw.push(vec!["HSET".into(), job_key(&id), field.into(), value]);
+                        let layout = &self.backend.layout;
+                        let job = JobId::new(id.as_str());
+                        raw.push(vec!["HSET".into(), layout.job(&job), field.into(), value]);
                         raw.push(vec![
                             "ZADD".into(),
-                            keys::queue(&QueueName::new("default")).to_owned(),
+                            layout.queue(&QueueName::new("default"), layout.shard_of(&job)),
                             format!("{}", (now() * 1000.0) as i64),
                             id.clone(),
                         ]);
@@ -582,7 +619,9 @@ impl Run<'_> {
         }
         self.failing.sort();
         self.failing.dedup();
-        resp(self.redis.port, &raw, Duration::from_secs(10)).context("write the poison fields")?;
+        if self.backend.routed(&raw, Duration::from_secs(10)).iter().any(Option::is_none) {
+            bail!("cannot write the poison fields");
+        }
         Ok(refused)
     }
 
@@ -630,14 +669,19 @@ impl Run<'_> {
                     procs::signal(pid, start, "CONT");
                     self.stopped_runners.retain(|r| *r != (pid, start));
                 }
-                Pending::RedisStart => {
-                    if !self.redis.running()
-                        && let Err(e) = self.redis.launch()
+                Pending::RedisStart(i) => {
+                    let redis = &mut self.backend.nodes[i].redis;
+                    if !redis.running()
+                        && let Err(e) = redis.launch()
                     {
-                        self.notes.push(format!("redis did not come back: {e:#}"));
+                        self.notes.push(format!("redis (node {i}) did not come back: {e:#}"));
                     }
                 }
-                Pending::Unblackhole => self.proxy.resume(),
+                Pending::Unblackhole(nodes) => {
+                    for i in nodes {
+                        self.backend.nodes[i].proxy.resume();
+                    }
+                }
                 Pending::OrphanCheck { procs, after } => {
                     for (pid, start) in procs {
                         if procs::alive(pid, start) && !self.orphans.iter().any(|o| o.pid == pid) {
@@ -668,18 +712,18 @@ impl Run<'_> {
         if open.is_empty() {
             return;
         }
-        let cmds: Vec<Vec<String>> = open.iter().map(|j| vec!["HGET".into(), job_key(j), "status".into()]).collect();
+        let cmds: Vec<Vec<String>> =
+            open.iter().map(|j| vec!["HGET".into(), self.job_key(j), "status".into()]).collect();
         let t = now();
-        if let Ok(replies) = resp(self.redis.port, &cmds, Duration::from_millis(500)) {
-            let seen: Vec<String> = open
-                .iter()
-                .zip(replies)
-                .filter(|(_, r)| *r == Reply::Bulk(Some("CANCELLED".into())))
-                .map(|(j, _)| (*j).clone())
-                .collect();
-            for j in seen {
-                self.cancelled_seen.insert(j, t);
-            }
+        let replies = self.backend.routed(&cmds, Duration::from_millis(500));
+        let seen: Vec<String> = open
+            .iter()
+            .zip(replies)
+            .filter(|(_, r)| *r == Some(Reply::Bulk(Some("CANCELLED".into()))))
+            .map(|(j, _)| (*j).clone())
+            .collect();
+        for j in seen {
+            self.cancelled_seen.insert(j, t);
         }
     }
 
@@ -695,11 +739,13 @@ impl Run<'_> {
     }
 
     fn statuses(&self, ids: &[String]) -> Vec<Option<String>> {
-        let cmds: Vec<Vec<String>> = ids.iter().map(|j| vec!["HGET".into(), job_key(j), "status".into()]).collect();
-        match resp(self.redis.port, &cmds, Duration::from_secs(2)) {
-            Ok(replies) => replies.into_iter().map(|r| if let Reply::Bulk(s) = r { s } else { None }).collect(),
-            Err(_) => vec![None; ids.len()],
-        }
+        let cmds: Vec<Vec<String>> =
+            ids.iter().map(|j| vec!["HGET".into(), self.job_key(j), "status".into()]).collect();
+        self.backend
+            .routed(&cmds, Duration::from_secs(2))
+            .into_iter()
+            .map(|r| if let Some(Reply::Bulk(s)) = r { s } else { None })
+            .collect()
     }
 
     fn inject(&mut self, fault: &Fault) {
@@ -750,30 +796,43 @@ impl Run<'_> {
                     procs::signal(pid, start, "KILL");
                 }
             }
-            Fault::RedisRestart { down, hard } => {
-                if self.redis.running() {
-                    self.redis.stop(*hard);
-                    self.later(*down, Pending::RedisStart);
+            Fault::RedisRestart { node, down, hard } => {
+                for i in self.targets(*node) {
+                    let redis = &mut self.backend.nodes[i].redis;
+                    if redis.running() {
+                        redis.stop(*hard);
+                        self.later(*down, Pending::RedisStart(i));
+                    }
                 }
             }
-            Fault::Cut => {
-                self.proxy.cut();
+            Fault::Cut { node } => {
+                for i in self.targets(*node) {
+                    self.backend.nodes[i].proxy.cut();
+                }
             }
-            Fault::Blackhole { dir, secs } => {
-                self.proxy.blackhole(*dir);
-                self.later(*secs, Pending::Unblackhole);
+            Fault::Blackhole { node, dir, secs } => {
+                let nodes = self.targets(*node);
+                for &i in &nodes {
+                    self.backend.nodes[i].proxy.blackhole(*dir);
+                }
+                self.later(*secs, Pending::Unblackhole(nodes));
             }
-            Fault::RedisSleep { secs } => {
-                let (port, secs) = (self.redis.port, *secs);
-                // Blocks its connection for `secs`: on a thread of its own.
-                std::thread::spawn(move || {
-                    let arg = format!("{secs:.2}");
-                    let _ = resp1(port, &["DEBUG", "SLEEP", &arg], Duration::from_secs_f64(secs + 5.0));
-                });
+            Fault::RedisSleep { node, secs } => {
+                for i in self.targets(*node) {
+                    let (port, secs) = (self.backend.nodes[i].redis.port, *secs);
+                    // Blocks its connection for `secs`: on a thread of its own.
+                    std::thread::spawn(move || {
+                        let arg = format!("{secs:.2}");
+                        let _ = resp1(port, &["DEBUG", "SLEEP", &arg], Duration::from_secs_f64(secs + 5.0));
+                    });
+                }
             }
-            Fault::ClientPause { secs } => {
+            Fault::ClientPause { node, secs } => {
                 let ms = format!("{}", (secs * 1000.0) as u64);
-                let _ = resp1(self.redis.port, &["CLIENT", "PAUSE", &ms], Duration::from_secs(2));
+                for i in self.targets(*node) {
+                    let port = self.backend.nodes[i].redis.port;
+                    let _ = resp1(port, &["CLIENT", "PAUSE", &ms], Duration::from_secs(2));
+                }
             }
             Fault::Cancel { n } => {
                 // Running jobs first, then waiting ones (deferred, retrying):
@@ -835,11 +894,18 @@ impl Run<'_> {
         }
     }
 
+    /// The nodes a server-side fault hits.
+    fn targets(&self, node: Node) -> Vec<usize> {
+        node.indices(self.backend.nodes.len())
+    }
+
     /// Ends every fault: resume the proxy and stopped processes, Redis back,
     /// killed orchestrators restarted.
     fn heal(&mut self) -> Result<()> {
         self.run_pending(true);
-        self.proxy.resume();
+        for n in &self.backend.nodes {
+            n.proxy.resume();
+        }
         for (pid, start) in std::mem::take(&mut self.stopped_runners) {
             procs::signal(pid, start, "CONT");
         }
@@ -853,10 +919,14 @@ impl Run<'_> {
                 }
             }
         }
-        if !self.redis.running() {
-            self.redis.launch()?;
+        for n in &mut self.backend.nodes {
+            if !n.redis.running() {
+                n.redis.launch()?;
+            }
         }
-        let _ = resp1(self.redis.port, &["CLIENT", "UNPAUSE"], Duration::from_secs(5));
+        for n in &self.backend.nodes {
+            let _ = resp1(n.redis.port, &["CLIENT", "UNPAUSE"], Duration::from_secs(5));
+        }
         for w in 0..self.orchs.len() {
             if self.orchs[w].is_none() {
                 let o = self.spawn(w)?;
@@ -873,7 +943,10 @@ impl Run<'_> {
     fn restart_exited(&mut self) {
         for w in 0..self.orchs.len() {
             let exited = self.orchs[w].as_mut().is_some_and(|o| o.has_exited());
-            if !exited || self.supervisor_restarts >= MAX_SUPERVISOR_RESTARTS {
+            if !exited
+                || self.supervisor_restarts >= MAX_SUPERVISOR_RESTARTS
+                || self.started[w].elapsed() < SUPERVISOR_DELAY
+            {
                 continue;
             }
             self.supervisor_restarts += 1;
@@ -919,14 +992,14 @@ impl Run<'_> {
         let ids: Vec<&String> = self.jobs.keys().collect();
         let mut cmds: Vec<Vec<String>> = Vec::new();
         for j in &ids {
-            cmds.push(vec!["HMGET".into(), job_key(j), "status".into(), "last_error".into()]);
-            cmds.push(vec!["PTTL".into(), keys::lock(&JobId::new(j.as_str()))]);
+            cmds.push(vec!["HMGET".into(), self.job_key(j), "status".into(), "last_error".into()]);
+            cmds.push(vec!["PTTL".into(), self.backend.layout.lock(&JobId::new(j.as_str()))]);
         }
-        let replies = resp(self.redis.port, &cmds, Duration::from_secs(10)).unwrap_or_default();
+        let replies = self.backend.routed(&cmds, Duration::from_secs(10));
         let mut out = BTreeMap::new();
         for (i, j) in ids.iter().enumerate() {
             let mut f = FinalJob { lock_pttl_ms: -2, timeout_seconds: self.jobs[*j], ..FinalJob::default() };
-            if let Some(Reply::Array(fields)) = replies.get(2 * i) {
+            if let Some(Some(Reply::Array(fields))) = replies.get(2 * i) {
                 let text = |k: usize| match fields.get(k) {
                     Some(Reply::Bulk(s)) => s.clone(),
                     _ => None,
@@ -934,7 +1007,7 @@ impl Run<'_> {
                 f.status = text(0);
                 f.last_error = text(1);
             }
-            if let Some(Reply::Int(ms)) = replies.get(2 * i + 1) {
+            if let Some(Some(Reply::Int(ms))) = replies.get(2 * i + 1) {
                 f.lock_pttl_ms = *ms;
             }
             out.insert((*j).clone(), f);

@@ -333,13 +333,20 @@ fn read_reply(r: &mut impl BufRead) -> Result<Reply> {
 pub struct Redis {
     pub port: u16,
     dir: PathBuf,
+    /// More arguments, on every start (a cluster node's).
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Redis {
     pub fn start(dir: &Path) -> Result<Redis> {
+        Redis::start_with(dir, free_port()?, Vec::new())
+    }
+
+    /// A server on `port` with more arguments, kept across restarts.
+    pub fn start_with(dir: &Path, port: u16, args: Vec<String>) -> Result<Redis> {
         std::fs::create_dir_all(dir)?;
-        let mut r = Redis { port: free_port()?, dir: dir.to_owned(), child: None };
+        let mut r = Redis { port, dir: dir.to_owned(), args, child: None };
         r.launch()?;
         Ok(r)
     }
@@ -358,6 +365,7 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always", "--enable-debug-command", "local"])
+            .args(&self.args)
             .arg("--dir")
             .arg(&self.dir)
             .stdin(Stdio::null())

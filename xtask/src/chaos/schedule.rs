@@ -46,6 +46,37 @@ pub enum Direction {
     Both,
 }
 
+/// Which Redis server a server-side fault hits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// The only server (the single-server variant).
+    Server,
+    /// Cluster node `i` (its server, or its proxy).
+    One(usize),
+    /// Every cluster node at once.
+    All,
+}
+
+impl Node {
+    /// The indices of the nodes hit, out of `count`.
+    pub fn indices(self, count: usize) -> Vec<usize> {
+        match self {
+            Node::One(i) => vec![i % count.max(1)],
+            Node::Server | Node::All => (0..count).collect(),
+        }
+    }
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Node::Server => Ok(()),
+            Node::One(i) => write!(f, " (node n{i})"),
+            Node::All => write!(f, " (every node)"),
+        }
+    }
+}
+
 /// One injected fault (or the end of one).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
@@ -58,15 +89,15 @@ pub enum Fault {
     /// SIGSTOP one runner process of orchestrator `w`, SIGCONT after `secs`.
     RunnerStop { w: usize, pick: u64, secs: f64 },
     /// Stop Redis (SHUTDOWN, or SIGKILL when `hard`), start it again from its AOF after `down`.
-    RedisRestart { down: f64, hard: bool },
+    RedisRestart { node: Node, down: f64, hard: bool },
     /// Drop every proxied connection.
-    Cut,
+    Cut { node: Node },
     /// Hold the proxied bytes in `dir` for `secs`, sockets open.
-    Blackhole { dir: Direction, secs: f64 },
+    Blackhole { node: Node, dir: Direction, secs: f64 },
     /// `DEBUG SLEEP secs`.
-    RedisSleep { secs: f64 },
+    RedisSleep { node: Node, secs: f64 },
     /// `CLIENT PAUSE` for `secs`.
-    ClientPause { secs: f64 },
+    ClientPause { node: Node, secs: f64 },
     /// `rrq job cancel` of `n` jobs, running ones first.
     Cancel { n: usize },
     /// `rrq dlq requeue --job-id` of up to `n` FAILED jobs.
@@ -84,7 +115,7 @@ impl Fault {
             Fault::RunnerKill { .. } => "runner-sigkill",
             Fault::RunnerStop { .. } => "runner-sigstop",
             Fault::RedisRestart { .. } => "redis-restart",
-            Fault::Cut => "cut",
+            Fault::Cut { .. } => "cut",
             Fault::Blackhole { .. } => "blackhole",
             Fault::RedisSleep { .. } => "debug-sleep",
             Fault::ClientPause { .. } => "client-pause",
@@ -106,16 +137,39 @@ impl fmt::Display for Fault {
             Fault::RunnerStop { w, pick, secs } => {
                 write!(f, "SIGSTOP runner (pick {}) of w{w} for {secs:.1}s", pick % 1000)
             }
-            Fault::RedisRestart { down, hard } => {
-                write!(f, "{} Redis, restart from AOF {down:.1}s later", if *hard { "SIGKILL" } else { "SHUTDOWN" })
-            }
-            Fault::Cut => write!(f, "cut every worker connection"),
-            Fault::Blackhole { dir, secs } => write!(f, "blackhole {dir:?} for {secs:.1}s"),
-            Fault::RedisSleep { secs } => write!(f, "DEBUG SLEEP {secs:.1}"),
-            Fault::ClientPause { secs } => write!(f, "CLIENT PAUSE {:.0}ms", secs * 1000.0),
+            Fault::RedisRestart { node, down, hard } => write!(
+                f,
+                "{} Redis{node}, restart from AOF {down:.1}s later",
+                if *hard { "SIGKILL" } else { "SHUTDOWN" }
+            ),
+            Fault::Cut { node } => write!(f, "cut every worker connection{node}"),
+            Fault::Blackhole { node, dir, secs } => write!(f, "blackhole {dir:?} for {secs:.1}s{node}"),
+            Fault::RedisSleep { node, secs } => write!(f, "DEBUG SLEEP {secs:.1}{node}"),
+            Fault::ClientPause { node, secs } => write!(f, "CLIENT PAUSE {:.0}ms{node}", secs * 1000.0),
             Fault::Cancel { n } => write!(f, "rrq job cancel x{n}"),
             Fault::Requeue { n } => write!(f, "rrq dlq requeue x{n}"),
             Fault::Retry { n } => write!(f, "rrq job retry x{n}"),
+        }
+    }
+}
+
+/// Half the server-side faults of a cluster hit one node (its server or its
+/// proxy), the other half every node.
+fn pick_node(rng: &mut Rng, nodes: usize) -> Node {
+    if rng.chance(0.5) { Node::One(rng.below(nodes as u64) as usize) } else { Node::All }
+}
+
+impl Fault {
+    /// The fault aimed at `node` (server-side faults only; the others are
+    /// returned as they are).
+    fn on(self, node: Node) -> Fault {
+        match self {
+            Fault::RedisRestart { down, hard, .. } => Fault::RedisRestart { node, down, hard },
+            Fault::Cut { .. } => Fault::Cut { node },
+            Fault::Blackhole { dir, secs, .. } => Fault::Blackhole { node, dir, secs },
+            Fault::RedisSleep { secs, .. } => Fault::RedisSleep { node, secs },
+            Fault::ClientPause { secs, .. } => Fault::ClientPause { node, secs },
+            other => other,
         }
     }
 }
@@ -152,6 +206,8 @@ pub struct JobSpec {
 #[derive(Clone, Debug)]
 pub struct Schedule {
     pub seed: u64,
+    /// Cluster nodes (masters); 0: one server.
+    pub nodes: usize,
     pub workers: usize,
     pub jobs: Vec<JobSpec>,
     /// Faults by start time (seconds after the jobs are enqueued).
@@ -159,8 +215,12 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Draws a schedule from `seed`.
-    pub fn generate(seed: u64) -> Schedule {
+    /// Draws a schedule from `seed`, for one server (`nodes` 0) or a cluster
+    /// of `nodes` masters. The cluster draws one or two more numbers per
+    /// fault (which node a server-side fault hits), after the fault's own, so a
+    /// seed's single-server schedule is the same as before the cluster
+    /// variant existed.
+    pub fn generate(seed: u64, nodes: usize) -> Schedule {
         let mut rng = Rng::new(seed);
         let workers = 2 + rng.below(2) as usize;
         let n = 150 + rng.below(150) as usize;
@@ -208,27 +268,30 @@ impl Schedule {
                 12..=21 => Fault::OrchStop { w, secs: rng.range(0.5, 5.0) },
                 22..=33 => Fault::RunnerKill { w, pick: rng.next_u64() },
                 34..=39 => Fault::RunnerStop { w, pick: rng.next_u64(), secs: rng.range(0.5, 3.0) },
-                40..=47 => Fault::RedisRestart { down: rng.range(0.3, 3.0), hard: rng.chance(0.5) },
-                48..=54 => Fault::Cut,
+                40..=47 => Fault::RedisRestart { node: Node::Server, down: rng.range(0.3, 3.0), hard: rng.chance(0.5) },
+                48..=54 => Fault::Cut { node: Node::Server },
                 55..=62 => Fault::Blackhole {
+                    node: Node::Server,
                     dir: [Direction::ToRedis, Direction::ToClient, Direction::Both][rng.below(3) as usize],
                     secs: rng.range(0.5, 4.0),
                 },
-                63..=67 => Fault::RedisSleep { secs: rng.range(0.3, 2.0) },
-                68..=72 => Fault::ClientPause { secs: rng.range(0.3, 2.0) },
+                63..=67 => Fault::RedisSleep { node: Node::Server, secs: rng.range(0.3, 2.0) },
+                68..=72 => Fault::ClientPause { node: Node::Server, secs: rng.range(0.3, 2.0) },
                 73..=84 => Fault::Cancel { n: 1 + rng.below(5) as usize },
                 85..=92 => Fault::Requeue { n: 1 + rng.below(3) as usize },
                 _ => Fault::Retry { n: 1 + rng.below(3) as usize },
             };
+            let fault = if nodes > 0 { fault.on(pick_node(&mut rng, nodes)) } else { fault };
             faults.push((at, fault));
         }
         faults.sort_by(|a, b| a.0.total_cmp(&b.0));
-        Schedule { seed, workers, jobs, faults }
+        Schedule { seed, nodes, workers, jobs, faults }
     }
 
     /// The timed faults, one per line.
     pub fn describe(&self) -> String {
-        let mut s = format!("seed {} ({} orchestrators, {} jobs):\n", self.seed, self.workers, self.jobs.len());
+        let on = if self.nodes > 0 { format!(", a cluster of {} masters", self.nodes) } else { String::new() };
+        let mut s = format!("seed {} ({} orchestrators, {} jobs{on}):\n", self.seed, self.workers, self.jobs.len());
         for (at, f) in &self.faults {
             s.push_str(&format!("  +{at:5.2}s  {f}\n"));
         }
@@ -242,12 +305,38 @@ mod tests {
 
     #[test]
     fn a_seed_always_draws_the_same_schedule() {
-        let (a, b) = (Schedule::generate(42), Schedule::generate(42));
+        let (a, b) = (Schedule::generate(42, 0), Schedule::generate(42, 0));
         assert_eq!(a.faults, b.faults);
         assert_eq!(a.jobs, b.jobs);
-        assert_ne!(Schedule::generate(43).faults, a.faults);
+        assert_ne!(Schedule::generate(43, 0).faults, a.faults);
         assert!(a.faults.windows(2).all(|w| w[0].0 <= w[1].0));
         assert!(a.describe().starts_with("seed 42 "));
+    }
+
+    #[test]
+    fn a_cluster_schedule_aims_its_server_faults_at_nodes() {
+        let on_node = |f: &Fault| match f {
+            Fault::RedisRestart { node, .. }
+            | Fault::Cut { node }
+            | Fault::Blackhole { node, .. }
+            | Fault::RedisSleep { node, .. }
+            | Fault::ClientPause { node, .. } => Some(*node),
+            _ => None,
+        };
+        let mut seen = Vec::new();
+        for seed in 0..200 {
+            let (single, cluster) = (Schedule::generate(seed, 0), Schedule::generate(seed, 3));
+            assert_eq!(single.jobs, cluster.jobs, "the jobs do not depend on the variant");
+            assert!(single.faults.iter().filter_map(|(_, f)| on_node(f)).all(|n| n == Node::Server));
+            for n in cluster.faults.iter().filter_map(|(_, f)| on_node(f)) {
+                assert!(matches!(n, Node::All | Node::One(0..=2)), "{n:?}");
+                seen.push(n);
+            }
+        }
+        assert!(seen.contains(&Node::All) && (0..3).all(|i| seen.contains(&Node::One(i))));
+        assert_eq!(Node::One(4).indices(3), vec![1]);
+        assert_eq!(Node::All.indices(3), vec![0, 1, 2]);
+        assert_eq!(Node::Server.indices(1), vec![0]);
     }
 
     #[test]
