@@ -1101,3 +1101,28 @@ fn wait_silent(port: u16) {
         }
     }
 }
+
+/// A claim of a large batch creates the shard's active set and lease index
+/// as skiplists (a listpack makes each insert of the batch scan the whole
+/// list), and the seed member that does it is gone when the script ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_claim_creates_its_shard_sets_as_skiplists_and_leaves_no_seed() {
+    let h = Harness::cluster().await;
+    let q = h.queue("q");
+    let layout = h.layout().clone();
+    let shard = layout.shard_of(&h.id("s0"));
+    for id in ids_on_shard(&h, shard, 40) {
+        let mut job = h.new_job("unused", &q);
+        job.id = id;
+        h.store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+    }
+    let worker = h.worker("w");
+    assert_eq!(h.claim(&q, &worker, 40, h.now).await.jobs.len(), 40);
+    let cluster = h.test_cluster();
+    for key in [layout.active(&worker, shard), layout.leases(shard)] {
+        let master = cluster.master_for_slot(cluster.slot_of(&key));
+        let encoding = resp::call(master.port, &["OBJECT", "ENCODING", &key]).unwrap();
+        assert_eq!(encoding, Reply::Bulk(Some("skiplist".into())), "{key}");
+        assert_eq!(resp::call(master.port, &["ZCARD", &key]).unwrap(), Reply::Int(40), "{key}: no seed left");
+    }
+}

@@ -71,6 +71,28 @@ local function each_chunk(cmd, key, args)
   end
 end
 
+-- A member longer than `zset-max-listpack-value` (64 bytes by default): a
+-- sorted set that ever held it is a skiplist for good.
+local SKIPLIST_SEED = string.rep('~', 160)
+
+-- Adds score/member pairs to a sorted set. Redis keeps a small sorted set
+-- as a listpack, where each insert scans the whole list, so a batch of
+-- dozens of members into a new key costs several times what it costs in a
+-- skiplist. On a cluster the active set and lease index are per shard and
+-- emptied between claims, so each claim creates them again: a new key
+-- taking a large batch is made a skiplist first (the seed member is added
+-- and removed within this script; no one else ever sees it).
+local function add_batch(key, args)
+  local seeded = #args >= 64 and redis.call('EXISTS', key) == 0
+  if seeded then
+    redis.call('ZADD', key, 0, SKIPLIST_SEED)
+  end
+  each_chunk('ZADD', key, args)
+  if seeded then
+    redis.call('ZREM', key, SKIPLIST_SEED)
+  end
+end
+
 if max > taken then
   local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', now_ms, 'LIMIT', 0, max * 4)
   -- Queue removals and active/lease entries are written once per claim, not per job.
@@ -169,8 +191,8 @@ if max > taken then
     end
   end
   each_chunk('ZREM', queue, removed)
-  each_chunk('ZADD', active, in_active)
-  each_chunk('ZADD', leases, in_leases)
+  add_batch(active, in_active)
+  add_batch(leases, in_leases)
 end
 
 local head = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
