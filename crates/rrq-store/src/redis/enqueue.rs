@@ -90,7 +90,7 @@ impl EnqueueStore for RedisStore {
         };
         // A worker in this process asks the job's shard at its next claim.
         if enqueued.is_ok() {
-            self.touched(&id);
+            self.touched(self.layout.shard_of(&id));
         }
         enqueued
     }
@@ -257,9 +257,7 @@ async fn enqueue_chunk(
         jobs: jobs.iter().map(|job| BatchJob::new(&store.layout, job)).collect(),
     };
     let created = store.run(call).await?;
-    if store.layout.is_sharded() {
-        store.inner.heads.touched(shard);
-    }
+    store.touched(shard);
     if created.len() != jobs.len() {
         return Err(protocol(EnqueueBatch::OP, format!("{} statuses for {} jobs", created.len(), jobs.len())));
     }

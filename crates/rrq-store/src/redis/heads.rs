@@ -229,6 +229,13 @@ mod tests {
 
     use super::*;
 
+    /// Records a read of `q`'s four shards, all empty, begun at `began`.
+    fn read_empty(heads: &Heads, q: &QueueName, began: Instant) {
+        let mut p = heads.reading(q, 4);
+        p.heads = vec![Head::Empty; 4];
+        heads.read(q, &p, began);
+    }
+
     fn shard(i: u16) -> Shard {
         crate::keys::Layout::sharded(4).unwrap().shards().nth(usize::from(i)).unwrap()
     }
@@ -238,9 +245,7 @@ mod tests {
         let heads = Arc::new(Heads::default());
         let q = QueueName::new("q");
         let live = heads.listening();
-        let mut p = heads.reading(&q, 4);
-        p.heads = vec![Head::Empty; 4];
-        heads.read(&q, &p, Instant::now());
+        read_empty(&heads, &q, Instant::now());
         assert_eq!(heads.picture(&q, Instant::now()).unwrap().heads, vec![Head::Empty; 4]);
         drop(live);
         assert!(heads.picture(&q, Instant::now()).is_none());
@@ -292,9 +297,7 @@ mod tests {
         let _live = heads.listening();
         let q = QueueName::new("q");
         let began = Instant::now();
-        let mut p = heads.reading(&q, 4);
-        p.heads = vec![Head::Empty; 4];
-        heads.read(&q, &p, began);
+        read_empty(&heads, &q, began);
         heads.signalled(&q, None);
         assert_eq!(heads.picture(&q, began).unwrap().heads, vec![Head::Ask; 4]);
         heads.signalled(&q, Some(shard(3)));
@@ -308,9 +311,7 @@ mod tests {
         let heads = Arc::new(Heads::default());
         let q = QueueName::new("q");
         // Read while no subscription listened: forgotten when one starts.
-        let mut p = heads.reading(&q, 4);
-        p.heads = vec![Head::Empty; 4];
-        heads.read(&q, &p, Instant::now());
+        read_empty(&heads, &q, Instant::now());
         let _live = heads.listening();
         assert!(heads.picture(&q, Instant::now()).is_none());
         // A read begun before a reconnect records nothing, not even its time.
@@ -319,9 +320,7 @@ mod tests {
         p.heads = vec![Head::Empty; 4];
         heads.read(&q, &p, Instant::now());
         assert!(heads.picture(&q, Instant::now()).is_none());
-        let mut p = heads.reading(&q, 4);
-        p.heads = vec![Head::Empty; 4];
-        heads.read(&q, &p, Instant::now());
+        read_empty(&heads, &q, Instant::now());
         assert_eq!(heads.picture(&q, Instant::now()).unwrap().heads, vec![Head::Empty; 4]);
     }
 
@@ -332,9 +331,7 @@ mod tests {
         let (a, b) = (QueueName::new("a"), QueueName::new("b"));
         let began = Instant::now();
         for q in [&a, &b] {
-            let mut p = heads.reading(q, 4);
-            p.heads = vec![Head::Empty; 4];
-            heads.read(q, &p, began);
+            read_empty(&heads, q, began);
         }
         let before = heads.picture(&a, began).unwrap();
         heads.touched(shard(1));

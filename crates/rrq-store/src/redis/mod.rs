@@ -182,12 +182,11 @@ impl RedisStore {
         by_shard(&self.layout, items, shard_of)
     }
 
-    /// Marks the shard of job `id` to be asked at the next claim: this
-    /// process just added the job to its ready set (sharded layout; see
-    /// `heads.rs`).
-    fn touched(&self, id: &rrq_protocol::JobId) {
+    /// Marks `shard` to be asked at the next claim: this process just added
+    /// a job to its ready set (sharded layout only; see `heads.rs`).
+    fn touched(&self, shard: Shard) {
         if self.layout.is_sharded() {
-            self.inner.heads.touched(self.layout.shard_of(id));
+            self.inner.heads.touched(shard);
         }
     }
 

@@ -123,7 +123,7 @@ impl WorkerStore for RedisStore {
             now_ms: epoch_ms(now),
         };
         let fence = self.run(call).await?;
-        self.touched(&lease.job_id);
+        self.touched(self.layout.shard_of(&lease.job_id));
         Ok(fence)
     }
 
@@ -152,7 +152,7 @@ impl WorkerStore for RedisStore {
             now_ms: epoch_ms(now),
         };
         let fence = self.run(call).await?;
-        self.touched(&lease.job_id);
+        self.touched(self.layout.shard_of(&lease.job_id));
         Ok(fence)
     }
 
@@ -197,7 +197,7 @@ impl WorkerStore for RedisStore {
                 return Ok(found);
             }
             if !found.requeued.is_empty() {
-                self.inner.heads.touched(shard);
+                self.touched(shard);
             }
             recovery.requeued.extend(found.requeued);
             recovery.dead_lettered.extend(found.dead_lettered);
