@@ -21,7 +21,7 @@
 //! would build that crate twice.
 
 mod redis;
-pub use redis::TestRedis;
+pub use redis::{TestRedis, server_program, use_server_program};
 pub mod cluster;
 pub mod docker;
 pub mod node;

@@ -22,6 +22,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How long a freshly spawned server may take to answer.
@@ -554,9 +555,24 @@ impl Drop for Server {
     }
 }
 
-/// The server program tests run: `$RRQ_REDIS_SERVER`, or `redis-server`.
-pub(crate) fn server_program() -> String {
+/// The program set by [`use_server_program`], if any.
+static PROGRAM: OnceLock<String> = OnceLock::new();
+
+/// The server program private servers run: the one [`use_server_program`]
+/// set, else `$RRQ_REDIS_SERVER`, else `redis-server`.
+pub fn server_program() -> String {
+    if let Some(program) = PROGRAM.get() {
+        return program.clone();
+    }
     std::env::var("RRQ_REDIS_SERVER").ok().filter(|p| !p.trim().is_empty()).unwrap_or_else(|| "redis-server".to_owned())
+}
+
+/// Makes every private server started from now on, in this process, run
+/// `program` (say, a script that starts the real server under a profiler;
+/// it must `exec` it, so the server keeps the process id it was started
+/// with). The first call wins: returns whether this one was it.
+pub fn use_server_program(program: impl Into<String>) -> bool {
+    PROGRAM.set(program.into()).is_ok()
 }
 
 /// A port that was free a moment ago.

@@ -19,7 +19,17 @@
 //! polling `ZCARD`s and `INFO`s are taken out of the counts. A job's master
 //! is the one serving its shard's slot (`Layout::shard_of`).
 //! `RRQ_BENCH_REDIS_CONFIG="name value"` applies a `CONFIG SET` to every
-//! master of both runs first, for experiments.
+//! master of both runs first, for experiments; `RRQ_BENCH_PROFILE` (see
+//! `scenarios.rs`) runs over each drain with `REDIS_PIDS` (the masters'
+//! process ids, comma-separated) and `RRQ_BENCH_MODE` (`single` or
+//! `cluster`) set, e.g. `perf record -g -p $REDIS_PIDS -o $RRQ_BENCH_MODE.data`.
+//!
+//! With `--instructions`, every server runs under valgrind's callgrind and
+//! the drain is measured in instructions executed per job instead of CPU
+//! seconds (see `callgrind.rs`): repeatable where CPU seconds on a small
+//! shared machine are not, and split by function. The 15 % bound is then
+//! checked on instructions; rates and CPU seconds under valgrind mean
+//! nothing and are not reported.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -36,11 +46,12 @@ use rrq_test_support::TestRedis;
 use rrq_test_support::cluster::TestCluster;
 use serde_json::{Value, json};
 
+use super::callgrind::Callgrind;
 use super::env::{Setup, loadavg};
 use super::orchestrator::{Orchestrator, Pool, RunnerKind, Side};
 use super::progress;
 use super::report::{self, Figure, Target};
-use super::scenarios::{OwnCalls, job_id, read_times, span};
+use super::scenarios::{OwnCalls, Profiler, job_id, read_times, span};
 
 /// Masters of the cluster.
 pub(crate) const MASTERS: usize = 3;
@@ -65,6 +76,10 @@ const CONFIG_ENV: &str = "RRQ_BENCH_REDIS_CONFIG";
 
 /// How long the masters' idle CPU is measured before the worker starts.
 const IDLE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Functions [`function_difference`] lists (and a third as many of the
+/// largest decreases).
+const FUNCTIONS_SHOWN: usize = 15;
 
 /// How often the drain's progress is polled.
 const POLL: Duration = Duration::from_millis(50);
@@ -248,6 +263,13 @@ impl Probe {
         }
     }
 
+    /// The server's process id (`INFO server`).
+    fn pid(&mut self) -> Result<u32> {
+        let text = self.info("server")?;
+        let pid = info_number(&text, "process_id").with_context(|| format!("no process_id from port {}", self.port))?;
+        Ok(pid as u32)
+    }
+
     fn info(&mut self, section: &str) -> Result<String> {
         match self.pipeline(&[vec!["INFO", section]])?.pop() {
             Some(Answer::Text(text)) => Ok(text),
@@ -319,6 +341,8 @@ pub(crate) struct NodeRun {
     /// CPU an idle master used per second (measured before the worker
     /// started), in µs/s.
     pub idle_us_per_s: f64,
+    /// Instructions it executed over the drain (`--instructions` only).
+    pub instructions: Option<u64>,
 }
 
 /// One drain, on one node or on the cluster.
@@ -331,6 +355,9 @@ pub(crate) struct Run {
     /// CPU of the `rrq` worker (without its runners) over the drain.
     pub worker_cpu_s: f64,
     pub nodes: Vec<NodeRun>,
+    /// Instructions per function over the drain, every master together
+    /// (`--instructions` only; empty otherwise).
+    pub functions: BTreeMap<String, u64>,
 }
 
 impl Run {
@@ -389,45 +416,71 @@ impl Run {
         (self.per_job(|n| n.reads as f64), self.per_job(|n| n.writes as f64))
     }
 
+    /// Instructions per job, all masters together (`--instructions` only).
+    pub(crate) fn instructions_per_job(&self) -> Option<f64> {
+        let total = self.nodes.iter().map(|n| n.instructions).sum::<Option<u64>>()?;
+        Some(total as f64 / self.jobs as f64)
+    }
+
+    /// Each master's share of the instructions, in % (`--instructions` only).
+    pub(crate) fn instruction_shares(&self) -> Option<Vec<f64>> {
+        let counts = self.nodes.iter().map(|n| n.instructions).collect::<Option<Vec<u64>>>()?;
+        let total: u64 = counts.iter().sum();
+        Some(counts.iter().map(|c| if total > 0 { *c as f64 / total as f64 * 100.0 } else { f64::NAN }).collect())
+    }
+
     /// Idle CPU of all masters together, in µs/s.
     pub(crate) fn idle_us_per_s(&self) -> f64 {
         self.nodes.iter().map(|n| n.idle_us_per_s).sum()
     }
 
     /// The per-master table.
+    /// The per-master table: the cost is Redis CPU, or instructions when
+    /// they were counted.
     pub(crate) fn table(&self) -> String {
         let n = self.jobs as f64;
+        // Each master's cost over the drain, in the unit's terms.
+        let (unit, costs, shares, decimals) = match self.instruction_shares() {
+            Some(shares) => {
+                let costs = self.nodes.iter().map(|node| node.instructions.unwrap_or(0) as f64).collect();
+                ("instructions", costs, shares, 0)
+            }
+            None => {
+                ("CPU µs", self.nodes.iter().map(|node| node.cpu_s * 1e6).collect::<Vec<f64>>(), self.cpu_shares(), 1)
+            }
+        };
         let mut rows = vec![[
             "master".to_owned(),
             "slots".to_owned(),
             "jobs".to_owned(),
             "keys".to_owned(),
             "commands/job".to_owned(),
-            "CPU µs/job".to_owned(),
-            "CPU µs/own job".to_owned(),
-            "CPU share".to_owned(),
+            format!("{unit}/job"),
+            format!("{unit}/own job"),
+            format!("{} share", unit.split(' ').next().unwrap_or(unit)),
         ]];
-        for (node, share) in self.nodes.iter().zip(self.cpu_shares()) {
+        for ((node, share), cost) in self.nodes.iter().zip(shares).zip(&costs) {
             rows.push([
                 format!("127.0.0.1:{}", node.port),
                 node.slots.clone(),
                 format!("{} ({:.1} %)", node.jobs, node.jobs as f64 / n * 100.0),
                 node.keys.to_string(),
                 format!("{:.2}", node.commands as f64 / n),
-                format!("{:.1}", node.cpu_s / n * 1e6),
-                format!("{:.1}", node.cpu_s / (node.jobs.max(1) as f64) * 1e6),
+                format!("{:.decimals$}", cost / n),
+                format!("{:.decimals$}", cost / (node.jobs.max(1) as f64)),
                 format!("{share:.1} %"),
             ]);
         }
         if self.nodes.len() > 1 {
+            let all = costs.iter().sum::<f64>() / n;
             rows.push([
                 "all masters".to_owned(),
                 String::new(),
                 self.jobs.to_string(),
                 self.nodes.iter().map(|n| n.keys).sum::<u64>().to_string(),
                 format!("{:.2}", self.commands_per_job()),
-                format!("{:.1}", self.cpu_us_per_job()),
-                format!("{:.1}", self.cpu_us_per_job()),
+                format!("{all:.decimals$}"),
+                format!("{all:.decimals$}"),
                 "100 %".to_owned(),
             ]);
         }
@@ -456,6 +509,7 @@ impl Run {
             "worker_cpu_us_per_job": self.worker_cpu_us_per_job(),
             "commands_per_job": self.commands_per_job(),
             "redis_cpu_us_per_job": self.cpu_us_per_job(),
+            "redis_instructions_per_job": self.instructions_per_job(),
             "masters": self.nodes.iter().zip(self.cpu_shares()).map(|(n, share)| json!({
                 "port": n.port,
                 "slots": n.slots,
@@ -471,6 +525,7 @@ impl Run {
                 "commands_per_job": n.commands as f64 / self.jobs as f64,
                 "cpu_us_per_job": n.cpu_s / self.jobs as f64 * 1e6,
                 "cpu_us_per_own_job": n.cpu_s / n.jobs.max(1) as f64 * 1e6,
+                "instructions": n.instructions,
                 "commandstats": n.by_command.iter().map(|(c, st)| (c.clone(), json!({"calls": st.calls, "usec": st.usec}))).collect::<serde_json::Map<_, _>>(),
             })).collect::<Vec<_>>(),
         })
@@ -531,7 +586,15 @@ fn poll(probes: &mut [Probe], own: &mut BTreeMap<u16, u64>, keys: &BTreeMap<u16,
 }
 
 /// Drains `jobs` pre-enqueued no-op jobs on fresh servers of `mode`.
-pub(crate) async fn drain(setup: &Setup, mode: Mode, jobs: usize, tag: &str) -> Result<Run> {
+/// With `callgrind`, the servers run under it and count the drain's
+/// instructions.
+pub(crate) async fn drain(
+    setup: &Setup,
+    mode: Mode,
+    jobs: usize,
+    tag: &str,
+    callgrind: Option<&Callgrind>,
+) -> Result<Run> {
     progress(&format!(
         "  starting {} (private redis-server{})",
         mode.label(),
@@ -576,6 +639,7 @@ pub(crate) async fn drain(setup: &Setup, mode: Mode, jobs: usize, tag: &str) -> 
         lease_keys.entry(port_of(s)).or_default().push(layout.leases(s));
     }
 
+    let redis_pids: Vec<u32> = probes.iter_mut().map(Probe::pid).collect::<Result<_>>()?;
     // What the masters cost when idle (a cluster's nodes ping each other).
     let idle_from: Vec<Snapshot> = probes.iter_mut().map(snapshot).collect::<Result<_>>()?;
     let idle_started = Instant::now();
@@ -598,6 +662,16 @@ pub(crate) async fn drain(setup: &Setup, mode: Mode, jobs: usize, tag: &str) -> 
     }
     let before: Vec<Snapshot> = probes.iter_mut().map(snapshot).collect::<Result<_>>()?;
     own_zcard.clear();
+    let profiler = Profiler::start(
+        orch.pid(),
+        &[
+            ("REDIS_PIDS", redis_pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
+            ("RRQ_BENCH_MODE", if mode == Mode::Single { "single" } else { "cluster" }.to_owned()),
+        ],
+    )?;
+    if let Some(callgrind) = callgrind {
+        callgrind.start(&redis_pids)?;
+    }
     progress(&format!("  draining on {} …", mode.label()));
 
     // Every queue shard empty, then every lease index: every claimed job's
@@ -632,6 +706,8 @@ pub(crate) async fn drain(setup: &Setup, mode: Mode, jobs: usize, tag: &str) -> 
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let after: Vec<Snapshot> = probes.iter_mut().map(snapshot).collect::<Result<_>>()?;
+    drop(profiler);
+    let counts = callgrind.map(|c| c.finish(&redis_pids)).transpose()?;
     let worker_after = orch.sample()?;
     orch.stop()?;
 
@@ -639,7 +715,15 @@ pub(crate) async fn drain(setup: &Setup, mode: Mode, jobs: usize, tag: &str) -> 
     let times = read_times(&store, &ids, &mut own).await?;
     let (first, last) = span(&times, &ids)?;
     let mut nodes = Vec::with_capacity(masters.len());
-    for (((((port, slots), b), a), probe), idle) in masters.iter().zip(&before).zip(&after).zip(&mut probes).zip(idle) {
+    let mut functions = BTreeMap::new();
+    for c in counts.iter().flatten() {
+        for (f, n) in &c.functions {
+            *functions.entry(f.clone()).or_default() += n;
+        }
+    }
+    for (i, (((((port, slots), b), a), probe), idle)) in
+        masters.iter().zip(&before).zip(&after).zip(&mut probes).zip(idle).enumerate()
+    {
         let mut by_command = BTreeMap::new();
         for (c, st) in &a.stats {
             let was = b.stats.get(c).copied().unwrap_or_default();
@@ -671,6 +755,7 @@ pub(crate) async fn drain(setup: &Setup, mode: Mode, jobs: usize, tag: &str) -> 
             reads: a.reads.saturating_sub(b.reads),
             writes: a.writes.saturating_sub(b.writes),
             idle_us_per_s: idle,
+            instructions: counts.as_ref().and_then(|c| c.get(i)).map(|c| c.total),
         });
     }
     drop(servers);
@@ -680,6 +765,7 @@ pub(crate) async fn drain(setup: &Setup, mode: Mode, jobs: usize, tag: &str) -> 
         rate: jobs as f64 / (last - first).max(1e-6),
         worker_cpu_s: worker_after.cpu_s - worker_before.cpu_s,
         nodes,
+        functions,
     })
 }
 
@@ -698,6 +784,12 @@ pub(crate) fn figures() -> Vec<Figure> {
         Figure::new("cluster_commands", "cluster bench: Redis commands per job, 3 masters together", "calls", 2),
         Figure::new("cluster_worker_cpu_single", "cluster bench: worker CPU per job, one node", "µs", 1),
         Figure::new("cluster_worker_cpu", "cluster bench: worker CPU per job, 3 masters", "µs", 1),
+        Figure::new("cluster_ir_single", "cluster bench: Redis instructions per job, one node", "instr.", 0),
+        Figure::new("cluster_ir", "cluster bench: Redis instructions per job, 3 masters together", "instr.", 0),
+        Figure::new("cluster_ir_ratio", "cluster bench: Redis instructions per job, 3 masters ÷ one node", "×", 3)
+            .target(Target::AtMost(MAX_CPU_RATIO)),
+        Figure::new("cluster_ir_share_min", "cluster bench: smallest master's share of instructions", "%", 1),
+        Figure::new("cluster_ir_share_max", "cluster bench: largest master's share of instructions", "%", 1),
     ]
     .into_iter()
     .map(|f| f.reference_note("RRQ only"))
@@ -705,14 +797,17 @@ pub(crate) fn figures() -> Vec<Figure> {
 }
 
 /// Runs the scenario `reps` times (one node and the cluster each time,
-/// alternating which goes first) and records its figures and runs.
+/// alternating which goes first) and records its figures and runs; with
+/// `instructions`, under callgrind (see the module's comment).
 pub(crate) async fn run(
     setup: &Setup,
     reps: usize,
     jobs: usize,
+    instructions: bool,
     figures: &mut [Figure],
     runs: &mut Vec<Value>,
 ) -> Result<()> {
+    let callgrind = if instructions { Some(Callgrind::install()?) } else { None };
     for rep in 0..reps {
         let mut pair: BTreeMap<&str, Run> = BTreeMap::new();
         for mode in Mode::order(rep) {
@@ -720,30 +815,15 @@ pub(crate) async fn run(
             let tag = format!("cluster-{}-{rep}", if mode == Mode::Single { "single" } else { "cluster" });
             progress(&format!("cluster #{}: {} draining {jobs} jobs", rep + 1, mode.label()));
             let started = Instant::now();
-            let run = drain(setup, mode, jobs, &tag).await?;
+            let run = drain(setup, mode, jobs, &tag, callgrind.as_ref()).await?;
             println!(
-                "\ncluster #{} on {}: {jobs} jobs, {:.0} jobs/s\n{}",
+                "\ncluster #{} on {}: {jobs} jobs, {:.0} jobs/s{}\n{}",
                 rep + 1,
                 mode.label(),
                 run.rate,
+                if callgrind.is_some() { " (under callgrind)" } else { "" },
                 run.table()
             );
-            let mut profile: Vec<(String, (f64, f64))> = run.profile().into_iter().collect();
-            profile.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
-            let profile: Vec<String> =
-                profile.iter().take(6).map(|(c, (calls, us))| format!("{c} {calls:.2}× {us:.1} µs")).collect();
-            let (reads, writes) = run.io_per_job();
-            progress(&format!(
-                "  {:.0} jobs/s; per job: Redis {:.1} µs CPU ({:.1} µs system), {:.2} commands, {reads:.2} socket reads, \
-                 {writes:.2} writes; worker {:.1} µs; idle Redis {:.0} µs/s; time in commands per job: {}",
-                run.rate,
-                run.cpu_us_per_job(),
-                run.sys_us_per_job(),
-                run.commands_per_job(),
-                run.worker_cpu_us_per_job(),
-                run.idle_us_per_s(),
-                profile.join(", "),
-            ));
             let mut record = run.json();
             record["scenario"] = json!("cluster");
             record["side"] = json!(Side::Rrq.label());
@@ -752,31 +832,54 @@ pub(crate) async fn run(
             record["seconds"] = json!(started.elapsed().as_secs_f64());
             runs.push(record);
             let suffix = if mode == Mode::Single { "_single" } else { "" };
-            push(figures, &format!("cluster_rate{suffix}"), run.rate);
-            push(figures, &format!("cluster_redis_cpu{suffix}"), run.cpu_us_per_job());
             push(figures, &format!("cluster_commands{suffix}"), run.commands_per_job());
-            push(figures, &format!("cluster_worker_cpu{suffix}"), run.worker_cpu_us_per_job());
-            if mode == Mode::Cluster {
-                let shares = run.cpu_shares();
-                push(figures, "cluster_share_min", shares.iter().copied().fold(f64::INFINITY, f64::min));
-                push(figures, "cluster_share_max", shares.iter().copied().fold(0.0, f64::max));
+            if let (Some(ir), Some(shares)) = (run.instructions_per_job(), run.instruction_shares()) {
+                progress(&format!("  per job: {ir:.0} Redis instructions, {:.2} commands", run.commands_per_job()));
+                push(figures, &format!("cluster_ir{suffix}"), ir);
+                if mode == Mode::Cluster {
+                    push(figures, "cluster_ir_share_min", shares.iter().copied().fold(f64::INFINITY, f64::min));
+                    push(figures, "cluster_ir_share_max", shares.iter().copied().fold(0.0, f64::max));
+                }
+            } else {
+                progress(&cpu_line(&run));
+                push(figures, &format!("cluster_rate{suffix}"), run.rate);
+                push(figures, &format!("cluster_redis_cpu{suffix}"), run.cpu_us_per_job());
+                push(figures, &format!("cluster_worker_cpu{suffix}"), run.worker_cpu_us_per_job());
+                if mode == Mode::Cluster {
+                    let shares = run.cpu_shares();
+                    push(figures, "cluster_share_min", shares.iter().copied().fold(f64::INFINITY, f64::min));
+                    push(figures, "cluster_share_max", shares.iter().copied().fold(0.0, f64::max));
+                }
             }
             pair.insert(if mode == Mode::Single { "single" } else { "cluster" }, run);
         }
         let (Some(single), Some(cluster)) = (pair.get("single"), pair.get("cluster")) else { continue };
+        if let (Some(s), Some(c), Some(shares)) =
+            (single.instructions_per_job(), cluster.instructions_per_job(), cluster.instruction_shares())
+        {
+            let ratio = c / s;
+            push(figures, "cluster_ir_ratio", ratio);
+            let summary = format!(
+                "cluster #{}: masters carry {}; Redis instructions per job {c:.0} on 3 masters vs {s:.0} on one node \
+                 = {ratio:.3}× (at most {MAX_CPU_RATIO}× allowed: {}); commands per job {:.2} vs {:.2}",
+                rep + 1,
+                carried(cluster, &shares, "instructions"),
+                if ratio <= MAX_CPU_RATIO { "met" } else { "MISSED" },
+                cluster.commands_per_job(),
+                single.commands_per_job(),
+            );
+            println!("{summary}");
+            progress(&summary);
+            println!("{}", function_difference(single, cluster));
+            continue;
+        }
         let ratio = cluster.cpu_us_per_job() / single.cpu_us_per_job();
         push(figures, "cluster_cpu_ratio", ratio);
-        let shares: Vec<String> = cluster
-            .nodes
-            .iter()
-            .zip(cluster.cpu_shares())
-            .map(|(n, s)| format!("{s:.1} % CPU / {:.1} % jobs", n.jobs as f64 / cluster.jobs as f64 * 100.0))
-            .collect();
         let summary = format!(
             "cluster #{}: masters carry {}; Redis CPU per job {:.1} µs on 3 masters vs {:.1} µs on one node = {ratio:.3}× \
              (at most {MAX_CPU_RATIO}× allowed: {}); commands per job {:.2} vs {:.2}; {:.0} vs {:.0} jobs/s",
             rep + 1,
-            shares.join(", "),
+            carried(cluster, &cluster.cpu_shares(), "CPU"),
             cluster.cpu_us_per_job(),
             single.cpu_us_per_job(),
             if ratio <= MAX_CPU_RATIO { "met" } else { "MISSED" },
@@ -810,6 +913,65 @@ pub(crate) async fn run(
         progress(&capacity);
     }
     Ok(())
+}
+
+/// One run's progress line in CPU terms, with the commands that took the
+/// most time.
+fn cpu_line(run: &Run) -> String {
+    let mut profile: Vec<(String, (f64, f64))> = run.profile().into_iter().collect();
+    profile.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+    let profile: Vec<String> =
+        profile.iter().take(6).map(|(c, (calls, us))| format!("{c} {calls:.2}× {us:.1} µs")).collect();
+    let (reads, writes) = run.io_per_job();
+    format!(
+        "  {:.0} jobs/s; per job: Redis {:.1} µs CPU ({:.1} µs system), {:.2} commands, {reads:.2} socket reads, \
+         {writes:.2} writes; worker {:.1} µs; idle Redis {:.0} µs/s; time in commands per job: {}",
+        run.rate,
+        run.cpu_us_per_job(),
+        run.sys_us_per_job(),
+        run.commands_per_job(),
+        run.worker_cpu_us_per_job(),
+        run.idle_us_per_s(),
+        profile.join(", "),
+    )
+}
+
+/// "33.1 % CPU / 33.4 % jobs, …": each master's share of the cost beside
+/// its share of the jobs.
+fn carried(run: &Run, shares: &[f64], what: &str) -> String {
+    run.nodes
+        .iter()
+        .zip(shares)
+        .map(|(n, s)| format!("{s:.1} % {what} / {:.1} % jobs", n.jobs as f64 / run.jobs as f64 * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Functions whose instructions per job differ most between the two runs
+/// (every master of the cluster together), largest increases first.
+pub(crate) fn function_difference(single: &Run, cluster: &Run) -> String {
+    let (ns, nc) = (single.jobs as f64, cluster.jobs as f64);
+    let mut rows: Vec<(&String, f64, f64)> = single
+        .functions
+        .keys()
+        .chain(cluster.functions.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|f| {
+            let per = |run: &Run, n: f64| run.functions.get(f).copied().unwrap_or(0) as f64 / n;
+            (f, per(single, ns), per(cluster, nc))
+        })
+        .collect();
+    rows.sort_by(|x, y| (y.2 - y.1).total_cmp(&(x.2 - x.1)));
+    let mut out = String::from(
+        "  functions whose instructions per job differ most (one node → 3 masters, each function's own):\n",
+    );
+    let shown = FUNCTIONS_SHOWN.min(rows.len());
+    let tail = rows.len().saturating_sub(FUNCTIONS_SHOWN / 3).max(shown);
+    for (f, a, b) in rows[..shown].iter().chain(&rows[tail..]) {
+        out.push_str(&format!("    {f:<32} {a:>9.0} → {b:>9.0} ({:+.0})\n", b - a));
+    }
+    out
 }
 
 /// Where the cluster's extra cost per job goes: system CPU, socket reads
@@ -901,6 +1063,7 @@ mod tests {
             reads: commands / 10,
             writes: commands / 10,
             idle_us_per_s: 100.0,
+            instructions: None,
         };
         let run = Run {
             mode: Mode::Cluster,
@@ -908,6 +1071,7 @@ mod tests {
             rate: 1.0,
             worker_cpu_s: 0.02,
             nodes: vec![node(1, 300, 4000, 0.010), node(2, 700, 6000, 0.030)],
+            functions: BTreeMap::new(),
         };
         assert_eq!(run.commands_per_job(), 10.0);
         assert!((run.cpu_us_per_job() - 40.0).abs() < 1e-9);
@@ -926,5 +1090,53 @@ mod tests {
         let diff = difference(&single, &run);
         assert!(diff.contains("zrange"), "{diff}");
         assert!(!diff.contains("evalsha"), "{diff}");
+        assert_eq!(run.instructions_per_job(), None, "no instructions without callgrind");
+        assert!(run.table().contains("CPU µs/job"));
+    }
+
+    #[test]
+    fn counted_instructions_make_the_table_shares_and_function_difference() {
+        let node = |port, jobs, instructions| NodeRun {
+            port,
+            slots: String::new(),
+            jobs,
+            keys: 0,
+            commands: 0,
+            by_command: BTreeMap::new(),
+            cpu_s: 1.0,
+            cpu_sys_s: 0.0,
+            reads: 0,
+            writes: 0,
+            idle_us_per_s: 0.0,
+            instructions: Some(instructions),
+        };
+        let cluster = Run {
+            mode: Mode::Cluster,
+            jobs: 100,
+            rate: 1.0,
+            worker_cpu_s: 0.0,
+            nodes: vec![node(1, 40, 12_000_000), node(2, 60, 18_000_000)],
+            functions: BTreeMap::from([("getNodeByQuery".to_owned(), 600_000), ("dictFind".to_owned(), 900_000)]),
+        };
+        let single = Run {
+            mode: Mode::Single,
+            nodes: vec![node(1, 100, 27_000_000)],
+            functions: BTreeMap::from([("dictFind".to_owned(), 1_000_000)]),
+            ..cluster.clone()
+        };
+        assert_eq!(cluster.instructions_per_job(), Some(300_000.0));
+        assert_eq!(single.instructions_per_job(), Some(270_000.0));
+        assert_eq!(cluster.instruction_shares(), Some(vec![40.0, 60.0]));
+        let table = cluster.table();
+        assert!(table.contains("instructions/job") && table.contains("300000"), "{table}");
+        let diff = function_difference(&single, &cluster);
+        let lines: Vec<&str> = diff.lines().skip(1).collect();
+        assert!(lines[0].contains("getNodeByQuery") && lines[0].contains("+6000"), "{diff}");
+        assert!(lines.last().unwrap().contains("dictFind") && diff.contains("(-1000)"), "{diff}");
+        // One master without a count: no total, no shares.
+        let mut partial = cluster.clone();
+        partial.nodes[1].instructions = None;
+        assert_eq!(partial.instructions_per_job(), None);
+        assert_eq!(partial.instruction_shares(), None);
     }
 }

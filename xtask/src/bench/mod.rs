@@ -3,7 +3,7 @@
 //! and memory, a large backlog. See `docs/performance.md`.
 //!
 //! Usage: `rrq-bench [--quick] [--reps N] [--check] [--no-wait]
-//! [--only rrq|reference] [--drain-jobs N] [--backlog-jobs N] [--cluster-jobs N] [SCENARIO...]` with scenarios `drain-rust`,
+//! [--only rrq|reference] [--drain-jobs N] [--backlog-jobs N] [--cluster-jobs N] [--instructions] [SCENARIO...]` with scenarios `drain-rust`,
 //! `drain-python`, `drain-1x1`, `pickup`, `pickup-python` (idle pickup with the reference's Python
 //! client as the producer), `deferred` (due → started of jobs deferred by 200–800 ms), `cancel`
 //! (cancel → `CANCELLED` of a running job, RRQ only), `enqueue`, `backlog`, `idle` (Redis commands/s
@@ -11,12 +11,14 @@
 //! `dashboard` (RRQ only: the dashboard's JSON endpoints over `--backlog-jobs` queued jobs and a
 //! tenth as many in the DLQ, see `dashboard.rs`), `cluster` (RRQ only: the same drain of
 //! `--cluster-jobs N` jobs, default 50,000, on one node and on a three-master Redis Cluster, with
-//! each master's commands and CPU per job, see `cluster.rs`) (default: all).
+//! each master's commands and CPU per job, or with `--instructions` the instructions each executes
+//! under valgrind's callgrind, see `cluster.rs`) (default: all).
 //!
 //! Every run starts from an empty database (`FLUSHDB`), both orchestrators
 //! read the same generated `rrq.toml` with logs at warn, and the two sides
 //! alternate which goes first. Figures are medians over the repetitions.
 
+mod callgrind;
 mod cluster;
 mod dashboard;
 mod env;
@@ -81,6 +83,8 @@ struct Options {
     backlog_jobs: usize,
     /// Jobs of each drain of the `cluster` scenario.
     cluster_jobs: usize,
+    /// Count the `cluster` scenario's Redis instructions under callgrind.
+    instructions: bool,
     scenarios: Vec<&'static str>,
 }
 
@@ -93,6 +97,7 @@ fn parse(args: &[String]) -> Result<Options> {
         drain_jobs: 20_000,
         backlog_jobs: 1_000_000,
         cluster_jobs: 50_000,
+        instructions: false,
         scenarios: Vec::new(),
     };
     let mut it = args.iter();
@@ -104,6 +109,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--quick" => o.reps = 1,
             "--check" => o.check = true,
             "--no-wait" => o.no_wait = true,
+            "--instructions" => o.instructions = true,
             "--only" => {
                 o.only = Some(match it.next().map(String::as_str) {
                     Some("rrq") => Side::Rrq,
@@ -231,6 +237,7 @@ pub(crate) fn main() -> Result<ExitCode> {
         "drain_jobs": options.drain_jobs,
         "backlog_jobs": options.backlog_jobs,
         "cluster_jobs": options.cluster_jobs,
+        "instructions": options.instructions,
         "load_at_start": load_at_start,
         "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     });
@@ -290,7 +297,7 @@ async fn run_scenario(
         if o.only == Some(Side::Reference) {
             return Ok(());
         }
-        return cluster::run(&ctx.setup, o.reps, o.cluster_jobs, figures, runs).await;
+        return cluster::run(&ctx.setup, o.reps, o.cluster_jobs, o.instructions, figures, runs).await;
     }
     for rep in 0..o.reps {
         for side in Side::order(rep) {

@@ -239,7 +239,7 @@ pub(crate) async fn drain(
     }
     let redis_before = ctx.setup.redis.cpu_s();
     let first_seen = Instant::now();
-    let profiler = Profiler::start(orch.pid())?;
+    let profiler = Profiler::start(orch.pid(), &[])?;
     let limit = Duration::from_secs(1800);
     wait_last(&ctx.store, &ids, &mut orch, limit, &mut own).await?;
     drop(profiler);
@@ -275,18 +275,20 @@ pub(crate) async fn drain(
 }
 
 /// `RRQ_BENCH_PROFILE`: a shell command started (with `ORCHESTRATOR_PID`
-/// set) when a drain's first claim is seen, and interrupted with SIGINT when
-/// the last job finishes; e.g. `perf record -g -p $ORCHESTRATOR_PID -o rrq.data`.
-struct Profiler(Option<std::process::Child>);
+/// set, and what else the scenario names in `env`) when a drain's first
+/// claim is seen, and interrupted with SIGINT when the last job finishes;
+/// e.g. `perf record -g -p $ORCHESTRATOR_PID -o rrq.data`.
+pub(crate) struct Profiler(Option<std::process::Child>);
 
 impl Profiler {
-    fn start(pid: u32) -> Result<Profiler> {
+    pub(crate) fn start(pid: u32, env: &[(&str, String)]) -> Result<Profiler> {
         let Some(cmd) = std::env::var("RRQ_BENCH_PROFILE").ok().filter(|c| !c.trim().is_empty()) else {
             return Ok(Profiler(None));
         };
         let child = std::process::Command::new("sh")
             .args(["-c", &format!("exec {cmd}")])
             .env("ORCHESTRATOR_PID", pid.to_string())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .spawn()?;
         Ok(Profiler(Some(child)))
     }
