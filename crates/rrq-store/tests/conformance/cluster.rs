@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rrq_protocol::{JobId, QueueName};
-use rrq_store::keys::{DEFAULT_QUEUE_SHARDS, Layout};
+use rrq_store::keys::{DEFAULT_QUEUE_SHARDS, Layout, Shard};
 use rrq_store::{
     AdminStore, ClaimRequest, EnqueueMode, EnqueueStore, Enqueued, Fence, InspectStore, JobStatus, RedisStore,
     StoreError, WorkerStore,
@@ -522,7 +522,7 @@ async fn jobs_taken_from_one_shard_are_returned_when_a_later_shard_fails() {
 }
 
 /// Ids of this test on `shard`, `n` of them.
-fn ids_on_shard(h: &Harness, shard: rrq_store::keys::Shard, n: usize) -> Vec<JobId> {
+fn ids_on_shard(h: &Harness, shard: Shard, n: usize) -> Vec<JobId> {
     (0..).map(|i| h.id(&format!("s{i}"))).filter(|id| h.layout().shard_of(id) == shard).take(n).collect()
 }
 
@@ -1109,20 +1109,48 @@ fn wait_silent(port: u16) {
 async fn a_large_claim_creates_its_shard_sets_as_skiplists_and_leaves_no_seed() {
     let h = Harness::cluster().await;
     let q = h.queue("q");
-    let layout = h.layout().clone();
-    let shard = layout.shard_of(&h.id("s0"));
-    for id in ids_on_shard(&h, shard, 40) {
-        let mut job = h.new_job("unused", &q);
+    let shard = h.layout().shard_of(&h.id("s0"));
+    enqueue_on_shard(&h, &q, shard, 40).await;
+    let worker = h.worker("w");
+    assert_eq!(h.claim(&q, &worker, 40, h.now).await.jobs.len(), 40);
+    assert_shard_sets(&h, &worker, shard, "skiplist", 40);
+}
+
+/// Claims that each take a few jobs but together grow a shard's sets past a
+/// few dozen members make them skiplists too: a set that already exists as
+/// a small listpack is converted once the next batch would take it to 32.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_that_grow_a_shard_set_past_a_few_dozen_members_make_it_a_skiplist() {
+    let h = Harness::cluster().await;
+    let q = h.queue("q");
+    let shard = h.layout().shard_of(&h.id("s0"));
+    enqueue_on_shard(&h, &q, shard, 40).await;
+    let worker = h.worker("w");
+    assert_eq!(h.claim(&q, &worker, 20, h.now).await.jobs.len(), 20);
+    assert_shard_sets(&h, &worker, shard, "listpack", 20);
+    // A later claim (the same instant would be a replay of the first).
+    let later = h.now + chrono::TimeDelta::seconds(1);
+    assert_eq!(h.claim(&q, &worker, 20, later).await.jobs.len(), 20);
+    assert_shard_sets(&h, &worker, shard, "skiplist", 40);
+}
+
+/// Enqueues `n` jobs whose ids map to `shard`.
+async fn enqueue_on_shard(h: &Harness, q: &QueueName, shard: Shard, n: usize) {
+    for id in ids_on_shard(h, shard, n) {
+        let mut job = h.new_job("unused", q);
         job.id = id;
         h.store.enqueue(job, EnqueueMode::Standard).await.unwrap();
     }
-    let worker = h.worker("w");
-    assert_eq!(h.claim(&q, &worker, 40, h.now).await.jobs.len(), 40);
+}
+
+/// The worker's active set and the lease index of `shard` have `encoding`
+/// and hold `members` (no seed left behind).
+fn assert_shard_sets(h: &Harness, worker: &str, shard: Shard, encoding: &str, members: i64) {
     let cluster = h.test_cluster();
-    for key in [layout.active(&worker, shard), layout.leases(shard)] {
+    for key in [h.layout().active(worker, shard), h.layout().leases(shard)] {
         let master = cluster.master_for_slot(cluster.slot_of(&key));
-        let encoding = resp::call(master.port, &["OBJECT", "ENCODING", &key]).unwrap();
-        assert_eq!(encoding, Reply::Bulk(Some("skiplist".into())), "{key}");
-        assert_eq!(resp::call(master.port, &["ZCARD", &key]).unwrap(), Reply::Int(40), "{key}: no seed left");
+        let found = resp::call(master.port, &["OBJECT", "ENCODING", &key]).unwrap();
+        assert_eq!(found, Reply::Bulk(Some(encoding.into())), "{key}");
+        assert_eq!(resp::call(master.port, &["ZCARD", &key]).unwrap(), Reply::Int(members), "{key}: no seed left");
     }
 }

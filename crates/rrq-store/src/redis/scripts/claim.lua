@@ -71,19 +71,35 @@ local function each_chunk(cmd, key, args)
   end
 end
 
+-- Members from which a sorted set this script adds to is kept as a skiplist.
+local SKIPLIST_AT = 32
+
 -- A member longer than `zset-max-listpack-value` (64 bytes by default): a
 -- sorted set that ever held it is a skiplist for good.
 local SKIPLIST_SEED = string.rep('~', 160)
 
--- Adds score/member pairs to a sorted set. Redis keeps a small sorted set
--- as a listpack, where each insert scans the whole list, so a batch of
--- dozens of members into a new key costs several times what it costs in a
--- skiplist. On a cluster the active set and lease index are per shard and
--- emptied between claims, so each claim creates them again: a new key
--- taking a large batch is made a skiplist first (the seed member is added
--- and removed within this script; no one else ever sees it).
+-- Adds score/member pairs to a sorted set. Redis keeps a sorted set of up
+-- to `zset-max-listpack-entries` (128) members as a listpack (a ziplist
+-- before Redis 7), where every insert and every removal scans the list:
+-- past a few dozen members that costs several times what a skiplist does.
+-- On a cluster the active set and lease index are per shard, so they are
+-- small, emptied and created again all the time, and a claim often adds
+-- dozens of jobs to one of them. A set that is (or would become) a listpack
+-- of `SKIPLIST_AT` members or more is therefore made a skiplist first, with
+-- the seed member, removed again within this script (no one else ever sees
+-- it). On one node these sets hold every running job and are skiplists
+-- already.
 local function add_batch(key, args)
-  local seeded = #args >= 64 and redis.call('EXISTS', key) == 0
+  local adding = #args / 2
+  local seeded = false
+  if adding > 0 then
+    local encoding = redis.call('OBJECT', 'ENCODING', key)
+    if not encoding then
+      seeded = adding >= SKIPLIST_AT
+    elseif encoding == 'listpack' or encoding == 'ziplist' then
+      seeded = redis.call('ZCARD', key) + adding >= SKIPLIST_AT
+    end
+  end
   if seeded then
     redis.call('ZADD', key, 0, SKIPLIST_SEED)
   end
