@@ -215,8 +215,8 @@ impl TestCluster {
     }
 
     /// Freezes the node on `port` (SIGSTOP): it answers nothing and keeps
-    /// its connections open, as a host cut off the network. Returns at once;
-    /// its replica takes over after the node timeout.
+    /// its connections open, as a host cut off the network. Returns once the
+    /// process is stopped; its replica takes over after the node timeout.
     ///
     /// # Panics
     ///

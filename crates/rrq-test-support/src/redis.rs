@@ -256,26 +256,38 @@ impl TestRedis {
     }
 
     /// Freezes a private server with SIGSTOP: its connections stay open and
-    /// nothing answers, as with a host cut off the network. [`TestRedis::thaw`]
-    /// lets it go on.
+    /// nothing answers, as with a host cut off the network. Returns once the
+    /// process is stopped (a signal is delivered asynchronously: a command
+    /// sent right after `kill` returns could otherwise still be served).
+    /// [`TestRedis::thaw`] lets it go on.
     ///
     /// # Panics
     ///
-    /// On a shared or stopped server.
+    /// On a shared or stopped server, or when it has not stopped within 5 s.
     pub fn freeze(&self) {
-        self.signal("freeze", "STOP");
+        let pid = self.signal("freeze", "STOP");
+        crate::wait::until("freezing the test redis", Duration::from_secs(5), || match process_state(pid) {
+            Some('T') => Ok(()),
+            other => Err(format!("process {pid} in state {other:?}")),
+        });
     }
 
-    /// Lets a frozen private server go on (SIGCONT).
+    /// Lets a frozen private server go on (SIGCONT), and returns once it
+    /// runs again.
     ///
     /// # Panics
     ///
-    /// On a shared or stopped server.
+    /// On a shared or stopped server, or when it is still stopped after 5 s.
     pub fn thaw(&self) {
-        self.signal("thaw", "CONT");
+        let pid = self.signal("thaw", "CONT");
+        crate::wait::until("thawing the test redis", Duration::from_secs(5), || match process_state(pid) {
+            Some('T') => Err(format!("process {pid} still stopped")),
+            _ => Ok(()),
+        });
     }
 
-    fn signal(&self, what: &str, name: &str) {
+    /// Sends SIGNAME to the private server, and returns its process id.
+    fn signal(&self, what: &str, name: &str) -> u32 {
         let pid = match &self.kind {
             Kind::Private(server) => {
                 server.child.as_ref().unwrap_or_else(|| panic!("{what}: the test redis is not running")).id()
@@ -287,6 +299,7 @@ impl TestRedis {
             .status()
             .unwrap_or_else(|e| panic!("{what}: cannot run kill: {e}"));
         assert!(status.success(), "{what}: kill -{name} {pid} failed");
+        pid
     }
 
     /// Starts a stopped private server again on the same port and directory
@@ -573,6 +586,14 @@ pub fn server_program() -> String {
 /// with). The first call wins: returns whether this one was it.
 pub fn use_server_program(program: impl Into<String>) -> bool {
     PROGRAM.set(program.into()).is_ok()
+}
+
+/// The state letter of process `pid` (`R`, `S`, `T` for stopped, ...), from
+/// `/proc/PID/stat`; `None` when it cannot be read.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `PID (COMMAND) STATE ...`: the command may hold spaces and parentheses.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 /// A port that was free a moment ago.

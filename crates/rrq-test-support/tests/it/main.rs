@@ -3,4 +3,5 @@
 
 mod cluster;
 mod docker;
+mod redis;
 mod sentinel;
