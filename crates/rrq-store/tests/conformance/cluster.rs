@@ -1086,16 +1086,29 @@ async fn successes_of_the_other_masters_are_recorded_while_one_hangs() {
 
 /// A claim of a large batch creates the shard's active set and lease index
 /// as skiplists (a listpack makes each insert of the batch scan the whole
-/// list), and the seed member that does it is gone when the script ends.
+/// list), and the seed member that does it is gone when the script ends,
+/// without taking a job with it: one job of the batch has an id that looks
+/// like a seed (160 `~`, the seed of an earlier version, which the claim's
+/// removal of the seed took out of the sets).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_claim_creates_its_shard_sets_as_skiplists_and_leaves_no_seed() {
     let h = Harness::cluster().await;
     let q = h.queue("q");
-    let shard = h.layout().shard_of(&h.id("s0"));
-    enqueue_on_shard(&h, &q, shard, 40).await;
+    let tilde = JobId::new("~".repeat(160));
+    let shard = h.layout().shard_of(&tilde);
+    let mut job = h.new_job("unused", &q);
+    job.id = tilde.clone();
+    h.store.enqueue(job, EnqueueMode::Standard).await.unwrap();
+    enqueue_on_shard(&h, &q, shard, 39).await;
     let worker = h.worker("w");
     assert_eq!(h.claim(&q, &worker, 40, h.now).await.jobs.len(), 40);
     assert_shard_sets(&h, &worker, shard, "skiplist", 40);
+    let cluster = h.test_cluster();
+    for key in [h.layout().active(&worker, shard), h.layout().leases(shard)] {
+        let master = cluster.master_for_slot(cluster.slot_of(&key));
+        let score = resp::call(master.port, &["ZSCORE", &key, tilde.as_str()]).unwrap();
+        assert!(matches!(score, Reply::Bulk(Some(_))), "{key} lost the job {tilde}: {score:?}");
+    }
 }
 
 /// Claims that each take a few jobs but together grow a shard's sets past a

@@ -564,6 +564,37 @@ async fn acl_users_connect_and_wrong_passwords_stay_secret() {
     assert!(!chain(&err).contains("not-it"), "{}", chain(&err));
 }
 
+/// The claim's conversion of a growing sorted set to a skiplist asks
+/// `OBJECT ENCODING` and `ZCARD`: a Redis user allowed neither still
+/// claims (the conversion is skipped, the claim is not refused).
+#[tokio::test]
+async fn a_user_not_allowed_object_or_zcard_still_claims() {
+    let redis = TestRedis::private();
+    let h = Harness::redis().await;
+    let raw = raw_client(redis.url()).await;
+    cmd(&raw, &["ACL", "SETUSER", "rrq", "on", ">p4ss-word", "~*", "&*", "+@all", "-object", "-zcard"]).await;
+    let url = format!("redis://rrq:p4ss-word@127.0.0.1:{}/0", redis.port());
+    let store = RedisStore::connect(&url).await.unwrap().with_defaults(h.defaults());
+    let q = h.queue("q");
+    for i in 0..40 {
+        store.enqueue(h.new_job(&format!("j{i}"), &q), EnqueueMode::Standard).await.unwrap();
+    }
+    let worker = h.worker("w");
+    let req = ClaimRequest {
+        queue: q.clone(),
+        worker_id: worker.clone(),
+        max: 20,
+        now: h.now,
+        lease_ttl: LEASE,
+        max_payload_bytes: usize::MAX,
+    };
+    assert_eq!(store.claim(req.clone()).await.expect("a claim creating the sets").jobs.len(), 20);
+    let later = ClaimRequest { now: h.now + chrono::TimeDelta::seconds(1), ..req };
+    assert_eq!(store.claim(later).await.expect("a claim growing the sets").jobs.len(), 20);
+    let active = keys::active(&worker);
+    assert_eq!(text(&raw, &["OBJECT", "ENCODING", &active]).await.as_deref(), Some("listpack"), "not converted");
+}
+
 #[tokio::test]
 async fn unusable_dsns_are_refused_before_connecting() {
     let mut dsns = vec!["redis-cluster://h:1?sentinelServiceName=s", "http://h", "no scheme"];

@@ -75,8 +75,10 @@ end
 local SKIPLIST_AT = 32
 
 -- A member longer than `zset-max-listpack-value` (64 bytes by default): a
--- sorted set that ever held it is a skiplist for good.
-local SKIPLIST_SEED = string.rep('~', 160)
+-- sorted set that ever held it is a skiplist for good. It is not UTF-8, so
+-- no job this script hands out can have it as its id (such ids are
+-- dead-lettered above), and removing it never removes a job.
+local SKIPLIST_SEED = string.rep('\255', 160)
 
 -- Adds score/member pairs to a sorted set. Redis keeps a sorted set of up
 -- to `zset-max-listpack-entries` (128) members as a listpack (a ziplist
@@ -88,16 +90,18 @@ local SKIPLIST_SEED = string.rep('~', 160)
 -- of `SKIPLIST_AT` members or more is therefore made a skiplist first, with
 -- the seed member, removed again within this script (no one else ever sees
 -- it). On one node these sets hold every running job and are skiplists
--- already.
+-- already. It is an optimisation only: a Redis user not allowed `OBJECT`
+-- or `ZCARD` gets no conversion, not a failed claim.
 local function add_batch(key, args)
   local adding = #args / 2
   local seeded = false
   if adding > 0 then
-    local encoding = redis.call('OBJECT', 'ENCODING', key)
+    local encoding = redis.pcall('OBJECT', 'ENCODING', key)
     if not encoding then
       seeded = adding >= SKIPLIST_AT
     elseif encoding == 'listpack' or encoding == 'ziplist' then
-      seeded = redis.call('ZCARD', key) + adding >= SKIPLIST_AT
+      local size = redis.pcall('ZCARD', key)
+      seeded = type(size) == 'number' and size + adding >= SKIPLIST_AT
     end
   end
   if seeded then
