@@ -31,7 +31,7 @@ use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-use crate::redis::{free_port, server_program};
+use crate::redis::{free_port, installed_program};
 
 pub mod cluster;
 pub use cluster::{DockerCluster, DockerClusterNode};
@@ -102,7 +102,7 @@ pub fn local_image() -> String {
 }
 
 fn build_image() -> Result<String, String> {
-    let program = server_program();
+    let program = installed_program();
     let binary = find_program(&program).ok_or_else(|| format!("`{program}` is not on PATH"))?;
     let bytes = std::fs::read(&binary).map_err(|e| format!("cannot read {}: {e}", binary.display()))?;
     let image = format!("{IMAGE_NAME}:{:016x}", fnv1a(&bytes));

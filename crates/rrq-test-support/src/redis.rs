@@ -574,9 +574,13 @@ static PROGRAM: OnceLock<String> = OnceLock::new();
 /// The server program private servers run: the one [`use_server_program`]
 /// set, else `$RRQ_REDIS_SERVER`, else `redis-server`.
 pub fn server_program() -> String {
-    if let Some(program) = PROGRAM.get() {
-        return program.clone();
-    }
+    PROGRAM.get().cloned().unwrap_or_else(installed_program)
+}
+
+/// The Redis server installed for tests: `$RRQ_REDIS_SERVER`, or
+/// `redis-server` (what a Docker image is built from, whatever program
+/// [`use_server_program`] set for private servers).
+pub(crate) fn installed_program() -> String {
     std::env::var("RRQ_REDIS_SERVER").ok().filter(|p| !p.trim().is_empty()).unwrap_or_else(|| "redis-server".to_owned())
 }
 

@@ -54,22 +54,25 @@ impl Callgrind {
         }
         let dir = std::env::temp_dir().join(format!("rrq-bench-callgrind-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        // From here on, dropping it (on an error too) removes the directory.
+        let callgrind = Callgrind { dir };
         let real = rrq_test_support::server_program();
-        let wrapper = dir.join("redis-server");
+        let out = |name: &str| quoted(&callgrind.dir.join(name).display().to_string());
         let script = format!(
-            "#!/bin/sh\nexec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file={}/callgrind.%p \
-             --log-file={}/valgrind.%p.log '{}' \"$@\"\n",
-            dir.display(),
-            dir.display(),
-            real.replace('\'', r"'\''"),
+            "#!/bin/sh\nexec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file={} --log-file={} {} \"$@\"\n",
+            out("callgrind.%p"),
+            out("valgrind.%p.log"),
+            quoted(&real),
         );
+        let wrapper = callgrind.dir.join("redis-server");
         std::fs::write(&wrapper, script).with_context(|| format!("write {}", wrapper.display()))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+        // Set once per process: `run` installs it once, before any server starts.
         if !rrq_test_support::use_server_program(wrapper.display().to_string()) {
-            bail!("the servers' program was already chosen; --instructions must be set before any server starts");
+            bail!("the servers' program was already set in this process; --instructions cannot wrap it");
         }
-        Ok(Callgrind { dir })
+        Ok(callgrind)
     }
 
     /// Starts counting in each of `pids`.
@@ -85,6 +88,8 @@ impl Callgrind {
                 control(&["-d", "drain", &pid.to_string()])?;
                 let dump = latest_dump(&self.dir, *pid)?;
                 let text = std::fs::read_to_string(&dump).with_context(|| format!("read {}", dump.display()))?;
+                // Read once: a later process with the same id cannot pick it up.
+                let _remove = RemoveOnDrop(&dump);
                 let total =
                     parse_summary(&text).with_context(|| format!("no `summary:` line in {}", dump.display()))?;
                 let annotated = Command::new("callgrind_annotate")
@@ -109,6 +114,20 @@ impl Drop for Callgrind {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+/// `text` as one word for `sh`, in single quotes.
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 fn control(args: &[&str]) -> Result<()> {
@@ -188,6 +207,12 @@ Ir                   file:function
         assert_eq!(functions.get("getNodeByQuery"), Some(&60_340_112));
         assert_eq!(functions.get("crc16"), Some(&15_000), "the same function in two files is summed");
         assert_eq!(functions.len(), 2, "{functions:?}");
+    }
+
+    #[test]
+    fn words_are_quoted_for_the_shell() {
+        assert_eq!(quoted("/tmp/my dir/redis-server"), "'/tmp/my dir/redis-server'");
+        assert_eq!(quoted("it's"), r"'it'\''s'");
     }
 
     #[test]

@@ -131,6 +131,9 @@ fn parse(args: &[String]) -> Result<Options> {
     if o.scenarios.is_empty() {
         o.scenarios.extend(SCENARIOS);
     }
+    if o.instructions && o.scenarios != ["cluster"] {
+        bail!("--instructions counts the `cluster` scenario only: run `cargo xtask bench --instructions cluster`");
+    }
     Ok(o)
 }
 
@@ -606,6 +609,10 @@ mod tests {
         let o = parse(&args).unwrap();
         assert_eq!((o.scenarios.as_slice(), o.cluster_jobs), (["cluster"].as_slice(), 2000));
         assert_eq!(parse(&["cluster".to_owned()]).unwrap().cluster_jobs, 50_000);
+        assert!(parse(&["--instructions".to_owned(), "cluster".to_owned()]).unwrap().instructions);
+        let other = parse(&["--instructions".to_owned(), "drain-rust".to_owned()]).map(|_| ()).unwrap_err();
+        assert!(other.to_string().contains("cluster"), "{other}");
+        assert!(parse(&["--instructions".to_owned()]).is_err(), "every scenario, not only cluster");
         assert!(parse(&["--cluster-jobs".to_owned(), "many".to_owned()]).is_err());
         let owned: Vec<&str> = figures().iter().filter(|f| scenario_of(f.key) == "cluster").map(|f| f.key).collect();
         assert_eq!(owned.len(), cluster::figures().len());
