@@ -5,19 +5,21 @@
 //! machine shared by the servers, the worker, its runners and the harness
 //! they move by 10–20 % between identical runs: three masters and a worker
 //! on two cores evict each other's caches and wait for each other. The
-//! instructions a server executes for the same work do not depend on what
-//! else runs, so they compare the two key layouts' work per job
-//! repeatably. They leave out the kernel's side (socket reads and writes,
+//! instructions a server executes for the same commands do not depend on
+//! what else runs, so they compare the two key layouts' work per job
+//! repeatably (within about 1 %; what else runs can still change how the
+//! worker batches its commands). They leave out the kernel's side (socket reads and writes,
 //! which the CPU figures keep as system time) and treat every instruction
 //! alike, so they complement the CPU figures rather than replace them.
 //!
 //! Every private `redis-server` the harness starts runs under
 //! `valgrind --tool=callgrind --instr-atstart=no` (through a wrapper script
 //! handed to [`rrq_test_support::use_server_program`]): uninstrumented, so
-//! start-up and the enqueue run at a few times native speed. For the drain,
-//! `callgrind_control -i on` turns the count on in each master and
-//! `callgrind_control -d` writes what it counted; the dump's `summary:` line
-//! is the total, and `callgrind_annotate` splits it by function. Under
+//! start-up and the enqueue run at a few times native speed. Before the
+//! worker starts, `callgrind_control -i on` turns the count on in each
+//! master; after the drain, `callgrind_control -d` writes what it counted.
+//! The dump's `summary:` line is the total, and `callgrind_annotate` splits
+//! it by function. Under
 //! instrumentation a server runs 30–50 times slower, so what Redis does per
 //! second rather than per command (`serverCron`, the cluster bus) weighs
 //! more per job than at native speed; the per-function table shows it.

@@ -26,10 +26,11 @@
 //!
 //! With `--instructions`, every server runs under valgrind's callgrind and
 //! the drain is measured in instructions executed per job instead of CPU
-//! seconds (see `callgrind.rs`): repeatable where CPU seconds on a small
-//! shared machine are not, and split by function. The 15 % bound is then
-//! checked on instructions; rates and CPU seconds under valgrind mean
-//! nothing and are not reported.
+//! seconds (see `callgrind.rs`), counted from just before the worker starts
+//! to the last outcome, with the harness polling once a second: repeatable
+//! where CPU seconds on a small shared machine are not, and split by
+//! function. The 15 % bound is then checked on instructions; rates and CPU
+//! seconds under valgrind mean nothing and are not reported.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
