@@ -15,7 +15,7 @@ use super::RedisStore;
 use super::connect::classify_cause;
 use super::follow::Follow;
 use super::reply::protocol;
-use super::scripts::{self, Attempt, Complete, LuaScript};
+use super::scripts::{Attempt, Complete, LuaScript};
 use crate::clock::format_timestamp;
 use crate::error::StoreError;
 use crate::shared;
@@ -139,10 +139,7 @@ async fn run_batch(
     attempts: Vec<Attempt>,
 ) -> Result<Vec<Result<Fence, StoreError>>, Failure> {
     let n = attempts.len();
-    let busy = follow.busy();
-    let reply = scripts::eval(client, Complete { attempts }).await;
-    drop(busy);
-    match reply {
+    match follow.eval(client, Complete { attempts }).await {
         Ok(reply) => match Complete::decode(reply) {
             Ok(fences) if fences.len() == n => Ok(fences),
             Ok(fences) => Err(Failure::Reply(format!("{} codes for {n} attempts", fences.len()))),

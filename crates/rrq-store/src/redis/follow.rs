@@ -35,6 +35,8 @@ use fred::prelude::*;
 use fred::types::cluster::ClusterRouting;
 use futures::StreamExt as _;
 
+use super::scripts::{self, LuaScript};
+
 /// How often the watch looks at the calls in flight.
 pub(super) const TICK: Duration = Duration::from_millis(250);
 /// How long a call may wait before the watch asks the masters for their
@@ -89,6 +91,12 @@ impl Follow {
     /// Marks a call in flight until the guard is dropped.
     pub(super) fn busy(&self) -> Busy<'_> {
         self.busy_after(Duration::ZERO)
+    }
+
+    /// Runs `script`, marked in flight while it waits.
+    pub(super) async fn eval<S: LuaScript>(&self, client: &Client, script: S) -> Result<Value, Error> {
+        let _busy = self.busy();
+        scripts::eval(client, script).await
     }
 
     /// [`Follow::busy`] for a call that may take `allowed` by itself (a

@@ -170,8 +170,7 @@ impl RedisStore {
 
     /// Runs a script through its typed wrapper.
     async fn run<S: LuaScript>(&self, script: S) -> Result<S::Reply, StoreError> {
-        let _busy = self.inner.follow.busy();
-        let reply = scripts::eval(&self.inner.client, script).await.map_err(|e| self.error(S::OP, e))?;
+        let reply = self.inner.follow.eval(&self.inner.client, script).await.map_err(|e| self.error(S::OP, e))?;
         S::decode(reply)
     }
 

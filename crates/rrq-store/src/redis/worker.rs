@@ -499,10 +499,7 @@ async fn claim_on(
         replay: store.layout.is_sharded(),
         max_payload_bytes: req.max_payload_bytes,
     };
-    let busy = store.inner.follow.busy();
-    let first = scripts::eval(&store.inner.client, call.clone()).await;
-    drop(busy);
-    let reply = match first {
+    let reply = match store.inner.follow.eval(&store.inner.client, call.clone()).await {
         Ok(reply) => reply,
         // The connection broke with the script sent: it may have run and
         // only its reply been lost. Asking again with the same token
@@ -529,10 +526,7 @@ async fn replay(store: &RedisStore, call: Claim, first: Error) -> Result<Value, 
     for _ in 0..CLAIM_REPLAYS {
         tracing::debug!(error = %last, "claim reply lost with the connection; asking again with the same token");
         tokio::time::sleep(delay).await;
-        let busy = store.inner.follow.busy();
-        let again = scripts::eval(&store.inner.client, call.clone()).await;
-        drop(busy);
-        match again {
+        match store.inner.follow.eval(&store.inner.client, call.clone()).await {
             Ok(reply) => return Ok(reply),
             Err(e) if lost_reply(&e) => {
                 last = e;
