@@ -62,6 +62,9 @@ const CONCURRENT_SLEEP: f64 = 1.0;
 /// The concurrency check passes when all answers are in by then (serial
 /// execution would take `CONCURRENT * CONCURRENT_SLEEP`).
 const CONCURRENT_LIMIT: Duration = Duration::from_millis(3_500);
+/// How often the cancel check repeats its cancel while the request is
+/// unanswered.
+const CANCEL_REPEAT: Duration = Duration::from_millis(250);
 /// The longest wait for any single expected answer or event.
 const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
@@ -318,36 +321,43 @@ impl Conn {
     }
 
     /// The next message, `None` when the runner closed the connection.
-    async fn recv(&mut self, wait: Duration) -> anyhow::Result<Option<Envelope>> {
-        let read = async {
-            loop {
-                if let Some(msg) = self.decoder.decode(&mut self.buf).context("the runner sent an invalid frame")? {
-                    return Ok(Some(msg));
-                }
-                let n = match self.stream.read_buf(&mut self.buf).await {
-                    Ok(n) => n,
-                    // A reset is the runner closing the connection too.
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
-                    Err(e) => return Err(anyhow!(e).context("read from the runner failed")),
-                };
-                if n == 0 {
-                    return match self.decoder.decode_eof(&mut self.buf) {
-                        Ok(msg) => Ok(msg),
-                        Err(e) => Err(anyhow!(e).context("the runner closed the connection inside a frame")),
-                    };
-                }
+    /// Cancel-safe: a message cut short by a timeout is read on.
+    async fn next(&mut self) -> anyhow::Result<Option<Envelope>> {
+        loop {
+            if let Some(msg) = self.decoder.decode(&mut self.buf).context("the runner sent an invalid frame")? {
+                return Ok(Some(msg));
             }
-        };
-        tokio::time::timeout(wait, read).await.map_err(|_| anyhow!("no answer within {wait:?}"))?
+            let n = match self.stream.read_buf(&mut self.buf).await {
+                Ok(n) => n,
+                // A reset is the runner closing the connection too.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+                Err(e) => return Err(anyhow!(e).context("read from the runner failed")),
+            };
+            if n == 0 {
+                return match self.decoder.decode_eof(&mut self.buf) {
+                    Ok(msg) => Ok(msg),
+                    Err(e) => Err(anyhow!(e).context("the runner closed the connection inside a frame")),
+                };
+            }
+        }
+    }
+
+    /// The next message within `wait`.
+    async fn recv(&mut self, wait: Duration) -> anyhow::Result<Option<Envelope>> {
+        tokio::time::timeout(wait, self.next()).await.map_err(|_| anyhow!("no answer within {wait:?}"))?
     }
 
     /// The next response; anything else is an error.
     async fn response(&mut self, wait: Duration) -> anyhow::Result<ExecutionOutcome> {
-        match self.recv(wait).await? {
-            Some(Envelope::Response(outcome)) => Ok(outcome),
-            Some(other) => Err(anyhow!("expected a response frame, got {other:?}")),
-            None => Err(anyhow!("the runner closed the connection without answering")),
-        }
+        as_response(self.recv(wait).await?)
+    }
+}
+
+fn as_response(message: Option<Envelope>) -> anyhow::Result<ExecutionOutcome> {
+    match message {
+        Some(Envelope::Response(outcome)) => Ok(outcome),
+        Some(other) => Err(anyhow!("expected a response frame, got {other:?}")),
+        None => Err(anyhow!("the runner closed the connection without answering")),
     }
 }
 
@@ -538,15 +548,26 @@ async fn cancel(addr: SocketAddr) -> anyhow::Result<String> {
     let req = request(SLEEP, json!({"seconds": 30}));
     conn.send(&Envelope::Request(req.clone())).await?;
     // The cancel travels on its own connection, as the orchestrator sends
-    // it; give the runner a moment to start the request first, since the two
-    // connections are not ordered with respect to each other.
-    // sleep-ok: ordering between two independent connections.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // it, so it can overtake the request; a runner ignores a cancel for a
+    // request it has not taken up yet (protocol section 5.4). Nothing tells
+    // when the request was taken up, so the cancel is repeated until the
+    // request is answered.
+    let cancel = Envelope::Cancel(CancelRequest::new(req.job_id.clone(), Some(req.request_id.clone())));
     let started = Instant::now();
-    let mut other = Conn::open(addr).await?;
-    other.send(&Envelope::Cancel(CancelRequest::new(req.job_id.clone(), Some(req.request_id.clone())))).await?;
-    drop(other);
-    let outcome = conn.response(ANSWER_WAIT).await.context("the cancelled request was not answered")?;
+    let mut sent = 0;
+    let outcome = loop {
+        let mut other = Conn::open(addr).await?;
+        other.send(&cancel).await?;
+        drop(other);
+        sent += 1;
+        let left = ANSWER_WAIT.saturating_sub(started.elapsed());
+        if let Ok(message) = tokio::time::timeout(CANCEL_REPEAT.min(left), conn.next()).await {
+            break as_response(message?)?;
+        }
+        if started.elapsed() >= ANSWER_WAIT {
+            return Err(anyhow!("the cancelled request was not answered within {ANSWER_WAIT:?} ({sent} cancels sent)"));
+        }
+    };
     correlated(&req, &outcome)?;
     expect_status(&outcome, OutcomeStatus::Error)?;
     if outcome.error_kind() != Some(error_types::CANCELLED) {
@@ -555,7 +576,8 @@ async fn cancel(addr: SocketAddr) -> anyhow::Result<String> {
     if outcome.error_message() != Some(CANCELLED_MESSAGE) {
         return Err(anyhow!("expected error.message {CANCELLED_MESSAGE:?}, got {}", describe(&outcome)));
     }
-    Ok(format!("answered {:.2} s after the cancel", started.elapsed().as_secs_f64()))
+    let cancels = if sent == 1 { "1 cancel".to_owned() } else { format!("{sent} cancels") };
+    Ok(format!("answered {:.2} s after the first cancel ({cancels} sent)", started.elapsed().as_secs_f64()))
 }
 
 async fn deadline(addr: SocketAddr) -> anyhow::Result<String> {

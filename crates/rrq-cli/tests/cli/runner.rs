@@ -88,7 +88,13 @@ fn runner_check_prints_a_table_and_names_each_broken_rule() {
                 s.spawn(move || {
                     let args = ["runner", "check", "--json", "--", "python3", path(script), "--break", rule];
                     let run = rrq_in(dir, &args, &[]);
-                    assert_eq!(failed(&run), *checks, "breaking {rule}\nstderr:\n{}", run.stderr);
+                    assert_eq!(
+                        failed(&run),
+                        *checks,
+                        "breaking {rule}\nstderr:\n{}\nstdout:\n{}",
+                        run.stderr,
+                        run.stdout
+                    );
                     if checks.is_empty() {
                         run.ok();
                     } else {
@@ -110,6 +116,20 @@ fn runner_check_prints_a_table_and_names_each_broken_rule() {
     assert!(row.contains("FAIL") && row.contains("error.type handler_not_found"), "{row}");
     assert!(run.line("echo").contains("pass"), "{}", run.stdout);
     assert!(run.stdout.contains("12 of 13 checks passed"), "{}", run.stdout);
+}
+
+#[test]
+fn runner_check_cancels_a_request_the_runner_takes_up_late() {
+    // A starved runner may read a request well after it was sent. A cancel
+    // that overtakes it names no running request and is ignored (protocol
+    // section 5.4), so a conforming runner must still pass the cancel check.
+    let dir = Scratch::create();
+    dir.write("broken_runner.py", BROKEN_PY);
+    let script = dir.path("broken_runner.py");
+    let args = ["runner", "check", "--json", "--", "python3", path(&script), "--late", "1.5"];
+    let run = rrq_in(dir.root(), &args, &[]);
+    assert_eq!(failed(&run), Vec::<String>::new(), "stderr:\n{}\nstdout:\n{}", run.stderr, run.stdout);
+    run.ok();
 }
 
 #[test]

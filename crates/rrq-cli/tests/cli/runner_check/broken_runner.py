@@ -12,6 +12,10 @@ runner protocol except for the one rule named by `--break RULE`:
 * `probe`: exits when a connection closes without sending anything;
 * `none`: breaks nothing.
 
+With `--late SECONDS` it takes up each request only that long after reading
+it, as a runner starved of CPU would: a cancel arriving meanwhile finds no
+running request and is ignored, as the protocol says.
+
 `rrq runner check` must fail exactly the check covering the broken rule.
 
 With `--record PATH` it first writes what it was started with (argv, a few
@@ -31,9 +35,14 @@ import sys
 parser = argparse.ArgumentParser()
 parser.add_argument("--break", dest="broken", default="none")
 parser.add_argument("--record")
+parser.add_argument("--late", type=float, default=0.0)
 parser.add_argument("--tcp-socket", required=True)
 args = parser.parse_args()
+# request_id -> the future a cancel frame resolves; a cancel that arrives
+# before the request's task has first run is thus not lost.
 running = {}
+# The loop keeps only weak references to tasks.
+tasks = set()
 if args.record:
     with open(args.record, "w") as f:
         json.dump({
@@ -53,7 +62,7 @@ def outcome(req, status, result=None, message=None, kind=None, after=None):
             "result": result, "error": error, "retry_after_seconds": after}
 
 
-async def handle(req):
+async def handle(req, stop):
     ctx, params, name = req["context"], req.get("params") or {}, req["function_name"]
     if req.get("protocol_version", "2") != "2":
         return outcome(req, "error", message="Unsupported protocol version")
@@ -76,14 +85,16 @@ async def handle(req):
     else:
         kind = None if args.broken == "not_found" else "handler_not_found"
         return outcome(req, "error", message=f"No handler registered for function '{name}'", kind=kind)
-    try:
-        timeout = None if deadline is None else (deadline - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
-        return outcome(req, "success", result=await asyncio.wait_for(work, timeout))
-    except asyncio.TimeoutError:
-        return outcome(req, "timeout", message="Job execution timed out", kind=timeout_kind())
-    except asyncio.CancelledError:
+    timeout = None if deadline is None else (deadline - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    work = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({work, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if work in done:
+        return outcome(req, "success", result=work.result())
+    work.cancel()
+    if stop in done:
         message = "cancelled" if args.broken == "cancel_message" else "Job cancelled"
         return outcome(req, "error", message=message, kind="cancelled")
+    return outcome(req, "timeout", message="Job execution timed out", kind=timeout_kind())
 
 
 def timeout_kind():
@@ -93,13 +104,27 @@ def timeout_kind():
 async def serve(reader, writer):
     lock = asyncio.Lock()
 
-    async def run(req):
-        reply = await handle(req)
+    async def run(req, stop):
+        reply = await handle(req, stop)
         running.pop(req["request_id"], None)
         data = json.dumps({"type": "response", "payload": reply}).encode()
         async with lock:
             writer.write(struct.pack(">I", len(data)) + data)
             await writer.drain()
+
+    def start(coro):
+        task = asyncio.ensure_future(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def take_up(req):
+        stop = asyncio.get_running_loop().create_future()
+        running[req["request_id"]] = stop
+        start(run(req, stop))
+
+    async def take_up_late(req):
+        await asyncio.sleep(args.late)
+        take_up(req)
 
     try:
         while True:
@@ -113,11 +138,14 @@ async def serve(reader, writer):
             message = json.loads(await reader.readexactly(length))
             if message["type"] == "request":
                 req = message["payload"]
-                running[req["request_id"]] = asyncio.ensure_future(run(req))
+                if args.late > 0:
+                    start(take_up_late(req))
+                else:
+                    take_up(req)
             elif message["type"] == "cancel" and args.broken != "cancel":
-                task = running.get(message["payload"].get("request_id"))
-                if task is not None:
-                    task.cancel()
+                stop = running.get(message["payload"].get("request_id"))
+                if stop is not None and not stop.done():
+                    stop.set_result(None)
     except (asyncio.IncompleteReadError, ValueError, KeyError, ConnectionError):
         writer.close()
 
