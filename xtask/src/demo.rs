@@ -76,7 +76,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         Some(n) => n.parse().with_context(|| format!("job count must be a number, got {n:?}"))?,
         None => 500,
     };
-    run_command(cargo().args(["build", "--quiet", "-p", "rrq-cli", "-p", "rrq-runner", "--bins"]))?;
+    run_command(cargo().args(["build", "--quiet", "-p", "rrq", "-p", "rrq-runner", "--bins"]))?;
     let bin_dir = target_dir().join("debug");
     let (dsn, _redis) = start_redis()?;
 

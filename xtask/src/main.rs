@@ -106,7 +106,7 @@ fn has_nextest() -> bool {
 
 fn bench(args: &[String]) -> Result<()> {
     // The harness, the `rrq` CLI and the example runner, all in release mode.
-    run(cargo().args(["build", "--release", "--quiet", "-p", "xtask", "-p", "rrq-cli", "-p", "rrq-runner", "--bins"]))?;
+    run(cargo().args(["build", "--release", "--quiet", "-p", "xtask", "-p", "rrq", "-p", "rrq-runner", "--bins"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));

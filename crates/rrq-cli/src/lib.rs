@@ -75,7 +75,7 @@ pub fn version() -> &'static str {
 
 /// rrq: a Redis job queue orchestrator.
 #[derive(Debug, Parser)]
-#[command(name = "rrq", version = version(), about, propagate_version = true)]
+#[command(name = "rrq", bin_name = "rrq", version = version(), about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

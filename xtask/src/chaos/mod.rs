@@ -183,7 +183,7 @@ struct Outcome {
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
     let mut build = crate::cargo();
-    build.args(["build", "--quiet", "-p", "rrq-cli", "-p", "rrq-runner", "--bins"]);
+    build.args(["build", "--quiet", "-p", "rrq", "-p", "rrq-runner", "--bins"]);
     if opts.release {
         build.arg("--release");
     }

@@ -35,7 +35,7 @@ async fn the_dashboard_serves_its_api_on_loopback() {
 async fn a_public_address_with_the_token_variable_serves_only_with_the_token() {
     let env = Env::new().await;
     let config = env.dir.path("rrq.toml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rrq"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rrq-cli"))
         .args(["dashboard", "--listen", "0.0.0.0:0", "--config"])
         .arg(&config)
         .env("RRQ_DASHBOARD_TOKEN", "t0ken-from-env")
@@ -163,7 +163,7 @@ async fn the_api_serves_the_rows_of_worker_list_and_cron_list_json() {
 /// Starts `rrq dashboard --read-only` on a free loopback port over the
 /// environment's config; returns the process and the address it printed.
 fn start_read_only_dashboard(env: &Env) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rrq"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rrq-cli"))
         .args(["dashboard", "--listen", "127.0.0.1:0", "--read-only", "--config"])
         .arg(env.dir.path("rrq.toml"))
         .env_remove("RRQ_DASHBOARD_TOKEN")

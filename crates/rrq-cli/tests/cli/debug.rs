@@ -248,7 +248,7 @@ fn runner_python_starts_the_reference_runner_and_stops_it_on_sigterm() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let path = format!("{}:{}", venv.root().join("bin").display(), std::env::var("PATH").unwrap_or_default());
     let socket = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rrq"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rrq-cli"))
         .args(["runner", "python", "--settings", "handlers.settings", "--tcp-socket", &socket])
         .current_dir(dir.root())
         .env("PATH", path)

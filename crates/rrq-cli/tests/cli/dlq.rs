@@ -162,7 +162,7 @@ async fn dlq_purge_deletes_only_the_jobs_it_confirmed() {
 
     // `script` gives the binary a terminal on stdin, so it asks and waits.
     let config = env.dir.path("rrq.toml");
-    let cmdline = format!("{} dlq purge --config {}", env!("CARGO_BIN_EXE_rrq"), config.display());
+    let cmdline = format!("{} dlq purge --config {}", env!("CARGO_BIN_EXE_rrq-cli"), config.display());
     let mut child = Command::new("script")
         .args(["-q", "-e", "-c", &cmdline, "/dev/null"])
         .current_dir(env.dir.root())

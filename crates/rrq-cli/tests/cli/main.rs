@@ -148,7 +148,7 @@ impl Run {
 /// Runs the binary in `cwd` with no inherited RRQ variables, no stdin, and
 /// `env` added.
 pub fn rrq_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_rrq"))
+    let out = Command::new(env!("CARGO_BIN_EXE_rrq-cli"))
         .args(args)
         .current_dir(cwd)
         .env_remove("RRQ_CONFIG")

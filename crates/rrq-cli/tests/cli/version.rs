@@ -22,7 +22,7 @@ fn version_names_the_protocol_and_the_schema() {
 #[test]
 fn a_closed_stdout_ends_the_command_quietly() {
     let dir = Scratch::create();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rrq"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rrq-cli"))
         .args(["completions", "bash"])
         .current_dir(dir.root())
         .stdin(std::process::Stdio::null())

@@ -1,4 +1,4 @@
-//! The `rrq` command (the same code as rrq-cli's binary).
+//! The `rrq` command (rrq-cli's `rrq-cli` binary is the same program).
 
 fn main() -> std::process::ExitCode {
     rrq::cli::main()
