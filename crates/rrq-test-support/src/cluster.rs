@@ -357,41 +357,63 @@ impl TestCluster {
     /// slots, and every running replica's link to its master is up. With
     /// `all_known`, every node must also know every other one.
     fn wait_until_settled(&self, what: &str, all_known: bool) {
+        let known = all_known.then_some(self.nodes.len());
         wait::until(&format!("{what} settling"), SETTLE_DEADLINE, || {
-            let mut first: Option<(u16, SlotOwners)> = None;
-            for port in self.live_ports() {
-                let field = |name| resp::info_field(port, &["CLUSTER", "INFO"], name);
-                if field("cluster_state").as_deref() != Some("ok") {
-                    return Err(format!("node {port}: cluster_state {:?}", field("cluster_state")));
-                }
-                if field("cluster_slots_ok") != Some(SLOTS.to_string()) {
-                    return Err(format!("node {port}: cluster_slots_ok {:?}", field("cluster_slots_ok")));
-                }
-                if all_known && field("cluster_known_nodes") != Some(self.nodes.len().to_string()) {
-                    return Err(format!("node {port}: cluster_known_nodes {:?}", field("cluster_known_nodes")));
-                }
+            let nodes: Vec<(String, u16)> = self.live_ports().map(|port| (port.to_string(), port)).collect();
+            settled(&nodes, known, |k| {
+                let port = nodes[k].1;
                 let view = view_of(port)?;
                 let me = view.iter().find(|n| n.port == port).ok_or_else(|| format!("node {port} misses itself"))?;
-                if !me.is_master() {
-                    let link = resp::info_field(port, &["INFO", "replication"], "master_link_status");
-                    if link.as_deref() != Some("up") {
-                        return Err(format!("replica {port}: master_link_status {link:?}"));
-                    }
-                }
-                let mut owners: SlotOwners =
-                    view.into_iter().filter(|n| !n.slots.is_empty()).map(|n| (n.id, n.slots)).collect();
-                owners.sort_by(|a, b| a.0.cmp(&b.0));
-                match &first {
-                    None => first = Some((port, owners)),
-                    Some((p, seen)) if *seen != owners => {
-                        return Err(format!("nodes {p} and {port} disagree on slots: {seen:?} / {owners:?}"));
-                    }
-                    Some(_) => {}
-                }
-            }
-            Ok(())
+                Ok((me.is_master(), view.into_iter().map(|n| (n.id, n.slots)).collect()))
+            })
         });
     }
+}
+
+/// One round of a settle check over `nodes` (a label for messages and the
+/// port each answers on): every node reports `cluster_state:ok` with all
+/// slots served (and `known` nodes, when given), every replica's link to its
+/// master is up, and all of them see the same masters serving the same
+/// slots. `view` tells, for a node's position in `nodes`, whether the node
+/// is a master and the slot ranges every node serves as it sees them. The
+/// error names the first node not there yet.
+pub(crate) fn settled(
+    nodes: &[(String, u16)],
+    known: Option<usize>,
+    mut view: impl FnMut(usize) -> Result<(bool, SlotOwners), String>,
+) -> Result<(), String> {
+    let mut first: Option<(&str, SlotOwners)> = None;
+    for (k, (label, port)) in nodes.iter().enumerate() {
+        let field = |name| resp::info_field(*port, &["CLUSTER", "INFO"], name);
+        if field("cluster_state").as_deref() != Some("ok") {
+            return Err(format!("node {label}: cluster_state {:?}", field("cluster_state")));
+        }
+        if field("cluster_slots_ok") != Some(SLOTS.to_string()) {
+            return Err(format!("node {label}: cluster_slots_ok {:?}", field("cluster_slots_ok")));
+        }
+        if let Some(known) = known
+            && field("cluster_known_nodes") != Some(known.to_string())
+        {
+            return Err(format!("node {label}: cluster_known_nodes {:?}", field("cluster_known_nodes")));
+        }
+        let (is_master, owners) = view(k)?;
+        if !is_master {
+            let link = resp::info_field(*port, &["INFO", "replication"], "master_link_status");
+            if link.as_deref() != Some("up") {
+                return Err(format!("replica {label}: master_link_status {link:?}"));
+            }
+        }
+        let mut owners: SlotOwners = owners.into_iter().filter(|(_, slots)| !slots.is_empty()).collect();
+        owners.sort_by(|a, b| a.0.cmp(&b.0));
+        match &first {
+            None => first = Some((label, owners)),
+            Some((seen_by, seen)) if *seen != owners => {
+                return Err(format!("nodes {seen_by} and {label} disagree on slots: {seen:?} / {owners:?}"));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Node ids with the slot ranges they serve, as one node sees them.

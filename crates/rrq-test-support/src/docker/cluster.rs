@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::DockerRedis;
-use crate::cluster::{ClusterNode, Role, SLOTS, SlotOwners, parse_node_line_with_host};
+use crate::cluster::{ClusterNode, Role, parse_node_line_with_host, settled};
 use crate::resp;
 use crate::wait;
 
@@ -255,40 +255,17 @@ impl DockerCluster {
     /// slots served, they agree on who serves which slot, and every reachable
     /// replica's link is up. With `all_known`, each must know all six nodes.
     fn wait_until_settled(&self, what: &str, all_known: bool) {
+        let known = all_known.then_some(self.reachable.len());
         wait::until(&format!("{what} settling"), SETTLE_DEADLINE, || {
-            let mut first: Option<(usize, SlotOwners)> = None;
-            for i in self.reachable_indices() {
-                let port = self.redis.nodes()[i].host_port();
-                let field = |name| resp::info_field(port, &["CLUSTER", "INFO"], name);
-                if field("cluster_state").as_deref() != Some("ok") {
-                    return Err(format!("node {i}: cluster_state {:?}", field("cluster_state")));
-                }
-                if field("cluster_slots_ok") != Some(SLOTS.to_string()) {
-                    return Err(format!("node {i}: cluster_slots_ok {:?}", field("cluster_slots_ok")));
-                }
-                if all_known && field("cluster_known_nodes") != Some(self.reachable.len().to_string()) {
-                    return Err(format!("node {i}: cluster_known_nodes {:?}", field("cluster_known_nodes")));
-                }
+            let indices: Vec<usize> = self.reachable_indices().collect();
+            let nodes: Vec<(String, u16)> =
+                indices.iter().map(|&i| (i.to_string(), self.redis.nodes()[i].host_port())).collect();
+            settled(&nodes, known, |k| {
+                let i = indices[k];
                 let view = self.view_of(i)?;
                 let me = view.iter().find(|n| n.index == i).ok_or_else(|| format!("node {i} misses itself"))?;
-                if !me.is_master() {
-                    let link = resp::info_field(port, &["INFO", "replication"], "master_link_status");
-                    if link.as_deref() != Some("up") {
-                        return Err(format!("replica {i}: master_link_status {link:?}"));
-                    }
-                }
-                let mut owners: SlotOwners =
-                    view.into_iter().filter(|n| !n.slots.is_empty()).map(|n| (n.id, n.slots)).collect();
-                owners.sort_by(|a, b| a.0.cmp(&b.0));
-                match &first {
-                    None => first = Some((i, owners)),
-                    Some((j, seen)) if *seen != owners => {
-                        return Err(format!("nodes {j} and {i} disagree on slots: {seen:?} / {owners:?}"));
-                    }
-                    Some(_) => {}
-                }
-            }
-            Ok(())
+                Ok((me.is_master(), view.into_iter().map(|n| (n.id, n.slots)).collect()))
+            })
         });
     }
 
