@@ -151,6 +151,7 @@ fn test(extra: &[String]) -> Result<()> {
     run(Command::new("npm").arg("test").current_dir(&sdk))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     invariants::check()?;
+    deny()?;
     // The fixed chaos seeds, on one server and on a cluster (real processes,
     // about three minutes), before the test runners so the run ends with the
     // test runner's own summary.
@@ -165,6 +166,24 @@ fn test(extra: &[String]) -> Result<()> {
         run(cargo().args(["test", "--workspace", "--no-fail-fast"]).args(extra))?;
     }
     Ok(())
+}
+
+/// The cargo-deny release `cargo xtask test` installs where none is.
+const CARGO_DENY: &str = "0.20.2";
+
+/// deny.toml's license allow-list, crate bans and allowed sources. (Its
+/// advisories check needs the RustSec database from GitHub; run `cargo deny
+/// check advisories` where that is reachable.)
+fn deny() -> Result<()> {
+    let installed = cargo().args(["deny", "--version"]).output().is_ok_and(|o| o.status.success());
+    if !installed {
+        eprintln!(
+            "cargo-deny is not installed: installing {CARGO_DENY} once for this machine (a few minutes): \
+             `cargo install cargo-deny --locked --version {CARGO_DENY}`"
+        );
+        run(cargo().args(["install", "cargo-deny", "--locked", "--version", CARGO_DENY]))?;
+    }
+    run(cargo().args(["deny", "--log-level", "error", "check", "bans", "licenses", "sources"]))
 }
 
 #[cfg(test)]
